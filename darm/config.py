@@ -1,0 +1,85 @@
+"""Typed configuration dataclasses: an unknown key or a value of the wrong type is an error."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+from darm.errors import DarmError
+
+C = TypeVar("C")
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Check `value` against a field annotation; parse it when it comes as a string (CLI)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # Optional[X] / X | None
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise DarmError(f"{name} must be a comma-separated list, got {value!r}")
+        return tuple(_coerce(name, v, args[0]) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+        raise DarmError(f"{name} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise DarmError(f"{name} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise DarmError(f"{name} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise DarmError(f"{name} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise DarmError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") -> C:
+    """Instantiate dataclass `cls` from `overrides`, rejecting unknown or mistyped fields."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise DarmError(
+            f"unknown {what} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
+        )
+    values = {k: _coerce(k, v, hints[k]) for k, v in overrides.items()}
+    return cls(**values)
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """Parse ['key=value', ...] from the command line into a dict of strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DarmError(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out

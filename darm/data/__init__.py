@@ -1,0 +1,76 @@
+"""Datasets: built-in names or a user's file, all turned into discrete sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from darm.data.arrays import array_dataset
+from darm.data.dataset import SPLITS, Dataset
+from darm.data.digits import digits_dataset
+from darm.data.text import corpus_dataset, lines_dataset
+from darm.data.vocab import Vocabulary
+from darm.errors import DarmError
+
+BUNDLED = Path(__file__).resolve().parent.parent / "datasets"
+
+BUILTIN = {
+    "digits": "scikit-learn 8x8 digits, 17 grey levels, D=64, labels 0-9 (the default)",
+    "names": "32k US first names, one per line (makemore's names.txt), deduplicated",
+    "shakespeare": "Tiny Shakespeare, 1.1M characters as one corpus cut in blocks",
+}
+
+FORMATS = ("lines", "corpus", "array")
+
+
+def load_data(
+    spec: str,
+    format: str | None = None,
+    block: int = 64,
+    levels: int | None = None,
+    seed: int = 42,
+    vocab: Vocabulary | None = None,
+    max_len: int | None = None,
+) -> Dataset:
+    """A built-in name (digits, names, shakespeare) or a path: .txt (format lines or
+    corpus), .npy / .npz (integer arrays or images)."""
+    if spec == "digits":
+        return digits_dataset(seed)
+    if spec == "names":
+        return lines_dataset(BUNDLED / "names.txt", "names", seed, vocab=vocab, max_len=max_len)
+    if spec == "shakespeare":
+        return corpus_dataset(BUNDLED / "tinyshakespeare.txt", block, "shakespeare", vocab=vocab)
+    path = Path(spec)
+    if not path.exists():
+        raise DarmError(
+            f"no data file {spec!r} and no built-in dataset of that name; "
+            f"built-in: {', '.join(BUILTIN)}"
+        )
+    if format is None:
+        format = "array" if path.suffix in (".npy", ".npz") else "lines"
+    if format not in FORMATS:
+        raise DarmError(f"unknown data format {format!r}; valid: {', '.join(FORMATS)}")
+    if format == "lines":
+        return lines_dataset(path, seed=seed, vocab=vocab, max_len=max_len)
+    if format == "corpus":
+        return corpus_dataset(path, block, vocab=vocab)
+    return array_dataset(path, levels=levels, seed=seed)
+
+
+def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> Dataset:
+    """Reload the data a checkpoint was trained on (same split, same vocabulary)."""
+    fmt = source.get("format")
+    if fmt == "builtin":
+        return load_data(source["name"], seed=source.get("seed", 42))
+    if fmt == "lines":
+        return lines_dataset(
+            Path(source["path"]), seed=source["seed"], vocab=vocab, max_len=seq_len
+        )
+    if fmt == "corpus":
+        return corpus_dataset(Path(source["path"]), source["block"], vocab=vocab)
+    if fmt == "array":
+        return array_dataset(Path(source["path"]), levels=source.get("levels"))
+    raise DarmError(f"checkpoint names an unknown data source {source!r}")
+
+
+__all__ = ["Dataset", "Vocabulary", "load_data", "load_from_source", "BUILTIN", "SPLITS"]

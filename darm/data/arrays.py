@@ -1,0 +1,115 @@
+"""Integer arrays (.npy / .npz) and images as raster-order sequences."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from darm.data.dataset import SPLITS, Dataset, seeded_split
+from darm.data.splits import TensorSplit
+from darm.errors import DarmError
+
+NPZ_SPLIT_KEYS = {"train": "x_train", "valid": "x_valid", "test": "x_test"}
+
+
+def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
+    """Validate an (N, D...) integer array; return the number of levels L."""
+    if a.dtype == object or not np.issubdtype(a.dtype, np.integer):
+        if a.dtype == bool:
+            return max(levels or 2, 2)
+        raise DarmError(f"{what} must hold integers, got dtype {a.dtype}")
+    if a.ndim < 2:
+        raise DarmError(f"{what} must have shape (N, D) or (N, H, W), got {a.shape}")
+    if a.shape[0] == 0 or a[0].size == 0:
+        raise DarmError(f"{what} is empty (shape {a.shape})")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0:
+        raise DarmError(f"{what} has negative values (min {lo}); symbols must be 0..L-1")
+    if levels is not None and hi >= levels:
+        raise DarmError(f"{what} has value {hi}, outside the {levels} levels 0..{levels - 1}")
+    return levels or hi + 1
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DarmError(f"data file {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DarmError(f"cannot read {path} as a NumPy array file: {e}") from None
+
+
+def array_dataset(
+    path: Path,
+    levels: int | None = None,
+    seed: int = 42,
+    fractions=(0.1, 0.1),
+    name: str | None = None,
+) -> Dataset:
+    """Arrays (N, D) or images (N, H, W) of symbols 0..L-1.
+
+    An .npz with x_train / x_valid / x_test (and optional y_*) keeps its own split; a single
+    array (an .npy, or an .npz key `x` with optional `y`) is split with a fixed seed.
+    """
+    arrays = _load(path)
+    if all(k in arrays for k in NPZ_SPLIT_KEYS.values()):
+        xs = {s: arrays[NPZ_SPLIT_KEYS[s]] for s in SPLITS}
+        ys = {s: arrays.get(f"y_{s}") for s in SPLITS}
+        notes = "the file's own train/valid/test split"
+    else:
+        key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
+        if key is None:
+            raise DarmError(
+                f"{path} has keys {sorted(arrays)}; expected x (and y), or x_train/x_valid/x_test"
+            )
+        x, y = arrays[key], arrays.get("y")
+        if x.ndim < 2 or len(x) < 3:
+            raise DarmError(f"{path}: need an (N, D) array with N >= 3, got shape {x.shape}")
+        idx = seeded_split(len(x), fractions, seed)
+        xs = {s: x[i.numpy()] for s, i in idx.items()}
+        ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
+        notes = (
+            f"seeded ({seed}) split {1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}"
+        )
+    L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in SPLITS)
+    event = {xs[s].shape[1:] for s in SPLITS}
+    if len(event) != 1:
+        raise DarmError(f"{path}: splits have different example shapes {sorted(event)}")
+    shape = event.pop()
+    return make_dataset(
+        name or path.stem, xs, ys, L, shape, {"format": "array", "path": str(path)}, notes
+    )
+
+
+def make_dataset(name, xs, ys, L, shape, source, notes) -> Dataset:
+    """Flatten (N, *shape) arrays into raster-order sequences (N, D)."""
+    has_labels = all(ys[s] is not None for s in SPLITS)
+    num_classes = 0
+    if has_labels:
+        for s in SPLITS:
+            if len(ys[s]) != len(xs[s]):
+                raise DarmError(f"{name}: {len(ys[s])} labels for {len(xs[s])} {s} examples")
+        num_classes = int(max(int(ys[s].max()) for s in SPLITS)) + 1
+    splits = {}
+    for s in SPLITS:
+        x = torch.from_numpy(np.ascontiguousarray(xs[s]).astype(np.int64))
+        x = x.reshape(len(x), -1)  # (N, H, W) -> (N, H*W): raster order
+        y = torch.from_numpy(ys[s].astype(np.int64)) if has_labels else None
+        splits[s] = TensorSplit(x, y)
+    return Dataset(
+        name=name,
+        kind="image" if len(shape) >= 2 else "array",
+        vocab_size=L,
+        seq_len=int(np.prod(shape)),
+        splits=splits,
+        source=source,
+        image_shape=tuple(shape) if len(shape) >= 2 else None,
+        num_classes=num_classes,
+        notes=notes,
+    )

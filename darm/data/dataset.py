@@ -1,0 +1,56 @@
+"""A dataset: three splits of discrete sequences plus what is needed to read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from darm.data.splits import TensorSplit
+from darm.data.vocab import Vocabulary
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Dataset:
+    name: str
+    kind: str  # lines | corpus | array | image
+    vocab_size: int  # L: symbols per dimension
+    seq_len: int  # D: dimensions per example (the longest item for lines)
+    splits: dict[str, TensorSplit]
+    source: dict[str, Any]  # how to load it again (saved in checkpoints)
+    vocab: Vocabulary | None = None  # text: the symbols
+    eos: int | None = None  # lines: index of the end symbol
+    image_shape: tuple[int, ...] | None = None  # images: (H, W) of the raster order
+    num_classes: int = 0  # labels y in [0, num_classes), 0 if unlabelled
+    notes: str = ""  # provenance and split, for humans
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, split: str) -> TensorSplit:
+        return self.splits[split]
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        labels = f", {self.num_classes} classes" if self.num_classes else ""
+        return f"{self.name}: {self.kind}, L={self.vocab_size}, D={self.seq_len}{labels} ({sizes})"
+
+    def decode(self, x: torch.Tensor) -> str:
+        """Text of one example, cut at the end symbol for line datasets."""
+        ids = x.tolist()
+        if self.eos is not None and self.eos in ids:
+            ids = ids[: ids.index(self.eos)]
+        return self.vocab.decode(ids)
+
+
+def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, torch.Tensor]:
+    """Indices of a seeded shuffle cut into train / valid / test by (valid, test) fractions."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_valid, n_test = int(round(n * fractions[0])), int(round(n * fractions[1]))
+    n_train = n - n_valid - n_test
+    return {
+        "train": perm[:n_train],
+        "valid": perm[n_train : n_train + n_valid],
+        "test": perm[n_train + n_valid :],
+    }

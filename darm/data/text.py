@@ -1,0 +1,101 @@
+"""Text as sequences of characters: one item per line, or one corpus cut in blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from darm.data.dataset import Dataset, seeded_split
+from darm.data.splits import CorpusSplit, TensorSplit
+from darm.data.vocab import EOS, Vocabulary
+from darm.errors import DarmError
+
+
+def read_text(path: Path) -> str:
+    if not path.exists():
+        raise DarmError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise DarmError(f"data path {path} is a folder, expected a text file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DarmError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise DarmError(f"data file {path} is empty")
+    return text
+
+
+def lines_dataset(
+    path: Path,
+    name: str | None = None,
+    seed: int = 42,
+    fractions=(0.1, 0.1),
+    vocab: Vocabulary | None = None,
+    max_len: int | None = None,
+) -> Dataset:
+    """Items one per line, each ended by the end symbol; duplicates dropped before the
+    seeded split (a repeated item in train and test would flatter test NLL)."""
+    items = [s.strip() for s in read_text(path).splitlines()]
+    items = list(dict.fromkeys(s for s in items if s))  # unique, first-seen order
+    if len(items) < 3:
+        raise DarmError(f"{path} has {len(items)} distinct non-empty lines; need at least 3")
+    vocab = vocab or Vocabulary.from_text(items, eos=True)
+    D = max(len(s) for s in items) + 1
+    if max_len is not None and D > max_len:
+        raise DarmError(f"the longest line has {D - 1} symbols; the model holds {max_len - 1}")
+    D = max_len or D
+    x = torch.full((len(items), D), vocab.index[EOS], dtype=torch.long)
+    mask = torch.zeros(len(items), D, dtype=torch.bool)
+    for i, s in enumerate(items):
+        ids = vocab.encode(s)
+        x[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[i, : len(ids) + 1] = True  # the symbols and the end symbol are scored
+    idx = seeded_split(len(items), fractions, seed)
+    splits = {k: TensorSplit(x[v], None, mask[v]) for k, v in idx.items()}
+    return Dataset(
+        name=name or path.stem,
+        kind="lines",
+        vocab_size=len(vocab),
+        seq_len=D,
+        splits=splits,
+        source={"format": "lines", "path": str(path), "seed": seed},
+        vocab=vocab,
+        eos=vocab.index[EOS],
+        notes=f"{len(items)} distinct lines (deduplicated), seeded ({seed}) split "
+        f"{1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}",
+    )
+
+
+def corpus_dataset(
+    path: Path,
+    block: int,
+    name: str | None = None,
+    holdout: float = 0.1,
+    vocab: Vocabulary | None = None,
+) -> Dataset:
+    """One continuous text: the first 90% trains, the last 10% is held out, its first half
+    for validation and its second half for test. Models see blocks of `block` symbols."""
+    text = read_text(path)
+    vocab = vocab or Vocabulary.from_text([text])
+    stream = torch.tensor(vocab.encode(text), dtype=torch.long)
+    n_train = int(len(stream) * (1 - holdout))
+    n_valid = (len(stream) - n_train) // 2
+    parts = {
+        "train": stream[:n_train],
+        "valid": stream[n_train : n_train + n_valid],
+        "test": stream[n_train + n_valid :],
+    }
+    if min(len(p) for p in parts.values()) < block + 1:
+        raise DarmError(f"{path} is too short for blocks of {block} symbols in every split")
+    return Dataset(
+        name=name or path.stem,
+        kind="corpus",
+        vocab_size=len(vocab),
+        seq_len=block,
+        splits={k: CorpusSplit(v, block) for k, v in parts.items()},
+        source={"format": "corpus", "path": str(path), "block": block},
+        vocab=vocab,
+        notes=f"{len(stream)} characters; first {1 - holdout:.0%} train, last {holdout:.0%} "
+        f"held out (first half valid, second half test); blocks of {block}",
+    )

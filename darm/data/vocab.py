@@ -1,0 +1,44 @@
+"""Character vocabularies: symbol <-> index, saved with the model as a JSON list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from darm.errors import DarmError
+
+EOS = "\n"  # the end-of-item symbol of line datasets: every item ends with one
+
+
+class Vocabulary:
+    def __init__(self, symbols: list[str]):
+        if len(set(symbols)) != len(symbols):
+            raise DarmError("vocabulary has repeated symbols")
+        if not symbols:
+            raise DarmError("vocabulary is empty")
+        self.symbols = list(symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+
+    @classmethod
+    def from_text(cls, texts: Iterable[str], eos: bool = False) -> Vocabulary:
+        chars = set()
+        for t in texts:
+            chars.update(t)
+        chars.discard(EOS) if eos else None
+        return cls(([EOS] if eos else []) + sorted(chars))
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocabulary) and self.symbols == other.symbols
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.index[c] for c in text]
+        except KeyError as e:
+            raise DarmError(
+                f"symbol {e.args[0]!r} is not in the vocabulary of {len(self)} symbols"
+            ) from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.symbols[i] for i in ids)

@@ -1,0 +1,5 @@
+"""The one exception type users see: the CLI prints its message on one line and exits non-zero."""
+
+
+class DarmError(Exception):
+    """A problem with the user's input (data, options, checkpoint), not a bug in darm."""

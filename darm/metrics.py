@@ -1,0 +1,82 @@
+"""Exact likelihood: log p(x) per example, and NLL over a whole split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from darm.models.base import ARModel
+
+
+def nll_per_dim(
+    logits: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-log p(x_d | x_<d) for every dimension: (B, *event) with 0 where mask is False."""
+    nll = F.cross_entropy(logits.movedim(-1, 1).float(), x, reduction="none")  # (B, *event)
+    return nll if mask is None else nll * mask
+
+
+def log_prob(
+    model: ARModel,
+    x: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Exact log p(x | cond) in nats, (B,). `mask` (B, *event) drops padding positions."""
+    nll = nll_per_dim(model(x, cond), x, mask)
+    return -nll.flatten(1).sum(dim=1)
+
+
+@dataclass
+class NLL:
+    """Negative log-likelihood of a whole split."""
+
+    nats: float  # total over the split
+    examples: int
+    dims: int  # dimensions scored (padding excluded)
+
+    @property
+    def nats_per_example(self) -> float:
+        return self.nats / self.examples
+
+    @property
+    def nats_per_dim(self) -> float:
+        return self.nats / self.dims
+
+    @property
+    def bits_per_dim(self) -> float:
+        return self.nats_per_dim / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_dim)
+
+    def as_dict(self) -> dict:
+        return {
+            "nats_per_example": self.nats_per_example,
+            "nats_per_dim": self.nats_per_dim,
+            "bits_per_dim": self.bits_per_dim,
+            "examples": self.examples,
+            "dims": self.dims,
+        }
+
+
+@torch.no_grad()
+def evaluate(model: ARModel, split, batch_size: int = 256) -> NLL:
+    """Exact NLL of `model` over every example of `split` (a darm.data Split)."""
+    was_training = model.training
+    model.eval()
+    total, examples, dims = 0.0, 0, 0
+    device = model.device
+    for x, y, mask in split.iter_batches(batch_size):
+        x = x.to(device)
+        y = None if y is None or not model.num_classes else y.to(device)
+        mask = None if mask is None else mask.to(device)
+        total += -log_prob(model, x, y, mask).double().sum().item()
+        examples += x.shape[0]
+        dims += x[0].numel() * x.shape[0] if mask is None else int(mask.sum().item())
+    model.train(was_training)
+    return NLL(total, examples, dims)

@@ -1,0 +1,7 @@
+"""Model families. Importing this package registers every family."""
+
+from darm.models import gpt, markov, rnn, wavenet  # noqa: F401  (registration)
+from darm.models.base import ARModel
+from darm.models.registry import config_fields, create_model, get_entry, list_models
+
+__all__ = ["ARModel", "create_model", "list_models", "get_entry", "config_fields"]

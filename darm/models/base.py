@@ -1,0 +1,124 @@
+"""The one protocol every family obeys.
+
+    logits = model(x, cond=None)      x: (B, *event_shape) long -> (B, *event_shape, L)
+
+logits[..., d, :] is the distribution of x_d given x_<d only: the shift to the past happens
+inside the model (a start symbol for sequences), so every family trains with the same
+cross-entropy. Incremental generation goes through
+
+    cache = model.init_cache(batch_size)
+    logits_d = model.step(x_prev, cache, cond)      # x_prev: (B,) long, or None at d = 0
+
+A family with a real cache overrides both; the default here recomputes the whole prefix,
+which is exact but O(D) per step (and is what `sample(..., use_cache=False)` uses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class PrefixCache:
+    """Fallback cache: the tokens seen so far. x: (B, D) long, t: how many are filled."""
+
+    def __init__(self, batch_size: int, num_dims: int, device: torch.device):
+        self.x = torch.zeros(batch_size, num_dims, dtype=torch.long, device=device)
+        self.t = 0
+
+    def reset(self) -> None:
+        self.x.zero_()
+        self.t = 0
+
+
+class ARModel(nn.Module):
+    """Base class: holds the config and gives the recompute-the-prefix step."""
+
+    family: str = ""
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # -- shape of one example -------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.config.seq_len,)
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.event_shape)
+
+    @property
+    def num_classes(self) -> int:
+        return getattr(self.config, "num_classes", 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    # -- incremental generation: exact fallback by recomputation ---------------------------
+    def init_cache(self, batch_size: int) -> Any:
+        return PrefixCache(batch_size, self.num_dims, self.device)
+
+    def step(self, x_prev: torch.Tensor | None, cache: Any, cond: torch.Tensor | None = None):
+        """Logits (B, L) of the next dimension given everything fed so far."""
+        if x_prev is not None:
+            cache.x[:, cache.t - 1] = x_prev
+        if cache.t >= self.num_dims:
+            raise ValueError(f"step past the last of {self.num_dims} dimensions")
+        # Later entries are zeros, which causality makes irrelevant to position t.
+        x = cache.x.view(-1, *self.event_shape)  # (B, *event_shape)
+        logits = self(x, cond).reshape(x.shape[0], self.num_dims, -1)  # (B, D, L)
+        cache.t += 1
+        return logits[:, cache.t - 1]
+
+
+class LabelEmbedding(nn.Module):
+    """Maps a condition (today a class label (B,)) to a vector (B, n_embd) added to inputs.
+
+    Kept as one module so a family never assumes what `cond` is: a sequence encoder can
+    replace it later without touching the families.
+    """
+
+    def __init__(self, num_classes: int, n_embd: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes, n_embd)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.embedding(cond)
+
+
+def condition_vector(
+    label: LabelEmbedding | None, cond: torch.Tensor | None, batch_size: int
+) -> torch.Tensor | None:
+    """The (B, n_embd) conditioning vector, or None for an unconditional model."""
+    if label is None:
+        if cond is not None:
+            raise ValueError("this model is unconditional (num_classes=0) but got cond")
+        return None
+    if cond is None:
+        raise ValueError(f"this model is conditional on {label.num_classes} classes: pass cond")
+    if cond.shape != (batch_size,):
+        raise ValueError(f"cond must have shape ({batch_size},), got {tuple(cond.shape)}")
+    return label(cond)
+
+
+def shift_right(x: torch.Tensor, start: int) -> torch.Tensor:
+    """(B, D) -> (B, D): position d holds x_{d-1}, position 0 the start symbol."""
+    return torch.cat([torch.full_like(x[:, :1], start), x[:, :-1]], dim=1)

@@ -1,0 +1,139 @@
+"""GPT: a Transformer decoder with masked multi-head self-attention.
+
+Pre-norm blocks (x + attn(ln(x)), x + mlp(ln(x))), learned positions, and the output head
+tied to the token embedding. The input at position d is x_{d-1} (a start token at d = 0),
+so the causal mask alone keeps logits[d] blind to x_>=d.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from darm.models.base import ARModel, LabelEmbedding, condition_vector, shift_right
+from darm.models.registry import register_model
+from darm.nn.attention import CausalSelfAttention, KVCache
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    seq_len: int = 64  # context length: the largest D the model can score
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    num_classes: int = 0
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float, bias: bool):
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout, config.bias)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config.n_embd, config.dropout, config.bias)
+
+    def forward(self, x, cache: KVCache | None = None):
+        x = x + self.attn(self.ln1(x), cache)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPTCache:
+    """One KVCache per block, all at position t."""
+
+    def __init__(self, batch_size: int, layers: list[KVCache]):
+        self.batch_size = batch_size
+        self.layers = layers
+        self.t = 0
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
+        self.t = 0
+
+
+class GPT(ARModel):
+    family = "gpt"
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        E = config.n_embd
+        self.start = config.vocab_size
+        self.wte = nn.Embedding(config.vocab_size + 1, E)  # + the start token
+        self.wpe = nn.Embedding(config.seq_len, E)
+        self.label = LabelEmbedding(config.num_classes, E) if config.num_classes else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(E, bias=config.bias)
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections into the residual stream
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _run(self, inputs, positions, cond, caches):
+        """inputs: (B, T) tokens at `positions` (T,) -> logits (B, T, L)."""
+        h = self.wte(inputs) + self.wpe(positions)  # (B, T, E)
+        c = condition_vector(self.label, cond, inputs.shape[0])
+        if c is not None:
+            h = h + c[:, None, :]
+        h = self.drop(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if caches is None else caches[i])
+        # tied head: the embedding rows of the L real symbols (not the start token)
+        return F.linear(self.ln_f(h), self.wte.weight[: self.vocab_size])
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        T = x.shape[1]
+        if T > self.config.seq_len:
+            raise ValueError(f"sequence of length {T} exceeds the context {self.config.seq_len}")
+        positions = torch.arange(T, device=x.device)
+        return self._run(shift_right(x, self.start), positions, cond, None)
+
+    def init_cache(self, batch_size: int) -> GPTCache:
+        cfg, p = self.config, self.wte.weight
+        hs = cfg.n_embd // cfg.n_head
+        layers = [
+            KVCache(batch_size, cfg.n_head, cfg.seq_len, hs, p.device, p.dtype)
+            for _ in range(cfg.n_layer)
+        ]
+        return GPTCache(batch_size, layers)
+
+    def step(self, x_prev, cache: GPTCache, cond=None) -> torch.Tensor:
+        if cache.t >= self.config.seq_len:
+            raise ValueError(f"generation past the context of {self.config.seq_len} positions")
+        if x_prev is None:
+            x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
+        positions = torch.tensor([cache.t], device=self.device)
+        logits = self._run(x_prev[:, None], positions, cond, cache.layers)  # (B, 1, L)
+        cache.t += 1
+        return logits[:, 0]
+
+
+register_model("gpt", GPT, GPTConfig, "Transformer decoder, masked multi-head self-attention")

@@ -1,0 +1,105 @@
+"""Finite memory: p(x_d | x_<d) = p(x_d | x_{d-k}, ..., x_{d-1}).
+
+Two forms of the conditional:
+- n_hidden = 0: a log-linear table, logits = sum_i W_i[x_{d-i}]. With k = 1 this is exactly
+  the bigram table.
+- n_hidden > 0: Bengio et al.'s neural probabilistic language model, an MLP over the
+  concatenated embeddings of the last k symbols.
+Positions before the start see a start symbol (index vocab_size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from darm.models.base import ARModel, LabelEmbedding, condition_vector
+from darm.models.registry import register_model
+
+
+@dataclass
+class MarkovConfig:
+    vocab_size: int = 27
+    seq_len: int = 16
+    k: int = 3  # memory: how many previous symbols the conditional sees
+    n_embd: int = 16  # embedding width per symbol (MLP form)
+    n_hidden: int = 256  # 0: log-linear table (k=1: bigram)
+    num_classes: int = 0  # > 0: class-conditional p(x | y)
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError("k must be >= 1")
+
+
+class MarkovWindow:
+    """Cache: the last k inputs. window: (B, k) long, oldest first."""
+
+    def __init__(self, batch_size: int, k: int, start: int, device: torch.device):
+        self.start = start
+        self.window = torch.full((batch_size, k), start, dtype=torch.long, device=device)
+        self.t = 0
+
+    def reset(self) -> None:
+        self.window.fill_(self.start)
+        self.t = 0
+
+
+class Markov(ARModel):
+    family = "markov"
+
+    def __init__(self, config: MarkovConfig):
+        super().__init__(config)
+        L, k = config.vocab_size, config.k
+        self.start = L  # the start symbol's index
+        if config.n_hidden == 0:
+            # one (L+1, L) table per lag, summed: a log-linear k-gram
+            self.tables = nn.Embedding(k * (L + 1), L)
+            self.label = LabelEmbedding(config.num_classes, L) if config.num_classes else None
+        else:
+            self.wte = nn.Embedding(L + 1, config.n_embd)
+            self.hidden = nn.Linear(k * config.n_embd, config.n_hidden)
+            self.head = nn.Linear(config.n_hidden, L)
+            self.label = (
+                LabelEmbedding(config.num_classes, config.n_hidden) if config.num_classes else None
+            )
+
+    def _logits(self, context: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """context: (B, T, k) symbols, oldest first -> logits (B, T, L)."""
+        B, T, k = context.shape
+        c = condition_vector(self.label, cond, B)
+        if self.config.n_hidden == 0:
+            lag_offset = torch.arange(k, device=context.device) * (self.vocab_size + 1)
+            logits = self.tables(context + lag_offset).sum(dim=2)  # (B, T, L)
+            return logits if c is None else logits + c[:, None, :]
+        emb = self.wte(context).view(B, T, k * self.config.n_embd)  # (B, T, k*e)
+        h = self.hidden(emb)
+        if c is not None:
+            h = h + c[:, None, :]
+        return self.head(torch.tanh(h))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        k = self.config.k
+        # pad with k start symbols; window d holds x_{d-k}..x_{d-1}
+        padded = F.pad(x, (k, 0), value=self.start)  # (B, D+k)
+        context = padded.unfold(1, k, 1)[:, :-1]  # (B, D, k)
+        return self._logits(context, cond)
+
+    def init_cache(self, batch_size: int) -> MarkovWindow:
+        return MarkovWindow(batch_size, self.config.k, self.start, self.device)
+
+    def step(self, x_prev, cache: MarkovWindow, cond=None) -> torch.Tensor:
+        if x_prev is not None:
+            cache.window = torch.cat([cache.window[:, 1:], x_prev[:, None]], dim=1)
+        cache.t += 1
+        return self._logits(cache.window[:, None, :], cond)[:, 0]  # (B, L)
+
+
+register_model(
+    "markov", Markov, MarkovConfig, "MLP over the embeddings of the last k symbols (Bengio 2003)"
+)
+register_model(
+    "bigram", Markov, MarkovConfig, "bigram table: markov with k=1, n_hidden=0", k=1, n_hidden=0
+)

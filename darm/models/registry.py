@@ -1,0 +1,57 @@
+"""Names -> builders. `create_model("gpt", vocab_size=65, n_layer=4)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from darm.config import build_config
+from darm.errors import DarmError
+from darm.models.base import ARModel
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    config_cls: type
+    model_cls: type[ARModel]
+    defaults: dict[str, Any]
+    doc: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, model_cls: type[ARModel], config_cls: type, doc: str, **defaults: Any
+) -> None:
+    """Register `name` as `model_cls(config_cls(**defaults, **overrides))`."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} registered twice")
+    _REGISTRY[name] = ModelEntry(name, model_cls.family, config_cls, model_cls, defaults, doc)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise DarmError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **overrides: Any) -> ARModel:
+    """Build a registered model; unknown names or config fields raise DarmError."""
+    entry = get_entry(name)
+    config = build_config(entry.config_cls, {**entry.defaults, **overrides}, f"{name} config")
+    return entry.model_cls(config)
+
+
+def config_fields(name: str) -> dict[str, Any]:
+    """Field -> default value for a registered model (for `darm models`)."""
+    entry = get_entry(name)
+    out = {f.name: f.default for f in fields(entry.config_cls)}
+    out.update(entry.defaults)
+    return out

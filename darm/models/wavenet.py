@@ -1,0 +1,122 @@
+"""Causal convolution (WaveNet): stacked dilated causal 1-D convolutions.
+
+Each residual layer: a dilated causal conv to 2C channels, a gated unit tanh(a) * sigmoid(b),
+then a 1x1 conv back into the residual stream and a 1x1 conv into the skip sum. The input at
+position d is the embedding of x_{d-1}, so the receptive field is
+1 + (kernel_size - 1) * sum(dilations) previous symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from darm.models.base import ARModel, LabelEmbedding, condition_vector, shift_right
+from darm.models.registry import register_model
+from darm.nn.causal_conv import CausalConv1d
+
+
+@dataclass
+class WaveNetConfig:
+    vocab_size: int = 256
+    seq_len: int = 64
+    n_embd: int = 64  # residual channels
+    n_skip: int = 128  # skip channels
+    kernel_size: int = 2
+    dilation_cycle: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    n_cycles: int = 1  # the dilation cycle is repeated this many times
+    num_classes: int = 0
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        return self.dilation_cycle * self.n_cycles
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+
+class ResidualLayer(nn.Module):
+    def __init__(self, channels: int, skip: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.conv = CausalConv1d(channels, 2 * channels, kernel_size, dilation)
+        self.res = nn.Conv1d(channels, channels, 1)
+        self.skip = nn.Conv1d(channels, skip, 1)
+
+    def gate(self, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        if c is not None:
+            h = h + c
+        a, b = h.chunk(2, dim=1)
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    def forward(self, x, c):  # x: (B, C, T) -> (B, C, T), (B, S, T)
+        z = self.gate(self.conv(x), c)
+        return x + self.res(z), self.skip(z)
+
+
+class WaveNetCache:
+    """One ConvQueue per residual layer; each keeps the last (kernel-1)*dilation+1 inputs."""
+
+    def __init__(self, batch_size: int, queues: list):
+        self.batch_size = batch_size
+        self.queues = queues
+        self.t = 0
+
+    def reset(self) -> None:
+        for q in self.queues:
+            q.reset()
+        self.t = 0
+
+
+class WaveNet(ARModel):
+    family = "wavenet"
+
+    def __init__(self, config: WaveNetConfig):
+        super().__init__(config)
+        C, S = config.n_embd, config.n_skip
+        self.start = config.vocab_size
+        self.wte = nn.Embedding(config.vocab_size + 1, C)
+        self.layers = nn.ModuleList(
+            ResidualLayer(C, S, config.kernel_size, d) for d in config.dilations
+        )
+        # global conditioning: one projection of the label into every layer's gate
+        self.label = LabelEmbedding(config.num_classes, 2 * C) if config.num_classes else None
+        self.out1 = nn.Conv1d(S, S, 1)
+        self.out2 = nn.Conv1d(S, config.vocab_size, 1)
+
+    def _head(self, skip: torch.Tensor) -> torch.Tensor:  # (B, S, T) -> (B, L, T)
+        return self.out2(F.relu(self.out1(F.relu(skip))))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        c = condition_vector(self.label, cond, x.shape[0])
+        c = None if c is None else c[:, :, None]  # (B, 2C, 1), broadcast over time
+        h = self.wte(shift_right(x, self.start)).transpose(1, 2)  # (B, C, D)
+        skip = 0
+        for layer in self.layers:
+            h, s = layer(h, c)
+            skip = skip + s
+        return self._head(skip).transpose(1, 2)  # (B, D, L)
+
+    def init_cache(self, batch_size: int) -> WaveNetCache:
+        p = self.wte.weight
+        queues = [layer.conv.init_queue(batch_size, p.device, p.dtype) for layer in self.layers]
+        return WaveNetCache(batch_size, queues)
+
+    def step(self, x_prev, cache: WaveNetCache, cond=None) -> torch.Tensor:
+        if x_prev is None:
+            x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
+        c = condition_vector(self.label, cond, x_prev.shape[0])
+        h = self.wte(x_prev)  # (B, C)
+        skip = 0
+        for layer, queue in zip(self.layers, cache.queues, strict=True):
+            z = layer.gate(layer.conv.step(h, queue), c)  # (B, C)
+            h = h + F.linear(z, layer.res.weight[:, :, 0], layer.res.bias)
+            skip = skip + F.linear(z, layer.skip.weight[:, :, 0], layer.skip.bias)
+        cache.t += 1
+        return self._head(skip[:, :, None])[:, :, 0]  # (B, L)
+
+
+register_model("wavenet", WaveNet, WaveNetConfig, "dilated causal 1-D conv stack (WaveNet)")

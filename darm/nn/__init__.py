@@ -1,0 +1,6 @@
+"""Reusable causal building blocks."""
+
+from darm.nn.attention import CausalSelfAttention, KVCache
+from darm.nn.causal_conv import CausalConv1d, ConvQueue
+
+__all__ = ["CausalConv1d", "ConvQueue", "CausalSelfAttention", "KVCache"]

@@ -1,0 +1,68 @@
+"""Masked multi-head self-attention through PyTorch's scaled_dot_product_attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, for one attention layer.
+
+    k, v: (B, n_head, max_len, head_dim), preallocated; positions [0, t) are filled.
+    """
+
+    def __init__(self, batch_size, n_head, max_len, head_dim, device, dtype):
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.t = 0
+
+    def reset(self) -> None:
+        self.t = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (B, nh, T, hs) at [t, t+T) and return all keys and values so far."""
+        T = k.shape[2]
+        if self.t + T > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; cannot add {T} more")
+        self.k[:, :, self.t : self.t + T] = k
+        self.v[:, :, self.t : self.t + T] = v
+        self.t += T
+        return self.k[:, :, : self.t], self.v[:, :, : self.t]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, E = x.shape
+        q, k, v = self.qkv(x).split(E, dim=2)
+        # (B, T, E) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, E // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is None:
+            causal = True
+        else:
+            past = cache.t
+            k, v = cache.append(k, v)  # (B, nh, past+T, hs)
+            # a single new query may see every cached key; a block of T new ones needs the
+            # causal mask shifted by the `past` positions before it
+            causal = False
+            if T > 1:
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        drop = self.dropout if self.training else 0.0
+        if cache is not None and T > 1:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=causal)
+        y = y.transpose(1, 2).reshape(B, T, E)  # (B, nh, T, hs) -> (B, T, E)
+        return self.resid_dropout(self.proj(y))

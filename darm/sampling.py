@@ -1,0 +1,88 @@
+"""One sampling loop over `model.step`, shared by every family."""
+
+from __future__ import annotations
+
+import torch
+
+from darm.models.base import ARModel, PrefixCache
+
+
+def filter_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop a symbol when the mass before it already reaches top_p (the first always stays)
+        drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def sample(
+    model: ARModel,
+    n: int,
+    cond: torch.Tensor | None = None,
+    prefix: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    num_dims: int | None = None,
+    stop_token: int | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Draw n samples, (n, *event_shape), or (n, num_dims) when a length is given.
+
+    prefix: (n, P) known first dimensions in generation order (a prompt, the top rows of
+    an image); they are fed, not sampled. stop_token: stop once every row has produced it
+    (positions after it are filled with it). use_cache=False recomputes the whole prefix
+    each step (the exact but slow reference).
+    """
+    was_training = model.training
+    model.eval()
+    device = model.device
+    D = num_dims or model.num_dims
+    if cond is not None:
+        cond = cond.to(device)
+    cache = model.init_cache(n) if use_cache else PrefixCache(n, model.num_dims, device)
+    step = model.step if use_cache else (lambda x, c, y: ARModel.step(model, x, c, y))
+    P = 0 if prefix is None else prefix.shape[1]
+    if prefix is not None:
+        if prefix.shape[0] != n:
+            raise ValueError(f"prefix has {prefix.shape[0]} rows, expected {n}")
+        if P > D:
+            raise ValueError(f"prefix of length {P} is longer than the {D} dimensions")
+        prefix = prefix.to(device)
+    x = torch.empty(n, D, dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    prev = None
+    for d in range(D):
+        logits = step(prev, cache, cond)  # (n, L)
+        if d < P:
+            x_d = prefix[:, d]
+        else:
+            probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
+            x_d = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        if stop_token is not None:
+            x_d = torch.where(done, stop_token, x_d)
+            done |= x_d == stop_token
+        x[:, d] = x_d
+        prev = x_d
+        if stop_token is not None and d >= P and bool(done.all()):
+            x[:, d + 1 :] = stop_token
+            break
+    model.train(was_training)
+    return x if num_dims else x.view(n, *model.event_shape)

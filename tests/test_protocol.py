@@ -1,0 +1,79 @@
+"""The one protocol, checked for every registered model (a new family is covered for free)."""
+
+import itertools
+
+import pytest
+import torch
+
+from darm.metrics import log_prob
+from darm.sampling import sample
+from tests.conftest import tiny_model
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_causality(model_name, conditional):
+    """logits at d never move when x_j, j >= d, changes, and do move with x_{d-1}."""
+    L, D = 5, 7
+    model = tiny_model(model_name, L, D, num_classes=3 if conditional else 0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, L, (4, D), generator=g)
+    y = torch.tensor([0, 1, 2, 1]) if conditional else None
+    base = model(x, y)
+    assert base.shape == (4, D, L)
+    for d in range(D):
+        x2 = x.clone()
+        x2[:, d:] = (x[:, d:] + torch.randint(1, L, x[:, d:].shape, generator=g)) % L
+        torch.testing.assert_close(model(x2, y)[:, : d + 1], base[:, : d + 1], atol=1e-5, rtol=0)
+        if d >= 1:  # the test could fail: the previous symbol does matter
+            x3 = x.clone()
+            x3[:, d - 1] = (x[:, d - 1] + 1) % L
+            assert not torch.allclose(model(x3, y)[:, d], base[:, d], atol=1e-6)
+
+
+def test_label_changes_logits(model_name):
+    model = tiny_model(model_name, num_classes=3)
+    x = torch.randint(0, 5, (2, 7))
+    a = model(x, torch.tensor([0, 0]))
+    b = model(x, torch.tensor([1, 1]))
+    assert not torch.allclose(a, b)
+
+
+def test_normalisation(model_name):
+    """sum over all L^D sequences of p(x) is exactly 1 (D=3, L=3)."""
+    L, D = 3, 3
+    model = tiny_model(model_name, L, D)
+    x = torch.tensor(list(itertools.product(range(L), repeat=D)))  # (27, 3)
+    total = log_prob(model, x).double().exp().sum()
+    torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_cached_step_equals_forward(model_name, conditional):
+    L, D, B = 5, 7, 3
+    model = tiny_model(model_name, L, D, num_classes=4 if conditional else 0)
+    x = torch.randint(0, L, (B, D), generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([3, 0, 1]) if conditional else None
+    full = model(x, y)
+    cache = model.init_cache(B)
+    prev = None
+    with torch.no_grad():
+        for d in range(D):
+            step = model.step(prev, cache, y)
+            torch.testing.assert_close(step, full[:, d], atol=1e-5, rtol=1e-5)
+            prev = x[:, d]
+
+
+def test_cached_sampling_equals_naive(model_name):
+    model = tiny_model(model_name)
+    kw = dict(temperature=0.9, top_k=4)
+    a = sample(model, 6, generator=torch.Generator().manual_seed(3), **kw)
+    b = sample(model, 6, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
+    assert torch.equal(a, b)
+
+
+def test_prefix_is_kept(model_name):
+    model = tiny_model(model_name)
+    prefix = torch.tensor([[1, 2, 3], [4, 0, 1]])
+    x = sample(model, 2, prefix=prefix, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x[:, :3], prefix)
+    assert x.shape == (2, 7) and int(x.max()) < 5
