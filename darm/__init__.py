@@ -1,0 +1,18 @@
+"""darm: deep autoregressive models, p(x) = prod_d p(x_d | x_<d) with one shared network."""
+
+from darm.errors import DarmError
+from darm.metrics import NLL, evaluate, log_prob
+from darm.models import ARModel, create_model, list_models
+from darm.sampling import sample
+
+__version__ = "0.1.0"
+__all__ = [
+    "ARModel",
+    "create_model",
+    "list_models",
+    "log_prob",
+    "evaluate",
+    "sample",
+    "NLL",
+    "DarmError",
+]

@@ -1,0 +1,385 @@
+"""The `darm` command: train, eval, sample, models, data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from darm.config import build_config, parse_assignments
+from darm.errors import DarmError
+
+EPILOG = """examples:
+  darm train                                  # gpt on the bundled 8x8 digits
+  darm train --data names --model gru --steps 3000
+  darm train --data shakespeare --model gpt --set n_layer=4 --set n_embd=128
+  darm eval runs/digits-gpt --split test
+  darm sample runs/names-gru -n 20 --temperature 0.8
+  darm models                                 # families and their config fields
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option on one line (no usage dump) and exits 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DarmError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> None:
+    from darm.checkpoint import read_record
+    from darm.data import load_data, load_from_source
+    from darm.data.vocab import Vocabulary
+    from darm.models import create_model
+    from darm.train import TrainConfig, train
+
+    device = _device(args.device)
+    run_dir = Path(args.out or f"runs/{Path(args.data).stem}-{args.model}")
+    train_overrides = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    if args.resume:
+        path, record = read_record(run_dir / "last.json")
+        meta = record["data"]
+        vocab = Vocabulary(meta["vocab"]) if meta["vocab"] else None
+        data = load_from_source(meta["source"], vocab, record["config"]["seq_len"])
+        from darm.checkpoint import load_checkpoint
+
+        model, record, path = load_checkpoint(path, device)
+        model_name = record["model"]
+        cfg = build_config(TrainConfig, {**record["train"], **train_overrides}, "training option")
+        print(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
+        resume = (path, record)
+    else:
+        if (run_dir / "last.json").exists():
+            raise DarmError(
+                f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
+                f"or --out for a new folder"
+            )
+        data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
+        overrides = parse_assignments(args.set or [])
+        overrides.setdefault("seq_len", data.seq_len)
+        if args.conditional:
+            if not data.num_classes:
+                raise DarmError(f"--conditional needs labels, and {data.name} has none")
+            overrides["num_classes"] = data.num_classes
+        model_name = args.model
+        model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
+        cfg = build_config(TrainConfig, train_overrides, "training option")
+        resume = None
+    torch.set_num_threads(args.threads) if args.threads else None
+    print(data.summary())
+    print(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps")
+    state = train(model, model_name, data, cfg, run_dir, resume, progress=not args.quiet)
+    print(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+    finish_run(run_dir, data, device, args.samples, cfg.seed)
+
+
+def finish_run(run_dir: Path, data, device, n_samples: int, seed: int) -> None:
+    """Test NLL of the best checkpoint, samples, and the loss curve, all into run_dir."""
+    from darm.checkpoint import atomic_write_text, load_checkpoint
+    from darm.metrics import evaluate
+    from darm.plots import plot_loss_curves
+
+    model, record, _ = load_checkpoint(run_dir, device)
+    nll = evaluate(model, data["test"])
+    results = {"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    print_nll(nll, "test", data.kind)
+    plot_loss_curves({record["model"]: run_dir / "log.csv"}, run_dir / "loss.png")
+    out = write_samples(model, record, n_samples, run_dir / "samples", seed=seed)
+    print(f"wrote {out}, {run_dir / 'loss.png'}, {run_dir / 'results.json'}")
+
+
+def print_nll(nll, split: str, kind: str) -> None:
+    unit = {"lines": "item", "corpus": "block", "image": "image"}.get(kind, "example")
+    per_dim = "char" if kind in ("lines", "corpus") else "dim"
+    print(
+        f"{split}: {nll.nats_per_example:.4f} nats/{unit}  {nll.nats_per_dim:.4f} nats/{per_dim}  "
+        f"{nll.bits_per_dim:.4f} bits/{per_dim}  ({nll.examples} {unit}s, {nll.dims} {per_dim}s)"
+    )
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+
+def write_samples(
+    model,
+    record,
+    n,
+    stem: Path,
+    seed=0,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    prompt=None,
+    label=None,
+    length=None,
+) -> Path:
+    """Sample and write stem.png (images) or stem.txt (text, integer arrays)."""
+    from darm.checkpoint import atomic_write_text
+    from darm.data.vocab import Vocabulary
+    from darm.plots import save_image_grid
+    from darm.sampling import sample
+
+    meta = record["data"]
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    device = model.device
+    cond = None
+    if model.num_classes:
+        if label is None:  # one row of each class, cycling
+            cond = torch.arange(n, device=device) % model.num_classes
+        else:
+            if not 0 <= label < model.num_classes:
+                raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
+            cond = torch.full((n,), label, device=device)
+    elif label is not None:
+        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    prefix = None
+    if prompt:
+        if vocab is None:
+            raise DarmError("--prompt works for text models; this model has no vocabulary")
+        prefix = torch.tensor([vocab.encode(prompt)] * n)
+    D = length or model.num_dims
+    gen = torch.Generator(device=device).manual_seed(seed)
+    try:
+        x = sample(
+            model,
+            n,
+            cond=cond,
+            prefix=prefix,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=gen,
+            num_dims=D,
+            stop_token=meta.get("eos"),
+        )
+    except ValueError as e:
+        raise DarmError(str(e)) from None
+    if meta.get("image_shape"):
+        path = stem.with_suffix(".png")
+        save_image_grid(x.view(n, *meta["image_shape"]), model.vocab_size, path)
+    else:
+        if vocab is not None:
+            eos = meta.get("eos")
+            lines = []
+            for row in x.tolist():
+                if eos is not None and eos in row:
+                    row = row[: row.index(eos)]
+                lines.append(vocab.decode(row))
+            sep = "\n" if eos is not None else "\n" + "-" * 40 + "\n"
+            text = sep.join(lines) + "\n"
+        else:
+            text = "\n".join(" ".join(map(str, row)) for row in x.tolist()) + "\n"
+        path = stem.with_suffix(".txt")
+        atomic_write_text(path, text)
+    return path
+
+
+def cmd_sample(args) -> None:
+    from darm.checkpoint import load_checkpoint
+
+    if args.n < 1:
+        raise DarmError(f"-n must be >= 1, got {args.n}")
+    if args.temperature <= 0:
+        raise DarmError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise DarmError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise DarmError(f"--top-p must be in (0, 1], got {args.top_p}")
+    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    stem = Path(args.out) if args.out else path.parent / "samples"
+    stem = stem.with_suffix("")
+    out = write_samples(
+        model,
+        record,
+        args.n,
+        stem,
+        args.seed,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.prompt,
+        args.label,
+        args.length,
+    )
+    if out.suffix == ".txt" and not args.quiet:
+        print(out.read_text(encoding="utf-8"), end="")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+# -- eval -------------------------------------------------------------------------------------
+
+
+def cmd_eval(args) -> None:
+    from darm.checkpoint import load_checkpoint
+    from darm.data import load_data, load_from_source
+    from darm.data.vocab import Vocabulary
+    from darm.metrics import evaluate
+
+    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    meta = record["data"]
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    if args.data:
+        fmt = meta["source"].get("format")
+        fmt = None if fmt == "builtin" else fmt
+        data = load_data(args.data, fmt, model.num_dims, vocab=vocab, max_len=model.num_dims)
+    else:
+        data = load_from_source(meta["source"], vocab, model.num_dims)
+    if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
+        raise DarmError(
+            f"data has L={data.vocab_size}, D={data.seq_len}; the model was trained with "
+            f"L={model.vocab_size}, D={model.num_dims}"
+        )
+    nll = evaluate(model, data[args.split], args.batch_size)
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}")
+    print_nll(nll, args.split, data.kind)
+    if args.json:
+        print(json.dumps({"split": args.split, **nll.as_dict()}))
+
+
+# -- listings ---------------------------------------------------------------------------------
+
+
+def cmd_models(args) -> None:
+    from darm.models import config_fields, get_entry, list_models
+
+    for name in list_models():
+        entry = get_entry(name)
+        print(f"{name:8s} [{entry.family}] {entry.doc}")
+        if args.verbose:
+            for key, value in config_fields(name).items():
+                print(f"           {key} = {value}")
+
+
+def cmd_data(args) -> None:
+    from darm.data import BUILTIN
+
+    for name, doc in BUILTIN.items():
+        print(f"{name:12s} {doc}")
+    print("or a path: .txt (--format lines|corpus), .npy/.npz integer arrays or images")
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from darm.train import TrainConfig
+
+    p = Parser(
+        prog="darm",
+        description="Deep autoregressive models: p(x) = prod_d p(x_d | x_<d), one shared "
+        "network for every conditional. Train, evaluate and sample them on discrete data.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    t = sub.add_parser(
+        "train",
+        help="train a model, then report test NLL and write samples",
+        description="Train by maximum likelihood; checkpoints, log.csv, loss.png, "
+        "results.json and samples go to --out.",
+    )
+    t.add_argument(
+        "--data", default="digits", help="digits | names | shakespeare | PATH (default: digits)"
+    )
+    t.add_argument(
+        "--format",
+        choices=["lines", "corpus", "array"],
+        help="how to read a PATH: one item per line, one corpus, or arrays",
+    )
+    t.add_argument("--block", type=int, default=64, help="corpus block length D (default 64)")
+    t.add_argument("--levels", type=int, help="number of symbols L of an array file")
+    t.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
+    t.add_argument("--model", default="gpt", help="registered model (see `darm models`)")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model config field, repeatable (e.g. --set n_layer=2)",
+    )
+    t.add_argument("--conditional", action="store_true", help="model p(x | label)")
+    t.add_argument("--out", help="run folder (default runs/DATA-MODEL)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        t.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=type(getattr(defaults, f.name)),
+            help=f"(default {getattr(defaults, f.name)})",
+        )
+    t.add_argument("--samples", type=int, default=64, help="samples to write at the end")
+    t.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="exact NLL of a checkpoint over a whole split")
+    e.add_argument("checkpoint", help="run folder or checkpoint .json")
+    e.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    e.add_argument("--data", help="score another file with the model's vocabulary")
+    e.add_argument("--batch-size", type=int, default=512)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sample", help="draw samples: a PNG grid for images, lines for text")
+    s.add_argument("checkpoint", help="run folder or checkpoint .json")
+    s.add_argument("-n", type=int, default=16, help="number of samples")
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--top-p", type=float)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--prompt", help="text the samples start with")
+    s.add_argument("--label", type=int, help="class of a conditional model")
+    s.add_argument("--length", type=int, help="dimensions to generate (default: the model's)")
+    s.add_argument("--out", help="output file stem (default: RUN/samples)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--quiet", action="store_true", help="do not print text samples")
+    s.set_defaults(func=cmd_sample)
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("-v", "--verbose", action="store_true", help="show config fields")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("data", help="list the built-in datasets")
+    d.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except DarmError as e:
+        print(f"darm {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"darm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

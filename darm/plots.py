@@ -1,0 +1,66 @@
+"""Pictures: sample grids (Pillow) and loss curves (matplotlib)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from darm.checkpoint import atomic_write
+
+
+def image_grid(images: torch.Tensor, levels: int, scale: int = 4, pad: int = 1) -> Image.Image:
+    """(N, H, W) symbols 0..levels-1 -> one grey PNG-ready grid, near-square."""
+    images = images.detach().cpu().numpy().astype(np.float64)
+    N, H, W = images.shape
+    cols = math.ceil(math.sqrt(N))
+    rows = math.ceil(N / cols)
+    grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad), 0.5)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (H + pad), pad + c * (W + pad)
+        grid[top : top + H, left : left + W] = img / max(levels - 1, 1)
+    pixels = (grid * 255).round().astype(np.uint8)
+    return Image.fromarray(pixels, mode="L").resize(
+        (pixels.shape[1] * scale, pixels.shape[0] * scale), Image.NEAREST
+    )
+
+
+def save_image_grid(images: torch.Tensor, levels: int, path: Path, scale: int = 4) -> None:
+    grid = image_grid(images, levels, scale)
+    atomic_write(Path(path), lambda tmp: grid.save(tmp, format="PNG"))
+
+
+def read_log(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+
+
+def plot_loss_curves(curves: dict[str, Path], path: Path, ylabel: str = "nats per dimension"):
+    """One plot of train (dashed) and validation (solid) NLL for each labelled log.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for i, (label, log) in enumerate(curves.items()):
+        data = read_log(log)
+        if not data:
+            continue
+        color = f"C{i}"
+        ax.plot(data["step"], data["train_nats_per_dim"], "--", color=color, alpha=0.6)
+        ax.plot(data["step"], data["valid_nats_per_dim"], "-", color=color, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title("validation (solid) and training (dashed) NLL")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
