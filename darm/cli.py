@@ -369,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option already reported on one line
+        return int(e.code or 0)
     try:
         args.func(args)
     except DarmError as e:

@@ -82,10 +82,13 @@ def train(
     run_dir: Path,
     resume_from: tuple[Path, dict] | None = None,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
     Writes run_dir/{last,best}.{json,safetensors,optim.safetensors} and run_dir/log.csv.
+    stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
+    so `--resume` later continues exactly as if never stopped.
     Returns the final training state (step, best validation NLL, wall time).
     """
     run_dir = Path(run_dir)
@@ -121,7 +124,8 @@ def train(
         total=cfg.steps, initial=start, disable=not progress, dynamic_ncols=True, mininterval=0.5
     )
     t0, tokens, running = time.perf_counter(), 0, None
-    for step in range(start, cfg.steps):
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    for step in range(start, end):
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -157,9 +161,11 @@ def train(
                 best = val
                 checkpoint("best", step + 1)
             checkpoint("last", step + 1)
+        elif step + 1 == end:
+            checkpoint("last", step + 1)
     bar.close()
     return {
-        "step": cfg.steps,
+        "step": end,
         "best_valid_nats_per_dim": best,
         "elapsed_s": time.perf_counter() - t0,
         "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),

@@ -1,0 +1,141 @@
+"""The command line end to end, and every kind of bad input: one line, non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from darm.cli import main
+
+TINY_MARKOV = ["--model", "markov", "--set", "n_hidden=16", "--set", "n_embd=4"]
+
+
+@pytest.fixture(scope="module")
+def names_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(["anna", "bob", "carla", "dan", "emma", "finn", "gus", "hal"] * 3))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(names_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r"
+    args = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "30",
+            "--eval-every", "15", "--batch-size", "4", "--out", str(out), "--quiet",
+            "--samples", "5"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def one_line_error(capsys, code, expected_code=1, needle=""):
+    err = capsys.readouterr().err.strip()
+    assert code == expected_code, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err
+    return err
+
+
+def test_train_writes_everything(run):
+    for name in ("best.json", "best.safetensors", "last.json", "last.optim.safetensors",
+                 "log.csv", "loss.png", "results.json", "samples.txt"):  # fmt: skip
+        assert (run / name).exists(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["split"] == "test" and results["nats_per_dim"] > 0
+    assert len((run / "samples.txt").read_text().splitlines()) == 5
+
+
+def test_eval_prints_exact_nll(run, capsys):
+    assert main(["eval", str(run), "--split", "test", "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    numbers = json.loads(out[-1])
+    results = json.loads((run / "results.json").read_text())
+    assert numbers["nats_per_example"] == pytest.approx(results["nats_per_example"])
+    assert "nats/item" in out[1] and "bits/char" in out[1]
+
+
+def test_sample_with_prompt(run, capsys):
+    code = main(["sample", str(run), "-n", "3", "--prompt", "an", "--top-k", "3",
+                 "--temperature", "0.8", "--out", str(run / "s")])  # fmt: skip
+    assert code == 0
+    lines = (run / "s.txt").read_text().splitlines()
+    assert len(lines) == 3 and all(line.startswith("an") for line in lines)
+
+
+def test_resume_extends_the_run(run, capsys):
+    assert main(["train", "--out", str(run), "--resume", "--steps", "40", "--quiet",
+                 "--samples", "2"]) == 0  # fmt: skip
+    assert "from step 30 of 40" in capsys.readouterr().out
+    assert json.loads((run / "last.json").read_text())["step"] == 40
+
+
+def test_train_refuses_to_overwrite(run, names_file, capsys):
+    code = main(["train", "--data", str(names_file), *TINY_MARKOV, "--out", str(run)])
+    one_line_error(capsys, code, needle="already holds a checkpoint")
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["train", "--model", "nope"], 1, "unknown model 'nope'; valid:"),
+        (["train", "--set", "n_layers=2"], 1, "unknown gpt config field(s) n_layers"),
+        (["train", "--set", "n_layer=two"], 1, "n_layer must be an integer"),
+        (["train", "--frobnicate"], 2, "unrecognized arguments"),
+        (["train", "--steps", "many"], 2, "invalid int value"),
+        (["train", "--data", "missing.txt"], 1, "no data file 'missing.txt'"),
+        (["eval", "no/such/run"], 1, "does not exist"),
+        (["train", "--data", "names", "--conditional"], 1, "needs labels"),
+    ],
+)
+def test_bad_input(args, code, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(capsys, main(args), code, needle)
+
+
+def test_empty_data_file(tmp_path, capsys):
+    (tmp_path / "e.txt").write_text("\n\n")
+    code = main(["train", "--data", str(tmp_path / "e.txt"), "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, needle="empty")
+
+
+def test_prompt_outside_vocabulary(run, capsys):
+    code = main(["sample", str(run), "--prompt", "an!", "--out", str(run / "x")])
+    one_line_error(capsys, code, needle="'!' is not in the vocabulary")
+
+
+def test_corrupt_checkpoint(run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("best.json", "best.safetensors"):
+        (bad / name).write_bytes((run / name).read_bytes())
+    data = (bad / "best.safetensors").read_bytes()
+    (bad / "best.safetensors").write_bytes(data[: len(data) // 2])
+    one_line_error(capsys, main(["eval", str(bad)]), needle="truncated or altered")
+    (bad / "best.json").write_text("{not json")
+    one_line_error(capsys, main(["eval", str(bad)]), needle="not a darm checkpoint")
+
+
+def test_mismatched_checkpoint(run, tmp_path, capsys):
+    bad = tmp_path / "mismatch"
+    bad.mkdir()
+    record = json.loads((run / "best.json").read_text())
+    record["config"]["n_hidden"] = 32
+    (bad / "best.json").write_text(json.dumps(record))
+    (bad / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes())
+    one_line_error(capsys, main(["eval", str(bad)]), needle="weights do not match the model")
+
+
+def test_console_script_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "darm", "eval", str(tmp_path / "none")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("darm eval: error:") and "Traceback" not in proc.stderr
+
+
+def test_help_explains_itself():
+    proc = subprocess.run([sys.executable, "-m", "darm", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for word in ("train", "eval", "sample", "models", "examples:"):
+        assert word in proc.stdout

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from darm.data import load_data
+from darm.data.vocab import EOS, Vocabulary
+from darm.errors import DarmError
+
+
+def test_names_deduplicated_disjoint_split():
+    ds = load_data("names")
+    rows = {s: {tuple(r) for r in ds[s].x.tolist()} for s in ("train", "valid", "test")}
+    assert not rows["train"] & rows["test"] and not rows["train"] & rows["valid"]
+    assert sum(len(ds[s]) for s in rows) == 29494  # distinct names
+    assert ds.vocab.symbols[0] == EOS and len(ds.vocab) == 27
+    # the mask scores each name's letters and its end symbol, nothing after
+    x, mask = ds["test"].x[0], ds["test"].mask[0]
+    n = int(mask.sum())
+    assert x[n - 1] == ds.eos and (x[: n - 1] != ds.eos).all()
+
+
+def test_names_split_is_fixed():
+    a, b = load_data("names"), load_data("names")
+    assert torch.equal(a["test"].x, b["test"].x)
+
+
+def test_digits_split_and_levels():
+    ds = load_data("digits")
+    assert [len(ds[s]) for s in ("train", "valid", "test")] == [1000, 350, 447]
+    assert ds.vocab_size == 17 and ds.seq_len == 64 and ds.image_shape == (8, 8)
+    assert int(ds["train"].x.max()) == 16 and ds.num_classes == 10
+
+
+def test_corpus_eval_covers_every_symbol_once(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abcdefghij" * 100)
+    ds = load_data(str(path), format="corpus", block=16)
+    for split in ("valid", "test"):
+        s = ds[split]
+        assert s.num_dims() == len(s.stream)
+        flat = s.x[s.mask].tolist() if s.mask is not None else s.x.flatten().tolist()
+        assert flat == s.stream.tolist()
+    x, _, _ = ds["train"].batch(0, 5, seed=1)
+    assert x.shape == (5, 16)
+
+
+def test_training_batches_are_a_function_of_step():
+    ds = load_data("digits")
+    a = ds["train"].batch(17, 32, seed=3)[0]
+    ds2 = load_data("digits")
+    ds2["train"].batch(3, 32, seed=3)  # different history, same answer
+    assert torch.equal(ds2["train"].batch(17, 32, seed=3)[0], a)
+
+
+def test_arrays_npz_own_split_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {
+        f"x_{s}": rng.integers(0, 4, (n, 3, 5))
+        for s, n in [("train", 9), ("valid", 4), ("test", 5)]
+    }
+    arrays.update(
+        {f"y_{s}": rng.integers(0, 2, len(arrays[f"x_{s}"])) for s in ("train", "valid", "test")}
+    )
+    np.savez(tmp_path / "a.npz", **arrays)
+    ds = load_data(str(tmp_path / "a.npz"))
+    assert ds.kind == "image" and ds.seq_len == 15 and ds.vocab_size == 4
+    assert torch.equal(ds["test"].x, torch.from_numpy(arrays["x_test"].reshape(5, 15)))
+    assert ds.num_classes == 2
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.array([[0.5, 1.0]] * 4), "integers"),
+        (np.array([[-1, 2]] * 4), "negative"),
+        (np.arange(4), "shape"),
+    ],
+)
+def test_arrays_bad_input(tmp_path, array, message):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(DarmError, match=message):
+        load_data(str(tmp_path / "bad.npy"))
+
+
+def test_array_levels_too_small(tmp_path):
+    np.save(tmp_path / "a.npy", np.full((5, 3), 7))
+    with pytest.raises(DarmError, match="outside the 4 levels"):
+        load_data(str(tmp_path / "a.npy"), levels=4)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(DarmError, match="no data file"):
+        load_data(str(tmp_path / "nope.txt"))
+    (tmp_path / "empty.txt").write_text("  \n\n")
+    with pytest.raises(DarmError, match="empty"):
+        load_data(str(tmp_path / "empty.txt"))
+
+
+def test_vocabulary_rejects_unknown_symbols():
+    v = Vocabulary.from_text(["abc"], eos=True)
+    assert v.decode(v.encode("cab")) == "cab"
+    with pytest.raises(DarmError, match="'z' is not in the vocabulary"):
+        v.encode("az")

@@ -1,0 +1,47 @@
+import torch
+
+from darm.data import load_data
+from darm.metrics import evaluate, log_prob
+from darm.sampling import filter_logits, sample
+from tests.conftest import tiny_model
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([[1.0, 4.0, 2.0, 3.0]])
+    kept = filter_logits(logits, top_k=2).isfinite()
+    assert kept.tolist() == [[False, True, False, True]]
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = filter_logits(probs.log(), top_p=0.75).isfinite()
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = filter_logits(probs.log(), top_p=0.5).isfinite()
+    assert kept.tolist() == [[True, False, False, False]]
+
+
+def test_temperature_sharpens():
+    logits = torch.tensor([[1.0, 2.0]])
+    cold = filter_logits(logits, temperature=0.1).softmax(-1)
+    assert cold[0, 1] > 0.99
+
+
+def test_seed_reproduces_and_stop_token_pads():
+    model = tiny_model("gpt")
+    a = sample(model, 5, generator=torch.Generator().manual_seed(7), stop_token=0)
+    b = sample(model, 5, generator=torch.Generator().manual_seed(7), stop_token=0)
+    assert torch.equal(a, b)
+    for row in a.tolist():
+        if 0 in row:
+            first = row.index(0)
+            assert all(v == 0 for v in row[first:])
+
+
+def test_evaluate_is_the_sum_of_log_prob():
+    ds = load_data("names")
+    model = tiny_model("markov", vocab_size=ds.vocab_size, seq_len=ds.seq_len)
+    split = ds["test"]
+    nll = evaluate(model, split, batch_size=100)
+    direct = -log_prob(model, split.x, mask=split.mask).double().sum().item()
+    assert abs(nll.nats - direct) < 1e-6 * abs(direct)
+    assert nll.examples == len(split) and nll.dims == int(split.mask.sum())
