@@ -23,11 +23,42 @@ EPILOG = """examples:
 """
 
 
+TRAIN_HELP = {
+    "steps": "optimiser steps",
+    "batch_size": "examples per step",
+    "lr": "peak learning rate of AdamW",
+    "min_lr": "learning rate at the end of the cosine decay",
+    "warmup": "steps of linear warmup",
+    "weight_decay": "AdamW weight decay (matrices only)",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "grad_clip": "max global gradient norm (0: off)",
+    "eval_every": "steps between validation NLL + checkpoints",
+    "eval_batch_size": "batch size of evaluation",
+    "seed": "seed of initialisation, batch order and dropout",
+}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad option on one line (no usage dump) and exits 2."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s' -> 90.0, '5m' -> 300.0, '1.5h' -> 5400.0 seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:].lower(), None)
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        msg = f"expected a duration like 90s, 5m or 1h, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"duration must be >= 0, got {text!r}")
+    return seconds
 
 
 def _device(name: str) -> torch.device:
@@ -87,7 +118,9 @@ def cmd_train(args) -> None:
     torch.set_num_threads(args.threads) if args.threads else None
     print(data.summary())
     print(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps")
-    state = train(model, model_name, data, cfg, run_dir, resume, progress=not args.quiet)
+    state = train(
+        model, model_name, data, cfg, run_dir, resume, not args.quiet, max_seconds=args.budget
+    )
     print(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     finish_run(run_dir, data, device, args.samples, cfg.seed)
 
@@ -328,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=type(getattr(defaults, f.name)),
             help=f"(default {getattr(defaults, f.name)})",
         )
+    t.add_argument(
+        "--budget",
+        type=parse_duration,
+        metavar="TIME",
+        help="stop training after this long (90s, 5m, 1h); --resume continues",
+    )
     t.add_argument("--samples", type=int, default=64, help="samples to write at the end")
     t.add_argument("--device", default="auto", help="cpu | cuda | auto")
     t.add_argument("--threads", type=int, help="torch CPU threads")

@@ -83,12 +83,14 @@ def train(
     resume_from: tuple[Path, dict] | None = None,
     progress: bool = True,
     stop_at: int | None = None,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
     Writes run_dir/{last,best}.{json,safetensors,optim.safetensors} and run_dir/log.csv.
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
-    so `--resume` later continues exactly as if never stopped.
+    so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
+    this much training time has passed.
     Returns the final training state (step, best validation NLL, wall time).
     """
     run_dir = Path(run_dir)
@@ -104,12 +106,13 @@ def train(
         path, record = resume_from
         load_training_state(path, record, optimizer)
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
+    train_split, valid_split = data["train"], data["valid"]
     log_path = run_dir / "log.csv"
     if start == 0 or not log_path.exists():
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(LOG_FIELDS)
 
-    def checkpoint(tag: str, step: int) -> None:
+    def checkpoint(tag: str, step: int, best: float) -> None:
         meta = {
             "step": step,
             "best_valid_nats_per_dim": best,
@@ -118,7 +121,20 @@ def train(
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer)
 
-    train_split, valid_split = data["train"], data["valid"]
+    def evaluate_and_save(step, lr, train_nll, tokens_per_s, elapsed, best) -> float:
+        """Score the validation split, log it, save last (and best); return the best."""
+        val = evaluate(model, valid_split, cfg.eval_batch_size).nats_per_dim
+        model.train()
+        with open(log_path, "a", newline="") as f:
+            row = [step, lr, train_nll, val, tokens_per_s, elapsed]
+            csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
+        if val < best:
+            best = val
+            checkpoint("best", step, best)
+        checkpoint("last", step, best)
+        return best
+
     model.train()
     bar = tqdm(
         total=cfg.steps, initial=start, disable=not progress, dynamic_ncols=True, mininterval=0.5
@@ -150,19 +166,14 @@ def train(
         elapsed = time.perf_counter() - t0
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            val = evaluate(model, valid_split, cfg.eval_batch_size).nats_per_dim
-            model.train()
-            with open(log_path, "a", newline="") as f:
-                row = [step + 1, lr, running, val, tokens / elapsed, elapsed]
-                csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-            bar.write(f"step {step + 1}: train {running:.4f}  valid {val:.4f} nats/dim")
-            if val < best:
-                best = val
-                checkpoint("best", step + 1)
-            checkpoint("last", step + 1)
+        out_of_time = max_seconds is not None and elapsed >= max_seconds
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
+            best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
         elif step + 1 == end:
-            checkpoint("last", step + 1)
+            checkpoint("last", step + 1, best)
+        if out_of_time:
+            end = step + 1
+            break
     bar.close()
     return {
         "step": end,

@@ -64,3 +64,12 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
     final = json.loads((tmp_path / "part" / "last.json").read_text())
     assert final["step"] == 16
+
+
+def test_time_budget_stops_and_saves(tmp_path):
+    data = load_data("digits")
+    cfg = TrainConfig(steps=1000, batch_size=8, eval_every=500)
+    state = train(_digits_model(), "gpt", data, cfg, tmp_path, progress=False, max_seconds=0)
+    assert state["step"] == 1
+    assert json.loads((tmp_path / "last.json").read_text())["step"] == 1
+    assert (tmp_path / "best.json").exists()
