@@ -27,6 +27,7 @@ class MarkovConfig:
     k: int = 3  # memory: how many previous symbols the conditional sees
     n_embd: int = 16  # embedding width per symbol (MLP form)
     n_hidden: int = 256  # 0: log-linear table (k=1: bigram)
+    dropout: float = 0.0  # on the hidden units (MLP form), during training
     num_classes: int = 0  # > 0: class-conditional p(x | y)
 
     def __post_init__(self):
@@ -62,6 +63,7 @@ class Markov(ARModel):
             self.wte = nn.Embedding(L + 1, config.n_embd)
             self.hidden = nn.Linear(k * config.n_embd, config.n_hidden)
             self.head = nn.Linear(config.n_hidden, L)
+            self.drop = nn.Dropout(config.dropout)
             self.label = (
                 LabelEmbedding(config.num_classes, config.n_hidden) if config.num_classes else None
             )
@@ -78,7 +80,7 @@ class Markov(ARModel):
         h = self.hidden(emb)
         if c is not None:
             h = h + c[:, None, :]
-        return self.head(torch.tanh(h))
+        return self.head(self.drop(torch.tanh(h)))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         k = self.config.k

@@ -25,7 +25,7 @@ class RNNConfig:
     n_embd: int = 64
     n_hidden: int = 256
     n_layer: int = 1
-    dropout: float = 0.0
+    dropout: float = 0.0  # on the inputs, between layers and on the outputs
     num_classes: int = 0
 
     def __post_init__(self):
@@ -63,16 +63,17 @@ class RNN(ARModel):
             batch_first=True,
             dropout=config.dropout if config.n_layer > 1 else 0.0,
         )
+        self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.n_hidden, config.vocab_size)
 
     def _embed(self, inputs: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         emb = self.wte(inputs)  # (B, T, n_embd)
         c = condition_vector(self.label, cond, inputs.shape[0])
-        return emb if c is None else emb + c[:, None, :]
+        return self.drop(emb if c is None else emb + c[:, None, :])
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         out, _ = self.rnn(self._embed(shift_right(x, self.start), cond))  # (B, D, n_hidden)
-        return self.head(out)
+        return self.head(self.drop(out))
 
     def init_cache(self, batch_size: int) -> RNNState:
         return RNNState(batch_size)
@@ -82,7 +83,7 @@ class RNN(ARModel):
             x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
         out, cache.h = self.rnn(self._embed(x_prev[:, None], cond), cache.h)  # (B, 1, H)
         cache.t += 1
-        return self.head(out[:, 0])
+        return self.head(self.drop(out[:, 0]))
 
 
 register_model("rnn", RNN, RNNConfig, "recurrent network; cell=rnn|gru|lstm", cell="rnn")

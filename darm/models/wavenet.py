@@ -28,6 +28,7 @@ class WaveNetConfig:
     kernel_size: int = 2
     dilation_cycle: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     n_cycles: int = 1  # the dilation cycle is repeated this many times
+    dropout: float = 0.0  # on each layer's gated units, during training
     num_classes: int = 0
 
     @property
@@ -40,9 +41,10 @@ class WaveNetConfig:
 
 
 class ResidualLayer(nn.Module):
-    def __init__(self, channels: int, skip: int, kernel_size: int, dilation: int):
+    def __init__(self, channels: int, skip: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.conv = CausalConv1d(channels, 2 * channels, kernel_size, dilation)
+        self.dropout = nn.Dropout(dropout)
         self.res = nn.Conv1d(channels, channels, 1)
         self.skip = nn.Conv1d(channels, skip, 1)
 
@@ -50,7 +52,7 @@ class ResidualLayer(nn.Module):
         if c is not None:
             h = h + c
         a, b = h.chunk(2, dim=1)
-        return torch.tanh(a) * torch.sigmoid(b)
+        return self.dropout(torch.tanh(a) * torch.sigmoid(b))
 
     def forward(self, x, c):  # x: (B, C, T) -> (B, C, T), (B, S, T)
         z = self.gate(self.conv(x), c)
@@ -80,7 +82,7 @@ class WaveNet(ARModel):
         self.start = config.vocab_size
         self.wte = nn.Embedding(config.vocab_size + 1, C)
         self.layers = nn.ModuleList(
-            ResidualLayer(C, S, config.kernel_size, d) for d in config.dilations
+            ResidualLayer(C, S, config.kernel_size, d, config.dropout) for d in config.dilations
         )
         # global conditioning: one projection of the label into every layer's gate
         self.label = LabelEmbedding(config.num_classes, 2 * C) if config.num_classes else None

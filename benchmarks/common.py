@@ -1,0 +1,52 @@
+"""Shared by the quality benchmarks: train one configuration, score it exactly, tabulate."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from darm.checkpoint import load_checkpoint
+from darm.metrics import evaluate
+from darm.models import create_model
+from darm.train import TrainConfig, train
+
+
+def run_one(label, model_name, data, model_kw, train_kw, budget_s, out_root=None, progress=True):
+    """Train under a wall-clock budget, then evaluate the best checkpoint on the test split."""
+    torch.manual_seed(train_kw.get("seed", 1337))
+    model = create_model(model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw)
+    cfg = TrainConfig(**train_kw)
+    out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
+    t0 = time.perf_counter()
+    state = train(model, model_name, data, cfg, out, progress=progress, max_seconds=budget_s)
+    wall = time.perf_counter() - t0
+    best, record, _ = load_checkpoint(out)
+    nll = evaluate(best, data["test"])
+    return {
+        "model": label,
+        "params": best.num_params(),
+        "steps": state["step"],
+        "train_s": wall,
+        "best_step": record["step"],
+        "test_nats_per_example": nll.nats_per_example,
+        "test_nats_per_dim": nll.nats_per_dim,
+        "test_bits_per_dim": nll.bits_per_dim,
+    }
+
+
+def markdown_table(rows, columns):
+    """columns: [(header, key, format)]"""
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(fmt.format(r[k]) for _, k, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
