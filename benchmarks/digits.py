@@ -17,23 +17,25 @@ from darm.data import load_data
 CONFIGS = {
     "markov k=8": (
         "markov",
-        dict(k=8, n_embd=16, n_hidden=256),
-        dict(steps=3000, batch_size=64, lr=3e-3, min_lr=1e-4, weight_decay=0.1),
+        dict(k=8, n_embd=16, n_hidden=256, dropout=0.3),
+        dict(steps=1500, batch_size=64, lr=3e-3, min_lr=1e-4, weight_decay=0.1),
     ),
     "gru": (
         "gru",
-        dict(n_embd=64, n_hidden=256),
-        dict(steps=3000, batch_size=64, lr=3e-3, min_lr=1e-4),
+        dict(n_embd=64, n_hidden=256, dropout=0.3),
+        dict(steps=1000, batch_size=64, lr=3e-3, min_lr=1e-4),
     ),
     "wavenet": (
         "wavenet",
-        dict(n_embd=64, n_skip=128, kernel_size=2, dilation_cycle=(1, 2, 4, 8, 16, 32)),
-        dict(steps=3000, batch_size=64, lr=3e-3, min_lr=1e-4, weight_decay=0.1),
+        dict(
+            n_embd=64, n_skip=128, kernel_size=2, dilation_cycle=(1, 2, 4, 8, 16, 32), dropout=0.3
+        ),
+        dict(steps=1500, batch_size=64, lr=3e-3, min_lr=1e-4, weight_decay=0.1),
     ),
     "gpt": (
         "gpt",
         dict(n_layer=4, n_head=4, n_embd=128, dropout=0.2),
-        dict(steps=2000, batch_size=64, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
+        dict(steps=1200, batch_size=64, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
     ),
 }
 

@@ -139,3 +139,18 @@ def test_help_explains_itself():
     assert proc.returncode == 0
     for word in ("train", "eval", "sample", "models", "examples:"):
         assert word in proc.stdout
+
+
+def test_digits_conditional_png_and_label(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = ["train", "--data", "digits", "--model", "wavenet", "--set", "n_embd=8",
+            "--set", "n_skip=8", "--conditional", "--steps", "3", "--eval-every", "3",
+            "--out", str(out), "--quiet", "--samples", "4"]  # fmt: skip
+    assert main(args) == 0
+    assert "nats/image" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "4", "--label", "3", "--out", str(tmp_path / "s")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "s.png").size[0] > 8
+    capsys.readouterr()
+    one_line_error(capsys, main(["sample", str(out), "--label", "12"]), needle="--label must be")
