@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 import tempfile
@@ -50,3 +51,25 @@ def markdown_table(rows, columns):
 
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def run_benchmark(description, data, configs, eval_every, annotate, columns):
+    """The shared command line of the quality benchmarks: --only, --budget, --out; one
+    `run_one` per config, then a Markdown table and the command that reproduced it."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--only", help="comma-separated labels of the configs")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
+    p.add_argument("--out", help="keep run folders here")
+    args = p.parse_args()
+    print(data.summary(), "-", data.notes)
+    rows = []
+    for label in args.only.split(",") if args.only else list(configs):
+        model, model_kw, train_kw = configs[label]
+        train_kw = dict(eval_every=eval_every, **train_kw)
+        row = annotate(run_one(label, model, data, model_kw, train_kw, args.budget, args.out))
+        rows.append(row)
+        print(f"{label}: {row['test_nats_per_example']:.3f} nats/example, "
+              f"{row['test_nats_per_dim']:.4f} nats/dim in {row['train_s']:.0f}s")  # fmt: skip
+    print()
+    print(markdown_table(rows, columns))
+    print(f"\n`{command_line()}`")

@@ -8,9 +8,7 @@ nats on test with its own settings; issue 2 asks wavenet and gpt to do better.
 
 from __future__ import annotations
 
-import argparse
-
-from common import command_line, markdown_table, run_one
+from common import run_benchmark
 
 from darm.data import load_data
 
@@ -41,30 +39,15 @@ CONFIGS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", help="comma-separated labels of CONFIGS")
-    p.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
-    p.add_argument("--out", help="keep run folders here")
-    args = p.parse_args()
-    data = load_data("digits")
-    print(data.summary(), "-", data.notes)
-    labels = args.only.split(",") if args.only else list(CONFIGS)
-    rows = []
-    for label in labels:
-        model, model_kw, train_kw = CONFIGS[label]
-        train_kw = dict(eval_every=100, **train_kw)
-        row = run_one(label, model, data, model_kw, train_kw, args.budget, args.out)
-        row["vs_ref"] = "better" if row["test_nats_per_example"] < 86.7 else "worse"
-        rows.append(row)
-        print(f"{label}: {row['test_nats_per_example']:.2f} nats/image in {row['train_s']:.0f}s")
-    print()
-    print(markdown_table(rows, [
+    def annotate(row):
+        return {**row, "vs_ref": "better" if row["test_nats_per_example"] < 86.7 else "worse"}
+
+    run_benchmark(__doc__.splitlines()[0], load_data("digits"), CONFIGS, 100, annotate, [
         ("model", "model", "{}"), ("params", "params", "{:,}"), ("steps", "steps", "{}"),
         ("best step", "best_step", "{}"), ("train s", "train_s", "{:.0f}"),
         ("test nats/image", "test_nats_per_example", "{:.2f}"),
         ("bits/dim", "test_bits_per_dim", "{:.4f}"), ("vs 86.7 reference", "vs_ref", "{}"),
-    ]))  # fmt: skip
-    print(f"\n`{command_line()}`")
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

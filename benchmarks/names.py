@@ -8,9 +8,7 @@ gpt <= 2.00, each within 5 minutes of training on 2 CPU cores.
 
 from __future__ import annotations
 
-import argparse
-
-from common import command_line, markdown_table, run_one
+from common import run_benchmark
 
 from darm.data import load_data
 
@@ -35,7 +33,7 @@ CONFIGS = {
     "gpt": (
         "gpt",
         dict(n_layer=4, n_head=4, n_embd=128, dropout=0.1),
-        dict(steps=5000, batch_size=128, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
+        dict(steps=2500, batch_size=128, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
     ),
 }
 TARGETS = {"bigram": "~2.45", "markov k=3": "<= 2.15", "rnn": "<= 2.10", "gru": "<= 2.10",
@@ -43,29 +41,14 @@ TARGETS = {"bigram": "~2.45", "markov k=3": "<= 2.15", "rnn": "<= 2.10", "gru": 
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", help="comma-separated labels of CONFIGS")
-    p.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
-    p.add_argument("--out", help="keep run folders here")
-    args = p.parse_args()
-    data = load_data("names")
-    print(data.summary(), "-", data.notes)
-    labels = args.only.split(",") if args.only else list(CONFIGS)
-    rows = []
-    for label in labels:
-        model, model_kw, train_kw = CONFIGS[label]
-        train_kw = dict(eval_every=500, **train_kw)
-        row = run_one(label, model, data, model_kw, train_kw, args.budget, args.out)
-        row["target"] = TARGETS[label]
-        rows.append(row)
-        print(f"{label}: {row['test_nats_per_dim']:.4f} nats/char in {row['train_s']:.0f}s")
-    print()
-    print(markdown_table(rows, [
+    def annotate(row):
+        return {**row, "target": TARGETS[row["model"]]}
+
+    run_benchmark(__doc__.splitlines()[0], load_data("names"), CONFIGS, 500, annotate, [
         ("model", "model", "{}"), ("params", "params", "{:,}"), ("steps", "steps", "{}"),
         ("train s", "train_s", "{:.0f}"), ("test nats/char", "test_nats_per_dim", "{:.4f}"),
         ("target", "target", "{}"), ("test nats/name", "test_nats_per_example", "{:.3f}"),
-    ]))  # fmt: skip
-    print(f"\n`{command_line()}`")
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":
