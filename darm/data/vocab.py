@@ -23,7 +23,8 @@ class Vocabulary:
         chars = set()
         for t in texts:
             chars.update(t)
-        chars.discard(EOS) if eos else None
+        if eos:  # the end symbol gets index 0 and never appears inside an item
+            chars.discard(EOS)
         return cls(([EOS] if eos else []) + sorted(chars))
 
     def __len__(self) -> int:
