@@ -77,3 +77,18 @@ def test_prefix_is_kept(model_name):
     x = sample(model, 2, prefix=prefix, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x[:, :3], prefix)
     assert x.shape == (2, 7) and int(x.max()) < 5
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_one_hot_input_matches_symbols(model_name, conditional):
+    """model(one_hot(x)) == model(x), and is differentiable in the one-hot input."""
+    L, D = 5, 7
+    model = tiny_model(model_name, L, D, num_classes=3 if conditional else 0)
+    x = torch.randint(0, L, (3, D), generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 2, 1]) if conditional else None
+    soft = torch.nn.functional.one_hot(x, L).float().requires_grad_()
+    logits = model(soft, y)
+    torch.testing.assert_close(logits, model(x, y), atol=1e-5, rtol=1e-5)
+    logits[:, -1].logsumexp(-1).sum().backward()
+    assert soft.grad[:, -1].abs().max() == 0  # the last position cannot see itself
+    assert soft.grad[:, -2].abs().max() > 0

@@ -9,6 +9,10 @@ cross-entropy. Incremental generation goes through
     cache = model.init_cache(batch_size)
     logits_d = model.step(x_prev, cache, cond)      # x_prev: (B,) long, or None at d = 0
 
+x may also be a float tensor (B, *event_shape, L) of one-hot (or soft) symbols: the input
+embeddings then mix their rows with those weights, the logits are the same for one-hot x,
+and they are differentiable in x (how `darm.deps` measures what each conditional uses).
+
 A family with a real cache overrides both; the default here recomputes the whole prefix,
 which is exact but O(D) per step (and is what `sample(..., use_cache=False)` uses).
 """
@@ -20,6 +24,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -119,6 +124,31 @@ def condition_vector(
     return label(cond)
 
 
+def pad_start(x: torch.Tensor, n: int, start: int) -> torch.Tensor:
+    """Prepend n start symbols along dim 1.
+
+    x: (B, T) long -> (B, n+T), or (B, T, L) one-hot/soft -> (B, n+T, L+1) with the start
+    symbol as the extra last index (start must be L).
+    """
+    if not x.is_floating_point():
+        return torch.cat([torch.full_like(x[:, :1], start).expand(-1, n), x], dim=1)
+    B, _, L = x.shape
+    if start != L:
+        raise ValueError(f"soft inputs need the start symbol at index L={L}, got {start}")
+    s = x.new_zeros(B, n, L + 1)
+    s[..., start] = 1.0
+    return torch.cat([s, F.pad(x, (0, 1))], dim=1)
+
+
 def shift_right(x: torch.Tensor, start: int) -> torch.Tensor:
-    """(B, D) -> (B, D): position d holds x_{d-1}, position 0 the start symbol."""
-    return torch.cat([torch.full_like(x[:, :1], start), x[:, :-1]], dim=1)
+    """(B, D) -> (B, D): position d holds x_{d-1}, position 0 the start symbol.
+    One-hot/soft x (B, D, L) -> (B, D, L+1) likewise."""
+    return pad_start(x[:, :-1], 1, start)
+
+
+def embed(table: nn.Embedding, symbols: torch.Tensor) -> torch.Tensor:
+    """Embedding lookup of (..., ) long symbols, or for one-hot/soft (..., K) float symbols
+    the same rows mixed by those weights (K <= rows of the table)."""
+    if symbols.is_floating_point():
+        return symbols @ table.weight[: symbols.shape[-1]]
+    return table(symbols)

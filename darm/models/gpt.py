@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, shift_right
+from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, shift_right
 from darm.models.registry import register_model
 from darm.nn.attention import CausalSelfAttention, KVCache
 
@@ -98,8 +98,8 @@ class GPT(ARModel):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def _run(self, inputs, positions, cond, caches):
-        """inputs: (B, T) tokens at `positions` (T,) -> logits (B, T, L)."""
-        h = self.wte(inputs) + self.wpe(positions)  # (B, T, E)
+        """inputs: (B, T) tokens (or (B, T, L+1) one-hot) at `positions` (T,) -> (B, T, L)."""
+        h = embed(self.wte, inputs) + self.wpe(positions)  # (B, T, E)
         c = condition_vector(self.label, cond, inputs.shape[0])
         if c is not None:
             h = h + c[:, None, :]

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector
+from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, pad_start
 from darm.models.registry import register_model
 
 
@@ -69,14 +68,18 @@ class Markov(ARModel):
             )
 
     def _logits(self, context: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """context: (B, T, k) symbols, oldest first -> logits (B, T, L)."""
-        B, T, k = context.shape
+        """context: (B, T, k) symbols, oldest first (or (B, T, k, L+1) one-hot/soft)
+        -> logits (B, T, L)."""
+        B, T, k = context.shape[:3]
         c = condition_vector(self.label, cond, B)
         if self.config.n_hidden == 0:
-            lag_offset = torch.arange(k, device=context.device) * (self.vocab_size + 1)
-            logits = self.tables(context + lag_offset).sum(dim=2)  # (B, T, L)
+            if context.is_floating_point():  # lag i owns rows i*(L+1) .. i*(L+1)+L
+                logits = context.reshape(B, T, -1) @ self.tables.weight  # (B, T, L)
+            else:
+                lag_offset = torch.arange(k, device=context.device) * (self.vocab_size + 1)
+                logits = self.tables(context + lag_offset).sum(dim=2)  # (B, T, L)
             return logits if c is None else logits + c[:, None, :]
-        emb = self.wte(context).view(B, T, k * self.config.n_embd)  # (B, T, k*e)
+        emb = embed(self.wte, context).view(B, T, k * self.config.n_embd)  # (B, T, k*e)
         h = self.hidden(emb)
         if c is not None:
             h = h + c[:, None, :]
@@ -85,8 +88,10 @@ class Markov(ARModel):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         k = self.config.k
         # pad with k start symbols; window d holds x_{d-k}..x_{d-1}
-        padded = F.pad(x, (k, 0), value=self.start)  # (B, D+k)
-        context = padded.unfold(1, k, 1)[:, :-1]  # (B, D, k)
+        padded = pad_start(x, k, self.start)  # (B, D+k) or (B, D+k, L+1)
+        context = padded.unfold(1, k, 1)[:, :-1]  # (B, D, k) or (B, D, L+1, k)
+        if context.is_floating_point():
+            context = context.transpose(2, 3)  # (B, D, k, L+1)
         return self._logits(context, cond)
 
     def init_cache(self, batch_size: int) -> MarkovWindow:

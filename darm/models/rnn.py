@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, shift_right
+from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, shift_right
 from darm.models.registry import register_model
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -67,7 +67,7 @@ class RNN(ARModel):
         self.head = nn.Linear(config.n_hidden, config.vocab_size)
 
     def _embed(self, inputs: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        emb = self.wte(inputs)  # (B, T, n_embd)
+        emb = embed(self.wte, inputs)  # (B, T, n_embd)
         c = condition_vector(self.label, cond, inputs.shape[0])
         return self.drop(emb if c is None else emb + c[:, None, :])
 

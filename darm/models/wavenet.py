@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, shift_right
+from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, shift_right
 from darm.models.registry import register_model
 from darm.nn.causal_conv import CausalConv1d
 
@@ -95,7 +95,7 @@ class WaveNet(ARModel):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         c = condition_vector(self.label, cond, x.shape[0])
         c = None if c is None else c[:, :, None]  # (B, 2C, 1), broadcast over time
-        h = self.wte(shift_right(x, self.start)).transpose(1, 2)  # (B, C, D)
+        h = embed(self.wte, shift_right(x, self.start)).transpose(1, 2)  # (B, C, D)
         skip = 0
         for layer in self.layers:
             h, s = layer(h, c)
