@@ -142,8 +142,9 @@ def finish_run(run_dir: Path, data, device, n_samples: int, seed: int) -> None:
 
 
 def print_nll(nll, split: str, kind: str) -> None:
-    unit = {"lines": "item", "corpus": "block", "image": "image"}.get(kind, "example")
-    per_dim = "char" if kind in ("lines", "corpus") else "dim"
+    unit = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
+    unit = unit.get(kind, "example")
+    per_dim = {"lines": "char", "corpus": "char", "audio": "sample"}.get(kind, "dim")
     print(
         f"{split}: {nll.nats_per_example:.4f} nats/{unit}  {nll.nats_per_dim:.4f} nats/{per_dim}  "
         f"{nll.bits_per_dim:.4f} bits/{per_dim}  ({nll.examples} {unit}s, {nll.dims} {per_dim}s)"
@@ -166,10 +167,8 @@ def write_samples(
     label=None,
     length=None,
 ) -> Path:
-    """Sample and write stem.png (images) or stem.txt (text, integer arrays)."""
-    from darm.checkpoint import atomic_write_text
+    """Sample and write stem.png (images), stem.wav (audio) or stem.txt (text, arrays)."""
     from darm.data.vocab import Vocabulary
-    from darm.plots import save_image_grid
     from darm.sampling import sample
 
     meta = record["data"]
@@ -207,9 +206,25 @@ def write_samples(
         )
     except ValueError as e:
         raise DarmError(str(e)) from None
+    return save_samples(x, meta, model.vocab_size, stem)
+
+
+def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
+    """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
+    with short silences) or stem.txt (text, integer arrays); returns the path."""
+    from darm.checkpoint import atomic_write_text
+    from darm.data.vocab import Vocabulary
+    from darm.plots import save_image_grid
+
+    n = x.shape[0]
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
     if meta.get("image_shape"):
         path = stem.with_suffix(".png")
-        save_image_grid(x.view(n, *meta["image_shape"]), model.vocab_size, path)
+        save_image_grid(x.view(n, *meta["image_shape"]), levels, path)
+    elif meta.get("kind") == "audio":
+        from darm.data.audio import write_levels_wav
+
+        path = write_levels_wav(stem.with_suffix(".wav"), x, meta["source"]["sample_rate"])
     else:
         if vocab is not None:
             eos = meta.get("eos")
@@ -308,7 +323,7 @@ def cmd_data(args) -> None:
 
     for name, doc in BUILTIN.items():
         print(f"{name:12s} {doc}")
-    print("or a path: .txt (--format lines|corpus), .npy/.npz integer arrays or images")
+    print("or a path: .txt (--format lines|corpus), .npy/.npz integer arrays or images, .wav")
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -334,14 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json and samples go to --out.",
     )
     t.add_argument(
-        "--data", default="digits", help="digits | names | shakespeare | PATH (default: digits)"
+        "--data",
+        default="digits",
+        help="digits | names | shakespeare | speech | PATH (default: digits)",
     )
     t.add_argument(
         "--format",
-        choices=["lines", "corpus", "array"],
-        help="how to read a PATH: one item per line, one corpus, or arrays",
+        choices=["lines", "corpus", "array", "audio"],
+        help="how to read a PATH: one item per line, one corpus, arrays, or a WAV",
     )
-    t.add_argument("--block", type=int, default=64, help="corpus block length D (default 64)")
+    t.add_argument(
+        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
+    )
     t.add_argument("--levels", type=int, help="number of symbols L of an array file")
     t.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
     t.add_argument("--model", default="gpt", help="registered model (see `darm models`)")

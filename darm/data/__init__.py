@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from darm.data.arrays import array_dataset
+from darm.data.audio import audio_dataset
 from darm.data.dataset import SPLITS, Dataset
 from darm.data.digits import digits_dataset
 from darm.data.text import corpus_dataset, lines_dataset
@@ -18,9 +19,10 @@ BUILTIN = {
     "digits": "scikit-learn 8x8 digits, 17 grey levels, D=64, labels 0-9 (the default)",
     "names": "32k US first names, one per line (makemore's names.txt), deduplicated",
     "shakespeare": "Tiny Shakespeare, 1.1M characters as one corpus cut in blocks",
+    "speech": "7.8 s of synthetic speech, 16 kHz, mu-law 256 levels, windows of --block",
 }
 
-FORMATS = ("lines", "corpus", "array")
+FORMATS = ("lines", "corpus", "array", "audio")
 
 
 def load_data(
@@ -32,14 +34,16 @@ def load_data(
     vocab: Vocabulary | None = None,
     max_len: int | None = None,
 ) -> Dataset:
-    """A built-in name (digits, names, shakespeare) or a path: .txt (format lines or
-    corpus), .npy / .npz (integer arrays or images)."""
+    """A built-in name (digits, names, shakespeare, speech) or a path: .txt (format lines
+    or corpus), .npy / .npz (integer arrays or images), .wav (audio, mu-law)."""
     if spec == "digits":
         return digits_dataset(seed)
     if spec == "names":
         return lines_dataset(BUNDLED / "names.txt", "names", seed, vocab=vocab, max_len=max_len)
     if spec == "shakespeare":
         return corpus_dataset(BUNDLED / "tinyshakespeare.txt", block, "shakespeare", vocab=vocab)
+    if spec == "speech":
+        return audio_dataset(BUNDLED / "speech_16k.wav", block, "speech")
     path = Path(spec)
     if not path.exists():
         raise DarmError(
@@ -47,13 +51,16 @@ def load_data(
             f"built-in: {', '.join(BUILTIN)}"
         )
     if format is None:
-        format = "array" if path.suffix in (".npy", ".npz") else "lines"
+        suffixes = {".npy": "array", ".npz": "array", ".wav": "audio"}
+        format = suffixes.get(path.suffix.lower(), "lines")
     if format not in FORMATS:
         raise DarmError(f"unknown data format {format!r}; valid: {', '.join(FORMATS)}")
     if format == "lines":
         return lines_dataset(path, seed=seed, vocab=vocab, max_len=max_len)
     if format == "corpus":
         return corpus_dataset(path, block, vocab=vocab)
+    if format == "audio":
+        return audio_dataset(path, block)
     return array_dataset(path, levels=levels, seed=seed)
 
 
@@ -70,6 +77,9 @@ def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: 
         return corpus_dataset(Path(source["path"]), source["block"], vocab=vocab)
     if fmt == "array":
         return array_dataset(Path(source["path"]), levels=source.get("levels"))
+    if fmt == "audio":
+        name = "speech" if Path(source["path"]) == BUNDLED / "speech_16k.wav" else None
+        return audio_dataset(Path(source["path"]), source["block"], name)
     raise DarmError(f"checkpoint names an unknown data source {source!r}")
 
 

@@ -1,0 +1,134 @@
+"""Audio as a sequence of 256 mu-law levels: WAV in, WAV out.
+
+A waveform s(t) in [-1, 1] is companded by
+
+    F(s) = sign(s) * ln(1 + mu |s|) / ln(1 + mu),   mu = 255,
+
+and F in [-1, 1] is quantised to 256 uniform levels, as in WaveNet: the levels are dense
+near silence, where the ear is most sensitive, and sparse at loud amplitudes. The stream
+of levels is then one long corpus, cut into windows of `block` samples exactly like a text
+corpus (random crops for training, consecutive blocks for evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from darm.data.dataset import Dataset
+from darm.data.splits import CorpusSplit
+from darm.errors import DarmError
+
+MU = 255
+LEVELS = MU + 1
+# contiguous parts of the stream, in time order: train, valid, test
+AUDIO_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+# -- mu-law -----------------------------------------------------------------------------------
+
+
+def mu_law_encode(s: np.ndarray, mu: int = MU) -> np.ndarray:
+    """Waveform in [-1, 1] (float) -> levels 0..mu (int64). Values outside are clipped."""
+    s = np.clip(np.asarray(s, dtype=np.float64), -1.0, 1.0)
+    f = np.sign(s) * np.log1p(mu * np.abs(s)) / math.log1p(mu)  # companded, in [-1, 1]
+    return np.rint((f + 1) / 2 * mu).astype(np.int64)  # uniform levels of F
+
+
+def mu_law_decode(q: np.ndarray, mu: int = MU) -> np.ndarray:
+    """Levels 0..mu -> waveform in [-1, 1] (float64), the inverse of F at each level."""
+    f = 2 * np.asarray(q, dtype=np.float64) / mu - 1
+    return np.sign(f) * np.expm1(np.abs(f) * math.log1p(mu)) / mu
+
+
+# -- WAV files --------------------------------------------------------------------------------
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit PCM WAV -> (waveform (T,) float64 in [-1, 1), sample rate).
+
+    Stereo (or more channels) is mixed down to mono by averaging the channels, since the
+    models see one stream of samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DarmError(f"audio file {path} does not exist")
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            frames = w.readframes(w.getnframes())
+    except (wave.Error, EOFError, OSError) as e:
+        raise DarmError(f"cannot read {path} as a PCM WAV file: {e}") from None
+    if width != 2:
+        raise DarmError(f"{path} has {8 * width}-bit samples; darm reads 16-bit PCM WAV only")
+    pcm = np.frombuffer(frames, dtype="<i2")
+    if pcm.size == 0 or pcm.size < channels:
+        raise DarmError(f"audio file {path} has no samples")
+    pcm = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels)  # (T, channels)
+    return pcm.astype(np.float64).mean(axis=1) / 32768.0, rate
+
+
+def wav_bytes_writer(path: Path, s: np.ndarray, rate: int) -> None:
+    """Write waveform s in [-1, 1] as 16-bit mono PCM to exactly this path."""
+    pcm = np.clip(np.rint(np.asarray(s) * 32767.0), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
+
+
+def write_wav(path: Path, s: np.ndarray, rate: int) -> None:
+    """Atomically write waveform s in [-1, 1] as a 16-bit mono PCM WAV."""
+    from darm.checkpoint import atomic_write  # late: checkpoint imports the models
+
+    atomic_write(Path(path), lambda tmp: wav_bytes_writer(Path(tmp), s, rate))
+
+
+def write_levels_wav(path: Path, x: torch.Tensor, rate: int, gap_s: float = 0.1) -> Path:
+    """Samples of mu-law levels (N, T) -> one WAV: the N clips in a row, each followed by
+    gap_s seconds of silence so they can be told apart by ear."""
+    clips = mu_law_decode(x.detach().cpu().numpy().reshape(len(x), -1))  # (N, T)
+    silence = np.zeros((len(clips), int(round(gap_s * rate))))
+    write_wav(path, np.concatenate([clips, silence], axis=1).reshape(-1), rate)  # (N*(T+gap),)
+    return Path(path)
+
+
+# -- the dataset ------------------------------------------------------------------------------
+
+
+def audio_dataset(path: Path, block: int, name: str | None = None) -> Dataset:
+    """A WAV file as one stream of mu-law levels, split in time: the first 80% trains, the
+    next 10% validates, the last 10% tests (contiguous, so no window straddles two splits)."""
+    s, rate = read_wav(path)
+    stream = torch.from_numpy(mu_law_encode(s))  # (T,) long in 0..255
+    n_train = int(len(stream) * AUDIO_FRACTIONS[0])
+    n_valid = int(len(stream) * AUDIO_FRACTIONS[1])
+    parts = {
+        "train": stream[:n_train],
+        "valid": stream[n_train : n_train + n_valid],
+        "test": stream[n_train + n_valid :],
+    }
+    if block < 2:
+        raise DarmError(f"--block must be >= 2 samples, got {block}")
+    if min(len(p) for p in parts.values()) < block + 1:
+        raise DarmError(
+            f"{path} ({len(stream)} samples) is too short for windows of {block} samples "
+            f"in every split"
+        )
+    seconds = len(stream) / rate
+    return Dataset(
+        name=name or Path(path).stem,
+        kind="audio",
+        vocab_size=LEVELS,
+        seq_len=block,
+        splits={k: CorpusSplit(v, block) for k, v in parts.items()},
+        source={"format": "audio", "path": str(path), "block": block, "sample_rate": rate},
+        notes=f"{len(stream)} samples ({seconds:.2f} s at {rate} Hz), mu-law 256 levels; "
+        f"in time order 80% train / 10% valid / 10% test; windows of {block} samples",
+        info={"sample_rate": rate},
+    )
