@@ -5,8 +5,16 @@ A checkpoint `TAG` in a run folder is three files:
     TAG.optim.safetensors  optimiser state and RNG state (for exact resume)
     TAG.json               model name + config, data source + vocabulary, training state,
                            and the SHA-256 of both tensor files
-Each file is written to a temporary name and renamed into place, the JSON last, so a crash
-at any instant leaves the previous checkpoint whole and readable.
+Crash safety: every file is written to a temporary name and renamed (atomic on POSIX), but
+three renames are not one. So a save first stages the tensor files as TAG.*.staged, then
+renames the new JSON into place (the commit point), then renames the staged files onto
+their final names. The JSON names its tensor files by SHA-256, and a loader takes whichever
+of TAG.X / TAG.X.staged has the recorded hash: a kill at any instant leaves either the old
+or the new checkpoint whole and readable, never a mixture.
+
+Safety: nothing is unpickled; a file that does not have the recorded hash (truncated,
+bit-flipped), tensors that do not fit the model, or a config the model rejects is refused
+with a one-line DarmError.
 """
 
 from __future__ import annotations
@@ -26,6 +34,10 @@ from darm.errors import DarmError
 from darm.models import ARModel, create_model
 
 FORMAT_VERSION = 1
+STAGED = ".staged"  # suffix of tensor files written but not yet renamed into place
+# first bytes of the files people mistake for checkpoints: pickle protocols 2-5, and zip
+# (torch.save); named in the error so nobody is tempted to "just unpickle it"
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -33,6 +45,7 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         write(tmp)
         with open(tmp, "rb") as f:
@@ -41,6 +54,12 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -85,26 +104,36 @@ def save_checkpoint(
 ) -> Path:
     """Write TAG.{safetensors,optim.safetensors,json} into run_dir; returns the JSON path."""
     run_dir = Path(run_dir)
+    for stale in run_dir.glob(f".{tag}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     weights = run_dir / f"{tag}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(weights, lambda tmp: save_file(state, tmp))
+    staged = [weights]
+    atomic_write(_staged(weights), lambda tmp: save_file(state, tmp))
     record = {
         "format": FORMAT_VERSION,
         "model": model_name,
         "config": model.config_dict(),
         **meta,
-        "sha256": {"weights": _sha256(weights)},
+        "sha256": {"weights": _sha256(_staged(weights))},
     }
     if optimizer is not None:
         optim = run_dir / f"{tag}.optim.safetensors"
         tensors, groups = _optimizer_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
-        atomic_write(optim, lambda tmp: save_file(tensors, tmp))
+        atomic_write(_staged(optim), lambda tmp: save_file(tensors, tmp))
+        staged.append(optim)
         record["optimizer"] = groups
-        record["sha256"]["optim"] = _sha256(optim)
+        record["sha256"]["optim"] = _sha256(_staged(optim))
     path = run_dir / f"{tag}.json"
-    atomic_write_text(path, json.dumps(record, indent=1))
+    atomic_write_text(path, json.dumps(record, indent=1))  # the commit point
+    for final in staged:
+        os.replace(_staged(final), final)
     return path
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + STAGED)
 
 
 def resolve(path: str | Path) -> Path:
@@ -125,28 +154,47 @@ def resolve(path: str | Path) -> Path:
 
 
 def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise DarmError(f"{what} file {path} is missing")
-    if expected_sha is None:
+    """The tensors of `path`, or of its staged twin when a save was cut short after its
+    commit point; whichever has the hash the JSON records."""
+    if not isinstance(expected_sha, str):
         raise DarmError(f"checkpoint records no hash for {path.name}; refusing to load it")
-    if _sha256(path) != expected_sha:
-        raise DarmError(f"{path} does not match the hash in its checkpoint (truncated or altered)")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DarmError(f"cannot read {path} as safetensors: {e}") from None
+    candidates = [p for p in (path, _staged(path)) if p.is_file()]
+    if not candidates:
+        raise DarmError(f"{what} file {path} is missing")
+    for candidate in candidates:
+        if _sha256(candidate) == expected_sha:
+            try:
+                return load_file(candidate)
+            except (SafetensorError, OSError, ValueError) as e:
+                raise DarmError(f"cannot read {candidate} as safetensors: {e}") from None
+    raise DarmError(f"{path} does not match the hash in its checkpoint (truncated or altered)")
 
 
 def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
     path = resolve(path)
+    if path.is_dir():
+        raise DarmError(f"{path} is a folder, not a checkpoint .json")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(PICKLE_MAGIC):
+        raise DarmError(
+            f"{path} is a pickle / torch.save file; darm reads only its own checkpoints "
+            f"(JSON + safetensors) and never unpickles anything"
+        )
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DarmError(f"{path} is not a darm checkpoint (invalid JSON: {e})") from None
     if not isinstance(record, dict) or not {"model", "config", "sha256"} <= set(record):
         raise DarmError(f"{path} is not a darm checkpoint (missing model, config or sha256)")
     if record.get("format") != FORMAT_VERSION:
         raise DarmError(f"{path} has checkpoint format {record.get('format')!r}, expected 1")
+    expected_types = {"model": str, "config": dict, "sha256": dict, "step": int, "data": dict}
+    expected_types.update({"train": dict, "optimizer": list})
+    for key, kind in expected_types.items():
+        value = record.get(key, kind())
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DarmError(f"{path}: field {key!r} must be a JSON {kind.__name__}")
     return path, record
 
 
@@ -173,7 +221,11 @@ def load_weights(model: ARModel, state: dict[str, torch.Tensor], where: Path) ->
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    wrong = sorted(
+        k
+        for k in set(expected) & set(state)
+        if expected[k].shape != state[k].shape or expected[k].dtype != state[k].dtype
+    )
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -183,7 +235,8 @@ def load_weights(model: ARModel, state: dict[str, torch.Tensor], where: Path) ->
         if wrong:
             k = wrong[0]
             parts.append(
-                f"{k} has shape {tuple(state[k].shape)}, model wants {tuple(expected[k].shape)}"
+                f"{k} is {state[k].dtype} {tuple(state[k].shape)}, "
+                f"model wants {expected[k].dtype} {tuple(expected[k].shape)}"
             )
         raise DarmError(f"{where}: weights do not match the model ({'; '.join(parts)})")
     model.load_state_dict(state)
@@ -195,9 +248,22 @@ def load_training_state(path: Path, record: dict, optimizer: torch.optim.Optimiz
     tensors = _load_tensors(
         path.with_name(f"{tag}.optim.safetensors"), record["sha256"].get("optim"), "optimiser"
     )
+    if "optimizer" not in record:
+        raise DarmError(f"{path} holds no optimiser state; it cannot be resumed")
     try:
         optimizer.load_state_dict(_optimizer_state(tensors, record["optimizer"]))
-    except (KeyError, ValueError, RuntimeError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
         raise DarmError(f"{path}: optimiser state does not match: {e}") from None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        for key, value in optimizer.state.get(p, {}).items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                raise DarmError(
+                    f"{path}: optimiser state {key} has shape {tuple(value.shape)}, "
+                    f"its parameter {tuple(p.shape)}"
+                )
     if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
+        try:
+            torch.set_rng_state(tensors["rng.torch"])
+        except (RuntimeError, TypeError) as e:
+            raise DarmError(f"{path}: invalid RNG state: {e}") from None

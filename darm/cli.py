@@ -36,6 +36,9 @@ TRAIN_HELP = {
     "eval_every": "steps between validation NLL + checkpoints",
     "eval_batch_size": "batch size of evaluation",
     "seed": "seed of initialisation, batch order and dropout",
+    "grad_accum": "micro-batches per step (same effective batch, less memory)",
+    "dtype": "fp32 | bf16 (bf16 autocast of the forward; weights and loss stay fp32)",
+    "compile": "torch.compile the model for training",
 }
 
 
@@ -73,13 +76,26 @@ def _device(name: str) -> torch.device:
 
 
 def cmd_train(args) -> None:
+    """One process, or one rank of `torchrun --nproc_per_node=N -m darm train ...`."""
+    from darm import distributed
+
+    device = distributed.rank_device(_device(args.device), distributed.env_context())
+    ctx = distributed.init(device)
+    try:
+        train_run(args, device, ctx)
+    finally:
+        distributed.cleanup()
+
+
+def train_run(args, device, ctx) -> None:
+    from darm import distributed
     from darm.checkpoint import read_record
     from darm.data import load_data, load_from_source
     from darm.data.vocab import Vocabulary
     from darm.models import create_model
     from darm.train import TrainConfig, train
 
-    device = _device(args.device)
+    say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     run_dir = Path(args.out or f"runs/{Path(args.data).stem}-{args.model}")
     train_overrides = {
         f.name: getattr(args, f.name)
@@ -96,7 +112,7 @@ def cmd_train(args) -> None:
         model, record, path = load_checkpoint(path, device)
         model_name = record["model"]
         cfg = build_config(TrainConfig, {**record["train"], **train_overrides}, "training option")
-        print(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
+        say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
         resume = (path, record)
     else:
         if (run_dir / "last.json").exists():
@@ -112,17 +128,21 @@ def cmd_train(args) -> None:
                 raise DarmError(f"--conditional needs labels, and {data.name} has none")
             overrides["num_classes"] = data.num_classes
         model_name = args.model
-        model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
         cfg = build_config(TrainConfig, train_overrides, "training option")
+        torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
+        model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
         resume = None
     torch.set_num_threads(args.threads) if args.threads else None
-    print(data.summary())
-    print(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps")
+    say(data.summary())
+    ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
+    say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
     state = train(
         model, model_name, data, cfg, run_dir, resume, not args.quiet, max_seconds=args.budget
     )
-    print(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
-    finish_run(run_dir, data, device, args.samples, cfg.seed)
+    say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+    distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
+    if ctx.is_main:
+        finish_run(run_dir, data, device, args.samples, cfg.seed)
 
 
 def finish_run(run_dir: Path, data, device, n_samples: int, seed: int) -> None:
@@ -330,7 +350,7 @@ def cmd_data(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from darm.train import TrainConfig
+    from darm.train import DTYPES, TrainConfig
 
     p = Parser(
         prog="darm",
@@ -375,11 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        t.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=type(getattr(defaults, f.name)),
-            help=f"(default {getattr(defaults, f.name)})",
-        )
+        default = getattr(defaults, f.name)
+        help = f"{TRAIN_HELP.get(f.name, f.name)} (default {default})"
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):  # type=bool would read "--compile False" as True
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        elif f.name == "dtype":
+            t.add_argument(flag, choices=DTYPES, help=help)
+        else:
+            t.add_argument(flag, type=type(default), help=help)
     t.add_argument(
         "--budget",
         type=parse_duration,

@@ -2,10 +2,18 @@
 
 The loss is the summed cross-entropy of the batch divided by the number of scored
 dimensions (nats per dimension), so the learning rate does not depend on D.
+
+One code path for 1 or N data-parallel ranks (torchrun) and any number of micro-batches:
+the global batch of a step is a pure function of (seed, step); rank r keeps its share and
+cuts it in `grad_accum` micro-batches, and each micro-batch contributes
+sum(nats) / (scored dims of the GLOBAL batch) to the gradient, so the summed gradient is the
+one-process gradient of the whole batch. Dropout masks are a function of (seed, step, rank)
+too, so a resumed run replays an uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -16,10 +24,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from darm import distributed
 from darm.checkpoint import load_training_state, save_checkpoint
 from darm.data import Dataset
+from darm.data.splits import TensorSplit
 from darm.errors import DarmError
-from darm.metrics import evaluate, nll_per_dim
+from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel
 
 LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_per_s", "elapsed_s"]
@@ -39,6 +49,62 @@ class TrainConfig:
     eval_every: int = 250
     eval_batch_size: int = 512
     seed: int = 1337
+    grad_accum: int = 1  # micro-batches per step; gradients summed, same effective batch
+    dtype: str = "fp32"  # fp32 | bf16: autocast of the forward; weights and loss stay fp32
+    compile: bool = False  # torch.compile the model for training (eval stays eager)
+
+
+DTYPES = ("fp32", "bf16")
+
+
+def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
+    """Refuse settings the loop cannot honour, before any work is done."""
+    if cfg.dtype not in DTYPES:
+        raise DarmError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "grad_accum"):
+        if getattr(cfg, name) < 1:
+            raise DarmError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.batch_size < world_size * cfg.grad_accum:
+        raise DarmError(
+            f"batch size {cfg.batch_size} cannot be cut into {world_size} rank(s) x "
+            f"{cfg.grad_accum} micro-batch(es); use --batch-size >= {world_size * cfg.grad_accum}"
+        )
+
+
+def dropout_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the global RNG (dropout) for one step of one rank: no RNG state to carry."""
+    return ((seed * 1_000_003 + step) * 7919 + 104_729 * (rank + 1)) % 2**63
+
+
+def micro_batches(batch, rank: int, world_size: int, grad_accum: int):
+    """This rank's share of the global batch, cut into grad_accum micro-batches."""
+    x, y, mask = batch
+    lo, hi = distributed.shard_bounds(x.shape[0], rank, world_size)
+    out = []
+    for i in range(grad_accum):
+        a, b = distributed.shard_bounds(hi - lo, i, grad_accum)
+        rows = slice(lo + a, lo + b)
+        out.append((x[rows], None if y is None else y[rows], None if mask is None else mask[rows]))
+    return out
+
+
+def evaluate_split(model: ARModel, split, batch_size: int) -> NLL:
+    """Exact NLL of the whole split; under torchrun each rank scores a contiguous shard
+    and the totals (nats, examples, dims) are summed over ranks."""
+    ctx = distributed.current()
+    if ctx.world_size == 1:
+        return evaluate(model, split, batch_size)
+    lo, hi = distributed.shard_bounds(len(split), ctx.rank, ctx.world_size)
+    shard = TensorSplit(
+        split.x[lo:hi],
+        None if split.y is None else split.y[lo:hi],
+        None if split.mask is None else split.mask[lo:hi],
+    )
+    part = evaluate(model, shard, batch_size) if hi > lo else NLL(0.0, 0, 0)
+    nats, examples, dims = distributed.all_reduce_sum(
+        [part.nats, part.examples, part.dims], model.device
+    )
+    return NLL(nats, round(examples), round(dims))
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -87,14 +153,18 @@ def train(
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
-    Writes run_dir/{last,best}.{json,safetensors,optim.safetensors} and run_dir/log.csv.
+    Writes run_dir/{last,best}.{json,safetensors,optim.safetensors} and run_dir/log.csv
+    (under torchrun, rank 0 alone writes and shows progress; the other ranks compute).
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
     this much training time has passed.
     Returns the final training state (step, best validation NLL, wall time).
     """
+    ctx = distributed.current()
+    check_config(cfg, ctx.world_size)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     device = model.device
     conditional = model.num_classes > 0
     if conditional and data.num_classes == 0:
@@ -108,11 +178,23 @@ def train(
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
     train_split, valid_split = data["train"], data["valid"]
     log_path = run_dir / "log.csv"
-    if start == 0 or not log_path.exists():
+    if ctx.is_main and (start == 0 or not log_path.exists()):
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(LOG_FIELDS)
 
+    # `model` stays the plain module: the optimiser, evaluation and checkpoints use it (no
+    # `module.` or `_orig_mod.` prefixes); `net` is what the training forward goes through.
+    ddp = None
+    net = model
+    if ctx.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        net = torch.compile(net)
+
     def checkpoint(tag: str, step: int, best: float) -> None:
+        if not ctx.is_main:
+            return
         meta = {
             "step": step,
             "best_valid_nats_per_dim": best,
@@ -123,12 +205,13 @@ def train(
 
     def evaluate_and_save(step, lr, train_nll, tokens_per_s, elapsed, best) -> float:
         """Score the validation split, log it, save last (and best); return the best."""
-        val = evaluate(model, valid_split, cfg.eval_batch_size).nats_per_dim
+        val = evaluate_split(model, valid_split, cfg.eval_batch_size).nats_per_dim
         model.train()
-        with open(log_path, "a", newline="") as f:
-            row = [step, lr, train_nll, val, tokens_per_s, elapsed]
-            csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-        bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
+        if ctx.is_main:
+            with open(log_path, "a", newline="") as f:
+                row = [step, lr, train_nll, val, tokens_per_s, elapsed]
+                csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+            bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
         if val < best:
             best = val
             checkpoint("best", step, best)
@@ -137,7 +220,11 @@ def train(
 
     model.train()
     bar = tqdm(
-        total=cfg.steps, initial=start, disable=not progress, dynamic_ncols=True, mininterval=0.5
+        total=cfg.steps,
+        initial=start,
+        disable=not (progress and ctx.is_main),
+        dynamic_ncols=True,
+        mininterval=0.5,
     )
     t0, tokens, running = time.perf_counter(), 0, None
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
@@ -145,28 +232,46 @@ def train(
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y, mask = train_split.batch(step, cfg.batch_size, cfg.seed)
-        x = x.to(device)
-        y = y.to(device) if conditional else None
-        mask = None if mask is None else mask.to(device)
-        n_dims = x.numel() if mask is None else int(mask.sum())
-        loss = nll_per_dim(model(x, y), x, mask).sum() / n_dims
-        if not torch.isfinite(loss):
+        batch = train_split.batch(step, cfg.batch_size, cfg.seed)  # the same on every rank
+        mask = batch[2]
+        n_dims = batch[0].numel() if mask is None else int(mask.sum())  # of the global batch
+        torch.manual_seed(dropout_seed(cfg.seed, step, ctx.rank))
+        optimizer.zero_grad(set_to_none=True)
+        nats = torch.zeros((), device=device)
+        micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
+        for i, (x, y, mask) in enumerate(micro):
+            x = x.to(device)
+            y = y.to(device) if conditional else None
+            mask = None if mask is None else mask.to(device)
+            # gradients are all-reduced once, after the last micro-batch
+            last = i == len(micro) - 1
+            sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+            with sync:
+                with torch.autocast(device.type, torch.bfloat16, enabled=cfg.dtype == "bf16"):
+                    logits = net(x, y)
+                micro_nats = nll_per_dim(logits, x, mask).sum()  # float32 whatever the dtype
+                # DDP averages gradients over ranks; the factor world_size turns the average
+                # into the gradient of sum(nats) / n_dims over the global batch
+                (micro_nats * (ctx.world_size / n_dims)).backward()
+            nats += micro_nats.detach()
+        elapsed = time.perf_counter() - t0
+        out_of_time = max_seconds is not None and elapsed >= max_seconds
+        # one reduction per step: the global loss, and whether any rank ran out of time
+        # (every rank must stop at the same step or the others would wait forever)
+        total_nats, late = distributed.all_reduce_sum([nats.item(), float(out_of_time)], device)
+        loss, out_of_time = total_nats / n_dims, late > 0
+        if not math.isfinite(loss):
             raise DarmError(
-                f"loss is {loss.item()} at step {step}; stopped, the last good checkpoint "
+                f"loss is {loss} at step {step}; stopped, the last good checkpoint "
                 f"in {run_dir} is kept (try a lower --lr)"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         tokens += n_dims
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        elapsed = time.perf_counter() - t0
+        running = loss if running is None else 0.95 * running + 0.05 * loss
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
-        out_of_time = max_seconds is not None and elapsed >= max_seconds
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
             best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
         elif step + 1 == end:
@@ -175,6 +280,7 @@ def train(
             end = step + 1
             break
     bar.close()
+    distributed.barrier()  # no rank leaves before rank 0 has written the last checkpoint
     return {
         "step": end,
         "best_valid_nats_per_dim": best,
