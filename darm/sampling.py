@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from darm.models.base import ARModel, PrefixCache
+from darm.models.base import ARModel, PrefixCache, prefill_by_steps
 
 
 def filter_logits(
@@ -47,9 +47,10 @@ def sample(
     """Draw n samples, (n, *event_shape), or (n, num_dims) when a length is given.
 
     prefix: (n, P) known first dimensions in generation order (a prompt, the top rows of
-    an image); they are fed, not sampled. stop_token: stop once every row has produced it
-    (positions after it are filled with it). use_cache=False recomputes the whole prefix
-    each step (the exact but slow reference).
+    an image); they are fed in one `model.prefill`, not sampled. stop_token: stop once every
+    row has produced it (positions after it are filled with it). use_cache=False feeds the
+    prefix and every sample one step at a time, recomputing the prefix so far each step
+    (the exact but slow reference); the results are the same for the same generator.
     """
     was_training = model.training
     model.eval()
@@ -57,31 +58,44 @@ def sample(
     D = num_dims or model.num_dims
     if cond is not None:
         cond = cond.to(device)
-    cache = model.init_cache(n) if use_cache else PrefixCache(n, model.num_dims, device)
-    step = model.step if use_cache else (lambda x, c, y: ARModel.step(model, x, c, y))
+    if use_cache:
+        cache, step, prefill = model.init_cache(n), model.step, model.prefill
+    else:
+        cache = PrefixCache(n, model.num_dims, device)
+
+        def step(x_prev, c, y):
+            return ARModel.step(model, x_prev, c, y)
+
+        def prefill(p, c, y):
+            return prefill_by_steps(step, p, c, y)
+
     P = 0 if prefix is None else prefix.shape[1]
+    x = torch.empty(n, D, dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     if prefix is not None:
         if prefix.shape[0] != n:
             raise ValueError(f"prefix has {prefix.shape[0]} rows, expected {n}")
         if P > D:
             raise ValueError(f"prefix of length {P} is longer than the {D} dimensions")
-        prefix = prefix.to(device)
-    x = torch.empty(n, D, dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    prev = None
-    for d in range(D):
-        logits = step(prev, cache, cond)  # (n, L)
-        if d < P:
-            x_d = prefix[:, d]
-        else:
-            probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
-            x_d = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        prefix = prefix.to(device=device, dtype=torch.long)
+        if stop_token is not None:
+            # a row stops at its first stop token, even inside the prompt
+            stopped = (prefix == stop_token).long().cummax(dim=1).values.bool()  # (n, P)
+            prefix = prefix.masked_fill(stopped, stop_token)
+            done = stopped[:, -1] if P else done
+        x[:, :P] = prefix
+    if P < D:
+        logits = prefill(x[:, :P], cache, cond)  # (n, L): the distribution of x_P
+    for d in range(P, D):
+        if d > P:
+            logits = step(x[:, d - 1], cache, cond)  # (n, L)
+        probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
+        x_d = torch.multinomial(probs, 1, generator=generator)[:, 0]
         if stop_token is not None:
             x_d = torch.where(done, stop_token, x_d)
             done |= x_d == stop_token
         x[:, d] = x_d
-        prev = x_d
-        if stop_token is not None and d >= P and bool(done.all()):
+        if stop_token is not None and bool(done.all()):
             x[:, d + 1 :] = stop_token
             break
     model.train(was_training)

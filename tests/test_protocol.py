@@ -15,6 +15,7 @@ def test_causality(model_name, conditional):
     """logits at d never move when x_j, j >= d, changes, and do move with x_{d-1}."""
     L, D = 5, 7
     model = tiny_model(model_name, L, D, num_classes=3 if conditional else 0)
+    D = model.num_dims  # an image case brings its own shape
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, L, (4, D), generator=g)
     y = torch.tensor([0, 1, 2, 1]) if conditional else None
@@ -32,17 +33,18 @@ def test_causality(model_name, conditional):
 
 def test_label_changes_logits(model_name):
     model = tiny_model(model_name, num_classes=3)
-    x = torch.randint(0, 5, (2, 7))
+    x = torch.randint(0, 5, (2, model.num_dims))
     a = model(x, torch.tensor([0, 0]))
     b = model(x, torch.tensor([1, 1]))
     assert not torch.allclose(a, b)
 
 
 def test_normalisation(model_name):
-    """sum over all L^D sequences of p(x) is exactly 1 (D=3, L=3)."""
+    """sum over all L^D sequences of p(x) is exactly 1 (D=3, L=3; images up to D=8)."""
     L, D = 3, 3
     model = tiny_model(model_name, L, D)
-    x = torch.tensor(list(itertools.product(range(L), repeat=D)))  # (27, 3)
+    D = model.num_dims
+    x = torch.tensor(list(itertools.product(range(L), repeat=D)))  # (L^D, D)
     total = log_prob(model, x).double().exp().sum()
     torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
 
@@ -51,6 +53,7 @@ def test_normalisation(model_name):
 def test_cached_step_equals_forward(model_name, conditional):
     L, D, B = 5, 7, 3
     model = tiny_model(model_name, L, D, num_classes=4 if conditional else 0)
+    D = model.num_dims
     x = torch.randint(0, L, (B, D), generator=torch.Generator().manual_seed(2))
     y = torch.tensor([3, 0, 1]) if conditional else None
     full = model(x, y)
@@ -75,8 +78,10 @@ def test_prefix_is_kept(model_name):
     model = tiny_model(model_name)
     prefix = torch.tensor([[1, 2, 3], [4, 0, 1]])
     x = sample(model, 2, prefix=prefix, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, *model.event_shape)
+    x = x.flatten(1)  # (2, D) in generation order
     assert torch.equal(x[:, :3], prefix)
-    assert x.shape == (2, 7) and int(x.max()) < 5
+    assert int(x.max()) < 5
 
 
 @pytest.mark.parametrize("conditional", [False, True])
@@ -84,6 +89,7 @@ def test_one_hot_input_matches_symbols(model_name, conditional):
     """model(one_hot(x)) == model(x), and is differentiable in the one-hot input."""
     L, D = 5, 7
     model = tiny_model(model_name, L, D, num_classes=3 if conditional else 0)
+    D = model.num_dims
     x = torch.randint(0, L, (3, D), generator=torch.Generator().manual_seed(4))
     y = torch.tensor([0, 2, 1]) if conditional else None
     soft = torch.nn.functional.one_hot(x, L).float().requires_grad_()
@@ -92,3 +98,38 @@ def test_one_hot_input_matches_symbols(model_name, conditional):
     logits[:, -1].logsumexp(-1).sum().backward()
     assert soft.grad[:, -1].abs().max() == 0  # the last position cannot see itself
     assert soft.grad[:, -2].abs().max() > 0
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("P", [0, 1, 4])
+def test_prefill_equals_steps(model_name, conditional, P):
+    """prefill(prefix) == step(None), step(prefix[:, 0]), ...: the logits of position P and
+    of the next steps after it, so the cache it leaves is the same too."""
+    L, D, B = 5, 7, 3
+    model = tiny_model(model_name, L, D, num_classes=4 if conditional else 0)
+    D = model.num_dims
+    x = torch.randint(0, L, (B, D), generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([3, 0, 1]) if conditional else None
+    with torch.no_grad():
+        fast, slow = model.init_cache(B), model.init_cache(B)
+        got = model.prefill(x[:, :P], fast, y)
+        want = model.step(None, slow, y)
+        for p in range(P):
+            want = model.step(x[:, p], slow, y)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert fast.t == slow.t == P + 1
+        for d in range(P, D - 1):
+            got, want = model.step(x[:, d], fast, y), model.step(x[:, d], slow, y)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_cached_sampling_with_prefix_equals_naive(model_name, conditional):
+    model = tiny_model(model_name, num_classes=3 if conditional else 0)
+    y = torch.tensor([0, 2, 1, 1]) if conditional else None
+    for P in (0, 3, 7):
+        prefix = torch.randint(0, 5, (4, P), generator=torch.Generator().manual_seed(P))
+        kw = dict(cond=y, prefix=prefix, temperature=1.1, top_p=0.9, stop_token=4)
+        a = sample(model, 4, generator=torch.Generator().manual_seed(3), **kw)
+        b = sample(model, 4, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
+        assert torch.equal(a, b)

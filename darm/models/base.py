@@ -13,8 +13,16 @@ x may also be a float tensor (B, *event_shape, L) of one-hot (or soft) symbols: 
 embeddings then mix their rows with those weights, the logits are the same for one-hot x,
 and they are differentiable in x (how `darm.deps` measures what each conditional uses).
 
-A family with a real cache overrides both; the default here recomputes the whole prefix,
-which is exact but O(D) per step (and is what `sample(..., use_cache=False)` uses).
+A family with a real cache overrides both; the default here recomputes the prefix so far,
+which is exact but O(t) per step (O(D) for images, recomputed whole), and is what
+`sample(..., use_cache=False)` uses.
+
+A known prefix (a prompt) enters the cache through
+
+    logits_P = model.prefill(prefix, cache, cond)   # prefix: (B, P) long, cache fresh
+
+which equals `step(None)` then `step(prefix[:, p])` for p < P, returns the logits of
+position P and leaves the cache at t = P + 1. A family overrides it with one parallel pass.
 """
 
 from __future__ import annotations
@@ -86,11 +94,28 @@ class ARModel(nn.Module):
             cache.x[:, cache.t - 1] = x_prev
         if cache.t >= self.num_dims:
             raise ValueError(f"step past the last of {self.num_dims} dimensions")
-        # Later entries are zeros, which causality makes irrelevant to position t.
-        x = cache.x.view(-1, *self.event_shape)  # (B, *event_shape)
-        logits = self(x, cond).reshape(x.shape[0], self.num_dims, -1)  # (B, D, L)
+        if len(self.event_shape) == 1:
+            # causality: position t needs only x_<t, so recompute the prefix so far (O(t))
+            logits = self(cache.x[:, : cache.t + 1], cond)  # (B, t+1, L)
+        else:
+            # Later entries are zeros, which causality makes irrelevant to position t.
+            x = cache.x.view(-1, *self.event_shape)  # (B, *event_shape)
+            logits = self(x, cond).reshape(x.shape[0], self.num_dims, -1)  # (B, D, L)
         cache.t += 1
         return logits[:, cache.t - 1]
+
+    def prefill(self, prefix: torch.Tensor, cache: Any, cond: torch.Tensor | None = None):
+        """Feed a known prefix (B, P) long, P >= 0, into a fresh cache; -> logits (B, L) of
+        position P, cache at t = P + 1. Default: one step per symbol."""
+        return prefill_by_steps(self.step, prefix, cache, cond)
+
+
+def prefill_by_steps(step, prefix: torch.Tensor, cache: Any, cond: torch.Tensor | None = None):
+    """The reference prefill: `step(None)`, then `step(prefix[:, p])` for each p."""
+    logits = step(None, cache, cond)
+    for p in range(prefix.shape[1]):
+        logits = step(prefix[:, p], cache, cond)
+    return logits
 
 
 class LabelEmbedding(nn.Module):
@@ -131,7 +156,8 @@ def pad_start(x: torch.Tensor, n: int, start: int) -> torch.Tensor:
     symbol as the extra last index (start must be L).
     """
     if not x.is_floating_point():
-        return torch.cat([torch.full_like(x[:, :1], start).expand(-1, n), x], dim=1)
+        s = torch.full((x.shape[0], n), start, dtype=x.dtype, device=x.device)  # T may be 0
+        return torch.cat([s, x], dim=1)
     B, _, L = x.shape
     if start != L:
         raise ValueError(f"soft inputs need the start symbol at index L={L}, got {start}")

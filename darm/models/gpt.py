@@ -3,6 +3,11 @@
 Pre-norm blocks (x + attn(ln(x)), x + mlp(ln(x))), learned positions, and the output head
 tied to the token embedding. The input at position d is x_{d-1} (a start token at d = 0),
 so the causal mask alone keeps logits[d] blind to x_>=d.
+
+Generation: each block keeps a KVCache of its keys and values, so a step attends one new
+query over the cache, and `prefill` runs a whole prompt in one parallel pass that fills it.
+Positions are learned for 0..seq_len-1 only, so a model generates at most seq_len symbols
+(prompt included): a longer request raises an error; the window is not slid.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, shift_right
+from darm.models.base import (
+    ARModel,
+    LabelEmbedding,
+    condition_vector,
+    embed,
+    pad_start,
+    shift_right,
+)
 from darm.models.registry import register_model
 from darm.nn.attention import CausalSelfAttention, KVCache
 
@@ -97,8 +109,9 @@ class GPT(ARModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _run(self, inputs, positions, cond, caches):
-        """inputs: (B, T) tokens (or (B, T, L+1) one-hot) at `positions` (T,) -> (B, T, L)."""
+    def _run(self, inputs, positions, cond, caches, last_only=False):
+        """inputs: (B, T) tokens (or (B, T, L+1) one-hot) at `positions` (T,) -> (B, T, L),
+        or (B, 1, L) for the last position only (a prompt needs no other logits)."""
         h = embed(self.wte, inputs) + self.wpe(positions)  # (B, T, E)
         c = condition_vector(self.label, cond, inputs.shape[0])
         if c is not None:
@@ -106,6 +119,8 @@ class GPT(ARModel):
         h = self.drop(h)
         for i, block in enumerate(self.blocks):
             h = block(h, None if caches is None else caches[i])
+        if last_only:
+            h = h[:, -1:]  # (B, 1, E)
         # tied head: the embedding rows of the L real symbols (not the start token)
         return F.linear(self.ln_f(h), self.wte.weight[: self.vocab_size])
 
@@ -125,9 +140,27 @@ class GPT(ARModel):
         ]
         return GPTCache(batch_size, layers)
 
+    def _check_context(self, t: int) -> None:
+        if t > self.config.seq_len:
+            raise ValueError(
+                f"gpt generates at most seq_len={self.config.seq_len} symbols (its context, "
+                f"prompt included); position {t - 1} is past it and the window is not slid"
+            )
+
+    def prefill(self, prefix, cache: GPTCache, cond=None) -> torch.Tensor:
+        """One parallel pass over [start, prefix] at positions 0..P fills every KVCache."""
+        if cache.t:
+            raise ValueError("prefill needs a fresh cache (t = 0)")
+        P = prefix.shape[1]
+        self._check_context(P + 1)
+        inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
+        positions = torch.arange(P + 1, device=inputs.device)
+        logits = self._run(inputs, positions, cond, cache.layers, last_only=True)  # (B, 1, L)
+        cache.t = P + 1
+        return logits[:, 0]
+
     def step(self, x_prev, cache: GPTCache, cond=None) -> torch.Tensor:
-        if cache.t >= self.config.seq_len:
-            raise ValueError(f"generation past the context of {self.config.seq_len} positions")
+        self._check_context(cache.t + 1)
         if x_prev is None:
             x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
         positions = torch.tensor([cache.t], device=self.device)

@@ -103,6 +103,15 @@ class Markov(ARModel):
         cache.t += 1
         return self._logits(cache.window[:, None, :], cond)[:, 0]  # (B, L)
 
+    def prefill(self, prefix, cache: MarkovWindow, cond=None) -> torch.Tensor:
+        """The window after a prefix is just its last k symbols (start symbols before it)."""
+        if cache.t:
+            raise ValueError("prefill needs a fresh cache (t = 0)")
+        k = self.config.k
+        cache.window = pad_start(prefix, k, self.start)[:, -k:]  # (B, k), oldest first
+        cache.t = prefix.shape[1] + 1
+        return self._logits(cache.window[:, None, :], cond)[:, 0]  # (B, L)
+
 
 register_model(
     "markov", Markov, MarkovConfig, "MLP over the embeddings of the last k symbols (Bengio 2003)"

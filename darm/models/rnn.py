@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, shift_right
+from darm.models.base import (
+    ARModel,
+    LabelEmbedding,
+    condition_vector,
+    embed,
+    pad_start,
+    shift_right,
+)
 from darm.models.registry import register_model
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -84,6 +91,15 @@ class RNN(ARModel):
         out, cache.h = self.rnn(self._embed(x_prev[:, None], cond), cache.h)  # (B, 1, H)
         cache.t += 1
         return self.head(self.drop(out[:, 0]))
+
+    def prefill(self, prefix, cache: RNNState, cond=None) -> torch.Tensor:
+        """One fused RNN pass over [start, prefix]; its final state is the cache."""
+        if cache.t:
+            raise ValueError("prefill needs a fresh cache (t = 0)")
+        inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
+        out, cache.h = self.rnn(self._embed(inputs, cond))  # (B, P+1, H)
+        cache.t = inputs.shape[1]
+        return self.head(self.drop(out[:, -1]))
 
 
 register_model("rnn", RNN, RNNConfig, "recurrent network; cell=rnn|gru|lstm", cell="rnn")

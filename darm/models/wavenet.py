@@ -4,6 +4,10 @@ Each residual layer: a dilated causal conv to 2C channels, a gated unit tanh(a) 
 then a 1x1 conv back into the residual stream and a 1x1 conv into the skip sum. The input at
 position d is the embedding of x_{d-1}, so the receptive field is
 1 + (kernel_size - 1) * sum(dilations) previous symbols.
+
+Generation (fast WaveNet): each layer's causal conv keeps a queue of the last
+(kernel-1)*dilation+1 inputs it reads, so a step costs O(layers), whatever the receptive
+field; `prefill` fills every queue from one full causal pass over the prompt.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, shift_right
+from darm.models.base import (
+    ARModel,
+    LabelEmbedding,
+    condition_vector,
+    embed,
+    pad_start,
+    shift_right,
+)
 from darm.models.registry import register_model
 from darm.nn.causal_conv import CausalConv1d
 
@@ -92,15 +103,32 @@ class WaveNet(ARModel):
     def _head(self, skip: torch.Tensor) -> torch.Tensor:  # (B, S, T) -> (B, L, T)
         return self.out2(F.relu(self.out1(F.relu(skip))))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        c = condition_vector(self.label, cond, x.shape[0])
+    def _stack(self, inputs, cond, queues=None) -> torch.Tensor:
+        """inputs: (B, T) symbols (or (B, T, L+1) one-hot), already shifted -> skip sum
+        (B, S, T). With queues, each layer's queue is filled from its input."""
+        c = condition_vector(self.label, cond, inputs.shape[0])
         c = None if c is None else c[:, :, None]  # (B, 2C, 1), broadcast over time
-        h = embed(self.wte, shift_right(x, self.start)).transpose(1, 2)  # (B, C, D)
+        h = embed(self.wte, inputs).transpose(1, 2)  # (B, C, T)
         skip = 0
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if queues is not None:
+                queues[i].fill(h)
             h, s = layer(h, c)
             skip = skip + s
+        return skip
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        skip = self._stack(shift_right(x, self.start), cond)  # (B, S, D)
         return self._head(skip).transpose(1, 2)  # (B, D, L)
+
+    def prefill(self, prefix, cache: WaveNetCache, cond=None) -> torch.Tensor:
+        """One causal pass over [start, prefix] fills every layer's queue."""
+        if cache.t:
+            raise ValueError("prefill needs a fresh cache (t = 0)")
+        inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
+        skip = self._stack(inputs, cond, cache.queues)  # (B, S, P+1)
+        cache.t = inputs.shape[1]
+        return self._head(skip[:, :, -1:])[:, :, 0]  # (B, L)
 
     def init_cache(self, batch_size: int) -> WaveNetCache:
         p = self.wte.weight

@@ -20,6 +20,12 @@ class ConvQueue:
     def reset(self) -> None:
         self.buffer.zero_()
 
+    def fill(self, x: torch.Tensor) -> None:
+        """Set from the layer's whole input so far, x: (B, C_in, T): keep its last `span`
+        columns, zeros before the start (as stepping through x one column at a time would)."""
+        span = self.buffer.shape[2]
+        self.buffer = F.pad(x, (span, 0))[:, :, -span:].contiguous()  # (B, C_in, span)
+
 
 class CausalConv1d(nn.Conv1d):
     """Conv1d padded on the left only, so no output sees a later input."""
