@@ -1,0 +1,129 @@
+"""Data parallelism: N gloo ranks on CPU train exactly like one process with the same global
+batch; only rank 0 writes; gradient accumulation changes memory, not the result."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from darm.data import load_data
+from darm.train import TrainConfig, micro_batches, train
+from tests.conftest import tiny_model
+
+NAMES = ["anna", "bob", "carla", "dan", "emma", "finn", "gus", "hal", "ivy", "jon", "kim", "lea"]
+CFG = dict(steps=6, batch_size=8, warmup=2, eval_every=3, eval_batch_size=5, seed=3)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def names_file(folder: Path) -> Path:
+    path = folder / "names.txt"
+    path.write_text("\n".join(a + b for a in NAMES for b in ("", "y", "o")))
+    return path
+
+
+def run_training(data_path: Path, run_dir: Path, **overrides):
+    data = load_data(str(data_path))
+    model = tiny_model("gru", vocab_size=data.vocab_size, seq_len=data.seq_len)
+    train(model, "gru", data, TrainConfig(**{**CFG, **overrides}), run_dir, progress=False)
+    return model
+
+
+def _rank_main(rank: int, world: int, port: int, folder: str) -> None:
+    """One gloo rank; every rank is given its own run folder, so a write by rank > 0 shows."""
+    from darm import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    distributed.init(torch.device("cpu"))
+    try:
+        folder = Path(folder)
+        run_training(folder / "names.txt", folder / f"rank{rank}", grad_accum=2)
+    finally:
+        distributed.cleanup()
+
+
+def trajectory(run_dir: Path) -> list[float]:
+    """Train and validation nats/dim at every evaluation, flattened."""
+    with open(run_dir / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [float(r[k]) for r in rows for k in ("train_nats_per_dim", "valid_nats_per_dim")]
+
+
+def test_micro_batches_cover_the_global_batch_once():
+    x = torch.arange(10)[:, None]  # (B=10, D=1)
+    rows = [
+        m[0][:, 0].tolist()
+        for rank in range(3)
+        for m in micro_batches((x, None, None), rank, world_size=3, grad_accum=2)
+    ]
+    assert sorted(sum(rows, [])) == list(range(10))
+    assert all(1 <= len(r) <= 2 for r in rows)
+
+
+def test_grad_accum_gives_the_same_weights(tmp_path):
+    path = names_file(tmp_path)
+    one = run_training(path, tmp_path / "a")
+    accumulated = run_training(path, tmp_path / "b", grad_accum=4)
+    for k, v in one.state_dict().items():
+        torch.testing.assert_close(accumulated.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    path = names_file(tmp_path)
+    mp.spawn(_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert not (tmp_path / "rank1").exists(), "rank 1 wrote files"
+    torch.set_num_threads(1)
+    try:
+        single = run_training(path, tmp_path / "single")
+    finally:
+        torch.set_num_threads(2)
+    # same per-eval train and (all-reduced) validation losses, same final weights
+    ref = trajectory(tmp_path / "single")
+    assert len(ref) == 4 and trajectory(tmp_path / "rank0") == pytest.approx(ref, abs=1e-5)
+    weights = load_file(tmp_path / "rank0" / "last.safetensors")
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(weights[k], v, rtol=0, atol=1e-5)
+
+
+def test_torchrun_cli_two_ranks(tmp_path):
+    """`torchrun --nproc_per_node=2 -m darm train` ends cleanly, rank 0 alone reports, and
+    its log matches one process on the same global batch."""
+    path = names_file(tmp_path)
+    common = ["-m", "darm", "train", "--data", str(path), "--model", "gru",
+              "--set", "n_embd=8", "--set", "n_hidden=16", "--steps", "6", "--batch-size", "8",
+              "--eval-every", "3", "--quiet", "--samples", "2", "--threads", "1"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                f"--master_port={free_port()}", "--master_addr=127.0.0.1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for cmd in (
+            [*torchrun, *common, "--out", str(tmp_path / "two")],
+            [sys.executable, *common, "--out", str(tmp_path / "one")],
+        )
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    out = outs[0][0]
+    assert out.count("test:") == 1 and "on 2 ranks" in out
+    assert trajectory(tmp_path / "two") == pytest.approx(trajectory(tmp_path / "one"), abs=1e-5)
+    for name in ("results.json", "samples.txt", "loss.png", "best.json", "last.json"):
+        assert (tmp_path / "two" / name).exists(), name
+    assert not list((tmp_path / "two").glob("*.staged")) and not list((tmp_path / "two").glob(".*"))
