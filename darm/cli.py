@@ -324,6 +324,42 @@ def cmd_eval(args) -> None:
         print(json.dumps({"split": args.split, **nll.as_dict()}))
 
 
+# -- dependency maps --------------------------------------------------------------------------
+
+
+def parse_pixel(text: str) -> tuple[int, int]:
+    """'3,4' -> (3, 4): row and column of an image pixel."""
+    try:
+        r, c = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROW,COL like 4,4, got {text!r}") from None
+    return r, c
+
+
+def cmd_deps(args) -> None:
+    from darm.checkpoint import load_checkpoint
+    from darm.data import load_from_source
+    from darm.data.vocab import Vocabulary
+    from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
+
+    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    meta = record["data"]
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    data = load_from_source(meta["source"], vocab, model.num_dims)
+    J = checkpoint_maps(model, record, data[args.split], args.n)
+    shape = image_shape_of(record)
+    if args.pixel and not shape:
+        raise DarmError("--pixel is for image models; this checkpoint's data is not images")
+    out = Path(args.out) if args.out else path.parent / "deps.png"
+    plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
+    lower = bool((J.triu() == 0).all())
+    print(
+        f"{record['model']}: D={J.shape[0]}, the conditionals reach back at most {max_lag(J)} "
+        f"positions; strictly lower triangular: {'yes' if lower else 'NO'}"
+    )
+    print(f"wrote {out}")
+
+
 # -- listings ---------------------------------------------------------------------------------
 
 
@@ -446,6 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="list the built-in datasets")
     d.set_defaults(func=cmd_data)
+
+    g = sub.add_parser(
+        "deps",
+        help="draw a checkpoint's dependency map |d log p(x_d | x_<d) / d x_j|",
+        description="The D x D map of how strongly each conditional depends on each earlier "
+        "position (gradients through the input embeddings, averaged over -n examples of a "
+        "split); for images also the map of one pixel's influences.",
+    )
+    g.add_argument("checkpoint", help="run folder or checkpoint .json")
+    g.add_argument("--pixel", type=parse_pixel, metavar="ROW,COL", help="images: the pixel")
+    g.add_argument("-n", "--n", type=int, default=16, help="examples to average over")
+    g.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    g.add_argument("--out", help="output PNG (default RUN/deps.png)")
+    g.add_argument("--device", default="auto")
+    g.set_defaults(func=cmd_deps)
     return p
 
 

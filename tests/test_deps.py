@@ -1,0 +1,111 @@
+"""Dependency maps: the textbook pictures of finite memory, receptive fields and causality."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from darm.cli import main
+from darm.deps import dependency_map, max_lag, pixel_map, plot_dependency_maps
+from darm.models import create_model, list_models
+from tests.conftest import tiny_model
+
+
+def random_x(B, D, L, seed=0):
+    return torch.randint(0, L, (B, D), generator=torch.Generator().manual_seed(seed))
+
+
+def lags(D):
+    d, j = torch.meshgrid(torch.arange(D), torch.arange(D), indexing="ij")
+    return d - j  # (D, D): how far back j is from d
+
+
+def test_strictly_lower_triangular(model_name):
+    """Every registered model: exactly zero for j >= d, non-zero on the previous position."""
+    L = 5
+    model = tiny_model(model_name, L, 12)  # image cases ("name@HxWxC") bring their own D
+    D = model.num_dims
+    J = dependency_map(model, random_x(6, D, L))
+    assert J.shape == (D, D)
+    assert torch.equal(J.triu(), torch.zeros(D, D))
+    assert (J.diagonal(-1) > 0).all()
+
+
+def test_markov_band():
+    """markov k=3: non-zero exactly on the 3 previous positions."""
+    L, D, k = 5, 12, 3
+    J = dependency_map(tiny_model("markov", L, D, k=k), random_x(6, D, L))
+    band = (lags(D) >= 1) & (lags(D) <= k)
+    assert torch.equal(J != 0, band)
+    assert max_lag(J) == k
+
+
+@pytest.mark.parametrize("kernel_size, dilations", [(2, (1, 2)), (3, (1, 2)), (2, (1, 2, 4))])
+def test_wavenet_receptive_field(kernel_size, dilations):
+    """zero beyond 1 + (kernel-1) * sum(dilations) previous positions, non-zero adjacent."""
+    L, D = 5, 20
+    model = tiny_model("wavenet", L, D, kernel_size=kernel_size, dilation_cycle=dilations)
+    rf = model.config.receptive_field
+    J = dependency_map(model, random_x(6, D, L))
+    assert torch.equal(J[lags(D) > rf], torch.zeros(int((lags(D) > rf).sum())))
+    assert torch.equal(J[lags(D) < 1], torch.zeros(int((lags(D) < 1).sum())))
+    assert (J.diagonal(-1) > 0).all()
+    assert max_lag(J) == rf  # the oldest input of the field is used too
+
+
+def test_matches_one_backward_pass_per_example():
+    """The batched trick equals the plain definition: per example, per d, a gradient."""
+    L, D, B = 5, 8, 3
+    model = tiny_model("gpt", L, D, num_classes=2)
+    x, y = random_x(B, D, L, seed=3), torch.tensor([0, 1, 1])
+    mask = torch.ones(B, D, dtype=torch.bool)
+    mask[0, 5:] = False  # example 0 ends at 5: rows 5..7 average over examples 1 and 2 only
+    expected = torch.zeros(D, D)
+    for d in range(D):
+        rows = []
+        for b in range(B):
+            soft = F.one_hot(x[b : b + 1], L).float().requires_grad_()
+            logp = model(soft, y[b : b + 1]).log_softmax(-1)[0, d, x[b, d]]
+            (g,) = torch.autograd.grad(logp, soft)
+            if mask[b, d]:
+                rows.append(g[0].norm(dim=-1))
+        expected[d] = torch.stack(rows).mean(0)
+    for tokens in (1 << 16, 20):  # one pass for all rows, and one row per pass
+        J = dependency_map(model, x, y, mask, tokens_per_pass=tokens)
+        torch.testing.assert_close(J, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif("pixelcnn" not in list_models(), reason="pixelcnn not registered")
+def test_pixelcnn_blind_spot():
+    """A plain PixelCNN ignores some pixels above and to the right of the one it predicts,
+    pixels that the gated (two-stack) PixelCNN does see."""
+    H = W = 8
+    r, c = 5, 3
+    maps = {}
+    for name in ("pixelcnn", "gated_pixelcnn"):
+        if name not in list_models():
+            pytest.skip(f"{name} not registered")
+        torch.manual_seed(0)
+        model = create_model(name, vocab_size=4, seq_len=H * W, image_shape=(H, W), n_layer=3)
+        maps[name] = pixel_map(dependency_map(model, random_x(4, H * W, 4)), (H, W), (r, c))
+    above = torch.zeros(H, W, dtype=torch.bool)
+    above[:r] = True
+    blind = above & (maps["pixelcnn"] == 0) & (maps["gated_pixelcnn"] > 0)
+    assert blind[:, c + 1 :].any() and not blind[:, :c].any()
+
+
+def test_plot_and_cli(tmp_path, capsys):
+    maps = {"markov": dependency_map(tiny_model("markov", 3, 16, k=2), random_x(4, 16, 3))}
+    plot_dependency_maps(maps, tmp_path / "m.png", image_shape=(4, 4), pixel=(2, 1))
+    assert (tmp_path / "m.png").stat().st_size > 1000
+    out = tmp_path / "run"
+    args = ["train", "--data", "digits", "--model", "markov", "--set", "k=3", "--set",
+            "n_hidden=16", "--steps", "2", "--eval-every", "2", "--out", str(out),
+            "--quiet", "--samples", "2"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["deps", str(out), "--pixel", "4,4", "-n", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "at most 3 positions" in printed and "lower triangular: yes" in printed
+    assert (out / "deps.png").exists()
+    assert main(["deps", str(out), "--pixel", "9,9"]) == 1
+    assert "outside the 8x8 image" in capsys.readouterr().err
