@@ -71,7 +71,10 @@ def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") 
             f"unknown {what} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
         )
     values = {k: _coerce(k, v, hints[k]) for k, v in overrides.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as e:  # a __post_init__ check across fields
+        raise DarmError(f"{what}: {e}") from None
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from darm.models import create_model, get_entry, list_models
+from darm.models import config_fields, create_model, get_entry, list_models
 
 # Small widths per family so the registry-wide tests stay fast; a family not listed here is
 # tested with its defaults.
@@ -10,19 +12,35 @@ TINY = {
     "rnn": dict(n_embd=8, n_hidden=16, n_layer=2),
     "wavenet": dict(n_embd=8, n_skip=8, dilation_cycle=(1, 2), kernel_size=2),
     "gpt": dict(n_layer=2, n_head=2, n_embd=16),
+    "pixelcnn": dict(n_embd=4, n_hidden=12, n_layer=2, first_kernel=5),
 }
+
+# Families that read images also run every protocol test on 2-D shapes, grey and with
+# channels (H x W x C): "pixelcnn@2x3x1" is the pixelcnn on 2 x 3 grey images.
+IMAGE_SHAPES = ("2x3x1", "2x2x2")
+
+
+def image_families() -> list[str]:
+    return [name for name in list_models() if "image_shape" in config_fields(name)]
+
+
+CASES = list_models() + [f"{name}@{shape}" for name in image_families() for shape in IMAGE_SHAPES]
 
 
 def tiny_model(name: str, vocab_size: int = 5, seq_len: int = 7, **overrides):
+    """A small model of a registered name, or of "name@HxWxC" (its own D = H * W * C)."""
+    name, _, shape = name.partition("@")
+    if shape:
+        overrides["image_shape"] = tuple(int(s) for s in shape.split("x"))
+        seq_len = math.prod(overrides["image_shape"])
     torch.manual_seed(0)
     family = get_entry(name).family
     model = create_model(
         name, vocab_size=vocab_size, seq_len=seq_len, **{**TINY.get(family, {}), **overrides}
     )
-    # random (not zero) output biases so no conditional is trivially uniform
     return model.eval()
 
 
-@pytest.fixture(params=list_models())
+@pytest.fixture(params=CASES)
 def model_name(request):
     return request.param

@@ -1,6 +1,6 @@
 """Model families. Importing this package registers every family."""
 
-from darm.models import gpt, markov, rnn, wavenet  # noqa: F401  (registration)
+from darm.models import gated_pixelcnn, gpt, markov, pixelcnn, rnn, wavenet  # noqa: F401  (registration)
 from darm.models.base import ARModel
 from darm.models.registry import config_fields, create_model, get_entry, list_models
 

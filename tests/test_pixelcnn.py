@@ -1,0 +1,86 @@
+"""PixelCNN specifics: the receptive field (blind spot or none), masks, channel order."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from darm.models import create_model
+from darm.nn.masked_conv import MaskedConv2d
+
+H = W = 8
+
+
+def influence(name: str, r: int, c: int, **kw) -> torch.Tensor:
+    """(H, W) bool: which pixels move the logits of pixel (r, c), by gradient."""
+    torch.manual_seed(0)
+    model = create_model(
+        name, vocab_size=2, seq_len=H * W, image_shape=(H, W), n_embd=4, n_hidden=8, **kw
+    )
+    x = torch.randint(0, 2, (4, H * W), generator=torch.Generator().manual_seed(1))
+    soft = F.one_hot(x, 2).float().requires_grad_()
+    model(soft)[:, r * W + c].logsumexp(-1).sum().backward()
+    return soft.grad.abs().sum(dim=(0, 2)).view(H, W) > 0
+
+
+def earlier(r: int, c: int) -> torch.Tensor:
+    return (torch.arange(H * W) < r * W + c).view(H, W)
+
+
+def test_plain_pixelcnn_has_the_blind_spot():
+    r, c = 5, 2
+    seen = influence("pixelcnn", r, c, n_layer=4, first_kernel=3)
+    assert not (seen & ~earlier(r, c)).any()  # causal
+    blind = earlier(r, c) & ~seen
+    rows, cols = blind.nonzero(as_tuple=True)
+    assert len(rows) > 0, "a plain PixelCNN must miss some earlier pixels"
+    # the blind spot: above the pixel and to its right, out of reach of stacked kernels
+    assert (rows < r).all() and (cols > c).all()
+    assert not seen[r - 1, W - 1] and seen[r - 1, c + 1] and seen[r, c - 1]
+
+
+def test_gated_pixelcnn_sees_every_earlier_pixel():
+    for r, c in [(5, 2), (1, 6), (6, 4)]:  # within reach of 4 layers: no blind spot
+        seen = influence("gated_pixelcnn", r, c, n_layer=4, first_kernel=7)
+        assert torch.equal(seen, earlier(r, c)), f"pixel {(r, c)}"
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+def test_channels_are_read_r_then_g_then_b(name):
+    """Inside a pixel, channel c sees channels < c of that pixel and no later one."""
+    torch.manual_seed(0)
+    model = create_model(
+        name, vocab_size=4, seq_len=2 * 2 * 3, image_shape=(2, 2, 3), n_hidden=48, n_layer=2
+    )  # wide enough that no group's ReLUs are all dead by chance
+    x = torch.randint(0, 4, (3, 2, 2, 3))
+    base = model(x)
+    assert base.shape == (3, 2, 2, 3, 4)  # logits come in the input's own shape
+    for ch in range(3):
+        x2 = x.clone()
+        x2[:, 1, 0, ch] = (x2[:, 1, 0, ch] + 1) % 4
+        moved = (model(x2) - base)[:, 1, 0].abs().amax(dim=(0, 2)) > 1e-6  # (3,) per channel
+        assert moved.tolist() == [c > ch for c in range(3)], f"changing channel {ch}"
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+def test_masked_weights_are_multiplied_not_edited(name):
+    """Masked-out weight entries stay ordinary parameters, and the output ignores them."""
+    model = create_model(name, vocab_size=3, seq_len=16, image_shape=(4, 4), n_hidden=8)
+    x = torch.randint(0, 3, (2, 16))
+    before = model(x)
+    convs = [m for m in model.modules() if isinstance(m, MaskedConv2d)]
+    assert convs and all(not k.endswith("mask") for k in model.state_dict())
+    with torch.no_grad():
+        masked = [conv for conv in convs if (conv.mask == 0).any()]
+        assert masked
+        for conv in masked:
+            hidden = conv.mask == 0
+            assert conv.weight[hidden].abs().sum() > 0  # initialised, never zeroed in place
+            conv.weight[hidden] = 100.0
+    torch.testing.assert_close(model(x), before)
+
+
+def test_image_shape_must_match_seq_len():
+    from darm.errors import DarmError
+
+    with pytest.raises(DarmError, match="image_shape"):
+        create_model("pixelcnn", vocab_size=2, seq_len=10, image_shape=(3, 3))
