@@ -127,7 +127,7 @@ def test_prefill_equals_steps(model_name, conditional, P):
 def test_cached_sampling_with_prefix_equals_naive(model_name, conditional):
     model = tiny_model(model_name, num_classes=3 if conditional else 0)
     y = torch.tensor([0, 2, 1, 1]) if conditional else None
-    for P in (0, 3, 7):
+    for P in (0, 3, model.num_dims):
         prefix = torch.randint(0, 5, (4, P), generator=torch.Generator().manual_seed(P))
         kw = dict(cond=y, prefix=prefix, temperature=1.1, top_p=0.9, stop_token=4)
         a = sample(model, 4, generator=torch.Generator().manual_seed(3), **kw)
