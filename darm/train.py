@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from darm import distributed
-from darm.checkpoint import load_training_state, save_checkpoint
+from darm.checkpoint import atomic_write_text, load_training_state, save_checkpoint
 from darm.data import Dataset
 from darm.data.splits import TensorSplit
 from darm.errors import DarmError
@@ -140,6 +141,19 @@ def data_meta(data: Dataset) -> dict[str, Any]:
     }
 
 
+def start_log(log_path: Path, start: int) -> None:
+    """A new log.csv, or on resume the old one without rows past `start` (a run killed
+    after logging a step but before checkpointing it will log that step again)."""
+    rows = []
+    if start > 0 and log_path.exists():
+        with open(log_path, newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= start]
+    text = io.StringIO()
+    csv.writer(text).writerows([LOG_FIELDS, *rows])
+    atomic_write_text(log_path, text.getvalue())
+
+
 def train(
     model: ARModel,
     model_name: str,
@@ -178,9 +192,8 @@ def train(
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
     train_split, valid_split = data["train"], data["valid"]
     log_path = run_dir / "log.csv"
-    if ctx.is_main and (start == 0 or not log_path.exists()):
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(LOG_FIELDS)
+    if ctx.is_main:
+        start_log(log_path, start)
 
     # `model` stays the plain module: the optimiser, evaluation and checkpoints use it (no
     # `module.` or `_orig_mod.` prefixes); `net` is what the training forward goes through.

@@ -1,0 +1,134 @@
+"""Crash safety: a kill at any instant leaves a readable checkpoint, `--resume` after
+SIGKILL ends at the weights of an uninterrupted run, and a non-finite loss stops training
+with the last good checkpoint in place."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import darm.checkpoint
+import darm.train
+from darm.checkpoint import load_checkpoint, load_training_state, read_record, save_checkpoint
+from darm.cli import main
+from darm.data import load_data
+from darm.errors import DarmError
+from darm.train import TrainConfig, make_optimizer, train
+from tests.conftest import tiny_model
+from tests.test_distributed import names_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL inside one process: nothing after it runs."""
+
+
+@pytest.mark.parametrize("survive", range(5))
+def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, survive):
+    """A save does five renames (staged weights, staged optimiser, JSON, two final
+    names); cut it after any number of them and `last` still loads, whole."""
+    old = tiny_model("markov")
+    optimizer = make_optimizer(old, TrainConfig())
+    save_checkpoint(tmp_path, "last", old, "markov", {"step": 1}, optimizer)
+    new = tiny_model("markov")
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(1.0)
+    calls = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if len(calls) == survive:
+            raise Killed
+        calls.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(darm.checkpoint.os, "replace", replace)
+    with pytest.raises(Killed):
+        save_checkpoint(tmp_path, "last", new, "markov", {"step": 2}, optimizer)
+    monkeypatch.undo()
+    loaded, record, path = load_checkpoint(tmp_path / "last.json")
+    expected = old if record["step"] == 1 else new
+    assert record["step"] == (1 if survive < 3 else 2)  # the JSON rename is the commit
+    for k, v in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    load_training_state(path, record, make_optimizer(loaded, TrainConfig()))
+    # the next save goes through and clears what the cut one left behind
+    save_checkpoint(tmp_path, "last", new, "markov", {"step": 3}, optimizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last.json",
+        "last.optim.safetensors",
+        "last.safetensors",
+    ]
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--model", "markov", "--set", "n_embd=8",
+            "--set", "n_hidden=64", "--set", "dropout=0.2", "--steps", "200",
+            "--eval-every", "2", "--batch-size", "16", "--quiet", "--samples", "2",
+            "--threads", "1", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    """A training subprocess is killed with SIGKILL at a random moment after its first
+    checkpoint (often in the middle of a save), resumed, and compared bit for bit with an
+    uninterrupted run (in this process, meanwhile, to save a Python start-up)."""
+    data = names_file(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "darm", *_train_args(data, tmp_path / "cut")]
+    victim = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    delay = random.uniform(0.0, 0.5)  # 200 steps take 0.7 s or more on 2 shared cores
+
+    def kill_after_first_checkpoint():
+        while not (tmp_path / "cut" / "last.json").exists() and victim.poll() is None:
+            time.sleep(0.005)
+        time.sleep(delay)
+        victim.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    threads = torch.get_num_threads()
+    try:
+        assert main(_train_args(data, tmp_path / "full")) == 0
+        killer.join(timeout=60)
+        assert victim.wait(timeout=60) == -signal.SIGKILL
+        killed_at = read_record(tmp_path / "cut" / "last.json")[1]["step"]
+        assert main(_train_args(data, tmp_path / "cut", "--resume")) == 0
+    finally:
+        torch.set_num_threads(threads)
+        victim.kill()
+    a = load_file(tmp_path / "full" / "last.safetensors")
+    b = load_file(tmp_path / "cut" / "last.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after a kill at step {killed_at}"
+    # rows logged after the last checkpoint of the killed run are not repeated
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "cut" / "log.csv").read_text().split()[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 200
+
+
+def test_nonfinite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    data = load_data(str(names_file(tmp_path)))
+    model = tiny_model("gru", vocab_size=data.vocab_size, seq_len=data.seq_len)
+    calls = []
+    real = darm.train.nll_per_dim
+
+    def poisoned(logits, x, mask=None):
+        calls.append(1)
+        nll = real(logits, x, mask)
+        return nll * float("nan") if len(calls) > 6 else nll  # from step 6 on
+
+    monkeypatch.setattr(darm.train, "nll_per_dim", poisoned)
+    cfg = TrainConfig(steps=20, batch_size=8, warmup=2, eval_every=4)
+    with pytest.raises(DarmError, match="loss is nan at step 6; stopped, the last good"):
+        train(model, "gru", data, cfg, tmp_path / "run", progress=False)
+    _, record, _ = load_checkpoint(tmp_path / "run" / "last.json")
+    assert record["step"] == 4
