@@ -14,7 +14,8 @@ or the new checkpoint whole and readable, never a mixture.
 
 Safety: nothing is unpickled; a file that does not have the recorded hash (truncated,
 bit-flipped), tensors that do not fit the model, or a config the model rejects is refused
-with a one-line DarmError.
+with a one-line DarmError. The JSON carries the hash of its own content too (sha256.record,
+over a canonical serialisation), so an edited or corrupted record is refused as well.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
 from darm.errors import DarmError
 from darm.models import ARModel, create_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds sha256.record; format 1 (no record hash) is still read
 STAGED = ".staged"  # suffix of tensor files written but not yet renamed into place
 # first bytes of the files people mistake for checkpoints: pickle protocols 2-5, and zip
 # (torch.save); named in the error so nobody is tempted to "just unpickle it"
@@ -125,11 +127,19 @@ def save_checkpoint(
         staged.append(optim)
         record["optimizer"] = groups
         record["sha256"]["optim"] = _sha256(_staged(optim))
+    record["sha256"]["record"] = record_sha256(record)
     path = run_dir / f"{tag}.json"
     atomic_write_text(path, json.dumps(record, indent=1))  # the commit point
     for final in staged:
         os.replace(_staged(final), final)
     return path
+
+
+def record_sha256(record: dict[str, Any]) -> str:
+    """SHA-256 of a record without its own hash, serialised canonically (sorted keys)."""
+    body = {**record, "sha256": {k: v for k, v in record["sha256"].items() if k != "record"}}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _staged(path: Path) -> Path:
@@ -162,9 +172,12 @@ def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, 
     if not candidates:
         raise DarmError(f"{what} file {path} is missing")
     for candidate in candidates:
-        if _sha256(candidate) == expected_sha:
+        # parse the very bytes that were hashed; and no mmap (safetensors' load_file), whose
+        # tensors die with SIGBUS if someone rewrites the file in place while we train
+        blob = candidate.read_bytes()
+        if hashlib.sha256(blob).hexdigest() == expected_sha:
             try:
-                return load_file(candidate)
+                return load_tensors(blob)
             except (SafetensorError, OSError, ValueError) as e:
                 raise DarmError(f"cannot read {candidate} as safetensors: {e}") from None
     raise DarmError(f"{path} does not match the hash in its checkpoint (truncated or altered)")
@@ -187,14 +200,21 @@ def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise DarmError(f"{path} is not a darm checkpoint (invalid JSON: {e})") from None
     if not isinstance(record, dict) or not {"model", "config", "sha256"} <= set(record):
         raise DarmError(f"{path} is not a darm checkpoint (missing model, config or sha256)")
-    if record.get("format") != FORMAT_VERSION:
-        raise DarmError(f"{path} has checkpoint format {record.get('format')!r}, expected 1")
+    if record.get("format") not in (1, FORMAT_VERSION):
+        raise DarmError(
+            f"{path} has checkpoint format {record.get('format')!r}, expected 1 or {FORMAT_VERSION}"
+        )
     expected_types = {"model": str, "config": dict, "sha256": dict, "step": int, "data": dict}
     expected_types.update({"train": dict, "optimizer": list})
     for key, kind in expected_types.items():
         value = record.get(key, kind())
         if not isinstance(value, kind) or isinstance(value, bool):
             raise DarmError(f"{path}: field {key!r} must be a JSON {kind.__name__}")
+    if record["format"] >= 2 and record["sha256"].get("record") != record_sha256(record):
+        raise DarmError(
+            f"{path} was altered after it was written (its content does not match its "
+            f"sha256.record); darm refuses edited or corrupted checkpoints"
+        )
     return path, record
 
 

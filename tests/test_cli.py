@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from darm.checkpoint import record_sha256
 from darm.cli import main
 
 TINY_MARKOV = ["--model", "markov", "--set", "n_hidden=16", "--set", "n_embd=4"]
@@ -120,6 +121,7 @@ def test_mismatched_checkpoint(run, tmp_path, capsys):
     bad.mkdir()
     record = json.loads((run / "best.json").read_text())
     record["config"]["n_hidden"] = 32
+    record["sha256"]["record"] = record_sha256(record)  # edited on purpose, resealed
     (bad / "best.json").write_text(json.dumps(record))
     (bad / "best.safetensors").write_bytes((run / "best.safetensors").read_bytes())
     one_line_error(capsys, main(["eval", str(bad)]), needle="weights do not match the model")

@@ -1,0 +1,140 @@
+"""Checkpoints that are truncated, bit-flipped, of another architecture or pickles are
+refused with one line on stderr, never a traceback, and nothing is ever unpickled."""
+
+import hashlib
+import json
+import pickle
+import random
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load, save_file
+
+from darm.checkpoint import record_sha256
+from darm.cli import main
+from tests.test_cli import TINY_MARKOV, one_line_error
+from tests.test_distributed import names_file
+
+FILES = ("best.json", "best.safetensors", "best.optim.safetensors")
+
+
+def load_file(path):
+    """Tensors in memory: safetensors' own load_file maps the file, and rewriting a mapped
+    file in place kills the process with SIGBUS."""
+    return load(path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    out = root / "run"
+    args = ["train", "--data", str(names_file(root)), *TINY_MARKOV, "--steps", "4",
+            "--eval-every", "2", "--batch-size", "4", "--out", str(out), "--quiet",
+            "--samples", "1"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture
+def bad(good, tmp_path):
+    """A copy of the good run's `best` checkpoint, to spoil."""
+    for name in FILES:
+        shutil.copy(good / name, tmp_path / name)
+    return tmp_path
+
+
+def rehash(folder, role="weights", tag="best"):
+    """Record the current hash of a tensor file, as someone tampering on purpose would."""
+    name = f"{tag}.safetensors" if role == "weights" else f"{tag}.optim.safetensors"
+    record = json.loads((folder / f"{tag}.json").read_text())
+    record["sha256"][role] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    reseal(folder, record, tag)
+
+
+def reseal(folder, record, tag="best"):
+    record["sha256"]["record"] = record_sha256(record)
+    (folder / f"{tag}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("keep", [0, 8, 0.5, -1])
+def test_truncated_weights(bad, capsys, keep):
+    data = (bad / "best.safetensors").read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    (bad / "best.safetensors").write_bytes(data[:n])
+    one_line_error(capsys, main(["eval", str(bad)]), needle="truncated or altered")
+
+
+def test_truncated_json(bad, capsys):
+    text = (bad / "best.json").read_text()
+    (bad / "best.json").write_text(text[: len(text) // 2])
+    one_line_error(capsys, main(["eval", str(bad)]), needle="not a darm checkpoint")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bit_flip_in_weights(bad, capsys, seed):
+    data = bytearray((bad / "best.safetensors").read_bytes())
+    rng = random.Random(seed)
+    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    (bad / "best.safetensors").write_bytes(bytes(data))
+    one_line_error(capsys, main(["eval", str(bad)]), needle="truncated or altered")
+
+
+def test_bit_flip_in_optimizer_state_refuses_resume(good, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(good, run)
+    data = bytearray((run / "last.optim.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (run / "last.optim.safetensors").write_bytes(bytes(data))
+    code = main(["train", "--out", str(run), "--resume", "--steps", "6", "--quiet"])
+    one_line_error(capsys, code, needle="truncated or altered")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bit_flip_in_json(bad, capsys, seed):
+    """Any single flipped bit of the JSON breaks its syntax, its format number or its
+    sha256.record, so it is always refused."""
+    data = bytearray((bad / "best.json").read_bytes())
+    rng = random.Random(seed)
+    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    (bad / "best.json").write_bytes(bytes(data))
+    one_line_error(capsys, main(["eval", str(bad)]))
+
+
+def test_edited_json(bad, capsys):
+    record = json.loads((bad / "best.json").read_text())
+    record["step"] += 1
+    (bad / "best.json").write_text(json.dumps(record))
+    one_line_error(capsys, main(["eval", str(bad)]), needle="altered after it was written")
+
+
+def test_wrong_architecture(bad, capsys):
+    record = json.loads((bad / "best.json").read_text())
+    record["model"] = "gru"
+    record["config"] = {"vocab_size": record["config"]["vocab_size"], "seq_len": 5}
+    reseal(bad, record)
+    one_line_error(capsys, main(["eval", str(bad)]), needle="weights do not match the model")
+
+
+def test_wrong_dtype(bad, capsys):
+    tensors = load_file(bad / "best.safetensors")
+    save_file({k: v.double() for k, v in tensors.items()}, bad / "best.safetensors")
+    rehash(bad)
+    one_line_error(capsys, main(["eval", str(bad)]), needle="model wants torch.float32")
+
+
+def test_torch_save_file_is_refused(good, tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    torch.save(load_file(good / "best.safetensors"), path)
+    one_line_error(capsys, main(["eval", str(path)]), needle="never unpickles")
+
+
+def test_pickle_as_json_is_refused(bad, capsys):
+    (bad / "best.json").write_bytes(pickle.dumps({"model": "markov"}))
+    one_line_error(capsys, main(["eval", str(bad)]), needle="never unpickles")
+
+
+def test_pickle_as_weights_is_refused(bad, capsys):
+    torch.save(load_file(bad / "best.safetensors"), bad / "best.safetensors")
+    rehash(bad)
+    one_line_error(capsys, main(["eval", str(bad)]), needle="cannot read")
