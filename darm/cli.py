@@ -92,7 +92,7 @@ def train_run(args, device, ctx) -> None:
     from darm.checkpoint import read_record
     from darm.data import load_data, load_from_source
     from darm.data.vocab import Vocabulary
-    from darm.models import create_model
+    from darm.models import config_fields, create_model
     from darm.train import TrainConfig, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
@@ -123,6 +123,8 @@ def train_run(args, device, ctx) -> None:
         data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
         overrides = parse_assignments(args.set or [])
         overrides.setdefault("seq_len", data.seq_len)
+        if data.image_shape and "image_shape" in config_fields(args.model):
+            overrides.setdefault("image_shape", data.image_shape)  # the 2-D view of images
         if args.conditional:
             if not data.num_classes:
                 raise DarmError(f"--conditional needs labels, and {data.name} has none")
@@ -360,6 +362,61 @@ def cmd_deps(args) -> None:
     print(f"wrote {out}")
 
 
+# -- compare ----------------------------------------------------------------------------------
+
+
+def cmd_compare(args) -> None:
+    from darm.compare import CompareOptions, compare, default_models
+    from darm.data import load_data
+
+    if args.budget is None and args.steps is None:
+        args.budget = 300.0
+    if args.steps is not None and args.steps < 1:
+        raise DarmError(f"--steps must be >= 1, got {args.steps}")
+    if args.samples < 1:
+        raise DarmError(f"--samples must be >= 1, got {args.samples}")
+    device = _device(args.device)
+    torch.set_num_threads(args.threads) if args.threads else None
+    data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
+    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    names = names or default_models(data)
+    overrides: dict[str, dict] = {}
+    for key, value in parse_assignments(args.set or []).items():
+        model, dot, field = key.partition(".")
+        if not dot or not field:
+            raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
+        overrides.setdefault(model, {})[field] = value
+    out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
+    command = ["darm compare --data", args.data, "--models", ",".join(names)]
+    command += ["--budget", f"{args.budget:g}s"] if args.budget is not None else []
+    command += ["--steps", str(args.steps)] if args.steps is not None else []
+    command += [f"--set {k}.{f}={v}" for k, fv in overrides.items() for f, v in fv.items()]
+    for flag, value, default in [("--format", args.format, None), ("--block", args.block, 64),
+                                 ("--batch-size", args.batch_size, None),
+                                 ("--samples", args.samples, 64), ("--seed", args.seed, 1337),
+                                 ("--out", args.out, None)]:  # fmt: skip
+        command += [flag, str(value)] if value != default else []
+    opts = CompareOptions(
+        models=names,
+        out=out,
+        budget=args.budget,
+        steps=args.steps,
+        samples=args.samples,
+        seed=args.seed,
+        deps_examples=args.deps_examples,
+        overrides=overrides,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        command=" ".join(command),
+    )
+    print(data.summary())
+    results = compare(data, opts, device)
+    print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'results.json'}")
+    failed = [f"{r.model} ({r.note})" for r in results if r.status == "failed"]
+    if failed:
+        raise DarmError(f"failed: {'; '.join(failed)}; see {out / 'report.md'}")
+
+
 # -- listings ---------------------------------------------------------------------------------
 
 
@@ -411,13 +468,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--format",
-        choices=["lines", "corpus", "array", "audio"],
+        choices=["lines", "corpus", "array", "images", "audio"],
         help="how to read a PATH: one item per line, one corpus, arrays, or a WAV",
     )
     t.add_argument(
         "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
     )
-    t.add_argument("--levels", type=int, help="number of symbols L of an array file")
+    t.add_argument(
+        "--levels",
+        type=int,
+        help="symbols L: of an array file, or grey levels images are quantised to "
+        "(mnist, --format images; default 256)",
+    )
     t.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
     t.add_argument("--model", default="gpt", help="registered model (see `darm models`)")
     t.add_argument(
@@ -497,6 +559,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     g.add_argument("--device", default="auto")
     g.set_defaults(func=cmd_deps)
+
+    c = sub.add_parser(
+        "compare",
+        help="train every family on the same data and budget; one report",
+        description="Train each family (default markov, rnn, wavenet, gpt, and pixelcnn on "
+        "images) with a default configuration of similar size under the same budget, "
+        "evaluate each exactly on the test split, sample, draw dependency maps, and write "
+        "OUT/report.md, report.html and results.json (rewritten after every family, so "
+        "Ctrl-C keeps the finished ones).",
+    )
+    c.add_argument("--data", default="digits", help="as for train (default: digits)")
+    c.add_argument("--format", choices=["lines", "corpus", "array", "audio"])
+    c.add_argument("--block", type=int, default=64, help="corpus / audio block length D")
+    c.add_argument("--levels", type=int, help="number of symbols L of an array file")
+    c.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
+    c.add_argument("--models", help="comma-separated registered models")
+    c.add_argument(
+        "--budget",
+        type=parse_duration,
+        metavar="TIME",
+        help="training time per family (90s, 5m; default 5m unless --steps)",
+    )
+    c.add_argument("--steps", type=int, help="optimiser steps per family instead of a time")
+    c.add_argument(
+        "--set",
+        action="append",
+        metavar="MODEL.KEY=VALUE",
+        help="config field of one family, repeatable (e.g. --set gpt.n_layer=2)",
+    )
+    c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
+    c.add_argument("--samples", type=int, default=64, help="samples per family (timed)")
+    c.add_argument("--deps-examples", type=int, default=16, help="examples per dependency map")
+    c.add_argument("--seed", type=int, default=1337, help="seed of weights, batches, samples")
+    c.add_argument("--out", help="report folder (default runs/compare-DATA)")
+    c.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_compare)
     return p
 
 

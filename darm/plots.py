@@ -14,18 +14,23 @@ from darm.checkpoint import atomic_write
 
 
 def image_grid(images: torch.Tensor, levels: int, scale: int = 4, pad: int = 1) -> Image.Image:
-    """(N, H, W) symbols 0..levels-1 -> one grey PNG-ready grid, near-square."""
-    images = images.detach().cpu().numpy().astype(np.float64)
-    N, H, W = images.shape
+    """(N, H, W) or (N, H, W, C) symbols 0..levels-1 -> one PNG-ready grid, near-square.
+    C = 3 is shown as RGB (C = 4: RGB of RGBA); any other C as the channels' mean."""
+    images = images.detach().cpu().numpy().astype(np.float64) / max(levels - 1, 1)
+    if images.ndim == 4:
+        C = images.shape[-1]
+        images = images[..., :3] if C in (3, 4) else images.mean(axis=-1)
+    N, H, W = images.shape[:3]
+    colour = images.shape[3:]  # () grey or (3,) RGB
     cols = math.ceil(math.sqrt(N))
     rows = math.ceil(N / cols)
-    grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad), 0.5)
+    grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad, *colour), 0.5)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         top, left = pad + r * (H + pad), pad + c * (W + pad)
-        grid[top : top + H, left : left + W] = img / max(levels - 1, 1)
+        grid[top : top + H, left : left + W] = img
     pixels = (grid * 255).round().astype(np.uint8)
-    return Image.fromarray(pixels, mode="L").resize(
+    return Image.fromarray(pixels, mode="RGB" if colour else "L").resize(
         (pixels.shape[1] * scale, pixels.shape[0] * scale), Image.NEAREST
     )
 
@@ -41,8 +46,11 @@ def read_log(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
-def plot_loss_curves(curves: dict[str, Path], path: Path, ylabel: str = "nats per dimension"):
-    """One plot of train (dashed) and validation (solid) NLL for each labelled log.csv."""
+def plot_loss_curves(
+    curves: dict[str, Path], path: Path, ylabel: str = "nats per dimension", x: str = "step"
+):
+    """One plot of train (dashed) and validation (solid) NLL for each labelled log.csv,
+    against x: "step", or "elapsed_s" to compare runs of equal wall-clock time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,9 +62,9 @@ def plot_loss_curves(curves: dict[str, Path], path: Path, ylabel: str = "nats pe
         if not data:
             continue
         color = f"C{i}"
-        ax.plot(data["step"], data["train_nats_per_dim"], "--", color=color, alpha=0.6)
-        ax.plot(data["step"], data["valid_nats_per_dim"], "-", color=color, label=label)
-    ax.set_xlabel("step")
+        ax.plot(data[x], data["train_nats_per_dim"], "--", color=color, alpha=0.6)
+        ax.plot(data[x], data["valid_nats_per_dim"], "-", color=color, label=label)
+    ax.set_xlabel({"step": "step", "elapsed_s": "training time (s)"}.get(x, x))
     ax.set_ylabel(ylabel)
     ax.set_title("validation (solid) and training (dashed) NLL")
     ax.grid(alpha=0.3)

@@ -1,0 +1,348 @@
+"""`darm compare`: every family on the same data under the same budget, one report.
+
+For each family: build it with a default configuration sized for the data (75k-200k
+parameters on the bundled datasets), train it under the same wall-clock budget (or step
+count) into OUT/<model>/, evaluate its best-validation checkpoint exactly on the whole test
+split, time cached sampling, write samples and its dependency map. The report (report.md,
+report.html, results.json) is rewritten after every family, so an interrupted run keeps
+the families already finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from darm.checkpoint import atomic_write_text
+from darm.data import Dataset
+from darm.errors import DarmError
+from darm.models import config_fields, create_model, get_entry, list_models
+
+DEFAULT_MODELS = ("markov", "rnn", "wavenet", "gpt")
+IMAGE_MODELS = ("pixelcnn",)  # added to the default list on image data, when registered
+
+
+# -- per-family defaults ----------------------------------------------------------------------
+
+
+def image_only(name: str) -> bool:
+    """Families with an image_shape field read 2-D images (pixelcnn, gated_pixelcnn)."""
+    return "image_shape" in config_fields(name)
+
+
+def default_models(data: Dataset) -> list[str]:
+    extra = [m for m in IMAGE_MODELS if data.image_shape and m in list_models()]
+    return [*DEFAULT_MODELS, *extra]
+
+
+def markov_memory(data: Dataset) -> int:
+    """k: one image row back (the pixel above is the best single predictor), three
+    characters of a name (the classic MLP language model), a little more for a corpus or
+    audio."""
+    if data.image_shape:
+        return data.image_shape[1]
+    return {"lines": 3, "corpus": 8, "audio": 16}.get(data.kind, 8)
+
+
+def wavenet_dilations(D: int) -> tuple[int, ...]:
+    """1, 2, 4, ... so that the receptive field 2^n covers all D - 1 earlier positions."""
+    n = max(1, math.ceil(math.log2(max(D, 2))))
+    return tuple(2**i for i in range(n))
+
+
+def default_config(name: str, data: Dataset) -> dict[str, Any]:
+    """Model config overrides for `name` on `data` (seq_len and vocab_size are added)."""
+    family = get_entry(name).family
+    dropout = 0.1
+    if family == "markov":
+        if name == "bigram":
+            return {}
+        k = markov_memory(data)
+        return dict(k=k, n_embd=16, n_hidden=512 if k <= 8 else 256, dropout=dropout)
+    if family == "rnn":
+        hidden = {"rnn": 256, "gru": 160, "lstm": 144}.get(name, 160)
+        return dict(n_embd=64, n_hidden=hidden, dropout=dropout)
+    if family == "wavenet":
+        return dict(
+            n_embd=48,
+            n_skip=96,
+            kernel_size=2,
+            dilation_cycle=wavenet_dilations(data.seq_len),
+            dropout=dropout,
+        )
+    if family == "gpt":
+        return dict(n_layer=4, n_head=4, n_embd=64, dropout=dropout)
+    if image_only(name):
+        return dict(image_shape=tuple(data.image_shape))
+    return {}
+
+
+def default_train(name: str) -> dict[str, Any]:
+    """Training overrides shared by all families, with the usual lower peak rate for the
+    Transformer."""
+    lr = 2e-3 if get_entry(name).family == "gpt" else 3e-3
+    return dict(batch_size=64, lr=lr, min_lr=1e-4, weight_decay=0.1)
+
+
+# -- one family -------------------------------------------------------------------------------
+
+
+@dataclass
+class FamilyResult:
+    model: str
+    status: str  # done | interrupted | skipped | failed | not run
+    note: str = ""
+    params: int | None = None
+    steps: int | None = None
+    checkpoint_step: int | None = None
+    nats_per_example: float | None = None
+    nats_per_dim: float | None = None
+    bits_per_dim: float | None = None
+    train_tokens_per_s: float | None = None
+    samples_per_s: float | None = None
+    train_s: float | None = None
+    wall_s: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # relative to the report folder
+    texts: list[str] = field(default_factory=list)  # text samples, for the report
+
+
+@dataclass
+class CompareOptions:
+    models: list[str]
+    out: Path
+    budget: float | None = None  # seconds of training per family
+    steps: int | None = None
+    samples: int = 64
+    seed: int = 1337
+    deps_examples: int = 16
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> config
+    batch_size: int | None = None
+    progress: bool = True
+    command: str = ""
+
+
+def seconds_per_step(model, data: Dataset, cfg) -> float:
+    """Time a few optimiser steps on a throwaway copy, to turn a time budget into a
+    step count so the learning-rate schedule completes within the budget."""
+    from darm.metrics import nll_per_dim
+    from darm.train import make_optimizer
+
+    probe = copy.deepcopy(model).train()
+    optimizer = make_optimizer(probe, cfg)
+    split, device = data["train"], model.device
+    times = []
+    for step in range(4):
+        x, _, mask = split.batch(step, cfg.batch_size, cfg.seed)
+        x, mask = x.to(device), None if mask is None else mask.to(device)
+        t0 = time.perf_counter()
+        n = x.numel() if mask is None else int(mask.sum())
+        loss = nll_per_dim(probe(x), x, mask).sum() / n
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[1]  # the median after one warm-up step
+
+
+def plan_steps(model, data: Dataset, cfg, budget: float) -> int:
+    """Steps that fit the budget, keeping about 10% of it for the validation passes."""
+    return max(20, int(0.9 * budget / seconds_per_step(model, data, cfg)))
+
+
+def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> FamilyResult:
+    """Train, evaluate, sample and map one family into opts.out / name."""
+    from darm.checkpoint import load_checkpoint
+    from darm.cli import save_samples
+    from darm.config import build_config
+    from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
+    from darm.metrics import evaluate
+    from darm.sampling import sample
+    from darm.train import TrainConfig, train
+
+    t_start = time.perf_counter()
+    run_dir = opts.out / name
+    overrides = {**default_config(name, data), **opts.overrides.get(name, {})}
+    torch.manual_seed(opts.seed)  # the same initial weights for the same seed
+    model = create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **overrides)
+    model = model.to(device)
+    train_overrides = {**default_train(name), "seed": opts.seed}
+    if opts.batch_size:
+        train_overrides["batch_size"] = opts.batch_size
+    cfg = build_config(TrainConfig, train_overrides, "training option")
+    steps = opts.steps or plan_steps(model, data, cfg, opts.budget)
+    train_overrides.update(
+        steps=steps, warmup=min(100, max(steps // 10, 1)), eval_every=max(steps // 10, 1)
+    )
+    cfg = build_config(TrainConfig, train_overrides, "training option")
+    result = FamilyResult(
+        name,
+        "interrupted",
+        params=model.num_params(),
+        config=model.config_dict(),
+        train=asdict(cfg),
+    )
+    state = train(model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget)
+    result.steps, result.train_s = state["step"], state["elapsed_s"]
+    result.train_tokens_per_s = state["tokens_per_s"]
+
+    # exact test NLL of the best-validation checkpoint, as `darm eval` computes it
+    best, record, _ = load_checkpoint(run_dir, device)
+    nll = evaluate(best, data["test"])
+    result.checkpoint_step = record["step"]
+    result.nats_per_example, result.nats_per_dim = nll.nats_per_example, nll.nats_per_dim
+    result.bits_per_dim = nll.bits_per_dim
+    atomic_write_text(
+        run_dir / "results.json",
+        json.dumps({"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}, indent=1),
+    )
+
+    # cached sampling, timed alone (writing the files is not part of it)
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    t0 = time.perf_counter()
+    x = sample(best, opts.samples, generator=gen, stop_token=data.eos)
+    result.samples_per_s = opts.samples / (time.perf_counter() - t0)
+    samples = save_samples(x, record["data"], best.vocab_size, run_dir / "samples")
+    result.files["samples"] = samples.relative_to(opts.out).as_posix()
+    if data.kind == "audio":
+        wave_png = plot_waveforms(x[:4], data.source["sample_rate"], run_dir / "waveforms.png")
+        result.files["waveforms"] = wave_png.relative_to(opts.out).as_posix()
+    elif data.vocab is not None:
+        result.texts = sample_texts(x, data)
+
+    J = checkpoint_maps(best, record, data["test"], opts.deps_examples)
+    save_file({"deps": J.contiguous()}, run_dir / "deps.safetensors")  # for the joint plot
+    deps = plot_dependency_maps({name: J}, run_dir / "deps.png", image_shape_of(record))
+    result.files["deps"] = deps.relative_to(opts.out).as_posix()
+    result.files["log"] = (run_dir / "log.csv").relative_to(opts.out).as_posix()
+    result.status = "done"
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def sample_texts(x: torch.Tensor, data: Dataset) -> list[str]:
+    """Text samples, each cut at the end symbol of a line dataset."""
+    return [data.decode(row) for row in x]
+
+
+def plot_waveforms(x: torch.Tensor, rate: int, path: Path) -> Path:
+    """A few sampled clips (mu-law levels (N, T)) drawn as waveforms, one under another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from darm.checkpoint import atomic_write
+    from darm.data.audio import mu_law_decode
+
+    clips = mu_law_decode(x.cpu().numpy())  # (N, T) in [-1, 1]
+    fig, axes = plt.subplots(len(clips), 1, figsize=(4, 0.8 * len(clips) + 0.4), sharex=True)
+    axes = [axes] if len(clips) == 1 else axes
+    t_ms = torch.arange(clips.shape[1]).numpy() / rate * 1000
+    for ax, clip in zip(axes, clips):
+        ax.plot(t_ms, clip, lw=0.6)
+        ax.set_ylim(-1, 1)
+        ax.set_yticks([])
+    axes[-1].set_xlabel("ms")
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    plt.close(fig)
+    return Path(path)
+
+
+# -- the whole comparison ---------------------------------------------------------------------
+
+
+def check_models(names: list[str], data: Dataset) -> tuple[list[str], list[FamilyResult]]:
+    """Registered names to run, and skipped rows for image-only families on other data."""
+    run, skipped = [], []
+    for name in names:
+        get_entry(name)  # an unknown name fails before anything trains
+        if image_only(name) and not data.image_shape:
+            note = f"{name} reads images only; {data.name} is {data.kind} data"
+            skipped.append(FamilyResult(name, "skipped", note=note))
+        else:
+            run.append(name)
+    return run, skipped
+
+
+def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
+    """Run every family; rewrite the report after each. Ctrl-C keeps what is finished."""
+    from darm.compare_report import write_report
+
+    if opts.budget is None and opts.steps is None:
+        raise DarmError("give a --budget (time per family) or --steps")
+    for name in opts.overrides:
+        if name not in opts.models:
+            raise DarmError(f"--set for {name!r}, which is not in --models")
+    names, skipped = check_models(opts.models, data)
+    for name in names:  # a bad --set fails now, not after the families before it trained
+        try:
+            overrides = {**default_config(name, data), **opts.overrides.get(name, {})}
+            create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **overrides)
+        except ValueError as e:
+            raise DarmError(f"{name}: {e}") from None
+    busy = [n for n in names if (opts.out / n / "last.json").exists()]
+    if busy:
+        raise DarmError(
+            f"{opts.out / busy[0]} already holds a checkpoint; choose another --out "
+            f"or remove the old comparison"
+        )
+    opts.out.mkdir(parents=True, exist_ok=True)
+    results: list[FamilyResult] = list(skipped)
+    for r in skipped:
+        tqdm.write(f"skipping {r.model}: {r.note}")
+    overall = tqdm(total=len(names), desc="compare", disable=not opts.progress, position=0)
+    maps: dict[str, torch.Tensor] = {}
+    current = None
+    try:
+        for i, name in enumerate(names):
+            current = name
+            overall.set_description(f"compare [{name} {i + 1}/{len(names)}]")
+            try:
+                result = run_family(name, data, opts, device)
+            except (DarmError, ValueError, RuntimeError) as e:
+                result = FamilyResult(name, "failed", note=str(e).splitlines()[0])
+                tqdm.write(f"{name} failed: {result.note}")
+            results.append(result)
+            if result.status == "done":
+                maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
+                tqdm.write(
+                    f"{name}: test {result.nats_per_example:.4f} nats/example, "
+                    f"{result.bits_per_dim:.4f} bits/dim, {result.samples_per_s:,.1f} samples/s"
+                )
+            current = None
+            write_report(data, opts, results, maps, not_run=names[i + 1 :])
+            overall.update(1)
+    except KeyboardInterrupt:
+        done = {r.model for r in results}
+        if current is not None and current not in done:
+            note = "interrupted (Ctrl-C) before it finished; its checkpoints are kept"
+            results.append(FamilyResult(current, "interrupted", note=note))
+        rest = [n for n in names if n not in done and n != current]
+        write_report(data, opts, results, maps, not_run=rest)
+        overall.close()
+        tqdm.write(f"interrupted: the report in {opts.out} keeps the finished families")
+        raise
+    overall.close()
+    return results
+
+
+def environment() -> str:
+    threads = torch.get_num_threads()
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"torch {torch.__version__}, {threads} CPU threads, {cuda}, "
+        f"Python {platform.python_version()} on {platform.machine()}"
+    )

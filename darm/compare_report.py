@@ -1,0 +1,165 @@
+"""The compare report: results.json, loss.png, deps.png, report.md and report.html.
+
+Everything is rewritten from the results so far, atomically, after every family, so the
+folder is always a complete report of the families finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from darm.checkpoint import atomic_write_text
+from darm.data import Dataset
+from darm.report import Doc
+
+# what one example and one dimension are called, per kind of data
+EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
+DIM_UNIT = {"lines": "char", "corpus": "char", "audio": "sample"}
+
+TEXT_ROWS = 12  # text samples shown per family
+
+
+def units(kind: str) -> tuple[str, str]:
+    return EXAMPLE_UNIT.get(kind, "example"), DIM_UNIT.get(kind, "dim")
+
+
+def fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def results_table(results, kind: str) -> tuple[list[str], list[list[str]]]:
+    ex, dim = units(kind)
+    header = ["model", "params", "steps", f"test nats/{ex}", f"bits/{dim}",
+              "train tokens/s", "samples/s (cached)", "train s", "wall s"]  # fmt: skip
+    rows = []
+    for r in results:
+        if r.status != "done":
+            rows.append([r.model, fmt(r.params, ","), r.status, *["–"] * 6])
+            continue
+        rows.append([
+            r.model, fmt(r.params, ","), str(r.steps), fmt(r.nats_per_example, ".4f"),
+            fmt(r.bits_per_dim, ".4f"), fmt(r.train_tokens_per_s, ",.0f"),
+            fmt(r.samples_per_s, ",.1f"), fmt(r.train_s, ".0f"), fmt(r.wall_s, ".0f"),
+        ])  # fmt: skip
+    return header, rows
+
+
+def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], not_run) -> Path:
+    """Write every file of the report into opts.out; returns report.md."""
+    from darm.compare import FamilyResult, environment
+    from darm.deps import default_pixel, plot_dependency_maps
+    from darm.plots import plot_loss_curves
+
+    out = opts.out
+    rows = list(results) + [FamilyResult(n, "not run") for n in not_run]
+    done = [r for r in rows if r.status == "done"]
+    payload = {
+        "command": opts.command,
+        "data": {"name": data.name, "kind": data.kind, "summary": data.summary()},
+        "budget_s": opts.budget,
+        "steps": opts.steps,
+        "environment": environment(),
+        "families": [asdict(r) for r in rows],
+    }
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
+    if done:
+        logs = {r.model: out / r.files["log"] for r in done}
+        plot_loss_curves(logs, out / "loss.png", x="elapsed_s")
+        shape = tuple(data.image_shape) if data.image_shape else None
+        plot_dependency_maps({r.model: maps[r.model] for r in done}, out / "deps.png", shape)
+
+    ex, dim = units(data.kind)
+    doc = Doc(f"darm compare: {data.name}")
+    doc.para("Reproduce with:")
+    doc.code(opts.command)
+    budget = (
+        f"{opts.steps} steps per family"
+        + (f" (stopped early at {opts.budget:.0f} s of training)" if opts.budget else "")
+        if opts.steps
+        else f"{opts.budget:.0f} s of training per family (wall clock); the step count of "
+        f"each family was planned from a timing of a few of its steps so that its learning "
+        f"rate schedule ends within the budget"
+    )
+    doc.para(f"Data: {data.summary()}. {data.notes}.")
+    doc.para(f"Budget: {budget}. Seed {opts.seed}. {environment()}. "
+             f"Written {time.strftime('%Y-%m-%d %H:%M')}.")  # fmt: skip
+
+    doc.heading("Results")
+    header, table = results_table(rows, data.kind)
+    doc.table(header, table)
+    doc.para(
+        f"Test NLL is exact, over all {len(data['test'])} {ex}s of the test split, with each "
+        f"family's best-validation checkpoint (as `darm eval` computes it); bits/{dim} = "
+        f"nats/{dim} / ln 2. Train tokens/s: scored dimensions per second over the training "
+        f"time, validation passes included. Samples/s: {opts.samples} samples drawn at once "
+        f"with the family's cache (`model.step`), timed alone. Wall s: the family's whole "
+        f"turn (step timing, training, test evaluation, sampling, dependency map)."
+    )
+    for r in rows:
+        if r.status != "done":
+            doc.para(f"`{r.model}`: {r.status}{': ' + r.note if r.note else ''}.")
+    if not done:
+        doc.para("No family has finished yet.")
+        doc.write(out)
+        return out / "report.md"
+
+    doc.heading("Loss curves")
+    doc.para(
+        "Validation (solid) and training (dashed, running average) NLL in nats per "
+        f"{dim}, against training time: every family had the same clock."
+    )
+    doc.images([("all families", "loss.png")], width=640)
+
+    doc.heading("Samples")
+    if data.image_shape:
+        doc.images([(r.model, r.files["samples"]) for r in done])
+    elif data.kind == "audio":
+        doc.para("Four sampled windows of each family as waveforms; the WAV files hold all "
+                 "samples in a row, each followed by 0.1 s of silence.")  # fmt: skip
+        doc.images([(r.model, r.files["waveforms"]) for r in done])
+        doc.audio([(f"{r.model} samples.wav", r.files["samples"]) for r in done])
+    elif any(r.texts for r in done):
+        n = min(TEXT_ROWS, max(len(r.texts) for r in done))
+        rows_text = [[r.texts[i][:80] if i < len(r.texts) else "" for r in done] for i in range(n)]
+        doc.table([r.model for r in done], rows_text, align="l" * len(done))
+        doc.para("All samples: " + ", ".join(f"`{r.files['samples']}`" for r in done) + ".")
+    else:
+        doc.para("Samples: " + ", ".join(f"`{r.files['samples']}`" for r in done) + ".")
+
+    doc.heading("Dependency maps")
+    pixel = ""
+    if data.image_shape:
+        r, c = default_pixel(tuple(data.image_shape))
+        pixel = (
+            f" Under each, row d of the map for the pixel ({r}, {c}) (outlined) drawn as an "
+            f"image: which pixels its conditional uses."
+        )
+    doc.para(
+        "Entry (d, j): the size of d log p(x_d | x_<d) / d x_j, the gradient through the "
+        f"input embeddings averaged over {opts.deps_examples} test {ex}s, relative to the "
+        "largest entry, on a log scale; blank where it is exactly zero. Finite memory shows "
+        "a band of k lags, the causal convolution its receptive field, the RNN and attention "
+        "the whole past; causality leaves everything on and above the diagonal blank." + pixel
+    )
+    doc.images([("all families", "deps.png")])
+    doc.para("`darm deps OUT/MODEL` draws one map alone (`--pixel ROW,COL` for images).")
+
+    doc.heading("Configurations")
+    cfg_rows = []
+    for r in done:
+        skip = {"vocab_size", "seq_len", "num_classes"}
+        model_cfg = ", ".join(f"{k}={v}" for k, v in r.config.items() if k not in skip)
+        t = r.train
+        train_cfg = (
+            f"steps={t['steps']}, batch={t['batch_size']}, lr={t['lr']:g}->{t['min_lr']:g}, "
+            f"warmup={t['warmup']}, wd={t['weight_decay']:g}; best step {r.checkpoint_step}"
+        )
+        cfg_rows.append([r.model, model_cfg, train_cfg])
+    doc.table(["model", "config", "training"], cfg_rows, align="lll")
+    doc.write(out)
+    return out / "report.md"
