@@ -13,23 +13,30 @@ from darm.data.splits import TensorSplit
 from darm.errors import DarmError
 
 NPZ_SPLIT_KEYS = {"train": "x_train", "valid": "x_valid", "test": "x_test"}
+# one softmax over L symbols: far beyond any real alphabet, and values above 2^63 would
+# wrap around when cast to int64
+MAX_LEVELS = 2**24
 
 
 def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
     """Validate an (N, D...) integer array; return the number of levels L."""
-    if a.dtype == object or not np.issubdtype(a.dtype, np.integer):
-        if a.dtype == bool:
-            return max(levels or 2, 2)
+    if a.dtype.kind not in "iub":  # signed, unsigned, bool; not float, timedelta, object
         raise DarmError(f"{what} must hold integers, got dtype {a.dtype}")
     if a.ndim < 2:
         raise DarmError(f"{what} must have shape (N, D) or (N, H, W), got {a.shape}")
     if a.shape[0] == 0 or a[0].size == 0:
         raise DarmError(f"{what} is empty (shape {a.shape})")
+    if levels is not None and not 1 <= levels <= MAX_LEVELS:
+        raise DarmError(f"levels must be in 1..{MAX_LEVELS}, got {levels}")
     lo, hi = int(a.min()), int(a.max())
     if lo < 0:
         raise DarmError(f"{what} has negative values (min {lo}); symbols must be 0..L-1")
     if levels is not None and hi >= levels:
         raise DarmError(f"{what} has value {hi}, outside the {levels} levels 0..{levels - 1}")
+    if hi >= MAX_LEVELS:
+        raise DarmError(f"{what} has value {hi}; at most {MAX_LEVELS} levels are supported")
+    if a.dtype == bool:
+        return levels or 2  # binary even when every value is False
     return levels or hi + 1
 
 
@@ -69,6 +76,8 @@ def array_dataset(
                 f"{path} has keys {sorted(arrays)}; expected x (and y), or x_train/x_valid/x_test"
             )
         x, y = arrays[key], arrays.get("y")
+        if y is not None and (y.ndim != 1 or len(y) != len(x)):
+            raise DarmError(f"{path}: y must have shape ({len(x)},) like x's rows, got {y.shape}")
         if x.ndim < 2 or len(x) < 3:
             raise DarmError(f"{path}: need an (N, D) array with N >= 3, got shape {x.shape}")
         idx = seeded_split(len(x), fractions, seed)
@@ -89,13 +98,21 @@ def array_dataset(
 
 def make_dataset(name, xs, ys, L, shape, source, notes) -> Dataset:
     """Flatten (N, *shape) arrays into raster-order sequences (N, D)."""
-    has_labels = all(ys[s] is not None for s in SPLITS)
+    labelled = [s for s in SPLITS if ys[s] is not None]
+    if labelled and len(labelled) < len(SPLITS):
+        raise DarmError(f"{name}: labels for {', '.join(labelled)} only; give all or none")
+    has_labels = bool(labelled)
     num_classes = 0
     if has_labels:
         for s in SPLITS:
-            if len(ys[s]) != len(xs[s]):
-                raise DarmError(f"{name}: {len(ys[s])} labels for {len(xs[s])} {s} examples")
-        num_classes = int(max(int(ys[s].max()) for s in SPLITS)) + 1
+            y = ys[s]
+            if y.ndim != 1 or y.dtype.kind not in "iu":
+                raise DarmError(f"{name}: {s} labels must be 1-D integers, got {y.dtype} {y.shape}")
+            if len(y) != len(xs[s]):
+                raise DarmError(f"{name}: {len(y)} labels for {len(xs[s])} {s} examples")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= MAX_LEVELS):
+                raise DarmError(f"{name}: {s} labels must be in 0..{MAX_LEVELS - 1}")
+        num_classes = int(max(int(ys[s].max()) for s in SPLITS if len(ys[s]))) + 1
     splits = {}
     for s in SPLITS:
         x = torch.from_numpy(np.ascontiguousarray(xs[s]).astype(np.int64))

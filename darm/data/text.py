@@ -11,6 +11,10 @@ from darm.data.splits import CorpusSplit, TensorSplit
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
 
+# items are padded to the longest one: refuse a padded (N, D) table above this many symbols
+# (9 bytes each with the mask) instead of running out of memory
+MAX_PADDED = 2**28
+
 
 def read_text(path: Path) -> str:
     if not path.exists():
@@ -42,6 +46,11 @@ def lines_dataset(
         raise DarmError(f"{path} has {len(items)} distinct non-empty lines; need at least 3")
     vocab = vocab or Vocabulary.from_text(items, eos=True)
     D = max(len(s) for s in items) + 1
+    if len(items) * D > MAX_PADDED:
+        raise DarmError(
+            f"{path}: padding {len(items)} lines to the longest ({D - 1} symbols) needs "
+            f"{len(items) * D:,} entries; split the long lines, or read it with --format corpus"
+        )
     if max_len is not None and D > max_len:
         raise DarmError(f"the longest line has {D - 1} symbols; the model holds {max_len - 1}")
     D = max_len or D
@@ -76,6 +85,8 @@ def corpus_dataset(
 ) -> Dataset:
     """One continuous text: the first 90% trains, the last 10% is held out, its first half
     for validation and its second half for test. Models see blocks of `block` symbols."""
+    if block < 1:
+        raise DarmError(f"block length must be >= 1, got {block}")
     text = read_text(path)
     vocab = vocab or Vocabulary.from_text([text])
     stream = torch.tensor(vocab.encode(text), dtype=torch.long)

@@ -11,10 +11,12 @@ EOS = "\n"  # the end-of-item symbol of line datasets: every item ends with one
 
 class Vocabulary:
     def __init__(self, symbols: list[str]):
+        if not isinstance(symbols, list) or not symbols:
+            raise DarmError("vocabulary must be a non-empty list of characters")
+        if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
+            raise DarmError("vocabulary symbols must be single characters")
         if len(set(symbols)) != len(symbols):
             raise DarmError("vocabulary has repeated symbols")
-        if not symbols:
-            raise DarmError("vocabulary is empty")
         self.symbols = list(symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
 
