@@ -30,7 +30,6 @@ def filter_logits(
     return logits
 
 
-@torch.no_grad()
 def sample(
     model: ARModel,
     n: int,
@@ -52,10 +51,28 @@ def sample(
     prefix and every sample one step at a time, recomputing the prefix so far each step
     (the exact but slow reference); the results are the same for the same generator.
     """
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:  # (n, L) -> (n,) drawn symbols
+        probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
     was_training = model.training
     model.eval()
+    try:
+        # inference_mode rather than no_grad: less bookkeeping per op, which is most of
+        # the cost of a cached step on a small model
+        with torch.inference_mode():
+            D = num_dims or model.num_dims
+            x = _generate(model, n, D, cond, prefix, pick, stop_token, use_cache)
+    finally:
+        model.train(was_training)
+    x = x.clone()  # a normal tensor again (an inference tensor cannot enter autograd later)
+    return x if num_dims else x.view(n, *model.event_shape)
+
+
+def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache) -> torch.Tensor:
+    """The loop of `sample`: (n, D) long."""
     device = model.device
-    D = num_dims or model.num_dims
     if cond is not None:
         cond = cond.to(device)
     if use_cache:
@@ -89,8 +106,7 @@ def sample(
     for d in range(P, D):
         if d > P:
             logits = step(x[:, d - 1], cache, cond)  # (n, L)
-        probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
-        x_d = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        x_d = pick(logits)
         if stop_token is not None:
             x_d = torch.where(done, stop_token, x_d)
             done |= x_d == stop_token
@@ -98,5 +114,4 @@ def sample(
         if stop_token is not None and bool(done.all()):
             x[:, d + 1 :] = stop_token
             break
-    model.train(was_training)
-    return x if num_dims else x.view(n, *model.event_shape)
+    return x

@@ -109,10 +109,11 @@ class GPT(ARModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _run(self, inputs, positions, cond, caches, last_only=False):
-        """inputs: (B, T) tokens (or (B, T, L+1) one-hot) at `positions` (T,) -> (B, T, L),
+    def _run(self, inputs, t0, cond, caches, last_only=False):
+        """inputs: (B, T) tokens (or (B, T, L+1) one-hot) at positions t0..t0+T-1 -> (B, T, L),
         or (B, 1, L) for the last position only (a prompt needs no other logits)."""
-        h = embed(self.wte, inputs) + self.wpe(positions)  # (B, T, E)
+        # rows of the position table by slicing: no index tensor to build on every step
+        h = embed(self.wte, inputs) + self.wpe.weight[t0 : t0 + inputs.shape[1]]  # (B, T, E)
         c = condition_vector(self.label, cond, inputs.shape[0])
         if c is not None:
             h = h + c[:, None, :]
@@ -128,8 +129,7 @@ class GPT(ARModel):
         T = x.shape[1]
         if T > self.config.seq_len:
             raise ValueError(f"sequence of length {T} exceeds the context {self.config.seq_len}")
-        positions = torch.arange(T, device=x.device)
-        return self._run(shift_right(x, self.start), positions, cond, None)
+        return self._run(shift_right(x, self.start), 0, cond, None)
 
     def init_cache(self, batch_size: int) -> GPTCache:
         cfg, p = self.config, self.wte.weight
@@ -154,8 +154,7 @@ class GPT(ARModel):
         P = prefix.shape[1]
         self._check_context(P + 1)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
-        positions = torch.arange(P + 1, device=inputs.device)
-        logits = self._run(inputs, positions, cond, cache.layers, last_only=True)  # (B, 1, L)
+        logits = self._run(inputs, 0, cond, cache.layers, last_only=True)  # (B, 1, L)
         cache.t = P + 1
         return logits[:, 0]
 
@@ -163,8 +162,7 @@ class GPT(ARModel):
         self._check_context(cache.t + 1)
         if x_prev is None:
             x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
-        positions = torch.tensor([cache.t], device=self.device)
-        logits = self._run(x_prev[:, None], positions, cond, cache.layers)  # (B, 1, L)
+        logits = self._run(x_prev[:, None], cache.t, cond, cache.layers)  # (B, 1, L)
         cache.t += 1
         return logits[:, 0]
 

@@ -146,7 +146,9 @@ class WaveNet(ARModel):
             h = h + F.linear(z, layer.res.weight[:, :, 0], layer.res.bias)
             skip = skip + F.linear(z, layer.skip.weight[:, :, 0], layer.skip.bias)
         cache.t += 1
-        return self._head(skip[:, :, None])[:, :, 0]  # (B, L)
+        # the 1x1 convs of the head as matrix products on (B, S): no conv call per step
+        s = F.linear(F.relu(skip), self.out1.weight[:, :, 0], self.out1.bias)  # (B, S)
+        return F.linear(F.relu(s), self.out2.weight[:, :, 0], self.out2.bias)  # (B, L)
 
 
 register_model("wavenet", WaveNet, WaveNetConfig, "dilated causal 1-D conv stack (WaveNet)")

@@ -8,23 +8,38 @@ from torch import nn
 
 
 class ConvQueue:
-    """Per-layer cache for stepping a causal conv: the last (kernel-1)*dilation+1 inputs.
+    """Per-layer cache for stepping a causal conv: the last span = (kernel-1)*dilation+1 inputs.
 
-    buffer: (B, C_in, (kernel-1)*dilation + 1), oldest first; starts at zeros, which is
-    exactly the left padding of the full forward pass.
+    A ring buffer written twice, at w and w + span, so the last `span` inputs are always the
+    contiguous window buffer[:, :, w+1 : w+1+span], oldest first: a step writes one column
+    instead of shifting (or reallocating) the whole queue, whatever the dilation.
+    buffer: (B, C_in, 2*span); starts at zeros, exactly the left padding of the forward pass.
     """
 
     def __init__(self, batch_size: int, channels: int, span: int, device, dtype):
-        self.buffer = torch.zeros(batch_size, channels, span, device=device, dtype=dtype)
+        self.span = span
+        self.buffer = torch.zeros(batch_size, channels, 2 * span, device=device, dtype=dtype)
+        self.w = span - 1  # where the newest input was written
 
     def reset(self) -> None:
         self.buffer.zero_()
+        self.w = self.span - 1
+
+    def push(self, x_t: torch.Tensor) -> None:
+        """x_t: (B, C_in), the newest input; the oldest one leaves the window."""
+        self.w = (self.w + 1) % self.span
+        self.buffer[:, :, self.w :: self.span] = x_t[:, :, None]  # columns w and w + span
+
+    def taps(self, dilation: int) -> torch.Tensor:
+        """Every `dilation`-th of the last `span` inputs, oldest first: (B, C_in, kernel)."""
+        return self.buffer[:, :, self.w + 1 : self.w + 1 + self.span : dilation]
 
     def fill(self, x: torch.Tensor) -> None:
         """Set from the layer's whole input so far, x: (B, C_in, T): keep its last `span`
-        columns, zeros before the start (as stepping through x one column at a time would)."""
-        span = self.buffer.shape[2]
-        self.buffer = F.pad(x, (span, 0))[:, :, -span:].contiguous()  # (B, C_in, span)
+        columns, zeros before the start (as pushing x one column at a time would)."""
+        last = F.pad(x, (self.span, 0))[:, :, -self.span :]  # (B, C_in, span)
+        self.buffer = torch.cat([last, last], dim=2)  # (B, C_in, 2*span)
+        self.w = self.span - 1
 
 
 class CausalConv1d(nn.Conv1d):
@@ -42,6 +57,8 @@ class CausalConv1d(nn.Conv1d):
 
     def step(self, x_t: torch.Tensor, queue: ConvQueue) -> torch.Tensor:
         """One time step: x_t (B, C_in) -> (B, C_out), O(kernel) work instead of O(T)."""
-        queue.buffer = torch.cat([queue.buffer[:, :, 1:], x_t[:, :, None]], dim=2)
-        taps = queue.buffer[:, :, :: self.dilation[0]]  # (B, C_in, kernel): the inputs it reads
-        return F.conv1d(taps, self.weight, self.bias)[:, :, 0]
+        queue.push(x_t)
+        taps = queue.taps(self.dilation[0])  # (B, C_in, kernel): the inputs it reads
+        # a conv over exactly `kernel` inputs is one matrix product: (B, C_in*kernel) @ W^T
+        w = self.weight.view(self.out_channels, -1)  # (C_out, C_in*kernel)
+        return F.linear(taps.reshape(x_t.shape[0], -1), w, self.bias)  # (B, C_out)
