@@ -63,7 +63,9 @@ class ResidualLayer(nn.Module):
         if c is not None:
             h = h + c
         a, b = h.chunk(2, dim=1)
-        return self.dropout(torch.tanh(a) * torch.sigmoid(b))
+        z = torch.tanh(a) * torch.sigmoid(b)
+        # no module call at all when sampling: per-call overhead is most of a cached step
+        return self.dropout(z) if self.training else z
 
     def forward(self, x, c):  # x: (B, C, T) -> (B, C, T), (B, S, T)
         z = self.gate(self.conv(x), c)
@@ -71,11 +73,17 @@ class ResidualLayer(nn.Module):
 
 
 class WaveNetCache:
-    """One ConvQueue per residual layer; each keeps the last (kernel-1)*dilation+1 inputs."""
+    """One ConvQueue per residual layer; each keeps the last (kernel-1)*dilation+1 inputs.
 
-    def __init__(self, batch_size: int, queues: list):
+    outs: per layer, its 1x1 residual and skip convs stacked into one (C+S, C) matrix and
+    (C+S,) bias, so a step makes one product instead of two. They are copied from the
+    weights when the cache is made: a cache is for generating with fixed weights.
+    """
+
+    def __init__(self, batch_size: int, queues: list, outs: list):
         self.batch_size = batch_size
         self.queues = queues
+        self.outs = outs
         self.t = 0
 
     def reset(self) -> None:
@@ -133,18 +141,27 @@ class WaveNet(ARModel):
     def init_cache(self, batch_size: int) -> WaveNetCache:
         p = self.wte.weight
         queues = [layer.conv.init_queue(batch_size, p.device, p.dtype) for layer in self.layers]
-        return WaveNetCache(batch_size, queues)
+        with torch.no_grad():
+            outs = [
+                (
+                    torch.cat([layer.res.weight, layer.skip.weight])[:, :, 0],  # (C+S, C)
+                    torch.cat([layer.res.bias, layer.skip.bias]),  # (C+S,)
+                )
+                for layer in self.layers
+            ]
+        return WaveNetCache(batch_size, queues, outs)
 
     def step(self, x_prev, cache: WaveNetCache, cond=None) -> torch.Tensor:
         if x_prev is None:
             x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
         c = condition_vector(self.label, cond, x_prev.shape[0])
         h = self.wte(x_prev)  # (B, C)
-        skip = 0
-        for layer, queue in zip(self.layers, cache.queues, strict=True):
+        C, skip = h.shape[1], 0
+        for layer, queue, (w, b) in zip(self.layers, cache.queues, cache.outs, strict=True):
             z = layer.gate(layer.conv.step(h, queue), c)  # (B, C)
-            h = h + F.linear(z, layer.res.weight[:, :, 0], layer.res.bias)
-            skip = skip + F.linear(z, layer.skip.weight[:, :, 0], layer.skip.bias)
+            out = F.linear(z, w, b)  # (B, C+S): the residual and the skip output at once
+            h = h + out[:, :C]
+            skip = skip + out[:, C:]
         cache.t += 1
         # the 1x1 convs of the head as matrix products on (B, S): no conv call per step
         s = F.linear(F.relu(skip), self.out1.weight[:, :, 0], self.out1.bias)  # (B, S)
