@@ -1,0 +1,59 @@
+"""--dtype bf16 and --compile: optional, saved in the checkpoint, and close to fp32 eager."""
+
+import pytest
+import torch
+
+from darm.cli import build_parser
+from darm.data import load_data
+from darm.errors import DarmError
+from darm.train import TrainConfig, check_config, train
+from tests.conftest import tiny_model
+from tests.test_distributed import names_file
+
+CFG = dict(steps=8, batch_size=8, warmup=2, eval_every=8, seed=3)
+
+
+def _train(tmp_path, name, **overrides):
+    data = load_data(str(names_file(tmp_path)))
+    model = tiny_model("gpt", vocab_size=data.vocab_size, seq_len=data.seq_len)
+    cfg = TrainConfig(**{**CFG, **overrides})
+    train(model, "gpt", data, cfg, tmp_path / name, progress=False)
+    return model
+
+
+def test_cli_flags():
+    parse = build_parser().parse_args
+    assert parse(["train", "--compile"]).compile is True
+    assert parse(["train", "--no-compile"]).compile is False
+    assert parse(["train"]).compile is None  # unset: the TrainConfig default (or the checkpoint's)
+    assert parse(["train", "--dtype", "bf16", "--grad-accum", "4"]).dtype == "bf16"
+    with pytest.raises(SystemExit):
+        parse(["train", "--dtype", "fp16"])
+
+
+def test_config_checks():
+    with pytest.raises(DarmError, match="dtype must be one of fp32, bf16"):
+        check_config(TrainConfig(dtype="half"))
+    with pytest.raises(DarmError, match="cannot be cut into 2 rank"):
+        check_config(TrainConfig(batch_size=3, grad_accum=2), world_size=2)
+
+
+def test_bf16_autocast_trains_close_to_fp32(tmp_path):
+    fp32 = _train(tmp_path, "fp32")
+    bf16 = _train(tmp_path, "bf16", dtype="bf16")
+    for k, v in fp32.state_dict().items():
+        w = bf16.state_dict()[k]
+        assert w.dtype == torch.float32  # autocast: the weights stay fp32
+        torch.testing.assert_close(w, v, rtol=0, atol=2e-2)
+
+
+@pytest.mark.slow  # the first torch.compile takes 20-40 s on 2 cores
+def test_compile_saves_plain_names_and_matches_eager(tmp_path):
+    from safetensors.torch import load_file
+
+    eager = _train(tmp_path, "eager")
+    _train(tmp_path, "compiled", compile=True)
+    saved = load_file(tmp_path / "compiled" / "last.safetensors")
+    assert set(saved) == set(eager.state_dict())  # no `_orig_mod.` prefixes
+    for k, v in eager.state_dict().items():
+        torch.testing.assert_close(saved[k], v, rtol=0, atol=1e-4)
