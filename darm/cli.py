@@ -391,10 +391,11 @@ def cmd_compare(args) -> None:
     command += ["--budget", f"{args.budget:g}s"] if args.budget is not None else []
     command += ["--steps", str(args.steps)] if args.steps is not None else []
     command += [f"--set {k}.{f}={v}" for k, fv in overrides.items() for f, v in fv.items()]
-    for flag, value, default in [("--format", args.format, None), ("--block", args.block, 64),
-                                 ("--batch-size", args.batch_size, None),
-                                 ("--samples", args.samples, 64), ("--seed", args.seed, 1337),
-                                 ("--out", args.out, None)]:  # fmt: skip
+    optional = [("--format", args.format, None), ("--block", args.block, 64),
+                ("--batch-size", args.batch_size, None), ("--samples", args.samples, 64),
+                ("--seed", args.seed, 1337), ("--threads", args.threads, None),
+                ("--out", args.out, None)]  # fmt: skip
+    for flag, value, default in optional:
         command += [flag, str(value)] if value != default else []
     opts = CompareOptions(
         models=names,
@@ -570,9 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C keeps the finished ones).",
     )
     c.add_argument("--data", default="digits", help="as for train (default: digits)")
-    c.add_argument("--format", choices=["lines", "corpus", "array", "audio"])
+    c.add_argument("--format", choices=["lines", "corpus", "array", "images", "audio"])
     c.add_argument("--block", type=int, default=64, help="corpus / audio block length D")
-    c.add_argument("--levels", type=int, help="number of symbols L of an array file")
+    c.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
     c.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
     c.add_argument("--models", help="comma-separated registered models")
     c.add_argument(

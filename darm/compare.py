@@ -133,32 +133,36 @@ class CompareOptions:
     command: str = ""
 
 
-def seconds_per_step(model, data: Dataset, cfg) -> float:
-    """Time a few optimiser steps on a throwaway copy, to turn a time budget into a
-    step count so the learning-rate schedule completes within the budget."""
+def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
+    """Time optimiser steps on a throwaway copy for about `window` seconds, to turn a
+    time budget into a step count so the learning-rate schedule completes within it.
+    A window rather than a few steps: on a shared machine single steps vary several-fold."""
     from darm.metrics import nll_per_dim
     from darm.train import make_optimizer
 
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg)
     split, device = data["train"], model.device
-    times = []
-    for step in range(4):
+    step, t0 = 0, None
+    while True:
         x, _, mask = split.batch(step, cfg.batch_size, cfg.seed)
         x, mask = x.to(device), None if mask is None else mask.to(device)
-        t0 = time.perf_counter()
         n = x.numel() if mask is None else int(mask.sum())
         loss = nll_per_dim(probe(x), x, mask).sum() / n
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[1]  # the median after one warm-up step
+        step += 1
+        if t0 is None:  # the first step warms up (allocations, kernels): not timed
+            t0 = time.perf_counter()
+        elif step >= 4 and time.perf_counter() - t0 >= window:
+            return (time.perf_counter() - t0) / (step - 1)
 
 
 def plan_steps(model, data: Dataset, cfg, budget: float) -> int:
     """Steps that fit the budget, keeping about 10% of it for the validation passes."""
-    return max(20, int(0.9 * budget / seconds_per_step(model, data, cfg)))
+    window = min(max(0.03 * budget, 1.0), 10.0)
+    return max(20, int(0.9 * budget / seconds_per_step(model, data, cfg, window)))
 
 
 def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> FamilyResult:
