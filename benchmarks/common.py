@@ -13,13 +13,15 @@ import torch
 
 from darm.checkpoint import load_checkpoint
 from darm.metrics import evaluate
-from darm.models import create_model
+from darm.models import config_fields, create_model
 from darm.train import TrainConfig, train
 
 
 def run_one(label, model_name, data, model_kw, train_kw, budget_s, out_root=None, progress=True):
     """Train under a wall-clock budget, then evaluate the best checkpoint on the test split."""
     torch.manual_seed(train_kw.get("seed", 1337))
+    if data.image_shape and "image_shape" in config_fields(model_name):
+        model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images
     model = create_model(model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw)
     cfg = TrainConfig(**train_kw)
     out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
@@ -60,7 +62,10 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
     p.add_argument("--only", help="comma-separated labels of the configs")
     p.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
     p.add_argument("--out", help="keep run folders here")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(data.summary(), "-", data.notes)
     rows = []
     for label in args.only.split(",") if args.only else list(configs):

@@ -9,6 +9,13 @@ from darm.data.arrays import array_dataset
 from darm.data.audio import audio_dataset
 from darm.data.dataset import SPLITS, Dataset
 from darm.data.digits import digits_dataset
+from darm.data.images import (
+    IMAGE_SUFFIXES,
+    binarized_mnist_dataset,
+    image_array_dataset,
+    image_folder_dataset,
+    mnist_dataset,
+)
 from darm.data.text import corpus_dataset, lines_dataset
 from darm.data.vocab import Vocabulary
 from darm.errors import DarmError
@@ -20,9 +27,11 @@ BUILTIN = {
     "names": "32k US first names, one per line (makemore's names.txt), deduplicated",
     "shakespeare": "Tiny Shakespeare, 1.1M characters as one corpus cut in blocks",
     "speech": "7.8 s of synthetic speech, 16 kHz, mu-law 256 levels, windows of --block",
+    "binarized_mnist": "binarized MNIST 28x28, L=2, official split 50000/10000/10000",
+    "mnist": "MNIST 28x28, 256 grey levels (or --levels), labels 0-9",
 }
 
-FORMATS = ("lines", "corpus", "array", "audio")
+FORMATS = ("lines", "corpus", "array", "images", "audio")
 
 
 def load_data(
@@ -34,8 +43,9 @@ def load_data(
     vocab: Vocabulary | None = None,
     max_len: int | None = None,
 ) -> Dataset:
-    """A built-in name (digits, names, shakespeare, speech) or a path: .txt (format lines
-    or corpus), .npy / .npz (integer arrays or images), .wav (audio, mu-law)."""
+    """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
+    path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
+    uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law)."""
     if spec == "digits":
         return digits_dataset(seed)
     if spec == "names":
@@ -44,12 +54,18 @@ def load_data(
         return corpus_dataset(BUNDLED / "tinyshakespeare.txt", block, "shakespeare", vocab=vocab)
     if spec == "speech":
         return audio_dataset(BUNDLED / "speech_16k.wav", block, "speech")
+    if spec == "binarized_mnist":
+        return binarized_mnist_dataset(BUNDLED / "binarized_mnist.npz")
+    if spec == "mnist":
+        return mnist_dataset(BUNDLED / "mnist_uint8.npz", levels or 256)
     path = Path(spec)
     if not path.exists():
         raise DarmError(
             f"no data file {spec!r} and no built-in dataset of that name; "
             f"built-in: {', '.join(BUILTIN)}"
         )
+    if format is None and path.is_dir():
+        format = "images"
     if format is None:
         suffixes = {".npy": "array", ".npz": "array", ".wav": "audio"}
         format = suffixes.get(path.suffix.lower(), "lines")
@@ -61,6 +77,14 @@ def load_data(
         return corpus_dataset(path, block, vocab=vocab)
     if format == "audio":
         return audio_dataset(path, block)
+    if format == "images":
+        if path.is_dir():
+            return image_folder_dataset(path, levels or 256, seed)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise DarmError(f"{path} is one image; give the folder that holds the images")
+        return image_array_dataset(path, levels or 256, seed)
+    if path.is_dir():
+        raise DarmError(f"{path} is a folder; --format images reads a folder of images")
     return array_dataset(path, levels=levels, seed=seed)
 
 
@@ -68,7 +92,7 @@ def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: 
     """Reload the data a checkpoint was trained on (same split, same vocabulary)."""
     fmt = source.get("format")
     if fmt == "builtin":
-        return load_data(source["name"], seed=source.get("seed", 42))
+        return load_data(source["name"], levels=source.get("levels"), seed=source.get("seed", 42))
     if fmt == "lines":
         return lines_dataset(
             Path(source["path"]), seed=source["seed"], vocab=vocab, max_len=seq_len
@@ -76,7 +100,11 @@ def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: 
     if fmt == "corpus":
         return corpus_dataset(Path(source["path"]), source["block"], vocab=vocab)
     if fmt == "array":
-        return array_dataset(Path(source["path"]), levels=source.get("levels"))
+        return array_dataset(
+            Path(source["path"]), levels=source.get("levels"), seed=source.get("seed", 42)
+        )
+    if fmt == "images":
+        return load_data(source["path"], "images", levels=source["levels"], seed=source["seed"])
     if fmt == "audio":
         name = "speech" if Path(source["path"]) == BUNDLED / "speech_16k.wav" else None
         return audio_dataset(Path(source["path"]), source["block"], name)

@@ -58,11 +58,13 @@ def array_dataset(
     seed: int = 42,
     fractions=(0.1, 0.1),
     name: str | None = None,
+    transform=None,
 ) -> Dataset:
-    """Arrays (N, D) or images (N, H, W) of symbols 0..L-1.
+    """Arrays (N, D) or images (N, H, W) / (N, H, W, C) of symbols 0..L-1.
 
     An .npz with x_train / x_valid / x_test (and optional y_*) keeps its own split; a single
     array (an .npy, or an .npz key `x` with optional `y`) is split with a fixed seed.
+    transform(x, what) -> symbols maps each split's raw array first (image quantising).
     """
     arrays = _load(path)
     if all(k in arrays for k in NPZ_SPLIT_KEYS.values()):
@@ -86,13 +88,21 @@ def array_dataset(
         notes = (
             f"seeded ({seed}) split {1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}"
         )
+    if transform is not None:
+        xs = {s: transform(xs[s], f"{path.name} {s}") for s in SPLITS}
     L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in SPLITS)
     event = {xs[s].shape[1:] for s in SPLITS}
     if len(event) != 1:
         raise DarmError(f"{path}: splits have different example shapes {sorted(event)}")
     shape = event.pop()
     return make_dataset(
-        name or path.stem, xs, ys, L, shape, {"format": "array", "path": str(path)}, notes
+        name or path.stem,
+        xs,
+        ys,
+        L,
+        shape,
+        {"format": "array", "path": str(path), "levels": levels, "seed": seed},
+        notes,
     )
 
 

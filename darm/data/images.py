@@ -1,0 +1,150 @@
+"""Images as raster-order sequences: MNIST (binarized and 256 levels) and a user's own.
+
+Pixels are quantised to L levels, then read top to bottom, left to right, channels
+innermost (R, G, B of a pixel in turn), the order every family and `pixelcnn` share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from darm.data.arrays import make_dataset
+from darm.data.dataset import SPLITS, Dataset, seeded_split
+from darm.errors import DarmError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def quantise(pixels: np.ndarray, levels: int) -> np.ndarray:
+    """uint8 intensities 0..255 -> symbols 0..levels-1, equal-width bins."""
+    if not 2 <= levels <= 256:
+        raise DarmError(f"--levels for images must be in 2..256, got {levels}")
+    return (pixels.astype(np.int64) * levels) >> 8
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def binarized_mnist_dataset(path: Path) -> Dataset:
+    """The fixed binarization of Larochelle & Murray (2011) with its official
+    50000 / 10000 / 10000 split: the benchmark of NADE, MADE, PixelCNN, PixelRNN."""
+    a = _npz(path)
+    xs = {s: a[f"x_{s}"] for s in SPLITS}
+    return make_dataset(
+        "binarized_mnist",
+        xs,
+        dict.fromkeys(SPLITS),
+        2,
+        (28, 28),
+        {"format": "builtin", "name": "binarized_mnist"},
+        "binarized MNIST (Larochelle & Murray 2011), official split 50000/10000/10000",
+    )
+
+
+def mnist_dataset(path: Path, levels: int = 256) -> Dataset:
+    """MNIST with labels: the official 60000 training images cut into the first 50000
+    (train) and the last 10000 (valid), and the official 10000 test images."""
+    a = _npz(path)
+    xs = {"train": a["x_train"][:50000], "valid": a["x_train"][50000:], "test": a["x_test"]}
+    ys = {"train": a["y_train"][:50000], "valid": a["y_train"][50000:], "test": a["y_test"]}
+    return make_dataset(
+        "mnist" if levels == 256 else f"mnist{levels}",
+        {s: quantise(x, levels) for s, x in xs.items()},
+        ys,
+        levels,
+        (28, 28),
+        {"format": "builtin", "name": "mnist", "levels": levels},
+        f"MNIST, {levels} grey levels, labels; train = first 50000 of the official training "
+        f"set, valid = its last 10000, test = the official 10000",
+    )
+
+
+def _read_image(path: Path, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert(mode))
+    except (UnidentifiedImageError, OSError) as e:
+        raise DarmError(f"cannot read image {path}: {e}") from None
+
+
+def _image_mode(paths: list[Path]) -> str:
+    """'L' when every image is grey, else 'RGB'."""
+    from PIL import Image
+
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                if img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                    return "RGB"
+        except OSError as e:
+            raise DarmError(f"cannot read image {p}: {e}") from None
+    return "L"
+
+
+def image_folder_dataset(
+    folder: Path, levels: int = 256, seed: int = 42, fractions=(0.1, 0.1)
+) -> Dataset:
+    """Every image under `folder` (same size), grey or RGB, quantised to `levels`.
+
+    Images directly in sub-folders take the sub-folder's name as their class label
+    (classes sorted by name), so `--conditional` works on a folder per class.
+    A seeded split, 80/10/10 by default.
+    """
+    paths = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if len(paths) < 3:
+        kinds = ", ".join(IMAGE_SUFFIXES)
+        raise DarmError(f"{folder} holds {len(paths)} images ({kinds}); need at least 3")
+    mode = _image_mode(paths)
+    images = [_read_image(p, mode) for p in paths]
+    shape = images[0].shape
+    for p, img in zip(paths, images):
+        if img.shape != shape:
+            raise DarmError(
+                f"{p} is {img.shape[1]}x{img.shape[0]}, but {paths[0].name} is "
+                f"{shape[1]}x{shape[0]}; all images must have one size"
+            )
+    x = quantise(np.stack(images), levels)  # (N, H, W) or (N, H, W, 3)
+    classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
+    y = None
+    if len(classes) > 1 or classes[0] != ".":
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[p.parent.relative_to(folder).as_posix()] for p in paths])
+    idx = seeded_split(len(x), fractions, seed)
+    xs = {s: x[i.numpy()] for s, i in idx.items()}
+    ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
+    labels = f", {len(classes)} classes from sub-folders" if y is not None else ""
+    return make_dataset(
+        folder.name,
+        xs,
+        ys,
+        levels,
+        x.shape[1:],
+        {"format": "images", "path": str(folder), "levels": levels, "seed": seed},
+        f"{len(x)} {mode} images from {folder}{labels}, {levels} levels, seeded ({seed}) "
+        f"split {1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}",
+    )
+
+
+def image_array_dataset(path: Path, levels: int = 256, seed: int = 42) -> Dataset:
+    """An .npz / .npy of uint8 images (N, H, W) or (N, H, W, C), intensities 0..255,
+    quantised to `levels`; its own x_train / x_valid / x_test split if it has one."""
+    from darm.data.arrays import array_dataset
+
+    def to_levels(a: np.ndarray, what: str) -> np.ndarray:
+        if a.dtype != np.uint8:
+            raise DarmError(f"{what}: images must be uint8 intensities 0..255, got {a.dtype}")
+        if a.ndim not in (3, 4):
+            raise DarmError(f"{what}: images must be (N, H, W) or (N, H, W, C), got {a.shape}")
+        return quantise(a, levels)
+
+    data = array_dataset(path, levels=levels, seed=seed, transform=to_levels)
+    data.source = {"format": "images", "path": str(path), "levels": levels, "seed": seed}
+    return data

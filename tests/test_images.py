@@ -1,0 +1,113 @@
+"""Image data: built-in MNIST sets, a user's folder of PNGs (grey or RGB, classes from
+sub-folders), uint8 arrays quantised to L levels, and the PNG grid of channels."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from darm.cli import main
+from darm.data import load_data
+from darm.data.images import quantise
+from darm.errors import DarmError
+from darm.plots import image_grid
+
+
+def test_quantise_bins_are_equal_width():
+    pixels = np.arange(256, dtype=np.uint8)
+    q = quantise(pixels, 4)
+    assert q.min() == 0 and q.max() == 3
+    assert [int((q == v).sum()) for v in range(4)] == [64] * 4
+    assert np.array_equal(quantise(pixels, 256), pixels)
+    with pytest.raises(DarmError, match="levels"):
+        quantise(pixels, 1)
+
+
+def test_binarized_mnist_official_split():
+    data = load_data("binarized_mnist")
+    assert [len(data[s]) for s in ("train", "valid", "test")] == [50000, 10000, 10000]
+    assert data.vocab_size == 2 and data.seq_len == 784 and data.image_shape == (28, 28)
+    assert data.num_classes == 0 and int(data["test"].x.max()) == 1
+
+
+def test_mnist_levels_and_labels():
+    data = load_data("mnist", levels=8)
+    assert data.vocab_size == 8 and data.num_classes == 10
+    assert [len(data[s]) for s in ("train", "valid", "test")] == [50000, 10000, 10000]
+    assert int(data["train"].x.max()) == 7
+
+
+def _write_pngs(folder, n, size=(5, 4), mode="L", classes=None):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = folder / classes[i % len(classes)] if classes else folder
+        sub.mkdir(parents=True, exist_ok=True)
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(sub / f"{i}.png")
+
+
+def test_folder_of_grey_pngs(tmp_path):
+    _write_pngs(tmp_path / "imgs", 20)
+    data = load_data(str(tmp_path / "imgs"), levels=4)
+    assert data.kind == "image" and data.image_shape == (4, 5) and data.vocab_size == 4
+    assert sum(len(data[s]) for s in ("train", "valid", "test")) == 20
+    assert data.num_classes == 0
+
+
+def test_folder_of_rgb_pngs_with_classes(tmp_path):
+    _write_pngs(tmp_path / "imgs", 12, mode="RGB", classes=["cat", "dog", "eel"])
+    data = load_data(str(tmp_path / "imgs"), levels=16)
+    assert data.image_shape == (4, 5, 3) and data.seq_len == 60
+    assert data.num_classes == 3
+    # raster order, channels innermost: pixel (0, 1)'s green is x[:, (0 * 5 + 1) * 3 + 1]
+    first = sorted((tmp_path / "imgs").rglob("*.png"))[0]
+    rgb = quantise(np.asarray(Image.open(first)), 16)
+    assert any(
+        np.array_equal(row.numpy(), rgb.reshape(-1))
+        for s in ("train", "valid", "test")
+        for row in data[s].x
+    )
+
+
+def test_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DarmError, match="holds 0 images"):
+        load_data(str(tmp_path / "empty"))
+    _write_pngs(tmp_path / "mixed", 4)
+    Image.new("L", (7, 7)).save(tmp_path / "mixed" / "z.png")
+    with pytest.raises(DarmError, match="one size"):
+        load_data(str(tmp_path / "mixed"))
+    (tmp_path / "mixed" / "z.png").write_bytes(b"not a png")
+    with pytest.raises(DarmError, match="cannot read image"):
+        load_data(str(tmp_path / "mixed"))
+
+
+def test_uint8_npz_images_are_quantised(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (30, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", x=x)
+    data = load_data(str(tmp_path / "rgb.npz"), format="images", levels=4)
+    assert data.image_shape == (6, 6, 3) and data.vocab_size == 4
+    np.save(tmp_path / "bad.npy", x.astype(np.float32))
+    with pytest.raises(DarmError, match="uint8"):
+        load_data(str(tmp_path / "bad.npy"), format="images")
+
+
+def test_rgb_grid_is_colour():
+    x = torch.zeros(4, 3, 3, 3, dtype=torch.long)
+    x[..., 0] = 3  # all red
+    img = image_grid(x, 4, scale=1)
+    assert img.mode == "RGB" and img.getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_cli_trains_pixelcnn_on_a_png_folder(tmp_path, capsys):
+    _write_pngs(tmp_path / "imgs", 24, size=(4, 4), mode="RGB", classes=["a", "b"])
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "imgs"), "--levels", "4", "--model", "pixelcnn"]
+    args += ["--set", "n_hidden=12", "--set", "n_layer=1", "--steps", "3", "--batch-size", "8"]
+    args += ["--conditional", "--out", str(out), "--samples", "4", "--quiet"]
+    assert main(args) == 0
+    assert (out / "samples.png").exists()
+    assert "nats/image" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "2", "--label", "1", "--out", str(tmp_path / "s")]) == 0
+    assert Image.open(tmp_path / "s.png").mode == "RGB"
