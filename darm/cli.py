@@ -296,6 +296,100 @@ def cmd_sample(args) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+# -- complete ---------------------------------------------------------------------------------
+
+
+def cmd_complete(args) -> None:
+    """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
+    from darm.checkpoint import atomic_write_text, load_checkpoint
+    from darm.complete import complete, read_image, save_completion_grid
+    from darm.data import load_from_source
+    from darm.data.vocab import Vocabulary
+
+    if args.n < 1 or args.count < 1:
+        raise DarmError("-n and --count must be >= 1")
+    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    meta = record["data"]
+    shape = meta.get("image_shape")
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    D, labels = model.num_dims, None
+    if args.input and shape:
+        originals = torch.stack([read_image(Path(p), shape, model.vocab_size) for p in args.input])
+    elif args.input:  # sequences: each input is a prefix (text, or integers for arrays)
+        try:
+            rows = [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in args.input]
+        except ValueError as e:
+            raise DarmError(f"--input: {e}") from None
+        originals = None
+    else:  # the first --count examples of the test split
+        data = load_from_source(meta["source"], vocab, D)
+        originals = data["test"].x[: args.count]
+        labels = None if data["test"].y is None else data["test"].y[: args.count]
+    if shape:
+        H, W = shape[:2]
+        rows_kept = H // 2 if args.rows is None else args.rows
+        if not 0 <= rows_kept <= H:
+            raise DarmError(f"--rows must be in 0..{H}, got {rows_kept}")
+        P = rows_kept * D // H  # whole rows of W pixels, all channels
+    elif originals is not None:
+        P = D // 2 if args.dims is None else args.dims
+        if not 0 <= P <= D:
+            raise DarmError(f"--dims must be in 0..{D}, got {P}")
+    if model.num_classes:
+        if args.label is not None:
+            if not 0 <= args.label < model.num_classes:
+                raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {args.label}")
+            labels = torch.full((len(args.input or originals),), args.label)
+        elif labels is None:
+            raise DarmError("this model is conditional: pass --label")
+    elif args.label is not None:
+        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen)
+    stem = (Path(args.out) if args.out else path.parent / "completions").with_suffix("")
+    try:
+        if originals is None:
+            outs = [
+                complete(
+                    model,
+                    torch.tensor([r]),
+                    args.n,
+                    None if labels is None else labels[i : i + 1],
+                    **kw,
+                )[0]
+                for i, r in enumerate(rows)
+            ]
+        else:
+            known = originals[:, :P].to(model.device)
+            cond = None if labels is None else labels.to(model.device)
+            completions = complete(model, known, args.n, cond, **kw)  # (N, n, D)
+    except ValueError as e:
+        raise DarmError(str(e)) from None
+    if shape:
+        out = stem.with_suffix(".png")
+        save_completion_grid(
+            originals, completions.cpu(), tuple(shape), model.vocab_size, rows_kept, out
+        )
+        print(
+            f"kept the top {rows_kept} of {shape[0]} rows of {len(originals)} images; "
+            f"{args.n} completions each (original first in each row)"
+        )
+    else:
+        if originals is not None:
+            outs = list(completions.cpu())
+        eos = meta.get("eos")
+        lines = []
+        for o in outs:
+            for x in o.tolist():
+                if eos is not None and eos in x:
+                    x = x[: x.index(eos)]
+                lines.append(vocab.decode(x) if vocab else " ".join(map(str, x)))
+        out = stem.with_suffix(".txt")
+        atomic_write_text(out, "\n".join(lines) + "\n")
+        print("\n".join(lines))
+    print(f"wrote {out}", file=sys.stderr)
+
+
 # -- eval -------------------------------------------------------------------------------------
 
 
@@ -538,6 +632,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true", help="do not print text samples")
     s.set_defaults(func=cmd_sample)
+
+    k = sub.add_parser(
+        "complete",
+        help="keep the top rows of images (or a prefix) and sample the rest",
+        description="Completion from p(x_rest | x_known). Images: the first --count test "
+        "images (or --input PNG files), the top --rows rows kept, a PNG grid with the "
+        "original first in each row. Sequences: --input prefixes (text, or integers for "
+        "arrays), or the first --dims of test examples.",
+    )
+    k.add_argument("checkpoint", help="run folder or checkpoint .json")
+    k.add_argument("--input", nargs="+", help="PNG files (image models) or prefixes")
+    k.add_argument("--rows", type=int, help="image rows kept (default: half)")
+    k.add_argument("--dims", type=int, help="sequence dimensions kept (default: half)")
+    k.add_argument("--count", type=int, default=8, help="test examples without --input")
+    k.add_argument("-n", type=int, default=4, help="completions of each input")
+    k.add_argument("--temperature", type=float, default=1.0)
+    k.add_argument("--top-k", type=int)
+    k.add_argument("--top-p", type=float)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--label", type=int, help="class of a conditional model")
+    k.add_argument("--out", help="output file stem (default: RUN/completions)")
+    k.add_argument("--device", default="auto")
+    k.set_defaults(func=cmd_complete)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("-v", "--verbose", action="store_true", help="show config fields")

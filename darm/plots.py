@@ -13,8 +13,11 @@ from PIL import Image
 from darm.checkpoint import atomic_write
 
 
-def image_grid(images: torch.Tensor, levels: int, scale: int = 4, pad: int = 1) -> Image.Image:
-    """(N, H, W) or (N, H, W, C) symbols 0..levels-1 -> one PNG-ready grid, near-square.
+def image_grid(
+    images: torch.Tensor, levels: int, scale: int = 4, pad: int = 1, cols: int | None = None
+) -> Image.Image:
+    """(N, H, W) or (N, H, W, C) symbols 0..levels-1 -> one PNG-ready grid, near-square
+    unless `cols` is given.
     C = 3 is shown as RGB (C = 4: RGB of RGBA); any other C as the channels' mean."""
     images = images.detach().cpu().numpy().astype(np.float64) / max(levels - 1, 1)
     if images.ndim == 4:
@@ -22,7 +25,7 @@ def image_grid(images: torch.Tensor, levels: int, scale: int = 4, pad: int = 1) 
         images = images[..., :3] if C in (3, 4) else images.mean(axis=-1)
     N, H, W = images.shape[:3]
     colour = images.shape[3:]  # () grey or (3,) RGB
-    cols = math.ceil(math.sqrt(N))
+    cols = cols or math.ceil(math.sqrt(N))
     rows = math.ceil(N / cols)
     grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad, *colour), 0.5)
     for i, img in enumerate(images):

@@ -1,0 +1,83 @@
+"""Completion: keep the first P dimensions of real examples (the top rows of an image, the
+start of a text) and sample the rest from p(x_>P | x_<=P), several times each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from darm.errors import DarmError
+from darm.models.base import ARModel
+from darm.sampling import sample
+
+
+def complete(
+    model: ARModel,
+    known: torch.Tensor,
+    k: int,
+    cond: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    **sampling,
+) -> torch.Tensor:
+    """known: (N, P) first dimensions of N examples -> (N, k, D): k completions of each."""
+    N = known.shape[0]
+    prefix = known.repeat_interleave(k, dim=0)  # (N*k, P): example n's copies together
+    cond = None if cond is None else cond.repeat_interleave(k)
+    x = sample(
+        model, N * k, cond=cond, prefix=prefix, num_dims=model.num_dims, generator=generator,
+        **sampling,
+    )  # fmt: skip
+    return x.view(N, k, model.num_dims)
+
+
+def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
+    """A picture file as the model's symbols (D,): grey or RGB by the model's channels,
+    quantised to its levels; its size must be the model's."""
+    from PIL import Image, UnidentifiedImageError
+
+    from darm.data.images import quantise
+
+    H, W = shape[:2]
+    C = shape[2] if len(shape) == 3 else 1
+    try:
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert("RGB" if C == 3 else "L"))
+    except FileNotFoundError:
+        raise DarmError(f"no image file {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DarmError(f"cannot read image {path}: {e}") from None
+    if pixels.shape[:2] != (H, W):
+        raise DarmError(
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images"
+        )
+    return torch.from_numpy(quantise(pixels, levels).reshape(-1))
+
+
+def save_completion_grid(
+    originals: torch.Tensor,
+    completions: torch.Tensor,
+    image_shape: tuple[int, ...],
+    levels: int,
+    known_rows: int,
+    path: Path,
+    scale: int = 4,
+) -> None:
+    """One row per example: the original, then its completions; a red line marks where
+    the known rows end."""
+    from PIL import ImageDraw
+
+    from darm.checkpoint import atomic_write
+    from darm.plots import image_grid
+
+    N, k, D = completions.shape
+    tiles = torch.cat([originals[:, None], completions], dim=1)  # (N, k+1, D)
+    grid = image_grid(tiles.reshape(N * (k + 1), *image_shape), levels, scale, cols=k + 1)
+    grid = grid.convert("RGB")
+    draw = ImageDraw.Draw(grid)
+    H, pad = image_shape[0], 1
+    for n in range(N):
+        y = (pad + n * (H + pad) + known_rows) * scale
+        draw.line([(0, y), (grid.width, y)], fill=(255, 0, 0), width=1)
+    atomic_write(Path(path), lambda tmp: grid.save(tmp, format="PNG"))

@@ -1,0 +1,66 @@
+"""Completion: the known part is kept, the rest sampled; images, text and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from darm.cli import main
+from darm.complete import complete
+from tests.conftest import tiny_model
+
+
+@pytest.mark.parametrize("name", ["gated_pixelcnn@2x3x1", "gpt", "lstm"])
+def test_complete_keeps_the_known_part(name):
+    model = tiny_model(name)
+    D = model.num_dims
+    known = torch.randint(0, 5, (3, D // 2))
+    x = complete(model, known, 4, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (3, 4, D)
+    assert torch.equal(x[:, :, : D // 2], known[:, None].expand(3, 4, D // 2))
+    assert len({tuple(r) for r in x[:, :, D // 2 :].reshape(12, -1).tolist()}) > 1
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    args = ["train", "--model", "gated_pixelcnn", "--set", "n_hidden=8", "--set", "n_layer=2"]
+    args += ["--steps", "2", "--conditional", "--out", str(out), "--samples", "2", "--quiet"]
+    assert main(args) == 0
+    return out
+
+
+def test_cli_completes_test_images(digits_run, capsys):
+    assert main(["complete", str(digits_run), "--rows", "4", "--count", "3", "-n", "2"]) == 0
+    img = Image.open(digits_run / "completions.png")
+    assert img.size == ((3 * 9 + 1) * 4, (3 * 9 + 1) * 4)  # 3 columns (original + 2) x 3 rows
+    assert "top 4 of 8 rows" in capsys.readouterr().out
+
+
+def test_cli_completes_a_png(digits_run, tmp_path):
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(tmp_path / "in.png")
+    args = ["complete", str(digits_run), "--input", str(tmp_path / "in.png"), "--label", "3"]
+    assert main([*args, "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c.png").exists()
+
+
+def test_cli_complete_bad_input(digits_run, tmp_path, capsys):
+    Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(tmp_path / "small.png")
+    assert main(["complete", str(digits_run), "--input", str(tmp_path / "small.png")]) == 1
+    assert "5x5; the model reads 8x8" in capsys.readouterr().err
+    assert main(["complete", str(digits_run), "--rows", "9"]) == 1
+    assert main(["complete", str(digits_run), "--label", "12"]) == 1
+    err = capsys.readouterr().err
+    assert "--rows must be in 0..8" in err and "--label must be in 0..9" in err
+    assert "Traceback" not in err
+
+
+def test_cli_completes_text(tmp_path, capsys):
+    out = tmp_path / "names"
+    args = ["train", "--data", "names", "--model", "gru", "--set", "n_hidden=16", "--steps", "2"]
+    assert main([*args, "--out", str(out), "--samples", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["complete", str(out), "--input", "ma", "jo", "-n", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all(line.startswith(("ma", "jo")) for line in lines)
+    assert main(["complete", str(out), "--input", "M!"]) == 1  # not in the vocabulary
