@@ -89,6 +89,17 @@ def micro_batches(batch, rank: int, world_size: int, grad_accum: int):
     return out
 
 
+def has_unused_parameters(model: ARModel, batch, conditional: bool) -> bool:
+    """Whether some parameter gets no gradient at all (DDP must then be told, or it waits
+    for that gradient forever); one backward pass on one example, gradients then cleared."""
+    x, y, _ = batch
+    device = model.device
+    model(x[:1].to(device), y[:1].to(device) if conditional else None).float().sum().backward()
+    unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
 def evaluate_split(model: ARModel, split, batch_size: int) -> NLL:
     """Exact NLL of the whole split; under torchrun each rank scores a contiguous shard
     and the totals (nats, examples, dims) are summed over ranks."""
@@ -201,7 +212,10 @@ def train(
     net = model
     if ctx.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
-        net = ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        unused = has_unused_parameters(model, train_split.batch(0, 1, cfg.seed), conditional)
+        net = ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=unused
+        )
     if cfg.compile:
         net = torch.compile(net)
 

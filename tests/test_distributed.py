@@ -56,6 +56,26 @@ def _rank_main(rank: int, world: int, port: int, folder: str) -> None:
         distributed.cleanup()
 
 
+def _every_model_rank_main(rank: int, world: int, port: int, folder: str) -> None:
+    """Two steps of every registered model, conditional, with micro-batches, on 2 ranks."""
+    from darm import distributed
+    from darm.models import config_fields, list_models
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    distributed.init(torch.device("cpu"))
+    try:
+        data = load_data("digits")
+        cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, grad_accum=2, eval_batch_size=400)
+        for name in list_models():
+            extra = {"image_shape": (8, 8)} if "image_shape" in config_fields(name) else {}
+            model = tiny_model(name, vocab_size=17, seq_len=64, num_classes=10, **extra)
+            train(model, name, data, cfg, Path(folder) / name, progress=False)
+    finally:
+        distributed.cleanup()
+
+
 def trajectory(run_dir: Path) -> list[float]:
     """Train and validation nats/dim at every evaluation, flattened."""
     with open(run_dir / "log.csv") as f:
@@ -97,6 +117,16 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     weights = load_file(tmp_path / "rank0" / "last.safetensors")
     for k, v in single.state_dict().items():
         torch.testing.assert_close(weights[k], v, rtol=0, atol=1e-5)
+
+
+def test_every_model_trains_on_two_ranks(tmp_path):
+    """DDP waits forever for a parameter that gets no gradient unless told: each family,
+    whatever its unused parameters, must train under 2 ranks."""
+    mp.spawn(_every_model_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    from darm.models import list_models
+
+    for name in list_models():
+        assert (tmp_path / name / "last.json").exists(), name
 
 
 def test_torchrun_cli_two_ranks(tmp_path):
