@@ -35,6 +35,16 @@ CONFIGS = {
         dict(n_layer=4, n_head=4, n_embd=128, dropout=0.2),
         dict(steps=1200, batch_size=64, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
     ),
+    "pixelcnn": (
+        "pixelcnn",
+        dict(n_embd=16, n_hidden=64, n_layer=4, first_kernel=7, dropout=0.2),
+        dict(steps=1500, batch_size=64, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
+    ),
+    "gated_pixelcnn": (
+        "gated_pixelcnn",
+        dict(n_embd=16, n_hidden=64, n_layer=5, first_kernel=7, dropout=0.2),
+        dict(steps=1500, batch_size=64, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
+    ),
 }
 
 

@@ -33,8 +33,9 @@ def shift_down(v: torch.Tensor) -> torch.Tensor:
 
 
 class GatedLayer(nn.Module):
-    def __init__(self, n_in: int, n: int, k: int, channels: int, first: bool):
+    def __init__(self, n_in: int, n: int, k: int, channels: int, first: bool, dropout: float):
         super().__init__()
+        self.drop = nn.Dropout(dropout)
         self.k, self.rows = k, k // 2 + 1  # vertical kernel: rows r - k//2 .. r
         groups = channel_groups(n, channels)
         gate_groups = torch.cat([groups, groups])  # both halves of a gate share the order
@@ -54,7 +55,7 @@ class GatedLayer(nn.Module):
         if c is not None:
             v_pre = v_pre + c[:, :, None, None]
             h_pre = h_pre + c[:, :, None, None]
-        h_new = self.h_out(gate(h_pre))
+        h_new = self.h_out(self.drop(gate(h_pre)))
         return gate(v_pre), h_new if self.first else h + h_new
 
 
@@ -97,6 +98,7 @@ class GatedPixelCNN(RasterModel):
                 config.first_kernel if i == 0 else config.kernel_size,
                 C,
                 first=i == 0,
+                dropout=config.dropout,
             )
             for i in range(config.n_layer)
         )
@@ -157,7 +159,7 @@ class GatedPixelCNN(RasterModel):
             h_pre = layer.h_conv.at(row) + layer.link(above[:, :, None, None])[:, :, 0, 0]
             if c is not None:
                 h_pre = h_pre + c[:, n]
-            h_new = layer.h_out(gate(h_pre)[:, :, None, None])[:, :, 0, 0]  # (B, n)
+            h_new = layer.h_out(layer.drop(gate(h_pre))[:, :, None, None])[:, :, 0, 0]  # (B, n)
             h = h_new if layer.first else src[:, :, P + i, P + j] + h_new
             if n + 1 < len(self.layers):
                 cache.put(cache.h_map(n + 1), i, j, h)

@@ -31,6 +31,7 @@ class PixelCNNConfig:
     n_layer: int = 6  # residual blocks (pixelcnn) or gated layers (gated_pixelcnn)
     first_kernel: int = 7  # the mask-A layer
     kernel_size: int = 3  # every later layer
+    dropout: float = 0.0  # on each layer's hidden units, during training
     num_classes: int = 0
 
     def __post_init__(self):
@@ -141,17 +142,18 @@ class RasterCache:
 class ResidualBlock(nn.Module):
     """h + 1x1(relu(k x k mask B(relu(1x1(relu(h)))))), with a bottleneck of n/2 maps."""
 
-    def __init__(self, n: int, k: int, channels: int):
+    def __init__(self, n: int, k: int, channels: int, dropout: float):
         super().__init__()
         self.reduce = pointwise(n, n // 2, channels)
         self.conv = raster_conv(n // 2, n // 2, k, channels, "B")
+        self.drop = nn.Dropout(dropout)
         self.expand = pointwise(n // 2, n, channels)
 
     def inner(self, h: torch.Tensor) -> torch.Tensor:  # the k x k conv's input, (B, n/2, ...)
         return F.relu(self.reduce(F.relu(h)))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, n, H, W) -> (B, n, H, W)
-        return h + self.expand(F.relu(self.conv(self.inner(h))))
+        return h + self.expand(self.drop(F.relu(self.conv(self.inner(h)))))
 
 
 class PixelCNN(RasterModel):
@@ -160,7 +162,9 @@ class PixelCNN(RasterModel):
         C = config.hwc[2]
         n, k = config.n_hidden, config.kernel_size
         self.first = raster_conv(C * config.n_embd, n, config.first_kernel, C, "A")
-        self.blocks = nn.ModuleList(ResidualBlock(n, k, C) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(n, k, C, config.dropout) for _ in range(config.n_layer)
+        )
         # the label shifts the first layer's maps and the input of every block
         self.label = (
             LabelEmbedding(config.num_classes, (config.n_layer + 1) * n)
@@ -206,7 +210,7 @@ class PixelCNN(RasterModel):
                 h = h + c[:, layer]
             cache.put(layer + 1, i, j, block.inner(h[:, :, None, None])[:, :, 0, 0])
             u = block.conv.at(cache.window(layer + 1, i, j, cfg.kernel_size))  # (B, n/2)
-            h = h + block.expand(F.relu(u)[:, :, None, None])[:, :, 0, 0]
+            h = h + block.expand(block.drop(F.relu(u))[:, :, None, None])[:, :, 0, 0]
         if c is not None:
             h = h + c[:, -1]
         cache.t += 1
