@@ -156,15 +156,15 @@ class GatedPixelCNN(RasterModel):
             src = cache.maps[cache.h_map(n)]
             row = src[:, :, P + i : P + i + 1, P + j - width + 1 : P + j + 1]  # (B, n_in, 1, w)
             above = cache.v_pre[n, :, :, i, j]  # row i - 1's vertical pre-activations
-            h_pre = layer.h_conv.at(row) + layer.link(above[:, :, None, None])[:, :, 0, 0]
+            h_pre = cache.conv_at(layer.h_conv, row) + cache.conv_at(layer.link, above)
             if c is not None:
                 h_pre = h_pre + c[:, n]
-            h_new = layer.h_out(layer.drop(gate(h_pre))[:, :, None, None])[:, :, 0, 0]  # (B, n)
+            h_new = cache.conv_at(layer.h_out, layer.drop(gate(h_pre)))  # (B, n)
             h = h_new if layer.first else src[:, :, P + i, P + j] + h_new
             if n + 1 < len(self.layers):
                 cache.put(cache.h_map(n + 1), i, j, h)
         cache.t += 1
-        return self.pixel_logits(h, ch)
+        return self.pixel_logits(h, ch, cache)
 
 
 register_model(

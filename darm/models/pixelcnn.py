@@ -18,7 +18,7 @@ from torch import nn
 
 from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed
 from darm.models.registry import register_model
-from darm.nn.masked_conv import pointwise, raster_conv
+from darm.nn.masked_conv import MaskedConv2d, pointwise, raster_conv
 
 
 @dataclass
@@ -96,9 +96,10 @@ class RasterModel(ARModel):
         symbols = x.shape[:-1] if x.is_floating_point() else x.shape
         return out.permute(0, 3, 4, 1, 2).reshape(*symbols, L)  # (B, H, W, C, L) in x's shape
 
-    def pixel_logits(self, feature: torch.Tensor, channel: int) -> torch.Tensor:
+    def pixel_logits(self, feature: torch.Tensor, channel: int, cache) -> torch.Tensor:
         """The head at one pixel: (B, n) -> logits (B, L) of `channel`."""
-        out = self.head(feature[:, :, None, None])[:, :, 0, 0]  # (B, C*L)
+        _, hidden, _, out = self.head
+        out = cache.conv_at(out, F.relu(cache.conv_at(hidden, F.relu(feature))))  # (B, C*L)
         return out.view(out.shape[0], -1, self.vocab_size)[:, channel]
 
     def position(self, t: int) -> tuple[int, int, int]:
@@ -116,6 +117,15 @@ class RasterCache:
     def __init__(self, model: RasterModel, batch_size: int, widths: list[int], pad: int):
         H, W, C = model.config.hwc
         p = model.wte.weight
+        # every conv as a matrix (masked once, not at every pixel): conv_at is one matmul
+        with torch.no_grad():
+            self.matrices = {
+                conv: (conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight)
+                .flatten(1)
+                .clone()
+                for conv in model.modules()
+                if isinstance(conv, nn.Conv2d)
+            }
         self.batch_size, self.pad = batch_size, pad
         self.image = torch.zeros(batch_size, H, W, C, dtype=torch.long, device=p.device)
         self.maps = [
@@ -128,6 +138,11 @@ class RasterCache:
         """The k x k input window centred on pixel (i, j) of a layer: (B, n, k, k)."""
         r, c = i + self.pad - k // 2, j + self.pad - k // 2
         return self.maps[layer][:, :, r : r + k, c : c + k]
+
+    def conv_at(self, conv: nn.Conv2d, patch: torch.Tensor) -> torch.Tensor:
+        """A conv's output at one position from its input window (B, in[, kh, kw]) -> (B, out).
+        (A copy of the weights taken at init_cache: the cache is for generation.)"""
+        return F.linear(patch.reshape(patch.shape[0], -1), self.matrices[conv], conv.bias)
 
     def put(self, layer: int, i: int, j: int, value: torch.Tensor) -> None:
         self.maps[layer][:, :, i + self.pad, j + self.pad] = value
@@ -204,17 +219,17 @@ class PixelCNN(RasterModel):
         i, j, ch = self.position(cache.t)
         cfg = self.config
         c = self._label(cond, cache.batch_size)
-        h = self.first.at(cache.window(0, i, j, cfg.first_kernel))  # (B, n)
+        h = cache.conv_at(self.first, cache.window(0, i, j, cfg.first_kernel))  # (B, n)
         for layer, block in enumerate(self.blocks):
             if c is not None:
                 h = h + c[:, layer]
-            cache.put(layer + 1, i, j, block.inner(h[:, :, None, None])[:, :, 0, 0])
-            u = block.conv.at(cache.window(layer + 1, i, j, cfg.kernel_size))  # (B, n/2)
-            h = h + block.expand(block.drop(F.relu(u))[:, :, None, None])[:, :, 0, 0]
+            cache.put(layer + 1, i, j, F.relu(cache.conv_at(block.reduce, F.relu(h))))
+            u = cache.conv_at(block.conv, cache.window(layer + 1, i, j, cfg.kernel_size))
+            h = h + cache.conv_at(block.expand, block.drop(F.relu(u)))  # (B, n)
         if c is not None:
             h = h + c[:, -1]
         cache.t += 1
-        return self.pixel_logits(h, ch)
+        return self.pixel_logits(h, ch, cache)
 
 
 register_model(

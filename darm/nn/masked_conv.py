@@ -46,8 +46,8 @@ def raster_mask(
 class MaskedConv2d(nn.Conv2d):
     """Conv2d with 'same' padding whose weight is multiplied by a fixed mask.
 
-    The mask covers only the centre position of the kernel where the kernel is not
-    centred (kernel (1, k) with the current pixel last: `centre=(0, k - 1)`).
+    `padding` places the current pixel in the kernel: centred for raster_conv, last for
+    the (1, width) row_conv of the horizontal stack.
     """
 
     def __init__(
@@ -67,10 +67,6 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, out, H, W)
         return F.conv2d(F.pad(x, self.pad), self.masked_weight(), self.bias)
-
-    def at(self, patch: torch.Tensor) -> torch.Tensor:
-        """The output at one position from its input window (B, in, kh, kw) -> (B, out)."""
-        return torch.einsum("bihw,oihw->bo", patch, self.masked_weight()) + self.bias
 
 
 def raster_conv(
