@@ -672,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("checkpoint", help="run folder or checkpoint .json")
     g.add_argument("--pixel", type=parse_pixel, metavar="ROW,COL", help="images: the pixel")
-    g.add_argument("-n", "--n", type=int, default=16, help="examples to average over")
+    g.add_argument("-n", "--n", type=int, help="examples to average over (default 16 to 256, by D)")
     g.add_argument("--split", choices=["train", "valid", "test"], default="test")
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     g.add_argument("--device", default="auto")
@@ -708,7 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
     c.add_argument("--samples", type=int, default=64, help="samples per family (timed)")
-    c.add_argument("--deps-examples", type=int, default=16, help="examples per dependency map")
+    c.add_argument(
+        "--deps-examples", type=int, help="examples per dependency map (default 16 to 256, by D)"
+    )
     c.add_argument("--seed", type=int, default=1337, help="seed of weights, batches, samples")
     c.add_argument("--out", help="report folder (default runs/compare-DATA)")
     c.add_argument("--device", default="auto", help="cpu | cuda | auto")

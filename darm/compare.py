@@ -126,7 +126,7 @@ class CompareOptions:
     steps: int | None = None
     samples: int = 64
     seed: int = 1337
-    deps_examples: int = 16
+    deps_examples: int | None = None  # None: deps.default_examples(D)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> config
     batch_size: int | None = None
     progress: bool = True
@@ -347,6 +347,6 @@ def environment() -> str:
     threads = torch.get_num_threads()
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"torch {torch.__version__}, {threads} CPU threads, {cuda}, "
+        f"torch {torch.__version__}, {threads} CPU thread{'s' * (threads != 1)}, {cuda}, "
         f"Python {platform.python_version()} on {platform.machine()}"
     )

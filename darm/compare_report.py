@@ -34,17 +34,18 @@ def fmt(value, spec: str) -> str:
 
 def results_table(results, kind: str) -> tuple[list[str], list[list[str]]]:
     ex, dim = units(kind)
-    header = ["model", "params", "steps", f"test nats/{ex}", f"bits/{dim}",
+    header = ["model", "params", "steps", f"test nats/{ex}", f"nats/{dim}", f"bits/{dim}",
               "train tokens/s", "samples/s (cached)", "train s", "wall s"]  # fmt: skip
     rows = []
     for r in results:
         if r.status != "done":
-            rows.append([r.model, fmt(r.params, ","), r.status, *["–"] * 6])
+            rows.append([r.model, fmt(r.params, ","), r.status, *["–"] * 7])
             continue
         rows.append([
             r.model, fmt(r.params, ","), str(r.steps), fmt(r.nats_per_example, ".4f"),
-            fmt(r.bits_per_dim, ".4f"), fmt(r.train_tokens_per_s, ",.0f"),
-            fmt(r.samples_per_s, ",.1f"), fmt(r.train_s, ".0f"), fmt(r.wall_s, ".0f"),
+            fmt(r.nats_per_dim, ".4f"), fmt(r.bits_per_dim, ".4f"),
+            fmt(r.train_tokens_per_s, ",.0f"), fmt(r.samples_per_s, ",.1f"),
+            fmt(r.train_s, ".0f"), fmt(r.wall_s, ".0f"),
         ])  # fmt: skip
     return header, rows
 
@@ -52,7 +53,7 @@ def results_table(results, kind: str) -> tuple[list[str], list[list[str]]]:
 def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], not_run) -> Path:
     """Write every file of the report into opts.out; returns report.md."""
     from darm.compare import FamilyResult, environment
-    from darm.deps import default_pixel, plot_dependency_maps
+    from darm.deps import default_examples, default_pixel, plot_dependency_maps
     from darm.plots import plot_loss_curves
 
     out = opts.out
@@ -124,6 +125,10 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         doc.images([(r.model, r.files["waveforms"]) for r in done])
         doc.audio([(f"{r.model} samples.wav", r.files["samples"]) for r in done])
     elif any(r.texts for r in done):
+        doc.para(
+            "Every family samples with the same seed, hence the same uniform draws: where "
+            "samples agree, the models agree on the distribution."
+        )
         n = min(TEXT_ROWS, max(len(r.texts) for r in done))
         rows_text = [[r.texts[i][:80] if i < len(r.texts) else "" for r in done] for i in range(n)]
         doc.table([r.model for r in done], rows_text, align="l" * len(done))
@@ -132,6 +137,7 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         doc.para("Samples: " + ", ".join(f"`{r.files['samples']}`" for r in done) + ".")
 
     doc.heading("Dependency maps")
+    n_deps = opts.deps_examples or default_examples(data.seq_len)
     pixel = ""
     if data.image_shape:
         r, c = default_pixel(tuple(data.image_shape))
@@ -141,7 +147,7 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         )
     doc.para(
         "Entry (d, j): the size of d log p(x_d | x_<d) / d x_j, the gradient through the "
-        f"input embeddings averaged over {opts.deps_examples} test {ex}s, relative to the "
+        f"input embeddings averaged over the first {n_deps} test {ex}s, relative to the "
         "largest entry, on a log scale; blank where it is exactly zero. Finite memory shows "
         "a band of k lags, the causal convolution its receptive field, the RNN and attention "
         "the whole past; causality leaves everything on and above the diagonal blank." + pixel

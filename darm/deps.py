@@ -161,8 +161,16 @@ def plot_dependency_maps(
     return Path(path)
 
 
-def checkpoint_maps(model: ARModel, record: dict, split, n: int = 16) -> torch.Tensor:
-    """The dependency map of a loaded checkpoint on the first n examples of a split."""
+def default_examples(D: int) -> int:
+    """As many examples as one batched pass holds, at least 16 and at most 256: short
+    items (names) need many, or the rows past the few longest ones stay empty."""
+    return max(16, min(256, TOKENS_PER_PASS // (D * D)))
+
+
+def checkpoint_maps(model: ARModel, record: dict, split, n: int | None = None) -> torch.Tensor:
+    """The dependency map of a loaded checkpoint on the first n examples of a split
+    (default: `default_examples`)."""
+    n = default_examples(model.num_dims) if n is None else n
     if n < 1:
         raise DarmError(f"-n must be >= 1, got {n}")
     x, y, mask = next(split.iter_batches(n))
