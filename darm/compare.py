@@ -61,7 +61,8 @@ def wavenet_dilations(D: int) -> tuple[int, ...]:
 
 
 def default_config(name: str, data: Dataset) -> dict[str, Any]:
-    """Model config overrides for `name` on `data` (seq_len and vocab_size are added)."""
+    """Model config overrides for `name` on `data` (seq_len and vocab_size are added).
+    Dropout 0.1 everywhere: digits has only 1000 training images."""
     family = get_entry(name).family
     dropout = 0.1
     if family == "markov":
@@ -83,7 +84,8 @@ def default_config(name: str, data: Dataset) -> dict[str, Any]:
     if family == "gpt":
         return dict(n_layer=4, n_head=4, n_embd=64, dropout=dropout)
     if image_only(name):
-        return dict(image_shape=tuple(data.image_shape))
+        extra = {"dropout": dropout} if "dropout" in config_fields(name) else {}
+        return dict(image_shape=tuple(data.image_shape), **extra)
     return {}
 
 
