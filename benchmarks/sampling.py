@@ -1,7 +1,7 @@
 """Sampling speed: cached generation against naive recomputation, per family, and darm's gpt
 against Hugging Face transformers' GPT-2 `generate` of the same shape.
 
-    .venv/bin/python benchmarks/sampling.py            # both tables, a few minutes on 2 cores
+    .venv/bin/python benchmarks/sampling.py --threads 1   # both tables, ~3 minutes on 2 cores
 
 Table 1: samples per second of `sample(model, B, ...)` with the family's cache and with
 `use_cache=False` (each step recomputes the prefix so far: O(t) per step for sequences,
@@ -15,7 +15,9 @@ width, depth, heads, vocabulary and context, both with biases (as GPT-2). transf
 optional extra (`pip install -e .[bench]`); without it the table is skipped.
 
 Each timing is the best of --repeats runs after a warm-up, the two sides alternated, so a
-burst of load from another process hits both alike; on a shared machine compare ratios.
+burst of load from another process hits both alike; on a shared machine compare ratios, and
+use --threads 1: with more threads than free cores, multi-threaded kernels stall waiting for
+a core held by another job, which swamps what is measured.
 """
 
 from __future__ import annotations
