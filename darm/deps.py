@@ -45,13 +45,27 @@ def dependency_map(
     was_training = model.training
     model.eval()
     device = model.device
-    B, D, L = x.shape[0], model.num_dims, model.vocab_size
-    x = x.reshape(B, D).to(device)  # (B, D): raster order for images
-    if cond is not None:
-        cond = cond.to(device)
-    weight = torch.ones(B, D, device=device) if mask is None else mask.reshape(B, D).float()
-    weight = weight.to(device)
-    J = torch.zeros(D, D)
+    B, D = x.shape[0], model.num_dims
+    x = x.reshape(B, D)  # (B, D): raster order for images
+    weight = torch.ones(B, D) if mask is None else mask.reshape(B, D).float()
+    sums, counts = torch.zeros(D, D), torch.zeros(D)
+    chunk = max(1, tokens_per_pass // D)  # examples per pass when one row is asked for
+    for i in range(0, B, chunk):
+        part = slice(i, i + chunk)
+        y = None if cond is None else cond[part].to(device)
+        w = weight[part].to(device)
+        s, c = _map_sums(model, x[part].to(device), y, w, tokens_per_pass)
+        sums, counts = sums + s, counts + c
+    model.train(was_training)
+    return sums / counts.clamp(min=1)[:, None]
+
+
+def _map_sums(model, x, cond, weight, tokens_per_pass) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over the examples of x (B, D) of the weighted gradient norms (D, D), and the
+    weights per row (D,): is row d scored in example b."""
+    device = x.device
+    (B, D), L = x.shape, model.vocab_size
+    sums = torch.zeros(D, D)
     K_max = max(1, min(D, tokens_per_pass // (B * D)))
     for start in range(0, D, K_max):
         ds = torch.arange(start, min(start + K_max, D), device=device)  # rows of this pass
@@ -66,9 +80,8 @@ def dependency_map(
         (grad,) = torch.autograd.grad(picked.sum(), soft)  # (K*B, D, L)
         norms = grad.view(K, B, D, L).norm(dim=-1)  # (K, B, D): one value per x_j
         w = weight[:, ds].T  # (K, B): is row ds[k] scored in example b
-        J[ds.cpu()] = ((norms * w[..., None]).sum(1) / w.sum(1).clamp(min=1)[:, None]).cpu()
-    model.train(was_training)
-    return J
+        sums[ds.cpu()] = (norms * w[..., None]).sum(1).cpu()
+    return sums, weight.sum(0).cpu()
 
 
 def max_lag(J: torch.Tensor) -> int:
@@ -162,9 +175,9 @@ def plot_dependency_maps(
 
 
 def default_examples(D: int) -> int:
-    """As many examples as one batched pass holds, at least 16 and at most 256: short
-    items (names) need many, or the rows past the few longest ones stay empty."""
-    return max(16, min(256, TOKENS_PER_PASS // (D * D)))
+    """16 examples for long sequences, up to 1024 for short ones, where it costs little
+    and rows d beyond the typical item length (long names are rare) need many."""
+    return max(16, min(1024, 4 * TOKENS_PER_PASS // (D * D)))
 
 
 def checkpoint_maps(model: ARModel, record: dict, split, n: int | None = None) -> torch.Tensor:
@@ -173,7 +186,7 @@ def checkpoint_maps(model: ARModel, record: dict, split, n: int | None = None) -
     n = default_examples(model.num_dims) if n is None else n
     if n < 1:
         raise DarmError(f"-n must be >= 1, got {n}")
-    x, y, mask = next(split.iter_batches(n))
+    x, y, mask = next(split.iter_batches(n))  # the first n (all, if the split is smaller)
     y = y if model.num_classes else None
     return dependency_map(model, x, y, mask)
 
