@@ -342,7 +342,7 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
     except KeyboardInterrupt:
         done = {r.model for r in results}
         if current is not None and current not in done:
-            note = "interrupted (Ctrl-C) before it finished; its checkpoints are kept"
+            note = "Ctrl-C before it finished; its checkpoints so far are kept"
             results.append(FamilyResult(current, "interrupted", note=note))
         rest = [n for n in names if n not in done and n != current]
         write_report(data, opts, results, maps, not_run=rest)
