@@ -35,7 +35,7 @@ CONFIGS = {
             n_cycles=2,
             dilation_cycle=(1, 2, 4, 8, 16, 32, 64, 128),
         ),
-        dict(steps=3000, batch_size=32, lr=2e-3, min_lr=1e-4, warmup=100, weight_decay=0.0),
+        dict(steps=1200, batch_size=32, lr=2e-3, min_lr=1e-4, warmup=100, weight_decay=0.0),
     ),
 }
 
