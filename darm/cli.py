@@ -196,16 +196,10 @@ def write_samples(
     meta = record["data"]
     vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
     device = model.device
-    cond = None
-    if model.num_classes:
-        if label is None:  # one row of each class, cycling
-            cond = torch.arange(n, device=device) % model.num_classes
-        else:
-            if not 0 <= label < model.num_classes:
-                raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
-            cond = torch.full((n,), label, device=device)
-    elif label is not None:
-        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    cond = label_tensor(model, label, n)
+    if cond is None and model.num_classes:  # one row of each class, cycling
+        cond = torch.arange(n) % model.num_classes
+    cond = None if cond is None else cond.to(device)
     prefix = None
     if prompt:
         if vocab is None:
@@ -264,9 +258,19 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     return path
 
 
-def cmd_sample(args) -> None:
-    from darm.checkpoint import load_checkpoint
+def label_tensor(model, label: int | None, n: int) -> torch.Tensor | None:
+    """--label as n labels (None when not given), checked against the model."""
+    if label is None:
+        return None
+    if not model.num_classes:
+        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    if not 0 <= label < model.num_classes:
+        raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
+    return torch.full((n,), label)
 
+
+def check_sampling_args(args) -> None:
+    """The options `sample` and `complete` share: one line for a bad value."""
     if args.n < 1:
         raise DarmError(f"-n must be >= 1, got {args.n}")
     if args.temperature <= 0:
@@ -275,6 +279,22 @@ def cmd_sample(args) -> None:
         raise DarmError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise DarmError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharpens")
+    p.add_argument("--top-k", type=int, help="keep the k most likely symbols")
+    p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, help="class of a conditional model")
+    p.add_argument("--out", help=f"output file stem (default: RUN/{out_stem})")
+    p.add_argument("--device", default="auto")
+
+
+def cmd_sample(args) -> None:
+    from darm.checkpoint import load_checkpoint
+
+    check_sampling_args(args)
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
     stem = Path(args.out) if args.out else path.parent / "samples"
     stem = stem.with_suffix("")
@@ -306,8 +326,9 @@ def cmd_complete(args) -> None:
     from darm.data import load_from_source
     from darm.data.vocab import Vocabulary
 
-    if args.n < 1 or args.count < 1:
-        raise DarmError("-n and --count must be >= 1")
+    check_sampling_args(args)
+    if args.count < 1:
+        raise DarmError(f"--count must be >= 1, got {args.count}")
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
     meta = record["data"]
     shape = meta.get("image_shape")
@@ -335,15 +356,10 @@ def cmd_complete(args) -> None:
         P = D // 2 if args.dims is None else args.dims
         if not 0 <= P <= D:
             raise DarmError(f"--dims must be in 0..{D}, got {P}")
-    if model.num_classes:
-        if args.label is not None:
-            if not 0 <= args.label < model.num_classes:
-                raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {args.label}")
-            labels = torch.full((len(args.input or originals),), args.label)
-        elif labels is None:
-            raise DarmError("this model is conditional: pass --label")
-    elif args.label is not None:
-        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    given = label_tensor(model, args.label, len(args.input or originals))
+    labels = given if given is not None else labels if model.num_classes else None
+    if model.num_classes and labels is None:
+        raise DarmError("this model is conditional: pass --label")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen)
     stem = (Path(args.out) if args.out else path.parent / "completions").with_suffix("")
@@ -621,15 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples: a PNG grid for images, lines for text")
     s.add_argument("checkpoint", help="run folder or checkpoint .json")
     s.add_argument("-n", type=int, default=16, help="number of samples")
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--top-p", type=float)
-    s.add_argument("--seed", type=int, default=0)
+    add_sampling_args(s, "samples")
     s.add_argument("--prompt", help="text the samples start with")
-    s.add_argument("--label", type=int, help="class of a conditional model")
     s.add_argument("--length", type=int, help="dimensions to generate (default: the model's)")
-    s.add_argument("--out", help="output file stem (default: RUN/samples)")
-    s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true", help="do not print text samples")
     s.set_defaults(func=cmd_sample)
 
@@ -647,13 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--dims", type=int, help="sequence dimensions kept (default: half)")
     k.add_argument("--count", type=int, default=8, help="test examples without --input")
     k.add_argument("-n", type=int, default=4, help="completions of each input")
-    k.add_argument("--temperature", type=float, default=1.0)
-    k.add_argument("--top-k", type=int)
-    k.add_argument("--top-p", type=float)
-    k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--label", type=int, help="class of a conditional model")
-    k.add_argument("--out", help="output file stem (default: RUN/completions)")
-    k.add_argument("--device", default="auto")
+    add_sampling_args(k, "completions")
     k.set_defaults(func=cmd_complete)
 
     m = sub.add_parser("models", help="list the registered models")
