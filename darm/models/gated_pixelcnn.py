@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import LabelEmbedding, condition_vector
+from darm.models.base import LabelEmbedding
 from darm.models.pixelcnn import PixelCNNConfig, RasterCache, RasterModel
 from darm.models.registry import register_model
 from darm.nn.masked_conv import channel_groups, pointwise, row_conv
@@ -102,18 +102,15 @@ class GatedPixelCNN(RasterModel):
             )
             for i in range(config.n_layer)
         )
+        self.label_layers = config.n_layer  # the label shifts every gate
         self.label = (
             LabelEmbedding(config.num_classes, config.n_layer * 2 * n)
             if config.num_classes
             else None
         )
 
-    def _label(self, cond, batch_size: int) -> torch.Tensor | None:
-        c = condition_vector(self.label, cond, batch_size)
-        return None if c is None else c.view(batch_size, self.config.n_layer, -1)
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        c = self._label(cond, x.shape[0])  # (B, n_layer, 2n)
+        c = self.label_per_layer(cond, x.shape[0])  # (B, n_layer, 2n)
         v = h = self.embed_image(x)  # (B, C*E, H, W)
         for i, layer in enumerate(self.layers):
             v, h = layer(v, h, None if c is None else c[:, i])
@@ -139,14 +136,8 @@ class GatedPixelCNN(RasterModel):
     def step(self, x_prev, cache: GatedCache, cond=None) -> torch.Tensor:
         """Logits of the next channel. A finished row runs through the vertical stack once;
         each pixel runs the horizontal stack at that pixel only."""
-        if cache.t >= self.num_dims:
-            raise ValueError(f"step past the last of {self.num_dims} dimensions")
-        c = self._label(cond, cache.batch_size)
-        if x_prev is not None:
-            i, j, ch = self.position(cache.t - 1)
-            cache.image[:, i, j, ch] = x_prev
-            cache.put(0, i, j, self.embed_pixels(cache.image[:, i, j]))
-        i, j, ch = self.position(cache.t)
+        i, j, ch = self.advance(x_prev, cache)
+        c = self.label_per_layer(cond, cache.batch_size)
         if i > 0 and j == 0 and ch == 0:
             self._vertical_row(cache, i - 1, c)
         P = cache.pad

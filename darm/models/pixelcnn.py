@@ -102,6 +102,22 @@ class RasterModel(ARModel):
         out = cache.conv_at(out, F.relu(cache.conv_at(hidden, F.relu(feature))))  # (B, C*L)
         return out.view(out.shape[0], -1, self.vocab_size)[:, channel]
 
+    def label_per_layer(self, cond, batch_size: int) -> torch.Tensor | None:
+        """The label's vector cut into one slice per layer: (B, layers, width) or None."""
+        c = condition_vector(self.label, cond, batch_size)
+        return None if c is None else c.view(batch_size, self.label_layers, -1)
+
+    def advance(self, x_prev, cache: RasterCache) -> tuple[int, int, int]:
+        """The start of every cached step: write the previous value into its pixel (and
+        that pixel's embedding into map 0); return the (row, column, channel) to predict."""
+        if cache.t >= self.num_dims:
+            raise ValueError(f"step past the last of {self.num_dims} dimensions")
+        if x_prev is not None:  # the previous value completes (part of) its pixel
+            i, j, ch = self.position(cache.t - 1)
+            cache.image[:, i, j, ch] = x_prev
+            cache.put(0, i, j, self.embed_pixels(cache.image[:, i, j]))
+        return self.position(cache.t)
+
     def position(self, t: int) -> tuple[int, int, int]:
         """Dimension t -> (row, column, channel)."""
         _, W, C = self.config.hwc
@@ -181,18 +197,15 @@ class PixelCNN(RasterModel):
             ResidualBlock(n, k, C, config.dropout) for _ in range(config.n_layer)
         )
         # the label shifts the first layer's maps and the input of every block
+        self.label_layers = config.n_layer + 1
         self.label = (
             LabelEmbedding(config.num_classes, (config.n_layer + 1) * n)
             if config.num_classes
             else None
         )
 
-    def _label(self, cond, batch_size: int) -> torch.Tensor | None:
-        c = condition_vector(self.label, cond, batch_size)
-        return None if c is None else c.view(batch_size, self.config.n_layer + 1, -1)
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        c = self._label(cond, x.shape[0])  # (B, n_layer + 1, n)
+        c = self.label_per_layer(cond, x.shape[0])  # (B, n_layer + 1, n)
         h = self.first(self.embed_image(x))  # (B, n, H, W)
         for layer, block in enumerate(self.blocks):
             if c is not None:
@@ -210,15 +223,9 @@ class PixelCNN(RasterModel):
     def step(self, x_prev, cache: RasterCache, cond=None) -> torch.Tensor:
         """Logits of the next channel: the layers at the current pixel only, from the
         windows of the maps below, which hold every earlier position already."""
-        if cache.t >= self.num_dims:
-            raise ValueError(f"step past the last of {self.num_dims} dimensions")
-        if x_prev is not None:  # the previous value completes (part of) its pixel
-            i, j, ch = self.position(cache.t - 1)
-            cache.image[:, i, j, ch] = x_prev
-            cache.put(0, i, j, self.embed_pixels(cache.image[:, i, j]))
-        i, j, ch = self.position(cache.t)
+        i, j, ch = self.advance(x_prev, cache)
         cfg = self.config
-        c = self._label(cond, cache.batch_size)
+        c = self.label_per_layer(cond, cache.batch_size)
         h = cache.conv_at(self.first, cache.window(0, i, j, cfg.first_kernel))  # (B, n)
         for layer, block in enumerate(self.blocks):
             if c is not None:
