@@ -33,7 +33,7 @@ CONFIGS = {
     "gpt": (
         "gpt",
         dict(n_layer=4, n_head=4, n_embd=96, dropout=0.1),
-        dict(steps=2600, batch_size=128, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
+        dict(steps=3600, batch_size=128, lr=2e-3, min_lr=1e-4, weight_decay=0.1),
     ),
 }
 TARGETS = {"bigram": "~2.45", "markov k=3": "<= 2.15", "rnn": "<= 2.10", "gru": "<= 2.10",
