@@ -277,6 +277,58 @@ def darm_offsets_ge1(model, split, batch_size=512):
 # ---------------------------------------------------------------------------------------------
 
 
+def train_darm(data, dtype, steps, max_seconds=None, label=None):
+    """darm's gpt through darm.train.train; returns its table row."""
+    va, te = data["valid"], data["test"]
+    torch.manual_seed(SEED)
+    model = darm.create_model(
+        "gpt", vocab_size=data.vocab_size, seq_len=BLOCK, n_layer=N_LAYER, n_head=N_HEAD,
+        n_embd=N_EMBD,
+    )  # fmt: skip
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=BATCH,
+        lr=LR,
+        min_lr=MIN_LR,
+        warmup=WARMUP,
+        weight_decay=WEIGHT_DECAY,
+        beta1=BETA1,
+        beta2=BETA2,
+        grad_clip=CLIP,
+        eval_every=steps + 1,  # evaluate once, after the last step
+        eval_batch_size=512,
+        seed=SEED,
+        dtype=dtype,
+    )
+    label = label or f"darm gpt, {dtype} (darm.train.train)"
+    print(f"training {label} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="darm-gpt-speed-") as run_dir:
+        t_all, c0 = time.perf_counter(), cpu_seconds()
+        state = train(model, "gpt", data, cfg, Path(run_dir), progress=False,
+                      max_seconds=max_seconds)  # fmt: skip
+        t_all, others = time.perf_counter() - t_all, others_cpu(c0, cpu_seconds())
+        with open(Path(run_dir) / "log.csv") as f:
+            last = list(csv.DictReader(f))[-1]
+    done = int(last["step"])
+    assert max_seconds or done == steps, last
+    secs, tps = float(last["elapsed_s"]), float(last["tokens_per_s"])
+    # the held-out score in float32 whatever the training dtype
+    ev_va, ev_te = evaluate(model, va, 512), evaluate(model, te, 512)
+    nll = (ev_va.nats + ev_te.nats) / (ev_va.dims + ev_te.dims)
+    r_va, r_te = darm_offsets_ge1(model, va), darm_offsets_ge1(model, te)
+    rest = (r_va[0] + r_te[0]) / (r_va[1] + r_te[1])
+    print(
+        f"  {done} steps: {tps:,.0f} tokens/s, training {secs:.1f} s (train() returned after "
+        f"{t_all:.1f} s incl. its final eval + checkpoints; its tokens_per_s with those: "
+        f"{state['tokens_per_s']:,.0f}); last running train loss "
+        f"{float(last['train_nats_per_dim']):.4f}; "
+        f"held-out {nll:.4f} nats/char over {ev_va.dims + ev_te.dims} chars",
+        flush=True,
+    )
+    return (f"{label}, {done} steps", model.num_params(), tps, secs, nll,
+            ev_va.dims + ev_te.dims, rest, others)  # fmt: skip
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
@@ -287,6 +339,18 @@ def main(argv=None):
         help="torch.set_num_threads before training (default: PyTorch's default)",
     )
     ap.add_argument("--skip-baseline", action="store_true", help="train darm's GPT only")
+    ap.add_argument(
+        "--dtypes",
+        default="fp32,bf16",
+        help="darm runs, one per training dtype (default fp32,bf16: bf16 autocast of the "
+        "forward, weights, optimizer and loss in float32)",
+    )
+    ap.add_argument(
+        "--equal-time",
+        default="bf16",
+        help="after the baseline, train darm in this dtype for the baseline's wall time, "
+        "its schedule planned for the steps its measured tokens/s fits in it ('' to skip)",
+    )
     args = ap.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -312,59 +376,8 @@ def main(argv=None):
     rows = []
 
     # -- darm -----------------------------------------------------------------------------
-    torch.manual_seed(SEED)
-    model = darm.create_model(
-        "gpt", vocab_size=V, seq_len=BLOCK, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD
-    )
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=BATCH,
-        lr=LR,
-        min_lr=MIN_LR,
-        warmup=WARMUP,
-        weight_decay=WEIGHT_DECAY,
-        beta1=BETA1,
-        beta2=BETA2,
-        grad_clip=CLIP,
-        eval_every=args.steps + 1,  # evaluate once, after the last step
-        eval_batch_size=512,
-        seed=SEED,
-    )
-    print("training darm gpt ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="darm-gpt-speed-") as run_dir:
-        t_all, c0 = time.perf_counter(), cpu_seconds()
-        state = train(model, "gpt", data, cfg, Path(run_dir), progress=False)
-        t_all, darm_others = time.perf_counter() - t_all, others_cpu(c0, cpu_seconds())
-        with open(Path(run_dir) / "log.csv") as f:
-            last = list(csv.DictReader(f))[-1]
-    assert int(last["step"]) == args.steps, last
-    darm_s = float(last["elapsed_s"])
-    darm_tps = float(last["tokens_per_s"])
-    ev_va, ev_te = evaluate(model, va, 512), evaluate(model, te, 512)
-    darm_nll = (ev_va.nats + ev_te.nats) / (ev_va.dims + ev_te.dims)
-    r_va, r_te = darm_offsets_ge1(model, va), darm_offsets_ge1(model, te)
-    darm_rest = (r_va[0] + r_te[0]) / (r_va[1] + r_te[1])
-    print(
-        f"  darm: {darm_tps:,.0f} tokens/s, training {darm_s:.1f} s (train() returned after "
-        f"{t_all:.1f} s incl. its final eval + checkpoints; its tokens_per_s with those: "
-        f"{state['tokens_per_s']:,.0f}); last running train loss "
-        f"{float(last['train_nats_per_dim']):.4f}; "
-        f"held-out {darm_nll:.4f} nats/char over {ev_va.dims + ev_te.dims} chars",
-        flush=True,
-    )
-    rows.append(
-        (
-            "darm gpt (darm.train.train)",
-            model.num_params(),
-            darm_tps,
-            darm_s,
-            darm_nll,
-            ev_va.dims + ev_te.dims,
-            darm_rest,
-            darm_others,
-        )
-    )
-
+    for dtype in args.dtypes.split(","):
+        rows.append(train_darm(data, dtype, args.steps))
     # -- baseline -------------------------------------------------------------------------
     if not args.skip_baseline:
         print("training baseline ...", flush=True)
@@ -396,8 +409,17 @@ def main(argv=None):
             )
         )
 
-    # -- table ----------------------------------------------------------------------------
-    ref = rows[1][2] if len(rows) > 1 else None
+        # -- table ----------------------------------------------------------------------------
+        if args.equal_time:
+            # as many steps as darm's measured speed in this dtype fits in the baseline's
+            # time (the schedule must end inside it), and stopped at that time regardless
+            tps = next(r[2] for r in rows if r[0].startswith(f"darm gpt, {args.equal_time} "))
+            steps = int(base_s * tps / (BATCH * BLOCK) * 0.97)
+            label = f"darm gpt, {args.equal_time}, baseline's wall time"
+            rows.append(train_darm(data, args.equal_time, steps, base_s, label))
+
+    base = [r for r in rows if r[0].startswith("baseline")]
+    ref = base[0][2] if base else None
     print()
     print(
         f"Tiny Shakespeare (chars), GPT 4 layers x 4 heads x 128, context {BLOCK}, "

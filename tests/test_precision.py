@@ -6,6 +6,7 @@ import torch
 from darm.cli import build_parser
 from darm.data import load_data
 from darm.errors import DarmError
+from darm.nn.attention import attend
 from darm.train import TrainConfig, check_config, train
 from tests.conftest import tiny_model
 from tests.test_distributed import names_file
@@ -57,3 +58,16 @@ def test_compile_saves_plain_names_and_matches_eager(tmp_path):
     assert set(saved) == set(eager.state_dict())  # no `_orig_mod.` prefixes
     for k, v in eager.state_dict().items():
         torch.testing.assert_close(saved[k], v, rtol=0, atol=1e-4)
+
+
+def test_attention_runs_in_float32_under_cpu_bf16_autocast():
+    # bf16 flash attention's backward is ~5x slower than float32's on CPU: `attend` leaves
+    # autocast for the attention itself, so its output is float32 and exact
+    q, k, v = torch.randn(3, 2, 2, 5, 4).unbind(0)  # (B, nh, T, hs) each
+    with torch.autocast("cpu", torch.bfloat16):
+        y = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=True)
+    assert y.dtype == torch.float32
+    exact = torch.nn.functional.scaled_dot_product_attention(
+        *(t.bfloat16().float() for t in (q, k, v)), is_causal=True
+    )
+    torch.testing.assert_close(y, exact)
