@@ -37,7 +37,8 @@ TRAIN_HELP = {
     "eval_batch_size": "batch size of evaluation",
     "seed": "seed of initialisation, batch order and dropout",
     "grad_accum": "micro-batches per step (same effective batch, less memory)",
-    "dtype": "fp32 | bf16 (bf16 autocast of the forward; weights and loss stay fp32)",
+    "dtype": "fp32 | bf16 (bf16 autocast of the forward; weights and loss stay fp32; on an "
+    "AVX-512 BF16 CPU it trained gpt 1.4x and gated_pixelcnn 1.7-1.9x faster)",
     "compile": "torch.compile the model for training",
 }
 
