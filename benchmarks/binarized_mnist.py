@@ -20,8 +20,15 @@ CONFIGS = {
         "gated_pixelcnn",
         dict(n_embd=8, n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3),
         # bf16 autocast: this CPU's convolutions run 1.7-1.9x faster (weights stay fp32)
-        dict(steps=14000, batch_size=32, lr=1.5e-3, min_lr=5e-5, warmup=200, weight_decay=0.0,
-             dtype="bf16"),
+        dict(
+            steps=14000,
+            batch_size=32,
+            lr=1.5e-3,
+            min_lr=5e-5,
+            warmup=200,
+            weight_decay=0.0,
+            dtype="bf16",
+        ),
     ),
     "pixelcnn": (
         "pixelcnn",
