@@ -352,6 +352,8 @@ def main(argv=None):
         "its schedule planned for the steps its measured tokens/s fits in it ('' to skip)",
     )
     args = ap.parse_args(argv)
+    if args.equal_time and args.equal_time not in args.dtypes.split(","):
+        ap.error(f"--equal-time {args.equal_time} needs that dtype in --dtypes ({args.dtypes})")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     command = " ".join(
@@ -376,8 +378,8 @@ def main(argv=None):
     rows = []
 
     # -- darm -----------------------------------------------------------------------------
-    for dtype in args.dtypes.split(","):
-        rows.append(train_darm(data, dtype, args.steps))
+    darm_rows = {dtype: train_darm(data, dtype, args.steps) for dtype in args.dtypes.split(",")}
+    rows.extend(darm_rows.values())
     # -- baseline -------------------------------------------------------------------------
     if not args.skip_baseline:
         print("training baseline ...", flush=True)
@@ -409,15 +411,16 @@ def main(argv=None):
             )
         )
 
-        # -- table ----------------------------------------------------------------------------
+        # -- darm at the baseline's wall time -------------------------------------------------
         if args.equal_time:
             # as many steps as darm's measured speed in this dtype fits in the baseline's
             # time (the schedule must end inside it), and stopped at that time regardless
-            tps = next(r[2] for r in rows if r[0].startswith(f"darm gpt, {args.equal_time} "))
+            tps = darm_rows[args.equal_time][2]
             steps = int(base_s * tps / (BATCH * BLOCK) * 0.97)
             label = f"darm gpt, {args.equal_time}, baseline's wall time"
             rows.append(train_darm(data, args.equal_time, steps, base_s, label))
 
+    # -- table ----------------------------------------------------------------------------
     base = [r for r in rows if r[0].startswith("baseline")]
     ref = base[0][2] if base else None
     print()
