@@ -34,9 +34,9 @@ class KVCache:
 
 
 def attend(q, k, v, **kw) -> torch.Tensor:
-    """scaled_dot_product_attention, in float32 under CPU bf16 autocast: there the bf16
-    matmuls run about 2x faster than float32 ones, but bf16 flash attention's backward
-    runs about 5x slower than float32's (measured with torch 2.13 on AVX-512 BF16 cores)."""
+    """scaled_dot_product_attention, in float32 under CPU bf16 autocast: there the matmuls
+    gain from bf16, but bf16 attention (forward + backward) takes ~2.6x as long as float32's
+    (benchmarks/bf16_speed.py, torch 2.13 on AVX-512 BF16 cores)."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw)
