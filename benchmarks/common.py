@@ -17,16 +17,35 @@ from darm.models import config_fields, create_model
 from darm.train import TrainConfig, train
 
 
-def run_one(label, model_name, data, model_kw, train_kw, budget_s, out_root=None, progress=True):
-    """Train under a wall-clock budget, then evaluate the best checkpoint on the test split."""
-    torch.manual_seed(train_kw.get("seed", 1337))
-    if data.image_shape and "image_shape" in config_fields(model_name):
-        model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images
-    model = create_model(model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw)
+def run_one(
+    label,
+    model_name,
+    data,
+    model_kw,
+    train_kw,
+    budget_s,
+    out_root=None,
+    progress=True,
+    resume=False,
+):
+    """Train under a wall-clock budget, then evaluate the best checkpoint on the test split.
+    resume: continue the run folder's last checkpoint under this config (e.g. more steps)."""
     cfg = TrainConfig(**train_kw)
     out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
+    if resume and (out / "last.json").exists():
+        model, record, path = load_checkpoint(out / "last.json")
+        resume_from = (path, record)
+        print(f"{label}: resuming from step {record['step']} in {out}")
+    else:
+        torch.manual_seed(train_kw.get("seed", 1337))
+        if data.image_shape and "image_shape" in config_fields(model_name):
+            model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images
+        model = create_model(
+            model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw
+        )
+        resume_from = None
     t0 = time.perf_counter()
-    state = train(model, model_name, data, cfg, out, progress=progress, max_seconds=budget_s)
+    state = train(model, model_name, data, cfg, out, resume_from, progress, max_seconds=budget_s)
     wall = time.perf_counter() - t0
     best, record, _ = load_checkpoint(out)
     nll = evaluate(best, data["test"])
@@ -63,7 +82,14 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
     p.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
     p.add_argument("--out", help="keep run folders here")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue runs already in --out (their train s then counts this invocation only)",
+    )
     args = p.parse_args()
+    if args.resume and not args.out:
+        p.error("--resume needs --out, the folder of the runs to continue")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(data.summary(), "-", data.notes)
@@ -71,7 +97,10 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
     for label in args.only.split(",") if args.only else list(configs):
         model, model_kw, train_kw = configs[label]
         train_kw = dict(eval_every=eval_every, **train_kw)
-        row = annotate(run_one(label, model, data, model_kw, train_kw, args.budget, args.out))
+        result = run_one(
+            label, model, data, model_kw, train_kw, args.budget, args.out, resume=args.resume
+        )
+        row = annotate(result)
         rows.append(row)
         print(f"{label}: {row['test_nats_per_example']:.3f} nats/example, "
               f"{row['test_nats_per_dim']:.4f} nats/dim in {row['train_s']:.0f}s")  # fmt: skip

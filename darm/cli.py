@@ -29,6 +29,9 @@ TRAIN_HELP = {
     "lr": "peak learning rate of AdamW",
     "min_lr": "learning rate at the end of the cosine decay",
     "warmup": "steps of linear warmup",
+    "cycles": "cosine cycles over --steps, each restarting warm (SGDR); --resume --steps 2N "
+    "--cycles 2 extends a finished N-step run by a second cycle",
+    "cycle_decay": "peak learning rate of each later cycle, as a fraction of the one before",
     "weight_decay": "AdamW weight decay (matrices only)",
     "beta1": "AdamW beta1",
     "beta2": "AdamW beta2",

@@ -43,6 +43,8 @@ class TrainConfig:
     lr: float = 3e-3
     min_lr: float = 3e-4  # the cosine decays to this
     warmup: int = 100
+    cycles: int = 1  # cosine cycles over `steps`; > 1 restarts warm (SGDR)
+    cycle_decay: float = 1.0  # the peak lr of each cycle after the first is this times the last
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.99
@@ -62,9 +64,17 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse settings the loop cannot honour, before any work is done."""
     if cfg.dtype not in DTYPES:
         raise DarmError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "grad_accum"):
+    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "grad_accum", "cycles"):
         if getattr(cfg, name) < 1:
             raise DarmError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.steps % cfg.cycles:
+        raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
+    if cfg.cycles > 1 and cfg.warmup >= cfg.steps // cfg.cycles:
+        raise DarmError(
+            f"warmup ({cfg.warmup}) must be shorter than a cycle ({cfg.steps // cfg.cycles} steps)"
+        )
+    if not 0 < cfg.cycle_decay <= 1:
+        raise DarmError(f"cycle_decay must be in (0, 1], got {cfg.cycle_decay}")
     if cfg.batch_size < world_size * cfg.grad_accum:
         raise DarmError(
             f"batch size {cfg.batch_size} cannot be cut into {world_size} rank(s) x "
@@ -128,11 +138,18 @@ def evaluate_split(model: ARModel, split, batch_size: int) -> NLL:
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at the last step."""
+    """Linear warmup to lr, then cosine decay to min_lr at the end of each of `cycles` equal
+    cycles; a later cycle jumps back to a peak of lr * cycle_decay**c without warmup (SGDR:
+    the Adam moments are warm). The first cycle of steps=2n, cycles=2 is exactly the whole
+    schedule of steps=n, so `--resume --steps 2n --cycles 2` extends a finished run."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    length = cfg.steps // cfg.cycles
+    c = min(step // length, cfg.cycles - 1)
+    start = cfg.warmup if c == 0 else c * length
+    peak = cfg.lr * cfg.cycle_decay**c
+    progress = (step - start) / max((c + 1) * length - start, 1)
+    return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def make_optimizer(model: ARModel, cfg: TrainConfig) -> torch.optim.AdamW:

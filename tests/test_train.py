@@ -1,9 +1,11 @@
 import json
 
+import pytest
 import torch
 
 from darm.checkpoint import load_checkpoint, read_record, save_checkpoint
 from darm.data import load_data
+from darm.errors import DarmError
 from darm.metrics import evaluate
 from darm.train import TrainConfig, learning_rate, train
 from tests.conftest import tiny_model
@@ -20,6 +22,27 @@ def test_schedule_warms_up_then_decays():
     assert lrs[0] == 0.1 and abs(lrs[9] - 1.0) < 1e-9
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert abs(lrs[-1] - 0.1) < 1e-3
+
+
+def test_warm_restart_cycles_extend_the_one_cycle_schedule():
+    one = TrainConfig(steps=50, warmup=5, lr=1.0, min_lr=0.1)
+    two = TrainConfig(steps=100, warmup=5, lr=1.0, min_lr=0.1, cycles=2, cycle_decay=0.5)
+    assert [learning_rate(s, two) for s in range(50)] == [learning_rate(s, one) for s in range(50)]
+    second = [learning_rate(s, two) for s in range(50, 100)]
+    assert second[0] == 0.5  # a restart at the decayed peak, no warmup
+    assert all(a > b for a, b in zip(second, second[1:]))
+    assert abs(second[-1] - 0.1) < 1e-3
+
+
+def test_bad_cycles_are_refused(tmp_path):
+    data = load_data("digits")
+    for kw, msg in [
+        (dict(steps=10, cycles=3), "multiple of cycles"),
+        (dict(steps=10, cycles=2, warmup=5), "shorter than a cycle"),
+        (dict(steps=10, cycle_decay=0.0), "cycle_decay"),
+    ]:
+        with pytest.raises(DarmError, match=msg):
+            train(_digits_model(), "gpt", data, TrainConfig(**kw), tmp_path, progress=False)
 
 
 def test_short_training_lowers_validation_nll(tmp_path):
@@ -64,6 +87,30 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
     final = json.loads((tmp_path / "part" / "last.json").read_text())
     assert final["step"] == 16
+
+
+def test_resume_with_a_second_cycle_matches_a_two_cycle_run(tmp_path):
+    """A finished N-step run, resumed with --steps 2N --cycles 2, ends at the weights of a
+    2N-step two-cycle run trained in one go."""
+    data = load_data("digits")
+    kw = dict(batch_size=16, warmup=2, eval_every=8, seed=3, cycle_decay=0.5)
+    whole = tiny_model("gpt", vocab_size=17, seq_len=64)
+    train(
+        whole,
+        "gpt",
+        data,
+        TrainConfig(steps=16, cycles=2, **kw),
+        tmp_path / "whole",
+        progress=False,
+    )
+    first = tiny_model("gpt", vocab_size=17, seq_len=64)
+    train(first, "gpt", data, TrainConfig(steps=8, **kw), tmp_path / "first", progress=False)
+    path, record = read_record(tmp_path / "first" / "last.json")
+    extended, record, path = load_checkpoint(path)
+    cfg = TrainConfig(steps=16, cycles=2, **kw)
+    train(extended, "gpt", data, cfg, tmp_path / "first", (path, record), progress=False)
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(extended.state_dict()[k], v, rtol=0, atol=1e-6)
 
 
 def test_time_budget_stops_and_saves(tmp_path):
