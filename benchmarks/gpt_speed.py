@@ -40,13 +40,6 @@ the baseline gets one more character of context everywhere, which helps it most 
 (the table's footnote gives both models' numbers with offset 0 left out, where the extra
 character matters much less).
 
-Order and memory: the baseline trains first, in the fresh process with glibc's malloc as it
-comes. `darm.train.train` then tells malloc to keep freed memory (`darm.memory`: without it a
-step of this GPT faults ~3,400 pages in anew, about a third of a bf16 step); that setting is
-process-wide and cannot be undone, so the darm runs follow the baseline, and a last row trains
-the baseline once more under the same setting, to show how much of darm's lead it accounts for.
-Ratios are against the first baseline.
-
 Timings are only meaningful on an otherwise idle machine: the table's "other processes' CPU"
 column gives the CPU seconds the rest of the machine used during each training loop (from
 /proc/stat), and a warning is printed when that exceeds 5% of a core.
@@ -73,7 +66,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import darm  # noqa: E402
 from darm.data import load_data  # noqa: E402
-from darm.memory import keep_freed_memory  # noqa: E402
 from darm.metrics import evaluate, nll_per_dim  # noqa: E402
 from darm.train import TrainConfig, train  # noqa: E402
 
@@ -282,30 +274,6 @@ def darm_offsets_ge1(model, split, batch_size=512):
     return total, n
 
 
-def run_baseline(
-    train_stream, V, full, n_valid, n_test, steps, label="baseline (minimal GPT, eager)"
-):
-    """Train the baseline and score it on the held-out text; returns (table row, seconds)."""
-    print(f"training {label} ...", flush=True)
-    c0 = cpu_seconds()
-    base, base_s, base_loss = train_baseline(train_stream, V, steps)
-    base_others = others_cpu(c0, cpu_seconds())
-    base_tps = steps * BATCH * BLOCK / base_s
-    n_train = len(train_stream)
-    s_va = baseline_heldout(base, full, n_train, n_valid)
-    s_te = baseline_heldout(base, full, n_train + n_valid, n_test)
-    base_nll = (s_va[0] + s_te[0]) / (s_va[1] + s_te[1])
-    base_rest = (s_va[2] + s_te[2]) / (s_va[3] + s_te[3])
-    n_params = sum(p.numel() for p in base.parameters())  # tied weight counted once
-    print(
-        f"  {label}: {base_tps:,.0f} tokens/s, training {base_s:.1f} s; last train loss "
-        f"{base_loss:.4f}; held-out {base_nll:.4f} nats/char over {s_va[1] + s_te[1]} chars",
-        flush=True,
-    )
-    row = (label, n_params, base_tps, base_s, base_nll, s_va[1] + s_te[1], base_rest, base_others)
-    return row, base_s
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -372,12 +340,6 @@ def main(argv=None):
     )
     ap.add_argument("--skip-baseline", action="store_true", help="train darm's GPT only")
     ap.add_argument(
-        "--no-kept-memory-baseline",
-        dest="kept_memory_baseline",
-        action="store_false",
-        help="skip the last row: the baseline trained again after darm.memory.keep_freed_memory",
-    )
-    ap.add_argument(
         "--dtypes",
         default="fp32,bf16",
         help="darm runs, one per training dtype (default fp32,bf16: bf16 autocast of the "
@@ -415,17 +377,40 @@ def main(argv=None):
 
     rows = []
 
-    # -- baseline first: darm.train.train tells glibc's malloc to keep freed memory
-    # (darm.memory), a process-wide setting that would speed up a baseline trained after it
-    if not args.skip_baseline:
-        base_row, base_s = run_baseline(
-            tr.stream, V, full, len(va.stream), len(te.stream), args.steps
-        )
-        rows.append(base_row)
     # -- darm -----------------------------------------------------------------------------
     darm_rows = {dtype: train_darm(data, dtype, args.steps) for dtype in args.dtypes.split(",")}
     rows.extend(darm_rows.values())
+    # -- baseline -------------------------------------------------------------------------
     if not args.skip_baseline:
+        print("training baseline ...", flush=True)
+        c0 = cpu_seconds()
+        base, base_s, base_loss = train_baseline(tr.stream, V, args.steps)
+        base_others = others_cpu(c0, cpu_seconds())
+        base_tps = args.steps * BATCH * BLOCK / base_s
+        n_train = len(tr.stream)
+        s_va = baseline_heldout(base, full, n_train, len(va.stream))
+        s_te = baseline_heldout(base, full, n_train + len(va.stream), len(te.stream))
+        base_nll = (s_va[0] + s_te[0]) / (s_va[1] + s_te[1])
+        base_rest = (s_va[2] + s_te[2]) / (s_va[3] + s_te[3])
+        n_params = sum(p.numel() for p in base.parameters())  # tied weight counted once
+        print(
+            f"  baseline: {base_tps:,.0f} tokens/s, training {base_s:.1f} s; last train loss "
+            f"{base_loss:.4f}; held-out {base_nll:.4f} nats/char over {s_va[1] + s_te[1]} chars",
+            flush=True,
+        )
+        rows.append(
+            (
+                "baseline (minimal GPT, eager)",
+                n_params,
+                base_tps,
+                base_s,
+                base_nll,
+                s_va[1] + s_te[1],
+                base_rest,
+                base_others,
+            )
+        )
+
         # -- darm at the baseline's wall time -------------------------------------------------
         if args.equal_time:
             # as many steps as darm's measured speed in this dtype fits in the baseline's
@@ -434,19 +419,10 @@ def main(argv=None):
             steps = int(base_s * tps / (BATCH * BLOCK) * 0.97)
             label = f"darm gpt, {args.equal_time}, baseline's wall time"
             rows.append(train_darm(data, args.equal_time, steps, base_s, label))
-        # -- the baseline again, now with freed memory kept (how much of darm's lead is that)
-        if args.kept_memory_baseline:
-            keep_freed_memory()
-            label = "baseline again, with darm.memory's kept memory"
-            rows.append(
-                run_baseline(tr.stream, V, full, len(va.stream), len(te.stream), args.steps, label)[
-                    0
-                ]
-            )
 
     # -- table ----------------------------------------------------------------------------
     base = [r for r in rows if r[0].startswith("baseline")]
-    ref = base[0][2] if base else None  # the first baseline, malloc as glibc leaves it
+    ref = base[0][2] if base else None
     print()
     print(
         f"Tiny Shakespeare (chars), GPT 4 layers x 4 heads x 128, context {BLOCK}, "

@@ -12,7 +12,6 @@ import torch
 
 from darm.config import build_config, parse_assignments
 from darm.errors import DarmError
-from darm.memory import keep_freed_memory
 
 EPILOG = """examples:
   darm train                                  # gpt on the bundled 8x8 digits
@@ -737,7 +736,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
-    keep_freed_memory()  # the process is darm's: CPU work reuses freed pages (darm.memory)
     try:
         args.func(args)
     except DarmError as e:

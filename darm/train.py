@@ -30,7 +30,6 @@ from darm.checkpoint import atomic_write_text, load_training_state, save_checkpo
 from darm.data import Dataset
 from darm.data.splits import TensorSplit
 from darm.errors import DarmError
-from darm.memory import keep_freed_memory
 from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel
 
@@ -217,14 +216,11 @@ def train(
     (under torchrun, rank 0 alone writes and shows progress; the other ranks compute).
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
-    this much training time has passed. On a CPU, glibc's malloc is told to keep freed memory
-    (darm.memory: a step then reuses its pages instead of faulting them in again).
+    this much training time has passed.
     Returns the final training state (step, best validation NLL, wall time).
     """
     ctx = distributed.current()
     check_config(cfg, ctx.world_size)
-    if model.device.type == "cpu":
-        keep_freed_memory()
     run_dir = Path(run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
