@@ -277,15 +277,16 @@ def darm_offsets_ge1(model, split, batch_size=512):
 # ---------------------------------------------------------------------------------------------
 
 
-def train_darm(data, dtype, steps, max_seconds=None, label=None):
-    """darm's gpt through darm.train.train; returns its table row."""
-    va, te = data["valid"], data["test"]
+def darm_gpt(vocab_size):
     torch.manual_seed(SEED)
-    model = darm.create_model(
-        "gpt", vocab_size=data.vocab_size, seq_len=BLOCK, n_layer=N_LAYER, n_head=N_HEAD,
-        n_embd=N_EMBD,
-    )  # fmt: skip
-    cfg = TrainConfig(
+    return darm.create_model(
+        "gpt", vocab_size=vocab_size, seq_len=BLOCK, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD
+    )
+
+
+def darm_config(dtype, steps):
+    """The baseline's hyper-parameters as darm's TrainConfig, evaluating once at the end."""
+    return TrainConfig(
         steps=steps,
         batch_size=BATCH,
         lr=LR,
@@ -300,6 +301,13 @@ def train_darm(data, dtype, steps, max_seconds=None, label=None):
         seed=SEED,
         dtype=dtype,
     )
+
+
+def train_darm(data, dtype, steps, max_seconds=None, label=None):
+    """darm's gpt through darm.train.train; returns its table row."""
+    va, te = data["valid"], data["test"]
+    model = darm_gpt(data.vocab_size)
+    cfg = darm_config(dtype, steps)
     label = label or f"darm gpt, {dtype} (darm.train.train)"
     print(f"training {label} ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="darm-gpt-speed-") as run_dir:
