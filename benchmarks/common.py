@@ -32,14 +32,22 @@ def run_one(
     resume: continue the run folder's last checkpoint under this config (e.g. more steps)."""
     cfg = TrainConfig(**train_kw)
     out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
+    if data.image_shape and "image_shape" in config_fields(model_name):
+        model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images
     if resume and (out / "last.json").exists():
         model, record, path = load_checkpoint(out / "last.json")
+        saved = {k: record["config"].get(k) for k in model_kw}
+        if record["model"] != model_name or saved != {k: _json(v) for k, v in model_kw.items()}:
+            raise SystemExit(
+                f"{out} holds {record['model']} {saved}, not the config's {model_name} "
+                f"{model_kw}; resume it with the config it was trained with"
+            )
         resume_from = (path, record)
         print(f"{label}: resuming from step {record['step']} in {out}")
     else:
+        if resume:
+            print(f"{label}: nothing to resume in {out}; starting afresh")
         torch.manual_seed(train_kw.get("seed", 1337))
-        if data.image_shape and "image_shape" in config_fields(model_name):
-            model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images
         model = create_model(
             model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw
         )
@@ -59,6 +67,11 @@ def run_one(
         "test_nats_per_dim": nll.nats_per_dim,
         "test_bits_per_dim": nll.bits_per_dim,
     }
+
+
+def _json(value):
+    """A config value as its JSON record holds it (tuples become lists)."""
+    return [_json(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def markdown_table(rows, columns):

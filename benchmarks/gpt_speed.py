@@ -12,8 +12,9 @@ darm: `darm.create_model("gpt", ...)` trained by `darm.train.train` itself (the 
 `.batch(step, batch_size, seed)`), writing its run folder to a temporary directory. It is told
 to evaluate only once, after the last step, so its own log row for that step records the time
 of the training steps alone: tokens/s and wall time come from that row (`tokens_per_s`,
-`elapsed_s`), measured from just before step 0 to just after the last optimizer step, with no
-evaluation or checkpoint inside.
+`elapsed_s`), measured from just before step 0 to just after the last step's backward pass
+(train() reads its clock there; that step's clip and optimizer update, under 1 ms, are left
+out), with no evaluation or checkpoint inside.
 
 baseline: written here, in the style of the well-known minimal single-file GPT: eager PyTorch,
 token + learned position embeddings, pre-LayerNorm blocks without biases, attention through

@@ -5,15 +5,18 @@
 The same models, hyper-parameters and training loops as benchmarks/gpt_speed.py (which also
 scores held-out loss); this script measures speed only. On a small shared VM the same
 training runs at a speed that differs from process to process by up to 30% while staying
-steady within a process (the physical pages a process gets, and so its cache conflicts,
-change each time), so one process per implementation is a coin toss. Here every round
-starts one fresh process per implementation, alternating which goes first, and the table
-gives each round's tokens/s, their medians, and the median of the per-round ratios.
+steady within a process (presumably the physical pages a process gets, and so its cache
+conflicts), so one process per implementation is a coin toss. Here every round starts one
+fresh process per implementation, alternating which goes first, and the table gives each
+round's tokens/s, the median tokens/s, the ratio of the medians and the median of the
+per-round ratios. tokens/s counts the training steps only (batches, forward, backward,
+optimizer), not start-up, data loading or evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -45,8 +48,8 @@ def worker(impl: str, steps: int) -> float:
     with tempfile.TemporaryDirectory(prefix="darm-gpt-repeat-") as run_dir:
         # tokens/s of the training steps alone (train() returns it with the final eval in)
         train(model, "gpt", data, gpt_speed.darm_config(impl, steps), Path(run_dir), progress=False)
-        last = (Path(run_dir) / "log.csv").read_text().splitlines()[-1].split(",")
-    return float(last[4])  # log.csv's tokens_per_s
+        with open(Path(run_dir) / "log.csv") as f:
+            return float(list(csv.DictReader(f))[-1]["tokens_per_s"])
 
 
 def main(argv=None):
@@ -64,8 +67,14 @@ def main(argv=None):
         print(json.dumps({"tokens_per_s": worker(args.worker, args.steps)}))
         return
     impls = args.impls.split(",")
-    if "baseline" not in impls or not set(impls) <= set(IMPLEMENTATIONS):
-        ap.error(f"--impls must name baseline and some of {', '.join(IMPLEMENTATIONS)}")
+    if (
+        "baseline" not in impls
+        or not set(impls) <= set(IMPLEMENTATIONS)
+        or len(set(impls)) < len(impls)
+    ):
+        ap.error(
+            f"--impls must name baseline and others of {', '.join(IMPLEMENTATIONS)}, once each"
+        )
     command = "python benchmarks/gpt_speed_repeat.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     print(f"load average before: {os.getloadavg()[0]:.2f}; torch {torch.__version__}", flush=True)
     speeds = {impl: [] for impl in impls}
@@ -73,12 +82,14 @@ def main(argv=None):
         order = impls if r % 2 == 0 else impls[::-1]  # alternate who runs first
         for impl in order:
             t0 = time.perf_counter()
-            out = subprocess.run(
+            done = subprocess.run(
                 [sys.executable, __file__, "--worker", impl, "--steps", str(args.steps),
                  "--threads", str(args.threads)],
-                capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            speeds[impl].append(json.loads(out.splitlines()[-1])["tokens_per_s"])
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if done.returncode:
+                sys.exit(f"the {impl} worker failed:\n{done.stderr}")
+            speeds[impl].append(json.loads(done.stdout.splitlines()[-1])["tokens_per_s"])
             print(f"round {r + 1}: {impl} {speeds[impl][-1]:,.0f} tokens/s "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
 
@@ -86,13 +97,15 @@ def main(argv=None):
     print(f"\nGPT 4x4x128, context {gpt_speed.BLOCK}, batch {gpt_speed.BATCH}, {args.steps} steps "
           f"per process, {args.threads} threads, {args.rounds} rounds; "
           f"load average after: {os.getloadavg()[0]:.2f}\n")  # fmt: skip
-    print("| implementation | tokens/s per round | median tokens/s | median of round ratios |")
-    print("|---|---|---:|---:|")
+    print("| implementation | tokens/s per round | median tokens/s | ratio of medians "
+          "| median of round ratios |")  # fmt: skip
+    print("|---|---|---:|---:|---:|")
     for impl in impls:
         label = "baseline (minimal GPT, eager, fp32)" if impl == "baseline" else f"darm gpt, {impl}"
+        median = statistics.median(speeds[impl])
         ratios = [s / b for s, b in zip(speeds[impl], base)]
         per_round = ", ".join(f"{s:,.0f}" for s in speeds[impl])
-        print(f"| {label} | {per_round} | {statistics.median(speeds[impl]):,.0f} "
+        print(f"| {label} | {per_round} | {median:,.0f} | {median / statistics.median(base):.2f} "
               f"| {statistics.median(ratios):.2f} |")  # fmt: skip
     print(f"\n`{command}`")
 

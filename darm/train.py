@@ -44,7 +44,7 @@ class TrainConfig:
     min_lr: float = 3e-4  # the cosine decays to this
     warmup: int = 100
     cycles: int = 1  # cosine cycles over `steps`; > 1 restarts warm (SGDR)
-    cycle_decay: float = 1.0  # the peak lr of each cycle after the first is this times the last
+    cycle_decay: float = 1.0  # a cycle's peak lr is this times the previous cycle's peak
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.99
@@ -75,6 +75,12 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
         )
     if not 0 < cfg.cycle_decay <= 1:
         raise DarmError(f"cycle_decay must be in (0, 1], got {cfg.cycle_decay}")
+    last_peak = cfg.lr * cfg.cycle_decay ** (cfg.cycles - 1)
+    if last_peak < cfg.min_lr:  # that cycle would climb from its peak up to min_lr
+        raise DarmError(
+            f"the last cycle's peak lr {last_peak:.3g} (lr x cycle_decay^{cfg.cycles - 1}) is "
+            f"below min_lr {cfg.min_lr:.3g}; use a larger cycle_decay or a smaller min_lr"
+        )
     if cfg.batch_size < world_size * cfg.grad_accum:
         raise DarmError(
             f"batch size {cfg.batch_size} cannot be cut into {world_size} rank(s) x "

@@ -32,6 +32,11 @@ def test_warm_restart_cycles_extend_the_one_cycle_schedule():
     assert second[0] == 0.5  # a restart at the decayed peak, no warmup
     assert all(a > b for a, b in zip(second, second[1:]))
     assert abs(second[-1] - 0.1) < 1e-3
+    three = TrainConfig(steps=150, warmup=5, lr=1.0, min_lr=0.1, cycles=3, cycle_decay=0.5)
+    assert [learning_rate(s, three) for s in range(100)] == [
+        learning_rate(s, two) for s in range(100)
+    ]
+    assert learning_rate(100, three) == 0.25 and abs(learning_rate(149, three) - 0.1) < 1e-3
 
 
 def test_bad_cycles_are_refused(tmp_path):
@@ -40,6 +45,7 @@ def test_bad_cycles_are_refused(tmp_path):
         (dict(steps=10, cycles=3), "multiple of cycles"),
         (dict(steps=10, cycles=2, warmup=5), "shorter than a cycle"),
         (dict(steps=10, cycle_decay=0.0), "cycle_decay"),
+        (dict(steps=30, cycles=3, warmup=2, cycle_decay=0.1), "below min_lr"),
     ]:
         with pytest.raises(DarmError, match=msg):
             train(_digits_model(), "gpt", data, TrainConfig(**kw), tmp_path, progress=False)
