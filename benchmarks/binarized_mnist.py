@@ -8,7 +8,7 @@ minutes on a CPU); the test NLL is exact over all 10000 test images.
 The gated PixelCNN trains in two cosine cycles of 14000 steps (SGDR: the second restarts
 warm at half the peak), about 4 hours on 2 cores in one go:
 
-    python benchmarks/binarized_mnist.py --only gated_pixelcnn --budget 16000 --threads 2 \
+    python benchmarks/binarized_mnist.py --only gated_pixelcnn --budget 20000 --threads 2 \
         --out runs/bmnist2
 
 The README's run trained the first cycle alone (then the whole schedule: steps=14000,
