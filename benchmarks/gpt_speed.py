@@ -304,6 +304,16 @@ def darm_config(dtype, steps):
     )
 
 
+def train_logged(model, data, cfg, max_seconds=None):
+    """darm.train.train into a temporary run folder; (its final state, its last log.csv row:
+    that row's tokens_per_s and elapsed_s time the training steps alone)."""
+    with tempfile.TemporaryDirectory(prefix="darm-gpt-speed-") as run_dir:
+        state = train(model, "gpt", data, cfg, Path(run_dir), progress=False,
+                      max_seconds=max_seconds)  # fmt: skip
+        with open(Path(run_dir) / "log.csv") as f:
+            return state, list(csv.DictReader(f))[-1]
+
+
 def train_darm(data, dtype, steps, max_seconds=None, label=None):
     """darm's gpt through darm.train.train; returns its table row."""
     va, te = data["valid"], data["test"]
@@ -311,13 +321,9 @@ def train_darm(data, dtype, steps, max_seconds=None, label=None):
     cfg = darm_config(dtype, steps)
     label = label or f"darm gpt, {dtype} (darm.train.train)"
     print(f"training {label} ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="darm-gpt-speed-") as run_dir:
-        t_all, c0 = time.perf_counter(), cpu_seconds()
-        state = train(model, "gpt", data, cfg, Path(run_dir), progress=False,
-                      max_seconds=max_seconds)  # fmt: skip
-        t_all, others = time.perf_counter() - t_all, others_cpu(c0, cpu_seconds())
-        with open(Path(run_dir) / "log.csv") as f:
-            last = list(csv.DictReader(f))[-1]
+    t_all, c0 = time.perf_counter(), cpu_seconds()
+    state, last = train_logged(model, data, cfg, max_seconds)
+    t_all, others = time.perf_counter() - t_all, others_cpu(c0, cpu_seconds())
     done = int(last["step"])
     assert max_seconds or done == steps, last
     secs, tps = float(last["elapsed_s"]), float(last["tokens_per_s"])

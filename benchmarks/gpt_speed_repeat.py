@@ -4,26 +4,23 @@
 
 The same models, hyper-parameters and training loops as benchmarks/gpt_speed.py (which also
 scores held-out loss); this script measures speed only. On a small shared VM the same
-training runs at a speed that differs from process to process by up to 30% while staying
-steady within a process (presumably the physical pages a process gets, and so its cache
-conflicts), so one process per implementation is a coin toss. Here every round starts one
-fresh process per implementation, alternating which goes first, and the table gives each
-round's tokens/s, the median tokens/s, the ratio of the medians and the median of the
-per-round ratios. tokens/s counts the training steps only (batches, forward, backward,
-optimizer), not start-up, data loading or evaluation.
+training runs at a speed that differs from process to process by up to 30% (this script's
+per-round numbers show it), so one process per implementation is a coin toss. Here every
+round starts one fresh process per implementation, alternating which goes first, and the
+table gives each round's tokens/s, the median tokens/s, the ratio of the medians and the
+median of the per-round ratios. tokens/s counts the training steps only (batches, forward,
+backward, optimizer), not start-up, data loading or evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpt_speed  # noqa: E402
 
 from darm.data import load_data  # noqa: E402
-from darm.train import train  # noqa: E402
 
 IMPLEMENTATIONS = ("baseline", "fp32", "bf16")
 
@@ -45,11 +41,8 @@ def worker(impl: str, steps: int) -> float:
         _, seconds, _ = gpt_speed.train_baseline(data["train"].stream, data.vocab_size, steps)
         return steps * gpt_speed.BATCH * gpt_speed.BLOCK / seconds
     model = gpt_speed.darm_gpt(data.vocab_size)
-    with tempfile.TemporaryDirectory(prefix="darm-gpt-repeat-") as run_dir:
-        # tokens/s of the training steps alone (train() returns it with the final eval in)
-        train(model, "gpt", data, gpt_speed.darm_config(impl, steps), Path(run_dir), progress=False)
-        with open(Path(run_dir) / "log.csv") as f:
-            return float(list(csv.DictReader(f))[-1]["tokens_per_s"])
+    _, last = gpt_speed.train_logged(model, data, gpt_speed.darm_config(impl, steps))
+    return float(last["tokens_per_s"])
 
 
 def main(argv=None):
