@@ -27,9 +27,12 @@ def run_one(
     out_root=None,
     progress=True,
     resume=False,
+    init=None,
 ):
     """Train under a wall-clock budget, then evaluate the best checkpoint on the test split.
-    resume: continue the run folder's last checkpoint under this config (e.g. more steps)."""
+    resume: continue the run folder's last checkpoint under this config (e.g. more steps).
+    init: a checkpoint whose weights a new run starts from (fine-tuning); model_kw may
+    change only what leaves the weights' shapes alone, such as dropout."""
     cfg = TrainConfig(**train_kw)
     out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
     if data.image_shape and "image_shape" in config_fields(model_name):
@@ -48,9 +51,15 @@ def run_one(
         if resume:
             print(f"{label}: nothing to resume in {out}; starting afresh")
         torch.manual_seed(train_kw.get("seed", 1337))
-        model = create_model(
-            model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw
-        )
+        if init:
+            model, record, path = load_checkpoint(init, overrides=model_kw)
+            if record["model"] != model_name:
+                raise SystemExit(f"{path} holds {record['model']}, not the config's {model_name}")
+            print(f"{label}: starting from the weights of {path} (step {record['step']})")
+        else:
+            model = create_model(
+                model_name, vocab_size=data.vocab_size, seq_len=data.seq_len, **model_kw
+            )
         resume_from = None
     t0 = time.perf_counter()
     state = train(model, model_name, data, cfg, out, resume_from, progress, max_seconds=budget_s)
@@ -100,19 +109,27 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
         action="store_true",
         help="continue runs already in --out (their train s then counts this invocation only)",
     )
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start new runs from this checkpoint's weights (fine-tuning; with one --only)",
+    )
     args = p.parse_args()
     if args.resume and not args.out:
         p.error("--resume needs --out, the folder of the runs to continue")
+    if args.init and (not args.only or "," in args.only):
+        p.error("--init needs one config in --only")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(data.summary(), "-", data.notes)
     rows = []
     for label in args.only.split(",") if args.only else list(configs):
         model, model_kw, train_kw = configs[label]
-        train_kw = dict(eval_every=eval_every, **train_kw)
+        train_kw = {"eval_every": eval_every, **train_kw}  # a config may set its own
         result = run_one(
-            label, model, data, model_kw, train_kw, args.budget, args.out, resume=args.resume
-        )
+            label, model, data, model_kw, train_kw, args.budget, args.out,
+            resume=args.resume, init=args.init,
+        )  # fmt: skip
         row = annotate(result)
         rows.append(row)
         print(f"{label}: {row['test_nats_per_example']:.3f} nats/example, "

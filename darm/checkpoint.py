@@ -218,14 +218,20 @@ def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return path, record
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model of a checkpoint and load its weights -> (model, record, json_path)."""
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    overrides: dict[str, Any] | None = None,
+):
+    """Rebuild the model of a checkpoint and load its weights -> (model, record, json_path).
+    overrides: config fields to change that leave the weights as they are (dropout, say),
+    for fine-tuning; a field that changes a weight's shape is refused by the strict load."""
     path, record = read_record(path)
     config = record["config"]
     if not isinstance(config, dict):
         raise DarmError(f"{path}: config must be a JSON object")
     try:
-        model = create_model(record["model"], **config)
+        model = create_model(record["model"], **{**config, **(overrides or {})})
     except (TypeError, ValueError) as e:
         raise DarmError(f"{path}: invalid model config: {e}") from None
     tag = path.name.removesuffix(".json")

@@ -100,7 +100,12 @@ def train_run(args, device, ctx) -> None:
     from darm.train import TrainConfig, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
-    run_dir = Path(args.out or f"runs/{Path(args.data).stem}-{args.model}")
+    if args.init and args.resume:
+        raise DarmError("--init starts a new run from a checkpoint's weights; --resume "
+                        "continues one: pass one of them")  # fmt: skip
+    if args.init and args.conditional:
+        raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
+    run_dir = Path(args.out or default_run_dir(args))
     train_overrides = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -124,19 +129,25 @@ def train_run(args, device, ctx) -> None:
                 f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
                 f"or --out for a new folder"
             )
-        data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
-        overrides = parse_assignments(args.set or [])
-        overrides.setdefault("seq_len", data.seq_len)
-        if data.image_shape and "image_shape" in config_fields(args.model):
-            overrides.setdefault("image_shape", data.image_shape)  # the 2-D view of images
-        if args.conditional:
-            if not data.num_classes:
-                raise DarmError(f"--conditional needs labels, and {data.name} has none")
-            overrides["num_classes"] = data.num_classes
-        model_name = args.model
         cfg = build_config(TrainConfig, train_overrides, "training option")
         torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
-        model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
+        if args.init:
+            model, model_name, data, path, step = init_from(args, device)
+            say(f"starting from the weights of {path} ({model_name}, step {step})")
+        else:
+            data = load_data(
+                args.data or "digits", args.format, args.block, args.levels, args.data_seed
+            )
+            model_name = args.model or "gpt"
+            overrides = parse_assignments(args.set or [])
+            overrides.setdefault("seq_len", data.seq_len)
+            if data.image_shape and "image_shape" in config_fields(model_name):
+                overrides.setdefault("image_shape", data.image_shape)  # the 2-D view of images
+            if args.conditional:
+                if not data.num_classes:
+                    raise DarmError(f"--conditional needs labels, and {data.name} has none")
+                overrides["num_classes"] = data.num_classes
+            model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
         resume = None
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
@@ -149,6 +160,52 @@ def train_run(args, device, ctx) -> None:
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         finish_run(run_dir, data, device, args.samples, cfg.seed)
+
+
+def init_from(args, device):
+    """Fine-tuning: a new run from a checkpoint's weights -> (model, name, data, path, step). The
+    data is the checkpoint's own unless --data names other data, which is then read with the
+    checkpoint's vocabulary; --set may change fields that keep the weights (dropout, say)."""
+    from darm.checkpoint import load_checkpoint
+    from darm.data import load_data, load_from_source
+    from darm.data.vocab import Vocabulary
+
+    overrides = parse_assignments(args.set or [])
+    model, record, path = load_checkpoint(args.init, device, overrides)
+    model_name = record["model"]
+    if args.model and args.model != model_name:
+        raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
+    meta = record["data"]
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    D = model.num_dims
+    if args.data:
+        data = load_data(
+            args.data, args.format, args.block, args.levels, args.data_seed, vocab, max_len=D
+        )
+    else:
+        data = load_from_source(meta["source"], vocab, D)
+    if data.vocab_size != model.vocab_size or data.seq_len != D:
+        raise DarmError(
+            f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
+            f"L={model.vocab_size}, D={D}"
+        )
+    if model.num_classes and data.num_classes != model.num_classes:
+        raise DarmError(
+            f"{path} is conditional on {model.num_classes} classes; the data has {data.num_classes}"
+        )
+    return model.to(device), model_name, data, path, record["step"]
+
+
+def default_run_dir(args) -> str:
+    """runs/DATA-MODEL; with --init, runs/DATA-MODEL-init named after the checkpoint."""
+    from darm.checkpoint import read_record
+
+    if not args.init:
+        return f"runs/{Path(args.data or 'digits').stem}-{args.model or 'gpt'}"
+    _, record = read_record(args.init)
+    source = record["data"].get("source", {})
+    data = args.data or source.get("path") or source.get("name") or "data"
+    return f"runs/{Path(data).stem}-{record['model']}-init"
 
 
 def finish_run(run_dir: Path, data, device, n_samples: int, seed: int) -> None:
@@ -580,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--data",
-        default="digits",
-        help="digits | names | shakespeare | speech | PATH (default: digits)",
+        help="digits | names | shakespeare | speech | PATH (default: digits, or with --init "
+        "the checkpoint's data)",
     )
     t.add_argument(
         "--format",
@@ -598,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(mnist, --format images; default 256)",
     )
     t.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
-    t.add_argument("--model", default="gpt", help="registered model (see `darm models`)")
+    t.add_argument("--model", help="registered model (see `darm models`; default: gpt)")
     t.add_argument(
         "--set",
         action="append",
@@ -608,6 +665,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--conditional", action="store_true", help="model p(x | label)")
     t.add_argument("--out", help="run folder (default runs/DATA-MODEL)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start a new run from this checkpoint's weights (fine-tuning): fresh optimiser "
+        "and schedule; --set may change fields that keep the weights, e.g. dropout",
+    )
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)

@@ -70,6 +70,36 @@ def test_resume_extends_the_run(run, capsys):
     assert json.loads((run / "last.json").read_text())["step"] == 40
 
 
+def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
+    """A new run (step 0, fresh schedule) from the best weights, dropout changed; with the
+    learning rate at zero the weights stay exactly the checkpoint's."""
+    out = tmp_path / "ft"
+    assert main(["train", "--init", str(run), "--set", "dropout=0.25", "--steps", "6",
+                 "--eval-every", "3", "--lr", "0", "--min-lr", "0", "--out", str(out),
+                 "--quiet", "--samples", "2"]) == 0  # fmt: skip
+    assert "starting from the weights of" in capsys.readouterr().out
+    record = json.loads((out / "last.json").read_text())
+    assert record["step"] == 6 and record["config"]["dropout"] == 0.25
+    assert (out / "last.safetensors").read_bytes() == (run / "best.safetensors").read_bytes()
+    tuned = json.loads((out / "results.json").read_text())["nats_per_example"]
+    assert main(["eval", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["nats_per_example"] == tuned
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--set", "n_hidden=8"], "weights do not match the model"),
+        (["--model", "gpt"], "holds a markov, not a gpt"),
+        (["--resume"], "pass one of them"),
+        (["--data", "digits"], "was trained with L="),
+    ],
+)
+def test_init_bad_input(run, extra, needle, tmp_path, capsys):
+    code = main(["train", "--init", str(run), "--out", str(tmp_path / "x"), *extra])
+    one_line_error(capsys, code, needle=needle)
+
+
 def test_train_refuses_to_overwrite(run, names_file, capsys):
     code = main(["train", "--data", str(names_file), *TINY_MARKOV, "--out", str(run)])
     one_line_error(capsys, code, needle="already holds a checkpoint")
