@@ -103,8 +103,11 @@ def save_checkpoint(
     model_name: str,
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
+    raw_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write TAG.{safetensors,optim.safetensors,json} into run_dir; returns the JSON path."""
+    """Write TAG.{safetensors,optim.safetensors,json} into run_dir; returns the JSON path.
+    raw_weights: when the model holds averaged (EMA) weights, the training weights, which
+    go beside the optimiser state so a resumed run trains on from them."""
     run_dir = Path(run_dir)
     for stale in run_dir.glob(f".{tag}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
@@ -123,6 +126,8 @@ def save_checkpoint(
         optim = run_dir / f"{tag}.optim.safetensors"
         tensors, groups = _optimizer_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
+        for name, value in (raw_weights or {}).items():
+            tensors[f"raw.{name}"] = value.detach().cpu().contiguous()
         atomic_write(_staged(optim), lambda tmp: save_file(tensors, tmp))
         staged.append(optim)
         record["optimizer"] = groups
@@ -268,8 +273,11 @@ def load_weights(model: ARModel, state: dict[str, torch.Tensor], where: Path) ->
     model.load_state_dict(state)
 
 
-def load_training_state(path: Path, record: dict, optimizer: torch.optim.Optimizer) -> None:
-    """Restore the optimiser and the RNG of a checkpoint saved during training."""
+def load_training_state(
+    path: Path, record: dict, optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
+    """Restore the optimiser and the RNG of a checkpoint saved during training; returns the
+    training weights saved beside them when the weights file holds an average (else {})."""
     tag = path.name.removesuffix(".json")
     tensors = _load_tensors(
         path.with_name(f"{tag}.optim.safetensors"), record["sha256"].get("optim"), "optimiser"
@@ -293,3 +301,4 @@ def load_training_state(path: Path, record: dict, optimizer: torch.optim.Optimiz
             torch.set_rng_state(tensors["rng.torch"])
         except (RuntimeError, TypeError) as e:
             raise DarmError(f"{path}: invalid RNG state: {e}") from None
+    return {k.removeprefix("raw."): v for k, v in tensors.items() if k.startswith("raw.")}

@@ -43,6 +43,8 @@ TRAIN_HELP = {
     "dtype": "fp32 | bf16 (bf16 autocast of the forward; weights and loss stay fp32; on an "
     "AVX-512 BF16 CPU a training step of gpt ran 1.37x, gated_pixelcnn 1.88x faster)",
     "compile": "torch.compile the model for training",
+    "ema": "Polyak averaging: decay of an exponential moving average of the weights, which "
+    "validation and the checkpoints use (e.g. 0.999; 0: off)",
 }
 
 

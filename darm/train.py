@@ -9,6 +9,9 @@ cuts it in `grad_accum` micro-batches, and each micro-batch contributes
 sum(nats) / (scored dims of the GLOBAL batch) to the gradient, so the summed gradient is the
 one-process gradient of the whole batch. Dropout masks are a function of (seed, step, rank)
 too, so a resumed run replays an uninterrupted one exactly.
+
+With `ema` > 0 an average of the weights (darm.ema) is what validation scores and what the
+checkpoints' weight files hold; the training weights go into the optimiser file.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from darm import distributed
 from darm.checkpoint import atomic_write_text, load_training_state, save_checkpoint
 from darm.data import Dataset
 from darm.data.splits import TensorSplit
+from darm.ema import WeightAverage
 from darm.errors import DarmError
 from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel
@@ -55,6 +59,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step; gradients summed, same effective batch
     dtype: str = "fp32"  # fp32 | bf16: autocast of the forward; weights and loss stay fp32
     compile: bool = False  # torch.compile the model for training (eval stays eager)
+    ema: float = 0.0  # decay of an average of the weights that eval and checkpoints use; 0: off
 
 
 DTYPES = ("fp32", "bf16")
@@ -73,6 +78,8 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
         raise DarmError(
             f"warmup ({cfg.warmup}) must be shorter than a cycle ({cfg.steps // cfg.cycles} steps)"
         )
+    if not 0 <= cfg.ema < 1:
+        raise DarmError(f"ema must be in [0, 1) (0 turns it off), got {cfg.ema}")
     if not 0 < cfg.cycle_decay <= 1:
         raise DarmError(f"cycle_decay must be in (0, 1], got {cfg.cycle_decay}")
     last_peak = cfg.lr * cfg.cycle_decay ** (cfg.cycles - 1)
@@ -205,6 +212,17 @@ def start_log(log_path: Path, start: int) -> None:
     atomic_write_text(log_path, text.getvalue())
 
 
+def restore_weights(model: ARModel, raw: dict[str, torch.Tensor], where: Path) -> None:
+    """Copy a checkpoint's training weights (saved beside an average) into the model."""
+    state = model.state_dict()
+    for name, value in raw.items():
+        if name not in state or state[name].shape != value.shape:
+            raise DarmError(f"{where}: saved training weight {name} does not fit the model")
+    with torch.no_grad():
+        for name, value in raw.items():
+            state[name].copy_(value)
+
+
 def train(
     model: ARModel,
     model_name: str,
@@ -235,12 +253,17 @@ def train(
     if conditional and data.num_classes == 0:
         raise DarmError(f"a conditional model needs labels, and {data.name} has none")
     optimizer = make_optimizer(model, cfg)
-    start, best = 0, math.inf
+    start, best, saved_raw = 0, math.inf, {}
     torch.manual_seed(cfg.seed)
     if resume_from is not None:
         path, record = resume_from
-        load_training_state(path, record, optimizer)
+        saved_raw = load_training_state(path, record, optimizer)
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
+    # the model holds a checkpoint's weights, which are the average when it kept one; the
+    # training weights saved beside them come back into the model
+    ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    if saved_raw:
+        restore_weights(model, saved_raw, resume_from[0])
     train_split, valid_split = data["train"], data["valid"]
     log_path = run_dir / "log.csv"
     if ctx.is_main:
@@ -259,7 +282,12 @@ def train(
     if cfg.compile:
         net = torch.compile(net)
 
-    def checkpoint(tag: str, step: int, best: float) -> None:
+    def averaged():
+        """Inside: the model holds the weights to score and save (the average, if kept);
+        yields the training weights that must be saved beside them (None without EMA)."""
+        return contextlib.nullcontext() if ema is None else ema.swapped()
+
+    def checkpoint(tag: str, step: int, best: float, raw: dict | None) -> None:
         if not ctx.is_main:
             return
         meta = {
@@ -268,21 +296,22 @@ def train(
             "train": asdict(cfg),
             "data": data_meta(data),
         }
-        save_checkpoint(run_dir, tag, model, model_name, meta, optimizer)
+        save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 
     def evaluate_and_save(step, lr, train_nll, tokens_per_s, elapsed, best) -> float:
         """Score the validation split, log it, save last (and best); return the best."""
-        val = evaluate_split(model, valid_split, cfg.eval_batch_size).nats_per_dim
-        model.train()
-        if ctx.is_main:
-            with open(log_path, "a", newline="") as f:
-                row = [step, lr, train_nll, val, tokens_per_s, elapsed]
-                csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-            bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
-        if val < best:
-            best = val
-            checkpoint("best", step, best)
-        checkpoint("last", step, best)
+        with averaged() as raw:
+            val = evaluate_split(model, valid_split, cfg.eval_batch_size).nats_per_dim
+            model.train()
+            if ctx.is_main:
+                with open(log_path, "a", newline="") as f:
+                    row = [step, lr, train_nll, val, tokens_per_s, elapsed]
+                    csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+                bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
+            if val < best:
+                best = val
+                checkpoint("best", step, best, raw)
+            checkpoint("last", step, best, raw)
         return best
 
     model.train()
@@ -335,6 +364,8 @@ def train(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update(step)
         tokens += n_dims
         running = loss if running is None else 0.95 * running + 0.05 * loss
         bar.update(1)
@@ -342,7 +373,8 @@ def train(
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
             best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
         elif step + 1 == end:
-            checkpoint("last", step + 1, best)
+            with averaged() as raw:
+                checkpoint("last", step + 1, best, raw)
         if out_of_time:
             end = step + 1
             break
