@@ -56,6 +56,22 @@ CONFIGS = {
             dtype="bf16",
         ),
     ),
+    # then Polyak averaging (--ema) over a second, lower cosine from that run's best
+    "gated_pixelcnn_ema": (
+        "gated_pixelcnn",
+        dict(n_embd=8, n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3, dropout=0.2),
+        dict(
+            steps=4000,
+            eval_every=500,
+            batch_size=32,
+            lr=1e-4,
+            min_lr=1e-5,
+            warmup=50,
+            weight_decay=0.0,
+            dtype="bf16",
+            ema=0.999,
+        ),
+    ),
     "pixelcnn": (
         "pixelcnn",
         dict(n_embd=8, n_hidden=32, n_layer=6, first_kernel=7, kernel_size=3),
