@@ -23,55 +23,37 @@ from common import run_benchmark
 from darm.data import load_data
 from darm.data.splits import TensorSplit
 
+GATED = dict(n_embd=8, n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3)
+# bf16 autocast: a step runs 1.88x faster on this CPU (bf16_speed.py; weights stay fp32)
+GATED_TRAIN = dict(batch_size=32, weight_decay=0.0, dtype="bf16")
+
 CONFIGS = {
     "gated_pixelcnn": (
         "gated_pixelcnn",
-        dict(n_embd=8, n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3),
-        # bf16 autocast: a step runs 1.88x faster on this CPU (bf16_speed.py; weights stay fp32)
+        GATED,
         dict(
             steps=28000,
             cycles=2,
             cycle_decay=0.5,
-            batch_size=32,
             lr=1.5e-3,
             min_lr=5e-5,
             warmup=200,
-            weight_decay=0.0,
-            dtype="bf16",
+            **GATED_TRAIN,
         ),
-    ),
+    ),  # fmt: skip
     # fine-tuning the first cycle's best weights with dropout (--init): the second cycle
     # without it overfit (train 78.9, valid 83.1 nats/image)
     "gated_pixelcnn_dropout": (
         "gated_pixelcnn",
-        dict(n_embd=8, n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3, dropout=0.2),
-        dict(
-            steps=10000,
-            eval_every=500,
-            batch_size=32,
-            lr=3e-4,
-            min_lr=1e-5,
-            warmup=100,
-            weight_decay=0.0,
-            dtype="bf16",
-        ),
+        dict(GATED, dropout=0.2),
+        dict(steps=10000, eval_every=500, lr=3e-4, min_lr=1e-5, warmup=100, **GATED_TRAIN),
     ),
     # then Polyak averaging (--ema) over a second, lower cosine from that run's best
     "gated_pixelcnn_ema": (
         "gated_pixelcnn",
-        dict(n_embd=8, n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3, dropout=0.2),
-        dict(
-            steps=4000,
-            eval_every=500,
-            batch_size=32,
-            lr=1e-4,
-            min_lr=1e-5,
-            warmup=50,
-            weight_decay=0.0,
-            dtype="bf16",
-            ema=0.999,
-        ),
-    ),
+        dict(GATED, dropout=0.2),
+        dict(steps=4000, eval_every=500, lr=1e-4, min_lr=1e-5, warmup=50, ema=0.999, **GATED_TRAIN),
+    ),  # fmt: skip
     "pixelcnn": (
         "pixelcnn",
         dict(n_embd=8, n_hidden=32, n_layer=6, first_kernel=7, kernel_size=3),

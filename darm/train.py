@@ -29,7 +29,12 @@ import torch
 from tqdm import tqdm
 
 from darm import distributed
-from darm.checkpoint import atomic_write_text, load_training_state, save_checkpoint
+from darm.checkpoint import (
+    atomic_write_text,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+)
 from darm.data import Dataset
 from darm.data.splits import TensorSplit
 from darm.ema import WeightAverage
@@ -213,14 +218,9 @@ def start_log(log_path: Path, start: int) -> None:
 
 
 def restore_weights(model: ARModel, raw: dict[str, torch.Tensor], where: Path) -> None:
-    """Copy a checkpoint's training weights (saved beside an average) into the model."""
-    state = model.state_dict()
-    for name, value in raw.items():
-        if name not in state or state[name].shape != value.shape:
-            raise DarmError(f"{where}: saved training weight {name} does not fit the model")
-    with torch.no_grad():
-        for name, value in raw.items():
-            state[name].copy_(value)
+    """Copy a checkpoint's training weights (saved beside an average) into the model, through
+    the checkpoint's strict load (raw holds the floating-point tensors only)."""
+    load_weights(model, {**model.state_dict(), **raw}, where)
 
 
 def train(
