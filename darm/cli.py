@@ -186,16 +186,21 @@ def init_from(args, device):
         )
     else:
         data = load_from_source(meta["source"], vocab, D)
-    if data.vocab_size != model.vocab_size or data.seq_len != D:
-        raise DarmError(
-            f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
-            f"L={model.vocab_size}, D={D}"
-        )
+    check_fits(data, model, path)
     if model.num_classes and data.num_classes != model.num_classes:
         raise DarmError(
             f"{path} is conditional on {model.num_classes} classes; the data has {data.num_classes}"
         )
     return model.to(device), model_name, data, path, record["step"]
+
+
+def check_fits(data, model, path) -> None:
+    """The data must have the checkpoint's L symbols and D dimensions."""
+    if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
+        raise DarmError(
+            f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
+            f"L={model.vocab_size}, D={model.num_dims}"
+        )
 
 
 def default_run_dir(args) -> str:
@@ -489,11 +494,7 @@ def cmd_eval(args) -> None:
         data = load_data(args.data, fmt, model.num_dims, vocab=vocab, max_len=model.num_dims)
     else:
         data = load_from_source(meta["source"], vocab, model.num_dims)
-    if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
-        raise DarmError(
-            f"data has L={data.vocab_size}, D={data.seq_len}; the model was trained with "
-            f"L={model.vocab_size}, D={model.num_dims}"
-        )
+    check_fits(data, model, path)
     nll = evaluate(model, data[args.split], args.batch_size)
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}")
     print_nll(nll, args.split, data.kind)
