@@ -111,6 +111,7 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     for stale in run_dir.glob(f".{tag}.*.tmp"):  # left by a process killed mid-write
         stale.unlink(missing_ok=True)
+    finish_commit(run_dir, tag)
     weights = run_dir / f"{tag}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     staged = [weights]
@@ -138,6 +139,21 @@ def save_checkpoint(
     for final in staged:
         os.replace(_staged(final), final)
     return path
+
+
+def finish_commit(run_dir: Path, tag: str) -> None:
+    """Rename onto their final names the staged files of a save killed after its commit
+    point (those the JSON's hashes name), before a new save stages over them: that would
+    leave the JSON pointing at files that exist nowhere."""
+    path = run_dir / f"{tag}.json"
+    try:
+        hashes = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no committed checkpoint (or an unreadable one): nothing to protect
+    for key, name in (("weights", f"{tag}.safetensors"), ("optim", f"{tag}.optim.safetensors")):
+        staged = _staged(run_dir / name)
+        if staged.is_file() and hashes.get(key) == _sha256(staged):
+            os.replace(staged, run_dir / name)
 
 
 def record_sha256(record: dict[str, Any]) -> str:

@@ -107,6 +107,7 @@ def train_run(args, device, ctx) -> None:
                         "continues one: pass one of them")  # fmt: skip
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
+    check_counts(args, threads=1, samples=0)
     run_dir = Path(args.out or default_run_dir(args))
     train_overrides = {
         f.name: getattr(args, f.name)
@@ -115,6 +116,7 @@ def train_run(args, device, ctx) -> None:
     }
     if args.resume:
         path, record = read_record(run_dir / "last.json")
+        check_resume_matches(args, record)
         meta = record["data"]
         vocab = Vocabulary(meta["vocab"]) if meta["vocab"] else None
         data = load_from_source(meta["source"], vocab, record["config"]["seq_len"])
@@ -137,14 +139,12 @@ def train_run(args, device, ctx) -> None:
             model, model_name, data, path, step = init_from(args, device)
             say(f"starting from the weights of {path} ({model_name}, step {step})")
         else:
-            data = load_data(
-                args.data or "digits", args.format, args.block, args.levels, args.data_seed
-            )
+            data = load_data(args.data or "digits", args.format, *data_options(args))
             model_name = args.model or "gpt"
-            overrides = parse_assignments(args.set or [])
-            overrides.setdefault("seq_len", data.seq_len)
+            overrides = model_overrides(parse_assignments(args.set or []), "--set ")
+            overrides["seq_len"] = data.seq_len
             if data.image_shape and "image_shape" in config_fields(model_name):
-                overrides.setdefault("image_shape", data.image_shape)  # the 2-D view of images
+                overrides["image_shape"] = data.image_shape  # the 2-D view of images
             if args.conditional:
                 if not data.num_classes:
                     raise DarmError(f"--conditional needs labels, and {data.name} has none")
@@ -181,26 +181,94 @@ def init_from(args, device):
     vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
     D = model.num_dims
     if args.data:
-        data = load_data(
-            args.data, args.format, args.block, args.levels, args.data_seed, vocab, max_len=D
-        )
+        block, levels, seed = data_options(args)
+        levels = model.vocab_size if levels is None else levels  # arrays, images: L levels
+        data = load_data(args.data, args.format, block, levels, seed, vocab, max_len=D)
     else:
         data = load_from_source(meta["source"], vocab, D)
     check_fits(data, model, path)
-    if model.num_classes and data.num_classes != model.num_classes:
-        raise DarmError(
-            f"{path} is conditional on {model.num_classes} classes; the data has {data.num_classes}"
-        )
     return model.to(device), model_name, data, path, record["step"]
 
 
 def check_fits(data, model, path) -> None:
-    """The data must have the checkpoint's L symbols and D dimensions."""
+    """The data must have the checkpoint's L symbols and D dimensions, and labels of its
+    classes if the model is conditional."""
     if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(
             f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
             f"L={model.vocab_size}, D={model.num_dims}"
         )
+    if model.num_classes and data.num_classes != model.num_classes:
+        raise DarmError(
+            f"{path} is conditional on {model.num_classes} classes; the data has "
+            f"{data.num_classes or 'no labels'}"
+        )
+
+
+# data options of `train` and the data-source field each ends up in: (flag, attribute, key)
+SOURCE_OPTIONS = [
+    ("--format", "format", "format"),
+    ("--block", "block", "block"),
+    ("--levels", "levels", "levels"),
+    ("--data-seed", "data_seed", "seed"),
+]
+
+
+def check_resume_matches(args, record: dict) -> None:
+    """A resumed run keeps its model and data. The command that started it may be repeated
+    with --resume, but an option that would change them is refused, not silently ignored."""
+    from darm.models import get_entry
+
+    def refuse(option: str, value, theirs) -> None:
+        raise DarmError(
+            f"--resume continues the run as it was: {option} {value} differs from its "
+            f"{theirs} (--init starts a new run from its weights)"
+        )
+
+    name, config = record["model"], record["config"]
+    if args.model and args.model != name:
+        refuse("--model", args.model, f"model {name}")
+    if args.conditional and not config.get("num_classes"):
+        refuse("--conditional", "", "unconditional model")
+    cls = get_entry(name).config_cls
+    for key, value in parse_assignments(args.set or []).items():
+        asked = getattr(build_config(cls, {**config, key: value}, f"{name} config"), key)
+        if asked != getattr(build_config(cls, config, f"{name} config"), key):
+            refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
+    source = record["data"]["source"]
+    for flag, attr, key in SOURCE_OPTIONS:
+        value = getattr(args, attr)
+        if value is not None and key in source and value != source[key]:
+            refuse(flag, value, f"data's {key} {source.get(key)}")
+
+
+# config fields the data decides: L, D, the image shape, and (with --conditional) the classes
+DATA_FIELDS = ("vocab_size", "seq_len", "image_shape", "num_classes")
+
+
+def data_options(args) -> tuple:
+    """(block, levels, seed) of `load_data` from --block, --levels, --data-seed."""
+    block = 64 if args.block is None else args.block
+    return block, args.levels, 42 if args.data_seed is None else args.data_seed
+
+
+def model_overrides(overrides: dict, flag: str) -> dict:
+    """--set fields, refusing those the data decides."""
+    taken = [k for k in overrides if k in DATA_FIELDS]
+    if taken:
+        raise DarmError(
+            f"{flag}{taken[0]} is not settable: vocab_size, seq_len and image_shape come from "
+            f"the data (--block sets D of a corpus), num_classes from --conditional"
+        )
+    return overrides
+
+
+def check_counts(args, **minimum: int) -> None:
+    """Integer options that have a floor, e.g. check_counts(args, threads=1): one line each."""
+    for name, low in minimum.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise DarmError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
 def default_run_dir(args) -> str:
@@ -227,8 +295,10 @@ def finish_run(run_dir: Path, data, device, n_samples: int, seed: int) -> None:
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     print_nll(nll, "test", data.kind)
     plot_loss_curves({record["model"]: run_dir / "log.csv"}, run_dir / "loss.png")
-    out = write_samples(model, record, n_samples, run_dir / "samples", seed=seed)
-    print(f"wrote {out}, {run_dir / 'loss.png'}, {run_dir / 'results.json'}")
+    written = [run_dir / "loss.png", run_dir / "results.json"]
+    if n_samples:
+        written.insert(0, write_samples(model, record, n_samples, run_dir / "samples", seed=seed))
+    print(f"wrote {', '.join(map(str, written))}")
 
 
 def print_nll(nll, split: str, kind: str) -> None:
@@ -273,6 +343,13 @@ def write_samples(
         if vocab is None:
             raise DarmError("--prompt works for text models; this model has no vocabulary")
         prefix = torch.tensor([vocab.encode(prompt)] * n)
+    if length is not None:
+        if length < 1:
+            raise DarmError(f"--length must be >= 1, got {length}")
+        if meta.get("image_shape") and length != model.num_dims:
+            raise DarmError(
+                f"--length: an image model draws whole images of {model.num_dims} values"
+            )
     D = length or model.num_dims
     gen = torch.Generator(device=device).manual_seed(seed)
     try:
@@ -485,13 +562,15 @@ def cmd_eval(args) -> None:
     from darm.data.vocab import Vocabulary
     from darm.metrics import evaluate
 
+    check_counts(args, batch_size=1)
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
     meta = record["data"]
     vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
     if args.data:
         fmt = meta["source"].get("format")
         fmt = None if fmt == "builtin" else fmt
-        data = load_data(args.data, fmt, model.num_dims, vocab=vocab, max_len=model.num_dims)
+        D, L = model.num_dims, model.vocab_size  # read as the model was: its L levels
+        data = load_data(args.data, fmt, D, L, vocab=vocab, max_len=D)
     else:
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
@@ -547,10 +626,7 @@ def cmd_compare(args) -> None:
 
     if args.budget is None and args.steps is None:
         args.budget = 300.0
-    if args.steps is not None and args.steps < 1:
-        raise DarmError(f"--steps must be >= 1, got {args.steps}")
-    if args.samples < 1:
-        raise DarmError(f"--samples must be >= 1, got {args.samples}")
+    check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
     device = _device(args.device)
     torch.set_num_threads(args.threads) if args.threads else None
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
@@ -561,6 +637,7 @@ def cmd_compare(args) -> None:
         model, dot, field = key.partition(".")
         if not dot or not field:
             raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
+        model_overrides({field: value}, f"--set {model}.")
         overrides.setdefault(model, {})[field] = value
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
     command = ["darm compare --data", args.data, "--models", ",".join(names)]
@@ -648,16 +725,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lines", "corpus", "array", "images", "audio"],
         help="how to read a PATH: one item per line, one corpus, arrays, or a WAV",
     )
-    t.add_argument(
-        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
-    )
+    t.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
     t.add_argument(
         "--levels",
         type=int,
         help="symbols L: of an array file, or grey levels images are quantised to "
         "(mnist, --format images; default 256)",
     )
-    t.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
+    t.add_argument("--data-seed", type=int, help="seed of the data split (default 42)")
     t.add_argument("--model", help="registered model (see `darm models`; default: gpt)")
     t.add_argument(
         "--set",
@@ -691,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="stop training after this long (90s, 5m, 1h); --resume continues",
     )
-    t.add_argument("--samples", type=int, default=64, help="samples to write at the end")
+    t.add_argument("--samples", type=int, default=64, help="samples to write at the end (0: none)")
     t.add_argument("--device", default="auto", help="cpu | cuda | auto")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -700,7 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="exact NLL of a checkpoint over a whole split")
     e.add_argument("checkpoint", help="run folder or checkpoint .json")
     e.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    e.add_argument("--data", help="score another file with the model's vocabulary")
+    e.add_argument(
+        "--data", help="score another file's --split, read with the model's vocabulary and levels"
+    )
     e.add_argument("--batch-size", type=int, default=512)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="also print the numbers as JSON")

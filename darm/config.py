@@ -77,6 +77,14 @@ def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") 
         raise DarmError(f"{what}: {e}") from None
 
 
+def require_at_least(config: Any, minimum: int, *names: str) -> None:
+    """A __post_init__ check: each named field is >= minimum (sizes, layer counts)."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
 def parse_assignments(items: list[str]) -> dict[str, str]:
     """Parse ['key=value', ...] from the command line into a dict of strings."""
     out = {}

@@ -67,6 +67,10 @@ class NLL:
 @torch.no_grad()
 def evaluate(model: ARModel, split, batch_size: int = 256) -> NLL:
     """Exact NLL of `model` over every example of `split` (a darm.data Split)."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if len(split) == 0:
+        raise ValueError("the split is empty: there is nothing to score")
     was_training = model.training
     model.eval()
     total, examples, dims = 0.0, 0, 0

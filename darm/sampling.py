@@ -56,6 +56,13 @@ def sample(
         probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
+    if num_dims is not None and num_dims < 1:
+        raise ValueError(f"num_dims must be >= 1, got {num_dims}")
+    if prefix is not None and prefix.numel():
+        lo, hi = int(prefix.min()), int(prefix.max())
+        if lo < 0 or hi >= model.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"prefix symbol {bad} is outside 0..{model.vocab_size - 1}")
     was_training = model.training
     model.eval()
     try:

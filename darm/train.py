@@ -77,6 +77,16 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
     for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "grad_accum", "cycles"):
         if getattr(cfg, name) < 1:
             raise DarmError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not cfg.lr >= 0:  # 0 is allowed: a run that only evaluates, or keeps the weights
+        raise DarmError(f"lr must be >= 0, got {cfg.lr}")
+    if not 0 <= cfg.min_lr <= cfg.lr:
+        raise DarmError(f"min_lr must be in [0, lr={cfg.lr:g}], got {cfg.min_lr:g}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise DarmError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    for name in ("warmup", "weight_decay", "grad_clip"):
+        if getattr(cfg, name) < 0:
+            raise DarmError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.steps % cfg.cycles:
         raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
     if cfg.cycles > 1 and cfg.warmup >= cfg.steps // cfg.cycles:

@@ -64,10 +64,25 @@ def test_sample_with_prompt(run, capsys):
 
 
 def test_resume_extends_the_run(run, capsys):
-    assert main(["train", "--out", str(run), "--resume", "--steps", "40", "--quiet",
-                 "--samples", "2"]) == 0  # fmt: skip
+    # the command that started the run may be repeated: the same model options are accepted
+    assert main(["train", *TINY_MARKOV, "--out", str(run), "--resume", "--steps", "40",
+                 "--quiet", "--samples", "0"]) == 0  # fmt: skip
     assert "from step 30 of 40" in capsys.readouterr().out
     assert json.loads((run / "last.json").read_text())["step"] == 40
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--set", "n_hidden=8"], "--set n_hidden=8 differs from its n_hidden=16"),
+        (["--model", "gru"], "--model gru differs from its model markov"),
+        (["--conditional"], "unconditional model"),
+        (["--format", "corpus"], "--format corpus differs from its data's format lines"),
+    ],
+)
+def test_resume_refuses_a_changed_model_or_data(run, extra, needle, capsys):
+    code = main(["train", "--out", str(run), "--resume", "--steps", "45", *extra])
+    one_line_error(capsys, code, needle=needle)
 
 
 def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
@@ -116,6 +131,25 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--data", "missing.txt"], 1, "no data file 'missing.txt'"),
         (["eval", "no/such/run"], 1, "does not exist"),
         (["train", "--data", "names", "--conditional"], 1, "needs labels"),
+        # model configs a family cannot build
+        (["train", "--set", "n_head=3"], 1, "n_embd=128 is not divisible by n_head=3"),
+        (["train", "--model", "gru", "--set", "n_layer=0"], 1, "n_layer must be >= 1"),
+        (["train", "--model", "markov", "--set", "dropout=1.5"], 1, "dropout must be in [0, 1)"),
+        (["train", "--model", "markov", "--set", "n_hidden=-4"], 1, "n_hidden must be >= 0"),
+        (["train", "--model", "wavenet", "--set", "kernel_size=0"], 1, "kernel_size must be >="),
+        (["train", "--model", "wavenet", "--set", "dilation_cycle=1,0"], 1, "dilations >= 1"),
+        # fields the data decides
+        (["train", "--model", "bigram", "--set", "vocab_size=20"], 1, "vocab_size is not settable"),
+        (["train", "--set", "num_classes=3"], 1, "--set num_classes is not settable"),
+        (["train", "--model", "rnn", "--set", "seq_len=32"], 1, "--set seq_len is not settable"),
+        # training options
+        (["train", "--beta2", "1.5"], 1, "beta2 must be in [0, 1)"),
+        (["train", "--lr", "-1"], 1, "lr must be >= 0"),
+        (["train", "--min-lr", "-1"], 1, "min_lr must be in [0, lr="),
+        (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
+        (["train", "--threads", "-1"], 1, "--threads must be >= 1"),
+        (["train", "--samples", "-1"], 1, "--samples must be >= 0"),
+        (["compare", "--threads", "0"], 1, "--threads must be >= 1"),
     ],
 )
 def test_bad_input(args, code, needle, capsys, tmp_path, monkeypatch):
@@ -127,6 +161,38 @@ def test_empty_data_file(tmp_path, capsys):
     (tmp_path / "e.txt").write_text("\n\n")
     code = main(["train", "--data", str(tmp_path / "e.txt"), "--out", str(tmp_path / "r")])
     one_line_error(capsys, code, needle="empty")
+
+
+def test_samples_zero_writes_none(names_file, tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "2", "--out", str(out),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "results.json").exists() and not list(out.glob("samples.*"))
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["eval", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["sample", "--length", "0"], "--length must be >= 1"),
+        (["sample", "--length", "-3"], "--length must be >= 1"),
+    ],
+)
+def test_bad_counts_after_training(run, args, needle, capsys):
+    one_line_error(capsys, main([args[0], str(run), *args[1:]]), needle=needle)
+
+
+def test_tiny_data_gets_every_split(tmp_path, capsys):
+    """Three or four distinct lines still give train, valid and test one item each."""
+    for n in (3, 4):
+        path = tmp_path / f"{n}.txt"
+        path.write_text("\n".join(["ab", "ba", "abb", "bab"][:n]))
+        out = tmp_path / f"r{n}"
+        args = ["train", "--data", str(path), *TINY_MARKOV, "--steps", "2", "--out", str(out),
+                "--quiet", "--samples", "1"]  # fmt: skip
+        assert main(args) == 0, capsys.readouterr().err
+        assert json.loads((out / "results.json").read_text())["examples"] >= 1
 
 
 def test_prompt_outside_vocabulary(run, capsys):
@@ -186,3 +252,15 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
     assert Image.open(tmp_path / "s.png").size[0] > 8
     capsys.readouterr()
     one_line_error(capsys, main(["sample", str(out), "--label", "12"]), needle="--label must be")
+    one_line_error(capsys, main(["sample", str(out), "--length", "10"]), needle="whole images")
+    # other data scored by a conditional model must have its labels; the levels are the
+    # model's L (17) even when the file's largest value is smaller
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.integers(0, 4, size=(20, 64)))
+    one_line_error(capsys, main(["eval", str(out), "--data", str(tmp_path / "a.npy")]),
+                   needle="the data has no labels")  # fmt: skip
+    y = np.arange(20) % 10
+    np.savez(tmp_path / "b.npz", x=rng.integers(0, 4, size=(20, 64)), y=y)
+    assert main(["eval", str(out), "--data", str(tmp_path / "b.npz")]) == 0

@@ -32,6 +32,22 @@ class Killed(BaseException):
     """Stands for SIGKILL inside one process: nothing after it runs."""
 
 
+def save_cut_short(monkeypatch, renames: int, *save_args) -> None:
+    """save_checkpoint(*save_args), killed just after its first `renames` renames."""
+    calls, real_replace = [], os.replace
+
+    def replace(src, dst):
+        if len(calls) == renames:
+            raise Killed
+        calls.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(darm.checkpoint.os, "replace", replace)
+    with pytest.raises(Killed):
+        save_checkpoint(*save_args)
+    monkeypatch.undo()
+
+
 @pytest.mark.parametrize("survive", range(5))
 def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, survive):
     """A save does five renames (staged weights, staged optimiser, JSON, two final
@@ -43,19 +59,7 @@ def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, s
     with torch.no_grad():
         for p in new.parameters():
             p.add_(1.0)
-    calls = []
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if len(calls) == survive:
-            raise Killed
-        calls.append(dst)
-        real_replace(src, dst)
-
-    monkeypatch.setattr(darm.checkpoint.os, "replace", replace)
-    with pytest.raises(Killed):
-        save_checkpoint(tmp_path, "last", new, "markov", {"step": 2}, optimizer)
-    monkeypatch.undo()
+    save_cut_short(monkeypatch, survive, tmp_path, "last", new, "markov", {"step": 2}, optimizer)
     loaded, record, path = load_checkpoint(tmp_path / "last.json")
     expected = old if record["step"] == 1 else new
     assert record["step"] == (1 if survive < 3 else 2)  # the JSON rename is the commit
@@ -69,6 +73,37 @@ def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, s
         "last.optim.safetensors",
         "last.safetensors",
     ]
+
+
+@pytest.mark.parametrize("survive", range(7))
+def test_two_saves_cut_short_in_a_row(tmp_path, monkeypatch, survive):
+    """The first save is cut after its commit (JSON renamed, staged files not); the second
+    is cut after `survive` renames. `last` loads whole: the first save's or the second's."""
+    optimizer = make_optimizer(tiny_model("markov"), TrainConfig())
+    models = [tiny_model("markov") for _ in range(3)]
+    for i, m in enumerate(models):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(float(i))
+    save_checkpoint(tmp_path, "last", models[0], "markov", {"step": 1}, optimizer)
+    for step, cut in ((2, 3), (3, survive)):
+        save_cut_short(
+            monkeypatch,
+            cut,
+            tmp_path,
+            "last",
+            models[step - 1],
+            "markov",
+            {"step": step},
+            optimizer,
+        )
+    loaded, record, path = load_checkpoint(tmp_path / "last.json")
+    # the first cut save committed (step 2); the second renames the first's two pending
+    # files, stages its own two, and commits with its fifth rename, the JSON
+    assert record["step"] == (2 if survive < 5 else 3)
+    for k, v in models[record["step"] - 1].state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    load_training_state(path, record, make_optimizer(loaded, TrainConfig()))
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -101,3 +101,9 @@ def test_vocabulary_rejects_unknown_symbols():
     assert v.decode(v.encode("cab")) == "cab"
     with pytest.raises(DarmError, match="'z' is not in the vocabulary"):
         v.encode("az")
+
+
+def test_fixed_level_datasets_refuse_other_levels():
+    with pytest.raises(DarmError, match="digits has its own 17 levels"):
+        load_data("digits", levels=8)
+    assert load_data("digits", levels=17).vocab_size == 17

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from darm.data import load_data
@@ -45,3 +46,25 @@ def test_evaluate_is_the_sum_of_log_prob():
     direct = -log_prob(model, split.x, mask=split.mask).double().sum().item()
     assert abs(nll.nats - direct) < 1e-6 * abs(direct)
     assert nll.examples == len(split) and nll.dims == int(split.mask.sum())
+
+
+def test_prefix_symbols_outside_the_vocabulary_are_refused():
+
+    model = tiny_model("markov")  # L = 5: symbols 0..4; 5 is the start symbol's index
+    for bad in (5, -1):
+        with pytest.raises(ValueError, match=f"prefix symbol {bad} is outside 0..4"):
+            sample(model, 2, prefix=torch.tensor([[0, bad], [1, 2]]))
+    with pytest.raises(ValueError, match="num_dims must be >= 1"):
+        sample(model, 2, num_dims=0)
+    assert sample(model, 2, prefix=torch.tensor([[0, 4], [1, 2]])).shape == (2, 7)
+
+
+def test_evaluate_refuses_an_empty_split_and_a_bad_batch_size():
+
+    from darm.data.splits import TensorSplit
+
+    model = tiny_model("markov")
+    with pytest.raises(ValueError, match="the split is empty"):
+        evaluate(model, TensorSplit(torch.zeros(0, 7, dtype=torch.long)))
+    with pytest.raises(ValueError, match="batch size must be >= 1"):
+        evaluate(model, TensorSplit(torch.zeros(3, 7, dtype=torch.long)), batch_size=0)

@@ -32,6 +32,7 @@ BUILTIN = {
 }
 
 FORMATS = ("lines", "corpus", "array", "images", "audio")
+FIXED_LEVELS = {"digits": 17, "binarized_mnist": 2, "speech": 256}  # L is the data's own
 
 
 def load_data(
@@ -46,6 +47,9 @@ def load_data(
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
     uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law)."""
+    fixed = FIXED_LEVELS.get(spec)
+    if fixed is not None and levels not in (None, fixed):
+        raise DarmError(f"{spec} has its own {fixed} levels; --levels {levels} cannot change them")
     if spec == "digits":
         return digits_dataset(seed)
     if spec == "names":

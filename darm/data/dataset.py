@@ -45,9 +45,12 @@ class Dataset:
 
 
 def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, torch.Tensor]:
-    """Indices of a seeded shuffle cut into train / valid / test by (valid, test) fractions."""
+    """Indices of a seeded shuffle cut into train / valid / test by (valid, test) fractions.
+    Every split gets at least one item (n >= 3): an empty one could not be scored."""
+    if n < 3:
+        raise ValueError(f"cannot split {n} items into train, valid and test")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_valid, n_test = int(round(n * fractions[0])), int(round(n * fractions[1]))
+    n_valid, n_test = (max(1, int(round(n * f))) for f in fractions)
     n_train = n - n_valid - n_test
     return {
         "train": perm[:n_train],

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
     LabelEmbedding,
@@ -41,6 +42,11 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     num_classes: int = 0
+
+    def __post_init__(self):
+        require_at_least(self, 1, "n_layer", "n_head", "n_embd")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
 
 
 class MLP(nn.Module):

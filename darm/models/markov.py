@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from darm.config import require_at_least
 from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, pad_start
 from darm.models.registry import register_model
 
@@ -30,8 +31,8 @@ class MarkovConfig:
     num_classes: int = 0  # > 0: class-conditional p(x | y)
 
     def __post_init__(self):
-        if self.k < 1:
-            raise ValueError("k must be >= 1")
+        require_at_least(self, 1, "k", "n_embd")
+        require_at_least(self, 0, "n_hidden")
 
 
 class MarkovWindow:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from darm.config import require_at_least
 from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed
 from darm.models.registry import register_model
 from darm.nn.masked_conv import MaskedConv2d, pointwise, raster_conv
@@ -35,6 +36,7 @@ class PixelCNNConfig:
     num_classes: int = 0
 
     def __post_init__(self):
+        require_at_least(self, 1, "seq_len", "n_embd", "n_hidden", "n_layer")
         shape = self.image_shape or (1, self.seq_len)
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise ValueError(f"image_shape must be (H, W) or (H, W, C), got {self.image_shape}")

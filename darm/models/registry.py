@@ -42,11 +42,29 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+def check_common_fields(config: Any) -> None:
+    """The fields every family shares: L >= 1 symbols, D >= 1 dimensions, dropout a
+    probability below 1 (1 would zero every unit), no negative class count."""
+    if config.vocab_size < 1:
+        raise ValueError(f"vocab_size must be >= 1, got {config.vocab_size}")
+    if config.seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {config.seq_len}")
+    if config.num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {config.num_classes}")
+    if not 0 <= getattr(config, "dropout", 0.0) < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
+
+
 def create_model(name: str, **overrides: Any) -> ARModel:
-    """Build a registered model; unknown names or config fields raise DarmError."""
+    """Build a registered model; unknown names or fields and bad values raise DarmError."""
     entry = get_entry(name)
-    config = build_config(entry.config_cls, {**entry.defaults, **overrides}, f"{name} config")
-    return entry.model_cls(config)
+    what = f"{name} config"
+    config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
+    try:
+        check_common_fields(config)
+        return entry.model_cls(config)
+    except ValueError as e:  # a value the family cannot build
+        raise DarmError(f"{what}: {e}") from None
 
 
 def config_fields(name: str) -> dict[str, Any]:

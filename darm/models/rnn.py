@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
     LabelEmbedding,
@@ -38,6 +39,7 @@ class RNNConfig:
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        require_at_least(self, 1, "n_embd", "n_hidden", "n_layer")
 
 
 class RNNState:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
     LabelEmbedding,
@@ -41,6 +42,11 @@ class WaveNetConfig:
     n_cycles: int = 1  # the dilation cycle is repeated this many times
     dropout: float = 0.0  # on each layer's gated units, during training
     num_classes: int = 0
+
+    def __post_init__(self):
+        require_at_least(self, 1, "n_embd", "n_skip", "kernel_size", "n_cycles")
+        if not self.dilation_cycle or min(self.dilation_cycle) < 1:
+            raise ValueError(f"dilation_cycle must be dilations >= 1, got {self.dilation_cycle}")
 
     @property
     def dilations(self) -> tuple[int, ...]:
