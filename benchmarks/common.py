@@ -119,11 +119,17 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
         p.error("--resume needs --out, the folder of the runs to continue")
     if args.init and (not args.only or "," in args.only):
         p.error("--init needs one config in --only")
+    if args.init and args.resume:
+        p.error("--init starts new runs, --resume continues them: pass one of them")
+    labels = args.only.split(",") if args.only else list(configs)
+    unknown = [label for label in labels if label not in configs]
+    if unknown:
+        p.error(f"unknown config {unknown[0]!r}; valid: {', '.join(configs)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(data.summary(), "-", data.notes)
     rows = []
-    for label in args.only.split(",") if args.only else list(configs):
+    for label in labels:
         model, model_kw, train_kw = configs[label]
         train_kw = {"eval_every": eval_every, **train_kw}  # a config may set its own
         result = run_one(

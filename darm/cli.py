@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -624,14 +626,25 @@ def cmd_compare(args) -> None:
     from darm.compare import CompareOptions, compare, default_models
     from darm.data import load_data
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DarmError("compare runs in one process; use torchrun with `darm train`")
     if args.budget is None and args.steps is None:
         args.budget = 300.0
+    if args.budget is not None and args.budget <= 0:
+        raise DarmError(f"--budget must be > 0, got {args.budget:g}s")
     check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
     device = _device(args.device)
     torch.set_num_threads(args.threads) if args.threads else None
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
-    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    names = names or default_models(data)
+    if args.models is None:
+        names = default_models(data)
+    else:
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not names:
+            raise DarmError(f"--models names no model: {args.models!r}")
+        twice = sorted({m for m in names if names.count(m) > 1})
+        if twice:
+            raise DarmError(f"--models names {', '.join(twice)} more than once")
     overrides: dict[str, dict] = {}
     for key, value in parse_assignments(args.set or []).items():
         model, dot, field = key.partition(".")
@@ -640,13 +653,17 @@ def cmd_compare(args) -> None:
         model_overrides({field: value}, f"--set {model}.")
         overrides.setdefault(model, {})[field] = value
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
-    command = ["darm compare --data", args.data, "--models", ",".join(names)]
+    # every option that changes a number in the report, quoted for the shell
+    command = ["darm", "compare", "--data", args.data, "--models", ",".join(names)]
     command += ["--budget", f"{args.budget:g}s"] if args.budget is not None else []
     command += ["--steps", str(args.steps)] if args.steps is not None else []
-    command += [f"--set {k}.{f}={v}" for k, fv in overrides.items() for f, v in fv.items()]
+    for k, fv in overrides.items():
+        command += [a for f, v in fv.items() for a in ("--set", f"{k}.{f}={v}")]
     optional = [("--format", args.format, None), ("--block", args.block, 64),
+                ("--levels", args.levels, None), ("--data-seed", args.data_seed, 42),
                 ("--batch-size", args.batch_size, None), ("--samples", args.samples, 64),
-                ("--seed", args.seed, 1337), ("--threads", args.threads, None),
+                ("--deps-examples", args.deps_examples, None), ("--seed", args.seed, 1337),
+                ("--threads", args.threads, None), ("--device", args.device, "auto"),
                 ("--out", args.out, None)]  # fmt: skip
     for flag, value, default in optional:
         command += [flag, str(value)] if value != default else []
@@ -661,7 +678,7 @@ def cmd_compare(args) -> None:
         overrides=overrides,
         batch_size=args.batch_size,
         progress=not args.quiet,
-        command=" ".join(command),
+        command=shlex.join(command),
     )
     print(data.summary())
     results = compare(data, opts, device)
@@ -825,7 +842,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("checkpoint", help="run folder or checkpoint .json")
     g.add_argument("--pixel", type=parse_pixel, metavar="ROW,COL", help="images: the pixel")
-    g.add_argument("-n", "--n", type=int, help="examples to average over (default 16 to 256, by D)")
+    g.add_argument(
+        "-n", "--n", type=int, help="examples to average over (default 16 to 1024, by D)"
+    )
     g.add_argument("--split", choices=["train", "valid", "test"], default="test")
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     g.add_argument("--device", default="auto")
@@ -862,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
     c.add_argument("--samples", type=int, default=64, help="samples per family (timed)")
     c.add_argument(
-        "--deps-examples", type=int, help="examples per dependency map (default 16 to 256, by D)"
+        "--deps-examples", type=int, help="examples per dependency map (default 16 to 1024, by D)"
     )
     c.add_argument("--seed", type=int, default=1337, help="seed of weights, batches, samples")
     c.add_argument("--out", help="report folder (default runs/compare-DATA)")

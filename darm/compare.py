@@ -50,7 +50,7 @@ def markov_memory(data: Dataset) -> int:
     characters of a name (the classic MLP language model), a little more for a corpus or
     audio."""
     if data.image_shape:
-        return data.image_shape[1]
+        return math.prod(data.image_shape[1:])  # W pixels of C channels each
     return {"lines": 3, "corpus": 8, "audio": 16}.get(data.kind, 8)
 
 
@@ -154,11 +154,18 @@ def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize(device)  # a GPU runs ahead of the clock otherwise
         step += 1
         if t0 is None:  # the first step warms up (allocations, kernels): not timed
             t0 = time.perf_counter()
         elif step >= 4 and time.perf_counter() - t0 >= window:
             return (time.perf_counter() - t0) / (step - 1)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work before reading a clock (nothing to wait for on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def plan_steps(model, data: Dataset, cfg, budget: float) -> int:
@@ -222,10 +229,14 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
         json.dumps({"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}, indent=1),
     )
 
-    # cached sampling, timed alone (writing the files is not part of it)
+    # cached sampling, timed alone (writing the files is not part of it), after a short
+    # untimed draw that warms up allocations and kernels
+    sample(best, opts.samples, num_dims=min(best.num_dims, 4), stop_token=data.eos)
     gen = torch.Generator(device=device).manual_seed(opts.seed)
+    synchronize(device)
     t0 = time.perf_counter()
     x = sample(best, opts.samples, generator=gen, stop_token=data.eos)
+    synchronize(device)
     result.samples_per_s = opts.samples / (time.perf_counter() - t0)
     samples = save_samples(x, record["data"], best.vocab_size, run_dir / "samples")
     result.files["samples"] = samples.relative_to(opts.out).as_posix()
@@ -301,6 +312,8 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
         if name not in opts.models:
             raise DarmError(f"--set for {name!r}, which is not in --models")
     names, skipped = check_models(opts.models, data)
+    if not names:
+        raise DarmError(f"no model in --models can run on {data.name}: {skipped[0].note}")
     for name in names:  # a bad --set fails now, not after the families before it trained
         try:
             overrides = {**default_config(name, data), **opts.overrides.get(name, {})}
@@ -313,7 +326,10 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
             f"{opts.out / busy[0]} already holds a checkpoint; choose another --out "
             f"or remove the old comparison"
         )
-    opts.out.mkdir(parents=True, exist_ok=True)
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DarmError(f"cannot create the report folder {opts.out}: {e.strerror}") from None
     results: list[FamilyResult] = list(skipped)
     for r in skipped:
         tqdm.write(f"skipping {r.model}: {r.note}")
@@ -326,7 +342,7 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
             overall.set_description(f"compare [{name} {i + 1}/{len(names)}]")
             try:
                 result = run_family(name, data, opts, device)
-            except (DarmError, ValueError, RuntimeError) as e:
+            except (DarmError, ValueError, RuntimeError, OSError) as e:
                 result = FamilyResult(name, "failed", note=str(e).splitlines()[0])
                 tqdm.write(f"{name} failed: {result.note}")
             results.append(result)
@@ -334,7 +350,8 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
                 maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
                 tqdm.write(
                     f"{name}: test {result.nats_per_example:.4f} nats/example, "
-                    f"{result.bits_per_dim:.4f} bits/dim, {result.samples_per_s:,.1f} samples/s"
+                    f"{result.bits_per_dim:.4f} bits/dim, "
+                    f"{result.samples_per_s:,.1f} samples drawn/s"
                 )
             current = None
             write_report(data, opts, results, maps, not_run=names[i + 1 :])

@@ -35,7 +35,7 @@ def fmt(value, spec: str) -> str:
 def results_table(results, kind: str) -> tuple[list[str], list[list[str]]]:
     ex, dim = units(kind)
     header = ["model", "params", "steps", f"test nats/{ex}", f"nats/{dim}", f"bits/{dim}",
-              "train tokens/s", "samples/s (cached)", "train s", "wall s"]  # fmt: skip
+              "train tokens/s", f"{ex}s/s (cached)", "train s", "wall s"]  # fmt: skip
     rows = []
     for r in results:
         if r.status != "done":
@@ -80,7 +80,7 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
     doc.code(opts.command)
     budget = (
         f"{opts.steps} steps per family"
-        + (f" (stopped early at {opts.budget:.0f} s of training)" if opts.budget else "")
+        + (f" (training capped at {opts.budget:g} s)" if opts.budget is not None else "")
         if opts.steps
         else f"{opts.budget:.0f} s of training per family (wall clock); the step count of "
         f"each family was planned from a timing of a few of its steps so that its learning "
@@ -97,8 +97,9 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         f"Test NLL is exact, over all {len(data['test'])} {ex}s of the test split, with each "
         f"family's best-validation checkpoint (as `darm eval` computes it); bits/{dim} = "
         f"nats/{dim} / ln 2. Train tokens/s: scored dimensions per second over the training "
-        f"time, validation passes included. Samples/s: {opts.samples} samples drawn at once "
-        f"with the family's cache (`model.step`), timed alone. Wall s: the family's whole "
+        f"time, validation passes included. {ex.capitalize()}s/s: {opts.samples} {ex}s drawn "
+        f"at once with the family's cache (`model.step`), timed alone after a short untimed "
+        f"warm-up draw. Wall s: the family's whole "
         f"turn (step timing, training, test evaluation, sampling, dependency map)."
     )
     for r in rows:
@@ -120,8 +121,11 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
     if data.image_shape:
         doc.images([(r.model, r.files["samples"]) for r in done])
     elif data.kind == "audio":
-        doc.para("Four sampled windows of each family as waveforms; the WAV files hold all "
-                 "samples in a row, each followed by 0.1 s of silence.")  # fmt: skip
+        shown = min(4, opts.samples)
+        doc.para(
+            f"{shown} sampled window{'s' * (shown > 1)} of each family as waveforms; the WAV "
+            "files hold all samples in a row, each followed by 0.1 s of silence."
+        )
         doc.images([(r.model, r.files["waveforms"]) for r in done])
         doc.audio([(f"{r.model} samples.wav", r.files["samples"]) for r in done])
     elif any(r.texts for r in done):

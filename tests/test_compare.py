@@ -143,6 +143,7 @@ def test_budget_plans_steps_and_audio(tmp_path):
     assert main(args) == 0
     report = (out / "report.md").read_text()
     assert "bits/sample" in report and "2 s of training per family" in report
+    assert "windows/s (cached)" in report  # generated windows, not audio samples
     assert (out / "markov" / "samples.wav").exists() and (out / "markov" / "waveforms.png").exists()
     assert "[markov samples.wav](markov/samples.wav)" in report
     family = json.loads((out / "results.json").read_text())["families"][0]
@@ -156,6 +157,11 @@ def test_budget_plans_steps_and_audio(tmp_path):
         (["--models", "markov", "--set", "gpt.n_layer=1"], "not in --models"),
         (["--models", "markov", "--set", "n_layer=1"], "MODEL.KEY=VALUE"),
         (["--models", "markov", "--set", "markov.k=two"], "k must be an integer"),
+        (["--models", ","], "--models names no model"),
+        (["--models", "bigram,bigram"], "names bigram more than once"),
+        (["--models", "bigram", "--budget", "0"], "--budget must be > 0"),
+        (["--data", "names", "--models", "pixelcnn"], "no model in --models can run on names"),
+        (["--models", "bigram", "--set", "bigram.seq_len=3"], "seq_len is not settable"),
     ],
 )
 def test_bad_compare_input(tmp_path, capsys, extra, needle):
@@ -164,6 +170,45 @@ def test_bad_compare_input(tmp_path, capsys, extra, needle):
     assert code == 1 and len(err.splitlines()) == 1 and needle in err, err
 
 
+def test_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code = main(["compare", "--models", "bigram", "--steps", "1", "--out", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "cannot create the report folder" in err
+
+
+def test_reproduce_command_parses_back_to_the_same_options(tmp_path):
+    """The report's command, split as a shell would, gives the options that made it."""
+    import shlex
+
+    import numpy as np
+
+    from darm.cli import build_parser
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 4, size=(30, 6)))
+    out = tmp_path / "my report"
+    args = ["compare", "--data", str(tmp_path / "a.npy"), "--levels", "10", "--data-seed", "7",
+            "--models", "bigram", "--steps", "2", "--samples", "2", "--deps-examples", "3",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    command = next(line for line in report.splitlines() if line.startswith("darm compare"))
+    again = build_parser().parse_args(shlex.split(command)[1:])
+    first = build_parser().parse_args(args)
+    for name in ("data", "levels", "data_seed", "models", "steps", "samples", "deps_examples",
+                 "out", "seed", "block", "format", "batch_size"):  # fmt: skip
+        assert getattr(again, name) == getattr(first, name), name
+
+
 def test_refuses_to_overwrite(digits_report, capsys):
     code = main(["compare", "--models", "markov", "--steps", "1", "--out", str(digits_report)])
     assert code == 1 and "already holds a checkpoint" in capsys.readouterr().err
+
+
+def test_markov_default_memory_is_one_image_row():
+    from types import SimpleNamespace
+
+    from darm.compare import markov_memory
+
+    assert markov_memory(SimpleNamespace(image_shape=(8, 8))) == 8
+    assert markov_memory(SimpleNamespace(image_shape=(4, 5, 3))) == 15  # W pixels x C channels
