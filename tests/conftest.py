@@ -24,11 +24,32 @@ def image_families() -> list[str]:
     return [name for name in list_models() if "image_shape" in config_fields(name)]
 
 
+# Settings the defaults above never reach, each a code path of its own: "/key=value,..."
+# overrides integer config fields. The log-linear k-gram with k > 1, a repeated dilation
+# cycle, three rows of RGB (the vertical stack past row 1, channels across rows), and later
+# kernels wider than the first (the caches' padding).
+VARIANTS = [
+    "markov/n_hidden=0,k=3",
+    "wavenet/n_cycles=2",
+    "pixelcnn@3x1x3",
+    "gated_pixelcnn@3x1x3",
+    # 2 columns: a 3x3 mask A reaches the pixel before the first of a row (up and right),
+    # which a wider image would put in the plain PixelCNN's blind spot
+    "pixelcnn@3x2x1/first_kernel=3,kernel_size=5",
+    "gated_pixelcnn@3x3x1/first_kernel=3,kernel_size=5",
+]
+
 CASES = list_models() + [f"{name}@{shape}" for name in image_families() for shape in IMAGE_SHAPES]
+CASES += [v for v in VARIANTS if v.partition("@")[0].partition("/")[0] in list_models()]
 
 
 def tiny_model(name: str, vocab_size: int = 5, seq_len: int = 7, **overrides):
-    """A small model of a registered name, or of "name@HxWxC" (its own D = H * W * C)."""
+    """A small model of a registered name, or of "name@HxWxC" (its own D = H * W * C),
+    either with "/key=value,..." integer config overrides."""
+    name, _, settings = name.partition("/")
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        overrides.setdefault(key, int(value))
     name, _, shape = name.partition("@")
     if shape:
         overrides["image_shape"] = tuple(int(s) for s in shape.split("x"))

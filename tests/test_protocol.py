@@ -34,19 +34,77 @@ def test_causality(model_name, conditional):
 def test_label_changes_logits(model_name):
     model = tiny_model(model_name, num_classes=3)
     x = torch.randint(0, 5, (2, model.num_dims))
-    a = model(x, torch.tensor([0, 0]))
-    b = model(x, torch.tensor([1, 1]))
-    assert not torch.allclose(a, b)
+    a = model(x, torch.tensor([0, 1]))
+    b = model(x, torch.tensor([1, 0]))
+    assert not torch.allclose(a[0], b[0]) and not torch.allclose(a[1], b[1])
 
 
-def test_normalisation(model_name):
-    """sum over all L^D sequences of p(x) is exactly 1 (D=3, L=3; images up to D=8)."""
+@pytest.mark.parametrize("conditional", [False, True])
+def test_batch_rows_are_independent(model_name, conditional):
+    """Row i's logits depend on row i alone (its symbols and its label), never on the
+    other rows of the batch."""
+    model = tiny_model(model_name, num_classes=3 if conditional else 0)
+    x = torch.randint(0, 5, (4, model.num_dims), generator=torch.Generator().manual_seed(7))
+    y = torch.tensor([0, 1, 2, 1]) if conditional else None
+    full = model(x, y)
+    for i in range(4):
+        alone = model(x[i : i + 1], None if y is None else y[i : i + 1])
+        torch.testing.assert_close(alone, full[i : i + 1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_normalisation(model_name, conditional):
+    """sum over all L^D sequences of p(x | y) is exactly 1 for every label (D=3, L=3;
+    images up to D=9)."""
     L, D = 3, 3
-    model = tiny_model(model_name, L, D)
+    model = tiny_model(model_name, L, D, num_classes=2 if conditional else 0)
     D = model.num_dims
     x = torch.tensor(list(itertools.product(range(L), repeat=D)))  # (L^D, D)
-    total = log_prob(model, x).double().exp().sum()
-    torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
+    for label in (0, 1) if conditional else (None,):
+        y = None if label is None else torch.full((len(x),), label)
+        total = log_prob(model, x, y).double().exp().sum()
+        one = torch.tensor(1.0, dtype=torch.float64)
+        torch.testing.assert_close(total, one, atol=1e-5, rtol=0)
+
+
+def test_dropout_is_off_in_eval(model_name):
+    """With dropout 0.5 the model in eval mode gives exactly the logits of the same weights
+    without dropout, in the forward pass, every cached step and sampling; in train mode it
+    does not (so the test can fail)."""
+    plain = tiny_model(model_name, num_classes=3)
+    model = tiny_model(model_name, num_classes=3, dropout=0.5)  # the same weights (seeded)
+    x = torch.randint(0, 5, (3, model.num_dims), generator=torch.Generator().manual_seed(6))
+    y = torch.tensor([0, 2, 1])
+    want = plain(x, y)
+    for seed in (1, 2):  # live dropout would draw other masks under another seed
+        torch.manual_seed(seed)
+        torch.testing.assert_close(model(x, y), want, atol=1e-6, rtol=0)
+    cache, prev = model.init_cache(3), None
+    with torch.no_grad():
+        for d in range(model.num_dims):
+            got = model.step(prev, cache, y)
+            torch.testing.assert_close(got, want.flatten(1, -2)[:, d], atol=1e-5, rtol=1e-5)
+            prev = x[:, d]
+    a = sample(model, 3, cond=y, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, sample(plain, 3, cond=y, generator=torch.Generator().manual_seed(3)))
+    if getattr(model.config, "n_hidden", 1):  # the log-linear markov has no hidden units
+        model.train()
+        assert not torch.allclose(model(x, y), want)
+
+
+def test_cache_reset_starts_over(model_name):
+    """A used cache, reset, gives the logits of a fresh one."""
+    model = tiny_model(model_name)
+    x = torch.randint(0, 5, (2, model.num_dims), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        fresh, used = model.init_cache(2), model.init_cache(2)
+        for d in range(model.num_dims - 1):
+            model.step(None if d == 0 else x[:, d - 1], used, None)
+        used.reset()
+        prev = None
+        for d in range(model.num_dims):
+            torch.testing.assert_close(model.step(prev, used, None), model.step(prev, fresh, None))
+            prev = x[:, d]
 
 
 @pytest.mark.parametrize("conditional", [False, True])

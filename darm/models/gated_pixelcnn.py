@@ -69,7 +69,7 @@ class GatedCache(RasterCache):
         H, W, C = cfg.hwc
         n_in, n = C * cfg.n_embd, cfg.n_hidden
         widths = [n_in] + [n] * (cfg.n_layer - 1) + [n] * (cfg.n_layer - 1)
-        super().__init__(model, batch_size, widths, cfg.first_kernel // 2)
+        super().__init__(model, batch_size, widths, max(cfg.first_kernel, cfg.kernel_size) // 2)
         self.n_layer = cfg.n_layer
         # v_pre[l, :, :, r + 1] holds row r; row 0 stays zero: the shift's padding
         p = model.wte.weight
