@@ -232,11 +232,14 @@ def check_resume_matches(args, record: dict) -> None:
         refuse("--model", args.model, f"model {name}")
     if args.conditional and not config.get("num_classes"):
         refuse("--conditional", "", "unconditional model")
-    cls = get_entry(name).config_cls
-    for key, value in parse_assignments(args.set or []).items():
-        asked = getattr(build_config(cls, {**config, key: value}, f"{name} config"), key)
-        if asked != getattr(build_config(cls, config, f"{name} config"), key):
-            refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
+    cls, what = get_entry(name).config_cls, f"{name} config"
+    settings = parse_assignments(args.set or [])
+    if settings:  # compared as typed values: "--set dropout=0.10" is the run's 0.1
+        theirs = build_config(cls, config, what)
+        asked = build_config(cls, {**config, **settings}, what)
+        for key, value in settings.items():
+            if getattr(asked, key) != getattr(theirs, key):
+                refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
     source = record["data"]["source"]
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)
