@@ -21,7 +21,7 @@ EPILOG = """examples:
   darm train --data shakespeare --model gpt --set n_layer=4 --set n_embd=128
   darm eval runs/digits-gpt --split test
   darm sample runs/names-gru -n 20 --temperature 0.8
-  darm models                                 # families and their config fields
+  darm models -v                              # families and their config fields
 """
 
 
@@ -29,7 +29,7 @@ TRAIN_HELP = {
     "steps": "optimiser steps",
     "batch_size": "examples per step",
     "lr": "peak learning rate of AdamW",
-    "min_lr": "learning rate at the end of the cosine decay",
+    "min_lr": "learning rate at the end of the cosine decay (default --lr / 10)",
     "warmup": "steps of linear warmup",
     "cycles": "cosine cycles over --steps, each restarting warm (SGDR); --resume --steps 2N "
     "--cycles 2 extends a finished N-step run by a second cycle",
@@ -104,12 +104,11 @@ def train_run(args, device, ctx) -> None:
     from darm.train import TrainConfig, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
-    if args.init and args.resume:
-        raise DarmError("--init starts a new run from a checkpoint's weights; --resume "
-                        "continues one: pass one of them")  # fmt: skip
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
     check_counts(args, threads=1, samples=0)
+    # without --data: digits, or the data of the checkpoint --init or --resume reads
+    check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
     run_dir = Path(args.out or default_run_dir(args))
     train_overrides = {
         f.name: getattr(args, f.name)
@@ -168,10 +167,10 @@ def train_run(args, device, ctx) -> None:
 
 def init_from(args, device):
     """Fine-tuning: a new run from a checkpoint's weights -> (model, name, data, path, step). The
-    data is the checkpoint's own unless --data names other data, which is then read with the
-    checkpoint's vocabulary; --set may change fields that keep the weights (dropout, say)."""
+    data is the checkpoint's own unless --data names other data, which is then read as the
+    checkpoint's was (`read_like`); --set may change fields that keep the weights (dropout)."""
     from darm.checkpoint import load_checkpoint
-    from darm.data import load_data, load_from_source
+    from darm.data import load_from_source
     from darm.data.vocab import Vocabulary
 
     overrides = parse_assignments(args.set or [])
@@ -180,16 +179,29 @@ def init_from(args, device):
     if args.model and args.model != model_name:
         raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
     meta = record["data"]
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
-    D = model.num_dims
     if args.data:
-        block, levels, seed = data_options(args)
-        levels = model.vocab_size if levels is None else levels  # arrays, images: L levels
-        data = load_data(args.data, args.format, block, levels, seed, vocab, max_len=D)
+        block, levels, seed = data_options(args, block=model.num_dims)
+        data = read_like(args.data, model, meta, args.format, block, levels, seed)
     else:
-        data = load_from_source(meta["source"], vocab, D)
+        vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+        data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
     return model.to(device), model_name, data, path, record["step"]
+
+
+def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
+    """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
+    (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
+    vocabulary and its L levels (a file whose largest value is below L is still L levels)."""
+    from darm.data import load_data
+    from darm.data.vocab import Vocabulary
+
+    if fmt is None:
+        fmt = meta["source"].get("format")
+        fmt = None if fmt == "builtin" else fmt
+    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    D, L = model.num_dims, model.vocab_size
+    return load_data(spec, fmt, block or D, L if levels is None else levels, seed, vocab, max_len=D)
 
 
 def check_fits(data, model, path) -> None:
@@ -219,6 +231,7 @@ SOURCE_OPTIONS = [
 def check_resume_matches(args, record: dict) -> None:
     """A resumed run keeps its model and data. The command that started it may be repeated
     with --resume, but an option that would change them is refused, not silently ignored."""
+    from darm.data import same_data
     from darm.models import get_entry
 
     def refuse(option: str, value, theirs) -> None:
@@ -241,19 +254,38 @@ def check_resume_matches(args, record: dict) -> None:
             if getattr(asked, key) != getattr(theirs, key):
                 refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
     source = record["data"]["source"]
+    if args.data is not None and not same_data(args.data, source):
+        theirs = source.get("name") or source.get("path")
+        refuse("--data", args.data, f"data {theirs}")
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)
         if value is not None and key in source and value != source[key]:
             refuse(flag, value, f"data's {key} {source.get(key)}")
 
 
+def check_builtin_options(spec: str | None, args) -> None:
+    """A built-in dataset has its own format, and only the cut-in-blocks ones take --block:
+    refused rather than silently ignored."""
+    from darm.data import BLOCKED, BUILTIN
+
+    if spec not in BUILTIN:
+        return
+    if args.format is not None:
+        raise DarmError(f"--format reads a PATH; the built-in {spec} has its own format")
+    if args.block is not None and spec not in BLOCKED:
+        raise DarmError(
+            f"--block cuts a corpus or audio into blocks ({', '.join(BLOCKED)}); "
+            f"{spec} has its own length"
+        )
+
+
 # config fields the data decides: L, D, the image shape, and (with --conditional) the classes
 DATA_FIELDS = ("vocab_size", "seq_len", "image_shape", "num_classes")
 
 
-def data_options(args) -> tuple:
+def data_options(args, block: int = 64) -> tuple:
     """(block, levels, seed) of `load_data` from --block, --levels, --data-seed."""
-    block = 64 if args.block is None else args.block
+    block = block if args.block is None else args.block
     return block, args.levels, 42 if args.data_seed is None else args.data_seed
 
 
@@ -435,10 +467,14 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharpens")
     p.add_argument("--top-k", type=int, help="keep the k most likely symbols")
     p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--label", type=int, help="class of a conditional model")
     p.add_argument("--out", help=f"output file stem (default: RUN/{out_stem})")
-    p.add_argument("--device", default="auto")
+    add_device_arg(p)
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda if any)")
 
 
 def cmd_sample(args) -> None:
@@ -563,20 +599,17 @@ def cmd_complete(args) -> None:
 
 def cmd_eval(args) -> None:
     from darm.checkpoint import load_checkpoint
-    from darm.data import load_data, load_from_source
+    from darm.data import load_from_source
     from darm.data.vocab import Vocabulary
     from darm.metrics import evaluate
 
     check_counts(args, batch_size=1)
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
     meta = record["data"]
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
     if args.data:
-        fmt = meta["source"].get("format")
-        fmt = None if fmt == "builtin" else fmt
-        D, L = model.num_dims, model.vocab_size  # read as the model was: its L levels
-        data = load_data(args.data, fmt, D, L, vocab=vocab, max_len=D)
+        data = read_like(args.data, model, meta)
     else:
+        vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
     nll = evaluate(model, data[args.split], args.batch_size)
@@ -702,7 +735,8 @@ def cmd_models(args) -> None:
         print(f"{name:8s} [{entry.family}] {entry.doc}")
         if args.verbose:
             for key, value in config_fields(name).items():
-                print(f"           {key} = {value}")
+                note = "  (set by the data, not by --set)" if key in DATA_FIELDS else ""
+                print(f"           {key} = {value}{note}")
 
 
 def cmd_data(args) -> None:
@@ -710,13 +744,17 @@ def cmd_data(args) -> None:
 
     for name, doc in BUILTIN.items():
         print(f"{name:12s} {doc}")
-    print("or a path: .txt (--format lines|corpus), .npy/.npz integer arrays or images, .wav")
+    print(
+        "or a path: .txt (--format lines|corpus), .npy/.npz integer arrays or images, "
+        "a folder of images, .wav"
+    )
 
 
 # -- parser -----------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from darm.data import FORMATS, SPLITS
     from darm.train import DTYPES, TrainConfig
 
     p = Parser(
@@ -737,13 +775,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--data",
-        help="digits | names | shakespeare | speech | PATH (default: digits, or with --init "
-        "the checkpoint's data)",
+        help="a built-in dataset (see `darm data`: digits, names, shakespeare, speech, "
+        "binarized_mnist, mnist) or a PATH: .txt, .npy/.npz, a folder of images, .wav "
+        "(default: digits; with --init the checkpoint's data)",
     )
     t.add_argument(
         "--format",
-        choices=["lines", "corpus", "array", "images", "audio"],
-        help="how to read a PATH: one item per line, one corpus, arrays, or a WAV",
+        choices=FORMATS,
+        help="how to read a PATH: lines (one item per line), corpus (one text cut in "
+        "blocks), array (integers), images (uint8 pictures), audio (a WAV); default by the "
+        "PATH: a folder is images, .npy/.npz array, .wav audio, anything else lines",
     )
     t.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
     t.add_argument(
@@ -761,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model config field, repeatable (e.g. --set n_layer=2)",
     )
     t.add_argument("--conditional", action="store_true", help="model p(x | label)")
-    t.add_argument("--out", help="run folder (default runs/DATA-MODEL)")
+    t.add_argument("--out", help="run folder (default runs/DATA-MODEL; with --init, -init added)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(
         "--init",
@@ -772,7 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
-        help = f"{TRAIN_HELP.get(f.name, f.name)} (default {default})"
+        help = TRAIN_HELP.get(f.name, f.name)
+        help += "" if "(default" in help else f" (default {default})"
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(default, bool):  # type=bool would read "--compile False" as True
             t.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
@@ -786,26 +828,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="stop training after this long (90s, 5m, 1h); --resume continues",
     )
-    t.add_argument("--samples", type=int, default=64, help="samples to write at the end (0: none)")
-    t.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    t.add_argument(
+        "--samples", type=int, default=64, help="samples to write at the end (default 64; 0: none)"
+    )
+    add_device_arg(t)
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="exact NLL of a checkpoint over a whole split")
     e.add_argument("checkpoint", help="run folder or checkpoint .json")
-    e.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     e.add_argument(
         "--data", help="score another file's --split, read with the model's vocabulary and levels"
     )
-    e.add_argument("--batch-size", type=int, default=512)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
+    add_device_arg(e)
     e.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("sample", help="draw samples: a PNG grid for images, lines for text")
     s.add_argument("checkpoint", help="run folder or checkpoint .json")
-    s.add_argument("-n", type=int, default=16, help="number of samples")
+    s.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
     add_sampling_args(s, "samples")
     s.add_argument("--prompt", help="text the samples start with")
     s.add_argument("--length", type=int, help="dimensions to generate (default: the model's)")
@@ -824,8 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--input", nargs="+", help="PNG files (image models) or prefixes")
     k.add_argument("--rows", type=int, help="image rows kept (default: half)")
     k.add_argument("--dims", type=int, help="sequence dimensions kept (default: half)")
-    k.add_argument("--count", type=int, default=8, help="test examples without --input")
-    k.add_argument("-n", type=int, default=4, help="completions of each input")
+    k.add_argument("--count", type=int, default=8, help="test examples without --input (default 8)")
+    k.add_argument("-n", type=int, default=4, help="completions of each input (default 4)")
     add_sampling_args(k, "completions")
     k.set_defaults(func=cmd_complete)
 
@@ -848,9 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "-n", "--n", type=int, help="examples to average over (default 16 to 1024, by D)"
     )
-    g.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    g.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
-    g.add_argument("--device", default="auto")
+    add_device_arg(g)
     g.set_defaults(func=cmd_deps)
 
     c = sub.add_parser(
@@ -863,10 +907,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Ctrl-C keeps the finished ones).",
     )
     c.add_argument("--data", default="digits", help="as for train (default: digits)")
-    c.add_argument("--format", choices=["lines", "corpus", "array", "images", "audio"])
-    c.add_argument("--block", type=int, default=64, help="corpus / audio block length D")
+    c.add_argument("--format", choices=FORMATS, help="as for train")
+    c.add_argument(
+        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
+    )
     c.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
-    c.add_argument("--data-seed", type=int, default=42, help="seed of the data split")
+    c.add_argument("--data-seed", type=int, default=42, help="seed of the data split (default 42)")
     c.add_argument("--models", help="comma-separated registered models")
     c.add_argument(
         "--budget",
@@ -882,13 +928,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="config field of one family, repeatable (e.g. --set gpt.n_layer=2)",
     )
     c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
-    c.add_argument("--samples", type=int, default=64, help="samples per family (timed)")
+    c.add_argument("--samples", type=int, default=64, help="samples per family, timed (default 64)")
     c.add_argument(
         "--deps-examples", type=int, help="examples per dependency map (default 16 to 1024, by D)"
     )
-    c.add_argument("--seed", type=int, default=1337, help="seed of weights, batches, samples")
+    c.add_argument(
+        "--seed", type=int, default=1337, help="seed of weights, batches, samples (default 1337)"
+    )
     c.add_argument("--out", help="report folder (default runs/compare-DATA)")
-    c.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    add_device_arg(c)
     c.add_argument("--threads", type=int, help="torch CPU threads")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
@@ -909,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"darm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

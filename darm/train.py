@@ -50,7 +50,7 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
-    min_lr: float = 3e-4  # the cosine decays to this
+    min_lr: float | None = None  # the cosine decays to this; None: lr / 10
     warmup: int = 100
     cycles: int = 1  # cosine cycles over `steps`; > 1 restarts warm (SGDR)
     cycle_decay: float = 1.0  # a cycle's peak lr is this times the previous cycle's peak
@@ -65,6 +65,10 @@ class TrainConfig:
     dtype: str = "fp32"  # fp32 | bf16: autocast of the forward; weights and loss stay fp32
     compile: bool = False  # torch.compile the model for training (eval stays eager)
     ema: float = 0.0  # decay of an average of the weights that eval and checkpoints use; 0: off
+
+    def __post_init__(self):
+        if self.min_lr is None:  # a lower --lr alone must not be refused for min_lr > lr
+            self.min_lr = self.lr / 10
 
 
 DTYPES = ("fp32", "bf16")

@@ -63,10 +63,10 @@ def test_sample_with_prompt(run, capsys):
     assert len(lines) == 3 and all(line.startswith("an") for line in lines)
 
 
-def test_resume_extends_the_run(run, capsys):
-    # the command that started the run may be repeated: the same model options are accepted
-    assert main(["train", *TINY_MARKOV, "--out", str(run), "--resume", "--steps", "40",
-                 "--quiet", "--samples", "0"]) == 0  # fmt: skip
+def test_resume_extends_the_run(run, names_file, capsys):
+    # the command that started the run may be repeated: the same model and data are accepted
+    assert main(["train", "--data", str(names_file), *TINY_MARKOV, "--out", str(run),
+                 "--resume", "--steps", "40", "--quiet", "--samples", "0"]) == 0  # fmt: skip
     assert "from step 30 of 40" in capsys.readouterr().out
     assert json.loads((run / "last.json").read_text())["step"] == 40
 
@@ -78,6 +78,7 @@ def test_resume_extends_the_run(run, capsys):
         (["--model", "gru"], "--model gru differs from its model markov"),
         (["--conditional"], "unconditional model"),
         (["--format", "corpus"], "--format corpus differs from its data's format lines"),
+        (["--data", "names"], "--data names differs from its data"),
     ],
 )
 def test_resume_refuses_a_changed_model_or_data(run, extra, needle, capsys):
@@ -106,13 +107,37 @@ def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
     [
         (["--set", "n_hidden=8"], "weights do not match the model"),
         (["--model", "gpt"], "holds a markov, not a gpt"),
-        (["--resume"], "pass one of them"),
+        (["--resume"], "last.json"),
         (["--data", "digits"], "was trained with L="),
     ],
 )
 def test_init_bad_input(run, extra, needle, tmp_path, capsys):
     code = main(["train", "--init", str(run), "--out", str(tmp_path / "x"), *extra])
     one_line_error(capsys, code, needle=needle)
+
+
+def test_init_run_resumes_by_repeating_its_command(run, tmp_path, capsys):
+    start = ["train", "--init", str(run), "--steps", "4", "--eval-every", "2",
+             "--out", str(tmp_path / "ft"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(start) == 0
+    assert main([*start, "--resume", "--steps", "6"]) == 0
+    assert "resuming markov from step 4 of 6" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ft" / "last.json").read_text())["step"] == 6
+
+
+def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
+    """A corpus model fine-tuned on another .txt reads it as a corpus in its own blocks, not as
+    one item per line (the suffix's default)."""
+    text = "to be or not to be that is the question\n" * 20
+    (tmp_path / "a.txt").write_text(text)
+    (tmp_path / "b.txt").write_text("not to be is the question\n" * 30)
+    base = ["--steps", "2", "--eval-every", "2", "--quiet", "--samples", "0"]
+    assert main(["train", "--data", str(tmp_path / "a.txt"), "--format", "corpus", "--block",
+                 "16", *TINY_MARKOV, "--out", str(tmp_path / "a"), *base]) == 0  # fmt: skip
+    assert main(["train", "--init", str(tmp_path / "a"), "--data", str(tmp_path / "b.txt"),
+                 "--out", str(tmp_path / "b"), *base]) == 0  # fmt: skip
+    source = json.loads((tmp_path / "b" / "last.json").read_text())["data"]["source"]
+    assert source["format"] == "corpus" and source["block"] == 16
 
 
 def test_train_refuses_to_overwrite(run, names_file, capsys):
@@ -131,6 +156,10 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--data", "missing.txt"], 1, "no data file 'missing.txt'"),
         (["eval", "no/such/run"], 1, "does not exist"),
         (["train", "--data", "names", "--conditional"], 1, "needs labels"),
+        # options a built-in dataset cannot honour
+        (["train", "--data", "names", "--format", "corpus"], 1, "the built-in names has its own"),
+        (["train", "--block", "128"], 1, "digits has its own length"),
+        (["train", "--data", "mnist", "--block", "8"], 1, "--block cuts a corpus or audio"),
         # model configs a family cannot build
         (["train", "--set", "n_head=3"], 1, "n_embd=128 is not divisible by n_head=3"),
         (["train", "--model", "gru", "--set", "n_layer=0"], 1, "n_layer must be >= 1"),
@@ -237,6 +266,14 @@ def test_help_explains_itself():
     assert proc.returncode == 0
     for word in ("train", "eval", "sample", "models", "examples:"):
         assert word in proc.stdout
+
+
+def test_models_lists_fields_and_marks_the_datas(capsys):
+    assert main(["models", "-v"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("n_layer = ") for line in lines)
+    marked = {line.split()[0] for line in lines if "set by the data" in line}
+    assert marked == {"vocab_size", "seq_len", "image_shape", "num_classes"}
 
 
 def test_digits_conditional_png_and_label(tmp_path, capsys):

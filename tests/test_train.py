@@ -24,6 +24,13 @@ def test_schedule_warms_up_then_decays():
     assert abs(lrs[-1] - 0.1) < 1e-3
 
 
+def test_min_lr_defaults_to_a_tenth_of_lr():
+    # a lower lr alone is a valid schedule (min_lr once stayed 3e-4 and refused lr=1e-4)
+    assert TrainConfig(lr=1e-4).min_lr == pytest.approx(1e-5)
+    assert TrainConfig().min_lr == pytest.approx(3e-4)
+    assert TrainConfig(lr=1e-4, min_lr=0.0).min_lr == 0.0
+
+
 def test_warm_restart_cycles_extend_the_one_cycle_schedule():
     one = TrainConfig(steps=50, warmup=5, lr=1.0, min_lr=0.1)
     two = TrainConfig(steps=100, warmup=5, lr=1.0, min_lr=0.1, cycles=2, cycle_decay=0.5)

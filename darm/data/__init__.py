@@ -33,6 +33,13 @@ BUILTIN = {
 
 FORMATS = ("lines", "corpus", "array", "images", "audio")
 FIXED_LEVELS = {"digits": 17, "binarized_mnist": 2, "speech": 256}  # L is the data's own
+BLOCKED = ("shakespeare", "speech")  # the built-ins cut in blocks of `block` symbols
+# built-ins whose checkpoints record the bundled file's path
+BUNDLED_FILES = {
+    "names": "names.txt",
+    "shakespeare": "tinyshakespeare.txt",
+    "speech": "speech_16k.wav",
+}
 
 
 def load_data(
@@ -53,11 +60,12 @@ def load_data(
     if spec == "digits":
         return digits_dataset(seed)
     if spec == "names":
-        return lines_dataset(BUNDLED / "names.txt", "names", seed, vocab=vocab, max_len=max_len)
+        path = BUNDLED / BUNDLED_FILES[spec]
+        return lines_dataset(path, "names", seed, vocab=vocab, max_len=max_len)
     if spec == "shakespeare":
-        return corpus_dataset(BUNDLED / "tinyshakespeare.txt", block, "shakespeare", vocab=vocab)
+        return corpus_dataset(BUNDLED / BUNDLED_FILES[spec], block, "shakespeare", vocab=vocab)
     if spec == "speech":
-        return audio_dataset(BUNDLED / "speech_16k.wav", block, "speech")
+        return audio_dataset(BUNDLED / BUNDLED_FILES[spec], block, "speech")
     if spec == "binarized_mnist":
         return binarized_mnist_dataset(BUNDLED / "binarized_mnist.npz")
     if spec == "mnist":
@@ -92,6 +100,15 @@ def load_data(
     return array_dataset(path, levels=levels, seed=seed)
 
 
+def same_data(spec: str, source: dict[str, Any]) -> bool:
+    """Whether `spec` (a built-in name or a path) names the data `source` was read from."""
+    if source.get("format") == "builtin":
+        return spec == source.get("name")
+    if spec in BUNDLED_FILES:
+        spec = str(BUNDLED / BUNDLED_FILES[spec])
+    return "path" in source and Path(spec).resolve() == Path(source["path"]).resolve()
+
+
 def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> Dataset:
     """Reload the data a checkpoint was trained on (same split, same vocabulary)."""
     fmt = source.get("format")
@@ -110,9 +127,11 @@ def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: 
     if fmt == "images":
         return load_data(source["path"], "images", levels=source["levels"], seed=source["seed"])
     if fmt == "audio":
-        name = "speech" if Path(source["path"]) == BUNDLED / "speech_16k.wav" else None
+        name = "speech" if same_data("speech", source) else None
         return audio_dataset(Path(source["path"]), source["block"], name)
     raise DarmError(f"checkpoint names an unknown data source {source!r}")
 
 
-__all__ = ["Dataset", "Vocabulary", "load_data", "load_from_source", "BUILTIN", "SPLITS"]
+__all__ = [
+    "Dataset", "Vocabulary", "load_data", "load_from_source", "same_data", "BUILTIN", "SPLITS"
+]  # fmt: skip
