@@ -840,7 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="run folder or checkpoint .json")
     e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     e.add_argument(
-        "--data", help="score another file's --split, read with the model's vocabulary and levels"
+        "--data",
+        help="score another file's --split, read as the model's data was (its format, "
+        "vocabulary and levels)",
     )
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
     add_device_arg(e)
