@@ -106,7 +106,7 @@ def train_run(args, device, ctx) -> None:
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
-    check_counts(args, threads=1, samples=0)
+    check_counts(args, threads=1, samples=0, data_seed=0)
     # without --data: digits, or the data of the checkpoint --init or --resume reads
     check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
     run_dir = Path(args.out or default_run_dir(args))
@@ -212,7 +212,8 @@ def check_fits(data, model, path) -> None:
             f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
             f"L={model.vocab_size}, D={model.num_dims}"
         )
-    if model.num_classes and data.num_classes != model.num_classes:
+    # a file's class count is its largest label + 1: fewer classes than the model's is fine
+    if model.num_classes and not 1 <= data.num_classes <= model.num_classes:
         raise DarmError(
             f"{path} is conditional on {model.num_classes} classes; the data has "
             f"{data.num_classes or 'no labels'}"
@@ -550,6 +551,8 @@ def cmd_complete(args) -> None:
         raise DarmError("this model is conditional: pass --label")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen)
+    if not shape:  # an item ends at its end symbol: nothing after it is drawn
+        kw["stop_token"] = meta.get("eos")
     stem = (Path(args.out) if args.out else path.parent / "completions").with_suffix("")
     try:
         if originals is None:
@@ -668,7 +671,7 @@ def cmd_compare(args) -> None:
         args.budget = 300.0
     if args.budget is not None and args.budget <= 0:
         raise DarmError(f"--budget must be > 0, got {args.budget:g}s")
-    check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
+    check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1, data_seed=0)
     device = _device(args.device)
     torch.set_num_threads(args.threads) if args.threads else None
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)

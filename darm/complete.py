@@ -32,18 +32,23 @@ def complete(
     return x.view(N, k, model.num_dims)
 
 
+PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
+
+
 def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
-    """A picture file as the model's symbols (D,): grey or RGB by the model's channels,
-    quantised to its levels; its size must be the model's."""
+    """A picture file as the model's symbols (D,): grey, grey + alpha, RGB or RGBA by the
+    model's 1, 2, 3 or 4 channels, quantised to its levels; its size must be the model's."""
     from PIL import Image, UnidentifiedImageError
 
     from darm.data.images import quantise
 
     H, W = shape[:2]
     C = shape[2] if len(shape) == 3 else 1
+    if C not in PIL_MODES:
+        raise DarmError(f"the model reads {C}-channel images; picture files hold 1 to 4")
     try:
         with Image.open(path) as img:
-            pixels = np.asarray(img.convert("RGB" if C == 3 else "L"))
+            pixels = np.asarray(img.convert(PIL_MODES[C]))
     except FileNotFoundError:
         raise DarmError(f"no image file {path}") from None
     except (UnidentifiedImageError, OSError) as e:

@@ -50,13 +50,15 @@ def dependency_map(
     weight = torch.ones(B, D) if mask is None else mask.reshape(B, D).float()
     sums, counts = torch.zeros(D, D), torch.zeros(D)
     chunk = max(1, tokens_per_pass // D)  # examples per pass when one row is asked for
-    for i in range(0, B, chunk):
-        part = slice(i, i + chunk)
-        y = None if cond is None else cond[part].to(device)
-        w = weight[part].to(device)
-        s, c = _map_sums(model, x[part].to(device), y, w, tokens_per_pass)
-        sums, counts = sums + s, counts + c
-    model.train(was_training)
+    try:
+        for i in range(0, B, chunk):
+            part = slice(i, i + chunk)
+            y = None if cond is None else cond[part].to(device)
+            w = weight[part].to(device)
+            s, c = _map_sums(model, x[part].to(device), y, w, tokens_per_pass)
+            sums, counts = sums + s, counts + c
+    finally:
+        model.train(was_training)
     return sums / counts.clamp(min=1)[:, None]
 
 

@@ -75,12 +75,14 @@ def evaluate(model: ARModel, split, batch_size: int = 256) -> NLL:
     model.eval()
     total, examples, dims = 0.0, 0, 0
     device = model.device
-    for x, y, mask in split.iter_batches(batch_size):
-        x = x.to(device)
-        y = None if y is None or not model.num_classes else y.to(device)
-        mask = None if mask is None else mask.to(device)
-        total += -log_prob(model, x, y, mask).double().sum().item()
-        examples += x.shape[0]
-        dims += x[0].numel() * x.shape[0] if mask is None else int(mask.sum().item())
-    model.train(was_training)
+    try:
+        for x, y, mask in split.iter_batches(batch_size):
+            x = x.to(device)
+            y = None if y is None or not model.num_classes else y.to(device)
+            mask = None if mask is None else mask.to(device)
+            total += -log_prob(model, x, y, mask).double().sum().item()
+            examples += x.shape[0]
+            dims += x[0].numel() * x.shape[0] if mask is None else int(mask.sum().item())
+    finally:  # the caller's training mode comes back even if scoring fails
+        model.train(was_training)
     return NLL(total, examples, dims)

@@ -14,9 +14,18 @@ def filter_logits(
     top_p: float | None = None,
 ) -> torch.Tensor:
     """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p."""
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    logits = logits / temperature
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    scaled = logits / temperature
+    if not torch.isfinite(scaled[logits > float("-inf")]).all():
+        # a temperature so low that logits / T overflows: use its limit, the argmax
+        best = logits.argmax(dim=-1, keepdim=True)
+        scaled = torch.full_like(logits, float("-inf")).scatter(-1, best, 0.0)
+    logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -85,7 +94,8 @@ def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache) -> torch.T
     if use_cache:
         cache, step, prefill = model.init_cache(n), model.step, model.prefill
     else:
-        cache = PrefixCache(n, model.num_dims, device)
+        # a 1-D model may generate past its training length D, as its cache can
+        cache = PrefixCache(n, D if len(model.event_shape) == 1 else model.num_dims, device)
 
         def step(x_prev, c, y):
             return ARModel.step(model, x_prev, c, y)

@@ -268,11 +268,13 @@ def train(
         raise DarmError(f"a conditional model needs labels, and {data.name} has none")
     optimizer = make_optimizer(model, cfg)
     start, best, saved_raw = 0, math.inf, {}
+    before = 0.0  # seconds of training in earlier invocations of a resumed run
     torch.manual_seed(cfg.seed)
     if resume_from is not None:
         path, record = resume_from
         saved_raw = load_training_state(path, record, optimizer)
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
+        before = record.get("elapsed_s", 0.0)
     # the model holds a checkpoint's weights, which are the average when it kept one; the
     # training weights saved beside them come back into the model
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
@@ -307,6 +309,7 @@ def train(
         meta = {
             "step": step,
             "best_valid_nats_per_dim": best,
+            "elapsed_s": before + time.perf_counter() - t0,  # so a resumed log goes on
             "train": asdict(cfg),
             "data": data_meta(data),
         }
@@ -319,7 +322,7 @@ def train(
             model.train()
             if ctx.is_main:
                 with open(log_path, "a", newline="") as f:
-                    row = [step, lr, train_nll, val, tokens_per_s, elapsed]
+                    row = [step, lr, train_nll, val, tokens_per_s, before + elapsed]
                     csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
                 bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
             if val < best:

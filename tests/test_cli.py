@@ -140,6 +140,19 @@ def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
     assert source["format"] == "corpus" and source["block"] == 16
 
 
+def test_check_fits_takes_data_with_fewer_classes():
+    from types import SimpleNamespace as NS
+
+    from darm.cli import check_fits
+    from darm.errors import DarmError
+
+    model = NS(vocab_size=5, num_dims=7, num_classes=10)
+    check_fits(NS(vocab_size=5, seq_len=7, num_classes=9), model, "m")  # labels 0..8 only
+    for classes in (0, 11):
+        with pytest.raises(DarmError, match="conditional on 10 classes"):
+            check_fits(NS(vocab_size=5, seq_len=7, num_classes=classes), model, "m")
+
+
 def test_train_refuses_to_overwrite(run, names_file, capsys):
     code = main(["train", "--data", str(names_file), *TINY_MARKOV, "--out", str(run)])
     one_line_error(capsys, code, needle="already holds a checkpoint")
@@ -178,6 +191,8 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
         (["train", "--threads", "-1"], 1, "--threads must be >= 1"),
         (["train", "--samples", "-1"], 1, "--samples must be >= 0"),
+        (["train", "--data-seed", "-1"], 1, "--data-seed must be >= 0"),
+        (["compare", "--data-seed", "-1"], 1, "--data-seed must be >= 0"),
         (["compare", "--threads", "0"], 1, "--threads must be >= 1"),
     ],
 )

@@ -57,6 +57,33 @@ def test_cli_complete_bad_input(digits_run, tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("C", [2, 4])
+def test_read_image_reads_alpha_channels(tmp_path, C):
+    from darm.complete import read_image
+
+    pixels = np.arange(2 * 3 * C, dtype=np.uint8).reshape(2, 3, C) * 10  # (H, W, C)
+    Image.fromarray(pixels, mode={2: "LA", 4: "RGBA"}[C]).save(tmp_path / "a.png")
+    x = read_image(tmp_path / "a.png", (2, 3, C), 256)
+    assert x.tolist() == pixels.reshape(-1).tolist()  # raster order, channels inside a pixel
+
+
+def test_cli_complete_text_stops_at_the_end_symbol(tmp_path, monkeypatch, capsys):
+    import darm.complete
+
+    out = tmp_path / "names"
+    args = ["train", "--data", "names", "--model", "gru", "--set", "n_hidden=16", "--steps", "2"]
+    assert main([*args, "--out", str(out), "--samples", "0", "--quiet"]) == 0
+    seen = {}
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return complete(*a, **kw)
+
+    monkeypatch.setattr(darm.complete, "complete", spy)
+    assert main(["complete", str(out), "--input", "ma"]) == 0
+    assert seen["stop_token"] == 0  # the names vocabulary's end symbol "\n"
+
+
 def test_cli_completes_text(tmp_path, capsys):
     out = tmp_path / "names"
     args = ["train", "--data", "names", "--model", "gru", "--set", "n_hidden=16", "--steps", "2"]

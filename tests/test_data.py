@@ -50,6 +50,9 @@ def test_training_batches_are_a_function_of_step():
     ds2 = load_data("digits")
     ds2["train"].batch(3, 32, seed=3)  # different history, same answer
     assert torch.equal(ds2["train"].batch(17, 32, seed=3)[0], a)
+    # ... and of the seed, even when the split already served another seed's epoch
+    b = load_data("digits")["train"].batch(17, 32, seed=4)[0]
+    assert torch.equal(ds["train"].batch(17, 32, seed=4)[0], b) and not torch.equal(a, b)
 
 
 def test_arrays_npz_own_split_and_labels(tmp_path):

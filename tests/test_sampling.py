@@ -25,6 +25,37 @@ def test_temperature_sharpens():
     logits = torch.tensor([[1.0, 2.0]])
     cold = filter_logits(logits, temperature=0.1).softmax(-1)
     assert cold[0, 1] > 0.99
+    # so low that logits / T overflows: its limit, all mass on the argmax (no NaN)
+    frozen = filter_logits(torch.tensor([[1.0, 2.0, float("-inf")]]), temperature=1e-45)
+    assert frozen.softmax(-1).tolist() == [[0.0, 1.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(top_k=0), "top_k must be >= 1"),
+        (dict(top_p=0.0), "top_p must be in"),
+        (dict(top_p=1.5), "top_p must be in"),
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(temperature=float("nan")), "temperature must be > 0"),
+    ],
+)
+def test_bad_filter_settings_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        filter_logits(torch.zeros(1, 4), **kw)
+
+
+@pytest.mark.parametrize("name", ["markov", "rnn", "wavenet"])
+def test_uncached_sampling_goes_past_d_like_the_cache(name):
+    """A 1-D model without a fixed context samples longer than its D with or without the
+    cache, the same draws for the same generator."""
+    model = tiny_model(name)
+    D = model.num_dims
+    runs = [
+        sample(model, 3, num_dims=2 * D, generator=torch.Generator().manual_seed(1), use_cache=c)
+        for c in (True, False)
+    ]
+    assert runs[0].shape == (3, 2 * D) and torch.equal(*runs)
 
 
 def test_seed_reproduces_and_stop_token_pads():
@@ -68,3 +99,17 @@ def test_evaluate_refuses_an_empty_split_and_a_bad_batch_size():
         evaluate(model, TensorSplit(torch.zeros(0, 7, dtype=torch.long)))
     with pytest.raises(ValueError, match="batch size must be >= 1"):
         evaluate(model, TensorSplit(torch.zeros(3, 7, dtype=torch.long)), batch_size=0)
+
+
+def test_evaluate_gives_back_training_mode_when_it_fails():
+    from darm.data.splits import TensorSplit
+
+    class Failing(TensorSplit):
+        def iter_batches(self, batch_size):
+            yield next(super().iter_batches(batch_size))
+            raise OSError("the disk went away")  # mid-evaluation
+
+    model = tiny_model("markov").train()
+    with pytest.raises(OSError):
+        evaluate(model, Failing(torch.zeros(4, 7, dtype=torch.long)), batch_size=2)
+    assert model.training

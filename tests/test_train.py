@@ -100,6 +100,14 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
     final = json.loads((tmp_path / "part" / "last.json").read_text())
     assert final["step"] == 16
+    # the time column goes on from the first invocation's time, not from zero
+    times = [
+        float(r.split(",")[5]) for r in (tmp_path / "part" / "log.csv").read_text().split()[1:]
+    ]
+    # steps 8 and 16 (stop_at=11 saved last without a row): 16's time includes the first
+    # invocation's 11 steps
+    assert len(times) == 2 and 0 < times[0] < record["elapsed_s"] < times[1]
+    assert final["elapsed_s"] >= times[1]
 
 
 def test_resume_with_a_second_cycle_matches_a_two_cycle_run(tmp_path):

@@ -25,7 +25,7 @@ class TensorSplit:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None = None, mask=None):
         self.x, self.y, self.mask = x, y, mask
-        self._perm_epoch, self._perm = -1, None
+        self._perm_key, self._perm = None, None  # (seed, epoch) of the cached permutation
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -43,9 +43,9 @@ class TensorSplit:
         N = len(self)
         per_epoch = max(N // batch_size, 1)
         epoch, i = divmod(step, per_epoch)
-        if epoch != self._perm_epoch:
+        if self._perm_key != (seed, epoch):
             self._perm = torch.randperm(N, generator=_generator(seed, epoch))
-            self._perm_epoch = epoch
+            self._perm_key = (seed, epoch)
         return self._take(self._perm[i * batch_size : (i + 1) * batch_size])
 
     def iter_batches(self, batch_size: int) -> Iterator[Batch]:

@@ -92,8 +92,8 @@ class ARModel(nn.Module):
         """Logits (B, L) of the next dimension given everything fed so far."""
         if x_prev is not None:
             cache.x[:, cache.t - 1] = x_prev
-        if cache.t >= self.num_dims:
-            raise ValueError(f"step past the last of {self.num_dims} dimensions")
+        if cache.t >= cache.x.shape[1]:
+            raise ValueError(f"step past the last of {cache.x.shape[1]} dimensions")
         if len(self.event_shape) == 1:
             # causality: position t needs only x_<t, so recompute the prefix so far (O(t))
             logits = self(cache.x[:, : cache.t + 1], cond)  # (B, t+1, L)
