@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -30,7 +31,7 @@ TRAIN_HELP = {
     "batch_size": "examples per step",
     "lr": "peak learning rate of AdamW",
     "min_lr": "learning rate at the end of the cosine decay (default --lr / 10)",
-    "warmup": "steps of linear warmup",
+    "warmup": "steps of linear warmup (default 100, at most half of each cycle)",
     "cycles": "cosine cycles over --steps, each restarting warm (SGDR); --resume --steps 2N "
     "--cycles 2 extends a finished N-step run by a second cycle",
     "cycle_decay": "peak learning rate of each later cycle, as a fraction of the one before",
@@ -125,7 +126,11 @@ def train_run(args, device, ctx) -> None:
 
         model, record, path = load_checkpoint(path, device)
         model_name = record["model"]
-        cfg = build_config(TrainConfig, {**record["train"], **train_overrides}, "training option")
+        old = record["train"]
+        if "lr" in train_overrides and "min_lr" not in train_overrides:
+            if math.isclose(old["min_lr"], old["lr"] / 10):  # the run's floor was the default
+                train_overrides["min_lr"] = train_overrides["lr"] / 10
+        cfg = build_config(TrainConfig, {**old, **train_overrides}, "training option")
         say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
         resume = (path, record)
     else:

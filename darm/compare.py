@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from darm.checkpoint import atomic_write_text
+from darm.checkpoint import atomic_write, atomic_write_text
 from darm.data import Dataset
 from darm.errors import DarmError
 from darm.models import config_fields, create_model, get_entry, list_models
@@ -182,12 +182,7 @@ def validation_passes(data: Dataset) -> int:
 
 def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> FamilyResult:
     """Train, evaluate, sample and map one family into opts.out / name."""
-    from darm.checkpoint import load_checkpoint
-    from darm.cli import save_samples
     from darm.config import build_config
-    from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
-    from darm.metrics import evaluate
-    from darm.sampling import sample
     from darm.train import TrainConfig, train
 
     t_start = time.perf_counter()
@@ -217,6 +212,28 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     state = train(model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget)
     result.steps, result.train_s = state["step"], state["elapsed_s"]
     result.train_tokens_per_s = state["tokens_per_s"]
+    try:
+        finish_family(result, data, opts, device, run_dir)
+    except Exception as e:  # the numbers found so far (the test NLL, say) stay in the row
+        result.status, result.note = "failed", first_line(e)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def first_line(e: BaseException) -> str:
+    """An exception as one line, even when its message is empty."""
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def finish_family(result, data, opts, device, run_dir) -> None:
+    """After training: exact test NLL, timed samples, dependency map, into `result`."""
+    from darm.checkpoint import load_checkpoint
+    from darm.cli import save_samples
+    from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
+    from darm.metrics import evaluate
+    from darm.sampling import sample
+
+    name = result.model
 
     # exact test NLL of the best-validation checkpoint, as `darm eval` computes it
     best, record, _ = load_checkpoint(run_dir, device)
@@ -247,13 +264,13 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
         result.texts = sample_texts(x, data)
 
     J = checkpoint_maps(best, record, data["test"], opts.deps_examples)
-    save_file({"deps": J.contiguous()}, run_dir / "deps.safetensors")  # for the joint plot
+    atomic_write(  # for the joint plot
+        run_dir / "deps.safetensors", lambda tmp: save_file({"deps": J.contiguous()}, tmp)
+    )
     deps = plot_dependency_maps({name: J}, run_dir / "deps.png", image_shape_of(record))
     result.files["deps"] = deps.relative_to(opts.out).as_posix()
     result.files["log"] = (run_dir / "log.csv").relative_to(opts.out).as_posix()
     result.status = "done"
-    result.wall_s = time.perf_counter() - t_start
-    return result
 
 
 def sample_texts(x: torch.Tensor, data: Dataset) -> list[str]:
@@ -342,8 +359,8 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
             overall.set_description(f"compare [{name} {i + 1}/{len(names)}]")
             try:
                 result = run_family(name, data, opts, device)
-            except (DarmError, ValueError, RuntimeError, OSError) as e:
-                result = FamilyResult(name, "failed", note=str(e).splitlines()[0])
+            except Exception as e:  # one family's failure is a row, not the end of the report
+                result = FamilyResult(name, "failed", note=first_line(e))
                 tqdm.write(f"{name} failed: {result.note}")
             results.append(result)
             if result.status == "done":

@@ -77,7 +77,11 @@ def is_main() -> bool:
 
 def rank_device(device: torch.device, ctx: Context) -> torch.device:
     """Plain `cuda` under torchrun means this rank's own GPU, cuda:LOCAL_RANK."""
-    if device.type == "cuda" and device.index is None and ctx.world_size > 1:
+    if device.type == "cuda" and ctx.world_size > 1:
+        if device.index is not None:  # every rank on the one GPU: NCCL would refuse
+            raise DarmError(
+                f"under torchrun each rank takes its own GPU: pass --device cuda, not {device}"
+            )
         return torch.device("cuda", ctx.local_rank)
     return device
 

@@ -51,7 +51,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     min_lr: float | None = None  # the cosine decays to this; None: lr / 10
-    warmup: int = 100
+    warmup: int | None = None  # None: 100 steps, at most half a cycle
     cycles: int = 1  # cosine cycles over `steps`; > 1 restarts warm (SGDR)
     cycle_decay: float = 1.0  # a cycle's peak lr is this times the previous cycle's peak
     weight_decay: float = 0.01
@@ -69,6 +69,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.min_lr is None:  # a lower --lr alone must not be refused for min_lr > lr
             self.min_lr = self.lr / 10
+        if self.warmup is None:  # a short run still decays (warmup 100 of 50 steps never did)
+            self.warmup = min(100, self.steps // (2 * max(self.cycles, 1)))
 
 
 DTYPES = ("fp32", "bf16")
@@ -93,9 +95,10 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
             raise DarmError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.steps % cfg.cycles:
         raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
-    if cfg.cycles > 1 and cfg.warmup >= cfg.steps // cfg.cycles:
+    if cfg.warmup and cfg.warmup >= cfg.steps // cfg.cycles:
+        span = "the run" if cfg.cycles == 1 else "a cycle"
         raise DarmError(
-            f"warmup ({cfg.warmup}) must be shorter than a cycle ({cfg.steps // cfg.cycles} steps)"
+            f"warmup ({cfg.warmup}) must be shorter than {span} ({cfg.steps // cfg.cycles} steps)"
         )
     if not 0 <= cfg.ema < 1:
         raise DarmError(f"ema must be in [0, 1) (0 turns it off), got {cfg.ema}")
@@ -124,7 +127,8 @@ def seed_dropout(seed: int, device: torch.device) -> None:
     (torch.manual_seed would do it too, but it visits every backend: 100x slower a step.)"""
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":
-        torch.cuda.manual_seed(seed)  # the current device's generator only
+        with torch.cuda.device(device):  # cuda:1 in a single process is not the current one
+            torch.cuda.manual_seed(seed)
 
 
 def micro_batches(batch, rank: int, world_size: int, grad_accum: int):
@@ -269,12 +273,14 @@ def train(
     optimizer = make_optimizer(model, cfg)
     start, best, saved_raw = 0, math.inf, {}
     before = 0.0  # seconds of training in earlier invocations of a resumed run
+    running = None  # smoothed training loss (nats per dimension)
     torch.manual_seed(cfg.seed)
     if resume_from is not None:
         path, record = resume_from
         saved_raw = load_training_state(path, record, optimizer)
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
         before = record.get("elapsed_s", 0.0)
+        running = record.get("train_nats_per_dim")  # the log's smoothed training loss
     # the model holds a checkpoint's weights, which are the average when it kept one; the
     # training weights saved beside them come back into the model
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
@@ -310,6 +316,7 @@ def train(
             "step": step,
             "best_valid_nats_per_dim": best,
             "elapsed_s": before + time.perf_counter() - t0,  # so a resumed log goes on
+            "train_nats_per_dim": running,
             "train": asdict(cfg),
             "data": data_meta(data),
         }
@@ -320,6 +327,11 @@ def train(
         with averaged() as raw:
             val = evaluate_split(model, valid_split, cfg.eval_batch_size).nats_per_dim
             model.train()
+            if not math.isfinite(val):  # never over-write the last good checkpoint with it
+                raise DarmError(
+                    f"validation NLL is {val} at step {step}; stopped, the last good "
+                    f"checkpoint in {run_dir} is kept (try a lower --lr)"
+                )
             if ctx.is_main:
                 with open(log_path, "a", newline="") as f:
                     row = [step, lr, train_nll, val, tokens_per_s, before + elapsed]
@@ -339,7 +351,7 @@ def train(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    t0, tokens, running = time.perf_counter(), 0, None
+    t0, tokens = time.perf_counter(), 0
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     for step in range(start, end):
         lr = learning_rate(step, cfg)
@@ -378,8 +390,17 @@ def train(
                 f"loss is {loss} at step {step}; stopped, the last good checkpoint "
                 f"in {run_dir} is kept (try a lower --lr)"
             )
+        # a finite loss can still back-propagate an overflow: one inf gradient would turn the
+        # weights into NaN, and the next checkpoint would save them
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not math.isfinite(norm.item()):
+            raise DarmError(
+                f"gradient norm is {norm.item()} at step {step}; stopped before the update, "
+                f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
+            )
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(grads, cfg.grad_clip, norm)
         optimizer.step()
         if ema is not None:
             ema.update(step)

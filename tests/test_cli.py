@@ -140,6 +140,15 @@ def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
     assert source["format"] == "corpus" and source["block"] == 16
 
 
+def test_resume_with_a_lower_lr_moves_the_default_floor(tmp_path):
+    start = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--out",
+             str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(start) == 0
+    assert main([*start, "--resume", "--steps", "4", "--lr", "2e-4"]) == 0
+    train = json.loads((tmp_path / "r" / "last.json").read_text())["train"]
+    assert train["lr"] == 2e-4 and train["min_lr"] == pytest.approx(2e-5)
+
+
 def test_check_fits_takes_data_with_fewer_classes():
     from types import SimpleNamespace as NS
 

@@ -133,6 +133,22 @@ def test_ctrl_c_keeps_finished_families(tmp_path, monkeypatch, capsys):
     assert [f["status"] for f in families] == ["done", "interrupted", "not run"]
 
 
+def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsys):
+    import darm.deps
+
+    def broken(*args, **kw):
+        raise RuntimeError()  # an empty message must not break the failure row either
+
+    monkeypatch.setattr(darm.deps, "checkpoint_maps", broken)
+    out = tmp_path / "broken"
+    args = ["compare", "--data", "digits", "--models", "markov", "--steps", "2",
+            "--samples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 1  # the command reports the failed family
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["status"] == "failed" and family["note"] == "RuntimeError"
+    assert family["nats_per_example"] > 0 and family["steps"] == 2
+
+
 def test_budget_plans_steps_and_audio(tmp_path):
     """A time budget (steps planned from a timing) on audio: waveforms and WAV samples."""
     make_wav(tmp_path / "tone.wav", seconds=0.5, rate=8000)

@@ -105,6 +105,18 @@ def test_micro_batches_cover_the_global_batch_once():
     assert all(1 <= len(r) <= 2 for r in rows)
 
 
+def test_each_rank_gets_its_own_gpu():
+    from darm.distributed import Context, rank_device
+    from darm.errors import DarmError
+
+    ctx = Context(rank=1, world_size=2, local_rank=1)
+    assert rank_device(torch.device("cuda"), ctx) == torch.device("cuda", 1)
+    assert rank_device(torch.device("cpu"), ctx) == torch.device("cpu")
+    with pytest.raises(DarmError, match="pass --device cuda, not cuda:0"):
+        rank_device(torch.device("cuda", 0), ctx)  # all ranks on GPU 0: NCCL refuses
+    assert rank_device(torch.device("cuda", 0), Context()) == torch.device("cuda", 0)
+
+
 def test_grad_accum_gives_the_same_weights(tmp_path):
     path = names_file(tmp_path)
     one = run_training(path, tmp_path / "a")

@@ -7,7 +7,7 @@ from darm.checkpoint import load_checkpoint, read_record, save_checkpoint
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate
-from darm.train import TrainConfig, learning_rate, train
+from darm.train import TrainConfig, check_config, learning_rate, train
 from tests.conftest import tiny_model
 
 
@@ -29,6 +29,34 @@ def test_min_lr_defaults_to_a_tenth_of_lr():
     assert TrainConfig(lr=1e-4).min_lr == pytest.approx(1e-5)
     assert TrainConfig().min_lr == pytest.approx(3e-4)
     assert TrainConfig(lr=1e-4, min_lr=0.0).min_lr == 0.0
+
+
+def test_default_warmup_fits_a_short_run():
+    short = TrainConfig(steps=50, lr=1.0, min_lr=0.1)
+    assert short.warmup == 25 and TrainConfig().warmup == 100
+    assert learning_rate(49, short) < 0.11  # it decays to the end (warmup 100: still at 0.5)
+    with pytest.raises(DarmError, match=r"warmup \(60\) must be shorter than the run"):
+        check_config(TrainConfig(steps=50, warmup=60))
+
+
+def test_a_non_finite_gradient_stops_before_the_update(tmp_path):
+    """A finite loss whose backward overflows: stopped before the weights turn NaN, and the
+    last checkpoint keeps finite weights."""
+    data = load_data("digits")
+    model = _digits_model()
+    calls = []
+
+    def overflow_once(grad):
+        calls.append(1)
+        return grad * float("inf") if len(calls) == 3 else grad
+
+    model.wte.weight.register_hook(overflow_once)
+    cfg = TrainConfig(steps=6, batch_size=8, eval_every=1)
+    with pytest.raises(DarmError, match="gradient norm is (inf|nan) at step 2"):
+        train(model, "gpt", data, cfg, tmp_path, progress=False)
+    saved, record, _ = load_checkpoint(tmp_path / "last.json")
+    assert record["step"] == 2
+    assert all(p.isfinite().all() for p in saved.parameters())
 
 
 def test_warm_restart_cycles_extend_the_one_cycle_schedule():
@@ -108,6 +136,12 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     # invocation's 11 steps
     assert len(times) == 2 and 0 < times[0] < record["elapsed_s"] < times[1]
     assert final["elapsed_s"] >= times[1]
+
+    # and the smoothed training loss goes on from the checkpoint's, as if never stopped
+    def train_column(run):
+        return [float(r.split(",")[2]) for r in (run / "log.csv").read_text().split()[1:]]
+
+    assert train_column(tmp_path / "part") == pytest.approx(train_column(tmp_path / "full"))
 
 
 def test_resume_with_a_second_cycle_matches_a_two_cycle_run(tmp_path):
