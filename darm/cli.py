@@ -100,7 +100,6 @@ def train_run(args, device, ctx) -> None:
     from darm import distributed
     from darm.checkpoint import read_record
     from darm.data import load_data, load_from_source
-    from darm.data.vocab import Vocabulary
     from darm.models import config_fields, create_model
     from darm.train import TrainConfig, train
 
@@ -120,7 +119,7 @@ def train_run(args, device, ctx) -> None:
         path, record = read_record(run_dir / "last.json")
         check_resume_matches(args, record)
         meta = record["data"]
-        vocab = Vocabulary(meta["vocab"]) if meta["vocab"] else None
+        vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, record["config"]["seq_len"])
         from darm.checkpoint import load_checkpoint
 
@@ -176,7 +175,6 @@ def init_from(args, device):
     checkpoint's was (`read_like`); --set may change fields that keep the weights (dropout)."""
     from darm.checkpoint import load_checkpoint
     from darm.data import load_from_source
-    from darm.data.vocab import Vocabulary
 
     overrides = parse_assignments(args.set or [])
     model, record, path = load_checkpoint(args.init, device, overrides)
@@ -188,7 +186,7 @@ def init_from(args, device):
         block, levels, seed = data_options(args, block=model.num_dims)
         data = read_like(args.data, model, meta, args.format, block, levels, seed)
     else:
-        vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+        vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
     return model.to(device), model_name, data, path, record["step"]
@@ -199,14 +197,20 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
     vocabulary and its L levels (a file whose largest value is below L is still L levels)."""
     from darm.data import load_data
-    from darm.data.vocab import Vocabulary
 
     if fmt is None:
         fmt = meta["source"].get("format")
         fmt = None if fmt == "builtin" else fmt
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    vocab = saved_vocab(meta)
     D, L = model.num_dims, model.vocab_size
     return load_data(spec, fmt, block or D, L if levels is None else levels, seed, vocab, max_len=D)
+
+
+def saved_vocab(meta: dict):
+    """The character vocabulary a checkpoint's data record holds, or None (arrays, images)."""
+    from darm.data.vocab import Vocabulary
+
+    return Vocabulary(meta["vocab"]) if meta.get("vocab") else None
 
 
 def check_fits(data, model, path) -> None:
@@ -371,11 +375,10 @@ def write_samples(
     length=None,
 ) -> Path:
     """Sample and write stem.png (images), stem.wav (audio) or stem.txt (text, arrays)."""
-    from darm.data.vocab import Vocabulary
     from darm.sampling import sample
 
     meta = record["data"]
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    vocab = saved_vocab(meta)
     device = model.device
     cond = label_tensor(model, label, n)
     if cond is None and model.num_classes:  # one row of each class, cycling
@@ -417,11 +420,10 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
     with short silences) or stem.txt (text, integer arrays); returns the path."""
     from darm.checkpoint import atomic_write_text
-    from darm.data.vocab import Vocabulary
     from darm.plots import save_image_grid
 
     n = x.shape[0]
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    vocab = saved_vocab(meta)
     if meta.get("image_shape"):
         path = stem.with_suffix(".png")
         save_image_grid(x.view(n, *meta["image_shape"]), levels, path)
@@ -516,7 +518,6 @@ def cmd_complete(args) -> None:
     from darm.checkpoint import atomic_write_text, load_checkpoint
     from darm.complete import complete, read_image, save_completion_grid
     from darm.data import load_from_source
-    from darm.data.vocab import Vocabulary
 
     check_sampling_args(args)
     if args.count < 1:
@@ -524,7 +525,7 @@ def cmd_complete(args) -> None:
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
     meta = record["data"]
     shape = meta.get("image_shape")
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    vocab = saved_vocab(meta)
     D, labels = model.num_dims, None
     if args.input and shape:
         originals = torch.stack([read_image(Path(p), shape, model.vocab_size) for p in args.input])
@@ -608,7 +609,6 @@ def cmd_complete(args) -> None:
 def cmd_eval(args) -> None:
     from darm.checkpoint import load_checkpoint
     from darm.data import load_from_source
-    from darm.data.vocab import Vocabulary
     from darm.metrics import evaluate
 
     check_counts(args, batch_size=1)
@@ -617,7 +617,7 @@ def cmd_eval(args) -> None:
     if args.data:
         data = read_like(args.data, model, meta)
     else:
-        vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+        vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
     nll = evaluate(model, data[args.split], args.batch_size)
@@ -642,12 +642,11 @@ def parse_pixel(text: str) -> tuple[int, int]:
 def cmd_deps(args) -> None:
     from darm.checkpoint import load_checkpoint
     from darm.data import load_from_source
-    from darm.data.vocab import Vocabulary
     from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
     meta = record["data"]
-    vocab = Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+    vocab = saved_vocab(meta)
     data = load_from_source(meta["source"], vocab, model.num_dims)
     J = checkpoint_maps(model, record, data[args.split], args.n)
     shape = image_shape_of(record)

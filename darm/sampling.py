@@ -21,7 +21,8 @@ def filter_logits(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scaled = logits / temperature
-    if not torch.isfinite(scaled[logits > float("-inf")]).all():
+    # only T < 1 can overflow, so the usual T = 1 pays nothing for this check on every step
+    if temperature < 1 and not torch.isfinite(scaled[logits > float("-inf")]).all():
         # a temperature so low that logits / T overflows: use its limit, the argmax
         best = logits.argmax(dim=-1, keepdim=True)
         scaled = torch.full_like(logits, float("-inf")).scatter(-1, best, 0.0)
