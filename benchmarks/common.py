@@ -14,7 +14,7 @@ import torch
 from darm.checkpoint import load_checkpoint
 from darm.metrics import evaluate
 from darm.models import config_fields, create_model
-from darm.train import TrainConfig, train
+from darm.train import TrainConfig, bf16_warning, train
 
 
 def run_one(
@@ -34,6 +34,8 @@ def run_one(
     init: a checkpoint whose weights a new run starts from (fine-tuning); model_kw may
     change only what leaves the weights' shapes alone, such as dropout."""
     cfg = TrainConfig(**train_kw)
+    if warning := bf16_warning(cfg, torch.device("cpu")):
+        print(f"{label}: {warning}", file=sys.stderr)
     out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
     if data.image_shape and "image_shape" in config_fields(model_name):
         model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images

@@ -101,7 +101,7 @@ def train_run(args, device, ctx) -> None:
     from darm.checkpoint import read_record
     from darm.data import load_data, load_from_source
     from darm.models import config_fields, create_model
-    from darm.train import TrainConfig, train
+    from darm.train import TrainConfig, bf16_warning, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     if args.init and args.conditional:
@@ -160,6 +160,8 @@ def train_run(args, device, ctx) -> None:
     say(data.summary())
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
     say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
+    if warning := bf16_warning(cfg, device):
+        say(warning, file=sys.stderr)
     state = train(
         model, model_name, data, cfg, run_dir, resume, not args.quiet, max_seconds=args.budget
     )

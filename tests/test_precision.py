@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from darm.cli import build_parser
+from darm.cli import build_parser, main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.nn.attention import attend
-from darm.train import TrainConfig, check_config, train
+from darm.train import TrainConfig, bf16_warning, check_config, train
 from tests.conftest import tiny_model
 from tests.test_distributed import names_file
 
@@ -39,6 +39,23 @@ def test_config_checks():
         check_config(TrainConfig(dtype="half"))
     with pytest.raises(DarmError, match="cannot be cut into 2 rank"):
         check_config(TrainConfig(batch_size=3, grad_accum=2), world_size=2)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_warns_on_a_cpu_without_native_bf16(native, tmp_path, monkeypatch, capsys):
+    """Emulated bf16 matmuls run ~80x slower than float32's: `train --dtype bf16` says so in
+    one line on such a CPU, and keeps quiet where bf16 is native or not asked for."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cpu = torch.device("cpu")
+    assert bf16_warning(TrainConfig(dtype="fp32"), cpu) is None
+    assert (bf16_warning(TrainConfig(dtype="bf16"), cpu) is None) == native
+    assert bf16_warning(TrainConfig(dtype="bf16"), torch.device("meta")) is None  # not a CPU
+    data, out = str(names_file(tmp_path)), str(tmp_path / "r")
+    args = ["train", "--data", data, "--model", "markov", "--steps", "2", "--dtype", "bf16",
+            "--quiet", "--samples", "0", "--out", out]  # fmt: skip
+    assert main(args) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "bfloat16" in line]
+    assert len(warned) == (0 if native else 1), warned
 
 
 def test_bf16_autocast_trains_close_to_fp32(tmp_path):
