@@ -20,7 +20,8 @@ EPILOG = """examples:
   darm train                                  # gpt on the bundled 8x8 digits
   darm train --data names --model gru --steps 3000
   darm train --data shakespeare --model gpt --set n_layer=4 --set n_embd=128
-  darm eval runs/digits-gpt --split test
+  darm train --data digits --model wavenet --steps 400 --set dropout=0.3
+  darm eval runs/digits-wavenet --split test
   darm sample runs/names-gru -n 20 --temperature 0.8
   darm models -v                              # families and their config fields
 """
@@ -40,6 +41,7 @@ TRAIN_HELP = {
     "beta2": "AdamW beta2",
     "grad_clip": "max global gradient norm (0: off)",
     "eval_every": "steps between validation NLL + checkpoints",
+    "log_every": "steps between log.csv rows of the (smoothed) training loss",
     "eval_batch_size": "batch size of evaluation",
     "seed": "seed of initialisation, batch order and dropout",
     "grad_accum": "micro-batches per step (same effective batch, less memory)",

@@ -43,10 +43,11 @@ def save_image_grid(images: torch.Tensor, levels: int, path: Path, scale: int = 
     atomic_write(Path(path), lambda tmp: grid.save(tmp, format="PNG"))
 
 
-def read_log(path: Path) -> dict[str, list[float]]:
+def read_log(path: Path) -> dict[str, np.ndarray]:
+    """log.csv's columns as float arrays; an empty cell (no validation at that step) is NaN."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+    return {k: np.array([float(r[k] or "nan") for r in rows]) for k in (rows[0] if rows else {})}
 
 
 def plot_loss_curves(
@@ -66,7 +67,9 @@ def plot_loss_curves(
             continue
         color = f"C{i}"
         ax.plot(data[x], data["train_nats_per_dim"], "--", color=color, alpha=0.6)
-        ax.plot(data[x], data["valid_nats_per_dim"], "-", color=color, label=label)
+        scored = ~np.isnan(data["valid_nats_per_dim"])  # the rows of an evaluation
+        valid_x, valid_y = data[x][scored], data["valid_nats_per_dim"][scored]
+        ax.plot(valid_x, valid_y, "o-" if len(valid_y) < 30 else "-", color=color, label=label)
     ax.set_xlabel({"step": "step", "elapsed_s": "training time (s)"}.get(x, x))
     ax.set_ylabel(ylabel)
     ax.set_title("validation (solid) and training (dashed) NLL")

@@ -59,6 +59,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     eval_every: int = 250
+    log_every: int = 10  # steps between log.csv rows of the training loss alone
     eval_batch_size: int = 512
     seed: int = 1337
     grad_accum: int = 1  # micro-batches per step; gradients summed, same effective batch
@@ -102,7 +103,8 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse settings the loop cannot honour, before any work is done."""
     if cfg.dtype not in DTYPES:
         raise DarmError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "grad_accum", "cycles"):
+    counts = ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "grad_accum")
+    for name in (*counts, "cycles"):
         if getattr(cfg, name) < 1:
             raise DarmError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if not cfg.lr >= 0:  # 0 is allowed: a run that only evaluates, or keeps the weights
@@ -344,6 +346,13 @@ def train(
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 
+    def log_row(step, lr, train_nll, val, tokens_per_s, elapsed) -> None:
+        """One row of log.csv; val None (a step between evaluations) leaves its cell empty."""
+        if ctx.is_main:
+            row = [step, lr, train_nll, "" if val is None else val, tokens_per_s, before + elapsed]
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+
     def evaluate_and_save(step, lr, train_nll, tokens_per_s, elapsed, best) -> float:
         """Score the validation split, log it, save last (and best); return the best."""
         with averaged() as raw:
@@ -354,11 +363,8 @@ def train(
                     f"validation NLL is {val} at step {step}; stopped, the last good "
                     f"checkpoint in {run_dir} is kept (try a lower --lr)"
                 )
-            if ctx.is_main:
-                with open(log_path, "a", newline="") as f:
-                    row = [step, lr, train_nll, val, tokens_per_s, before + elapsed]
-                    csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-                bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
+            log_row(step, lr, train_nll, val, tokens_per_s, elapsed)
+            bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
             if val < best:
                 best = val
                 checkpoint("best", step, best, raw)
@@ -432,9 +438,12 @@ def train(
         bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
             best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
-        elif step + 1 == end:
-            with averaged() as raw:
-                checkpoint("last", step + 1, best, raw)
+        else:
+            if (step + 1) % cfg.log_every == 0:  # the training curve between evaluations
+                log_row(step + 1, lr, running, None, tokens / elapsed, elapsed)
+            if step + 1 == end:
+                with averaged() as raw:
+                    checkpoint("last", step + 1, best, raw)
         if out_of_time:
             end = step + 1
             break

@@ -88,10 +88,11 @@ def _every_model_rank_main(rank: int, world: int, port: int, folder: str) -> Non
 
 
 def trajectory(run_dir: Path) -> list[float]:
-    """Train and validation nats/dim at every evaluation, flattened."""
+    """Train and validation nats/dim of every log row (validation at evaluations), flattened."""
     with open(run_dir / "log.csv") as f:
         rows = list(csv.DictReader(f))
-    return [float(r[k]) for r in rows for k in ("train_nats_per_dim", "valid_nats_per_dim")]
+    keys = ("train_nats_per_dim", "valid_nats_per_dim")
+    return [float(r[k]) for r in rows for k in keys if r[k]]
 
 
 def test_micro_batches_cover_the_global_batch_once():

@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -94,8 +95,11 @@ def test_short_training_lowers_validation_nll(tmp_path):
     train(model, "gpt", data, cfg, tmp_path, progress=False)
     after = evaluate(model, data["valid"]).nats_per_dim
     assert after < before - 0.3
-    log = (tmp_path / "log.csv").read_text().splitlines()
-    assert log[0].startswith("step,") and len(log) == 2
+    # a row of the training loss every log_every (10) steps, validation only at step 40
+    log = list(csv.DictReader((tmp_path / "log.csv").read_text().splitlines()))
+    assert [int(r["step"]) for r in log] == [10, 20, 30, 40]
+    assert [r["valid_nats_per_dim"] == "" for r in log] == [True, True, True, False]
+    assert float(log[-1]["train_nats_per_dim"]) < float(log[0]["train_nats_per_dim"])
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
@@ -129,12 +133,11 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     final = json.loads((tmp_path / "part" / "last.json").read_text())
     assert final["step"] == 16
     # the time column goes on from the first invocation's time, not from zero
-    times = [
-        float(r.split(",")[5]) for r in (tmp_path / "part" / "log.csv").read_text().split()[1:]
-    ]
-    # steps 8 and 16 (stop_at=11 saved last without a row): 16's time includes the first
-    # invocation's 11 steps
-    assert len(times) == 2 and 0 < times[0] < record["elapsed_s"] < times[1]
+    rows = [r.split(",") for r in (tmp_path / "part" / "log.csv").read_text().split()[1:]]
+    steps, times = [int(r[0]) for r in rows], [float(r[5]) for r in rows]
+    # evaluations at 8 and 16, a training row at 10; stop_at=11 saved last without a row;
+    # 16's time includes the first invocation's 11 steps
+    assert steps == [8, 10, 16] and 0 < times[0] < times[1] < record["elapsed_s"] < times[2]
     assert final["elapsed_s"] >= times[1]
 
     # and the smoothed training loss goes on from the checkpoint's, as if never stopped
