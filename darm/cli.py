@@ -46,7 +46,8 @@ TRAIN_HELP = {
     "seed": "seed of initialisation, batch order and dropout",
     "grad_accum": "micro-batches per step (same effective batch, less memory)",
     "dtype": "fp32 | bf16 (bf16 autocast of the forward; weights and loss stay fp32; on an "
-    "AVX-512 BF16 CPU a training step of gpt ran 1.37x, gated_pixelcnn 1.88x faster)",
+    "AVX-512 BF16 CPU a training step of gpt ran 1.37x, gated_pixelcnn 1.88x faster, on an "
+    "AVX2-only CPU 7x slower)",
     "compile": "torch.compile the model for training",
     "ema": "Polyak averaging: decay of an exponential moving average of the weights, which "
     "validation and the checkpoints use (e.g. 0.999; 0: off)",
