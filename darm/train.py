@@ -364,7 +364,8 @@ def train(
                     f"checkpoint in {run_dir} is kept (try a lower --lr)"
                 )
             log_row(step, lr, train_nll, val, tokens_per_s, elapsed)
-            bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
+            if ctx.is_main:  # tqdm.write prints even from a disabled bar
+                bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
             if val < best:
                 best = val
                 checkpoint("best", step, best, raw)

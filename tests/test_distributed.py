@@ -177,6 +177,7 @@ def test_torchrun_cli_two_ranks(tmp_path):
         assert p.returncode == 0, err
     out = outs[0][0]
     assert out.count("test:") == 1 and "on 2 ranks" in out
+    assert out.count("step 3: train") == 1  # rank 1's (disabled) progress bar says nothing
     assert trajectory(tmp_path / "two") == pytest.approx(trajectory(tmp_path / "one"), abs=1e-5)
     for name in ("results.json", "samples.txt", "loss.png", "best.json", "last.json"):
         assert (tmp_path / "two" / name).exists(), name
