@@ -968,8 +968,8 @@ def main(argv: list[str] | None = None) -> int:
     except DarmError as e:
         print(f"darm {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"darm {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # training says where it saved the run
+        print(f"darm {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -382,7 +382,7 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
         write_report(data, opts, results, maps, not_run=rest)
         overall.close()
         tqdm.write(f"interrupted: the report in {opts.out} keeps the finished families")
-        raise
+        raise KeyboardInterrupt from None  # not train's "--resume continues": compare has none
     overall.close()
     return results
 

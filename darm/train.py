@@ -39,6 +39,7 @@ from darm.data import Dataset
 from darm.data.splits import TensorSplit
 from darm.ema import WeightAverage
 from darm.errors import DarmError
+from darm.interrupt import stop_on_sigint
 from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel
 
@@ -382,74 +383,82 @@ def train(
     )
     t0, tokens = time.perf_counter(), 0
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-    for step in range(start, end):
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = train_split.batch(step, cfg.batch_size, cfg.seed)  # the same on every rank
-        mask = batch[2]
-        n_dims = batch[0].numel() if mask is None else int(mask.sum())  # of the global batch
-        seed_dropout(dropout_seed(cfg.seed, step, ctx.rank), device)
-        optimizer.zero_grad(set_to_none=True)
-        nats = torch.zeros((), device=device)
-        micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
-        for i, (x, y, mask) in enumerate(micro):
-            x = x.to(device)
-            y = y.to(device) if conditional else None
-            mask = None if mask is None else mask.to(device)
-            # gradients are all-reduced once, after the last micro-batch
-            last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
-            with sync:
-                with torch.autocast(device.type, torch.bfloat16, enabled=cfg.dtype == "bf16"):
-                    logits = net(x, y)
-                micro_nats = nll_per_dim(logits, x, mask).sum()  # float32 whatever the dtype
-                # DDP averages gradients over ranks; the factor world_size turns the average
-                # into the gradient of sum(nats) / n_dims over the global batch
-                (micro_nats * (ctx.world_size / n_dims)).backward()
-            nats += micro_nats.detach()
-        elapsed = time.perf_counter() - t0
-        out_of_time = max_seconds is not None and elapsed >= max_seconds
-        # one reduction per step: the global loss, and whether any rank ran out of time
-        # (every rank must stop at the same step or the others would wait forever)
-        total_nats, late = distributed.all_reduce_sum([nats.item(), float(out_of_time)], device)
-        loss, out_of_time = total_nats / n_dims, late > 0
-        if not math.isfinite(loss):
-            raise DarmError(
-                f"loss is {loss} at step {step}; stopped, the last good checkpoint "
-                f"in {run_dir} is kept (try a lower --lr)"
+    interrupted = False
+    with stop_on_sigint() as stop:  # Ctrl-C: finish the step, save `last`, stop
+        for step in range(start, end):
+            lr = learning_rate(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = train_split.batch(step, cfg.batch_size, cfg.seed)  # the same on every rank
+            mask = batch[2]
+            n_dims = batch[0].numel() if mask is None else int(mask.sum())  # of the global batch
+            seed_dropout(dropout_seed(cfg.seed, step, ctx.rank), device)
+            optimizer.zero_grad(set_to_none=True)
+            nats = torch.zeros((), device=device)
+            micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
+            for i, (x, y, mask) in enumerate(micro):
+                x = x.to(device)
+                y = y.to(device) if conditional else None
+                mask = None if mask is None else mask.to(device)
+                # gradients are all-reduced once, after the last micro-batch
+                last = i == len(micro) - 1
+                sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+                with sync:
+                    with torch.autocast(device.type, torch.bfloat16, enabled=cfg.dtype == "bf16"):
+                        logits = net(x, y)
+                    micro_nats = nll_per_dim(logits, x, mask).sum()  # float32 whatever the dtype
+                    # DDP averages gradients over ranks; the factor world_size turns the average
+                    # into the gradient of sum(nats) / n_dims over the global batch
+                    (micro_nats * (ctx.world_size / n_dims)).backward()
+                nats += micro_nats.detach()
+            elapsed = time.perf_counter() - t0
+            out_of_time = max_seconds is not None and elapsed >= max_seconds
+            # one reduction per step: the global loss, and whether any rank ran out of time or
+            # got a Ctrl-C (every rank must stop at the same step or the others would wait forever)
+            total_nats, late, halted = distributed.all_reduce_sum(
+                [nats.item(), float(out_of_time), float(bool(stop))], device
             )
-        # a finite loss can still back-propagate an overflow: one inf gradient would turn the
-        # weights into NaN, and the next checkpoint would save them
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        if not math.isfinite(norm.item()):
-            raise DarmError(
-                f"gradient norm is {norm.item()} at step {step}; stopped before the update, "
-                f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
-            )
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(grads, cfg.grad_clip, norm)
-        optimizer.step()
-        if ema is not None:
-            ema.update(step)
-        tokens += n_dims
-        running = loss if running is None else 0.95 * running + 0.05 * loss
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
-            best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
-        else:
-            if (step + 1) % cfg.log_every == 0:  # the training curve between evaluations
-                log_row(step + 1, lr, running, None, tokens / elapsed, elapsed)
-            if step + 1 == end:
-                with averaged() as raw:
-                    checkpoint("last", step + 1, best, raw)
-        if out_of_time:
-            end = step + 1
-            break
+            loss, out_of_time, interrupted = total_nats / n_dims, late > 0, halted > 0
+            if not math.isfinite(loss):
+                raise DarmError(
+                    f"loss is {loss} at step {step}; stopped, the last good checkpoint "
+                    f"in {run_dir} is kept (try a lower --lr)"
+                )
+            # a finite loss can still back-propagate an overflow: one inf gradient would turn the
+            # weights into NaN, and the next checkpoint would save them
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+            if not math.isfinite(norm.item()):
+                raise DarmError(
+                    f"gradient norm is {norm.item()} at step {step}; stopped before the update, "
+                    f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
+                )
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(grads, cfg.grad_clip, norm)
+            optimizer.step()
+            if ema is not None:
+                ema.update(step)
+            tokens += n_dims
+            running = loss if running is None else 0.95 * running + 0.05 * loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
+                best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
+            else:
+                if (step + 1) % cfg.log_every == 0:  # the training curve between evaluations
+                    log_row(step + 1, lr, running, None, tokens / elapsed, elapsed)
+                if step + 1 == end or interrupted:
+                    with averaged() as raw:
+                        checkpoint("last", step + 1, best, raw)
+            if out_of_time or interrupted:
+                end = step + 1
+                break
     bar.close()
     distributed.barrier()  # no rank leaves before rank 0 has written the last checkpoint
+    if interrupted:
+        raise KeyboardInterrupt(
+            f"stopped after step {end}, saved in {run_dir / 'last.json'}; --resume continues"
+        )
     return {
         "step": end,
         "best_valid_nats_per_dim": best,

@@ -113,8 +113,8 @@ def test_ctrl_c_keeps_finished_families(tmp_path, monkeypatch, capsys):
     real = darm.compare.run_family
 
     def interrupt_second(name, *args):
-        if name == "gpt":
-            raise KeyboardInterrupt
+        if name == "gpt":  # as train() stops on Ctrl-C
+            raise KeyboardInterrupt("stopped after step 1, saved in X; --resume continues")
         return real(name, *args)
 
     monkeypatch.setattr(darm.compare, "run_family", interrupt_second)
@@ -124,6 +124,8 @@ def test_ctrl_c_keeps_finished_families(tmp_path, monkeypatch, capsys):
             "--samples", "2", "--deps-examples", "2", "--out", str(out), "--quiet",
             *tiny_sets(models)]  # fmt: skip
     assert main(args) == 130
+    # compare has no --resume to offer: plain "interrupted"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "darm compare: interrupted"
     report = (out / "report.md").read_text()
     rows = table_rows(report)
     assert rows["markov"][2] == "2" and re.match(r"\d+\.\d{4}", rows["markov"][3])

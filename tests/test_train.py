@@ -1,10 +1,14 @@
 import csv
 import json
+import os
+import signal
 
 import pytest
 import torch
 
+import darm.train
 from darm.checkpoint import load_checkpoint, read_record, save_checkpoint
+from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate
@@ -145,6 +149,54 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         return [float(r.split(",")[2]) for r in (run / "log.csv").read_text().split()[1:]]
 
     assert train_column(tmp_path / "part") == pytest.approx(train_column(tmp_path / "full"))
+
+
+def sigint_during_step(monkeypatch, step: int) -> None:
+    """Send this process a SIGINT (Ctrl-C) in the middle of training step `step` (its loss)."""
+    real, calls = darm.train.nll_per_dim, []
+
+    def loss_then_ctrl_c(logits, x, mask=None):
+        calls.append(1)
+        if len(calls) == step + 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(logits, x, mask)
+
+    monkeypatch.setattr(darm.train, "nll_per_dim", loss_then_ctrl_c)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    data = load_data("digits")
+    cfg = TrainConfig(steps=16, batch_size=16, warmup=4, eval_every=8, seed=5)
+    full = tiny_model("gpt", vocab_size=17, seq_len=64, dropout=0.1)
+    train(full, "gpt", data, cfg, tmp_path / "full", progress=False)
+
+    handler = signal.getsignal(signal.SIGINT)
+    sigint_during_step(monkeypatch, 5)
+    part = tiny_model("gpt", vocab_size=17, seq_len=64, dropout=0.1)
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 6.*--resume continues"):
+        train(part, "gpt", data, cfg, tmp_path / "part", progress=False)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is itself again
+    path, record = read_record(tmp_path / "part" / "last.json")
+    assert record["step"] == 6  # step 5 finished and was saved, not lost nor half-applied
+    resumed, record, path = load_checkpoint(path)
+    train(resumed, "gpt", data, cfg, tmp_path / "part", (path, record), progress=False)
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_ctrl_c_on_the_command_line_says_where_the_run_is(tmp_path, monkeypatch, capsys):
+    sigint_during_step(monkeypatch, 2)
+    out = tmp_path / "run"
+    args = ["train", "--model", "markov", "--steps", "50", "--batch-size", "8", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"darm train: interrupted: stopped after step 3, saved in {out / 'last.json'}; "
+        "--resume continues"
+    )
+    assert json.loads((out / "last.json").read_text())["step"] == 3
 
 
 def test_resume_with_a_second_cycle_matches_a_two_cycle_run(tmp_path):
