@@ -171,7 +171,7 @@ def train_run(args, device, ctx) -> None:
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
-        finish_run(run_dir, data, device, args.samples, cfg.seed)
+        finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
 
 
 def init_from(args, device):
@@ -335,14 +335,16 @@ def default_run_dir(args) -> str:
     return f"runs/{Path(data).stem}-{record['model']}-init"
 
 
-def finish_run(run_dir: Path, data, device, n_samples: int, seed: int) -> None:
+def finish_run(
+    run_dir: Path, data, device, n_samples: int, seed: int, progress: bool = True
+) -> None:
     """Test NLL of the best checkpoint, samples, and the loss curve, all into run_dir."""
     from darm.checkpoint import atomic_write_text, load_checkpoint
     from darm.metrics import evaluate
     from darm.plots import plot_loss_curves
 
     model, record, _ = load_checkpoint(run_dir, device)
-    nll = evaluate(model, data["test"])
+    nll = evaluate(model, data["test"], progress=progress)
     results = {"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     print_nll(nll, "test", data.kind)
@@ -625,7 +627,7 @@ def cmd_eval(args) -> None:
         vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
-    nll = evaluate(model, data[args.split], args.batch_size)
+    nll = evaluate(model, data[args.split], args.batch_size, progress=True)
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}")
     print_nll(nll, args.split, data.kind)
     if args.json:

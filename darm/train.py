@@ -179,19 +179,19 @@ def has_unused_parameters(model: ARModel, batch, conditional: bool) -> bool:
     return unused
 
 
-def evaluate_split(model: ARModel, split, batch_size: int) -> NLL:
+def evaluate_split(model: ARModel, split, batch_size: int, progress: bool = False) -> NLL:
     """Exact NLL of the whole split; under torchrun each rank scores a contiguous shard
     and the totals (nats, examples, dims) are summed over ranks."""
     ctx = distributed.current()
     if ctx.world_size == 1:
-        return evaluate(model, split, batch_size)
+        return evaluate(model, split, batch_size, progress)
     lo, hi = distributed.shard_bounds(len(split), ctx.rank, ctx.world_size)
     shard = TensorSplit(
         split.x[lo:hi],
         None if split.y is None else split.y[lo:hi],
         None if split.mask is None else split.mask[lo:hi],
     )
-    part = evaluate(model, shard, batch_size) if hi > lo else NLL(0.0, 0, 0)
+    part = evaluate(model, shard, batch_size, progress) if hi > lo else NLL(0.0, 0, 0)
     nats, examples, dims = distributed.all_reduce_sum(
         [part.nats, part.examples, part.dims], model.device
     )
@@ -357,7 +357,8 @@ def train(
     def evaluate_and_save(step, lr, train_nll, tokens_per_s, elapsed, best) -> float:
         """Score the validation split, log it, save last (and best); return the best."""
         with averaged() as raw:
-            val = evaluate_split(model, valid_split, cfg.eval_batch_size).nats_per_dim
+            show = progress and ctx.is_main
+            val = evaluate_split(model, valid_split, cfg.eval_batch_size, show).nats_per_dim
             model.train()
             if not math.isfinite(val):  # never over-write the last good checkpoint with it
                 raise DarmError(

@@ -1,7 +1,9 @@
 import csv
+import io
 import json
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -230,3 +232,24 @@ def test_time_budget_stops_and_saves(tmp_path):
     assert state["step"] == 1
     assert json.loads((tmp_path / "last.json").read_text())["step"] == 1
     assert (tmp_path / "best.json").exists()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_evaluate_shows_progress_on_a_terminal_only(monkeypatch):
+    split = load_data("digits")["valid"]
+    model = _digits_model()
+    shown = {}
+    for progress in (False, True):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        nll = evaluate(model, split, 100, progress=progress)
+        shown[progress] = (sys.stderr.getvalue(), nll.nats)
+    assert shown[False][0] == "" and "scoring" in shown[True][0]
+    assert f"/{len(split)} " in shown[True][0]  # counts examples of the whole split
+    assert shown[True][1] == shown[False][1]
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar even if asked
+    evaluate(model, split, 100, progress=True)
+    assert sys.stderr.getvalue() == ""
