@@ -971,7 +971,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"darm {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # training says where it saved the run
-        print(f"darm {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(
+                f"darm {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr
+            )
         return 130
     except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

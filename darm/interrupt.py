@@ -26,13 +26,17 @@ class StopRequest:
 
 @contextlib.contextmanager
 def stop_on_sigint():
-    """Yields a StopRequest; outside the main thread (where signals cannot be handled) it
-    never becomes true and Ctrl-C behaves as it always does."""
+    """Yields a StopRequest; outside the main thread (where signals cannot be handled), or
+    where SIGINT is ignored or handled outside Python, it never becomes true and Ctrl-C
+    behaves as it did."""
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored (`darm train ... &`), or set outside
+        yield stop  # Python: leave it as it is
+        return
 
     def handler(signum, frame):
         stop.requested = True

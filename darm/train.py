@@ -456,6 +456,9 @@ def train(
                 break
     bar.close()
     distributed.barrier()  # no rank leaves before rank 0 has written the last checkpoint
+    # a Ctrl-C after the last step's reduction (in its evaluation, say) still stops here:
+    # that step is saved, and the caller's test pass and samples are skipped
+    interrupted = interrupted or bool(stop)
     if interrupted:
         raise KeyboardInterrupt(
             f"stopped after step {end}, saved in {run_dir / 'last.json'}; --resume continues"

@@ -198,6 +198,7 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--lr", "-1"], 1, "lr must be >= 0"),
         (["train", "--min-lr", "-1"], 1, "min_lr must be in [0, lr="),
         (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
+        (["train", "--log-every", "0"], 1, "log_every must be >= 1"),
         (["train", "--threads", "-1"], 1, "--threads must be >= 1"),
         (["train", "--samples", "-1"], 1, "--samples must be >= 0"),
         (["train", "--data-seed", "-1"], 1, "--data-seed must be >= 0"),

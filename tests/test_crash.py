@@ -163,7 +163,9 @@ def test_nonfinite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, monkey
 
     monkeypatch.setattr(darm.train, "nll_per_dim", poisoned)
     cfg = TrainConfig(steps=20, batch_size=8, warmup=2, eval_every=4)
+    handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(DarmError, match="loss is nan at step 6; stopped, the last good"):
         train(model, "gru", data, cfg, tmp_path / "run", progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored on errors
     _, record, _ = load_checkpoint(tmp_path / "run" / "last.json")
     assert record["step"] == 4

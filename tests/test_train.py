@@ -185,6 +185,42 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatc
     train(resumed, "gpt", data, cfg, tmp_path / "part", (path, record), progress=False)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+    assert log_steps(tmp_path / "part") == log_steps(tmp_path / "full") == [8, 10, 16]
+    # resuming a finished run trains nothing, and leaves Ctrl-C as it found it
+    resumed, record, path = load_checkpoint(tmp_path / "part" / "last.json")
+    assert train(resumed, "gpt", data, cfg, tmp_path / "part", (path, record), False)["step"] == 16
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def log_steps(run) -> list[int]:
+    return [int(r.split(",")[0]) for r in (run / "log.csv").read_text().split()[1:]]
+
+
+def test_ctrl_c_during_the_last_evaluation_still_stops(tmp_path, monkeypatch):
+    """A Ctrl-C after the last step's check (in its validation pass) must not let the caller
+    go on to the test pass and samples: train() raises once that step is saved."""
+    data = load_data("digits")
+    real = darm.train.evaluate_split
+
+    def evaluate_then_ctrl_c(*args, **kw):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(darm.train, "evaluate_split", evaluate_then_ctrl_c)
+    cfg = TrainConfig(steps=4, batch_size=8, warmup=1, eval_every=4)
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 4"):
+        train(_digits_model(), "gpt", data, cfg, tmp_path, progress=False)
+    assert read_record(tmp_path / "last.json")[1]["step"] == 4
+
+
+def test_ctrl_c_is_left_alone_where_it_is_ignored(tmp_path, monkeypatch):
+    """`darm train ... &` from a script starts with SIGINT ignored: it must stay ignored."""
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
+    installed = []
+    monkeypatch.setattr(signal, "signal", lambda *a: installed.append(a))
+    cfg = TrainConfig(steps=2, batch_size=8, warmup=1, eval_every=2)
+    train(_digits_model(), "gpt", load_data("digits"), cfg, tmp_path, progress=False)
+    assert installed == []
 
 
 def test_ctrl_c_on_the_command_line_says_where_the_run_is(tmp_path, monkeypatch, capsys):
