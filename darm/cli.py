@@ -1,8 +1,9 @@
-"""The `darm` command: train, eval, sample, models, data."""
+"""The `darm` command: train, eval, sample, complete, deps, plot, compare, models, data."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -646,6 +647,32 @@ def parse_pixel(text: str) -> tuple[int, int]:
     return r, c
 
 
+def cmd_plot(args) -> None:
+    """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
+    from darm.compare import first_line
+    from darm.plots import plot_loss_curves, read_log
+
+    curves = {}
+    for run in map(Path, args.runs):
+        log = run / "log.csv" if run.is_dir() else run
+        if not log.is_file():
+            raise DarmError(f"{run} has no log.csv: give run folders of `darm train`")
+        try:
+            columns = read_log(log)
+        except (OSError, ValueError, csv.Error) as e:
+            raise DarmError(f"{log} is not a darm log.csv: {first_line(e)}") from None
+        missing = {"step", "elapsed_s", "train_nats_per_dim", "valid_nats_per_dim"} - set(columns)
+        if missing:
+            raise DarmError(f"{log} is not a darm log.csv: no rows, or no {', '.join(missing)}")
+        label = log.parent.name
+        curves[str(log.parent) if label in curves else label] = log  # two folders named alike
+    out = Path(args.out or (Path(args.runs[0]) / "loss.png" if len(curves) == 1 else "loss.png"))
+    if not out.parent.is_dir():
+        raise DarmError(f"cannot write {out}: no folder {out.parent}")
+    plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
+    print(f"wrote {out}")
+
+
 def cmd_deps(args) -> None:
     from darm.checkpoint import load_checkpoint
     from darm.data import load_from_source
@@ -892,6 +919,19 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("-v", "--verbose", action="store_true", help="show config fields")
     m.set_defaults(func=cmd_models)
+
+    pl = sub.add_parser(
+        "plot",
+        help="loss curves of one or more runs in one picture",
+        description="Validation (solid) and smoothed training (dashed) NLL of each run's "
+        "log.csv, against steps or training time; e.g. `darm plot runs/a runs/b --x time`.",
+    )
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their log.csv)")
+    pl.add_argument(
+        "--x", choices=("step", "time"), default="step", help="horizontal axis (default step)"
+    )
+    pl.add_argument("--out", help="output PNG (default RUN/loss.png for one run, else loss.png)")
+    pl.set_defaults(func=cmd_plot)
 
     d = sub.add_parser("data", help="list the built-in datasets")
     d.set_defaults(func=cmd_data)

@@ -46,6 +46,39 @@ def test_train_writes_everything(run):
     assert len((run / "samples.txt").read_text().splitlines()) == 5
 
 
+def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
+    from PIL import Image
+
+    other = tmp_path / run.name  # a second folder of the same name: labelled by its path
+    other.mkdir()
+    (other / "log.csv").write_text((run / "log.csv").read_text())
+    out = tmp_path / "both.png"
+    assert main(["plot", str(run), str(other / "log.csv"), "--x", "time", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    assert Image.open(out).format == "PNG" and Image.open(out).size[0] > 300
+
+
+@pytest.mark.parametrize(
+    "log, needle",
+    [
+        (None, "has no log.csv: give run folders of `darm train`"),
+        ("step,lr\n", "is not a darm log.csv: no rows"),
+        ("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n1,x,2,3,4,5\n",
+         "is not a darm log.csv: could not convert"),
+    ],
+)  # fmt: skip
+def test_plot_refuses_what_is_not_a_run(log, needle, tmp_path, capsys):
+    if log is not None:
+        (tmp_path / "log.csv").write_text(log)
+    one_line_error(capsys, main(["plot", str(tmp_path)]), 1, needle)
+    assert not (tmp_path / "loss.png").exists()
+
+
+def test_plot_refuses_a_missing_output_folder(run, tmp_path, capsys):
+    out = tmp_path / "no" / "such.png"
+    one_line_error(capsys, main(["plot", str(run), "--out", str(out)]), 1, "no folder")
+
+
 def test_eval_prints_exact_nll(run, capsys):
     assert main(["eval", str(run), "--split", "test", "--json"]) == 0
     out = capsys.readouterr().out.splitlines()
