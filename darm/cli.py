@@ -352,7 +352,8 @@ def finish_run(
     plot_loss_curves({record["model"]: run_dir / "log.csv"}, run_dir / "loss.png")
     written = [run_dir / "loss.png", run_dir / "results.json"]
     if n_samples:
-        written.insert(0, write_samples(model, record, n_samples, run_dir / "samples", seed=seed))
+        stem = run_dir / "samples"
+        written.insert(0, write_samples(model, record, n_samples, stem, seed, progress=progress))
     print(f"wrote {', '.join(map(str, written))}")
 
 
@@ -381,6 +382,7 @@ def write_samples(
     prompt=None,
     label=None,
     length=None,
+    progress=True,
 ) -> Path:
     """Sample and write stem.png (images), stem.wav (audio) or stem.txt (text, arrays)."""
     from darm.sampling import sample
@@ -418,6 +420,7 @@ def write_samples(
             generator=gen,
             num_dims=D,
             stop_token=meta.get("eos"),
+            progress=progress,
         )
     except ValueError as e:
         raise DarmError(str(e)) from None
@@ -564,7 +567,8 @@ def cmd_complete(args) -> None:
     if model.num_classes and labels is None:
         raise DarmError("this model is conditional: pass --label")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen)
+    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen,
+              progress=True)  # fmt: skip
     if not shape:  # an item ends at its end symbol: nothing after it is drawn
         kw["stop_token"] = meta.get("eos")
     stem = (Path(args.out) if args.out else path.parent / "completions").with_suffix("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tqdm import tqdm
 
 from darm.models.base import ARModel, PrefixCache, prefill_by_steps
 
@@ -52,6 +53,7 @@ def sample(
     num_dims: int | None = None,
     stop_token: int | None = None,
     use_cache: bool = True,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Draw n samples, (n, *event_shape), or (n, num_dims) when a length is given.
 
@@ -60,6 +62,7 @@ def sample(
     row has produced it (positions after it are filled with it). use_cache=False feeds the
     prefix and every sample one step at a time, recomputing the prefix so far each step
     (the exact but slow reference); the results are the same for the same generator.
+    progress: a bar of the positions drawn, on a terminal only, cleared when done.
     """
 
     def pick(logits: torch.Tensor) -> torch.Tensor:  # (n, L) -> (n,) drawn symbols
@@ -80,14 +83,14 @@ def sample(
         # the cost of a cached step on a small model
         with torch.inference_mode():
             D = num_dims or model.num_dims
-            x = _generate(model, n, D, cond, prefix, pick, stop_token, use_cache)
+            x = _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress)
     finally:
         model.train(was_training)
     x = x.clone()  # a normal tensor again (an inference tensor cannot enter autograd later)
     return x if num_dims else x.view(n, *model.event_shape)
 
 
-def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache) -> torch.Tensor:
+def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress) -> torch.Tensor:
     """The loop of `sample`: (n, D) long."""
     device = model.device
     if cond is not None:
@@ -121,15 +124,19 @@ def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache) -> torch.T
         x[:, :P] = prefix
     if P < D:
         logits = prefill(x[:, :P], cache, cond)  # (n, L): the distribution of x_P
-    for d in range(P, D):
-        if d > P:
-            logits = step(x[:, d - 1], cache, cond)  # (n, L)
-        x_d = pick(logits)
-        if stop_token is not None:
-            x_d = torch.where(done, stop_token, x_d)
-            done |= x_d == stop_token
-        x[:, d] = x_d
-        if stop_token is not None and bool(done.all()):
-            x[:, d + 1 :] = stop_token
-            break
+    bar = tqdm(total=D - P, desc="sampling", unit="pos", leave=False, dynamic_ncols=True,
+               disable=None if progress else True)  # fmt: skip
+    with bar:
+        for d in range(P, D):
+            if d > P:
+                logits = step(x[:, d - 1], cache, cond)  # (n, L)
+            x_d = pick(logits)
+            if stop_token is not None:
+                x_d = torch.where(done, stop_token, x_d)
+                done |= x_d == stop_token
+            x[:, d] = x_d
+            bar.update(1)
+            if stop_token is not None and bool(done.all()):
+                x[:, d + 1 :] = stop_token
+                break
     return x

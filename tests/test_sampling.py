@@ -1,3 +1,6 @@
+import io
+import sys
+
 import pytest
 import torch
 
@@ -113,3 +116,21 @@ def test_evaluate_gives_back_training_mode_when_it_fails():
     with pytest.raises(OSError):
         evaluate(model, Failing(torch.zeros(4, 7, dtype=torch.long)), batch_size=2)
     assert model.training
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_sampling_shows_progress_on_a_terminal_only(monkeypatch):
+    """The bar changes nothing drawn: the same seed gives the same samples with it."""
+    model = tiny_model("gru", vocab_size=5, seq_len=7)
+    drawn, shown = {}, {}
+    for progress in (False, True):
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        gen = torch.Generator().manual_seed(0)
+        drawn[progress] = sample(model, 3, generator=gen, progress=progress)
+        shown[progress] = sys.stderr.getvalue()
+    assert torch.equal(drawn[False], drawn[True])
+    assert shown[False] == "" and "sampling" in shown[True] and "/7 " in shown[True]
