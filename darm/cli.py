@@ -787,8 +787,9 @@ def cmd_models(args) -> None:
 def cmd_data(args) -> None:
     from darm.data import BUILTIN
 
+    width = max(map(len, BUILTIN))
     for name, doc in BUILTIN.items():
-        print(f"{name:12s} {doc}")
+        print(f"{name:{width}s}  {doc}")
     print(
         "or a path: .txt (--format lines|corpus), .npy/.npz integer arrays or images, "
         "a folder of images, .wav"
@@ -924,19 +925,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-v", "--verbose", action="store_true", help="show config fields")
     m.set_defaults(func=cmd_models)
 
-    pl = sub.add_parser(
-        "plot",
-        help="loss curves of one or more runs in one picture",
-        description="Validation (solid) and smoothed training (dashed) NLL of each run's "
-        "log.csv, against steps or training time; e.g. `darm plot runs/a runs/b --x time`.",
-    )
-    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their log.csv)")
-    pl.add_argument(
-        "--x", choices=("step", "time"), default="step", help="horizontal axis (default step)"
-    )
-    pl.add_argument("--out", help="output PNG (default RUN/loss.png for one run, else loss.png)")
-    pl.set_defaults(func=cmd_plot)
-
     d = sub.add_parser("data", help="list the built-in datasets")
     d.set_defaults(func=cmd_data)
 
@@ -956,6 +944,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     add_device_arg(g)
     g.set_defaults(func=cmd_deps)
+
+    pl = sub.add_parser(
+        "plot",
+        help="loss curves of one or more runs in one picture",
+        description="Validation (solid) and smoothed training (dashed) NLL of each run's "
+        "log.csv, against steps or training time; e.g. `darm plot runs/a runs/b --x time`.",
+    )
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or their log.csv)")
+    pl.add_argument(
+        "--x", choices=("step", "time"), default="step", help="horizontal axis (default step)"
+    )
+    pl.add_argument("--out", help="output PNG (default RUN/loss.png for one run, else loss.png)")
+    pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser(
         "compare",
