@@ -80,9 +80,13 @@ def parse_duration(text: str) -> float:
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch lists its dozen device types; say what darm takes
+        raise DarmError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise DarmError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
+    return device
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ def train_run(args, device, ctx) -> None:
     from darm.checkpoint import read_record
     from darm.data import load_data, load_from_source
     from darm.models import config_fields, create_model
-    from darm.train import TrainConfig, bf16_warning, train
+    from darm.train import TrainConfig, bf16_warning, check_config, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     if args.init and args.conditional:
@@ -133,7 +137,17 @@ def train_run(args, device, ctx) -> None:
         if "lr" in train_overrides and "min_lr" not in train_overrides:
             if math.isclose(old["min_lr"], old["lr"] / 10):  # the run's floor was the default
                 train_overrides["min_lr"] = train_overrides["lr"] / 10
+        if {"steps", "cycles"} & set(train_overrides) and "warmup" not in train_overrides:
+            # a default warmup follows a new run length, as in a fresh run of that length
+            if old["warmup"] == TrainConfig(steps=old["steps"], cycles=old.get("cycles", 1)).warmup:
+                train_overrides["warmup"] = None
         cfg = build_config(TrainConfig, {**old, **train_overrides}, "training option")
+        check_config(cfg, ctx.world_size)
+        if cfg.steps < record["step"]:
+            raise DarmError(
+                f"{run_dir} is at step {record['step']}, past --steps {cfg.steps}; "
+                f"resume with --steps above {record['step']}"
+            )
         say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
         resume = (path, record)
     else:
@@ -143,6 +157,7 @@ def train_run(args, device, ctx) -> None:
                 f"or --out for a new folder"
             )
         cfg = build_config(TrainConfig, train_overrides, "training option")
+        check_config(cfg, ctx.world_size)  # before any data is read or model built
         torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
         if args.init:
             model, model_name, data, path, step = init_from(args, device)
@@ -170,6 +185,8 @@ def train_run(args, device, ctx) -> None:
         model, model_name, data, cfg, run_dir, resume, not args.quiet, max_seconds=args.budget
     )
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+    if state["step"] < cfg.steps:  # --budget ran out first
+        say(f"--budget stopped the run at step {state['step']} of {cfg.steps}; --resume continues")
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
@@ -659,6 +676,8 @@ def cmd_plot(args) -> None:
     curves = {}
     for run in map(Path, args.runs):
         log = run / "log.csv" if run.is_dir() else run
+        if not run.exists():
+            raise DarmError(f"{run} does not exist")
         if not log.is_file():
             raise DarmError(f"{run} has no log.csv: give run folders of `darm train`")
         try:
@@ -812,6 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    p.commands = sub.choices  # name -> sub-parser, so main can send a typo to its --help
 
     t = sub.add_parser(
         "train",
@@ -900,7 +920,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
     add_sampling_args(s, "samples")
     s.add_argument("--prompt", help="text the samples start with")
-    s.add_argument("--length", type=int, help="dimensions to generate (default: the model's)")
+    s.add_argument(
+        "--length",
+        type=int,
+        help="length of each sample, --prompt included (default: the model's D)",
+    )
     s.add_argument("--quiet", action="store_true", help="do not print text samples")
     s.set_defaults(func=cmd_sample)
 
@@ -1007,7 +1031,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
     try:

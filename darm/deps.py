@@ -171,7 +171,8 @@ def plot_dependency_maps(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|d log p(x_d)/d x_j| / max")
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    # a one-column figure clipped its y-label: the saved box follows what was drawn
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     plt.close(fig)
     return Path(path)
 

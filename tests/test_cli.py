@@ -62,15 +62,17 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     "log, needle",
     [
         (None, "has no log.csv: give run folders of `darm train`"),
+        ("missing", "does not exist"),
         ("step,lr\n", "is not a darm log.csv: no rows"),
         ("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n1,x,2,3,4,5\n",
          "is not a darm log.csv: could not convert"),
     ],
 )  # fmt: skip
 def test_plot_refuses_what_is_not_a_run(log, needle, tmp_path, capsys):
-    if log is not None:
+    if log is not None and log != "missing":
         (tmp_path / "log.csv").write_text(log)
-    one_line_error(capsys, main(["plot", str(tmp_path)]), 1, needle)
+    run = tmp_path / "nothere" if log == "missing" else tmp_path
+    one_line_error(capsys, main(["plot", str(run)]), 1, needle)
     assert not (tmp_path / "loss.png").exists()
 
 
@@ -232,6 +234,9 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--min-lr", "-1"], 1, "min_lr must be in [0, lr="),
         (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
         (["train", "--log-every", "0"], 1, "log_every must be >= 1"),
+        (["train", "--device", "gpu"], 1, "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        (["sample", "x", "--device", "tpu"], 1, "--device must be auto, cpu, cuda or cuda:N"),
+        (["train", "--stpes", "3"], 2, "unrecognized arguments: --stpes 3 (see darm train --help)"),
         (["train", "--threads", "-1"], 1, "--threads must be >= 1"),
         (["train", "--samples", "-1"], 1, "--samples must be >= 0"),
         (["train", "--data-seed", "-1"], 1, "--data-seed must be >= 0"),
@@ -359,3 +364,22 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
     y = np.arange(20) % 10
     np.savez(tmp_path / "b.npz", x=rng.integers(0, 4, size=(20, 64)), y=y)
     assert main(["eval", str(out), "--data", str(tmp_path / "b.npz")]) == 0
+
+
+def test_bad_training_options_are_refused_before_any_work(capsys):
+    one_line_error(capsys, main(["train", "--steps", "0"]), 1, "steps must be >= 1")
+    assert capsys.readouterr().out == ""  # no data read, no model built
+
+
+def test_a_budget_stop_says_so_and_resume_may_shorten_the_run(names_file, tmp_path, capsys):
+    out = tmp_path / "b"
+    base = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
+            "--samples", "0", "--out", str(out)]  # fmt: skip
+    assert main([*base, "--steps", "300", "--budget", "0s"]) == 0
+    said = capsys.readouterr().out
+    assert "--budget stopped the run at step 1 of 300; --resume continues" in said
+    # the 300-step run's default warmup (100) follows a shorter --steps, as in a fresh run
+    assert main([*base, "--resume", "--steps", "20"]) == 0
+    record = json.loads((out / "last.json").read_text())
+    assert record["step"] == 20 and record["train"]["warmup"] == 10
+    one_line_error(capsys, main([*base, "--resume", "--steps", "10"]), 1, "past --steps 10")
