@@ -543,7 +543,7 @@ def cmd_sample(args) -> None:
 
 def cmd_complete(args) -> None:
     """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
-    from darm.checkpoint import atomic_write_text, load_checkpoint
+    from darm.checkpoint import load_checkpoint
     from darm.complete import complete, read_image, save_completion_grid
     from darm.data import load_from_source
 
@@ -573,12 +573,17 @@ def cmd_complete(args) -> None:
         if not 0 <= rows_kept <= H:
             raise DarmError(f"--rows must be in 0..{H}, got {rows_kept}")
         P = rows_kept * D // H  # whole rows of W pixels, all channels
+    elif originals is not None and args.dims is None and meta.get("eos") is not None:
+        # items padded to D (names): keep the first half of each item, not of the padding
+        eos = meta["eos"]
+        rows = [x[: (x.index(eos) if eos in x else D) // 2] for x in originals.tolist()]
+        originals = None
     elif originals is not None:
         P = D // 2 if args.dims is None else args.dims
         if not 0 <= P <= D:
             raise DarmError(f"--dims must be in 0..{D}, got {P}")
     if args.label is not None:
-        labels = label_tensor(model, args.label, len(args.input or originals))
+        labels = label_tensor(model, args.label, len(rows if originals is None else originals))
     elif not model.num_classes:
         labels = None  # the test split's labels mean nothing to an unconditional model
     if model.num_classes and labels is None:
@@ -616,19 +621,11 @@ def cmd_complete(args) -> None:
             f"kept the top {rows_kept} of {shape[0]} rows of {len(originals)} images; "
             f"{args.n} completions each (original first in each row)"
         )
-    else:
-        if originals is not None:
-            outs = list(completions.cpu())
-        eos = meta.get("eos")
-        lines = []
-        for o in outs:
-            for x in o.tolist():
-                if eos is not None and eos in x:
-                    x = x[: x.index(eos)]
-                lines.append(vocab.decode(x) if vocab else " ".join(map(str, x)))
-        out = stem.with_suffix(".txt")
-        atomic_write_text(out, "\n".join(lines) + "\n")
-        print("\n".join(lines))
+    else:  # written as samples are: lines, corpus blocks between rules, or a WAV
+        x = completions.flatten(0, 1) if originals is not None else torch.cat(outs)  # (N*n, D)
+        out = save_samples(x.cpu(), meta, model.vocab_size, stem)
+        if out.suffix == ".txt":
+            print(out.read_text(), end="")
     print(f"wrote {out}", file=sys.stderr)
 
 

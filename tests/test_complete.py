@@ -93,3 +93,36 @@ def test_cli_completes_text(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6 and all(line.startswith(("ma", "jo")) for line in lines)
     assert main(["complete", str(out), "--input", "M!"]) == 1  # not in the vocabulary
+
+
+def test_cli_completes_test_items_from_the_first_half_of_each(tmp_path, capsys):
+    """Names are padded to D = 16: keeping D // 2 would keep whole names; half of each is kept."""
+    from darm.data import load_data
+
+    out = tmp_path / "names"
+    args = ["train", "--data", "names", "--model", "gru", "--set", "n_hidden=16", "--steps", "2"]
+    assert main([*args, "--out", str(out), "--samples", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["complete", str(out), "--count", "3", "-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    data = load_data("names")
+    names = [data.vocab.decode(r[: r.index(data.eos)]) for r in data["test"].x[:3].tolist()]
+    assert len(lines) == 6
+    for i, name in enumerate(names):
+        assert all(line.startswith(name[: len(name) // 2]) for line in lines[2 * i : 2 * i + 2])
+
+
+@pytest.mark.parametrize(
+    "data, written",
+    [("shakespeare", "completions.txt"), ("speech", "completions.wav")],
+)
+def test_cli_completions_are_written_as_samples_are(data, written, tmp_path):
+    """A corpus's blocks hold newlines, so completions are set apart by rules, as samples
+    are; audio completions are a WAV, as audio samples are."""
+    out = tmp_path / data
+    args = ["train", "--data", data, "--block", "32", "--model", "markov", "--steps", "2"]
+    assert main([*args, "--out", str(out), "--samples", "0", "--quiet"]) == 0
+    assert main(["complete", str(out), "--count", "2", "-n", "2"]) == 0
+    assert sorted(p.name for p in out.glob("completions.*")) == [written]
+    if data == "shakespeare":
+        assert (out / written).read_text().count("-" * 40) == 3  # between 4 completions
