@@ -936,7 +936,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("checkpoint", help="run folder or checkpoint .json")
     k.add_argument("--input", nargs="+", help="PNG files (image models) or prefixes")
     k.add_argument("--rows", type=int, help="image rows kept (default: half)")
-    k.add_argument("--dims", type=int, help="sequence dimensions kept (default: half)")
+    k.add_argument(
+        "--dims",
+        type=int,
+        help="sequence dimensions kept (default: half of D; of each item for one-per-line text)",
+    )
     k.add_argument("--count", type=int, default=8, help="test examples without --input (default 8)")
     k.add_argument("-n", type=int, default=4, help="completions of each input (default 4)")
     add_sampling_args(k, "completions")
