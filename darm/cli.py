@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from darm.config import build_config, parse_assignments
-from darm.errors import DarmError
+from darm.errors import DarmError, first_line
 
 EPILOG = """examples:
   darm train                                  # gpt on the bundled 8x8 digits
@@ -667,7 +667,6 @@ def parse_pixel(text: str) -> tuple[int, int]:
 
 def cmd_plot(args) -> None:
     """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
-    from darm.compare import first_line
     from darm.plots import plot_loss_curves, read_log
 
     curves = {}
@@ -686,7 +685,8 @@ def cmd_plot(args) -> None:
             raise DarmError(f"{log} is not a darm log.csv: no rows, or no {', '.join(missing)}")
         label = log.parent.name
         curves[str(log.parent) if label in curves else label] = log  # two folders named alike
-    out = Path(args.out or (Path(args.runs[0]) / "loss.png" if len(curves) == 1 else "loss.png"))
+    # one run: its own loss.png, whether its folder or its log.csv was named
+    out = Path(args.out or (log.parent / "loss.png" if len(curves) == 1 else "loss.png"))
     if not out.parent.is_dir():
         raise DarmError(f"cannot write {out}: no folder {out.parent}")
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])

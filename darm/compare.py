@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from darm.checkpoint import atomic_write, atomic_write_text
 from darm.data import Dataset
-from darm.errors import DarmError
+from darm.errors import DarmError, first_line
 from darm.models import config_fields, create_model, get_entry, list_models
 
 DEFAULT_MODELS = ("markov", "rnn", "wavenet", "gpt")
@@ -218,11 +218,6 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
         result.status, result.note = "failed", first_line(e)
     result.wall_s = time.perf_counter() - t_start
     return result
-
-
-def first_line(e: BaseException) -> str:
-    """An exception as one line, even when its message is empty."""
-    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def finish_family(result, data, opts, device, run_dir) -> None:

@@ -3,3 +3,8 @@
 
 class DarmError(Exception):
     """A problem with the user's input (data, options, checkpoint), not a bug in darm."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception as one line, even when its message is empty."""
+    return (str(e).splitlines() or [type(e).__name__])[0]

@@ -56,6 +56,9 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     assert main(["plot", str(run), str(other / "log.csv"), "--x", "time", "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     assert Image.open(out).format == "PNG" and Image.open(out).size[0] > 300
+    (other / "loss.png").unlink(missing_ok=True)
+    assert main(["plot", str(other / "log.csv")]) == 0  # one run named by its log
+    assert (other / "loss.png").exists()
 
 
 @pytest.mark.parametrize(
