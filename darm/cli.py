@@ -177,6 +177,9 @@ def train_run(args, device, ctx) -> None:
         resume = None
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
+    if args.budget and not resume and "steps" not in train_overrides:
+        cfg = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
+        say(f"--budget {args.budget:g}s: planned {cfg.steps} steps, so the schedule ends in time")
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
     say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
     if warning := bf16_warning(cfg, device):
@@ -190,6 +193,26 @@ def train_run(args, device, ctx) -> None:
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
+
+
+def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: int):
+    """A new run given --budget but no --steps: time a few steps and plan the run's length (and
+    its default warmup) so the cosine schedule ends within the budget rather than being cut
+    off halfway. Ranks share one plan: they must agree on the step count."""
+    from dataclasses import replace
+
+    from darm import distributed
+    from darm.budget import plan_steps
+    from darm.config import build_config
+    from darm.train import TrainConfig, check_config
+
+    per_rank = replace(cfg, batch_size=max(1, cfg.batch_size // world_size))
+    steps = plan_steps(model, data, per_rank, budget)
+    steps = int(distributed.all_reduce_sum([steps], model.device)[0]) // world_size
+    steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
+    cfg = build_config(TrainConfig, {**overrides, "steps": steps}, "training option")
+    check_config(cfg, world_size)
+    return cfg
 
 
 def init_from(args, device):
@@ -889,7 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         type=parse_duration,
         metavar="TIME",
-        help="stop training after this long (90s, 5m, 1h); --resume continues",
+        help="train for this long (90s, 5m, 1h): without --steps, a few timed steps plan the "
+        "step count so the schedule ends in time; training stops at the budget in any case, "
+        "and --resume continues",
     )
     t.add_argument(
         "--samples", type=int, default=64, help="samples to write at the end (default 64; 0: none)"

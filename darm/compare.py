@@ -10,7 +10,6 @@ the families already finished.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import platform
@@ -23,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from darm.budget import plan_steps, synchronize
 from darm.checkpoint import atomic_write, atomic_write_text
 from darm.data import Dataset
 from darm.errors import DarmError, first_line
@@ -133,45 +133,6 @@ class CompareOptions:
     batch_size: int | None = None
     progress: bool = True
     command: str = ""
-
-
-def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
-    """Time optimiser steps on a throwaway copy for about `window` seconds, to turn a
-    time budget into a step count so the learning-rate schedule completes within it.
-    A window rather than a few steps: on a shared machine single steps vary several-fold."""
-    from darm.metrics import nll_per_dim
-    from darm.train import make_optimizer
-
-    probe = copy.deepcopy(model).train()
-    optimizer = make_optimizer(probe, cfg)
-    split, device = data["train"], model.device
-    step, t0 = 0, None
-    while True:
-        x, _, mask = split.batch(step, cfg.batch_size, cfg.seed)
-        x, mask = x.to(device), None if mask is None else mask.to(device)
-        n = x.numel() if mask is None else int(mask.sum())
-        loss = nll_per_dim(probe(x), x, mask).sum() / n
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        synchronize(device)  # a GPU runs ahead of the clock otherwise
-        step += 1
-        if t0 is None:  # the first step warms up (allocations, kernels): not timed
-            t0 = time.perf_counter()
-        elif step >= 4 and time.perf_counter() - t0 >= window:
-            return (time.perf_counter() - t0) / (step - 1)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU's queued work before reading a clock (nothing to wait for on a CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def plan_steps(model, data: Dataset, cfg, budget: float) -> int:
-    """Steps that fit the budget, keeping about 10% of it for the validation passes."""
-    window = min(max(0.03 * budget, 1.0), 10.0)
-    return max(20, int(0.9 * budget / seconds_per_step(model, data, cfg, window)))
 
 
 def validation_passes(data: Dataset) -> int:

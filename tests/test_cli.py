@@ -374,6 +374,19 @@ def test_bad_training_options_are_refused_before_any_work(capsys):
     assert capsys.readouterr().out == ""  # no data read, no model built
 
 
+def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys, monkeypatch):
+    # a timing of 1 s a step: 0.9 * 60 s -> 54 steps, cut to whole cycles of 4 -> 52
+    monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1.0)
+    out = tmp_path / "planned"
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
+            "--samples", "0", "--out", str(out), "--budget", "60s", "--cycles", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert "--budget 60s: planned 52 steps" in capsys.readouterr().out
+    record = json.loads((out / "last.json").read_text())
+    assert record["step"] == 52 and record["train"]["steps"] == 52
+    assert record["train"]["warmup"] == 52 // 8  # the default warmup of a 52-step run
+
+
 def test_a_budget_stop_says_so_and_resume_may_shorten_the_run(names_file, tmp_path, capsys):
     out = tmp_path / "b"
     base = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
