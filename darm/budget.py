@@ -4,6 +4,7 @@ within the time it is given instead of being cut off halfway down the cosine."""
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import torch
@@ -18,22 +19,25 @@ def synchronize(device: torch.device) -> None:
 
 
 def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
-    """Time optimiser steps on a throwaway copy for about `window` seconds.
-    A window rather than a few steps: on a shared machine single steps vary several-fold."""
-    from darm.metrics import nll_per_dim
-    from darm.train import make_optimizer
+    """Time training steps (this rank's share of the batch, cfg's micro-batches and dtype) on
+    a throwaway copy of the model for about `window` seconds. A window rather than a few
+    steps: on a shared machine single steps vary several-fold. Eager even when cfg.compile is
+    set (compiling the copy would cost as much again), so a compiled run ends a little early."""
+    from darm import distributed
+    from darm.train import accumulate_gradients, make_optimizer, micro_batches
 
+    ctx = distributed.current()
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg)
     split, device = data["train"], model.device
     step, t0 = 0, None
     while True:
-        x, _, mask = split.batch(step, cfg.batch_size, cfg.seed)
-        x, mask = x.to(device), None if mask is None else mask.to(device)
-        n = x.numel() if mask is None else int(mask.sum())
-        loss = nll_per_dim(probe(x), x, mask).sum() / n
+        batch = split.batch(step, cfg.batch_size, cfg.seed)
+        n_dims = batch[0].numel() if batch[2] is None else int(batch[2].sum())
+        micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        accumulate_gradients(probe, micro, cfg, n_dims, conditional=probe.num_classes > 0)
+        torch.nn.utils.clip_grad_norm_(probe.parameters(), cfg.grad_clip or math.inf)
         optimizer.step()
         synchronize(device)  # a GPU runs ahead of the clock otherwise
         step += 1

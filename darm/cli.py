@@ -199,15 +199,12 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     """A new run given --budget but no --steps: time a few steps and plan the run's length (and
     its default warmup) so the cosine schedule ends within the budget rather than being cut
     off halfway. Ranks share one plan: they must agree on the step count."""
-    from dataclasses import replace
-
     from darm import distributed
     from darm.budget import plan_steps
     from darm.config import build_config
     from darm.train import TrainConfig, check_config
 
-    per_rank = replace(cfg, batch_size=max(1, cfg.batch_size // world_size))
-    steps = plan_steps(model, data, per_rank, budget)
+    steps = plan_steps(model, data, cfg, budget)  # each rank times its share of the batch
     steps = int(distributed.all_reduce_sum([steps], model.device)[0]) // world_size
     steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
     cfg = build_config(TrainConfig, {**overrides, "steps": steps}, "training option")

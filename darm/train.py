@@ -168,6 +168,31 @@ def micro_batches(batch, rank: int, world_size: int, grad_accum: int):
     return out
 
 
+def accumulate_gradients(net, micro, cfg: TrainConfig, n_dims: int, ddp=None, conditional=False):
+    """Forward and backward over this rank's micro-batches: the parameters' .grad becomes the
+    gradient of sum(nats) / n_dims over the global batch of n_dims scored dimensions.
+    Returns this rank's summed nats (a 0-d float32 tensor on the model's device)."""
+    device = next(net.parameters()).device
+    world_size = distributed.current().world_size
+    nats = torch.zeros((), device=device)
+    for i, (x, y, mask) in enumerate(micro):
+        x = x.to(device)
+        y = y.to(device) if conditional else None
+        mask = None if mask is None else mask.to(device)
+        # gradients are all-reduced once, after the last micro-batch
+        last = i == len(micro) - 1
+        sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+        with sync:
+            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.dtype == "bf16"):
+                logits = net(x, y)
+            micro_nats = nll_per_dim(logits, x, mask).sum()  # float32 whatever the dtype
+            # DDP averages gradients over ranks; the factor world_size turns the average
+            # into the gradient of sum(nats) / n_dims over the global batch
+            (micro_nats * (world_size / n_dims)).backward()
+        nats += micro_nats.detach()
+    return nats
+
+
 def has_unused_parameters(model: ARModel, batch, conditional: bool) -> bool:
     """Whether some parameter gets no gradient at all (DDP must then be told, or it waits
     for that gradient forever); one backward pass on one example, gradients then cleared."""
@@ -303,6 +328,10 @@ def train(
     if resume_from is not None:
         path, record = resume_from
         saved_raw = load_training_state(path, record, optimizer)
+        # load_state_dict brings back the saved hyperparameters too; a resume that changes
+        # them (--weight-decay, --beta1, --beta2) must train with the new ones it records
+        for group, fresh in zip(optimizer.param_groups, make_optimizer(model, cfg).param_groups):
+            group.update(weight_decay=fresh["weight_decay"], betas=fresh["betas"])
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
         before = record.get("elapsed_s", 0.0)
         running = record.get("train_nats_per_dim")  # the log's smoothed training loss
@@ -395,29 +424,19 @@ def train(
             n_dims = batch[0].numel() if mask is None else int(mask.sum())  # of the global batch
             seed_dropout(dropout_seed(cfg.seed, step, ctx.rank), device)
             optimizer.zero_grad(set_to_none=True)
-            nats = torch.zeros((), device=device)
             micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
-            for i, (x, y, mask) in enumerate(micro):
-                x = x.to(device)
-                y = y.to(device) if conditional else None
-                mask = None if mask is None else mask.to(device)
-                # gradients are all-reduced once, after the last micro-batch
-                last = i == len(micro) - 1
-                sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
-                with sync:
-                    with torch.autocast(device.type, torch.bfloat16, enabled=cfg.dtype == "bf16"):
-                        logits = net(x, y)
-                    micro_nats = nll_per_dim(logits, x, mask).sum()  # float32 whatever the dtype
-                    # DDP averages gradients over ranks; the factor world_size turns the average
-                    # into the gradient of sum(nats) / n_dims over the global batch
-                    (micro_nats * (ctx.world_size / n_dims)).backward()
-                nats += micro_nats.detach()
+            nats = accumulate_gradients(net, micro, cfg, n_dims, ddp, conditional)
+            # a finite loss can still back-propagate an overflow: one inf gradient would turn the
+            # weights into NaN, and the next checkpoint would save them, so the norm is checked
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+            rank_nats, norm_value = torch.stack([nats, norm.float()]).tolist()  # one host sync
             elapsed = time.perf_counter() - t0
             out_of_time = max_seconds is not None and elapsed >= max_seconds
             # one reduction per step: the global loss, and whether any rank ran out of time or
             # got a Ctrl-C (every rank must stop at the same step or the others would wait forever)
             total_nats, late, halted = distributed.all_reduce_sum(
-                [nats.item(), float(out_of_time), float(bool(stop))], device
+                [rank_nats, float(out_of_time), float(bool(stop))], device
             )
             loss, out_of_time, interrupted = total_nats / n_dims, late > 0, halted > 0
             if not math.isfinite(loss):
@@ -425,13 +444,9 @@ def train(
                     f"loss is {loss} at step {step}; stopped, the last good checkpoint "
                     f"in {run_dir} is kept (try a lower --lr)"
                 )
-            # a finite loss can still back-propagate an overflow: one inf gradient would turn the
-            # weights into NaN, and the next checkpoint would save them
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads)
-            if not math.isfinite(norm.item()):
+            if not math.isfinite(norm_value):
                 raise DarmError(
-                    f"gradient norm is {norm.item()} at step {step}; stopped before the update, "
+                    f"gradient norm is {norm_value} at step {step}; stopped before the update, "
                     f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
                 )
             if cfg.grad_clip > 0:

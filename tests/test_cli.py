@@ -187,6 +187,19 @@ def test_resume_with_a_lower_lr_moves_the_default_floor(tmp_path):
     assert train["lr"] == 2e-4 and train["min_lr"] == pytest.approx(2e-5)
 
 
+def test_resume_trains_with_the_new_optimiser_settings(tmp_path):
+    # loading the optimiser's state must not bring the old weight decay and betas back
+    start = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--out",
+             str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(start) == 0
+    changed = ["--weight-decay", "0.5", "--beta2", "0.9"]
+    assert main([*start, "--resume", "--steps", "3", *changed]) == 0
+    record = json.loads((tmp_path / "r" / "last.json").read_text())
+    decayed, plain = record["optimizer"]  # matrices, then biases and norms
+    assert decayed["weight_decay"] == 0.5 and plain["weight_decay"] == 0.0
+    assert decayed["betas"] == plain["betas"] == [0.9, 0.9]
+
+
 def test_check_fits_takes_data_with_fewer_classes():
     from types import SimpleNamespace as NS
 
@@ -385,6 +398,18 @@ def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys,
     record = json.loads((out / "last.json").read_text())
     assert record["step"] == 52 and record["train"]["steps"] == 52
     assert record["train"]["warmup"] == 52 // 8  # the default warmup of a 52-step run
+
+
+def test_a_budget_plans_a_conditional_run(tmp_path, capsys):
+    # the real timing probe, through the labels of a class-conditional model
+    out = tmp_path / "cond"
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--conditional", "--budget", "2s",
+            "--quiet", "--samples", "0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    record = json.loads((out / "last.json").read_text())
+    assert f"--budget 2s: planned {record['train']['steps']} steps" in said
+    assert record["config"]["num_classes"] == 10
 
 
 def test_a_budget_stop_says_so_and_resume_may_shorten_the_run(names_file, tmp_path, capsys):
