@@ -22,11 +22,14 @@ def filter_logits(
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scaled = logits / temperature
-    # only T < 1 can overflow, so the usual T = 1 pays nothing for this check on every step
-    if temperature < 1 and not torch.isfinite(scaled[logits > float("-inf")]).all():
-        # a temperature so low that logits / T overflows: use its limit, the argmax
+    # only T < 1 can overflow, so the usual T = 1 pays nothing for this on every step
+    if temperature < 1:
+        # a row whose logits / T overflow takes the limit of T -> 0, its argmax; the other
+        # rows keep their distributions (branch-free: no host sync on a GPU)
+        overflow = (~scaled.isfinite() & (logits > float("-inf"))).any(dim=-1, keepdim=True)
         best = logits.argmax(dim=-1, keepdim=True)
-        scaled = torch.full_like(logits, float("-inf")).scatter(-1, best, 0.0)
+        limit = torch.full_like(logits, float("-inf")).scatter(-1, best, 0.0)
+        scaled = torch.where(overflow, limit, scaled)
     logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]

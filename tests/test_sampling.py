@@ -31,6 +31,9 @@ def test_temperature_sharpens():
     # so low that logits / T overflows: its limit, all mass on the argmax (no NaN)
     frozen = filter_logits(torch.tensor([[1.0, 2.0, float("-inf")]]), temperature=1e-45)
     assert frozen.softmax(-1).tolist() == [[0.0, 1.0, 0.0]]
+    # per row: a row beside an overflowing one keeps its own distribution
+    rows = filter_logits(torch.tensor([[0.0, 0.0], [1.0, 2.0]]), temperature=1e-45)
+    assert rows.softmax(-1).tolist() == [[0.5, 0.5], [0.0, 1.0]]
 
 
 @pytest.mark.parametrize(
