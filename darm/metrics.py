@@ -76,20 +76,20 @@ def evaluate(model: ARModel, split, batch_size: int = 256, progress: bool = Fals
         raise ValueError("the split is empty: there is nothing to score")
     was_training = model.training
     model.eval()
-    total, examples, dims = 0.0, 0, 0
+    sums, examples, dims = [], 0, 0  # sums: per-batch nats on the device, read once at the end
     device = model.device
     bar = tqdm(total=len(split), desc="scoring", unit="ex", leave=False, dynamic_ncols=True,
                disable=None if progress else True)  # fmt: skip
     try:
         for x, y, mask in split.iter_batches(batch_size):
+            examples += x.shape[0]
+            dims += x.numel() if mask is None else int(mask.sum())  # the batch comes from the CPU
             x = x.to(device)
             y = None if y is None or not model.num_classes else y.to(device)
             mask = None if mask is None else mask.to(device)
-            total += -log_prob(model, x, y, mask).double().sum().item()
-            examples += x.shape[0]
-            dims += x[0].numel() * x.shape[0] if mask is None else int(mask.sum().item())
+            sums.append(-log_prob(model, x, y, mask).double().sum())
             bar.update(x.shape[0])
     finally:  # the caller's training mode comes back even if scoring fails
         model.train(was_training)
         bar.close()
-    return NLL(total, examples, dims)
+    return NLL(torch.stack(sums).sum().item(), examples, dims)
