@@ -24,7 +24,7 @@ def complete(
     """known: (N, P) first dimensions of N examples -> (N, k, D): k completions of each."""
     N = known.shape[0]
     prefix = known.repeat_interleave(k, dim=0)  # (N*k, P): example n's copies together
-    cond = None if cond is None else cond.repeat_interleave(k)
+    cond = None if cond is None else cond.repeat_interleave(k, dim=0)  # (N*k, ...)
     x = sample(
         model, N * k, cond=cond, prefix=prefix, num_dims=model.num_dims, generator=generator,
         **sampling,

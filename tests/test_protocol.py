@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from darm.errors import DarmError
 from darm.metrics import log_prob
 from darm.sampling import sample
 from tests.conftest import tiny_model
@@ -72,6 +73,10 @@ def test_dropout_is_off_in_eval(model_name):
     without dropout, in the forward pass, every cached step and sampling; in train mode it
     does not (so the test can fail)."""
     plain = tiny_model(model_name, num_classes=3)
+    if getattr(plain.config, "n_hidden", 1) == 0:  # the log-linear markov has no hidden units
+        with pytest.raises(DarmError, match="dropout needs the MLP form"):
+            tiny_model(model_name, num_classes=3, dropout=0.5)
+        return
     model = tiny_model(model_name, num_classes=3, dropout=0.5)  # the same weights (seeded)
     x = torch.randint(0, 5, (3, model.num_dims), generator=torch.Generator().manual_seed(6))
     y = torch.tensor([0, 2, 1])
@@ -87,9 +92,8 @@ def test_dropout_is_off_in_eval(model_name):
             prev = x[:, d]
     a = sample(model, 3, cond=y, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, sample(plain, 3, cond=y, generator=torch.Generator().manual_seed(3)))
-    if getattr(model.config, "n_hidden", 1):  # the log-linear markov has no hidden units
-        model.train()
-        assert not torch.allclose(model(x, y), want)
+    model.train()
+    assert not torch.allclose(model(x, y), want)
 
 
 def test_cache_reset_starts_over(model_name):
@@ -105,6 +109,22 @@ def test_cache_reset_starts_over(model_name):
         for d in range(model.num_dims):
             torch.testing.assert_close(model.step(prev, used, None), model.step(prev, fresh, None))
             prev = x[:, d]
+
+
+def test_steps_out_of_order_are_refused(model_name):
+    """step(None) first, a symbol at every later step, prefill on a fresh cache only: a symbol
+    at t = 0 would be written before the first position and silently change the logits."""
+    model = tiny_model(model_name)
+    x = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        cache = model.init_cache(2)
+        with pytest.raises(ValueError, match="step got a symbol at t = 0"):
+            model.step(x, cache)
+        model.step(None, cache)
+        with pytest.raises(ValueError, match="step got None at t = 1"):
+            model.step(None, cache)
+        with pytest.raises(ValueError, match="fresh cache"):
+            model.prefill(x[:, None], cache)
 
 
 @pytest.mark.parametrize("conditional", [False, True])

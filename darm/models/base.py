@@ -84,12 +84,17 @@ class ARModel(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    def start_symbols(self, batch_size: int) -> torch.Tensor:
+        """(B,) the start symbol (index vocab_size): the input of the first position."""
+        return torch.full((batch_size,), self.config.vocab_size, device=self.device)
+
     # -- incremental generation: exact fallback by recomputation ---------------------------
     def init_cache(self, batch_size: int) -> Any:
         return PrefixCache(batch_size, self.num_dims, self.device)
 
     def step(self, x_prev: torch.Tensor | None, cache: Any, cond: torch.Tensor | None = None):
         """Logits (B, L) of the next dimension given everything fed so far."""
+        check_step(x_prev, cache)
         if x_prev is not None:
             cache.x[:, cache.t - 1] = x_prev
         if cache.t >= cache.x.shape[1]:
@@ -107,7 +112,22 @@ class ARModel(nn.Module):
     def prefill(self, prefix: torch.Tensor, cache: Any, cond: torch.Tensor | None = None):
         """Feed a known prefix (B, P) long, P >= 0, into a fresh cache; -> logits (B, L) of
         position P, cache at t = P + 1. Default: one step per symbol."""
+        check_fresh(cache)
         return prefill_by_steps(self.step, prefix, cache, cond)
+
+
+def check_step(x_prev: torch.Tensor | None, cache: Any) -> None:
+    """The protocol's order of calls: step(None) on a fresh cache, then step(x_{t-1}) at every
+    later t. A symbol fed at t = 0 would be written before the first position, silently."""
+    if (x_prev is None) != (cache.t == 0):
+        given = "None" if x_prev is None else "a symbol"
+        raise ValueError(f"step got {given} at t = {cache.t}: None first, then the previous symbol")
+
+
+def check_fresh(cache: Any) -> None:
+    """A prefill starts from the first position: it fills the whole cache from the prefix."""
+    if cache.t:
+        raise ValueError(f"prefill needs a fresh cache (t = 0), got t = {cache.t}")
 
 
 def prefill_by_steps(step, prefix: torch.Tensor, cache: Any, cond: torch.Tensor | None = None):

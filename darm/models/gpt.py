@@ -23,6 +23,8 @@ from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
     LabelEmbedding,
+    check_fresh,
+    check_step,
     condition_vector,
     embed,
     pad_start,
@@ -155,8 +157,7 @@ class GPT(ARModel):
 
     def prefill(self, prefix, cache: GPTCache, cond=None) -> torch.Tensor:
         """One parallel pass over [start, prefix] at positions 0..P fills every KVCache."""
-        if cache.t:
-            raise ValueError("prefill needs a fresh cache (t = 0)")
+        check_fresh(cache)
         P = prefix.shape[1]
         self._check_context(P + 1)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
@@ -166,8 +167,9 @@ class GPT(ARModel):
 
     def step(self, x_prev, cache: GPTCache, cond=None) -> torch.Tensor:
         self._check_context(cache.t + 1)
+        check_step(x_prev, cache)
         if x_prev is None:
-            x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
+            x_prev = self.start_symbols(cache.batch_size)
         logits = self._run(x_prev[:, None], cache.t, cond, cache.layers)  # (B, 1, L)
         cache.t += 1
         return logits[:, 0]

@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 from darm.config import require_at_least
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed, pad_start
+from darm.models.base import (
+    ARModel,
+    LabelEmbedding,
+    check_fresh,
+    check_step,
+    condition_vector,
+    embed,
+    pad_start,
+)
 from darm.models.registry import register_model
 
 
@@ -33,6 +41,10 @@ class MarkovConfig:
     def __post_init__(self):
         require_at_least(self, 1, "k", "n_embd")
         require_at_least(self, 0, "n_hidden")
+        if self.n_hidden == 0 and self.dropout > 0:  # a table has no hidden units to drop
+            raise ValueError(
+                "dropout needs the MLP form (n_hidden > 0); the log-linear table has none"
+            )
 
 
 class MarkovWindow:
@@ -99,6 +111,7 @@ class Markov(ARModel):
         return MarkovWindow(batch_size, self.config.k, self.start, self.device)
 
     def step(self, x_prev, cache: MarkovWindow, cond=None) -> torch.Tensor:
+        check_step(x_prev, cache)
         if x_prev is not None:
             cache.window = torch.cat([cache.window[:, 1:], x_prev[:, None]], dim=1)
         cache.t += 1
@@ -106,8 +119,7 @@ class Markov(ARModel):
 
     def prefill(self, prefix, cache: MarkovWindow, cond=None) -> torch.Tensor:
         """The window after a prefix is just its last k symbols (start symbols before it)."""
-        if cache.t:
-            raise ValueError("prefill needs a fresh cache (t = 0)")
+        check_fresh(cache)
         k = self.config.k
         cache.window = pad_start(prefix, k, self.start)[:, -k:]  # (B, k), oldest first
         cache.t = prefix.shape[1] + 1

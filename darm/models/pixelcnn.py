@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from darm.config import require_at_least
-from darm.models.base import ARModel, LabelEmbedding, condition_vector, embed
+from darm.models.base import ARModel, LabelEmbedding, check_step, condition_vector, embed
 from darm.models.registry import register_model
 from darm.nn.masked_conv import MaskedConv2d, pointwise, raster_conv
 
@@ -112,6 +112,7 @@ class RasterModel(ARModel):
     def advance(self, x_prev, cache: RasterCache) -> tuple[int, int, int]:
         """The start of every cached step: write the previous value into its pixel (and
         that pixel's embedding into map 0); return the (row, column, channel) to predict."""
+        check_step(x_prev, cache)
         if cache.t >= self.num_dims:
             raise ValueError(f"step past the last of {self.num_dims} dimensions")
         if x_prev is not None:  # the previous value completes (part of) its pixel

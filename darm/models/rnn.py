@@ -15,6 +15,8 @@ from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
     LabelEmbedding,
+    check_fresh,
+    check_step,
     condition_vector,
     embed,
     pad_start,
@@ -88,16 +90,16 @@ class RNN(ARModel):
         return RNNState(batch_size)
 
     def step(self, x_prev, cache: RNNState, cond=None) -> torch.Tensor:
+        check_step(x_prev, cache)
         if x_prev is None:
-            x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
+            x_prev = self.start_symbols(cache.batch_size)
         out, cache.h = self.rnn(self._embed(x_prev[:, None], cond), cache.h)  # (B, 1, H)
         cache.t += 1
         return self.head(self.drop(out[:, 0]))
 
     def prefill(self, prefix, cache: RNNState, cond=None) -> torch.Tensor:
         """One fused RNN pass over [start, prefix]; its final state is the cache."""
-        if cache.t:
-            raise ValueError("prefill needs a fresh cache (t = 0)")
+        check_fresh(cache)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
         out, cache.h = self.rnn(self._embed(inputs, cond))  # (B, P+1, H)
         cache.t = inputs.shape[1]

@@ -22,6 +22,8 @@ from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
     LabelEmbedding,
+    check_fresh,
+    check_step,
     condition_vector,
     embed,
     pad_start,
@@ -137,8 +139,7 @@ class WaveNet(ARModel):
 
     def prefill(self, prefix, cache: WaveNetCache, cond=None) -> torch.Tensor:
         """One causal pass over [start, prefix] fills every layer's queue."""
-        if cache.t:
-            raise ValueError("prefill needs a fresh cache (t = 0)")
+        check_fresh(cache)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
         skip = self._stack(inputs, cond, cache.queues)  # (B, S, P+1)
         cache.t = inputs.shape[1]
@@ -158,8 +159,9 @@ class WaveNet(ARModel):
         return WaveNetCache(batch_size, queues, outs)
 
     def step(self, x_prev, cache: WaveNetCache, cond=None) -> torch.Tensor:
+        check_step(x_prev, cache)
         if x_prev is None:
-            x_prev = torch.full((cache.batch_size,), self.start, device=self.device)
+            x_prev = self.start_symbols(cache.batch_size)
         c = condition_vector(self.label, cond, x_prev.shape[0])
         h = self.wte(x_prev)  # (B, C)
         C, skip = h.shape[1], 0
