@@ -1,5 +1,9 @@
+import io
 import math
+import wave
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,7 +44,9 @@ VARIANTS = [
 ]
 
 CASES = list_models() + [f"{name}@{shape}" for name in image_families() for shape in IMAGE_SHAPES]
-CASES += [v for v in VARIANTS if v.partition("@")[0].partition("/")[0] in list_models()]
+CASES += VARIANTS
+# a renamed family must fail loudly here, not drop its variants from every test
+assert {v.partition("@")[0].partition("/")[0] for v in VARIANTS} <= set(list_models())
 
 
 def tiny_model(name: str, vocab_size: int = 5, seq_len: int = 7, **overrides):
@@ -65,3 +71,46 @@ def tiny_model(name: str, vocab_size: int = 5, seq_len: int = 7, **overrides):
 @pytest.fixture(params=CASES)
 def model_name(request):
     return request.param
+
+
+# -- helpers shared by several test modules ------------------------------------------------
+
+TINY_MARKOV = ["--model", "markov", "--set", "n_hidden=16", "--set", "n_embd=4"]
+NAMES = ["anna", "bob", "carla", "dan", "emma", "finn", "gus", "hal", "ivy", "jon", "kim", "lea"]
+
+
+def write_names(folder: Path) -> Path:
+    """A small one-per-line text file: 36 distinct names."""
+    path = folder / "names.txt"
+    path.write_text("\n".join(a + b for a in NAMES for b in ("", "y", "o")))
+    return path
+
+
+def one_line_error(capsys, code, expected_code=1, needle=""):
+    """The CLI's contract for bad input: this exit code and one line on stderr, no traceback."""
+    err = capsys.readouterr().err.strip()
+    assert code == expected_code, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err
+    return err
+
+
+def make_wav(path, seconds=1.0, rate=8000, channels=1, width=2):
+    """A decaying 220 Hz tone as a PCM WAV file; returns the signal in [-1, 1]."""
+    t = np.arange(int(seconds * rate)) / rate
+    s = 0.5 * np.sin(2 * np.pi * 220 * t) * np.exp(-t)  # a decaying tone
+    pcm = np.rint(s * 32767).astype("<i2")
+    frames = np.repeat(pcm[:, None], channels, axis=1)  # (T, channels), interleaved
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(frames.tobytes() if width == 2 else (frames // 256 + 128).astype("u1"))
+    return s
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, so progress bars draw into it."""
+
+    def isatty(self) -> bool:
+        return True

@@ -9,19 +9,7 @@ from darm.cli import main
 from darm.data import load_data
 from darm.data.audio import MU, mu_law_decode, mu_law_encode, read_wav, write_wav
 from darm.errors import DarmError
-
-
-def make_wav(path, seconds=1.0, rate=8000, channels=1, width=2):
-    t = np.arange(int(seconds * rate)) / rate
-    s = 0.5 * np.sin(2 * np.pi * 220 * t) * np.exp(-t)  # a decaying tone
-    pcm = np.rint(s * 32767).astype("<i2")
-    frames = np.repeat(pcm[:, None], channels, axis=1)  # (T, channels), interleaved
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        w.writeframes(frames.tobytes() if width == 2 else (frames // 256 + 128).astype("u1"))
-    return s
+from tests.conftest import make_wav
 
 
 def test_mu_law_round_trip_within_one_level():

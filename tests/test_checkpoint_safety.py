@@ -13,8 +13,7 @@ from safetensors.torch import load, save_file
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
-from tests.test_cli import TINY_MARKOV, one_line_error
-from tests.test_distributed import names_file
+from tests.conftest import TINY_MARKOV, one_line_error, write_names
 
 FILES = ("best.json", "best.safetensors", "best.optim.safetensors")
 
@@ -29,7 +28,7 @@ def load_file(path):
 def good(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     out = root / "run"
-    args = ["train", "--data", str(names_file(root)), *TINY_MARKOV, "--steps", "4",
+    args = ["train", "--data", str(write_names(root)), *TINY_MARKOV, "--steps", "4",
             "--eval-every", "2", "--batch-size", "4", "--out", str(out), "--quiet",
             "--samples", "1"]  # fmt: skip
     assert main(args) == 0

@@ -8,8 +8,7 @@ import pytest
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
-
-TINY_MARKOV = ["--model", "markov", "--set", "n_hidden=16", "--set", "n_embd=4"]
+from tests.conftest import TINY_MARKOV, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +26,6 @@ def run(names_file, tmp_path_factory):
             "--samples", "5"]  # fmt: skip
     assert main(args) == 0
     return out
-
-
-def one_line_error(capsys, code, expected_code=1, needle=""):
-    err = capsys.readouterr().err.strip()
-    assert code == expected_code, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, err
-    return err
 
 
 def test_train_writes_everything(run):

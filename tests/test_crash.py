@@ -22,8 +22,7 @@ from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.train import TrainConfig, make_optimizer, train
-from tests.conftest import tiny_model
-from tests.test_distributed import names_file
+from tests.conftest import tiny_model, write_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +116,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     """A training subprocess is killed with SIGKILL at a random moment after its first
     checkpoint (often in the middle of a save), resumed, and compared bit for bit with an
     uninterrupted run (in this process, meanwhile, to save a Python start-up)."""
-    data = names_file(tmp_path)
+    data = write_names(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "darm", *_train_args(data, tmp_path / "cut")]
     victim = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
@@ -151,7 +150,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_nonfinite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    data = load_data(str(names_file(tmp_path)))
+    data = load_data(str(write_names(tmp_path)))
     model = tiny_model("gru", vocab_size=data.vocab_size, seq_len=data.seq_len)
     calls = []
     real = darm.train.nll_per_dim

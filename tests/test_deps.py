@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from darm.cli import main
 from darm.deps import dependency_map, max_lag, pixel_map, plot_dependency_maps
-from darm.models import create_model, list_models
+from darm.models import create_model
 from tests.conftest import tiny_model
 
 
@@ -74,7 +74,6 @@ def test_matches_one_backward_pass_per_example():
         torch.testing.assert_close(J, expected, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.skipif("pixelcnn" not in list_models(), reason="pixelcnn not registered")
 def test_pixelcnn_blind_spot():
     """A plain PixelCNN ignores some pixels above and to the right of the one it predicts,
     pixels that the gated (two-stack) PixelCNN does see."""
@@ -82,8 +81,6 @@ def test_pixelcnn_blind_spot():
     r, c = 5, 3
     maps = {}
     for name in ("pixelcnn", "gated_pixelcnn"):
-        if name not in list_models():
-            pytest.skip(f"{name} not registered")
         torch.manual_seed(0)
         model = create_model(name, vocab_size=4, seq_len=H * W, image_shape=(H, W), n_layer=3)
         maps[name] = pixel_map(dependency_map(model, random_x(4, H * W, 4)), (H, W), (r, c))

@@ -15,9 +15,8 @@ from safetensors.torch import load_file
 
 from darm.data import load_data
 from darm.train import TrainConfig, micro_batches, train
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, write_names
 
-NAMES = ["anna", "bob", "carla", "dan", "emma", "finn", "gus", "hal", "ivy", "jon", "kim", "lea"]
 CFG = dict(steps=6, batch_size=8, warmup=2, eval_every=3, eval_batch_size=5, seed=3)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,12 +36,6 @@ def spawn_ranks(fn, folder: Path, world: int = 2) -> None:
     except mp.ProcessExitedException as e:
         print(f"retrying once after: {e}")
         mp.spawn(fn, args=(world, free_port(), str(folder)), nprocs=world, join=True)
-
-
-def names_file(folder: Path) -> Path:
-    path = folder / "names.txt"
-    path.write_text("\n".join(a + b for a in NAMES for b in ("", "y", "o")))
-    return path
 
 
 def run_training(data_path: Path, run_dir: Path, **overrides):
@@ -119,7 +112,7 @@ def test_each_rank_gets_its_own_gpu():
 
 
 def test_grad_accum_gives_the_same_weights(tmp_path):
-    path = names_file(tmp_path)
+    path = write_names(tmp_path)
     one = run_training(path, tmp_path / "a")
     accumulated = run_training(path, tmp_path / "b", grad_accum=4)
     for k, v in one.state_dict().items():
@@ -127,7 +120,7 @@ def test_grad_accum_gives_the_same_weights(tmp_path):
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
-    path = names_file(tmp_path)
+    path = write_names(tmp_path)
     spawn_ranks(_rank_main, tmp_path)
     assert not (tmp_path / "rank1").exists(), "rank 1 wrote files"
     torch.set_num_threads(1)
@@ -156,7 +149,7 @@ def test_every_model_trains_on_two_ranks(tmp_path):
 def test_torchrun_cli_two_ranks(tmp_path):
     """`torchrun --nproc_per_node=2 -m darm train` ends cleanly, rank 0 alone reports, and
     its log matches one process on the same global batch."""
-    path = names_file(tmp_path)
+    path = write_names(tmp_path)
     common = ["-m", "darm", "train", "--data", str(path), "--model", "gru",
               "--set", "n_embd=8", "--set", "n_hidden=16", "--steps", "6", "--batch-size", "8",
               "--eval-every", "3", "--quiet", "--samples", "2", "--threads", "1"]  # fmt: skip

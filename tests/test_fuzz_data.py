@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from darm.data import load_data
+from darm.data.arrays import MAX_LEVELS
 from darm.data.text import corpus_dataset, lines_dataset
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
@@ -152,6 +153,10 @@ def test_corpus_dataset_covers_the_text_once(text, block):
         ds = corpus_dataset(path, block)
     except DarmError:
         event("refused")
+        # a refusal must be warranted: with >= 20 (block + 1) symbols each split (90/5/5)
+        # holds a whole block and its target
+        n = len(universal_newlines(text))
+        assert block < 1 or not text.strip() or n < 20 * (block + 1)
         return
     event("loaded")
     assert block >= 1
@@ -196,6 +201,16 @@ MOSTLY_VALID = hnp.arrays(
 ARRAYS = st.one_of(st.tuples(DTYPES, SHAPES).flatmap(lambda a: hnp.arrays(*a)), MOSTLY_VALID)
 
 
+def valid_symbols(a: np.ndarray, levels: int | None = None) -> bool:
+    """What an array of symbols must be, stated apart from the loader, so that a test can tell
+    a warranted refusal from a loader that refuses good data."""
+    if a.dtype.kind not in "iub" or a.ndim < 2 or len(a) == 0 or a[0].size == 0:
+        return False
+    if levels is not None and not 1 <= levels <= MAX_LEVELS:
+        return False
+    return int(a.min()) >= 0 and int(a.max()) < (levels or MAX_LEVELS)
+
+
 def check_array_dataset(ds, xs: dict, levels=None):
     """Every split holds its rows in raster order as int64 symbols below L."""
     for s in SPLITS:
@@ -218,6 +233,7 @@ def test_npy_any_dtype_and_shape(x, levels):
         ds = load_data(str(path), levels=levels)
     except DarmError:
         event("refused")
+        assert not (valid_symbols(x, levels) and len(x) >= 3)
         return
     event("loaded")
     assert np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_
@@ -264,6 +280,16 @@ def test_npz_own_split_with_labels(arrays):
         ds = load_data(str(path))
     except DarmError:
         event("refused")
+        x = {s: xs[f"x_{s}"] for s in SPLITS}
+        labels_ok = not ys or (
+            len(ys) == 3
+            and all(
+                y.ndim == 1 and y.dtype.kind in "iu" and len(y) == len(x[s]) and (y >= 0).all()
+                for s, y in ((s, ys[f"y_{s}"]) for s in SPLITS)
+            )
+        )
+        same_shape = len({a.shape[1:] for a in x.values()}) == 1
+        assert not (all(valid_symbols(a) for a in x.values()) and same_shape and labels_ok)
         return
     event("loaded")
     xs = {s: xs[f"x_{s}"] for s in SPLITS}
@@ -296,6 +322,8 @@ def test_npz_single_array_with_labels(x, y):
         ds = load_data(str(path))
     except DarmError:
         event("refused")
+        labels_ok = y is None or (len(y) == len(x) and (len(y) == 0 or y.min() >= 0))
+        assert not (valid_symbols(x) and len(x) >= 3 and labels_ok)
         return
     event("loaded")
     assert len(x) >= 3 and (y is None or (len(y) == len(x) and y.min() >= 0))

@@ -8,14 +8,13 @@ from darm.data import load_data
 from darm.errors import DarmError
 from darm.nn.attention import attend
 from darm.train import TrainConfig, bf16_warning, check_config, train
-from tests.conftest import tiny_model
-from tests.test_distributed import names_file
+from tests.conftest import tiny_model, write_names
 
 CFG = dict(steps=8, batch_size=8, warmup=2, eval_every=8, seed=3)
 
 
 def _train(tmp_path, name, hook=None, **overrides):
-    data = load_data(str(names_file(tmp_path)))
+    data = load_data(str(write_names(tmp_path)))
     model = tiny_model("gpt", vocab_size=data.vocab_size, seq_len=data.seq_len)
     if hook is not None:
         model.blocks[0].mlp.fc.register_forward_hook(hook)
@@ -50,7 +49,7 @@ def test_bf16_warns_on_a_cpu_without_native_bf16(native, tmp_path, monkeypatch, 
     assert bf16_warning(TrainConfig(dtype="fp32"), cpu) is None
     assert (bf16_warning(TrainConfig(dtype="bf16"), cpu) is None) == native
     assert bf16_warning(TrainConfig(dtype="bf16"), torch.device("meta")) is None  # not a CPU
-    data, out = str(names_file(tmp_path)), str(tmp_path / "r")
+    data, out = str(write_names(tmp_path)), str(tmp_path / "r")
     args = ["train", "--data", data, "--model", "markov", "--steps", "2", "--dtype", "bf16",
             "--quiet", "--samples", "0", "--out", out]  # fmt: skip
     assert main(args) == 0
@@ -59,7 +58,7 @@ def test_bf16_warns_on_a_cpu_without_native_bf16(native, tmp_path, monkeypatch, 
 
 
 def test_bf16_autocast_trains_close_to_fp32(tmp_path):
-    data = load_data(str(names_file(tmp_path)))
+    data = load_data(str(write_names(tmp_path)))
     start = tiny_model("gpt", vocab_size=data.vocab_size, seq_len=data.seq_len).state_dict()
     seen = set()  # dtypes of a linear layer's output during training
 

@@ -1,4 +1,3 @@
-import io
 import sys
 
 import pytest
@@ -7,7 +6,7 @@ import torch
 from darm.data import load_data
 from darm.metrics import evaluate, log_prob
 from darm.sampling import filter_logits, sample
-from tests.conftest import tiny_model
+from tests.conftest import Terminal, tiny_model
 
 
 def test_top_k_keeps_the_k_largest():
@@ -65,14 +64,23 @@ def test_uncached_sampling_goes_past_d_like_the_cache(name):
 
 
 def test_seed_reproduces_and_stop_token_pads():
-    model = tiny_model("gpt")
-    a = sample(model, 5, generator=torch.Generator().manual_seed(7), stop_token=0)
-    b = sample(model, 5, generator=torch.Generator().manual_seed(7), stop_token=0)
-    assert torch.equal(a, b)
+    model = tiny_model("markov")
+    with torch.no_grad():  # a likely stop token: rows stop at different positions
+        model.head.bias[0] += 1.0
+
+    def draw(**kw):
+        return sample(model, 16, generator=torch.Generator().manual_seed(7), stop_token=0, **kw)
+
+    a = draw()
+    assert torch.equal(a, draw()) and torch.equal(a, draw(use_cache=False))
+    firsts = [row.index(0) for row in a.tolist() if 0 in row]
+    assert len(set(firsts)) > 1 and min(firsts) < model.num_dims - 1
     for row in a.tolist():
         if 0 in row:
-            first = row.index(0)
-            assert all(v == 0 for v in row[first:])
+            assert all(v == 0 for v in row[row.index(0) :])
+    with torch.no_grad():  # every row stops at once: the loop ends, the rest is padding
+        model.head.bias[0] += 50.0
+    assert torch.equal(draw(), torch.zeros(16, model.num_dims, dtype=torch.long))
 
 
 def test_evaluate_is_the_sum_of_log_prob():
@@ -119,11 +127,6 @@ def test_evaluate_gives_back_training_mode_when_it_fails():
     with pytest.raises(OSError):
         evaluate(model, Failing(torch.zeros(4, 7, dtype=torch.long)), batch_size=2)
     assert model.training
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def test_sampling_shows_progress_on_a_terminal_only(monkeypatch):

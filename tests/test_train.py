@@ -15,7 +15,7 @@ from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate
 from darm.train import TrainConfig, check_config, learning_rate, train
-from tests.conftest import tiny_model
+from tests.conftest import Terminal, tiny_model
 
 
 def _digits_model(seed=0):
@@ -268,11 +268,6 @@ def test_time_budget_stops_and_saves(tmp_path):
     assert state["step"] == 1
     assert json.loads((tmp_path / "last.json").read_text())["step"] == 1
     assert (tmp_path / "best.json").exists()
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def test_evaluate_shows_progress_on_a_terminal_only(monkeypatch):
