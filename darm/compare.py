@@ -184,9 +184,9 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
 def finish_family(result, data, opts, device, run_dir) -> None:
     """After training: exact test NLL, timed samples, dependency map, into `result`."""
     from darm.checkpoint import load_checkpoint
-    from darm.cli import save_samples
     from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
     from darm.metrics import evaluate
+    from darm.outputs import save_samples
     from darm.sampling import sample
 
     name = result.model

@@ -194,8 +194,8 @@ def test_resume_trains_with_the_new_optimiser_settings(tmp_path):
 def test_check_fits_takes_data_with_fewer_classes():
     from types import SimpleNamespace as NS
 
-    from darm.cli import check_fits
     from darm.errors import DarmError
+    from darm.run import check_fits
 
     model = NS(vocab_size=5, num_dims=7, num_classes=10)
     check_fits(NS(vocab_size=5, seq_len=7, num_classes=9), model, "m")  # labels 0..8 only

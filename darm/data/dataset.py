@@ -38,10 +38,7 @@ class Dataset:
 
     def decode(self, x: torch.Tensor) -> str:
         """Text of one example, cut at the end symbol for line datasets."""
-        ids = x.tolist()
-        if self.eos is not None and self.eos in ids:
-            ids = ids[: ids.index(self.eos)]
-        return self.vocab.decode(ids)
+        return self.vocab.decode(x.tolist(), stop=self.eos)
 
 
 def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, torch.Tensor]:

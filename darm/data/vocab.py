@@ -43,5 +43,14 @@ class Vocabulary:
                 f"symbol {e.args[0]!r} is not in the vocabulary of {len(self)} symbols"
             ) from None
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int], stop: int | None = None) -> str:
+        """The text of symbol ids, cut before the first `stop` (an end symbol) if given."""
+        ids = list(ids)
+        if stop is not None and stop in ids:
+            ids = ids[: ids.index(stop)]
         return "".join(self.symbols[i] for i in ids)
+
+
+def saved_vocab(meta: dict):
+    """The character vocabulary a checkpoint's data record holds, or None (arrays, images)."""
+    return Vocabulary(meta["vocab"]) if meta.get("vocab") else None

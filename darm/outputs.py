@@ -1,0 +1,139 @@
+"""What a run writes for people to read, look at or listen to: the NLL line, samples as a
+PNG grid (images), a WAV (audio) or text lines, and a finished training run's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from darm.data.vocab import saved_vocab
+from darm.errors import DarmError
+
+
+def finish_run(
+    run_dir: Path, data, device, n_samples: int, seed: int, progress: bool = True
+) -> None:
+    """Test NLL of the best checkpoint, samples, and the loss curve, all into run_dir."""
+    from darm.checkpoint import atomic_write_text, load_checkpoint
+    from darm.metrics import evaluate
+    from darm.plots import plot_loss_curves
+
+    model, record, _ = load_checkpoint(run_dir, device)
+    nll = evaluate(model, data["test"], progress=progress)
+    results = {"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    print_nll(nll, "test", data.kind)
+    plot_loss_curves({record["model"]: run_dir / "log.csv"}, run_dir / "loss.png")
+    written = [run_dir / "loss.png", run_dir / "results.json"]
+    if n_samples:
+        stem = run_dir / "samples"
+        written.insert(0, write_samples(model, record, n_samples, stem, seed, progress=progress))
+    print(f"wrote {', '.join(map(str, written))}")
+
+
+def print_nll(nll, split: str, kind: str) -> None:
+    unit = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
+    unit = unit.get(kind, "example")
+    per_dim = {"lines": "char", "corpus": "char", "audio": "sample"}.get(kind, "dim")
+    print(
+        f"{split}: {nll.nats_per_example:.4f} nats/{unit}  {nll.nats_per_dim:.4f} nats/{per_dim}  "
+        f"{nll.bits_per_dim:.4f} bits/{per_dim}  ({nll.examples} {unit}s, {nll.dims} {per_dim}s)"
+    )
+
+
+def write_samples(
+    model,
+    record,
+    n,
+    stem: Path,
+    seed=0,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    prompt=None,
+    label=None,
+    length=None,
+    progress=True,
+) -> Path:
+    """Sample and write stem.png (images), stem.wav (audio) or stem.txt (text, arrays)."""
+    from darm.sampling import sample
+
+    meta = record["data"]
+    vocab = saved_vocab(meta)
+    device = model.device
+    cond = label_tensor(model, label, n)
+    if cond is None and model.num_classes:  # one row of each class, cycling
+        cond = torch.arange(n) % model.num_classes
+    cond = None if cond is None else cond.to(device)
+    prefix = None
+    if prompt:
+        if vocab is None:
+            raise DarmError("--prompt works for text models; this model has no vocabulary")
+        prefix = torch.tensor([vocab.encode(prompt)] * n)
+    if length is not None:
+        if length < 1:
+            raise DarmError(f"--length must be >= 1, got {length}")
+        if meta.get("image_shape") and length != model.num_dims:
+            raise DarmError(
+                f"--length: an image model draws whole images of {model.num_dims} values"
+            )
+    D = length or model.num_dims
+    gen = torch.Generator(device=device).manual_seed(seed)
+    try:
+        x = sample(
+            model,
+            n,
+            cond=cond,
+            prefix=prefix,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=gen,
+            num_dims=D,
+            stop_token=meta.get("eos"),
+            progress=progress,
+        )
+    except ValueError as e:
+        raise DarmError(str(e)) from None
+    return save_samples(x, meta, model.vocab_size, stem)
+
+
+def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
+    """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
+    with short silences) or stem.txt (text, integer arrays); returns the path."""
+    from darm.checkpoint import atomic_write_text
+    from darm.plots import save_image_grid
+
+    n = x.shape[0]
+    vocab = saved_vocab(meta)
+    if meta.get("image_shape"):
+        path = stem.with_suffix(".png")
+        save_image_grid(x.view(n, *meta["image_shape"]), levels, path)
+    elif meta.get("kind") == "audio":
+        from darm.data.audio import write_levels_wav
+
+        path = write_levels_wav(stem.with_suffix(".wav"), x, meta["source"]["sample_rate"])
+    else:
+        if vocab is not None:
+            eos = meta.get("eos")
+            lines = [vocab.decode(row, stop=eos) for row in x.tolist()]
+            sep = "\n" if eos is not None else "\n" + "-" * 40 + "\n"
+            text = sep.join(lines) + "\n"
+        else:
+            text = "\n".join(" ".join(map(str, row)) for row in x.tolist()) + "\n"
+        path = stem.with_suffix(".txt")
+        atomic_write_text(path, text)
+    return path
+
+
+def label_tensor(model, label: int | None, n: int) -> torch.Tensor | None:
+    """--label as n labels (None when not given), checked against the model."""
+    if label is None:
+        return None
+    if not model.num_classes:
+        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    if not 0 <= label < model.num_classes:
+        raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
+    return torch.full((n,), label)

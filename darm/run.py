@@ -1,0 +1,279 @@
+"""`darm train` as a procedure: a new, resumed (--resume) or fine-tuned (--init) run, planned
+to a --budget when asked; and the checks of data and model options that other commands share
+with it (a checkpoint's data read again, its fit to the model, options refused, not ignored)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from darm.config import build_config, parse_assignments
+from darm.data.vocab import saved_vocab
+from darm.errors import DarmError
+from darm.outputs import finish_run
+
+
+def train_run(args, device, ctx) -> None:
+    from darm import distributed
+    from darm.checkpoint import read_record
+    from darm.data import load_data, load_from_source
+    from darm.models import config_fields, create_model
+    from darm.train import TrainConfig, bf16_warning, check_config, train
+
+    say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
+    if args.init and args.conditional:
+        raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
+    check_counts(args, threads=1, samples=0, data_seed=0)
+    # without --data: digits, or the data of the checkpoint --init or --resume reads
+    check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
+    run_dir = Path(args.out or default_run_dir(args))
+    train_overrides = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    if args.resume:
+        path, record = read_record(run_dir / "last.json")
+        check_resume_matches(args, record)
+        meta = record["data"]
+        vocab = saved_vocab(meta)
+        data = load_from_source(meta["source"], vocab, record["config"]["seq_len"])
+        from darm.checkpoint import load_checkpoint
+
+        model, record, path = load_checkpoint(path, device)
+        model_name = record["model"]
+        old = record["train"]
+        if "lr" in train_overrides and "min_lr" not in train_overrides:
+            if math.isclose(old["min_lr"], old["lr"] / 10):  # the run's floor was the default
+                train_overrides["min_lr"] = train_overrides["lr"] / 10
+        if {"steps", "cycles"} & set(train_overrides) and "warmup" not in train_overrides:
+            # a default warmup follows a new run length, as in a fresh run of that length
+            if old["warmup"] == TrainConfig(steps=old["steps"], cycles=old.get("cycles", 1)).warmup:
+                train_overrides["warmup"] = None
+        cfg = build_config(TrainConfig, {**old, **train_overrides}, "training option")
+        check_config(cfg, ctx.world_size)
+        if cfg.steps < record["step"]:
+            raise DarmError(
+                f"{run_dir} is at step {record['step']}, past --steps {cfg.steps}; "
+                f"resume with --steps above {record['step']}"
+            )
+        say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
+        resume = (path, record)
+    else:
+        if (run_dir / "last.json").exists():
+            raise DarmError(
+                f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
+                f"or --out for a new folder"
+            )
+        cfg = build_config(TrainConfig, train_overrides, "training option")
+        check_config(cfg, ctx.world_size)  # before any data is read or model built
+        torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
+        if args.init:
+            model, model_name, data, path, step = init_from(args, device)
+            say(f"starting from the weights of {path} ({model_name}, step {step})")
+        else:
+            data = load_data(args.data or "digits", args.format, *data_options(args))
+            model_name = args.model or "gpt"
+            overrides = model_overrides(parse_assignments(args.set or []), "--set ")
+            overrides["seq_len"] = data.seq_len
+            if data.image_shape and "image_shape" in config_fields(model_name):
+                overrides["image_shape"] = data.image_shape  # the 2-D view of images
+            if args.conditional:
+                if not data.num_classes:
+                    raise DarmError(f"--conditional needs labels, and {data.name} has none")
+                overrides["num_classes"] = data.num_classes
+            model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
+        resume = None
+    torch.set_num_threads(args.threads) if args.threads else None
+    say(data.summary())
+    if args.budget and not resume and "steps" not in train_overrides:
+        cfg = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
+        say(f"--budget {args.budget:g}s: planned {cfg.steps} steps, so the schedule ends in time")
+    ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
+    say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
+    if warning := bf16_warning(cfg, device):
+        say(warning, file=sys.stderr)
+    state = train(
+        model, model_name, data, cfg, run_dir, resume, not args.quiet, max_seconds=args.budget
+    )
+    say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+    if state["step"] < cfg.steps:  # --budget ran out first
+        say(f"--budget stopped the run at step {state['step']} of {cfg.steps}; --resume continues")
+    distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
+    if ctx.is_main:
+        finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
+
+
+def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: int):
+    """A new run given --budget but no --steps: time a few steps and plan the run's length (and
+    its default warmup) so the cosine schedule ends within the budget rather than being cut
+    off halfway. Ranks share one plan: they must agree on the step count."""
+    from darm import distributed
+    from darm.budget import plan_steps
+    from darm.config import build_config
+    from darm.train import TrainConfig, check_config
+
+    steps = plan_steps(model, data, cfg, budget)  # each rank times its share of the batch
+    steps = int(distributed.all_reduce_sum([steps], model.device)[0]) // world_size
+    steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
+    cfg = build_config(TrainConfig, {**overrides, "steps": steps}, "training option")
+    check_config(cfg, world_size)
+    return cfg
+
+
+def init_from(args, device):
+    """Fine-tuning: a new run from a checkpoint's weights -> (model, name, data, path, step). The
+    data is the checkpoint's own unless --data names other data, which is then read as the
+    checkpoint's was (`read_like`); --set may change fields that keep the weights (dropout)."""
+    from darm.checkpoint import load_checkpoint
+    from darm.data import load_from_source
+
+    overrides = parse_assignments(args.set or [])
+    model, record, path = load_checkpoint(args.init, device, overrides)
+    model_name = record["model"]
+    if args.model and args.model != model_name:
+        raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
+    meta = record["data"]
+    if args.data:
+        block, levels, seed = data_options(args, block=model.num_dims)
+        data = read_like(args.data, model, meta, args.format, block, levels, seed)
+    else:
+        vocab = saved_vocab(meta)
+        data = load_from_source(meta["source"], vocab, model.num_dims)
+    check_fits(data, model, path)
+    return model.to(device), model_name, data, path, record["step"]
+
+
+def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
+    """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
+    (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
+    vocabulary and its L levels (a file whose largest value is below L is still L levels)."""
+    from darm.data import load_data
+
+    if fmt is None:
+        fmt = meta["source"].get("format")
+        fmt = None if fmt == "builtin" else fmt
+    vocab = saved_vocab(meta)
+    D, L = model.num_dims, model.vocab_size
+    return load_data(spec, fmt, block or D, L if levels is None else levels, seed, vocab, max_len=D)
+
+
+def check_fits(data, model, path) -> None:
+    """The data must have the checkpoint's L symbols and D dimensions, and labels of its
+    classes if the model is conditional."""
+    if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
+        raise DarmError(
+            f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
+            f"L={model.vocab_size}, D={model.num_dims}"
+        )
+    # a file's class count is its largest label + 1: fewer classes than the model's is fine
+    if model.num_classes and not 1 <= data.num_classes <= model.num_classes:
+        raise DarmError(
+            f"{path} is conditional on {model.num_classes} classes; the data has "
+            f"{data.num_classes or 'no labels'}"
+        )
+
+
+# data options of `train` and the data-source field each ends up in: (flag, attribute, key)
+SOURCE_OPTIONS = [
+    ("--format", "format", "format"),
+    ("--block", "block", "block"),
+    ("--levels", "levels", "levels"),
+    ("--data-seed", "data_seed", "seed"),
+]
+
+
+def check_resume_matches(args, record: dict) -> None:
+    """A resumed run keeps its model and data. The command that started it may be repeated
+    with --resume, but an option that would change them is refused, not silently ignored."""
+    from darm.data import same_data
+    from darm.models import get_entry
+
+    def refuse(option: str, value, theirs) -> None:
+        raise DarmError(
+            f"--resume continues the run as it was: {option} {value} differs from its "
+            f"{theirs} (--init starts a new run from its weights)"
+        )
+
+    name, config = record["model"], record["config"]
+    if args.model and args.model != name:
+        refuse("--model", args.model, f"model {name}")
+    if args.conditional and not config.get("num_classes"):
+        refuse("--conditional", "", "unconditional model")
+    cls, what = get_entry(name).config_cls, f"{name} config"
+    settings = parse_assignments(args.set or [])
+    if settings:  # compared as typed values: "--set dropout=0.10" is the run's 0.1
+        theirs = build_config(cls, config, what)
+        asked = build_config(cls, {**config, **settings}, what)
+        for key, value in settings.items():
+            if getattr(asked, key) != getattr(theirs, key):
+                refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
+    source = record["data"]["source"]
+    if args.data is not None and not same_data(args.data, source):
+        theirs = source.get("name") or source.get("path")
+        refuse("--data", args.data, f"data {theirs}")
+    for flag, attr, key in SOURCE_OPTIONS:
+        value = getattr(args, attr)
+        if value is not None and key in source and value != source[key]:
+            refuse(flag, value, f"data's {key} {source.get(key)}")
+
+
+def check_builtin_options(spec: str | None, args) -> None:
+    """A built-in dataset has its own format, and only the cut-in-blocks ones take --block:
+    refused rather than silently ignored."""
+    from darm.data import BLOCKED, BUILTIN
+
+    if spec not in BUILTIN:
+        return
+    if args.format is not None:
+        raise DarmError(f"--format reads a PATH; the built-in {spec} has its own format")
+    if args.block is not None and spec not in BLOCKED:
+        raise DarmError(
+            f"--block cuts a corpus or audio into blocks ({', '.join(BLOCKED)}); "
+            f"{spec} has its own length"
+        )
+
+
+# config fields the data decides: L, D, the image shape, and (with --conditional) the classes
+DATA_FIELDS = ("vocab_size", "seq_len", "image_shape", "num_classes")
+
+
+def data_options(args, block: int = 64) -> tuple:
+    """(block, levels, seed) of `load_data` from --block, --levels, --data-seed."""
+    block = block if args.block is None else args.block
+    return block, args.levels, 42 if args.data_seed is None else args.data_seed
+
+
+def model_overrides(overrides: dict, flag: str) -> dict:
+    """--set fields, refusing those the data decides."""
+    taken = [k for k in overrides if k in DATA_FIELDS]
+    if taken:
+        raise DarmError(
+            f"{flag}{taken[0]} is not settable: vocab_size, seq_len and image_shape come from "
+            f"the data (--block sets D of a corpus), num_classes from --conditional"
+        )
+    return overrides
+
+
+def check_counts(args, **minimum: int) -> None:
+    """Integer options that have a floor, e.g. check_counts(args, threads=1): one line each."""
+    for name, low in minimum.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise DarmError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
+def default_run_dir(args) -> str:
+    """runs/DATA-MODEL; with --init, runs/DATA-MODEL-init named after the checkpoint."""
+    from darm.checkpoint import read_record
+
+    if not args.init:
+        return f"runs/{Path(args.data or 'digits').stem}-{args.model or 'gpt'}"
+    _, record = read_record(args.init)
+    source = record["data"].get("source", {})
+    data = args.data or source.get("path") or source.get("name") or "data"
+    return f"runs/{Path(data).stem}-{record['model']}-init"
