@@ -57,7 +57,7 @@ def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
         raise DarmError(
             f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images"
         )
-    return torch.from_numpy(quantise(pixels, levels).reshape(-1))
+    return torch.from_numpy(quantise(pixels, levels).reshape(-1))  # (H, W, C) -> (D,), raster
 
 
 def save_completion_grid(
@@ -78,7 +78,8 @@ def save_completion_grid(
 
     N, k, D = completions.shape
     tiles = torch.cat([originals[:, None], completions], dim=1)  # (N, k+1, D)
-    grid = image_grid(tiles.reshape(N * (k + 1), *image_shape), levels, scale, cols=k + 1)
+    tiles = tiles.reshape(N * (k + 1), *image_shape)  # (N*(k+1), H, W, C): a row per example
+    grid = image_grid(tiles, levels, scale, cols=k + 1)
     grid = grid.convert("RGB")
     draw = ImageDraw.Draw(grid)
     H, pad = image_shape[0], 1

@@ -47,7 +47,7 @@ def dependency_map(
     device = model.device
     B, D = x.shape[0], model.num_dims
     x = x.reshape(B, D)  # (B, D): raster order for images
-    weight = torch.ones(B, D) if mask is None else mask.reshape(B, D).float()
+    weight = torch.ones(B, D) if mask is None else mask.reshape(B, D).float()  # (B, D)
     sums, counts = torch.zeros(D, D), torch.zeros(D)
     chunk = max(1, tokens_per_pass // D)  # examples per pass when one row is asked for
     try:
@@ -74,8 +74,8 @@ def _map_sums(model, x, cond, weight, tokens_per_pass) -> tuple[torch.Tensor, to
         K = len(ds)
         xk = x.repeat(K, 1)  # (K*B, D): copy k is the batch again, for row ds[k]
         soft = F.one_hot(xk, L).float().requires_grad_()  # (K*B, D, L)
-        yk = None if cond is None else cond.repeat(K)
-        logits = model(soft.view(K * B, *model.event_shape, L), yk)
+        yk = None if cond is None else cond.repeat(K)  # (B,) -> (K*B,), like xk
+        logits = model(soft.view(K * B, *model.event_shape, L), yk)  # soft as (K*B, *event, L)
         logits = logits.reshape(K * B, D, L).float()  # (K*B, D, L)
         logp = logits.log_softmax(-1).gather(-1, xk[..., None])[..., 0]  # (K*B, D)
         picked = logp.view(K, B, D)[torch.arange(K, device=device), :, ds]  # (K, B)

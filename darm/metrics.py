@@ -28,7 +28,7 @@ def log_prob(
 ) -> torch.Tensor:
     """Exact log p(x | cond) in nats, (B,). `mask` (B, *event) drops padding positions."""
     nll = nll_per_dim(model(x, cond), x, mask)
-    return -nll.flatten(1).sum(dim=1)
+    return -nll.flatten(1).sum(dim=1)  # (B, *event) -> (B, D) -> (B,)
 
 
 @dataclass

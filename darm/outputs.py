@@ -110,7 +110,7 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     vocab = saved_vocab(meta)
     if meta.get("image_shape"):
         path = stem.with_suffix(".png")
-        save_image_grid(x.view(n, *meta["image_shape"]), levels, path)
+        save_image_grid(x.view(n, *meta["image_shape"]), levels, path)  # (n, D) -> (n, H, W, C)
     elif meta.get("kind") == "audio":
         from darm.data.audio import write_levels_wav
 

@@ -90,7 +90,7 @@ def sample(
     finally:
         model.train(was_training)
     x = x.clone()  # a normal tensor again (an inference tensor cannot enter autograd later)
-    return x if num_dims else x.view(n, *model.event_shape)
+    return x if num_dims else x.view(n, *model.event_shape)  # (n, D) -> (n, *event_shape)
 
 
 def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress) -> torch.Tensor:

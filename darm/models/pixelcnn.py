@@ -78,7 +78,7 @@ class RasterModel(ARModel):
     def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """(B, ..., C) symbols or (B, ..., C, L) one-hot -> (B, ..., C * E), channel-major."""
         e = embed(self.wte, x) + self.channel  # (B, ..., C, E)
-        return e.flatten(-2)
+        return e.flatten(-2)  # (B, ..., C, E) -> (B, ..., C * E)
 
     def embed_image(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) or (B, H, W, C) symbols, or either with a one-hot axis L
@@ -102,11 +102,12 @@ class RasterModel(ARModel):
         """The head at one pixel: (B, n) -> logits (B, L) of `channel`."""
         _, hidden, _, out = self.head
         out = cache.conv_at(out, F.relu(cache.conv_at(hidden, F.relu(feature))))  # (B, C*L)
-        return out.view(out.shape[0], -1, self.vocab_size)[:, channel]
+        return out.view(out.shape[0], -1, self.vocab_size)[:, channel]  # (B, C, L) -> (B, L)
 
     def label_per_layer(self, cond, batch_size: int) -> torch.Tensor | None:
         """The label's vector cut into one slice per layer: (B, layers, width) or None."""
         c = condition_vector(self.label, cond, batch_size)
+        # (B, layers * width) -> (B, layers, width)
         return None if c is None else c.view(batch_size, self.label_layers, -1)
 
     def advance(self, x_prev, cache: RasterCache) -> tuple[int, int, int]:
@@ -140,7 +141,7 @@ class RasterCache:
         with torch.no_grad():
             self.matrices = {
                 conv: (conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight)
-                .flatten(1)
+                .flatten(1)  # (out, in, kh, kw) -> (out, in * kh * kw)
                 .clone()
                 for conv in model.modules()
                 if isinstance(conv, nn.Conv2d)
@@ -161,7 +162,8 @@ class RasterCache:
     def conv_at(self, conv: nn.Conv2d, patch: torch.Tensor) -> torch.Tensor:
         """A conv's output at one position from its input window (B, in[, kh, kw]) -> (B, out).
         (A copy of the weights taken at init_cache: the cache is for generation.)"""
-        return F.linear(patch.reshape(patch.shape[0], -1), self.matrices[conv], conv.bias)
+        patch = patch.reshape(patch.shape[0], -1)  # (B, in, kh, kw) -> (B, in * kh * kw)
+        return F.linear(patch, self.matrices[conv], conv.bias)
 
     def put(self, layer: int, i: int, j: int, value: torch.Tensor) -> None:
         self.maps[layer][:, :, i + self.pad, j + self.pad] = value
