@@ -59,6 +59,19 @@ def atomic_write(path: Path, write) -> None:
     _fsync_folder(path.parent)
 
 
+def check_writable(path: Path) -> None:
+    """Refuse, before any work is done, a destination that cannot be written: a read-only
+    folder, or a file standing where a folder must be. (An atomic write renames inside the
+    folder, so the folder is what must be writable.)"""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:  # the nearest existing ancestor
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DarmError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DarmError(f"cannot write {path}: {folder} is not writable")
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the renames in `folder` durable across a power cut, not only a killed process
     (POSIX; where a folder cannot be opened, e.g. on Windows, the rename stays as it is)."""

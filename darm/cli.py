@@ -16,7 +16,15 @@ import torch
 from darm.config import parse_assignments
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
-from darm.outputs import label_tensor, print_nll, save_samples, write_samples
+from darm.outputs import (
+    label_tensor,
+    output_stem,
+    png_path,
+    print_nll,
+    save_samples,
+    with_ext,
+    write_samples,
+)
 from darm.run import DATA_FIELDS, check_counts, check_fits, model_overrides, read_like, train_run
 
 EPILOG = """examples:
@@ -140,8 +148,7 @@ def cmd_sample(args) -> None:
 
     check_sampling_args(args)
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
-    stem = Path(args.out) if args.out else path.parent / "samples"
-    stem = stem.with_suffix("")
+    stem = output_stem(args.out, path.parent / "samples")
     out = write_samples(
         model,
         record,
@@ -173,6 +180,7 @@ def cmd_complete(args) -> None:
     if args.count < 1:
         raise DarmError(f"--count must be >= 1, got {args.count}")
     model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    stem = output_stem(args.out, path.parent / "completions")
     meta = record["data"]
     shape = meta.get("image_shape")
     vocab = saved_vocab(meta)
@@ -215,7 +223,6 @@ def cmd_complete(args) -> None:
               progress=True)  # fmt: skip
     if not shape:  # an item ends at its end symbol: nothing after it is drawn
         kw["stop_token"] = meta.get("eos")
-    stem = (Path(args.out) if args.out else path.parent / "completions").with_suffix("")
     try:
         if originals is None:
             outs = [
@@ -235,7 +242,7 @@ def cmd_complete(args) -> None:
     except ValueError as e:
         raise DarmError(str(e)) from None
     if shape:
-        out = stem.with_suffix(".png")
+        out = with_ext(stem, ".png")
         save_completion_grid(
             originals, completions.cpu(), tuple(shape), model.vocab_size, rows_kept, out
         )
@@ -307,10 +314,12 @@ def cmd_plot(args) -> None:
             raise DarmError(f"{log} is not a darm log.csv: no rows, or no {', '.join(missing)}")
         label = log.parent.name
         curves[str(log.parent) if label in curves else label] = log  # two folders named alike
-    # one run: its own loss.png, whether its folder or its log.csv was named
-    out = Path(args.out or (log.parent / "loss.png" if len(curves) == 1 else "loss.png"))
-    if not out.parent.is_dir():
-        raise DarmError(f"cannot write {out}: no folder {out.parent}")
+    # one run: its own loss.png, whether its folder or its log.csv was named; several: one
+    # picture in the folder that holds them all
+    folders = [Path(p).parent for p in curves.values()]
+    if len(folders) > 1:
+        folders = [Path(os.path.commonpath([f.resolve() for f in folders]))]
+    out = png_path(args.out, folders[0] / "loss.png")
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
     print(f"wrote {out}")
 
@@ -328,7 +337,7 @@ def cmd_deps(args) -> None:
     shape = image_shape_of(record)
     if args.pixel and not shape:
         raise DarmError("--pixel is for image models; this checkpoint's data is not images")
-    out = Path(args.out) if args.out else path.parent / "deps.png"
+    out = png_path(args.out, path.parent / "deps.png")
     plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
     lower = bool((J.triu() == 0).all())
     print(
@@ -675,6 +684,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:  # a disk full, a folder made read-only mid-run: the system's words
+        where = f": {e.filename}" if e.filename else ""
+        print(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"darm {args.command}: error: out of memory (try a smaller model or batch)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -4,6 +4,7 @@ PNG grid (images), a WAV (audio) or text lines, and a finished training run's re
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -100,6 +101,45 @@ def write_samples(
     return save_samples(x, meta, model.vocab_size, stem)
 
 
+SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
+
+
+def output_stem(out: str | None, default: Path) -> Path:
+    """The stem an output's suffix is added to: --out as given (a suffix of ours dropped, so
+    `--out s.png` still writes s.png; `--out names.v2` writes names.v2.txt, it does not replace
+    names.txt), a folder's `default.name` inside it, or `default`. Checked writable first."""
+    from darm.checkpoint import check_writable
+
+    if out is None:
+        stem = default
+    elif out.endswith(("/", os.sep)) or Path(out).is_dir():
+        stem = Path(out) / default.name
+    else:
+        stem = Path(out)
+        stem = stem.with_suffix("") if stem.suffix in SAMPLE_SUFFIXES else stem
+    check_writable(stem.parent)
+    return stem
+
+
+def png_path(out: str | None, default: Path) -> Path:
+    """A picture's path: --out (.png, or no suffix and one is added) or `default`; checked
+    writable first. Another suffix is refused: the file would hold PNG bytes whatever its name."""
+    from darm.checkpoint import check_writable
+
+    path = Path(out) if out is not None else default
+    if path.suffix.lower() != ".png":
+        if path.suffix:
+            raise DarmError(f"--out {out}: pictures are written as PNG; name it {path.stem}.png")
+        path = with_ext(path, ".png")
+    check_writable(path.parent)
+    return path
+
+
+def with_ext(stem: Path, ext: str) -> Path:
+    """stem + ext, keeping any dots already in the stem's name."""
+    return stem.with_name(stem.name + ext)
+
+
 def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
     with short silences) or stem.txt (text, integer arrays); returns the path."""
@@ -109,12 +149,12 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     n = x.shape[0]
     vocab = saved_vocab(meta)
     if meta.get("image_shape"):
-        path = stem.with_suffix(".png")
+        path = with_ext(stem, ".png")
         save_image_grid(x.view(n, *meta["image_shape"]), levels, path)  # (n, D) -> (n, H, W, C)
     elif meta.get("kind") == "audio":
         from darm.data.audio import write_levels_wav
 
-        path = write_levels_wav(stem.with_suffix(".wav"), x, meta["source"]["sample_rate"])
+        path = write_levels_wav(with_ext(stem, ".wav"), x, meta["source"]["sample_rate"])
     else:
         if vocab is not None:
             eos = meta.get("eos")
@@ -123,7 +163,7 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
             text = sep.join(lines) + "\n"
         else:
             text = "\n".join(" ".join(map(str, row)) for row in x.tolist()) + "\n"
-        path = stem.with_suffix(".txt")
+        path = with_ext(stem, ".txt")
         atomic_write_text(path, text)
     return path
 

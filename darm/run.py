@@ -19,7 +19,7 @@ from darm.outputs import finish_run
 
 def train_run(args, device, ctx) -> None:
     from darm import distributed
-    from darm.checkpoint import read_record
+    from darm.checkpoint import check_writable, read_record
     from darm.data import load_data, load_from_source
     from darm.models import config_fields, create_model
     from darm.train import TrainConfig, bf16_warning, check_config, train
@@ -31,6 +31,7 @@ def train_run(args, device, ctx) -> None:
     # without --data: digits, or the data of the checkpoint --init or --resume reads
     check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
     run_dir = Path(args.out or default_run_dir(args))
+    check_writable(run_dir)  # before any data is read or model built
     train_overrides = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)

@@ -70,9 +70,41 @@ def test_plot_refuses_what_is_not_a_run(log, needle, tmp_path, capsys):
     assert not (tmp_path / "loss.png").exists()
 
 
-def test_plot_refuses_a_missing_output_folder(run, tmp_path, capsys):
-    out = tmp_path / "no" / "such.png"
-    one_line_error(capsys, main(["plot", str(run), "--out", str(out)]), 1, "no folder")
+def test_outputs_refuse_unwritable_places_before_any_work(run, tmp_path, capsys):
+    blocker = tmp_path / "file.txt"  # a file where a folder must be
+    blocker.write_text("keep me")
+    for argv in (["plot", str(run)], ["sample", str(run), "-n", "2"], ["deps", str(run)],
+                 ["complete", str(run), "--input", "an"]):  # fmt: skip
+        one_line_error(capsys, main([*argv, "--out", str(blocker / "x")]), 1, "is a file, not")
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--out", str(blocker / "r")]
+    one_line_error(capsys, main(argv), 1, "is a file, not a folder")
+    assert capsys.readouterr().out == ""  # refused before the data was read
+    one_line_error(capsys, main(["plot", str(run), "--out", str(tmp_path / "a.jpg")]), 1,
+                   "pictures are written as PNG")  # fmt: skip
+    assert blocker.read_text() == "keep me"
+    # a missing folder is made; --out without a suffix gets .png
+    assert main(["plot", str(run), "--out", str(tmp_path / "new" / "curves")]) == 0
+    assert (tmp_path / "new" / "curves.png").is_file()
+
+
+def test_sample_out_adds_its_suffix_to_the_name_given(run, tmp_path, capsys):
+    precious = tmp_path / "names.txt"
+    precious.write_text("precious\n")
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "names.v2")]) == 0
+    assert (tmp_path / "names.v2.txt").is_file() and precious.read_text() == "precious\n"
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s.txt")]) == 0
+    assert (tmp_path / "s.txt").is_file()
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path) + "/"]) == 0
+    assert (tmp_path / "samples.txt").is_file()  # a folder: the default name inside it
+
+
+def test_an_os_error_is_one_line(run, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "RUN/samples.txt")
+
+    monkeypatch.setattr("darm.outputs.save_samples", full)
+    err = one_line_error(capsys, main(["sample", str(run), "-n", "1"]), 1, "No space left")
+    assert err == "darm sample: error: No space left on device: RUN/samples.txt"
 
 
 def test_eval_prints_exact_nll(run, capsys):
