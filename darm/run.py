@@ -5,6 +5,7 @@ with it (a checkpoint's data read again, its fit to the model, options refused, 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -87,6 +88,7 @@ def train_run(args, device, ctx) -> None:
                 if not data.num_classes:
                     raise DarmError(f"--conditional needs labels, and {data.name} has none")
                 overrides["num_classes"] = data.num_classes
+            check_memory(model_name, dict(vocab_size=data.vocab_size, **overrides), device)
             model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
         resume = None
     torch.set_num_threads(args.threads) if args.threads else None
@@ -107,6 +109,34 @@ def train_run(args, device, ctx) -> None:
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """Memory the device has: the GPU's, or the machine's RAM (None where it cannot be read)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def check_memory(name: str, config: dict, device: torch.device) -> None:
+    """Refuse, in one line, a model whose training state alone exceeds the device's memory,
+    rather than being killed by the system with no word. The model is built on the meta
+    device (shapes, no storage) to count its parameters; training holds float32 weights,
+    gradients and AdamW's two moments, 16 bytes a parameter, before any activation."""
+    from darm.models import create_model
+
+    with torch.device("meta"):
+        n = create_model(name, **config).num_params()
+    need, have = 16 * n, memory_bytes(device)
+    if have is not None and need > have:
+        raise DarmError(
+            f"{name} with these settings has {n:,} parameters: training needs over "
+            f"{need / 2**30:.1f} GiB for weights, gradients and optimiser state, and this "
+            f"{device.type.upper()} has {have / 2**30:.1f} GiB"
+        )
 
 
 def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: int):

@@ -447,3 +447,13 @@ def test_a_budget_stop_says_so_and_resume_may_shorten_the_run(names_file, tmp_pa
     record = json.loads((out / "last.json").read_text())
     assert record["step"] == 20 and record["train"]["warmup"] == 10
     one_line_error(capsys, main([*base, "--resume", "--steps", "10"]), 1, "past --steps 10")
+
+
+def test_a_model_too_big_for_memory_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("darm.run.memory_bytes", lambda device: 2**20)  # a 1 MiB machine
+    argv = ["train", "--data", "digits", "--model", "gpt", "--steps", "2", "--out",
+            str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
+    one_line_error(capsys, main(argv), 1, "gpt with these settings has 798,080 parameters")
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setattr("darm.run.memory_bytes", lambda device: 2**30)
+    assert main(argv) == 0

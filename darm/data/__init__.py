@@ -69,7 +69,7 @@ def load_data(
     if spec == "binarized_mnist":
         return binarized_mnist_dataset(BUNDLED / "binarized_mnist.npz")
     if spec == "mnist":
-        return mnist_dataset(BUNDLED / "mnist_uint8.npz", levels or 256)
+        return mnist_dataset(BUNDLED / "mnist_uint8.npz", 256 if levels is None else levels)
     path = Path(spec)
     if not path.exists():
         raise DarmError(
@@ -91,10 +91,10 @@ def load_data(
         return audio_dataset(path, block)
     if format == "images":
         if path.is_dir():
-            return image_folder_dataset(path, levels or 256, seed)
+            return image_folder_dataset(path, 256 if levels is None else levels, seed)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise DarmError(f"{path} is one image; give the folder that holds the images")
-        return image_array_dataset(path, levels or 256, seed)
+        return image_array_dataset(path, 256 if levels is None else levels, seed)
     if path.is_dir():
         raise DarmError(f"{path} is a folder; --format images reads a folder of images")
     return array_dataset(path, levels=levels, seed=seed)
