@@ -183,14 +183,16 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
     """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
     vocabulary and its L levels (a file whose largest value is below L is still L levels)."""
-    from darm.data import load_data
+    from darm.data import BUILTIN, FIXED_LEVELS, load_data
 
     if fmt is None:
         fmt = meta["source"].get("format")
-        fmt = None if fmt == "builtin" else fmt
+        fmt = None if fmt == "builtin" or spec in BUILTIN else fmt
     vocab = saved_vocab(meta)
     D, L = model.num_dims, model.vocab_size
-    return load_data(spec, fmt, block or D, L if levels is None else levels, seed, vocab, max_len=D)
+    if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
+        levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
+    return load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D)
 
 
 def check_fits(data, model, path) -> None:
@@ -198,7 +200,7 @@ def check_fits(data, model, path) -> None:
     classes if the model is conditional."""
     if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(
-            f"data has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
+            f"{data.name} has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
             f"L={model.vocab_size}, D={model.num_dims}"
         )
     # a file's class count is its largest label + 1: fewer classes than the model's is fine

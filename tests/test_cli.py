@@ -457,3 +457,9 @@ def test_a_model_too_big_for_memory_is_refused_in_one_line(tmp_path, capsys, mon
     assert not (tmp_path / "r").exists()
     monkeypatch.setattr("darm.run.memory_bytes", lambda device: 2**30)
     assert main(argv) == 0
+
+
+def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
+    # a text model and the digits: L and D differ; no word of a --levels nobody passed
+    err = one_line_error(capsys, main(["eval", str(run), "--data", "digits"]), 1, "digits has L=17")
+    assert "--levels" not in err
