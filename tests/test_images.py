@@ -80,6 +80,9 @@ def test_folder_errors(tmp_path):
     (tmp_path / "mixed" / "z.png").write_bytes(b"not a png")
     with pytest.raises(DarmError, match="cannot read image"):
         load_data(str(tmp_path / "mixed"))
+    (tmp_path / "my.txt").write_text("hello\n")
+    with pytest.raises(DarmError, match="reads a folder of images or an .npy/.npz"):
+        load_data(str(tmp_path / "my.txt"), format="images")
 
 
 def test_uint8_npz_images_are_quantised(tmp_path):

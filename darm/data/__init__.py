@@ -94,6 +94,11 @@ def load_data(
             return image_folder_dataset(path, 256 if levels is None else levels, seed)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise DarmError(f"{path} is one image; give the folder that holds the images")
+        if path.suffix.lower() not in (".npy", ".npz"):
+            raise DarmError(
+                f"--format images reads a folder of images or an .npy/.npz of uint8 pictures, "
+                f"not {path.name}"
+            )
         return image_array_dataset(path, 256 if levels is None else levels, seed)
     if path.is_dir():
         raise DarmError(f"{path} is a folder; --format images reads a folder of images")

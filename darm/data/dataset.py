@@ -26,6 +26,7 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None  # images: (H, W) of the raster order
     num_classes: int = 0  # labels y in [0, num_classes), 0 if unlabelled
     notes: str = ""  # provenance and split, for humans
+    caveat: str = ""  # what the reader did that the user may not expect, shown in the summary
     info: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> TensorSplit:
@@ -34,7 +35,11 @@ class Dataset:
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         labels = f", {self.num_classes} classes" if self.num_classes else ""
-        return f"{self.name}: {self.kind}, L={self.vocab_size}, D={self.seq_len}{labels} ({sizes})"
+        caveat = f"; {self.caveat}" if self.caveat else ""
+        return (
+            f"{self.name}: {self.kind}, L={self.vocab_size}, D={self.seq_len}{labels} "
+            f"({sizes}){caveat}"
+        )
 
     def decode(self, x: torch.Tensor) -> str:
         """Text of one example, cut at the end symbol for line datasets."""

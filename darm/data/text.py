@@ -40,8 +40,9 @@ def lines_dataset(
 ) -> Dataset:
     """Items one per line, each ended by the end symbol; duplicates dropped before the
     seeded split (a repeated item in train and test would flatter test NLL)."""
-    items = [s.strip() for s in read_text(path).splitlines()]
-    items = list(dict.fromkeys(s for s in items if s))  # unique, first-seen order
+    lines = [s.strip() for s in read_text(path).splitlines()]
+    lines = [s for s in lines if s]
+    items = list(dict.fromkeys(lines))  # unique, first-seen order
     if len(items) < 3:
         raise DarmError(f"{path} has {len(items)} distinct non-empty lines; need at least 3")
     vocab = vocab or Vocabulary.from_text(items, eos=True)
@@ -73,6 +74,7 @@ def lines_dataset(
         eos=vocab.index[EOS],
         notes=f"{len(items)} distinct lines (deduplicated), seeded ({seed}) split "
         f"{1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}",
+        caveat=f"{repeats} repeated lines dropped" if (repeats := len(lines) - len(items)) else "",
     )
 
 
