@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from darm.models.base import ARModel
+from darm.models.base import ARModel, check_inputs
 
 
 def nll_per_dim(
@@ -27,6 +27,13 @@ def log_prob(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Exact log p(x | cond) in nats, (B,). `mask` (B, *event) drops padding positions."""
+    check_inputs(model, x, cond)
+    return _log_prob(model, x, cond, mask)
+
+
+def _log_prob(model, x, cond=None, mask=None) -> torch.Tensor:
+    """log_prob without the range check: evaluate reads checked data, and the check would
+    cost a host sync per batch on a GPU."""
     nll = nll_per_dim(model(x, cond), x, mask)
     return -nll.flatten(1).sum(dim=1)  # (B, *event) -> (B, D) -> (B,)
 
@@ -87,7 +94,7 @@ def evaluate(model: ARModel, split, batch_size: int = 256, progress: bool = Fals
             x = x.to(device)
             y = None if y is None or not model.num_classes else y.to(device)
             mask = None if mask is None else mask.to(device)
-            sums.append(-log_prob(model, x, y, mask).double().sum())
+            sums.append(-_log_prob(model, x, y, mask).double().sum())
             bar.update(x.shape[0])
     finally:  # the caller's training mode comes back even if scoring fails
         model.train(was_training)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from darm.models.base import ARModel, PrefixCache, prefill_by_steps
+from darm.models.base import ARModel, PrefixCache, check_inputs, prefill_by_steps
 
 
 def filter_logits(
@@ -74,11 +74,7 @@ def sample(
 
     if num_dims is not None and num_dims < 1:
         raise ValueError(f"num_dims must be >= 1, got {num_dims}")
-    if prefix is not None and prefix.numel():
-        lo, hi = int(prefix.min()), int(prefix.max())
-        if lo < 0 or hi >= model.vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"prefix symbol {bad} is outside 0..{model.vocab_size - 1}")
+    check_inputs(model, prefix, cond, "prefix symbol")
     was_training = model.training
     model.eval()
     try:

@@ -13,6 +13,9 @@ def test_names_deduplicated_disjoint_split():
     assert not rows["train"] & rows["test"] and not rows["train"] & rows["valid"]
     assert sum(len(ds[s]) for s in rows) == 29494  # distinct names
     assert ds.summary().endswith("; 2539 repeated lines dropped")  # of 32033: the user is told
+    batch = ds["test"].x[:3]  # a batch decodes to one string per row, cut at the end symbol
+    assert ds.decode(batch) == [ds.decode(row) for row in batch]
+    assert all(s and EOS not in s for s in ds.decode(batch))
     assert ds.vocab.symbols[0] == EOS and len(ds.vocab) == 27
     # the mask scores each name's letters and its end symbol, nothing after
     x, mask = ds["test"].x[0], ds["test"].mask[0]

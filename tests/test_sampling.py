@@ -102,6 +102,14 @@ def test_prefix_symbols_outside_the_vocabulary_are_refused():
     with pytest.raises(ValueError, match="num_dims must be >= 1"):
         sample(model, 2, num_dims=0)
     assert sample(model, 2, prefix=torch.tensor([[0, 4], [1, 2]])).shape == (2, 7)
+    # labels out of range, and symbols out of range in log_prob: named, not an IndexError
+    conditional = tiny_model("gpt", num_classes=3)
+    with pytest.raises(ValueError, match="label 3 is outside 0..2"):
+        sample(conditional, 2, cond=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="x 5 is outside 0..4"):
+        log_prob(model, torch.full((2, 7), 5))
+    with pytest.raises(ValueError, match="label -1 is outside 0..2"):
+        log_prob(conditional, torch.zeros(2, 7, dtype=torch.long), torch.tensor([0, -1]))
 
 
 def test_evaluate_refuses_an_empty_split_and_a_bad_batch_size():

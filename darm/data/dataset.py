@@ -41,8 +41,11 @@ class Dataset:
             f"({sizes}){caveat}"
         )
 
-    def decode(self, x: torch.Tensor) -> str:
-        """Text of one example, cut at the end symbol for line datasets."""
+    def decode(self, x: torch.Tensor) -> str | list[str]:
+        """Text of one example (D,), or of each row of a batch (B, D) as a list; cut at the
+        end symbol for line datasets."""
+        if x.dim() == 2:
+            return [self.vocab.decode(row, stop=self.eos) for row in x.tolist()]
         return self.vocab.decode(x.tolist(), stop=self.eos)
 
 

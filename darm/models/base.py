@@ -116,6 +116,18 @@ class ARModel(nn.Module):
         return prefill_by_steps(self.step, prefix, cache, cond)
 
 
+def check_inputs(model: ARModel, x: torch.Tensor | None, cond: torch.Tensor | None, what="x"):
+    """Symbols in 0..L-1 and labels in 0..num_classes-1, refused with a ValueError that names
+    the value, where an embedding lookup would raise an IndexError that names nothing.
+    (For the public entry points; the training and evaluation loops read checked data.)"""
+    for t, name, size in ((x, what, model.vocab_size), (cond, "label", model.num_classes)):
+        if t is None or not t.numel() or t.is_floating_point() or not size:
+            continue  # (a label for an unconditional model: condition_vector says so)
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= size:
+            raise ValueError(f"{name} {lo if lo < 0 else hi} is outside 0..{size - 1}")
+
+
 def check_step(x_prev: torch.Tensor | None, cache: Any) -> None:
     """The protocol's order of calls: step(None) on a fresh cache, then step(x_{t-1}) at every
     later t. A symbol fed at t = 0 would be written before the first position, silently."""
