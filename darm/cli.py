@@ -173,7 +173,7 @@ def cmd_sample(args) -> None:
 def cmd_complete(args) -> None:
     """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
     from darm.checkpoint import load_checkpoint
-    from darm.complete import complete, read_image, save_completion_grid
+    from darm.complete import complete, completion_view, read_image, save_completion_grid
     from darm.data import load_from_source
 
     check_sampling_args(args)
@@ -197,6 +197,11 @@ def cmd_complete(args) -> None:
         data = load_from_source(meta["source"], vocab, D)
         originals = data["test"].x[: args.count]
         labels = None if data["test"].y is None else data["test"].y[: args.count]
+    if args.rows is not None and not shape:
+        raise DarmError("--rows keeps image rows; this model reads sequences: use --dims")
+    if args.dims is not None and (shape or args.input):
+        why = "an image model keeps --rows" if shape else "with --input the whole input is kept"
+        raise DarmError(f"--dims keeps the first dimensions of test examples; {why}")
     if shape:
         H, W = shape[:2]
         rows_kept = H // 2 if args.rows is None else args.rows
@@ -248,12 +253,16 @@ def cmd_complete(args) -> None:
         )
         print(
             f"kept the top {rows_kept} of {shape[0]} rows of {len(originals)} images; "
-            f"{args.n} completions each (original first in each row)"
+            f"{args.n} completion{'s' * (args.n != 1)} each (original first in each row)"
         )
     else:  # written as samples are: lines, corpus blocks between rules, or a WAV
         x = completions.flatten(0, 1) if originals is not None else torch.cat(outs)  # (N*n, D)
         out = save_samples(x.cpu(), meta, model.vocab_size, stem)
-        if out.suffix == ".txt":
+        if meta.get("eos") is not None:  # items: each input, then its completions
+            known = rows if originals is None else originals[:, :P].tolist()
+            drawn = x.view(len(known), args.n, -1).tolist()  # (N*n, D) -> (N, n, D)
+            print(completion_view(known, drawn, vocab, meta["eos"]))
+        elif out.suffix == ".txt":
             print(out.read_text(), end="")
     print(f"wrote {out}", file=sys.stderr)
 

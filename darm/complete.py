@@ -35,6 +35,17 @@ def complete(
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
 
+def completion_view(known: list, completions: list, vocab, eos: int) -> str:
+    """Items completed, for reading: each input's kept prefix, then its completions with a |
+    where the model took over. known: N prefixes; completions: N lists of k rows of ids."""
+    blocks = []
+    for prefix, rows in zip(known, completions, strict=True):
+        kept = vocab.decode(prefix, stop=eos)
+        drawn = [vocab.decode(row[len(prefix) :], stop=eos) for row in rows]
+        blocks.append(f"{kept!r}:\n" + "\n".join(f"  {kept}|{d}" for d in drawn))
+    return "\n".join(blocks)
+
+
 def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
     """A picture file as the model's symbols (D,): grey, grey + alpha, RGB or RGBA by the
     model's 1, 2, 3 or 4 channels, quantised to its levels; its size must be the model's."""

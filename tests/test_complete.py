@@ -7,7 +7,7 @@ from PIL import Image
 
 from darm.cli import main
 from darm.complete import complete
-from tests.conftest import tiny_model
+from tests.conftest import one_line_error, tiny_model
 
 
 @pytest.mark.parametrize("name", ["gated_pixelcnn@2x3x1", "gpt", "lstm"])
@@ -90,9 +90,18 @@ def test_cli_completes_text(tmp_path, capsys):
     assert main([*args, "--out", str(out), "--samples", "2", "--quiet"]) == 0
     capsys.readouterr()
     assert main(["complete", str(out), "--input", "ma", "jo", "-n", "3"]) == 0
+    # printed: each input, then its completions with a | where the model took over
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 6 and all(line.startswith(("ma", "jo")) for line in lines)
-    assert main(["complete", str(out), "--input", "M!"]) == 1  # not in the vocabulary
+    assert len(lines) == 8 and lines[0] == "'ma':" and lines[4] == "'jo':"
+    assert all(line.startswith("  ma|") for line in lines[1:4])
+    assert all(line.startswith("  jo|") for line in lines[5:8])
+    written = (out / "completions.txt").read_text().splitlines()  # the file: plain items
+    assert [w[:2] for w in written] == ["ma"] * 3 + ["jo"] * 3
+    code = main(["complete", str(out), "--input", "M!"])
+    one_line_error(capsys, code, 1, "not in the vocabulary")
+    one_line_error(capsys, main(["complete", str(out), "--rows", "3"]), 1, "use --dims")
+    argv = ["complete", str(out), "--input", "ma", "--dims", "1"]
+    one_line_error(capsys, main(argv), 1, "with --input the whole input is kept")
 
 
 def test_cli_completes_test_items_from_the_first_half_of_each(tmp_path, capsys):
@@ -107,9 +116,11 @@ def test_cli_completes_test_items_from_the_first_half_of_each(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     data = load_data("names")
     names = [data.vocab.decode(r[: r.index(data.eos)]) for r in data["test"].x[:3].tolist()]
-    assert len(lines) == 6
+    assert len(lines) == 9  # per name: the kept half, then 2 completions
     for i, name in enumerate(names):
-        assert all(line.startswith(name[: len(name) // 2]) for line in lines[2 * i : 2 * i + 2])
+        half = name[: len(name) // 2]
+        assert lines[3 * i] == repr(half) + ":"
+        assert all(line.startswith(f"  {half}|") for line in lines[3 * i + 1 : 3 * i + 3])
 
 
 @pytest.mark.parametrize(
