@@ -54,6 +54,8 @@ TRAIN_HELP = {
     "eval_every": "steps between validation NLL + checkpoints",
     "log_every": "steps between log.csv rows of the (smoothed) training loss",
     "eval_batch_size": "batch size of evaluation",
+    "valid_examples": "score only the first N validation examples at each evaluation, for "
+    "long splits (MNIST: 10,000 images); 0: all. The final test pass scores the whole split",
     "seed": "seed of initialisation, batch order and dropout",
     "grad_accum": "micro-batches per step (same effective batch, less memory)",
     "dtype": "fp32 | bf16 (bf16 autocast of the forward; weights and loss stay fp32; on an "

@@ -62,6 +62,7 @@ class TrainConfig:
     eval_every: int = 250
     log_every: int = 10  # steps between log.csv rows of the training loss alone
     eval_batch_size: int = 512
+    valid_examples: int = 0  # score the first N validation examples at each evaluation; 0: all
     seed: int = 1337
     grad_accum: int = 1  # micro-batches per step; gradients summed, same effective batch
     dtype: str = "fp32"  # fp32 | bf16: autocast of the forward; weights and loss stay fp32
@@ -104,6 +105,8 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
     """Refuse settings the loop cannot honour, before any work is done."""
     if cfg.dtype not in DTYPES:
         raise DarmError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.valid_examples < 0:
+        raise DarmError(f"valid_examples must be >= 0 (0: all), got {cfg.valid_examples}")
     counts = ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "grad_accum")
     for name in (*counts, "cycles"):
         if getattr(cfg, name) < 1:
@@ -341,6 +344,8 @@ def train(
     if saved_raw:
         restore_weights(model, saved_raw, resume_from[0])
     train_split, valid_split = data["train"], data["valid"]
+    if 0 < cfg.valid_examples < len(valid_split):  # a fixed subset: the curve stays comparable
+        valid_split = TensorSplit(*valid_split._take(slice(0, cfg.valid_examples)))
     log_path = run_dir / "log.csv"
     if ctx.is_main:
         start_log(log_path, start)

@@ -284,3 +284,19 @@ def test_evaluate_shows_progress_on_a_terminal_only(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar even if asked
     evaluate(model, split, 100, progress=True)
     assert sys.stderr.getvalue() == ""
+
+
+def test_valid_examples_scores_a_fixed_subset(tmp_path, monkeypatch):
+    data = load_data("digits")
+    scored = []
+
+    def spy(model, split, batch_size, progress=False):
+        scored.append(split.x.clone())
+        return evaluate(model, split, batch_size)
+
+    monkeypatch.setattr(darm.train, "evaluate_split", spy)
+    cfg = TrainConfig(steps=4, batch_size=8, eval_every=2, valid_examples=30)
+    train(_digits_model(), "gpt", data, cfg, tmp_path, progress=False)
+    assert len(scored) == 2 and all(torch.equal(x, data["valid"].x[:30]) for x in scored)
+    with pytest.raises(DarmError, match="valid_examples must be >= 0"):
+        check_config(TrainConfig(valid_examples=-1))
