@@ -1,5 +1,6 @@
 """darm: deep autoregressive models, p(x) = prod_d p(x_d | x_<d) with one shared network."""
 
+from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
 from darm.metrics import NLL, evaluate, log_prob
 from darm.models import ARModel, create_model, list_models
@@ -13,6 +14,7 @@ __all__ = [
     "log_prob",
     "evaluate",
     "sample",
+    "load_checkpoint",
     "NLL",
     "DarmError",
 ]

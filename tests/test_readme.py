@@ -1,0 +1,18 @@
+"""The README's Python examples run as written, in order, as one script (its training made
+shorter): an API change that breaks them fails here, not in a reader's hands."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_python_runs(tmp_path, monkeypatch):
+    text = README.read_text()
+    section = text[text.index("## Python") : text.index("### Sampling speed")]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    assert "load_checkpoint" in code and "prefix=prompt" in code  # the section is found
+    code = code.replace("steps=200", "steps=4")
+    monkeypatch.chdir(tmp_path)  # the example writes runs/py-gpt
+    exec(compile(code, str(README), "exec"), {})
+    assert (tmp_path / "runs" / "py-gpt" / "best.json").is_file()
