@@ -143,13 +143,22 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda if any)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def device_of(args) -> torch.device:
+    """--device as a torch device, with --threads applied first."""
+    check_counts(args, threads=1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return _device(args.device)
 
 
 def cmd_sample(args) -> None:
     from darm.checkpoint import load_checkpoint
 
     check_sampling_args(args)
-    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "samples")
     out = write_samples(
         model,
@@ -181,7 +190,7 @@ def cmd_complete(args) -> None:
     check_sampling_args(args)
     if args.count < 1:
         raise DarmError(f"--count must be >= 1, got {args.count}")
-    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "completions")
     meta = record["data"]
     shape = meta.get("image_shape")
@@ -278,7 +287,7 @@ def cmd_eval(args) -> None:
     from darm.metrics import evaluate
 
     check_counts(args, batch_size=1)
-    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
     if args.data:
         data = read_like(args.data, model, meta)
@@ -340,7 +349,7 @@ def cmd_deps(args) -> None:
     from darm.data import load_from_source
     from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 
-    model, record, path = load_checkpoint(args.checkpoint, _device(args.device))
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
     vocab = saved_vocab(meta)
     data = load_from_source(meta["source"], vocab, model.num_dims)
@@ -372,8 +381,7 @@ def cmd_compare(args) -> None:
     if args.budget is not None and args.budget <= 0:
         raise DarmError(f"--budget must be > 0, got {args.budget:g}s")
     check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1, data_seed=0)
-    device = _device(args.device)
-    torch.set_num_threads(args.threads) if args.threads else None
+    device = device_of(args)
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
     if args.models is None:
         names = default_models(data)
@@ -433,13 +441,16 @@ def cmd_compare(args) -> None:
 def cmd_models(args) -> None:
     from darm.models import config_fields, get_entry, list_models
 
-    for name in list_models():
+    names = list_models()
+    width = max(map(len, names))
+    family_width = max(len(get_entry(n).family) for n in names) + 2
+    for name in names:
         entry = get_entry(name)
-        print(f"{name:8s} [{entry.family}] {entry.doc}")
+        print(f"{name:{width}s}  {'[' + entry.family + ']':{family_width}s}  {entry.doc}")
         if args.verbose:
             for key, value in config_fields(name).items():
                 note = "  (set by the data, not by --set)" if key in DATA_FIELDS else ""
-                print(f"           {key} = {value}{note}")
+                print(f"{'':{width + 2}s}{key} = {value}{note}")
 
 
 def cmd_data(args) -> None:
@@ -539,7 +550,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=64, help="samples to write at the end (default 64; 0: none)"
     )
     add_device_arg(t)
-    t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -667,7 +677,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", help="report folder (default runs/compare-DATA)")
     add_device_arg(c)
-    c.add_argument("--threads", type=int, help="torch CPU threads")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
     return p

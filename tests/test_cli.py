@@ -251,6 +251,9 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--steps", "many"], 2, "invalid int value"),
         (["train", "--data", "missing.txt"], 1, "no data file 'missing.txt'"),
         (["eval", "no/such/run"], 1, "does not exist"),
+        (["eval", "no/such/run", "--threads", "0"], 1, "--threads must be >= 1"),
+        (["train", "--model", "bigram", "--set", "dropout=0.1"], 1, "dropout needs the MLP form"),
+        (["train", "--data", "mnist", "--levels", "0"], 1, "--levels for images must be in 2..256"),
         (["train", "--data", "names", "--conditional"], 1, "needs labels"),
         # options a built-in dataset cannot honour
         (["train", "--data", "names", "--format", "corpus"], 1, "the built-in names has its own"),
