@@ -283,8 +283,8 @@ def cmd_complete(args) -> None:
 
 def cmd_eval(args) -> None:
     from darm.checkpoint import load_checkpoint
-    from darm.data import load_from_source
-    from darm.metrics import evaluate
+    from darm.data import SPLITS, load_from_source
+    from darm.metrics import NLL, evaluate
 
     check_counts(args, batch_size=1)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
@@ -295,11 +295,15 @@ def cmd_eval(args) -> None:
         vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path)
-    nll = evaluate(model, data[args.split], args.batch_size, progress=True)
+    # another file is scored whole by default: its own split would leave 90% of it out
+    split = args.split or ("all" if args.data else "test")
+    parts = [evaluate(model, data[s], args.batch_size, progress=True)
+             for s in (SPLITS if split == "all" else [split])]  # fmt: skip
+    nll = NLL(*(sum(getattr(p, f) for p in parts) for f in ("nats", "examples", "dims")))
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}")
-    print_nll(nll, args.split, data.kind)
+    print_nll(nll, split, data.kind)
     if args.json:
-        print(json.dumps({"split": args.split, **nll.as_dict()}))
+        print(json.dumps({"split": split, **nll.as_dict()}))
 
 
 # -- dependency maps --------------------------------------------------------------------------
@@ -555,7 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="exact NLL of a checkpoint over a whole split")
     e.add_argument("checkpoint", help="run folder or checkpoint .json")
-    e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
+    e.add_argument(
+        "--split",
+        choices=(*SPLITS, "all"),
+        help="the split scored (default: test; all, the whole file, with --data)",
+    )
     e.add_argument(
         "--data",
         help="score another file's --split, read as the model's data was (its format, "

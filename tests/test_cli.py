@@ -466,3 +466,15 @@ def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
     # a text model and the digits: L and D differ; no word of a --levels nobody passed
     err = one_line_error(capsys, main(["eval", str(run), "--data", "digits"]), 1, "digits has L=17")
     assert "--levels" not in err
+
+
+def test_eval_scores_another_file_whole_by_default(run, names_file, capsys):
+    assert main(["eval", str(run), "--data", str(names_file), "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert whole["split"] == "all" and whole["examples"] == 8  # the 8 distinct names
+    parts = []
+    for split in ("train", "valid", "test"):
+        assert main(["eval", str(run), "--data", str(names_file), "--split", split, "--json"]) == 0
+        parts.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    total = sum(p["nats_per_example"] * p["examples"] for p in parts)
+    assert whole["nats_per_example"] * 8 == pytest.approx(total)
