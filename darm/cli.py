@@ -136,7 +136,11 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
     p.add_argument("--top-k", type=int, help="keep the k most likely symbols")
     p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    p.add_argument("--label", type=int, help="class of a conditional model")
+    p.add_argument(
+        "--label",
+        help="class of a conditional model: its number, or its name where the data named its "
+        "classes (an image folder's sub-folders); without it, samples cycle through the classes",
+    )
     p.add_argument("--out", help=f"output file stem (default: RUN/{out_stem})")
     add_device_arg(p)
 
@@ -229,7 +233,8 @@ def cmd_complete(args) -> None:
         if not 0 <= P <= D:
             raise DarmError(f"--dims must be in 0..{D}, got {P}")
     if args.label is not None:
-        labels = label_tensor(model, args.label, len(rows if originals is None else originals))
+        n_inputs = len(rows if originals is None else originals)
+        labels = label_tensor(model, args.label, n_inputs, meta.get("class_names"))
     elif not model.num_classes:
         labels = None  # the test split's labels mean nothing to an unconditional model
     if model.num_classes and labels is None:
@@ -578,7 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="run folder or checkpoint .json")
     s.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
     add_sampling_args(s, "samples")
-    s.add_argument("--prompt", help="text the samples start with")
+    s.add_argument(
+        "--prompt", help="what the samples start with: text, or integers for an array model"
+    )
     s.add_argument(
         "--length",
         type=int,

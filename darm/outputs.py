@@ -64,15 +64,23 @@ def write_samples(
     meta = record["data"]
     vocab = saved_vocab(meta)
     device = model.device
-    cond = label_tensor(model, label, n)
-    if cond is None and model.num_classes:  # one row of each class, cycling
+    cond = label_tensor(model, label, n, meta.get("class_names"))
+    cols = None
+    if cond is None and model.num_classes:  # every class in turn: a grid column per class
         cond = torch.arange(n) % model.num_classes
+        cols = model.num_classes if model.num_classes <= n else None
     cond = None if cond is None else cond.to(device)
     prefix = None
     if prompt:
-        if vocab is None:
-            raise DarmError("--prompt works for text models; this model has no vocabulary")
-        prefix = torch.tensor([vocab.encode(prompt)] * n)
+        if vocab is not None:
+            prefix = torch.tensor([vocab.encode(prompt)] * n)
+        elif meta.get("kind") == "array":  # integers, as `complete --input` reads them
+            try:
+                prefix = torch.tensor([[int(v) for v in prompt.split()]] * n)
+            except ValueError:
+                raise DarmError(f"--prompt of an array model is integers, got {prompt!r}") from None
+        else:
+            raise DarmError("--prompt is for text and integer arrays; complete an image instead")
     if length is not None:
         if length < 1:
             raise DarmError(f"--length must be >= 1, got {length}")
@@ -98,7 +106,7 @@ def write_samples(
         )
     except ValueError as e:
         raise DarmError(str(e)) from None
-    return save_samples(x, meta, model.vocab_size, stem)
+    return save_samples(x, meta, model.vocab_size, stem, cols)
 
 
 SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
@@ -140,7 +148,9 @@ def with_ext(stem: Path, ext: str) -> Path:
     return stem.with_name(stem.name + ext)
 
 
-def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
+def save_samples(
+    x: torch.Tensor, meta: dict, levels: int, stem: Path, cols: int | None = None
+) -> Path:
     """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
     with short silences) or stem.txt (text, integer arrays); returns the path."""
     from darm.checkpoint import atomic_write_text
@@ -150,7 +160,8 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     vocab = saved_vocab(meta)
     if meta.get("image_shape"):
         path = with_ext(stem, ".png")
-        save_image_grid(x.view(n, *meta["image_shape"]), levels, path)  # (n, D) -> (n, H, W, C)
+        images = x.view(n, *meta["image_shape"])  # (n, D) -> (n, H, W, C)
+        save_image_grid(images, levels, path, cols=cols)
     elif meta.get("kind") == "audio":
         from darm.data.audio import write_levels_wav
 
@@ -168,12 +179,21 @@ def save_samples(x: torch.Tensor, meta: dict, levels: int, stem: Path) -> Path:
     return path
 
 
-def label_tensor(model, label: int | None, n: int) -> torch.Tensor | None:
-    """--label as n labels (None when not given), checked against the model."""
+def label_tensor(
+    model, label: int | str | None, n: int, class_names: list[str] | None = None
+) -> torch.Tensor | None:
+    """--label as n labels (None when not given): a class number, or a class name where the
+    data had names (an image folder's sub-folders); checked against the model."""
     if label is None:
         return None
     if not model.num_classes:
         raise DarmError("--label given, but this model is unconditional (train with --conditional)")
+    if isinstance(label, str) and not label.lstrip("-").isdigit():
+        if label not in (class_names or []):
+            known = f"its classes: {', '.join(class_names)}" if class_names else "numbers only"
+            raise DarmError(f"--label {label!r} is not a class of this model ({known})")
+        label = class_names.index(label)
+    label = int(label)
     if not 0 <= label < model.num_classes:
         raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
     return torch.full((n,), label)

@@ -38,8 +38,10 @@ def image_grid(
     )
 
 
-def save_image_grid(images: torch.Tensor, levels: int, path: Path, scale: int = 4) -> None:
-    grid = image_grid(images, levels, scale)
+def save_image_grid(
+    images: torch.Tensor, levels: int, path: Path, scale: int = 4, cols: int | None = None
+) -> None:
+    grid = image_grid(images, levels, scale, cols=cols)
     atomic_write(Path(path), lambda tmp: grid.save(tmp, format="PNG"))
 
 

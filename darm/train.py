@@ -271,6 +271,7 @@ def data_meta(data: Dataset) -> dict[str, Any]:
         "eos": data.eos,
         "image_shape": data.image_shape,
         "num_classes": data.num_classes,
+        "class_names": data.class_names,
         "notes": data.notes,
     }
 

@@ -478,3 +478,18 @@ def test_eval_scores_another_file_whole_by_default(run, names_file, capsys):
         parts.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
     total = sum(p["nats_per_example"] * p["examples"] for p in parts)
     assert whole["nats_per_example"] * 8 == pytest.approx(total)
+
+
+def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 4, size=(30, 6)))
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "a.npy"), *TINY_MARKOV, "--steps", "2",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["sample", str(out), "-n", "3", "--prompt", "3 0 2", "--out", str(out / "p")]) == 0
+    rows = (out / "p.txt").read_text().splitlines()
+    assert len(rows) == 3 and all(r.startswith("3 0 2 ") for r in rows)
+    capsys.readouterr()
+    one_line_error(capsys, main(["sample", str(out), "--prompt", "a,b"]), 1, "is integers")

@@ -58,6 +58,7 @@ def test_folder_of_rgb_pngs_with_classes(tmp_path):
     _write_pngs(tmp_path / "imgs", 12, mode="RGB", classes=["cat", "dog", "eel"])
     data = load_data(str(tmp_path / "imgs"), levels=16)
     assert data.image_shape == (4, 5, 3) and data.seq_len == 60
+    assert data.class_names == ["cat", "dog", "eel"] and "(0=cat, 1=dog, 2=eel)" in data.summary()
     assert data.num_classes == 3
     # raster order, channels innermost: pixel (0, 1)'s green is x[:, (0 * 5 + 1) * 3 + 1]
     first = sorted((tmp_path / "imgs").rglob("*.png"))[0]
@@ -114,3 +115,9 @@ def test_cli_trains_pixelcnn_on_a_png_folder(tmp_path, capsys):
     assert "nats/image" in capsys.readouterr().out
     assert main(["sample", str(out), "-n", "2", "--label", "1", "--out", str(tmp_path / "s")]) == 0
     assert Image.open(tmp_path / "s.png").mode == "RGB"
+    # a class by its sub-folder's name draws what its number draws
+    assert main(["sample", str(out), "-n", "2", "--label", "b", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b.png").read_bytes() == (tmp_path / "s.png").read_bytes()
+    capsys.readouterr()
+    assert main(["sample", str(out), "--label", "c"]) == 1
+    assert "--label 'c' is not a class of this model (its classes: a, b)" in capsys.readouterr().err

@@ -106,7 +106,7 @@ def array_dataset(
     )
 
 
-def make_dataset(name, xs, ys, L, shape, source, notes) -> Dataset:
+def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None) -> Dataset:
     """Flatten (N, *shape) arrays into raster-order sequences (N, D)."""
     labelled = [s for s in SPLITS if ys[s] is not None]
     if labelled and len(labelled) < len(SPLITS):
@@ -138,5 +138,6 @@ def make_dataset(name, xs, ys, L, shape, source, notes) -> Dataset:
         source=source,
         image_shape=tuple(shape) if len(shape) >= 2 else None,
         num_classes=num_classes,
+        class_names=class_names,
         notes=notes,
     )

@@ -25,6 +25,7 @@ class Dataset:
     eos: int | None = None  # lines: index of the end symbol
     image_shape: tuple[int, ...] | None = None  # images: (H, W) of the raster order
     num_classes: int = 0  # labels y in [0, num_classes), 0 if unlabelled
+    class_names: list[str] | None = None  # the name of each label, where the data has them
     notes: str = ""  # provenance and split, for humans
     caveat: str = ""  # what the reader did that the user may not expect, shown in the summary
     info: dict[str, Any] = field(default_factory=dict)
@@ -35,6 +36,8 @@ class Dataset:
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         labels = f", {self.num_classes} classes" if self.num_classes else ""
+        if self.class_names and len(self.class_names) <= 12:
+            labels += f" ({', '.join(f'{i}={c}' for i, c in enumerate(self.class_names))})"
         caveat = f"; {self.caveat}" if self.caveat else ""
         return (
             f"{self.name}: {self.kind}, L={self.vocab_size}, D={self.seq_len}{labels} "

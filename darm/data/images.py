@@ -130,6 +130,7 @@ def image_folder_dataset(
         {"format": "images", "path": str(folder), "levels": levels, "seed": seed},
         f"{len(x)} {mode} images from {folder}{labels}, {levels} levels, seeded ({seed}) "
         f"split {1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}",
+        class_names=classes if y is not None else None,
     )
 
 
