@@ -589,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--length",
         type=int,
-        help="length of each sample, --prompt included (default: the model's D)",
+        help="length of each sample, --prompt included (default: the model's D; for audio, "
+        "one second where the model goes on past D: markov, rnn, wavenet)",
     )
     s.add_argument("--quiet", action="store_true", help="do not print text samples")
     s.set_defaults(func=cmd_sample)

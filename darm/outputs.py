@@ -28,6 +28,8 @@ def finish_run(
     print_nll(nll, "test", data.kind)
     plot_loss_curves({record["model"]: run_dir / "log.csv"}, run_dir / "loss.png")
     written = [run_dir / "loss.png", run_dir / "results.json"]
+    if data.kind == "audio":  # second-long clips (see write_samples): a few are enough
+        n_samples = min(n_samples, AUDIO_CLIPS)
     if n_samples:
         stem = run_dir / "samples"
         written.insert(0, write_samples(model, record, n_samples, stem, seed, progress=progress))
@@ -88,6 +90,8 @@ def write_samples(
             raise DarmError(
                 f"--length: an image model draws whole images of {model.num_dims} values"
             )
+    if length is None and meta.get("kind") == "audio" and model.max_dims is None:
+        length = meta["source"]["sample_rate"]  # a second to listen to, not a D-sample click
     D = length or model.num_dims
     gen = torch.Generator(device=device).manual_seed(seed)
     try:
@@ -110,6 +114,7 @@ def write_samples(
 
 
 SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
+AUDIO_CLIPS = 8  # clips written at the end of training an audio model
 
 
 def output_stem(out: str | None, default: Path) -> Path:

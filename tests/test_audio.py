@@ -89,7 +89,8 @@ def test_train_on_wav_writes_wav(tmp_path, capsys):
     assert "bits/sample" in printed and "nats/window" in printed
     with wave.open(str(out / "samples.wav"), "rb") as w:
         assert w.getframerate() == 8000 and w.getnchannels() == 1
-        assert w.getnframes() == 3 * (32 + 800)  # three clips, each then 0.1 s of silence
+        # three clips of one second (a wavenet goes on past D = 32), each then 0.1 s of silence
+        assert w.getnframes() == 3 * (8000 + 800)
     assert main(["eval", str(out)]) == 0
     assert "bits/sample" in capsys.readouterr().out
     assert main(["sample", str(out), "-n", "2", "--out", str(tmp_path / "s")]) == 0

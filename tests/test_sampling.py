@@ -50,6 +50,17 @@ def test_bad_filter_settings_are_refused(kw, message):
         filter_logits(torch.zeros(1, 4), **kw)
 
 
+def test_max_dims_says_how_far_sampling_goes(model_name):
+    model = tiny_model(model_name)
+    D = model.num_dims
+    if model.max_dims is None:  # unbounded: twice D is drawn
+        assert sample(model, 2, num_dims=2 * D).shape == (2, 2 * D)
+    else:
+        assert model.max_dims == D and sample(model, 2, num_dims=D).shape == (2, D)
+        with pytest.raises(ValueError):
+            sample(model, 2, num_dims=D + 1)
+
+
 @pytest.mark.parametrize("name", ["markov", "rnn", "wavenet"])
 def test_uncached_sampling_goes_past_d_like_the_cache(name):
     """A 1-D model without a fixed context samples longer than its D with or without the

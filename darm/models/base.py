@@ -71,6 +71,13 @@ class ARModel(nn.Module):
         return math.prod(self.event_shape)
 
     @property
+    def max_dims(self) -> int | None:
+        """The longest sequence `sample` can draw: None where the cache carries on past D (a
+        window, a recurrent state, conv queues); D by default (a gpt's learned positions, an
+        image's raster)."""
+        return self.num_dims
+
+    @property
     def num_classes(self) -> int:
         return getattr(self.config, "num_classes", 0)
 

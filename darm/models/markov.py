@@ -107,6 +107,10 @@ class Markov(ARModel):
             context = context.transpose(2, 3)  # (B, D, k, L+1)
         return self._logits(context, cond)
 
+    @property
+    def max_dims(self) -> None:
+        return None  # the window of k symbols slides on: no limit past D
+
     def init_cache(self, batch_size: int) -> MarkovWindow:
         return MarkovWindow(batch_size, self.config.k, self.start, self.device)
 

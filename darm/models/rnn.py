@@ -86,6 +86,10 @@ class RNN(ARModel):
         out, _ = self.rnn(self._embed(shift_right(x, self.start), cond))  # (B, D, n_hidden)
         return self.head(self.drop(out))
 
+    @property
+    def max_dims(self) -> None:
+        return None  # the hidden state carries on: no limit past D
+
     def init_cache(self, batch_size: int) -> RNNState:
         return RNNState(batch_size)
 

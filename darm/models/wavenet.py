@@ -145,6 +145,10 @@ class WaveNet(ARModel):
         cache.t = inputs.shape[1]
         return self._head(skip[:, :, -1:])[:, :, 0]  # (B, L)
 
+    @property
+    def max_dims(self) -> None:
+        return None  # the queues of the dilated convs roll on: no limit past D
+
     def init_cache(self, batch_size: int) -> WaveNetCache:
         p = self.wte.weight
         queues = [layer.conv.init_queue(batch_size, p.device, p.dtype) for layer in self.layers]
