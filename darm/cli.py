@@ -206,7 +206,12 @@ def cmd_complete(args) -> None:
         try:
             rows = [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in args.input]
         except ValueError as e:
-            raise DarmError(f"--input: {e}") from None
+            if vocab:  # a symbol outside the vocabulary
+                raise DarmError(f"--input: {e}") from None
+            raise DarmError(
+                f"--input of an array model is integers separated by spaces, e.g. '2 0 1'; "
+                f"got {' '.join(map(repr, args.input))}"
+            ) from None
         originals = None
     else:  # the first --count examples of the test split
         data = load_from_source(meta["source"], vocab, D)
@@ -299,7 +304,7 @@ def cmd_eval(args) -> None:
     else:
         vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
-    check_fits(data, model, path)
+    check_fits(data, model, path, meta)
     # another file is scored whole by default: its own split would leave 90% of it out
     split = args.split or ("all" if args.data else "test")
     parts = [evaluate(model, data[s], args.batch_size, progress=True)

@@ -175,7 +175,7 @@ def init_from(args, device):
     else:
         vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
-    check_fits(data, model, path)
+    check_fits(data, model, path, meta)
     return model.to(device), model_name, data, path, record["step"]
 
 
@@ -195,9 +195,15 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
     return load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D)
 
 
-def check_fits(data, model, path) -> None:
+def check_fits(data, model, path, meta: dict | None = None) -> None:
     """The data must have the checkpoint's L symbols and D dimensions, and labels of its
     classes if the model is conditional."""
+    theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
+    if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
+        size = "x".join(map(str, data.image_shape))
+        raise DarmError(
+            f"{data.name} holds {size} images; {path} was trained on {'x'.join(map(str, theirs))}"
+        )
     if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(
             f"{data.name} has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "

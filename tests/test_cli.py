@@ -230,10 +230,15 @@ def test_check_fits_takes_data_with_fewer_classes():
     from darm.run import check_fits
 
     model = NS(vocab_size=5, num_dims=7, num_classes=10)
-    check_fits(NS(vocab_size=5, seq_len=7, num_classes=9), model, "m")  # labels 0..8 only
-    for classes in (0, 11):
+    check_fits(NS(vocab_size=5, seq_len=7, num_classes=9, image_shape=None), model, "m")
+    for classes in (0, 11):  # labels 0..8 only fit; none, or a class past 9, do not
         with pytest.raises(DarmError, match="conditional on 10 classes"):
-            check_fits(NS(vocab_size=5, seq_len=7, num_classes=classes), model, "m")
+            data = NS(vocab_size=5, seq_len=7, num_classes=classes, image_shape=None)
+            check_fits(data, model, "m")
+    # images of another size are named as sizes, not as L and D
+    images = NS(name="pngs", vocab_size=5, seq_len=12, num_classes=10, image_shape=(3, 4))
+    with pytest.raises(DarmError, match="pngs holds 3x4 images; m was trained on 7x1"):
+        check_fits(images, model, "m", {"image_shape": [7, 1]})
 
 
 def test_train_refuses_to_overwrite(run, names_file, capsys):
@@ -493,3 +498,5 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     assert len(rows) == 3 and all(r.startswith("3 0 2 ") for r in rows)
     capsys.readouterr()
     one_line_error(capsys, main(["sample", str(out), "--prompt", "a,b"]), 1, "is integers")
+    code = main(["complete", str(out), "--input", "2,2"])
+    one_line_error(capsys, code, 1, "integers separated by spaces, e.g. '2 0 1'; got '2,2'")
