@@ -51,3 +51,12 @@ def plan_steps(model, data: Dataset, cfg, budget: float) -> int:
     """Steps that fit the budget, keeping about 10% of it for the validation passes."""
     window = min(max(0.03 * budget, 1.0), 10.0)
     return max(20, int(0.9 * budget / seconds_per_step(model, data, cfg, window)))
+
+
+def validation_passes(data: Dataset, examples: int = 0) -> int:
+    """10 points on the loss curves, fewer (down to 2) when one pass over the validation
+    split is long (binarized MNIST: 10,000 x 784 dimensions) and would eat the budget.
+    examples: the first this many are scored (train's valid_examples; 0: all)."""
+    valid = data["valid"]
+    dims = valid.num_dims() * (min(examples, len(valid)) / len(valid) if examples else 1)
+    return int(min(10, max(2, 10 * 1e6 / dims)))

@@ -28,7 +28,8 @@ from darm.outputs import (
 from darm.run import DATA_FIELDS, check_counts, check_fits, model_overrides, read_like, train_run
 
 EPILOG = """examples:
-  darm train                                  # gpt on the bundled 8x8 digits
+  darm train                                  # gpt on the bundled 8x8 digits, 2000 steps
+  darm train --budget 3m                      # the same, its schedule planned to fit 3 minutes
   darm train --data names --model gru --steps 3000
   darm train --data shakespeare --model gpt --set n_layer=4 --set n_embd=128
   darm train --data digits --model wavenet --steps 400 --set dropout=0.3

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from darm.budget import plan_steps, synchronize
+from darm.budget import plan_steps, synchronize, validation_passes
 from darm.checkpoint import atomic_write, atomic_write_text
 from darm.data import Dataset
 from darm.errors import DarmError, first_line
@@ -133,12 +133,6 @@ class CompareOptions:
     batch_size: int | None = None
     progress: bool = True
     command: str = ""
-
-
-def validation_passes(data: Dataset) -> int:
-    """10 points on the loss curves, fewer (down to 2) when one pass over the validation
-    split is long (binarized MNIST: 10,000 x 784 dimensions) and would eat the budget."""
-    return int(min(10, max(2, 10 * 1e6 / data["valid"].num_dims())))
 
 
 def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> FamilyResult:

@@ -144,14 +144,17 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     its default warmup) so the cosine schedule ends within the budget rather than being cut
     off halfway. Ranks share one plan: they must agree on the step count."""
     from darm import distributed
-    from darm.budget import plan_steps
+    from darm.budget import plan_steps, validation_passes
     from darm.config import build_config
     from darm.train import TrainConfig, check_config
 
     steps = plan_steps(model, data, cfg, budget)  # each rank times its share of the batch
     steps = int(distributed.all_reduce_sum([steps], model.device)[0]) // world_size
     steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
-    cfg = build_config(TrainConfig, {**overrides, "steps": steps}, "training option")
+    planned = {"steps": steps}
+    if "eval_every" not in overrides:  # points on the curve, as many as the budget affords
+        planned["eval_every"] = max(steps // validation_passes(data, cfg.valid_examples), 1)
+    cfg = build_config(TrainConfig, {**overrides, **planned}, "training option")
     check_config(cfg, world_size)
     return cfg
 
