@@ -375,9 +375,11 @@ def cmd_deps(args) -> None:
     out = png_path(args.out, path.parent / "deps.png")
     plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
     lower = bool((J.triu() == 0).all())
+    padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""
     print(
-        f"{record['model']}: D={J.shape[0]}, the conditionals reach back at most {max_lag(J)} "
-        f"positions; strictly lower triangular: {'yes' if lower else 'NO'}"
+        f"{record['model']}: D={J.shape[0]}; on these {args.split} examples the conditionals "
+        f"reach back at most {max_lag(J)} positions{padded}; strictly lower triangular: "
+        f"{'yes' if lower else 'NO'}"
     )
     print(f"wrote {out}")
 
