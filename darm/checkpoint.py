@@ -33,7 +33,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from darm.errors import DarmError
-from darm.models import ARModel, create_model
+from darm.models import ARModel, create_model, get_entry
 
 FORMAT_VERSION = 2  # 2 adds sha256.record; format 1 (no record hash) is still read
 STAGED = ".staged"  # suffix of tensor files written but not yet renamed into place
@@ -281,6 +281,10 @@ def load_checkpoint(
     if not isinstance(config, dict):
         raise DarmError(f"{path}: config must be a JSON object")
     try:
+        # a config saved before a rule was added may break it harmlessly: the family says how
+        # to read it (e.g. markov: dropout on a table, which never acted)
+        upgrade = getattr(get_entry(record["model"]).config_cls, "from_saved", None)
+        config = upgrade(config) if upgrade else config
         model = create_model(record["model"], **{**config, **(overrides or {})})
     except (TypeError, ValueError) as e:
         raise DarmError(f"{path}: invalid model config: {e}") from None

@@ -294,7 +294,7 @@ def cmd_complete(args) -> None:
 
 def cmd_eval(args) -> None:
     from darm.checkpoint import load_checkpoint
-    from darm.data import SPLITS, load_from_source
+    from darm.data import SPLITS, load_from_source, same_data
     from darm.metrics import NLL, evaluate
 
     check_counts(args, batch_size=1)
@@ -306,8 +306,10 @@ def cmd_eval(args) -> None:
         vocab = saved_vocab(meta)
         data = load_from_source(meta["source"], vocab, model.num_dims)
     check_fits(data, model, path, meta)
-    # another file is scored whole by default: its own split would leave 90% of it out
-    split = args.split or ("all" if args.data else "test")
+    # another file is scored whole by default (its own split would leave 90% of it out); the
+    # run's own data, named again, keeps its test split
+    other = args.data and not same_data(args.data, meta["source"])
+    split = args.split or ("all" if other else "test")
     parts = [evaluate(model, data[s], args.batch_size, progress=True)
              for s in (SPLITS if split == "all" else [split])]  # fmt: skip
     nll = NLL(*(sum(getattr(p, f) for p in parts) for f in ("nats", "examples", "dims")))
@@ -353,7 +355,8 @@ def cmd_plot(args) -> None:
     # picture in the folder that holds them all
     folders = [Path(p).parent for p in curves.values()]
     if len(folders) > 1:
-        folders = [Path(os.path.commonpath([f.resolve() for f in folders]))]
+        common = Path(os.path.commonpath([f.resolve() for f in folders]))
+        folders = [Path(".") if common == Path(common.anchor) else common]
     out = png_path(args.out, folders[0] / "loss.png")
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
     print(f"wrote {out}")
@@ -658,7 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--x", choices=("step", "time"), default="step", help="horizontal axis (default step)"
     )
-    pl.add_argument("--out", help="output PNG (default RUN/loss.png for one run, else loss.png)")
+    pl.add_argument(
+        "--out",
+        help="output PNG or folder (default RUN/loss.png for one run; for several, loss.png in "
+        "the folder that holds them, or here when they share none)",
+    )
     pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser(
@@ -706,6 +713,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def out_of_memory(command: str, e: BaseException) -> int:
+    print(f"darm {command}: error: out of memory (try a smaller model or --batch-size): "
+          f"{first_line(e)}", file=sys.stderr)  # fmt: skip
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -732,10 +745,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}", file=sys.stderr)
         return 1
-    except MemoryError:
-        print(f"darm {args.command}: error: out of memory (try a smaller model or batch)",
-              file=sys.stderr)  # fmt: skip
-        return 1
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        return out_of_memory(args.command, e)
+    except RuntimeError as e:  # the CPU allocator's failure is a plain RuntimeError
+        if "DefaultCPUAllocator" not in str(e):
+            raise
+        return out_of_memory(args.command, e)
     return 0
 
 

@@ -96,6 +96,15 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
+    """The largest of a few numbers over all ranks (the slowest rank's time, say)."""
+    if current().world_size == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def barrier() -> None:
     if current().world_size > 1:
         dist.barrier()

@@ -129,21 +129,29 @@ def output_stem(out: str | None, default: Path) -> Path:
         stem = Path(out) / default.name
     else:
         stem = Path(out)
-        stem = stem.with_suffix("") if stem.suffix in SAMPLE_SUFFIXES else stem
+        stem = stem.with_suffix("") if stem.suffix.lower() in SAMPLE_SUFFIXES else stem
     check_writable(stem.parent)
     return stem
 
 
+OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
+
+
 def png_path(out: str | None, default: Path) -> Path:
-    """A picture's path: --out (.png, or no suffix and one is added) or `default`; checked
-    writable first. Another suffix is refused: the file would hold PNG bytes whatever its name."""
+    """A picture's path: --out (with .png added unless it ends so), a folder's `default.name`
+    inside it, or `default`; checked writable first. Another picture format is refused: the
+    file would hold PNG bytes whatever its name."""
     from darm.checkpoint import check_writable
 
-    path = Path(out) if out is not None else default
-    if path.suffix.lower() != ".png":
-        if path.suffix:
+    if out is None:
+        path = default
+    elif out.endswith(("/", os.sep)) or Path(out).is_dir():
+        path = Path(out) / default.name
+    else:
+        path = Path(out)
+        if path.suffix.lower() in OTHER_PICTURES:
             raise DarmError(f"--out {out}: pictures are written as PNG; name it {path.stem}.png")
-        path = with_ext(path, ".png")
+        path = path if path.suffix.lower() == ".png" else with_ext(path, ".png")
     check_writable(path.parent)
     return path
 
@@ -193,12 +201,14 @@ def label_tensor(
         return None
     if not model.num_classes:
         raise DarmError("--label given, but this model is unconditional (train with --conditional)")
-    if isinstance(label, str) and not label.lstrip("-").isdigit():
-        if label not in (class_names or []):
+    if isinstance(label, str):  # a class's name first: folders may be named "1", "10", "2"
+        if label in (class_names or []):
+            label = class_names.index(label)
+        elif label.lstrip("-").isdigit():
+            label = int(label)
+        else:
             known = f"its classes: {', '.join(class_names)}" if class_names else "numbers only"
             raise DarmError(f"--label {label!r} is not a class of this model ({known})")
-        label = class_names.index(label)
-    label = int(label)
     if not 0 <= label < model.num_classes:
         raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
     return torch.full((n,), label)

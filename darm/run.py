@@ -148,8 +148,10 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     from darm.config import build_config
     from darm.train import TrainConfig, check_config
 
-    steps = plan_steps(model, data, cfg, budget)  # each rank times its share of the batch
-    steps = int(distributed.all_reduce_sum([steps], model.device)[0]) // world_size
+    # each rank times its share of the batch; a step goes at the slowest rank's pace (the
+    # probe cannot time DDP's gradient all-reduce: the stop at the budget still holds)
+    steps = plan_steps(model, data, cfg, budget)
+    steps = -int(distributed.all_reduce_max([-steps], model.device)[0])
     steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
     planned = {"steps": steps}
     if "eval_every" not in overrides:  # points on the curve, as many as the budget affords

@@ -335,7 +335,7 @@ def train(
         # load_state_dict brings back the saved hyperparameters too; a resume that changes
         # them (--weight-decay, --beta1, --beta2) must train with the new ones it records
         for group, fresh in zip(optimizer.param_groups, make_optimizer(model, cfg).param_groups):
-            group.update(weight_decay=fresh["weight_decay"], betas=fresh["betas"])
+            group.update({k: fresh[k] for k in ("weight_decay", "betas", "fused", "foreach")})
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
         before = record.get("elapsed_s", 0.0)
         running = record.get("train_nats_per_dim")  # the log's smoothed training loss

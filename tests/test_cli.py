@@ -82,9 +82,13 @@ def test_outputs_refuse_unwritable_places_before_any_work(run, tmp_path, capsys)
     one_line_error(capsys, main(["plot", str(run), "--out", str(tmp_path / "a.jpg")]), 1,
                    "pictures are written as PNG")  # fmt: skip
     assert blocker.read_text() == "keep me"
-    # a missing folder is made; --out without a suffix gets .png
+    # a missing folder is made; --out without a suffix gets .png, and so does another suffix
     assert main(["plot", str(run), "--out", str(tmp_path / "new" / "curves")]) == 0
     assert (tmp_path / "new" / "curves.png").is_file()
+    assert main(["plot", str(run), "--out", str(tmp_path / "new" / "loss.v2")]) == 0
+    assert (tmp_path / "new" / "loss.v2.png").is_file()
+    assert main(["plot", str(run), "--out", str(tmp_path / "new")]) == 0  # a folder: inside it
+    assert (tmp_path / "new" / "loss.png").is_file()
 
 
 def test_sample_out_adds_its_suffix_to_the_name_given(run, tmp_path, capsys):
@@ -436,7 +440,7 @@ def test_a_budget_plans_a_conditional_run(tmp_path, capsys):
     # the real timing probe, through the labels of a class-conditional model
     out = tmp_path / "cond"
     argv = ["train", "--data", "digits", *TINY_MARKOV, "--conditional", "--budget", "2s",
-            "--quiet", "--samples", "0", "--out", str(out)]  # fmt: skip
+            "--grad-accum", "2", "--quiet", "--samples", "0", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     said = capsys.readouterr().out
     record = json.loads((out / "last.json").read_text())
@@ -474,16 +478,21 @@ def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
     assert "--levels" not in err
 
 
-def test_eval_scores_another_file_whole_by_default(run, names_file, capsys):
-    assert main(["eval", str(run), "--data", str(names_file), "--json"]) == 0
+def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text(names_file.read_text())
+    assert main(["eval", str(run), "--data", str(other), "--json"]) == 0
     whole = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert whole["split"] == "all" and whole["examples"] == 8  # the 8 distinct names
     parts = []
     for split in ("train", "valid", "test"):
-        assert main(["eval", str(run), "--data", str(names_file), "--split", split, "--json"]) == 0
+        assert main(["eval", str(run), "--data", str(other), "--split", split, "--json"]) == 0
         parts.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
     total = sum(p["nats_per_example"] * p["examples"] for p in parts)
     assert whole["nats_per_example"] * 8 == pytest.approx(total)
+    # the run's own data named again keeps its test split (train would flatter the NLL)
+    assert main(["eval", str(run), "--data", str(names_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["split"] == "test"
 
 
 def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
@@ -501,3 +510,35 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     one_line_error(capsys, main(["sample", str(out), "--prompt", "a,b"]), 1, "is integers")
     code = main(["complete", str(out), "--input", "2,2"])
     one_line_error(capsys, code, 1, "integers separated by spaces, e.g. '2 0 1'; got '2,2'")
+
+
+def test_a_table_saved_with_dropout_before_it_was_refused_still_loads(tmp_path, capsys):
+    out = tmp_path / "bigram"
+    argv = ["train", "--data", "digits", "--model", "bigram", "--steps", "2", "--out", str(out),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((out / "best.json").read_text())
+    record["config"]["dropout"] = 0.3  # as an older darm saved it: accepted, never acting
+    record["sha256"]["record"] = record_sha256(record)
+    (out / "best.json").write_text(json.dumps(record))
+    assert main(["eval", str(out)]) == 0
+
+
+def test_out_of_memory_is_one_line(run, capsys, monkeypatch):
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: cannot")
+
+    monkeypatch.setattr("darm.outputs.save_samples", allocate)
+    one_line_error(capsys, main(["sample", str(run), "-n", "1"]), 1, "out of memory")
+
+
+def test_labels_by_name_before_number():
+    from types import SimpleNamespace as NS
+
+    from darm.outputs import label_tensor
+
+    model = NS(num_classes=3)
+    names = ["1", "10", "2"]  # sub-folders named by numbers, sorted as text
+    assert label_tensor(model, "10", 2, names).tolist() == [1, 1]
+    assert label_tensor(model, "2", 1, names).tolist() == [2]
+    assert label_tensor(model, "0", 1, names).tolist() == [0]  # no class "0": a number

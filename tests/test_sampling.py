@@ -91,7 +91,11 @@ def test_seed_reproduces_and_stop_token_pads():
             assert all(v == 0 for v in row[row.index(0) :])
     with torch.no_grad():  # every row stops at once: the loop ends, the rest is padding
         model.head.bias[0] += 50.0
+    steps = []
+    step = model.step
+    model.step = lambda *a: steps.append(1) or step(*a)  # counts the cached steps taken
     assert torch.equal(draw(), torch.zeros(16, model.num_dims, dtype=torch.long))
+    assert not steps  # the first draw (from prefill) stopped every row: no step was taken
 
 
 def test_evaluate_is_the_sum_of_log_prob():

@@ -46,6 +46,14 @@ class MarkovConfig:
                 "dropout needs the MLP form (n_hidden > 0); the log-linear table has none"
             )
 
+    @staticmethod
+    def from_saved(config: dict) -> dict:
+        """A checkpoint's config: runs from before dropout was refused on the table saved it,
+        though it never acted there; read as 0 so they still load."""
+        if config.get("n_hidden", 256) == 0 and config.get("dropout", 0) > 0:
+            return {**config, "dropout": 0.0}
+        return config
+
 
 class MarkovWindow:
     """Cache: the last k inputs. window: (B, k) long, oldest first."""
