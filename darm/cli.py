@@ -85,8 +85,10 @@ def parse_duration(text: str) -> float:
     except ValueError:
         msg = f"expected a duration like 90s, 5m or 1h, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"duration must be >= 0, got {text!r}")
+    if not seconds > 0:  # nan and inf too: a budget is a finite time
+        raise argparse.ArgumentTypeError(f"duration must be > 0, got {text!r}")
+    if seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"duration must be finite, got {text!r}")
     return seconds
 
 
@@ -398,8 +400,6 @@ def cmd_compare(args) -> None:
         raise DarmError("compare runs in one process; use torchrun with `darm train`")
     if args.budget is None and args.steps is None:
         args.budget = 300.0
-    if args.budget is not None and args.budget <= 0:
-        raise DarmError(f"--budget must be > 0, got {args.budget:g}s")
     check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1, data_seed=0)
     device = device_of(args)
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)

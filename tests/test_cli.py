@@ -452,7 +452,7 @@ def test_a_budget_stop_says_so_and_resume_may_shorten_the_run(names_file, tmp_pa
     out = tmp_path / "b"
     base = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
             "--samples", "0", "--out", str(out)]  # fmt: skip
-    assert main([*base, "--steps", "300", "--budget", "0s"]) == 0
+    assert main([*base, "--steps", "300", "--budget", "0.001s"]) == 0
     said = capsys.readouterr().out
     assert "--budget stopped the run at step 1 of 300; --resume continues" in said
     # the 300-step run's default warmup (100) follows a shorter --steps, as in a fresh run

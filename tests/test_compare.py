@@ -175,7 +175,6 @@ def test_budget_plans_steps_and_audio(tmp_path):
         (["--models", "markov", "--set", "markov.k=two"], "k must be an integer"),
         (["--models", ","], "--models names no model"),
         (["--models", "bigram,bigram"], "names bigram more than once"),
-        (["--models", "bigram", "--budget", "0"], "--budget must be > 0"),
         (["--data", "names", "--models", "pixelcnn"], "no model in --models can run on names"),
         (["--models", "bigram", "--set", "bigram.seq_len=3"], "seq_len is not settable"),
     ],
@@ -184,6 +183,14 @@ def test_bad_compare_input(tmp_path, capsys, extra, needle):
     code = main(["compare", "--steps", "1", "--out", str(tmp_path / "x"), "--quiet", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.parametrize("command", ["compare", "train"])
+@pytest.mark.parametrize("budget", ["0", "-5m", "nan", "inf"])
+def test_a_budget_is_a_positive_finite_time(command, budget, capsys):
+    assert main([command, f"--budget={budget}"]) == 2  # an argparse usage error, one line
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --budget: duration must be" in err and budget in err, err
 
 
 def test_out_that_is_a_file(tmp_path, capsys):
