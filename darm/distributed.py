@@ -86,23 +86,23 @@ def rank_device(device: torch.device, ctx: Context) -> torch.device:
     return device
 
 
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum a few numbers over all ranks (float64, so sums of nats lose nothing)."""
+def _all_reduce(values: list[float], device: torch.device, op) -> list[float]:
     if current().world_size == 1:
         return list(values)
     # nccl reduces CUDA tensors only; gloo reduces CPU tensors
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over all ranks (float64, so sums of nats lose nothing)."""
+    return _all_reduce(values, device, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
     """The largest of a few numbers over all ranks (the slowest rank's time, say)."""
-    if current().world_size == 1:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+    return _all_reduce(values, device, dist.ReduceOp.MAX)
 
 
 def barrier() -> None:
