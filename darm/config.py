@@ -23,8 +23,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner[0])
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
+        if isinstance(value, str):  # 1,2,4 or (1, 2, 4) as `darm models -v` prints it, or 1 2 4
+            value = value.strip().strip("()[]").replace(",", " ").split()
         if not isinstance(value, (list, tuple)):
             raise DarmError(f"{name} must be a comma-separated list, got {value!r}")
         return tuple(_coerce(name, v, args[0]) for v in value)

@@ -542,3 +542,12 @@ def test_labels_by_name_before_number():
     assert label_tensor(model, "10", 2, names).tolist() == [1, 1]
     assert label_tensor(model, "2", 1, names).tolist() == [2]
     assert label_tensor(model, "0", 1, names).tolist() == [0]  # no class "0": a number
+
+
+@pytest.mark.parametrize("text", ["1,2,4", "(1, 2, 4)", "1 2 4", "[1,2,4]"])
+def test_a_tuple_field_reads_as_models_v_prints_it(text):
+    from darm.config import build_config
+    from darm.models import get_entry
+
+    config = build_config(get_entry("wavenet").config_cls, {"dilation_cycle": text})
+    assert config.dilation_cycle == (1, 2, 4)  # "1 2 4" once read as the single number 124
