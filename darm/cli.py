@@ -141,8 +141,13 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument(
         "--label",
-        help="class of a conditional model: its number, or its name where the data named its "
-        "classes (an image folder's sub-folders); without it, samples cycle through the classes",
+        help="class of a conditional model: its name where the data named its classes (an "
+        "image folder's sub-folders), else its number; without it, "
+        + (
+            "samples cycle through the classes"
+            if out_stem == "samples"
+            else "test examples keep their own labels (--input needs it)"
+        ),
     )
     p.add_argument("--out", help=f"output file stem (default: RUN/{out_stem})")
     add_device_arg(p)

@@ -197,7 +197,26 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
     D, L = model.num_dims, model.vocab_size
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
-    return load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D)
+    data = load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D)
+    return relabel_by_name(data, meta.get("class_names"))
+
+
+def relabel_by_name(data, names: list[str] | None):
+    """Labels of other data in the checkpoint's numbering: a folder holding only some of the
+    classes numbers them 0, 1, ... among themselves, so `10/` and `2/` are matched by name."""
+    if not names or not data.class_names:
+        return data
+    unknown = [c for c in data.class_names if c not in names]
+    if unknown:
+        raise DarmError(
+            f"{data.name} has classes the model was not trained on: {', '.join(unknown)} "
+            f"(its classes: {', '.join(names)})"
+        )
+    index = torch.tensor([names.index(c) for c in data.class_names])  # data's -> model's
+    for split in data.splits.values():
+        split.y = index[split.y]
+    data.class_names, data.num_classes = list(names), len(names)
+    return data
 
 
 def check_fits(data, model, path, meta: dict | None = None) -> None:

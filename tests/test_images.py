@@ -121,3 +121,30 @@ def test_cli_trains_pixelcnn_on_a_png_folder(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(out), "--label", "c"]) == 1
     assert "--label 'c' is not a class of this model (its classes: a, b)" in capsys.readouterr().err
+
+
+def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
+    import json
+    import shutil
+
+    from darm import load_checkpoint, log_prob
+
+    _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "imgs"), "--levels", "2", "--model", "markov",
+            "--set", "n_hidden=8", "--conditional", "--steps", "2", "--out", str(out),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    shutil.copytree(tmp_path / "imgs" / "2", tmp_path / "sub" / "2")  # one class of three
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "sub"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    model, _, _ = load_checkpoint(out)
+    x = load_data(str(tmp_path / "sub"), levels=2)
+    images = torch.cat([x[s].x for s in ("train", "valid", "test")])
+    label = torch.full((len(images),), 2)  # "2" is class 2 of ["1", "10", "2"], not class 0
+    want = -log_prob(model, images, label).sum().item() / len(images)
+    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)
+    (tmp_path / "sub" / "2").rename(tmp_path / "sub" / "7")
+    assert main(["eval", str(out), "--data", str(tmp_path / "sub")]) == 1
+    assert "classes the model was not trained on: 7" in capsys.readouterr().err
