@@ -21,29 +21,46 @@ def synchronize(device: torch.device) -> None:
 def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
     """Time training steps (this rank's share of the batch, cfg's micro-batches and dtype) on
     a throwaway copy of the model for about `window` seconds. A window rather than a few
-    steps: on a shared machine single steps vary several-fold. Eager even when cfg.compile is
-    set (compiling the copy would cost as much again), so a compiled run ends a little early."""
+    steps: on a shared machine single steps vary several-fold. Under torchrun the copy trains
+    through DDP, so the gradient all-reduce and the slowest rank are in the time. Eager even
+    when cfg.compile is set (compiling the copy would cost as much again)."""
     from darm import distributed
-    from darm.train import accumulate_gradients, make_optimizer, micro_batches
+    from darm.train import (
+        accumulate_gradients,
+        has_unused_parameters,
+        make_optimizer,
+        micro_batches,
+    )
 
     ctx = distributed.current()
+    conditional = model.num_classes > 0
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg)
     split, device = data["train"], model.device
+    net = ddp = None
+    if ctx.world_size > 1:
+        unused = has_unused_parameters(probe, split.batch(0, 1, cfg.seed), conditional)
+        ids = [device.index] if device.type == "cuda" else None
+        net = ddp = torch.nn.parallel.DistributedDataParallel(
+            probe, device_ids=ids, find_unused_parameters=unused
+        )
     step, t0 = 0, None
     while True:
         batch = split.batch(step, cfg.batch_size, cfg.seed)
         n_dims = batch[0].numel() if batch[2] is None else int(batch[2].sum())
         micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
         optimizer.zero_grad(set_to_none=True)
-        accumulate_gradients(probe, micro, cfg, n_dims, conditional=probe.num_classes > 0)
+        accumulate_gradients(net or probe, micro, cfg, n_dims, ddp, conditional)
         torch.nn.utils.clip_grad_norm_(probe.parameters(), cfg.grad_clip or math.inf)
         optimizer.step()
         synchronize(device)  # a GPU runs ahead of the clock otherwise
         step += 1
         if t0 is None:  # the first step warms up (allocations, kernels): not timed
             t0 = time.perf_counter()
-        elif step >= 4 and time.perf_counter() - t0 >= window:
+            continue
+        done = step >= 4 and time.perf_counter() - t0 >= window
+        # every rank must stop after the same step, or DDP's next all-reduce waits forever
+        if distributed.all_reduce_max([float(done)], device)[0] > 0:
             return (time.perf_counter() - t0) / (step - 1)
 
 

@@ -154,7 +154,7 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     train_overrides.update(
         steps=steps,
         warmup=min(100, max(steps // 10, 1)),
-        eval_every=max(steps // validation_passes(data), 1),
+        eval_every=math.ceil(steps / validation_passes(data)),  # the last pass: the last step
     )
     cfg = build_config(TrainConfig, train_overrides, "training option")
     result = FamilyResult(

@@ -155,7 +155,8 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
     planned = {"steps": steps}
     if "eval_every" not in overrides:  # points on the curve, as many as the budget affords
-        planned["eval_every"] = max(steps // validation_passes(data, cfg.valid_examples), 1)
+        # rounded up, so the last of them falls on the last step, not a few steps before it
+        planned["eval_every"] = math.ceil(steps / validation_passes(data, cfg.valid_examples))
     cfg = build_config(TrainConfig, {**overrides, **planned}, "training option")
     check_config(cfg, world_size)
     return cfg

@@ -433,7 +433,7 @@ def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys,
     record = json.loads((out / "last.json").read_text())
     assert record["step"] == 52 and record["train"]["steps"] == 52
     assert record["train"]["warmup"] == 52 // 8  # the default warmup of a 52-step run
-    assert record["train"]["eval_every"] == 5  # ten points on the validation curve
+    assert record["train"]["eval_every"] == 6  # about ten passes: ceil(52 / 10)
 
 
 def test_a_budget_plans_a_conditional_run(tmp_path, capsys):
