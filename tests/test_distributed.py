@@ -2,6 +2,7 @@
 batch; only rank 0 writes; gradient accumulation changes memory, not the result."""
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -175,3 +176,21 @@ def test_torchrun_cli_two_ranks(tmp_path):
     for name in ("results.json", "samples.txt", "loss.png", "best.json", "last.json"):
         assert (tmp_path / "two" / name).exists(), name
     assert not list((tmp_path / "two").glob("*.staged")) and not list((tmp_path / "two").glob(".*"))
+
+
+def test_torchrun_budget_plans_one_step_count_for_both_ranks(tmp_path):
+    """--budget without --steps under torchrun: the ranks time the probe through DDP and stop
+    it together (a rank that stopped alone would leave the other waiting in an all-reduce)."""
+    path = write_names(tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={free_port()}", "--master_addr=127.0.0.1", "-m", "darm", "train",
+           "--data", str(path), "--model", "markov", "--set", "n_hidden=8", "--set", "n_embd=4",
+           "--batch-size", "8", "--budget", "4s", "--quiet", "--samples", "0", "--threads", "1",
+           "--out", str(tmp_path / "r")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "r" / "last.json").read_text())
+    planned = record["train"]["steps"]
+    assert done.stdout.count(f"--budget 4s: planned {planned} steps") == 1  # rank 0 alone
+    assert 0 < record["step"] <= planned
