@@ -35,6 +35,13 @@ def test_train_writes_everything(run):
     results = json.loads((run / "results.json").read_text())
     assert results["split"] == "test" and results["nats_per_dim"] > 0
     assert len((run / "samples.txt").read_text().splitlines()) == 5
+    # every file with the permissions of the umask, weights too (safetensors made them 0600)
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
 def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
