@@ -81,6 +81,10 @@ def test_folder_errors(tmp_path):
     (tmp_path / "mixed" / "z.png").write_bytes(b"not a png")
     with pytest.raises(DarmError, match="cannot read image"):
         load_data(str(tmp_path / "mixed"))
+    _write_pngs(tmp_path / "both", 4, classes=["a"])
+    _write_pngs(tmp_path / "both", 3)  # and some at the top
+    with pytest.raises(DarmError, match="images at its top and in sub-folders"):
+        load_data(str(tmp_path / "both"))
     (tmp_path / "my.txt").write_text("hello\n")
     with pytest.raises(DarmError, match="reads a folder of images or an .npy/.npz"):
         load_data(str(tmp_path / "my.txt"), format="images")

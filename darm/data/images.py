@@ -113,6 +113,11 @@ def image_folder_dataset(
             )
     x = quantise(np.stack(images), levels)  # (N, H, W) or (N, H, W, 3)
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
+    if "." in classes and len(classes) > 1:  # which class would the top-level images be?
+        raise DarmError(
+            f"{folder} has images at its top and in sub-folders: put them all in sub-folders "
+            f"(one per class) or none"
+        )
     y = None
     if len(classes) > 1 or classes[0] != ".":
         index = {c: i for i, c in enumerate(classes)}
