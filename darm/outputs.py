@@ -138,22 +138,11 @@ OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".s
 
 
 def png_path(out: str | None, default: Path) -> Path:
-    """A picture's path: --out (with .png added unless it ends so), a folder's `default.name`
-    inside it, or `default`; checked writable first. Another picture format is refused: the
-    file would hold PNG bytes whatever its name."""
-    from darm.checkpoint import check_writable
-
-    if out is None:
-        path = default
-    elif out.endswith(("/", os.sep)) or Path(out).is_dir():
-        path = Path(out) / default.name
-    else:
-        path = Path(out)
-        if path.suffix.lower() in OTHER_PICTURES:
-            raise DarmError(f"--out {out}: pictures are written as PNG; name it {path.stem}.png")
-        path = path if path.suffix.lower() == ".png" else with_ext(path, ".png")
-    check_writable(path.parent)
-    return path
+    """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png.
+    Another picture format is refused: the file would hold PNG bytes whatever its name."""
+    if out is not None and Path(out).suffix.lower() in OTHER_PICTURES:
+        raise DarmError(f"--out {out}: pictures are written as PNG; name it {Path(out).stem}.png")
+    return with_ext(output_stem(out, default.with_suffix("")), ".png")
 
 
 def with_ext(stem: Path, ext: str) -> Path:
