@@ -114,6 +114,7 @@ def write_samples(
 
 
 SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
+OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
 AUDIO_CLIPS = 8  # clips written at the end of training an audio model
 
 
@@ -129,19 +130,15 @@ def output_stem(out: str | None, default: Path) -> Path:
         stem = Path(out) / default.name
     else:
         stem = Path(out)
+        if stem.suffix.lower() in OTHER_PICTURES:  # the file would hold PNG bytes
+            raise DarmError(f"--out {out}: pictures are written as PNG; name it {stem.stem}.png")
         stem = stem.with_suffix("") if stem.suffix.lower() in SAMPLE_SUFFIXES else stem
     check_writable(stem.parent)
     return stem
 
 
-OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
-
-
 def png_path(out: str | None, default: Path) -> Path:
-    """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png.
-    Another picture format is refused: the file would hold PNG bytes whatever its name."""
-    if out is not None and Path(out).suffix.lower() in OTHER_PICTURES:
-        raise DarmError(f"--out {out}: pictures are written as PNG; name it {Path(out).stem}.png")
+    """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png."""
     return with_ext(output_stem(out, default.with_suffix("")), ".png")
 
 
