@@ -27,30 +27,24 @@ def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
     from darm import distributed
     from darm.train import (
         accumulate_gradients,
-        has_unused_parameters,
+        data_parallel,
         make_optimizer,
         micro_batches,
+        scored_dims,
     )
 
     ctx = distributed.current()
-    conditional = model.num_classes > 0
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg)
     split, device = data["train"], model.device
-    net = ddp = None
-    if ctx.world_size > 1:
-        unused = has_unused_parameters(probe, split.batch(0, 1, cfg.seed), conditional)
-        ids = [device.index] if device.type == "cuda" else None
-        net = ddp = torch.nn.parallel.DistributedDataParallel(
-            probe, device_ids=ids, find_unused_parameters=unused
-        )
+    ddp = data_parallel(probe, split, cfg.seed)
     step, t0 = 0, None
     while True:
         batch = split.batch(step, cfg.batch_size, cfg.seed)
-        n_dims = batch[0].numel() if batch[2] is None else int(batch[2].sum())
         micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
         optimizer.zero_grad(set_to_none=True)
-        accumulate_gradients(net or probe, micro, cfg, n_dims, ddp, conditional)
+        conditional = probe.num_classes > 0
+        accumulate_gradients(ddp or probe, micro, cfg, scored_dims(batch), ddp, conditional)
         torch.nn.utils.clip_grad_norm_(probe.parameters(), cfg.grad_clip or math.inf)
         optimizer.step()
         synchronize(device)  # a GPU runs ahead of the clock otherwise

@@ -196,6 +196,25 @@ def accumulate_gradients(net, micro, cfg: TrainConfig, n_dims: int, ddp=None, co
     return nats
 
 
+def scored_dims(batch) -> int:
+    """Dimensions a batch (x, y, mask) scores: all of x, or those its mask keeps."""
+    x, _, mask = batch
+    return x.numel() if mask is None else int(mask.sum())
+
+
+def data_parallel(model: ARModel, split, seed: int):
+    """Under torchrun, `model` wrapped in DDP (told whether some parameter gets no gradient);
+    None in one process."""
+    if distributed.current().world_size == 1:
+        return None
+    device = model.device
+    ids = [device.index] if device.type == "cuda" else None
+    unused = has_unused_parameters(model, split.batch(0, 1, seed), model.num_classes > 0)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=unused
+    )
+
+
 def has_unused_parameters(model: ARModel, batch, conditional: bool) -> bool:
     """Whether some parameter gets no gradient at all (DDP must then be told, or it waits
     for that gradient forever); one backward pass on one example, gradients then cleared."""
@@ -353,14 +372,8 @@ def train(
 
     # `model` stays the plain module: the optimiser, evaluation and checkpoints use it (no
     # `module.` or `_orig_mod.` prefixes); `net` is what the training forward goes through.
-    ddp = None
-    net = model
-    if ctx.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        unused = has_unused_parameters(model, train_split.batch(0, 1, cfg.seed), conditional)
-        net = ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=ids, find_unused_parameters=unused
-        )
+    ddp = data_parallel(model, train_split, cfg.seed)
+    net = ddp or model
     if cfg.compile:
         net = torch.compile(net)
 
@@ -426,8 +439,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = train_split.batch(step, cfg.batch_size, cfg.seed)  # the same on every rank
-            mask = batch[2]
-            n_dims = batch[0].numel() if mask is None else int(mask.sum())  # of the global batch
+            n_dims = scored_dims(batch)  # of the global batch
             seed_dropout(dropout_seed(cfg.seed, step, ctx.rank), device)
             optimizer.zero_grad(set_to_none=True)
             micro = micro_batches(batch, ctx.rank, ctx.world_size, cfg.grad_accum)
