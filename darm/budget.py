@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
 from darm.data import Dataset
+from darm.data.splits import TensorSplit
 
 
 def synchronize(device: torch.device) -> None:
@@ -58,16 +60,74 @@ def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
             return (time.perf_counter() - t0) / (step - 1)
 
 
-def plan_steps(model, data: Dataset, cfg, budget: float) -> int:
-    """Steps that fit the budget, keeping about 10% of it for the validation passes."""
+def seconds_per_validation(model, data: Dataset, cfg, window: float) -> float:
+    """Seconds one validation pass takes on this rank (its shard of the first
+    cfg.valid_examples, or of all): scored batch by batch for about `window` seconds, then
+    extrapolated to the whole pass. binarized MNIST's 10,000 x 784 dimensions take minutes on
+    a CPU, so a plan that ignored them would be cut short by its own budget."""
+    from darm import distributed
+    from darm.metrics import evaluate
+
+    ctx = distributed.current()
+    valid = data["valid"]
+    examples = min(cfg.valid_examples, len(valid)) if cfg.valid_examples else len(valid)
+    size = cfg.eval_batch_size
+    batches = math.ceil(math.ceil(examples / ctx.world_size) / size)
+    times, start = [], time.perf_counter()
+    for i in range(batches):
+        t = time.perf_counter()
+        evaluate(model, TensorSplit(*valid._take(slice(i * size, (i + 1) * size))), size)
+        synchronize(model.device)
+        times.append(time.perf_counter() - t)
+        if len(times) >= 2 and time.perf_counter() - start >= window:
+            break
+    if not times:
+        return 0.0
+    # the first batch warms up (allocations, kernels): left out when there are others
+    per_batch = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+    return per_batch * batches
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run's length under a budget: `steps` training steps and `passes` validation passes
+    (the last after the last step), from the measured seconds of each."""
+
+    steps: int
+    passes: int
+    step_s: float
+    pass_s: float
+
+    def note(self, budget: float) -> str | None:
+        """A hint when validation takes a large share of the budget."""
+        if self.passes * self.pass_s < 0.25 * budget:
+            return None
+        return (
+            f"one validation pass takes ~{self.pass_s:.0f}s of the {budget:g}s budget; "
+            "--valid-examples N scores the first N examples only, leaving more time to train"
+        )
+
+
+def plan_run(model, data: Dataset, cfg, budget: float) -> Plan:
+    """Time training steps and a validation pass, then fit both in the budget: up to 10
+    points on the curves in about a tenth of it (at least the one after the last step),
+    the rest, less 5% for checkpoints and the log, for training. Every rank gets the same
+    plan (from the slowest rank's timings): they must agree on the step count."""
+    from darm import distributed
+
     window = min(max(0.03 * budget, 1.0), 10.0)
-    return max(20, int(0.9 * budget / seconds_per_step(model, data, cfg, window)))
+    step_s = seconds_per_step(model, data, cfg, window)
+    pass_s = seconds_per_validation(model, data, cfg, window / 2)
+    step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], model.device)
+    passes = int(min(10, max(1, 0.1 * budget // pass_s if pass_s > 0 else 10)))
+    steps = max(20, int((0.95 * budget - passes * pass_s) / step_s))
+    return Plan(steps, passes, step_s, pass_s)
 
 
 def validation_passes(data: Dataset, examples: int = 0) -> int:
-    """10 points on the loss curves, fewer (down to 2) when one pass over the validation
-    split is long (binarized MNIST: 10,000 x 784 dimensions) and would eat the budget.
-    examples: the first this many are scored (train's valid_examples; 0: all)."""
+    """Without a budget to time against: 10 points on the loss curves, fewer (down to 2)
+    when one pass over the validation split is long (binarized MNIST: 10,000 x 784
+    dimensions). examples: the first this many are scored (train's valid_examples; 0: all)."""
     valid = data["valid"]
     dims = valid.num_dims() * (min(examples, len(valid)) / len(valid) if examples else 1)
     return int(min(10, max(2, 10 * 1e6 / dims)))

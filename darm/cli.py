@@ -222,7 +222,7 @@ def cmd_complete(args) -> None:
             ) from None
         originals = None
     else:  # the first --count examples of the test split
-        data = load_from_source(meta["source"], vocab, D)
+        data = load_from_source(meta, D)
         originals = data["test"].x[: args.count]
         labels = None if data["test"].y is None else data["test"].y[: args.count]
     if args.rows is not None and not shape:
@@ -310,8 +310,7 @@ def cmd_eval(args) -> None:
     if args.data:
         data = read_like(args.data, model, meta)
     else:
-        vocab = saved_vocab(meta)
-        data = load_from_source(meta["source"], vocab, model.num_dims)
+        data = load_from_source(meta, model.num_dims)
     check_fits(data, model, path, meta)
     # another file is scored whole by default (its own split would leave 90% of it out); the
     # run's own data, named again, keeps its test split
@@ -376,8 +375,7 @@ def cmd_deps(args) -> None:
 
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
-    vocab = saved_vocab(meta)
-    data = load_from_source(meta["source"], vocab, model.num_dims)
+    data = load_from_source(meta, model.num_dims)
     J = checkpoint_maps(model, record, data[args.split], args.n)
     shape = image_shape_of(record)
     if args.pixel and not shape:

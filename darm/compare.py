@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from darm.budget import plan_steps, synchronize, validation_passes
+from darm.budget import plan_run, synchronize, validation_passes
 from darm.checkpoint import atomic_write, atomic_write_text
 from darm.data import Dataset
 from darm.errors import DarmError, first_line
@@ -150,11 +150,15 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     if opts.batch_size:
         train_overrides["batch_size"] = opts.batch_size
     cfg = build_config(TrainConfig, train_overrides, "training option")
-    steps = opts.steps or plan_steps(model, data, cfg, opts.budget)
+    if opts.steps:
+        steps, passes = opts.steps, validation_passes(data)
+    else:
+        plan = plan_run(model, data, cfg, opts.budget)
+        steps, passes = plan.steps, plan.passes
     train_overrides.update(
         steps=steps,
-        warmup=min(100, max(steps // 10, 1)),
-        eval_every=math.ceil(steps / validation_passes(data)),  # the last pass: the last step
+        warmup=min(100, steps // 10),  # none for a run of under 10 steps (warmup < steps)
+        eval_every=math.ceil(steps / passes),  # the last pass: the last step
     )
     cfg = build_config(TrainConfig, train_overrides, "training option")
     result = FamilyResult(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from darm.errors import DarmError
@@ -49,21 +48,13 @@ def completion_view(known: list, completions: list, vocab, eos: int) -> str:
 def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
     """A picture file as the model's symbols (D,): grey, grey + alpha, RGB or RGBA by the
     model's 1, 2, 3 or 4 channels, quantised to its levels; its size must be the model's."""
-    from PIL import Image, UnidentifiedImageError
-
-    from darm.data.images import quantise
+    from darm.data.images import quantise, read_pixels
 
     H, W = shape[:2]
     C = shape[2] if len(shape) == 3 else 1
     if C not in PIL_MODES:
         raise DarmError(f"the model reads {C}-channel images; picture files hold 1 to 4")
-    try:
-        with Image.open(path) as img:
-            pixels = np.asarray(img.convert(PIL_MODES[C]))
-    except FileNotFoundError:
-        raise DarmError(f"no image file {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DarmError(f"cannot read image {path}: {e}") from None
+    pixels = read_pixels(path, PIL_MODES[C])
     if pixels.shape[:2] != (H, W):
         raise DarmError(
             f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images"

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from darm.config import build_config, parse_assignments
+from darm.data.dataset import relabel_by_name
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.outputs import finish_run
@@ -42,8 +43,7 @@ def train_run(args, device, ctx) -> None:
         path, record = read_record(run_dir / "last.json")
         check_resume_matches(args, record)
         meta = record["data"]
-        vocab = saved_vocab(meta)
-        data = load_from_source(meta["source"], vocab, record["config"]["seq_len"])
+        data = load_from_source(meta, record["config"]["seq_len"])
         from darm.checkpoint import load_checkpoint
 
         model, record, path = load_checkpoint(path, device)
@@ -94,8 +94,10 @@ def train_run(args, device, ctx) -> None:
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
     if args.budget and not resume and "steps" not in train_overrides:
-        cfg = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
+        cfg, plan = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
         say(f"--budget {args.budget:g}s: planned {cfg.steps} steps, so the schedule ends in time")
+        if note := plan.note(args.budget):
+            say(note)
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
     say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
     if warning := bf16_warning(cfg, device):
@@ -140,26 +142,22 @@ def check_memory(name: str, config: dict, device: torch.device) -> None:
 
 
 def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: int):
-    """A new run given --budget but no --steps: time a few steps and plan the run's length (and
-    its default warmup) so the cosine schedule ends within the budget rather than being cut
-    off halfway. Ranks share one plan: they must agree on the step count."""
-    from darm import distributed
-    from darm.budget import plan_steps, validation_passes
+    """A new run given --budget but no --steps: time a few steps and a validation pass and plan
+    the run's length, its default warmup and its validation passes so the cosine schedule
+    ends within the budget rather than being cut off halfway -> (config, plan)."""
+    from darm.budget import plan_run
     from darm.config import build_config
     from darm.train import TrainConfig, check_config
 
-    # each rank times its share of the batch; a step goes at the slowest rank's pace (the
-    # probe cannot time DDP's gradient all-reduce: the stop at the budget still holds)
-    steps = plan_steps(model, data, cfg, budget)
-    steps = -int(distributed.all_reduce_max([-steps], model.device)[0])
-    steps = max(cfg.cycles, steps - steps % cfg.cycles)  # whole cosine cycles
+    plan = plan_run(model, data, cfg, budget)  # the same on every rank
+    steps = max(cfg.cycles, plan.steps - plan.steps % cfg.cycles)  # whole cosine cycles
     planned = {"steps": steps}
     if "eval_every" not in overrides:  # points on the curve, as many as the budget affords
         # rounded up, so the last of them falls on the last step, not a few steps before it
-        planned["eval_every"] = math.ceil(steps / validation_passes(data, cfg.valid_examples))
+        planned["eval_every"] = math.ceil(steps / plan.passes)
     cfg = build_config(TrainConfig, {**overrides, **planned}, "training option")
     check_config(cfg, world_size)
-    return cfg
+    return cfg, plan
 
 
 def init_from(args, device):
@@ -179,8 +177,7 @@ def init_from(args, device):
         block, levels, seed = data_options(args, block=model.num_dims)
         data = read_like(args.data, model, meta, args.format, block, levels, seed)
     else:
-        vocab = saved_vocab(meta)
-        data = load_from_source(meta["source"], vocab, model.num_dims)
+        data = load_from_source(meta, model.num_dims)
     check_fits(data, model, path, meta)
     return model.to(device), model_name, data, path, record["step"]
 
@@ -200,24 +197,6 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
     data = load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D)
     return relabel_by_name(data, meta.get("class_names"))
-
-
-def relabel_by_name(data, names: list[str] | None):
-    """Labels of other data in the checkpoint's numbering: a folder holding only some of the
-    classes numbers them 0, 1, ... among themselves, so `10/` and `2/` are matched by name."""
-    if not names or not data.class_names:
-        return data
-    unknown = [c for c in data.class_names if c not in names]
-    if unknown:
-        raise DarmError(
-            f"{data.name} has classes the model was not trained on: {', '.join(unknown)} "
-            f"(its classes: {', '.join(names)})"
-        )
-    index = torch.tensor([names.index(c) for c in data.class_names])  # data's -> model's
-    for split in data.splits.values():
-        split.y = index[split.y]
-    data.class_names, data.num_classes = list(names), len(names)
-    return data
 
 
 def check_fits(data, model, path, meta: dict | None = None) -> None:

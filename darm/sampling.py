@@ -14,7 +14,8 @@ def filter_logits(
     top_k: int | None = None,
     top_p: float | None = None,
 ) -> torch.Tensor:
-    """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p."""
+    """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p.
+    Symbols tied with the k-th all stay (which of them to drop would be arbitrary)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:

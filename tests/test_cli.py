@@ -431,8 +431,9 @@ def test_bad_training_options_are_refused_before_any_work(capsys):
 
 
 def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys, monkeypatch):
-    # a timing of 1 s a step: 0.9 * 60 s -> 54 steps, cut to whole cycles of 4 -> 52
+    # 1 s a step, 10 validation passes of 0.5 s: 0.95 * 60 - 5 s -> 52 steps, whole cycles of 4
     monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1.0)
+    monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.5)
     out = tmp_path / "planned"
     argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
             "--samples", "0", "--out", str(out), "--budget", "60s", "--cycles", "4"]  # fmt: skip

@@ -235,3 +235,12 @@ def test_markov_default_memory_is_one_image_row():
 
     assert markov_memory(SimpleNamespace(image_shape=(8, 8))) == 8
     assert markov_memory(SimpleNamespace(image_shape=(4, 5, 3))) == 15  # W pixels x C channels
+
+
+def test_a_one_step_comparison_runs(tmp_path):
+    out = tmp_path / "one"
+    args = ["compare", "--models", "markov", "--steps", "1", "--samples", "1", "--deps-examples",
+            "1", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 0  # its warmup (none) is shorter than the run
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["status"] == "done" and family["steps"] == 1

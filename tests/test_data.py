@@ -35,6 +35,15 @@ def test_digits_split_and_levels():
     assert int(ds["train"].x.max()) == 16 and ds.num_classes == 10
 
 
+def test_lines_end_at_newlines_only(tmp_path):
+    # a line separator, a next-line and a form feed inside an item do not cut it in two
+    path = tmp_path / "items.txt"
+    path.write_bytes("alpha\u2028beta\r\ngamma\x0cdelta\nepsilon\u0085x\rzeta\n".encode())
+    data = load_data(str(path))
+    items = sorted(s for split in ("train", "valid", "test") for s in data.decode(data[split].x))
+    assert items == ["alpha\u2028beta", "epsilon\u0085x", "gamma\x0cdelta", "zeta"]
+
+
 def test_corpus_eval_covers_every_symbol_once(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("abcdefghij" * 100)

@@ -152,3 +152,44 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
     (tmp_path / "sub" / "2").rename(tmp_path / "sub" / "7")
     assert main(["eval", str(out), "--data", str(tmp_path / "sub")]) == 1
     assert "classes the model was not trained on: 7" in capsys.readouterr().err
+
+
+def test_a_run_fine_tuned_on_some_classes_reloads_them_by_name(tmp_path, capsys):
+    import json
+    import shutil
+
+    from darm import load_checkpoint, log_prob
+
+    _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
+    base = ["--levels", "2", "--quiet", "--samples", "0"]
+    argv = ["train", "--data", str(tmp_path / "imgs"), "--model", "markov", "--set", "n_hidden=8",
+            "--conditional", "--steps", "2", "--out", str(tmp_path / "a"), *base]  # fmt: skip
+    assert main(argv) == 0
+    for c in ("10", "2"):  # two classes of three: the folder alone numbers them 0, 1
+        shutil.copytree(tmp_path / "imgs" / c, tmp_path / "sub" / c)
+    argv = ["train", "--init", str(tmp_path / "a"), "--data", str(tmp_path / "sub"),
+            "--steps", "1", "--out", str(tmp_path / "b"), *base]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    # eval re-reads the fine-tuning folder from the checkpoint's record: labels by name again
+    assert main(["eval", str(tmp_path / "b"), "--split", "test", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    model, _, _ = load_checkpoint(tmp_path / "b")
+    test = load_data(str(tmp_path / "sub"), levels=2)["test"]
+    label = torch.tensor([1, 2])[test.y]  # "10" -> 1 and "2" -> 2 of ["1", "10", "2"]
+    want = -log_prob(model, test.x, label).sum().item() / len(test)
+    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)
+
+
+def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
+    from darm.data.images import read_pixels
+
+    wide = np.arange(0, 65536, 4369, dtype=np.uint16).reshape(4, 4)  # 0 .. 65535 in 16 steps
+    Image.fromarray(wide).save(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode == "I;16"  # Pillow clips this in convert("L")
+    assert read_pixels(tmp_path / "g.png", "L").ravel().tolist() == list(range(0, 256, 17))
+    assert read_pixels(tmp_path / "g.png", "RGB")[-1, -1].tolist() == [255, 255, 255]
+    for i in range(3):
+        Image.fromarray(wide).save(tmp_path / f"{i}.png")
+    data = load_data(str(tmp_path), levels=16)
+    assert int(data["train"].x.max()) == 15 and int(data["train"].x.min()) == 0

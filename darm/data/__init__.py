@@ -7,7 +7,7 @@ from typing import Any
 
 from darm.data.arrays import array_dataset
 from darm.data.audio import audio_dataset
-from darm.data.dataset import SPLITS, Dataset
+from darm.data.dataset import SPLITS, Dataset, relabel_by_name
 from darm.data.digits import digits_dataset
 from darm.data.images import (
     IMAGE_SUFFIXES,
@@ -17,7 +17,7 @@ from darm.data.images import (
     mnist_dataset,
 )
 from darm.data.text import corpus_dataset, lines_dataset
-from darm.data.vocab import Vocabulary
+from darm.data.vocab import Vocabulary, saved_vocab
 from darm.errors import DarmError
 
 BUNDLED = Path(__file__).resolve().parent.parent / "datasets"
@@ -114,8 +114,14 @@ def same_data(spec: str, source: dict[str, Any]) -> bool:
     return "path" in source and Path(spec).resolve() == Path(source["path"]).resolve()
 
 
-def load_from_source(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> Dataset:
-    """Reload the data a checkpoint was trained on (same split, same vocabulary)."""
+def load_from_source(meta: dict[str, Any], seq_len: int) -> Dataset:
+    """Reload the data a checkpoint was trained on from its data record `meta`: the same
+    split, vocabulary and class numbering (a fine-tuned model's classes, numbered by name)."""
+    data = _reload(meta["source"], saved_vocab(meta), seq_len)
+    return relabel_by_name(data, meta.get("class_names"))
+
+
+def _reload(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> Dataset:
     fmt = source.get("format")
     if fmt == "builtin":
         return load_data(source["name"], levels=source.get("levels"), seed=source.get("seed", 42))

@@ -9,6 +9,7 @@ import torch
 
 from darm.data.splits import TensorSplit
 from darm.data.vocab import Vocabulary
+from darm.errors import DarmError
 
 SPLITS = ("train", "valid", "test")
 
@@ -50,6 +51,24 @@ class Dataset:
         if x.dim() == 2:
             return [self.vocab.decode(row, stop=self.eos) for row in x.tolist()]
         return self.vocab.decode(x.tolist(), stop=self.eos)
+
+
+def relabel_by_name(data, names: list[str] | None):
+    """Labels of other data in the checkpoint's numbering: a folder holding only some of the
+    classes numbers them 0, 1, ... among themselves, so `10/` and `2/` are matched by name."""
+    if not names or not data.class_names:
+        return data
+    unknown = [c for c in data.class_names if c not in names]
+    if unknown:
+        raise DarmError(
+            f"{data.name} has classes the model was not trained on: {', '.join(unknown)} "
+            f"(its classes: {', '.join(names)})"
+        )
+    index = torch.tensor([names.index(c) for c in data.class_names])  # data's -> model's
+    for split in data.splits.values():
+        split.y = index[split.y]
+    data.class_names, data.num_classes = list(names), len(names)
+    return data
 
 
 def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, torch.Tensor]:

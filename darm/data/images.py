@@ -63,12 +63,19 @@ def mnist_dataset(path: Path, levels: int = 256) -> Dataset:
     )
 
 
-def _read_image(path: Path, mode: str) -> np.ndarray:
+def read_pixels(path: Path, mode: str) -> np.ndarray:
+    """An image file's 8-bit pixels in PIL `mode` (L, LA, RGB, RGBA): (H, W) or (H, W, C).
+    16-bit grey is scaled to 8 bits (Pillow's convert would clip it at 255)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I"):  # I;16 from a 16-bit PNG (I from older Pillows)
+                wide = np.asarray(img).astype(np.int64)  # (H, W) in 0..65535
+                img = Image.fromarray((wide >> 8).astype(np.uint8), "L")
             return np.asarray(img.convert(mode))
+    except FileNotFoundError:
+        raise DarmError(f"no image file {path}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DarmError(f"cannot read image {path}: {e}") from None
 
@@ -103,7 +110,7 @@ def image_folder_dataset(
         kinds = ", ".join(IMAGE_SUFFIXES)
         raise DarmError(f"{folder} holds {len(paths)} images ({kinds}); need at least 3")
     mode = _image_mode(paths)
-    images = [_read_image(p, mode) for p in paths]
+    images = [read_pixels(p, mode) for p in paths]
     shape = images[0].shape
     for p, img in zip(paths, images):
         if img.shape != shape:

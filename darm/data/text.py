@@ -40,7 +40,9 @@ def lines_dataset(
 ) -> Dataset:
     """Items one per line, each ended by the end symbol; duplicates dropped before the
     seeded split (a repeated item in train and test would flatter test NLL)."""
-    lines = [s.strip() for s in read_text(path).splitlines()]
+    # "\n" alone ends an item (read_text turned \r\n and \r into it): splitlines() would
+    # also cut at U+2028, U+0085, form feeds and the like inside a line
+    lines = [s.strip() for s in read_text(path).split("\n")]
     lines = [s for s in lines if s]
     items = list(dict.fromkeys(lines))  # unique, first-seen order
     if len(items) < 3:
