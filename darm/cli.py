@@ -17,6 +17,7 @@ from darm.config import parse_assignments
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
+    default_length,
     label_tensor,
     output_stem,
     png_path,
@@ -210,6 +211,11 @@ def cmd_complete(args) -> None:
     D, labels = model.num_dims, None
     if args.input and shape:
         originals = torch.stack([read_image(Path(p), shape, model.vocab_size) for p in args.input])
+    elif args.input and meta.get("kind") == "audio":  # WAV clips to go on from
+        from darm.data.audio import wav_levels
+
+        rate = meta["source"]["sample_rate"]
+        rows, originals = [wav_levels(Path(p), rate).tolist() for p in args.input], None
     elif args.input:  # sequences: each input is a prefix (text, or integers for arrays)
         try:
             rows = [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in args.input]
@@ -227,6 +233,8 @@ def cmd_complete(args) -> None:
         labels = None if data["test"].y is None else data["test"].y[: args.count]
     if args.rows is not None and not shape:
         raise DarmError("--rows keeps image rows; this model reads sequences: use --dims")
+    if args.length is not None and shape:
+        raise DarmError("--length is for sequences; an image model completes whole images")
     if args.dims is not None and (shape or args.input):
         why = "an image model keeps --rows" if shape else "with --input the whole input is kept"
         raise DarmError(f"--dims keeps the first dimensions of test examples; {why}")
@@ -252,9 +260,13 @@ def cmd_complete(args) -> None:
         labels = None  # the test split's labels mean nothing to an unconditional model
     if model.num_classes and labels is None:
         raise DarmError("this model is conditional: pass --label")
+    kept = max(map(len, rows)) if originals is None else P
+    if args.length is not None and args.length < kept:
+        raise DarmError(f"--length {args.length} is shorter than the {kept} dimensions kept")
+    length = args.length or default_length(model, meta, kept)  # every completion's
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen,
-              progress=True)  # fmt: skip
+              num_dims=length, progress=True)  # fmt: skip
     if not shape:  # an item ends at its end symbol: nothing after it is drawn
         kw["stop_token"] = meta.get("eos")
     try:
@@ -598,13 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
     add_sampling_args(s, "samples")
     s.add_argument(
-        "--prompt", help="what the samples start with: text, or integers for an array model"
+        "--prompt",
+        help="what the samples start with: text, integers for an array model, a WAV for audio",
     )
     s.add_argument(
         "--length",
         type=int,
         help="length of each sample, --prompt included (default: the model's D; for audio, "
-        "one second where the model goes on past D: markov, rnn, wavenet)",
+        "one second past the prompt where the model goes on past D: markov, rnn, wavenet)",
     )
     s.add_argument("--quiet", action="store_true", help="do not print text samples")
     s.set_defaults(func=cmd_sample)
@@ -618,7 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
         "arrays), or the first --dims of test examples.",
     )
     k.add_argument("checkpoint", help="run folder or checkpoint .json")
-    k.add_argument("--input", nargs="+", help="PNG files (image models) or prefixes")
+    k.add_argument(
+        "--input", nargs="+", help="PNG files (image models), WAV clips (audio) or prefixes"
+    )
     k.add_argument("--rows", type=int, help="image rows kept (default: half)")
     k.add_argument(
         "--dims",
@@ -627,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--count", type=int, default=8, help="test examples without --input (default 8)")
     k.add_argument("-n", type=int, default=4, help="completions of each input (default 4)")
+    k.add_argument(
+        "--length",
+        type=int,
+        help="length of each completion, the kept part included (default: the model's D; "
+        "for audio, one second past the kept part where the model goes on past D)",
+    )
     add_sampling_args(k, "completions")
     k.set_defaults(func=cmd_complete)
 

@@ -18,17 +18,16 @@ def complete(
     k: int,
     cond: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    num_dims: int | None = None,
     **sampling,
 ) -> torch.Tensor:
-    """known: (N, P) first dimensions of N examples -> (N, k, D): k completions of each."""
-    N = known.shape[0]
+    """known: (N, P) first dimensions of N examples -> (N, k, D): k completions of each,
+    D = num_dims (default: the model's D; past it for a model that has no limit)."""
+    N, D = known.shape[0], num_dims or model.num_dims
     prefix = known.repeat_interleave(k, dim=0)  # (N*k, P): example n's copies together
     cond = None if cond is None else cond.repeat_interleave(k, dim=0)  # (N*k, ...)
-    x = sample(
-        model, N * k, cond=cond, prefix=prefix, num_dims=model.num_dims, generator=generator,
-        **sampling,
-    )  # fmt: skip
-    return x.view(N, k, model.num_dims)
+    x = sample(model, N * k, cond=cond, prefix=prefix, num_dims=D, generator=generator, **sampling)
+    return x.view(N, k, D)
 
 
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode

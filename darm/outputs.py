@@ -81,8 +81,12 @@ def write_samples(
                 prefix = torch.tensor([[int(v) for v in prompt.split()]] * n)
             except ValueError:
                 raise DarmError(f"--prompt of an array model is integers, got {prompt!r}") from None
+        elif meta.get("kind") == "audio":  # a clip to go on from
+            from darm.data.audio import wav_levels
+
+            prefix = wav_levels(Path(prompt), meta["source"]["sample_rate"]).expand(n, -1)
         else:
-            raise DarmError("--prompt is for text and integer arrays; complete an image instead")
+            raise DarmError("--prompt is for text, integer arrays and audio; complete an image")
     if length is not None:
         if length < 1:
             raise DarmError(f"--length must be >= 1, got {length}")
@@ -90,9 +94,7 @@ def write_samples(
             raise DarmError(
                 f"--length: an image model draws whole images of {model.num_dims} values"
             )
-    if length is None and meta.get("kind") == "audio" and model.max_dims is None:
-        length = meta["source"]["sample_rate"]  # a second to listen to, not a D-sample click
-    D = length or model.num_dims
+    D = length or default_length(model, meta, 0 if prefix is None else prefix.shape[1])
     gen = torch.Generator(device=device).manual_seed(seed)
     try:
         x = sample(
@@ -111,6 +113,15 @@ def write_samples(
     except ValueError as e:
         raise DarmError(str(e)) from None
     return save_samples(x, meta, model.vocab_size, stem, cols)
+
+
+def default_length(model, meta: dict, kept: int) -> int:
+    """Length of a drawn sequence when --length is not given: the model's D, but audio from a
+    model that goes on past D runs one second past what is kept (a second to listen to, not
+    a D-sample click)."""
+    if meta.get("kind") == "audio" and model.max_dims is None:
+        return kept + meta["source"]["sample_rate"]
+    return model.num_dims
 
 
 SAMPLE_SUFFIXES = (".png", ".wav", ".txt")

@@ -95,3 +95,42 @@ def test_train_on_wav_writes_wav(tmp_path, capsys):
     assert "bits/sample" in capsys.readouterr().out
     assert main(["sample", str(out), "-n", "2", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s.wav").exists()
+
+
+def frames_of(path) -> np.ndarray:
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def test_a_clip_prompts_samples_and_completions(tmp_path, capsys):
+    rate = 1000  # 1 s past the prompt: 1000 steps a clip, quick on a CPU
+    make_wav(tmp_path / "tone.wav", seconds=1.0, rate=rate)
+    make_wav(tmp_path / "clip.wav", seconds=0.1, rate=rate)  # 100 samples
+    make_wav(tmp_path / "other.wav", seconds=0.1, rate=4000)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "tone.wav"), "--block", "32", "--model", "markov",
+            "--set", "n_hidden=8", "--steps", "2", "--out", str(out), "--quiet",
+            "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    prompt = mu_law_encode(read_wav(tmp_path / "clip.wav")[0])
+    gap = rate // 10  # the silence after each clip
+    assert main(["sample", str(out), "-n", "2", "--prompt", str(tmp_path / "clip.wav"),
+                 "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    pcm = frames_of(tmp_path / "s.wav")
+    assert len(pcm) == 2 * (100 + rate + gap)  # the clip, then a second of the model's
+    first = mu_law_encode(pcm[:100] / 32768.0)
+    assert np.array_equal(first, prompt)  # each sample starts with the clip itself
+    assert main(["complete", str(out), "--input", str(tmp_path / "clip.wav"), "-n", "3",
+                 "--length", "150", "--out", str(tmp_path / "c")]) == 0  # fmt: skip
+    assert len(frames_of(tmp_path / "c.wav")) == 3 * (150 + gap)
+    # test windows: their first --dims samples kept, a second drawn after them
+    assert main(["complete", str(out), "--count", "2", "-n", "1", "--dims", "16",
+                 "--out", str(tmp_path / "t")]) == 0  # fmt: skip
+    assert len(frames_of(tmp_path / "t.wav")) == 2 * (16 + rate + gap)
+    capsys.readouterr()
+    assert main(["sample", str(out), "--prompt", str(tmp_path / "other.wav")]) == 1
+    assert "is 4000 Hz; the model was trained on 1000 Hz audio" in capsys.readouterr().err
+    assert (
+        main(["complete", str(out), "--input", str(tmp_path / "clip.wav"), "--length", "50"]) == 1
+    )
+    assert "--length 50 is shorter than the 100 dimensions kept" in capsys.readouterr().err

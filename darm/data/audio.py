@@ -72,6 +72,14 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return pcm.astype(np.float64).mean(axis=1) / 32768.0, rate
 
 
+def wav_levels(path: Path, rate: int) -> torch.Tensor:
+    """A WAV clip as a model's mu-law levels (T,): a prompt for a model trained at `rate` Hz."""
+    s, clip_rate = read_wav(path)
+    if clip_rate != rate:  # the same samples at another rate are another sound to the model
+        raise DarmError(f"{path} is {clip_rate} Hz; the model was trained on {rate} Hz audio")
+    return torch.from_numpy(mu_law_encode(s))
+
+
 def wav_bytes_writer(path: Path, s: np.ndarray, rate: int) -> None:
     """Write waveform s in [-1, 1] as 16-bit mono PCM to exactly this path."""
     pcm = np.clip(np.rint(np.asarray(s) * 32767.0), -32768, 32767).astype("<i2")
