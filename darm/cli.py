@@ -93,6 +93,17 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def parse_seed(text: str) -> int:
+    """A seed torch and numpy both take: an integer in 0 .. 2**63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed is in 0..2**63-1, got {text}")
+    return value
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -139,7 +150,7 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharpens")
     p.add_argument("--top-k", type=int, help="keep the k most likely symbols")
     p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--seed", type=parse_seed, default=0, help="seed of the draws (default 0)")
     p.add_argument(
         "--label",
         help="class of a conditional model: its name where the data named its classes (an "
@@ -415,7 +426,7 @@ def cmd_compare(args) -> None:
         raise DarmError("compare runs in one process; use torchrun with `darm train`")
     if args.budget is None and args.steps is None:
         args.budget = 300.0
-    check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1, data_seed=0)
+    check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
     device = device_of(args)
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
     if args.models is None:
@@ -544,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="symbols L: of an array file, or grey levels images are quantised to "
         "(mnist, --format images; default 256)",
     )
-    t.add_argument("--data-seed", type=int, help="seed of the data split (default 42)")
+    t.add_argument("--data-seed", type=parse_seed, help="seed of the data split (default 42)")
     t.add_argument("--model", help="registered model (see `darm models`; default: gpt)")
     t.add_argument(
         "--set",
@@ -571,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
         elif f.name == "dtype":
             t.add_argument(flag, choices=DTYPES, help=help)
+        elif f.name == "seed":
+            t.add_argument(flag, type=parse_seed, help=help)
         else:
             t.add_argument(flag, type=type(default), help=help)
     t.add_argument(
@@ -707,7 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
     )
     c.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
-    c.add_argument("--data-seed", type=int, default=42, help="seed of the data split (default 42)")
+    c.add_argument(
+        "--data-seed", type=parse_seed, default=42, help="seed of the data split (default 42)"
+    )
     c.add_argument("--models", help="comma-separated registered models")
     c.add_argument(
         "--budget",
@@ -728,7 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--deps-examples", type=int, help="examples per dependency map (default 16 to 1024, by D)"
     )
     c.add_argument(
-        "--seed", type=int, default=1337, help="seed of weights, batches, samples (default 1337)"
+        "--seed",
+        type=parse_seed,
+        default=1337,
+        help="seed of weights, batches, samples (default 1337)",
     )
     c.add_argument("--out", help="report folder (default runs/compare-DATA)")
     add_device_arg(c)
@@ -749,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        if getattr(args, "data", None) == "":  # `--data "$UNSET"` would quietly mean the default
+            parser.commands[args.command].error("argument --data: expected a dataset or a path")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
     try:

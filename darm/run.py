@@ -29,7 +29,7 @@ def train_run(args, device, ctx) -> None:
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
-    check_counts(args, threads=1, samples=0, data_seed=0)
+    check_counts(args, threads=1, samples=0)
     # without --data: digits, or the data of the checkpoint --init or --resume reads
     check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
     run_dir = Path(args.out or default_run_dir(args))

@@ -111,8 +111,12 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
     for name in (*counts, "cycles"):
         if getattr(cfg, name) < 1:
             raise DarmError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not cfg.lr >= 0:  # 0 is allowed: a run that only evaluates, or keeps the weights
-        raise DarmError(f"lr must be >= 0, got {cfg.lr}")
+    if not 0 <= cfg.lr < math.inf:  # 0 is allowed: a run that only evaluates
+        raise DarmError(f"lr must be finite and >= 0, got {cfg.lr}")
+    if not math.isfinite(cfg.weight_decay):  # inf would turn the weights into NaN
+        raise DarmError(f"weight_decay must be finite, got {cfg.weight_decay}")
+    if not 0 <= cfg.seed < 2**63:  # what torch and numpy generators take
+        raise DarmError(f"seed must be in 0..2**63-1, got {cfg.seed}")
     if not 0 <= cfg.min_lr <= cfg.lr:
         raise DarmError(f"min_lr must be in [0, lr={cfg.lr:g}], got {cfg.min_lr:g}")
     for name in ("beta1", "beta2"):

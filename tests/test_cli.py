@@ -8,7 +8,7 @@ import pytest
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
-from tests.conftest import TINY_MARKOV, one_line_error
+from tests.conftest import TINY_MARKOV, one_line_error, write_names
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,16 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--model", "rnn", "--set", "seq_len=32"], 1, "--set seq_len is not settable"),
         # training options
         (["train", "--beta2", "1.5"], 1, "beta2 must be in [0, 1)"),
-        (["train", "--lr", "-1"], 1, "lr must be >= 0"),
+        (["train", "--lr", "-1"], 1, "lr must be finite and >= 0"),
+        (["train", "--data", ""], 2, "argument --data: expected a dataset or a path"),
+        (["eval", "run", "--data", ""], 2, "argument --data: expected a dataset or a path"),
+        (["train", "--lr", "inf"], 1, "lr must be finite and >= 0, got inf"),
+        (["train", "--weight-decay", "inf"], 1, "weight_decay must be finite"),
+        (["train", "--seed", str(2**64)], 2, "a seed is in 0..2**63-1"),
+        (["train", "--data-seed", "x"], 2, "a seed is an integer, got 'x'"),
+        (["sample", "run", "--seed", "-1"], 2, "a seed is in 0..2**63-1, got -1"),
+        (["complete", "run", "--seed", str(10**20)], 2, "a seed is in 0..2**63-1"),
+        (["compare", "--seed", str(2**63)], 2, "a seed is in 0..2**63-1"),
         (["train", "--min-lr", "-1"], 1, "min_lr must be in [0, lr="),
         (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
         (["train", "--log-every", "0"], 1, "log_every must be >= 1"),
@@ -298,8 +307,8 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--stpes", "3"], 2, "unrecognized arguments: --stpes 3 (see darm train --help)"),
         (["train", "--threads", "-1"], 1, "--threads must be >= 1"),
         (["train", "--samples", "-1"], 1, "--samples must be >= 0"),
-        (["train", "--data-seed", "-1"], 1, "--data-seed must be >= 0"),
-        (["compare", "--data-seed", "-1"], 1, "--data-seed must be >= 0"),
+        (["train", "--data-seed", "-1"], 2, "a seed is in 0..2**63-1, got -1"),
+        (["compare", "--data-seed", "-1"], 2, "a seed is in 0..2**63-1, got -1"),
         (["compare", "--threads", "0"], 1, "--threads must be >= 1"),
     ],
 )
@@ -560,3 +569,19 @@ def test_a_tuple_field_reads_as_models_v_prints_it(text):
 
     config = build_config(get_entry("wavenet").config_cls, {"dilation_cycle": text})
     assert config.dilation_cycle == (1, 2, 4)  # "1 2 4" once read as the single number 124
+
+
+def test_a_run_finds_its_data_from_any_folder(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    write_names(work)
+    monkeypatch.chdir(work)  # trained with a path relative to this folder
+    base = [*TINY_MARKOV, "--batch-size", "4", "--quiet", "--samples", "0"]
+    assert main(["train", "--data", "names.txt", "--steps", "2", "--out", "runs/w", *base]) == 0
+    monkeypatch.chdir(tmp_path)  # ... and used from another
+    assert main(["eval", "work/runs/w", "--split", "test"]) == 0
+    assert main(["complete", "work/runs/w", "--count", "1", "-n", "1"]) == 0
+    # the same file named another way is the same data
+    again = ["train", "--out", "work/runs/w", "--resume", "--data", str(work / "names.txt")]
+    assert main([*again, "--steps", "4", *base]) == 0
+    assert json.loads((work / "runs/w/last.json").read_text())["step"] == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ def load_data(
             f"no data file {spec!r} and no built-in dataset of that name; "
             f"built-in: {', '.join(BUILTIN)}"
         )
+    # absolute, so a run records where its data is, whichever folder it is used from later
+    # (abspath, not resolve: a symlink the user named stays the name recorded)
+    path = Path(os.path.abspath(path))
     if format is None and path.is_dir():
         format = "images"
     if format is None:
