@@ -184,7 +184,7 @@ def finish_family(result, data, opts, device, run_dir) -> None:
     from darm.checkpoint import load_checkpoint
     from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
     from darm.metrics import evaluate
-    from darm.outputs import save_samples
+    from darm.outputs import AUDIO_CLIPS, default_length, save_samples
     from darm.sampling import sample
 
     name = result.model
@@ -209,6 +209,10 @@ def finish_family(result, data, opts, device, run_dir) -> None:
     x = sample(best, opts.samples, generator=gen, stop_token=data.eos)
     synchronize(device)
     result.samples_per_s = opts.samples / (time.perf_counter() - t0)
+    if data.kind == "audio" and best.max_dims is None:  # clips of a second to listen to, as
+        # `darm train` writes them, not windows of D samples (16 ms at 256): a few suffice
+        length = default_length(best, record["data"], 0)
+        x = sample(best, min(opts.samples, AUDIO_CLIPS), generator=gen, num_dims=length)
     samples = save_samples(x, record["data"], best.vocab_size, run_dir / "samples")
     result.files["samples"] = samples.relative_to(opts.out).as_posix()
     if data.kind == "audio":

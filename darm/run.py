@@ -34,6 +34,7 @@ def train_run(args, device, ctx) -> None:
     check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
     run_dir = Path(args.out or default_run_dir(args))
     check_writable(run_dir)  # before any data is read or model built
+    check_out_of_data(run_dir, args.data)
     train_overrides = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -70,6 +71,11 @@ def train_run(args, device, ctx) -> None:
             raise DarmError(
                 f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
                 f"or --out for a new folder"
+            )
+        if taken := [name for name in RUN_FILES if (run_dir / name).exists()]:
+            raise DarmError(
+                f"{run_dir} already holds {', '.join(taken)}, which a new run would overwrite; "
+                f"choose another --out (or delete them)"
             )
         cfg = build_config(TrainConfig, train_overrides, "training option")
         check_config(cfg, ctx.world_size)  # before any data is read or model built
@@ -138,6 +144,24 @@ def check_memory(name: str, config: dict, device: torch.device) -> None:
             f"{name} with these settings has {n:,} parameters: training needs over "
             f"{need / 2**30:.1f} GiB for weights, gradients and optimiser state, and this "
             f"{device.type.upper()} has {have / 2**30:.1f} GiB"
+        )
+
+
+# what a run writes in its folder besides checkpoints (last.json is checked on its own)
+RUN_FILES = (
+    "log.csv", "loss.png", "results.json", "samples.png", "samples.txt", "samples.wav",
+    "best.json", "best.safetensors", "last.safetensors",
+)  # fmt: skip
+
+
+def check_out_of_data(run_dir: Path, data: str | None) -> None:
+    """A run folder inside its own image folder would turn its pictures into data."""
+    if not data or not Path(data).is_dir():
+        return
+    if run_dir.resolve().is_relative_to(Path(data).resolve()):
+        raise DarmError(
+            f"--out {run_dir} is inside the data folder {data}: the run's pictures would be "
+            f"read as data next time; choose --out outside it"
         )
 
 

@@ -585,3 +585,17 @@ def test_a_run_finds_its_data_from_any_folder(tmp_path, monkeypatch, capsys):
     again = ["train", "--out", "work/runs/w", "--resume", "--data", str(work / "names.txt")]
     assert main([*again, "--steps", "4", *base]) == 0
     assert json.loads((work / "runs/w/last.json").read_text())["step"] == 4
+
+
+def test_a_new_run_does_not_overwrite_files_already_in_its_folder(names_file, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "log.csv").write_text("keep")
+    (out / "notes.md").write_text("keep")  # a file no run writes is no obstacle
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "1", "--out", str(out),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    one_line_error(capsys, main(argv), 1, "already holds log.csv, which a new run would overwrite")
+    assert (out / "log.csv").read_text() == "keep"
+    (out / "log.csv").unlink()
+    assert main(argv) == 0
+    assert (out / "notes.md").read_text() == "keep"

@@ -2,6 +2,7 @@
 
 import json
 import re
+import wave
 
 import pytest
 
@@ -151,7 +152,7 @@ def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsy
 
 def test_budget_plans_steps_and_audio(tmp_path):
     """A time budget (steps planned from a timing) on audio: waveforms and WAV samples."""
-    make_wav(tmp_path / "tone.wav", seconds=0.5, rate=8000)
+    make_wav(tmp_path / "tone.wav", seconds=0.5, rate=2000)
     out = tmp_path / "audio"
     args = ["compare", "--data", str(tmp_path / "tone.wav"), "--block", "16", "--models",
             "markov", "--budget", "2s", "--samples", "3", "--deps-examples", "2",
@@ -160,7 +161,9 @@ def test_budget_plans_steps_and_audio(tmp_path):
     report = (out / "report.md").read_text()
     assert "bits/sample" in report and "2 s of training per family" in report
     assert "windows/s (cached)" in report  # generated windows, not audio samples
-    assert (out / "markov" / "samples.wav").exists() and (out / "markov" / "waveforms.png").exists()
+    assert (out / "markov" / "waveforms.png").exists()
+    with wave.open(str(out / "markov" / "samples.wav"), "rb") as w:  # 3 clips of a second
+        assert w.getnframes() == 3 * (2000 + 200)  # each then 0.1 s of silence
     assert "[markov samples.wav](markov/samples.wav)" in report
     family = json.loads((out / "results.json").read_text())["families"][0]
     assert family["train"]["steps"] >= 20 and 1 <= family["steps"] <= family["train"]["steps"]

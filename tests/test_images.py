@@ -193,3 +193,12 @@ def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
         Image.fromarray(wide).save(tmp_path / f"{i}.png")
     data = load_data(str(tmp_path), levels=16)
     assert int(data["train"].x.max()) == 15 and int(data["train"].x.min()) == 0
+
+
+def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
+    _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
+    argv = ["train", "--data", str(tmp_path / "imgs"), "--model", "bigram", "--steps", "1",
+            "--out", str(tmp_path / "imgs" / "run"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 1
+    assert "is inside the data folder" in capsys.readouterr().err
+    assert not (tmp_path / "imgs" / "run").exists()  # refused before any work
