@@ -138,7 +138,7 @@ def check_sampling_args(args) -> None:
     """The options `sample` and `complete` share: one line for a bad value."""
     if args.n < 1:
         raise DarmError(f"-n must be >= 1, got {args.n}")
-    if args.temperature <= 0:
+    if not args.temperature > 0:  # nan too
         raise DarmError(f"--temperature must be > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise DarmError(f"--top-k must be >= 1, got {args.top_k}")
@@ -342,8 +342,9 @@ def cmd_eval(args) -> None:
     parts = [evaluate(model, data[s], args.batch_size, progress=True)
              for s in (SPLITS if split == "all" else [split])]  # fmt: skip
     nll = NLL(*(sum(getattr(p, f) for p in parts) for f in ("nats", "examples", "dims")))
-    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}")
-    print_nll(nll, split, data.kind)
+    human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}", file=human)
+    print_nll(nll, split, data.kind, file=human)
     if args.json:
         print(json.dumps({"split": split, **nll.as_dict()}))
 
@@ -595,7 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and --resume continues",
     )
     t.add_argument(
-        "--samples", type=int, default=64, help="samples to write at the end (default 64; 0: none)"
+        "--samples",
+        type=int,
+        default=64,
+        help="samples to write at the end (default 64; 0: none; audio: at most 8 clips of a "
+        "second, each a long draw)",
     )
     add_device_arg(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -615,7 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
     add_device_arg(e)
-    e.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print the numbers as one line of JSON on stdout (the rest goes to stderr)",
+    )
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("sample", help="draw samples: a PNG grid for images, lines for text")

@@ -26,6 +26,7 @@ from darm.budget import plan_run, synchronize, validation_passes
 from darm.checkpoint import atomic_write, atomic_write_text
 from darm.data import Dataset
 from darm.errors import DarmError, first_line
+from darm.metrics import units
 from darm.models import config_fields, create_model, get_entry, list_models
 
 DEFAULT_MODELS = ("markov", "rnn", "wavenet", "gpt")
@@ -310,7 +311,7 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
         tqdm.write(f"skipping {r.model}: {r.note}")
     overall = tqdm(total=len(names), desc="compare", disable=not opts.progress, position=0)
     maps: dict[str, torch.Tensor] = {}
-    current = None
+    current, (ex, dim) = None, units(data.kind)
     try:
         for i, name in enumerate(names):
             current = name
@@ -324,9 +325,8 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
             if result.status == "done":
                 maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
                 tqdm.write(
-                    f"{name}: test {result.nats_per_example:.4f} nats/example, "
-                    f"{result.bits_per_dim:.4f} bits/dim, "
-                    f"{result.samples_per_s:,.1f} samples drawn/s"
+                    f"{name}: test {result.nats_per_example:.4f} nats/{ex}, "
+                    f"{result.bits_per_dim:.4f} bits/{dim}, {result.samples_per_s:,.1f} {ex}s/s"
                 )
             current = None
             write_report(data, opts, results, maps, not_run=names[i + 1 :])

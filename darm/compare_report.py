@@ -15,17 +15,10 @@ import torch
 
 from darm.checkpoint import atomic_write_text
 from darm.data import Dataset
+from darm.metrics import units
 from darm.report import Doc
 
-# what one example and one dimension are called, per kind of data
-EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
-DIM_UNIT = {"lines": "char", "corpus": "char", "audio": "sample"}
-
 TEXT_ROWS = 12  # text samples shown per family
-
-
-def units(kind: str) -> tuple[str, str]:
-    return EXAMPLE_UNIT.get(kind, "example"), DIM_UNIT.get(kind, "dim")
 
 
 def fmt(value, spec: str) -> str:

@@ -11,6 +11,15 @@ from tqdm import tqdm
 
 from darm.models.base import ARModel, check_inputs
 
+# what one example and one dimension are called, per kind of data
+EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
+DIM_UNIT = {"lines": "char", "corpus": "char", "audio": "sample"}
+
+
+def units(kind: str) -> tuple[str, str]:
+    """(example, dimension) names for data of this kind: ('image', 'dim'), ('item', 'char')."""
+    return EXAMPLE_UNIT.get(kind, "example"), DIM_UNIT.get(kind, "dim")
+
 
 def nll_per_dim(
     logits: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None

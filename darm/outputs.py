@@ -36,13 +36,20 @@ def finish_run(
     print(f"wrote {', '.join(map(str, written))}")
 
 
-def print_nll(nll, split: str, kind: str) -> None:
-    unit = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
-    unit = unit.get(kind, "example")
-    per_dim = {"lines": "char", "corpus": "char", "audio": "sample"}.get(kind, "dim")
+def count(n: int, thing: str) -> str:
+    """'1 image', '447 images'."""
+    return f"{n} {thing}{'s' * (n != 1)}"
+
+
+def print_nll(nll, split: str, kind: str, file=None) -> None:
+    from darm.metrics import units
+
+    unit, per_dim = units(kind)
     print(
         f"{split}: {nll.nats_per_example:.4f} nats/{unit}  {nll.nats_per_dim:.4f} nats/{per_dim}  "
-        f"{nll.bits_per_dim:.4f} bits/{per_dim}  ({nll.examples} {unit}s, {nll.dims} {per_dim}s)"
+        f"{nll.bits_per_dim:.4f} bits/{per_dim}  "
+        f"({count(nll.examples, unit)}, {count(nll.dims, per_dim)})",
+        file=file,
     )
 
 

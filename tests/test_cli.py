@@ -292,6 +292,8 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--lr", "-1"], 1, "lr must be finite and >= 0"),
         (["train", "--data", ""], 2, "argument --data: expected a dataset or a path"),
         (["eval", "run", "--data", ""], 2, "argument --data: expected a dataset or a path"),
+        (["sample", "run", "--temperature", "nan"], 1, "--temperature must be > 0, got nan"),
+        (["complete", "run", "--top-p", "0"], 1, "--top-p must be in (0, 1], got 0.0"),
         (["train", "--lr", "inf"], 1, "lr must be finite and >= 0, got inf"),
         (["train", "--weight-decay", "inf"], 1, "weight_decay must be finite"),
         (["train", "--seed", str(2**64)], 2, "a seed is in 0..2**63-1"),

@@ -112,6 +112,17 @@ def test_missing_and_empty_files(tmp_path):
         load_data(str(tmp_path / "empty.txt"))
 
 
+def test_a_bom_is_not_a_symbol_and_text_is_not_an_array(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbfanna\nbob\ncarla\n")  # as some editors save UTF-8
+    data = load_data(str(path))
+    assert "\ufeff" not in data.vocab.symbols
+    with pytest.raises(DarmError, match="integer arrays come in .npy or .npz files, not bom.txt"):
+        load_data(str(path), "array")
+    with pytest.raises(DarmError, match="is a folder, not an .npy/.npz"):
+        load_data(str(tmp_path), "array")
+
+
 def test_vocabulary_rejects_unknown_symbols():
     v = Vocabulary.from_text(["abc"], eos=True)
     assert v.decode(v.encode("cab")) == "cab"

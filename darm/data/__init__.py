@@ -105,7 +105,7 @@ def load_data(
             )
         return image_array_dataset(path, 256 if levels is None else levels, seed)
     if path.is_dir():
-        raise DarmError(f"{path} is a folder; --format images reads a folder of images")
+        raise DarmError(f"{path} is a folder, not an .npy/.npz of integer arrays")
     return array_dataset(path, levels=levels, seed=seed)
 
 

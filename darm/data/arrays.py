@@ -43,8 +43,10 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
 def _load(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DarmError(f"data file {path} does not exist")
+    if path.suffix.lower() not in (".npy", ".npz"):  # numpy's own words would be about pickles
+        raise DarmError(f"integer arrays come in .npy or .npz files, not {path.name}")
     try:
-        if path.suffix == ".npy":
+        if path.suffix.lower() == ".npy":
             return {"x": np.load(path, allow_pickle=False)}
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}

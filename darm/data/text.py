@@ -22,7 +22,7 @@ def read_text(path: Path) -> str:
     if path.is_dir():
         raise DarmError(f"data path {path} is a folder, expected a text file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM marks the encoding, not a symbol
     except UnicodeDecodeError as e:
         raise DarmError(f"{path} is not UTF-8 text (byte {e.start})") from None
     if not text.strip():
@@ -46,7 +46,8 @@ def lines_dataset(
     lines = [s for s in lines if s]
     items = list(dict.fromkeys(lines))  # unique, first-seen order
     if len(items) < 3:
-        raise DarmError(f"{path} has {len(items)} distinct non-empty lines; need at least 3")
+        found = "one distinct non-empty line" if len(items) == 1 else f"{len(items)} distinct lines"
+        raise DarmError(f"{path} has {found}; need at least 3 (train, valid, test)")
     vocab = vocab or Vocabulary.from_text(items, eos=True)
     D = max(len(s) for s in items) + 1
     if len(items) * D > MAX_PADDED:
@@ -55,7 +56,9 @@ def lines_dataset(
             f"{len(items) * D:,} entries; split the long lines, or read it with --format corpus"
         )
     if max_len is not None and D > max_len:
-        raise DarmError(f"the longest line has {D - 1} symbols; the model holds {max_len - 1}")
+        raise DarmError(
+            f"{path}: the longest line has {D - 1} symbols; the model holds {max_len - 1}"
+        )
     D = max_len or D
     x = torch.full((len(items), D), vocab.index[EOS], dtype=torch.long)
     mask = torch.zeros(len(items), D, dtype=torch.bool)
