@@ -22,7 +22,7 @@ from darm.outputs import finish_run
 def train_run(args, device, ctx) -> None:
     from darm import distributed
     from darm.checkpoint import check_writable, read_record
-    from darm.data import load_data, load_from_source
+    from darm.data import BUILTIN, load_data, load_from_source
     from darm.models import config_fields, create_model
     from darm.train import TrainConfig, bf16_warning, check_config, train
 
@@ -30,8 +30,11 @@ def train_run(args, device, ctx) -> None:
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
     check_counts(args, threads=1, samples=0)
-    # without --data: digits, or the data of the checkpoint --init or --resume reads
-    check_builtin_options(args.data or (None if args.init or args.resume else "digits"), args)
+    # without --data: digits, or the data of the checkpoint --init or --resume reads; a file
+    # given with either is read in the checkpoint's format (read_like), not by its suffix
+    from_checkpoint = args.init or args.resume
+    spec = args.data or (None if from_checkpoint else "digits")
+    check_data_options(None if from_checkpoint and spec not in BUILTIN else spec, args)
     run_dir = Path(args.out or default_run_dir(args))
     check_writable(run_dir)  # before any data is read or model built
     check_out_of_data(run_dir, args.data)
@@ -289,20 +292,43 @@ def check_resume_matches(args, record: dict) -> None:
             refuse(flag, value, f"data's {key} {source.get(key)}")
 
 
-def check_builtin_options(spec: str | None, args) -> None:
-    """A built-in dataset has its own format, and only the cut-in-blocks ones take --block:
-    refused rather than silently ignored."""
-    from darm.data import BLOCKED, BUILTIN
+def check_data_options(spec: str | None, args) -> None:
+    """--format, --block, --levels and --data-seed where the data takes them; refused rather
+    than silently ignored (a lines file has no blocks, audio no --levels, a corpus is split
+    in order without a seed)."""
+    from darm.data import BLOCKED, BUILTIN, FIXED_LEVELS, data_format
 
-    if spec not in BUILTIN:
+    if spec is None:  # the checkpoint's data (--init, --resume): read as it was
         return
-    if args.format is not None:
-        raise DarmError(f"--format reads a PATH; the built-in {spec} has its own format")
-    if args.block is not None and spec not in BLOCKED:
-        raise DarmError(
-            f"--block cuts a corpus or audio into blocks ({', '.join(BLOCKED)}); "
-            f"{spec} has its own length"
-        )
+    if spec in BUILTIN:
+        if args.format is not None:
+            raise DarmError(f"--format reads a PATH; the built-in {spec} has its own format")
+        takes = {
+            "--block": spec in BLOCKED,
+            "--levels": spec == "mnist" or spec in FIXED_LEVELS,  # these name their own L
+            "--data-seed": spec in ("digits", "names"),  # the others have fixed splits
+        }
+        what = f"the built-in {spec}"
+    else:
+        path = Path(spec)
+        if not path.exists():
+            return  # load_data names the missing file
+        fmt = data_format(path, args.format)
+        takes = {
+            "--block": fmt in ("corpus", "audio"),
+            "--levels": fmt in ("array", "images"),
+            "--data-seed": fmt in ("lines", "array", "images"),
+        }
+        what = f"{path.name} (read as {fmt})"
+    given = {"--block": args.block, "--levels": args.levels, "--data-seed": args.data_seed}
+    for flag, value in given.items():
+        if value is not None and not takes[flag]:
+            why = {
+                "--block": "it has its own length; --block cuts a corpus or audio into blocks",
+                "--levels": "its symbols are its own; --levels quantises images and arrays",
+                "--data-seed": "it is split in order, not by a seeded shuffle",
+            }[flag]
+            raise DarmError(f"{flag} does not apply to {what}: {why}")
 
 
 # config fields the data decides: L, D, the image shape, and (with --conditional) the classes

@@ -121,11 +121,11 @@ def test_an_os_error_is_one_line(run, capsys, monkeypatch):
 
 def test_eval_prints_exact_nll(run, capsys):
     assert main(["eval", str(run), "--split", "test", "--json"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    numbers = json.loads(out[-1])
+    said = capsys.readouterr()
+    numbers = json.loads(said.out)  # with --json, stdout is the JSON line alone
     results = json.loads((run / "results.json").read_text())
     assert numbers["nats_per_example"] == pytest.approx(results["nats_per_example"])
-    assert "nats/item" in out[1] and "bits/char" in out[1]
+    assert "nats/item" in said.err and "bits/char" in said.err
 
 
 def test_sample_with_prompt(run, capsys):
@@ -274,8 +274,10 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--data", "names", "--conditional"], 1, "needs labels"),
         # options a built-in dataset cannot honour
         (["train", "--data", "names", "--format", "corpus"], 1, "the built-in names has its own"),
-        (["train", "--block", "128"], 1, "digits has its own length"),
+        (["train", "--block", "128"], 1, "--block does not apply to the built-in digits"),
         (["train", "--data", "mnist", "--block", "8"], 1, "--block cuts a corpus or audio"),
+        (["train", "--data", "shakespeare", "--levels", "4"], 1, "--levels does not apply"),
+        (["train", "--data", "speech", "--data-seed", "3"], 1, "split in order, not by a seed"),
         # model configs a family cannot build
         (["train", "--set", "n_head=3"], 1, "n_embd=128 is not divisible by n_head=3"),
         (["train", "--model", "gru", "--set", "n_layer=0"], 1, "n_layer must be >= 1"),
@@ -601,3 +603,16 @@ def test_a_new_run_does_not_overwrite_files_already_in_its_folder(names_file, tm
     (out / "log.csv").unlink()
     assert main(argv) == 0
     assert (out / "notes.md").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--block", "5"], "--block does not apply to names.txt (read as lines)"),
+        (["--levels", "5"], "--levels does not apply to names.txt (read as lines)"),
+        (["--format", "corpus", "--data-seed", "3"], "names.txt (read as corpus): it is split"),
+    ],
+)
+def test_data_options_a_file_would_ignore_are_refused(names_file, capsys, extra, needle):
+    one_line_error(capsys, main(["train", "--data", str(names_file), *extra]), 1, needle)
+    assert capsys.readouterr().out == ""  # before any work

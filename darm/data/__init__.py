@@ -80,11 +80,7 @@ def load_data(
     # absolute, so a run records where its data is, whichever folder it is used from later
     # (abspath, not resolve: a symlink the user named stays the name recorded)
     path = Path(os.path.abspath(path))
-    if format is None and path.is_dir():
-        format = "images"
-    if format is None:
-        suffixes = {".npy": "array", ".npz": "array", ".wav": "audio"}
-        format = suffixes.get(path.suffix.lower(), "lines")
+    format = data_format(path, format)
     if format not in FORMATS:
         raise DarmError(f"unknown data format {format!r}; valid: {', '.join(FORMATS)}")
     if format == "lines":
@@ -107,6 +103,16 @@ def load_data(
     if path.is_dir():
         raise DarmError(f"{path} is a folder, not an .npy/.npz of integer arrays")
     return array_dataset(path, levels=levels, seed=seed)
+
+
+def data_format(path: Path, format: str | None = None) -> str:
+    """How a path is read: `format` if given, else by what it is: a folder of images, .npy /
+    .npz integer arrays, .wav audio, anything else one item per line."""
+    if format is not None:
+        return format
+    if path.is_dir():
+        return "images"
+    return {".npy": "array", ".npz": "array", ".wav": "audio"}.get(path.suffix.lower(), "lines")
 
 
 def same_data(spec: str, source: dict[str, Any]) -> bool:
@@ -148,5 +154,6 @@ def _reload(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> D
 
 
 __all__ = [
-    "Dataset", "Vocabulary", "load_data", "load_from_source", "same_data", "BUILTIN", "SPLITS"
+    "Dataset", "Vocabulary", "data_format", "load_data", "load_from_source", "same_data",
+    "BUILTIN", "SPLITS",
 ]  # fmt: skip
