@@ -71,21 +71,20 @@ def seconds_per_validation(model, data: Dataset, cfg, window: float) -> float:
     ctx = distributed.current()
     valid = data["valid"]
     examples = min(cfg.valid_examples, len(valid)) if cfg.valid_examples else len(valid)
-    size = cfg.eval_batch_size
-    batches = math.ceil(math.ceil(examples / ctx.world_size) / size)
-    times, start = [], time.perf_counter()
-    for i in range(batches):
+    shard = math.ceil(examples / ctx.world_size)  # the largest rank's share
+    size = min(cfg.eval_batch_size, shard)
+    timed, start = [], time.perf_counter()  # (seconds, examples) of each batch scored
+    for lo in range(0, shard, size):
+        hi = min(lo + size, shard)
         t = time.perf_counter()
-        evaluate(model, TensorSplit(*valid._take(slice(i * size, (i + 1) * size))), size)
+        evaluate(model, TensorSplit(*valid._take(slice(lo, hi))), size)
         synchronize(model.device)
-        times.append(time.perf_counter() - t)
-        if len(times) >= 2 and time.perf_counter() - start >= window:
+        timed.append((time.perf_counter() - t, hi - lo))
+        if len(timed) >= 2 and time.perf_counter() - start >= window:
             break
-    if not times:
-        return 0.0
     # the first batch warms up (allocations, kernels): left out when there are others
-    per_batch = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
-    return per_batch * batches
+    rest = timed[1:] or timed
+    return sum(t for t, _ in rest) / sum(n for _, n in rest) * shard
 
 
 @dataclass(frozen=True)
@@ -98,20 +97,22 @@ class Plan:
     step_s: float
     pass_s: float
 
-    def note(self, budget: float) -> str | None:
+    def note(self, budget: float, valid_examples: int = 0) -> str | None:
         """A hint when validation takes a large share of the budget."""
         if self.passes * self.pass_s < 0.25 * budget:
             return None
+        fewer = "a smaller --valid-examples" if valid_examples else "--valid-examples N"
         return (
-            f"one validation pass takes ~{self.pass_s:.0f}s of the {budget:g}s budget; "
-            "--valid-examples N scores the first N examples only, leaving more time to train"
+            f"{self.passes} validation pass(es) of ~{self.pass_s:.0f}s take a large share of "
+            f"the {budget:g}s budget; {fewer} scores fewer examples, leaving more to train"
         )
 
 
-def plan_run(model, data: Dataset, cfg, budget: float) -> Plan:
+def plan_run(model, data: Dataset, cfg, budget: float, eval_every: int | None = None) -> Plan:
     """Time training steps and a validation pass, then fit both in the budget: up to 10
     points on the curves in about a tenth of it (at least the one after the last step),
-    the rest, less 5% for checkpoints and the log, for training. Every rank gets the same
+    the rest, less 5% for checkpoints and the log, for training. eval_every: the user's
+    spacing of the passes instead, as many as the steps then make. Every rank gets the same
     plan (from the slowest rank's timings): they must agree on the step count."""
     from darm import distributed
 
@@ -119,6 +120,10 @@ def plan_run(model, data: Dataset, cfg, budget: float) -> Plan:
     step_s = seconds_per_step(model, data, cfg, window)
     pass_s = seconds_per_validation(model, data, cfg, window / 2)
     step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], model.device)
+    if eval_every:  # a pass every eval_every steps and one after the last: steps s with
+        # s * step_s + (s / eval_every + 1) * pass_s = 0.95 * budget
+        steps = max(20, int((0.95 * budget - pass_s) / (step_s + pass_s / eval_every)))
+        return Plan(steps, math.ceil(steps / eval_every), step_s, pass_s)
     passes = int(min(10, max(1, 0.1 * budget // pass_s if pass_s > 0 else 10)))
     steps = max(20, int((0.95 * budget - passes * pass_s) / step_s))
     return Plan(steps, passes, step_s, pass_s)

@@ -93,15 +93,24 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def parse_seed(text: str) -> int:
-    """A seed torch and numpy both take: an integer in 0 .. 2**63 - 1."""
+def _seed(text: str, low: int, high: int, span: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a seed is an integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"a seed is in 0..2**63-1, got {text}")
+    if not low <= value < high:
+        raise argparse.ArgumentTypeError(f"a seed is in {span}, got {text}")
     return value
+
+
+def parse_seed(text: str) -> int:
+    """A seed of torch's generators: an integer in -2**63 .. 2**64 - 1."""
+    return _seed(text, -(2**63), 2**64, "-2**63..2**64-1")
+
+
+def parse_data_seed(text: str) -> int:
+    """A data split's seed, which numpy's generator takes too: 0 .. 2**63 - 1."""
+    return _seed(text, 0, 2**63, "0..2**63-1")
 
 
 def _device(name: str) -> torch.device:
@@ -214,6 +223,8 @@ def cmd_complete(args) -> None:
     check_sampling_args(args)
     if args.count < 1:
         raise DarmError(f"--count must be >= 1, got {args.count}")
+    if args.length is not None and args.length < 1:
+        raise DarmError(f"--length must be >= 1, got {args.length}")
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "completions")
     meta = record["data"]
@@ -239,7 +250,7 @@ def cmd_complete(args) -> None:
             ) from None
         originals = None
     else:  # the first --count examples of the test split
-        data = load_from_source(meta, D)
+        data = load_from_source(meta, D, path.parent)
         originals = data["test"].x[: args.count]
         labels = None if data["test"].y is None else data["test"].y[: args.count]
     if args.rows is not None and not shape:
@@ -333,11 +344,11 @@ def cmd_eval(args) -> None:
     if args.data:
         data = read_like(args.data, model, meta)
     else:
-        data = load_from_source(meta, model.num_dims)
+        data = load_from_source(meta, model.num_dims, path.parent)
     check_fits(data, model, path, meta)
     # another file is scored whole by default (its own split would leave 90% of it out); the
     # run's own data, named again, keeps its test split
-    other = args.data and not same_data(args.data, meta["source"])
+    other = args.data and not same_data(args.data, meta["source"], path.parent)
     split = args.split or ("all" if other else "test")
     parts = [evaluate(model, data[s], args.batch_size, progress=True)
              for s in (SPLITS if split == "all" else [split])]  # fmt: skip
@@ -399,7 +410,7 @@ def cmd_deps(args) -> None:
 
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
-    data = load_from_source(meta, model.num_dims)
+    data = load_from_source(meta, model.num_dims, path.parent)
     J = checkpoint_maps(model, record, data[args.split], args.n)
     shape = image_shape_of(record)
     if args.pixel and not shape:
@@ -556,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="symbols L: of an array file, or grey levels images are quantised to "
         "(mnist, --format images; default 256)",
     )
-    t.add_argument("--data-seed", type=parse_seed, help="seed of the data split (default 42)")
+    t.add_argument("--data-seed", type=parse_data_seed, help="seed of the data split (default 42)")
     t.add_argument("--model", help="registered model (see `darm models`; default: gpt)")
     t.add_argument(
         "--set",
@@ -730,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
     c.add_argument(
-        "--data-seed", type=parse_seed, default=42, help="seed of the data split (default 42)"
+        "--data-seed", type=parse_data_seed, default=42, help="seed of the data split (default 42)"
     )
     c.add_argument("--models", help="comma-separated registered models")
     c.add_argument(

@@ -37,7 +37,6 @@ def train_run(args, device, ctx) -> None:
     check_data_options(None if from_checkpoint and spec not in BUILTIN else spec, args)
     run_dir = Path(args.out or default_run_dir(args))
     check_writable(run_dir)  # before any data is read or model built
-    check_out_of_data(run_dir, args.data)
     train_overrides = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -45,9 +44,9 @@ def train_run(args, device, ctx) -> None:
     }
     if args.resume:
         path, record = read_record(run_dir / "last.json")
-        check_resume_matches(args, record)
+        check_resume_matches(args, record, path.parent)
         meta = record["data"]
-        data = load_from_source(meta, record["config"]["seq_len"])
+        data = load_from_source(meta, record["config"]["seq_len"], path.parent)
         from darm.checkpoint import load_checkpoint
 
         model, record, path = load_checkpoint(path, device)
@@ -75,7 +74,10 @@ def train_run(args, device, ctx) -> None:
                 f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
                 f"or --out for a new folder"
             )
-        if taken := [name for name in RUN_FILES if (run_dir / name).exists()]:
+        # a run that stopped before its first checkpoint (NaN loss, out of memory) left its
+        # own log.csv: that folder is the retry's; files of anything else are not overwritten
+        taken = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if taken and not has_run_log(run_dir):
             raise DarmError(
                 f"{run_dir} already holds {', '.join(taken)}, which a new run would overwrite; "
                 f"choose another --out (or delete them)"
@@ -100,12 +102,13 @@ def train_run(args, device, ctx) -> None:
             check_memory(model_name, dict(vocab_size=data.vocab_size, **overrides), device)
             model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
         resume = None
+    check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
     if args.budget and not resume and "steps" not in train_overrides:
         cfg, plan = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
         say(f"--budget {args.budget:g}s: planned {cfg.steps} steps, so the schedule ends in time")
-        if note := plan.note(args.budget):
+        if note := plan.note(args.budget, cfg.valid_examples):
             say(note)
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
     say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
@@ -157,7 +160,18 @@ RUN_FILES = (
 )  # fmt: skip
 
 
-def check_out_of_data(run_dir: Path, data: str | None) -> None:
+def has_run_log(run_dir: Path) -> bool:
+    """Whether run_dir holds a log.csv that darm's training wrote (its header row)."""
+    from darm.train import LOG_FIELDS
+
+    try:
+        with open(run_dir / "log.csv", newline="") as f:
+            return f.readline().strip() == ",".join(LOG_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_out_of_data(run_dir: Path, data: str | Path | None) -> None:
     """A run folder inside its own image folder would turn its pictures into data."""
     if not data or not Path(data).is_dir():
         return
@@ -176,7 +190,7 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     from darm.config import build_config
     from darm.train import TrainConfig, check_config
 
-    plan = plan_run(model, data, cfg, budget)  # the same on every rank
+    plan = plan_run(model, data, cfg, budget, overrides.get("eval_every"))  # same on all ranks
     steps = max(cfg.cycles, plan.steps - plan.steps % cfg.cycles)  # whole cosine cycles
     planned = {"steps": steps}
     if "eval_every" not in overrides:  # points on the curve, as many as the budget affords
@@ -204,7 +218,7 @@ def init_from(args, device):
         block, levels, seed = data_options(args, block=model.num_dims)
         data = read_like(args.data, model, meta, args.format, block, levels, seed)
     else:
-        data = load_from_source(meta, model.num_dims)
+        data = load_from_source(meta, model.num_dims, path.parent)
     check_fits(data, model, path, meta)
     return model.to(device), model_name, data, path, record["step"]
 
@@ -257,7 +271,7 @@ SOURCE_OPTIONS = [
 ]
 
 
-def check_resume_matches(args, record: dict) -> None:
+def check_resume_matches(args, record: dict, run_dir: Path) -> None:
     """A resumed run keeps its model and data. The command that started it may be repeated
     with --resume, but an option that would change them is refused, not silently ignored."""
     from darm.data import same_data
@@ -283,7 +297,7 @@ def check_resume_matches(args, record: dict) -> None:
             if getattr(asked, key) != getattr(theirs, key):
                 refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
     source = record["data"]["source"]
-    if args.data is not None and not same_data(args.data, source):
+    if args.data is not None and not same_data(args.data, source, run_dir):
         theirs = source.get("name") or source.get("path")
         refuse("--data", args.data, f"data {theirs}")
     for flag, attr, key in SOURCE_OPTIONS:

@@ -20,6 +20,7 @@ import contextlib
 import csv
 import io
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,8 +116,8 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
         raise DarmError(f"lr must be finite and >= 0, got {cfg.lr}")
     if not math.isfinite(cfg.weight_decay):  # inf would turn the weights into NaN
         raise DarmError(f"weight_decay must be finite, got {cfg.weight_decay}")
-    if not 0 <= cfg.seed < 2**63:  # what torch and numpy generators take
-        raise DarmError(f"seed must be in 0..2**63-1, got {cfg.seed}")
+    if not -(2**63) <= cfg.seed < 2**64:  # what torch's generators take
+        raise DarmError(f"seed must be in -2**63..2**64-1, got {cfg.seed}")
     if not 0 <= cfg.min_lr <= cfg.lr:
         raise DarmError(f"min_lr must be in [0, lr={cfg.lr:g}], got {cfg.min_lr:g}")
     for name in ("beta1", "beta2"):
@@ -284,12 +285,16 @@ def make_optimizer(model: ARModel, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-def data_meta(data: Dataset) -> dict[str, Any]:
-    """What a checkpoint needs to read and write this data again."""
+def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
+    """What a checkpoint needs to read and write this data again. A file's path is kept
+    both absolute and relative to run_dir: a project moved with its runs still finds it."""
+    source = dict(data.source)
+    if "path" in source and run_dir is not None:
+        source["from_run"] = os.path.relpath(source["path"], Path(run_dir).absolute())
     return {
         "name": data.name,
         "kind": data.kind,
-        "source": data.source,
+        "source": source,
         "vocab": None if data.vocab is None else data.vocab.symbols,
         "eos": data.eos,
         "image_shape": data.image_shape,
@@ -395,7 +400,7 @@ def train(
             "elapsed_s": before + time.perf_counter() - t0,  # so a resumed log goes on
             "train_nats_per_dim": running,
             "train": asdict(cfg),
-            "data": data_meta(data),
+            "data": data_meta(data, run_dir),
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 

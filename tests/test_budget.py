@@ -1,18 +1,20 @@
 """--budget planning: a validation pass is timed like a training step and fitted in the plan."""
 
+import pytest
+
 import darm
 import darm.budget as budget
 from darm.data import load_data
 from darm.train import TrainConfig
 
 
-def fake_scoring(monkeypatch, first: float, rest: float) -> list[int]:
-    """evaluate() costs `first` seconds on a fake clock for its first batch, `rest` after;
-    returns the sizes of the batches it was given."""
+def fake_scoring(monkeypatch, warm_up: float, per_example: float) -> list[int]:
+    """evaluate() costs per_example seconds an example on a fake clock, plus warm_up for the
+    first batch; returns the sizes of the batches it was given."""
     clock, scored = [0.0], []
 
     def evaluate(model, split, batch_size):
-        clock[0] += first if not scored else rest
+        clock[0] += (0 if scored else warm_up) + per_example * len(split)
         scored.append(len(split))
 
     monkeypatch.setattr("darm.metrics.evaluate", evaluate)
@@ -21,18 +23,17 @@ def fake_scoring(monkeypatch, first: float, rest: float) -> list[int]:
 
 
 def test_a_validation_pass_is_extrapolated_from_its_first_batches(monkeypatch):
-    scored = fake_scoring(monkeypatch, first=0.5, rest=0.1)
+    scored = fake_scoring(monkeypatch, warm_up=0.5, per_example=0.01)
     data = load_data("digits")  # 350 validation images
-    model, cfg = (
-        darm.create_model("bigram", vocab_size=data.vocab_size),
-        TrainConfig(eval_batch_size=32),
-    )
-    # the warm-up batch is left out; 0.1 s a batch x ceil(350 / 32) = 11 batches
-    assert abs(budget.seconds_per_validation(model, data, cfg, window=0.25) - 1.1) < 1e-9
+    model = darm.create_model("bigram", vocab_size=data.vocab_size)
+    seconds = budget.seconds_per_validation(model, data, TrainConfig(eval_batch_size=32), 0.5)
+    assert seconds == pytest.approx(3.5)  # 0.01 s x 350 images, the warm-up left out
     assert scored == [32, 32]  # two batches were enough for the window
     scored.clear()
-    cfg = TrainConfig(eval_batch_size=32, valid_examples=100)  # ceil(100 / 32) = 4 batches
-    assert abs(budget.seconds_per_validation(model, data, cfg, window=0.25) - 0.4) < 1e-9
+    # the first 100 images only, in one batch of 100 (not of 512): that batch is the pass
+    cfg = TrainConfig(eval_batch_size=512, valid_examples=100)
+    assert budget.seconds_per_validation(model, data, cfg, 0.5) == pytest.approx(1.5)
+    assert scored == [100]
 
 
 def test_a_long_validation_pass_takes_points_off_the_curve_not_steps_past_the_budget(
@@ -48,4 +49,16 @@ def test_a_long_validation_pass_takes_points_off_the_curve_not_steps_past_the_bu
     monkeypatch.setattr(budget, "seconds_per_validation", lambda *a: 20.0)
     slow = budget.plan_run(model, data, cfg, budget=60)
     assert (slow.passes, slow.steps) == (1, 37)  # the pass after the last step: 57 - 20 s
-    assert "--valid-examples" in slow.note(60)
+    assert "--valid-examples N scores fewer" in slow.note(60)
+    assert "a smaller --valid-examples" in slow.note(60, valid_examples=100)
+
+
+def test_a_budget_with_eval_every_reserves_its_passes(monkeypatch):
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *a: 1.0)
+    monkeypatch.setattr(budget, "seconds_per_validation", lambda *a: 2.0)
+    data = load_data("digits")
+    model = darm.create_model("bigram", vocab_size=data.vocab_size)
+    plan = budget.plan_run(model, data, TrainConfig(), budget=120, eval_every=5)
+    # s steps and s / 5 + 1 passes of 2 s in 0.95 x 120 s: s = (114 - 2) / 1.4 = 80
+    assert (plan.steps, plan.passes) == (80, 16)
+    assert plan.steps + plan.passes * 2.0 <= 114

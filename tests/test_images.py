@@ -202,3 +202,10 @@ def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
     assert main(argv) == 1
     assert "is inside the data folder" in capsys.readouterr().err
     assert not (tmp_path / "imgs" / "run").exists()  # refused before any work
+    argv[argv.index("--out") + 1] = str(tmp_path / "run")
+    assert main(argv) == 0
+    # fine-tuning reads the checkpoint's folder: a run inside it is refused as well
+    argv = ["train", "--init", str(tmp_path / "run"), "--steps", "1", "--quiet", "--samples", "0",
+            "--out", str(tmp_path / "imgs" / "ft")]  # fmt: skip
+    assert main(argv) == 1
+    assert "is inside the data folder" in capsys.readouterr().err

@@ -115,8 +115,10 @@ def data_format(path: Path, format: str | None = None) -> str:
     return {".npy": "array", ".npz": "array", ".wav": "audio"}.get(path.suffix.lower(), "lines")
 
 
-def same_data(spec: str, source: dict[str, Any]) -> bool:
-    """Whether `spec` (a built-in name or a path) names the data `source` was read from."""
+def same_data(spec: str, source: dict[str, Any], run_dir: Path | None = None) -> bool:
+    """Whether `spec` (a built-in name or a path) names the data `source` was read from
+    (found as `located` finds it from run_dir)."""
+    source = located(source, run_dir)
     if source.get("format") == "builtin":
         return spec == source.get("name")
     if spec in BUNDLED_FILES:
@@ -124,11 +126,22 @@ def same_data(spec: str, source: dict[str, Any]) -> bool:
     return "path" in source and Path(spec).resolve() == Path(source["path"]).resolve()
 
 
-def load_from_source(meta: dict[str, Any], seq_len: int) -> Dataset:
+def load_from_source(meta: dict[str, Any], seq_len: int, run_dir: Path | None = None) -> Dataset:
     """Reload the data a checkpoint was trained on from its data record `meta`: the same
-    split, vocabulary and class numbering (a fine-tuned model's classes, numbered by name)."""
-    data = _reload(meta["source"], saved_vocab(meta), seq_len)
+    split, vocabulary and class numbering (a fine-tuned model's classes, numbered by name).
+    run_dir: the checkpoint's folder, where a moved project's data is looked for."""
+    data = _reload(located(meta["source"], run_dir), saved_vocab(meta), seq_len)
     return relabel_by_name(data, meta.get("class_names"))
+
+
+def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """The source with the path that exists now: the recorded one, else the one relative to
+    the run folder (the data moved together with the run), else the recorded one still, for
+    the error message."""
+    if "from_run" not in source or run_dir is None or Path(source["path"]).exists():
+        return source
+    moved = Path(os.path.normpath(Path(run_dir).absolute() / source["from_run"]))
+    return {**source, "path": str(moved)} if moved.exists() else source
 
 
 def _reload(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> Dataset:
