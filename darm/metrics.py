@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from darm.models.base import ARModel, check_inputs
+from darm.models.base import ARModel, as_symbols, check_inputs
 
 # what one example and one dimension are called, per kind of data
 EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
@@ -35,9 +35,19 @@ def log_prob(
     cond: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Exact log p(x | cond) in nats, (B,). `mask` (B, *event) drops padding positions."""
+    """Exact log p(x | cond) in nats, (B,): x (B, *event) integer symbols; `mask` drops
+    padding positions. Computed in eval mode (dropout off, as `evaluate` scores), then the
+    model's mode is restored; gradients flow. (A training loss with dropout: model(x) and
+    nll_per_dim.)"""
+    x = as_symbols(x, "x (one-hot inputs go to model(x))")
+    cond = as_symbols(cond, "label")
     check_inputs(model, x, cond)
-    return _log_prob(model, x, cond, mask)
+    was_training = model.training
+    model.eval()
+    try:
+        return _log_prob(model, x, cond, mask)
+    finally:
+        model.train(was_training)
 
 
 def _log_prob(model, x, cond=None, mask=None) -> torch.Tensor:

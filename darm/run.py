@@ -24,7 +24,7 @@ def train_run(args, device, ctx) -> None:
     from darm.checkpoint import check_writable, read_record
     from darm.data import BUILTIN, load_data, load_from_source
     from darm.models import config_fields, create_model
-    from darm.train import TrainConfig, bf16_warning, check_config, train
+    from darm.train import TrainConfig, bf16_warning, check_config, check_new_run_dir, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     if args.init and args.conditional:
@@ -69,19 +69,7 @@ def train_run(args, device, ctx) -> None:
         say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
         resume = (path, record)
     else:
-        if (run_dir / "last.json").exists():
-            raise DarmError(
-                f"{run_dir} already holds a checkpoint; pass --resume to continue it, "
-                f"or --out for a new folder"
-            )
-        # a run that stopped before its first checkpoint (NaN loss, out of memory) left its
-        # own log.csv: that folder is the retry's; files of anything else are not overwritten
-        taken = [name for name in RUN_FILES if (run_dir / name).exists()]
-        if taken and not has_run_log(run_dir):
-            raise DarmError(
-                f"{run_dir} already holds {', '.join(taken)}, which a new run would overwrite; "
-                f"choose another --out (or delete them)"
-            )
+        check_new_run_dir(run_dir)  # before any data is read or model built
         cfg = build_config(TrainConfig, train_overrides, "training option")
         check_config(cfg, ctx.world_size)  # before any data is read or model built
         torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
@@ -151,24 +139,6 @@ def check_memory(name: str, config: dict, device: torch.device) -> None:
             f"{need / 2**30:.1f} GiB for weights, gradients and optimiser state, and this "
             f"{device.type.upper()} has {have / 2**30:.1f} GiB"
         )
-
-
-# what a run writes in its folder besides checkpoints (last.json is checked on its own)
-RUN_FILES = (
-    "log.csv", "loss.png", "results.json", "samples.png", "samples.txt", "samples.wav",
-    "best.json", "best.safetensors", "last.safetensors",
-)  # fmt: skip
-
-
-def has_run_log(run_dir: Path) -> bool:
-    """Whether run_dir holds a log.csv that darm's training wrote (its header row)."""
-    from darm.train import LOG_FIELDS
-
-    try:
-        with open(run_dir / "log.csv", newline="") as f:
-            return f.readline().strip() == ",".join(LOG_FIELDS)
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def check_out_of_data(run_dir: Path, data: str | Path | None) -> None:

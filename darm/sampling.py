@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from darm.models.base import ARModel, PrefixCache, check_inputs, prefill_by_steps
+from darm.models.base import ARModel, PrefixCache, as_symbols, check_inputs, prefill_by_steps
 
 
 def filter_logits(
@@ -75,6 +75,9 @@ def sample(
 
     if num_dims is not None and num_dims < 1:
         raise ValueError(f"num_dims must be >= 1, got {num_dims}")
+    prefix, cond = as_symbols(prefix, "prefix"), as_symbols(cond, "cond")
+    if prefix is not None and prefix.dim() != 2:
+        raise ValueError(f"prefix must be (n, P) symbols, got shape {tuple(prefix.shape)}")
     check_inputs(model, prefix, cond, "prefix symbol")
     was_training = model.training
     model.eval()
@@ -83,6 +86,11 @@ def sample(
         # the cost of a cached step on a small model
         with torch.inference_mode():
             D = num_dims or model.num_dims
+            if model.max_dims is not None and D > model.max_dims:  # the same, cached or not
+                raise ValueError(
+                    f"{model.family} generates at most {model.max_dims} symbols (its context, "
+                    f"prompt included; the window is not slid), asked for {D}"
+                )
             x = _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress)
     finally:
         model.train(was_training)

@@ -42,7 +42,7 @@ from darm.ema import WeightAverage
 from darm.errors import DarmError
 from darm.interrupt import stop_on_sigint
 from darm.metrics import NLL, evaluate, nll_per_dim
-from darm.models import ARModel
+from darm.models import ARModel, get_entry
 
 LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_per_s", "elapsed_s"]
 
@@ -285,6 +285,62 @@ def make_optimizer(model: ARModel, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
+# what a run writes in its folder besides checkpoints (last.json is checked on its own)
+RUN_FILES = (
+    "log.csv", "loss.png", "results.json", "samples.png", "samples.txt", "samples.wav",
+    "best.json", "best.safetensors", "last.safetensors",
+)  # fmt: skip
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run may not overwrite another run's checkpoint, nor files it did not write. A
+    run that stopped before its first checkpoint (NaN loss, out of memory) left its own
+    log.csv: that folder is its retry's."""
+    run_dir = Path(run_dir)
+    if (run_dir / "last.json").exists():
+        raise DarmError(
+            f"{run_dir} already holds a checkpoint; resume it (--resume) or write the new run "
+            f"to another folder (--out)"
+        )
+    taken = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if taken and not has_run_log(run_dir):
+        raise DarmError(
+            f"{run_dir} already holds {', '.join(taken)}, which a new run would overwrite; "
+            f"choose another --out (or delete them)"
+        )
+
+
+def has_run_log(run_dir: Path) -> bool:
+    """Whether run_dir holds a log.csv that darm's training wrote (its header row)."""
+    try:
+        with open(run_dir / "log.csv", newline="") as f:
+            return f.readline().strip() == ",".join(LOG_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
+    """The name a checkpoint records must rebuild this model, and the data must have the
+    model's D symbols of at most L values (and its picture size, for a 2-D model)."""
+    entry = get_entry(model_name)
+    if not isinstance(model, entry.model_cls):
+        raise DarmError(
+            f"model_name {model_name!r} is a {entry.model_cls.__name__}, but the model is a "
+            f"{type(model).__name__}: its checkpoint could not be loaded"
+        )
+    if data.vocab_size > model.vocab_size or data.seq_len != model.num_dims:
+        raise DarmError(
+            f"{data.name} has L={data.vocab_size}, D={data.seq_len}; the model takes "
+            f"L={model.vocab_size}, D={model.num_dims}"
+        )
+    shape = tuple(data.image_shape or ())[:2]
+    if shape and len(model.event_shape) == 3 and tuple(model.event_shape[:2]) != shape:
+        raise DarmError(
+            f"{data.name} holds {shape[0]}x{shape[1]} images; the model reads "
+            f"{model.event_shape[0]}x{model.event_shape[1]} (set its image_shape)"
+        )
+
+
 def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
     """What a checkpoint needs to read and write this data again. A file's path is kept
     both absolute and relative to run_dir: a project moved with its runs still finds it."""
@@ -341,11 +397,16 @@ def train(
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
     this much training time has passed.
-    Returns the final training state (step, best validation NLL, wall time).
+    Returns the final training state (step, best validation NLL, wall time). The model is
+    left in training mode with its training weights: with cfg.ema, the average that
+    validation scored is in the checkpoints (`load_checkpoint(run_dir)`).
     """
     ctx = distributed.current()
     check_config(cfg, ctx.world_size)
+    check_model_fits(model, model_name, data)
     run_dir = Path(run_dir)
+    if resume_from is None:
+        check_new_run_dir(run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device = model.device

@@ -57,8 +57,9 @@ def test_max_dims_says_how_far_sampling_goes(model_name):
         assert sample(model, 2, num_dims=2 * D).shape == (2, 2 * D)
     else:
         assert model.max_dims == D and sample(model, 2, num_dims=D).shape == (2, D)
-        with pytest.raises(ValueError):
-            sample(model, 2, num_dims=D + 1)
+        for use_cache in (True, False):  # one message, whichever path would draw
+            with pytest.raises(ValueError, match=f"generates at most {D} symbols .* for {D + 1}"):
+                sample(model, 2, num_dims=D + 1, use_cache=use_cache)
 
 
 @pytest.mark.parametrize("name", ["markov", "rnn", "wavenet"])
@@ -125,6 +126,24 @@ def test_prefix_symbols_outside_the_vocabulary_are_refused():
         log_prob(model, torch.full((2, 7), 5))
     with pytest.raises(ValueError, match="label -1 is outside 0..2"):
         log_prob(conditional, torch.zeros(2, 7, dtype=torch.long), torch.tensor([0, -1]))
+
+
+def test_log_prob_is_exact_in_training_mode_and_takes_any_integer_dtype():
+    model = tiny_model("gpt", dropout=0.5).train()  # as create_model and train() leave it
+    x = torch.randint(0, 5, (3, 7))
+    exact = log_prob(model, x)
+    assert torch.equal(log_prob(model, x), exact)  # no dropout: the same every call
+    assert model.training  # the caller's mode comes back
+    assert torch.allclose(exact, log_prob(model.eval(), x))
+    for dtype in (torch.int32, torch.uint8, torch.int16):  # numpy's and pictures' dtypes
+        assert torch.equal(log_prob(model, x.to(dtype)), exact)
+    assert sample(model, 3, prefix=x[:, :2].int(), num_dims=7).dtype == torch.long
+    with pytest.raises(ValueError, match="x .one-hot inputs go to model.x.. must hold integer"):
+        log_prob(model, x.float())
+    with pytest.raises(ValueError, match=r"prefix must be \(n, P\) symbols, got shape \(2,\)"):
+        sample(model, 2, prefix=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="prefix must hold integer symbols"):
+        sample(model, 2, prefix=torch.ones(2, 2))
 
 
 def test_evaluate_refuses_an_empty_split_and_a_bad_batch_size():

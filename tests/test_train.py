@@ -300,3 +300,19 @@ def test_valid_examples_scores_a_fixed_subset(tmp_path, monkeypatch):
     assert len(scored) == 2 and all(torch.equal(x, data["valid"].x[:30]) for x in scored)
     with pytest.raises(DarmError, match="valid_examples must be >= 0"):
         check_config(TrainConfig(valid_examples=-1))
+
+
+def test_train_refuses_a_wrong_name_a_misfit_model_and_a_taken_folder(tmp_path):
+    data = load_data("digits")  # L = 17, D = 64, 8x8 images
+    cfg = TrainConfig(steps=1, batch_size=4)
+    with pytest.raises(DarmError, match="'gru' is a RNN, but the model is a GPT"):
+        train(_digits_model(), "gru", data, cfg, tmp_path / "a", progress=False)
+    with pytest.raises(DarmError, match="digits has L=17, D=64; the model takes L=5, D=64"):
+        train(tiny_model("gpt", seq_len=64), "gpt", data, cfg, tmp_path / "b", progress=False)
+    one_row = tiny_model("pixelcnn", vocab_size=17, seq_len=64)  # no image_shape: 1 x 64
+    with pytest.raises(DarmError, match="8x8 images; the model reads 1x64"):
+        train(one_row, "pixelcnn", data, cfg, tmp_path / "c", progress=False)
+    train(_digits_model(), "gpt", data, cfg, tmp_path / "d", progress=False)
+    with pytest.raises(DarmError, match="already holds a checkpoint"):  # not overwritten
+        train(_digits_model(), "gpt", data, cfg, tmp_path / "d", progress=False)
+    assert not any((tmp_path / x).exists() for x in "abc")  # refused before any file

@@ -135,6 +135,16 @@ def check_inputs(model: ARModel, x: torch.Tensor | None, cond: torch.Tensor | No
             raise ValueError(f"{name} {lo if lo < 0 else hi} is outside 0..{size - 1}")
 
 
+def as_symbols(t: torch.Tensor | None, what: str) -> torch.Tensor | None:
+    """Integer symbols as int64, the dtype embeddings and cross-entropy take (numpy's int32,
+    uint8 pictures and bool masks come in as they are); floating point is refused by name."""
+    if t is None or t.dtype == torch.long:
+        return t
+    if t.is_floating_point() or t.is_complex():
+        raise ValueError(f"{what} must hold integer symbols, got {t.dtype}")
+    return t.long()
+
+
 def check_step(x_prev: torch.Tensor | None, cache: Any) -> None:
     """The protocol's order of calls: step(None) on a fresh cache, then step(x_{t-1}) at every
     later t. A symbol fed at t = 0 would be written before the first position, silently."""
