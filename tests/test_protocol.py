@@ -211,3 +211,22 @@ def test_cached_sampling_with_prefix_equals_naive(model_name, conditional):
         a = sample(model, 4, generator=torch.Generator().manual_seed(3), **kw)
         b = sample(model, 4, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
         assert torch.equal(a, b)
+
+
+def test_a_redefined_family_registers_again_another_class_does_not(monkeypatch):
+    from darm.models import registry
+    from darm.models.markov import Markov, MarkovConfig
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def define():  # a notebook cell run twice: a new class object, the same name
+        class Mine(Markov):
+            family = "mine"
+
+        return Mine
+
+    registry.register_model("mine", define(), MarkovConfig, "a test family")
+    registry.register_model("mine", define(), MarkovConfig, "a test family, again")
+    assert registry.get_entry("mine").doc == "a test family, again"
+    with pytest.raises(ValueError, match="model 'gpt' is already GPT"):
+        registry.register_model("gpt", define(), MarkovConfig, "not a gpt")

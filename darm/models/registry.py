@@ -26,9 +26,15 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register_model(
     name: str, model_cls: type[ARModel], config_cls: type, doc: str, **defaults: Any
 ) -> None:
-    """Register `name` as `model_cls(config_cls(**defaults, **overrides))`."""
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} registered twice")
+    """Register `name` as `model_cls(config_cls(**defaults, **overrides))`. A class of the
+    same module and name may register again (a notebook cell run twice redefines it);
+    another class under a taken name is refused."""
+    taken = _REGISTRY.get(name)
+    if taken and (taken.model_cls.__module__, taken.model_cls.__qualname__) != (
+        model_cls.__module__,
+        model_cls.__qualname__,
+    ):
+        raise ValueError(f"model {name!r} is already {taken.model_cls.__qualname__}")
     _REGISTRY[name] = ModelEntry(name, model_cls.family, config_cls, model_cls, defaults, doc)
 
 
