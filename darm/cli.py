@@ -73,6 +73,9 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a bad option on one line (no usage dump) and exits 2."""
 
     def error(self, message: str):
+        if self.prog.endswith("complete") and message.endswith("required: checkpoint"):
+            # `complete --input a.png RUN`: --input took RUN as one more input
+            message += " (name the run before --input, which takes every word after it)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
