@@ -344,17 +344,17 @@ def cmd_eval(args) -> None:
     check_counts(args, batch_size=1)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
-    if args.data:
-        data = read_like(args.data, model, meta)
-    else:
-        data = load_from_source(meta, model.num_dims, path.parent)
-    check_fits(data, model, path, meta)
     # another file is scored whole by default (its own split would leave 90% of it out); the
     # run's own data, named again, keeps its test split
     other = args.data and not same_data(args.data, meta["source"], path.parent)
     split = args.split or ("all" if other else "test")
-    parts = [evaluate(model, data[s], args.batch_size, progress=True)
-             for s in (SPLITS if split == "all" else [split])]  # fmt: skip
+    if other:  # scored whole: a line or a picture alone is data enough
+        data = read_like(args.data, model, meta, whole=split == "all")
+    else:
+        data = load_from_source(meta, model.num_dims, path.parent)
+    check_fits(data, model, path, meta)
+    scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
+    parts = [evaluate(model, data[s], args.batch_size, progress=True) for s in scored]
     nll = NLL(*(sum(getattr(p, f) for p in parts) for f in ("nats", "examples", "dims")))
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}", file=human)

@@ -193,10 +193,11 @@ def init_from(args, device):
     return model.to(device), model_name, data, path, record["step"]
 
 
-def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
+def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42, whole=False):
     """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
-    vocabulary and its L levels (a file whose largest value is below L is still L levels)."""
+    vocabulary and its L levels (a file whose largest value is below L is still L levels).
+    whole: to be scored whole (see load_data)."""
     from darm.data import BUILTIN, FIXED_LEVELS, load_data
 
     if fmt is None:
@@ -206,7 +207,7 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42):
     D, L = model.num_dims, model.vocab_size
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
-    data = load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D)
+    data = load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D, whole=whole)
     return relabel_by_name(data, meta.get("class_names"))
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
@@ -517,6 +518,21 @@ def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, ca
     # the run's own data named again keeps its test split (train would flatter the NLL)
     assert main(["eval", str(run), "--data", str(names_file), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["split"] == "test"
+    # one name is data enough to score whole: exactly -log p(name + end) under the model
+    (tmp_path / "one.txt").write_text("emma\n")
+    assert main(["eval", str(run), "--data", str(tmp_path / "one.txt"), "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    from darm import load_checkpoint, log_prob
+
+    model, record, _ = load_checkpoint(run)
+    vocab, D = record["data"]["vocab"], model.num_dims
+    x = torch.full((1, D), vocab.index("\n"))  # the end symbol pads
+    x[0, :4] = torch.tensor([vocab.index(c) for c in "emma"])
+    mask = torch.arange(D)[None] <= 4  # the symbols and the end symbol are scored
+    assert one["examples"] == 1 and one["dims"] == 5
+    assert one["nats_per_example"] == pytest.approx(-log_prob(model, x, mask=mask).item())
+    one_line_error(capsys, main(["eval", str(run), "--data", str(tmp_path / "one.txt"),
+                                 "--split", "test"]), 1, "need at least 3")  # fmt: skip
 
 
 def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):

@@ -209,3 +209,28 @@ def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
             "--out", str(tmp_path / "imgs" / "ft")]  # fmt: skip
     assert main(argv) == 1
     assert "is inside the data folder" in capsys.readouterr().err
+
+
+def test_eval_scores_one_picture_file(tmp_path, capsys):
+    import json
+
+    from darm import load_checkpoint, log_prob
+    from darm.complete import read_image
+
+    _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "imgs"), "--levels", "4", "--model", "markov",
+            "--set", "n_hidden=8", "--steps", "2", "--out", str(out), "--quiet",
+            "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    picture = tmp_path / "imgs" / "0.png"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(picture), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    model, _, _ = load_checkpoint(out)
+    x = read_image(picture, (3, 3, 1), 4)[None]  # (1, D), quantised as the run's images were
+    assert got["examples"] == 1 and got["dims"] == 9
+    assert got["nats_per_example"] == pytest.approx(-log_prob(model, x).item())
+    capsys.readouterr()
+    assert main(["train", "--data", str(picture), "--quiet"]) == 1  # training needs a folder
+    assert "is one image; give the folder" in capsys.readouterr().err

@@ -51,10 +51,13 @@ def load_data(
     seed: int = 42,
     vocab: Vocabulary | None = None,
     max_len: int | None = None,
+    whole: bool = False,
 ) -> Dataset:
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
-    uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law)."""
+    uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law).
+    whole: other data for a trained model, scored whole: lines and images all in test (so
+    one item, or one image file, is enough); the other formats keep their split."""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
         raise DarmError(f"{spec} has its own {fixed} levels; --levels {levels} cannot change them")
@@ -84,14 +87,14 @@ def load_data(
     if format not in FORMATS:
         raise DarmError(f"unknown data format {format!r}; valid: {', '.join(FORMATS)}")
     if format == "lines":
-        return lines_dataset(path, seed=seed, vocab=vocab, max_len=max_len)
+        return lines_dataset(path, seed=seed, vocab=vocab, max_len=max_len, whole=whole)
     if format == "corpus":
         return corpus_dataset(path, block, vocab=vocab)
     if format == "audio":
         return audio_dataset(path, block)
     if format == "images":
-        if path.is_dir():
-            return image_folder_dataset(path, 256 if levels is None else levels, seed)
+        if path.is_dir() or (whole and path.suffix.lower() in IMAGE_SUFFIXES):
+            return image_folder_dataset(path, 256 if levels is None else levels, seed, whole=whole)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise DarmError(f"{path} is one image; give the folder that holds the images")
         if path.suffix.lower() not in (".npy", ".npz"):
@@ -110,7 +113,7 @@ def data_format(path: Path, format: str | None = None) -> str:
     .npz integer arrays, .wav audio, anything else one item per line."""
     if format is not None:
         return format
-    if path.is_dir():
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return "images"
     return {".npy": "array", ".npz": "array", ".wav": "audio"}.get(path.suffix.lower(), "lines")
 

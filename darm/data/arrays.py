@@ -128,7 +128,7 @@ def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None) -> Dat
     splits = {}
     for s in SPLITS:
         x = torch.from_numpy(np.ascontiguousarray(xs[s]).astype(np.int64))
-        x = x.reshape(len(x), -1)  # (N, H, W) -> (N, H*W): raster order
+        x = x.reshape(len(x), int(np.prod(shape)))  # (N, H, W) -> (N, H*W): raster order
         y = torch.from_numpy(ys[s].astype(np.int64)) if has_labels else None
         splits[s] = TensorSplit(x, y)
     return Dataset(

@@ -71,6 +71,12 @@ def relabel_by_name(data, names: list[str] | None):
     return data
 
 
+def whole_split(n: int) -> dict[str, torch.Tensor]:
+    """Indices of other data scored whole: every item in test, train and valid empty."""
+    empty = torch.zeros(0, dtype=torch.long)
+    return {"train": empty, "valid": empty, "test": torch.arange(n)}
+
+
 def seeded_split(n: int, fractions: tuple[float, float], seed: int) -> dict[str, torch.Tensor]:
     """Indices of a seeded shuffle cut into train / valid / test by (valid, test) fractions.
     Every split gets at least one item (n >= 3): an empty one could not be scored."""

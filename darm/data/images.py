@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from darm.data.arrays import make_dataset
-from darm.data.dataset import SPLITS, Dataset, seeded_split
+from darm.data.dataset import SPLITS, Dataset, seeded_split, whole_split
 from darm.errors import DarmError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -95,20 +95,25 @@ def _image_mode(paths: list[Path]) -> str:
 
 
 def image_folder_dataset(
-    folder: Path, levels: int = 256, seed: int = 42, fractions=(0.1, 0.1)
+    folder: Path, levels: int = 256, seed: int = 42, fractions=(0.1, 0.1), whole: bool = False
 ) -> Dataset:
     """Every image under `folder` (same size), grey or RGB, quantised to `levels`.
 
     Images directly in sub-folders take the sub-folder's name as their class label
     (classes sorted by name), so `--conditional` works on a folder per class.
-    A seeded split, 80/10/10 by default.
+    A seeded split, 80/10/10 by default. whole: every image in test (other data, scored
+    whole by a trained model), and `folder` may be one image file.
     """
-    paths = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if len(paths) < 3:
+    if whole and folder.is_file():
+        folder, paths = folder.parent, [folder]
+    else:
+        paths = sorted(
+            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    if len(paths) < (1 if whole else 3):
         kinds = ", ".join(IMAGE_SUFFIXES)
-        raise DarmError(f"{folder} holds {len(paths)} images ({kinds}); need at least 3")
+        need = 1 if whole else 3
+        raise DarmError(f"{folder} holds {len(paths)} images ({kinds}); need at least {need}")
     mode = _image_mode(paths)
     images = [read_pixels(p, mode) for p in paths]
     shape = images[0].shape
@@ -129,7 +134,7 @@ def image_folder_dataset(
     if len(classes) > 1 or classes[0] != ".":
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[p.parent.relative_to(folder).as_posix()] for p in paths])
-    idx = seeded_split(len(x), fractions, seed)
+    idx = whole_split(len(x)) if whole else seeded_split(len(x), fractions, seed)
     xs = {s: x[i.numpy()] for s, i in idx.items()}
     ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
     labels = f", {len(classes)} classes from sub-folders" if y is not None else ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from darm.data.dataset import Dataset, seeded_split
+from darm.data.dataset import Dataset, seeded_split, whole_split
 from darm.data.splits import CorpusSplit, TensorSplit
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
@@ -37,15 +37,17 @@ def lines_dataset(
     fractions=(0.1, 0.1),
     vocab: Vocabulary | None = None,
     max_len: int | None = None,
+    whole: bool = False,
 ) -> Dataset:
     """Items one per line, each ended by the end symbol; duplicates dropped before the
-    seeded split (a repeated item in train and test would flatter test NLL)."""
+    seeded split (a repeated item in train and test would flatter test NLL). whole: every
+    item in test (other data, scored whole by a trained model: one item is enough)."""
     # "\n" alone ends an item (read_text turned \r\n and \r into it): splitlines() would
     # also cut at U+2028, U+0085, form feeds and the like inside a line
     lines = [s.strip() for s in read_text(path).split("\n")]
     lines = [s for s in lines if s]
     items = list(dict.fromkeys(lines))  # unique, first-seen order
-    if len(items) < 3:
+    if len(items) < 3 and not whole:
         found = "one distinct non-empty line" if len(items) == 1 else f"{len(items)} distinct lines"
         raise DarmError(f"{path} has {found}; need at least 3 (train, valid, test)")
     vocab = vocab or Vocabulary.from_text(items, eos=True)
@@ -66,7 +68,7 @@ def lines_dataset(
         ids = vocab.encode(s)
         x[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask[i, : len(ids) + 1] = True  # the symbols and the end symbol are scored
-    idx = seeded_split(len(items), fractions, seed)
+    idx = whole_split(len(items)) if whole else seeded_split(len(items), fractions, seed)
     splits = {k: TensorSplit(x[v], None, mask[v]) for k, v in idx.items()}
     return Dataset(
         name=name or path.stem,
