@@ -104,6 +104,7 @@ def image_folder_dataset(
     A seeded split, 80/10/10 by default. whole: every image in test (other data, scored
     whole by a trained model), and `folder` may be one image file.
     """
+    name = folder.stem if folder.is_file() else folder.name  # one picture: its own name
     if whole and folder.is_file():
         folder, paths = folder.parent, [folder]
     else:
@@ -139,7 +140,7 @@ def image_folder_dataset(
     ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
     labels = f", {len(classes)} classes from sub-folders" if y is not None else ""
     return make_dataset(
-        folder.name,
+        name,
         xs,
         ys,
         levels,
