@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from darm.checkpoint import load_checkpoint
+from darm.errors import DarmError
 from darm.metrics import evaluate
 from darm.models import config_fields, create_model
 from darm.train import TrainConfig, bf16_warning, train
@@ -64,7 +65,12 @@ def run_one(
             )
         resume_from = None
     t0 = time.perf_counter()
-    state = train(model, model_name, data, cfg, out, resume_from, progress, max_seconds=budget_s)
+    try:
+        state = train(
+            model, model_name, data, cfg, out, resume_from, progress, max_seconds=budget_s
+        )
+    except DarmError as e:  # a folder holding an earlier run, say: one line, not a traceback
+        raise SystemExit(f"{label}: {e}") from None
     wall = time.perf_counter() - t0
     best, record, _ = load_checkpoint(out)
     nll = evaluate(best, data["test"])

@@ -75,7 +75,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if self.prog.endswith("complete") and message.endswith("required: checkpoint"):
             # `complete --input a.png RUN`: --input took RUN as one more input
-            message += " (name the run before --input, which takes every word after it)"
+            message += " (after --input, name the run first: --input takes every word after it)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from darm.models.base import ARModel, as_symbols, check_inputs
+from darm.models.base import ARModel, as_symbols, check_inputs, eval_mode
 
 # what one example and one dimension are called, per kind of data
 EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
@@ -42,12 +43,8 @@ def log_prob(
     x = as_symbols(x, "x (one-hot inputs go to model(x))")
     cond = as_symbols(cond, "label")
     check_inputs(model, x, cond)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _log_prob(model, x, cond, mask)
-    finally:
-        model.train(was_training)
 
 
 def _log_prob(model, x, cond=None, mask=None) -> torch.Tensor:
@@ -100,13 +97,12 @@ def evaluate(model: ARModel, split, batch_size: int = 256, progress: bool = Fals
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if len(split) == 0:
         raise ValueError("the split is empty: there is nothing to score")
-    was_training = model.training
-    model.eval()
     sums, examples, dims = [], 0, 0  # sums: per-batch nats on the device, read once at the end
     device = model.device
     bar = tqdm(total=len(split), desc="scoring", unit="ex", leave=False, dynamic_ncols=True,
                disable=None if progress else True)  # fmt: skip
-    try:
+    # the caller's modes come back even if scoring fails
+    with eval_mode(model), contextlib.closing(bar):
         for x, y, mask in split.iter_batches(batch_size):
             examples += x.shape[0]
             dims += x.numel() if mask is None else int(mask.sum())  # the batch comes from the CPU
@@ -115,7 +111,4 @@ def evaluate(model: ARModel, split, batch_size: int = 256, progress: bool = Fals
             mask = None if mask is None else mask.to(device)
             sums.append(-_log_prob(model, x, y, mask).double().sum())
             bar.update(x.shape[0])
-    finally:  # the caller's training mode comes back even if scoring fails
-        model.train(was_training)
-        bar.close()
     return NLL(torch.stack(sums).sum().item(), examples, dims)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from darm.models.base import ARModel, PrefixCache, as_symbols, check_inputs, prefill_by_steps
+from darm.models.base import (
+    ARModel,
+    PrefixCache,
+    as_symbols,
+    check_inputs,
+    eval_mode,
+    prefill_by_steps,
+)
 
 
 def filter_logits(
@@ -79,21 +86,16 @@ def sample(
     if prefix is not None and prefix.dim() != 2:
         raise ValueError(f"prefix must be (n, P) symbols, got shape {tuple(prefix.shape)}")
     check_inputs(model, prefix, cond, "prefix symbol")
-    was_training = model.training
-    model.eval()
-    try:
-        # inference_mode rather than no_grad: less bookkeeping per op, which is most of
-        # the cost of a cached step on a small model
-        with torch.inference_mode():
-            D = num_dims or model.num_dims
-            if model.max_dims is not None and D > model.max_dims:  # the same, cached or not
-                raise ValueError(
-                    f"{model.family} generates at most {model.max_dims} symbols (its context, "
-                    f"prompt included; the window is not slid), asked for {D}"
-                )
-            x = _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress)
-    finally:
-        model.train(was_training)
+    D = num_dims or model.num_dims
+    if model.max_dims is not None and D > model.max_dims:  # the same, cached or not
+        raise ValueError(
+            f"{model.family} generates at most {model.max_dims} symbols (its context, "
+            f"prompt included; the window is not slid), asked for {D}"
+        )
+    # inference_mode rather than no_grad: less bookkeeping per op, which is most of the cost
+    # of a cached step on a small model
+    with eval_mode(model), torch.inference_mode():
+        x = _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress)
     x = x.clone()  # a normal tensor again (an inference tensor cannot enter autograd later)
     return x if num_dims else x.view(n, *model.event_shape)  # (n, D) -> (n, *event_shape)
 

@@ -299,8 +299,8 @@ def check_new_run_dir(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if (run_dir / "last.json").exists():
         raise DarmError(
-            f"{run_dir} already holds a checkpoint; resume it (--resume) or write the new run "
-            f"to another folder (--out)"
+            f"{run_dir} already holds a checkpoint; resume it (--resume; in Python train's "
+            f"resume_from) or train into another folder"
         )
     taken = [name for name in RUN_FILES if (run_dir / name).exists()]
     if taken and not has_run_log(run_dir):
@@ -323,10 +323,13 @@ def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
     """The name a checkpoint records must rebuild this model, and the data must have the
     model's D symbols of at most L values (and its picture size, for a 2-D model)."""
     entry = get_entry(model_name)
-    if not isinstance(model, entry.model_cls):
+    # by module and name, not class object: a notebook cell run again defines a new class
+    # object of the same name, whose checkpoints load as well
+    ours = [(c.__module__, c.__qualname__) for c in type(model).__mro__]
+    if (entry.model_cls.__module__, entry.model_cls.__qualname__) not in ours:
         raise DarmError(
-            f"model_name {model_name!r} is a {entry.model_cls.__name__}, but the model is a "
-            f"{type(model).__name__}: its checkpoint could not be loaded"
+            f"model_name {model_name!r} is a {entry.model_cls.__qualname__}, but the model is "
+            f"a {type(model).__qualname__}: its checkpoint could not be loaded"
         )
     if data.vocab_size > model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(

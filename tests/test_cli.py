@@ -298,7 +298,7 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["sample", "run", "--temperature", "nan"], 1, "--temperature must be > 0, got nan"),
         (["complete", "run", "--top-p", "0"], 1, "--top-p must be in (0, 1], got 0.0"),
         (["complete", "run", "--length", "0"], 1, "--length must be >= 1, got 0"),
-        (["complete", "--input", "a.png", "run"], 2, "name the run before --input"),
+        (["complete", "--input", "a.png", "run"], 2, "after --input, name the run first"),
         (["train", "--lr", "inf"], 1, "lr must be finite and >= 0, got inf"),
         (["train", "--weight-decay", "inf"], 1, "weight_decay must be finite"),
         (["train", "--seed", str(2**64)], 2, "a seed is in -2**63..2**64-1"),

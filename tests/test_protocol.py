@@ -214,8 +214,10 @@ def test_cached_sampling_with_prefix_equals_naive(model_name, conditional):
 
 
 def test_a_redefined_family_registers_again_another_class_does_not(monkeypatch):
+    from darm.data import load_data
     from darm.models import registry
     from darm.models.markov import Markov, MarkovConfig
+    from darm.train import check_model_fits
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
@@ -226,7 +228,9 @@ def test_a_redefined_family_registers_again_another_class_does_not(monkeypatch):
         return Mine
 
     registry.register_model("mine", define(), MarkovConfig, "a test family")
+    before = registry.create_model("mine", vocab_size=17, seq_len=64)
     registry.register_model("mine", define(), MarkovConfig, "a test family, again")
     assert registry.get_entry("mine").doc == "a test family, again"
+    check_model_fits(before, "mine", load_data("digits"))  # made before the cell ran again
     with pytest.raises(ValueError, match="model 'gpt' is already GPT"):
         registry.register_model("gpt", define(), MarkovConfig, "not a gpt")

@@ -134,6 +134,10 @@ def test_log_prob_is_exact_in_training_mode_and_takes_any_integer_dtype():
     exact = log_prob(model, x)
     assert torch.equal(log_prob(model, x), exact)  # no dropout: the same every call
     assert model.training  # the caller's mode comes back
+    model.blocks[0].eval()  # a block the caller froze stays frozen, whatever scores or samples
+    log_prob(model, x), sample(model, 2, num_dims=3)
+    assert model.training and not model.blocks[0].training and model.blocks[1].training
+    model.train()
     assert torch.allclose(exact, log_prob(model.eval(), x))
     for dtype in (torch.int32, torch.uint8, torch.int16):  # numpy's and pictures' dtypes
         assert torch.equal(log_prob(model, x.to(dtype)), exact)

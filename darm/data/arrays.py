@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darm.data.dataset import SPLITS, Dataset, seeded_split
+from darm.data.dataset import SPLITS, Dataset, seeded_split, split_note
 from darm.data.splits import TensorSplit
 from darm.errors import DarmError
 
@@ -87,9 +87,7 @@ def array_dataset(
         idx = seeded_split(len(x), fractions, seed)
         xs = {s: x[i.numpy()] for s, i in idx.items()}
         ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
-        notes = (
-            f"seeded ({seed}) split {1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}"
-        )
+        notes = split_note(fractions, seed)
     if transform is not None:
         xs = {s: transform(xs[s], f"{path.name} {s}") for s in SPLITS}
     L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in SPLITS)

@@ -71,6 +71,12 @@ def relabel_by_name(data, names: list[str] | None):
     return data
 
 
+def split_note(fractions: tuple[float, float], seed: int) -> str:
+    """'seeded (42) split 80%/10%/10%'."""
+    train = 1 - sum(fractions)
+    return f"seeded ({seed}) split {train:.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}"
+
+
 def whole_split(n: int) -> dict[str, torch.Tensor]:
     """Indices of other data scored whole: every item in test, train and valid empty."""
     empty = torch.zeros(0, dtype=torch.long)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from darm.data.arrays import make_dataset
-from darm.data.dataset import SPLITS, Dataset, seeded_split, whole_split
+from darm.data.dataset import SPLITS, Dataset, seeded_split, split_note, whole_split
 from darm.errors import DarmError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -146,8 +146,8 @@ def image_folder_dataset(
         levels,
         x.shape[1:],
         {"format": "images", "path": str(folder), "levels": levels, "seed": seed},
-        f"{len(x)} {mode} images from {folder}{labels}, {levels} levels, seeded ({seed}) "
-        f"split {1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}",
+        f"{len(x)} {mode} images from {folder}{labels}, {levels} levels, "
+        + (split_note(fractions, seed) if not whole else "scored whole"),
         class_names=classes if y is not None else None,
     )
 

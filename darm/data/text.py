@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from darm.data.dataset import Dataset, seeded_split, whole_split
+from darm.data.dataset import Dataset, seeded_split, split_note, whole_split
 from darm.data.splits import CorpusSplit, TensorSplit
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
@@ -79,8 +79,8 @@ def lines_dataset(
         source={"format": "lines", "path": str(path), "seed": seed},
         vocab=vocab,
         eos=vocab.index[EOS],
-        notes=f"{len(items)} distinct lines (deduplicated), seeded ({seed}) split "
-        f"{1 - sum(fractions):.0%}/{fractions[0]:.0%}/{fractions[1]:.0%}",
+        notes=f"{len(items)} distinct lines (deduplicated), "
+        + (split_note(fractions, seed) if not whole else "scored whole"),
         caveat=f"{repeats} repeated lines dropped" if (repeats := len(lines) - len(items)) else "",
     )
 

@@ -27,6 +27,7 @@ position P and leaves the cache at t = P + 1. A family overrides it with one par
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -133,6 +134,19 @@ def check_inputs(model: ARModel, x: torch.Tensor | None, cond: torch.Tensor | No
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= size:
             raise ValueError(f"{name} {lo if lo < 0 else hi} is outside 0..{size - 1}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Inside: every module in eval mode (dropout off). After: each module's own mode back,
+    so a block the caller froze in eval mode stays so (`model.train(was)` would reset it)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def as_symbols(t: torch.Tensor | None, what: str) -> torch.Tensor | None:
