@@ -156,6 +156,8 @@ def check_sampling_args(args) -> None:
         raise DarmError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise DarmError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.length is not None and args.length < 1:
+        raise DarmError(f"--length must be >= 1, got {args.length}")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
@@ -226,8 +228,6 @@ def cmd_complete(args) -> None:
     check_sampling_args(args)
     if args.count < 1:
         raise DarmError(f"--count must be >= 1, got {args.count}")
-    if args.length is not None and args.length < 1:
-        raise DarmError(f"--length must be >= 1, got {args.length}")
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "completions")
     meta = record["data"]

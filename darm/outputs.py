@@ -94,13 +94,8 @@ def write_samples(
             prefix = wav_levels(Path(prompt), meta["source"]["sample_rate"]).expand(n, -1)
         else:
             raise DarmError("--prompt is for text, integer arrays and audio; complete an image")
-    if length is not None:
-        if length < 1:
-            raise DarmError(f"--length must be >= 1, got {length}")
-        if meta.get("image_shape") and length != model.num_dims:
-            raise DarmError(
-                f"--length: an image model draws whole images of {model.num_dims} values"
-            )
+    if length is not None and meta.get("image_shape") and length != model.num_dims:
+        raise DarmError(f"--length: an image model draws whole images of {model.num_dims} values")
     D = length or default_length(model, meta, 0 if prefix is None else prefix.shape[1])
     gen = torch.Generator(device=device).manual_seed(seed)
     try:
