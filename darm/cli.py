@@ -17,6 +17,8 @@ from darm.config import parse_assignments
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
+    check_clip_fits,
+    class_marks,
     default_length,
     label_tensor,
     output_stem,
@@ -222,7 +224,7 @@ def cmd_sample(args) -> None:
 def cmd_complete(args) -> None:
     """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
     from darm.checkpoint import load_checkpoint
-    from darm.complete import complete, completion_view, read_image, save_completion_grid
+    from darm.complete import complete, completion_view, read_images, save_completion_grid
     from darm.data import load_from_source
 
     check_sampling_args(args)
@@ -235,12 +237,15 @@ def cmd_complete(args) -> None:
     vocab = saved_vocab(meta)
     D, labels = model.num_dims, None
     if args.input and shape:
-        originals = torch.stack([read_image(Path(p), shape, model.vocab_size) for p in args.input])
+        L = model.vocab_size
+        originals = torch.cat([read_images(Path(p), shape, L) for p in args.input])  # (N, D)
     elif args.input and meta.get("kind") == "audio":  # WAV clips to go on from
         from darm.data.audio import wav_levels
 
         rate = meta["source"]["sample_rate"]
         rows, originals = [wav_levels(Path(p), rate).tolist() for p in args.input], None
+        for p, r in zip(args.input, rows):
+            check_clip_fits(model, len(r), meta, p)
     elif args.input:  # sequences: each input is a prefix (text, or integers for arrays)
         try:
             rows = [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in args.input]
@@ -323,7 +328,9 @@ def cmd_complete(args) -> None:
         )
     else:  # written as samples are: lines, corpus blocks between rules, or a WAV
         x = completions.flatten(0, 1) if originals is not None else torch.cat(outs)  # (N*n, D)
-        out = save_samples(x.cpu(), meta, model.vocab_size, stem)
+        marks = None if labels is None else labels.repeat_interleave(args.n)  # input by input
+        classes = class_marks(marks, meta.get("class_names"))
+        out = save_samples(x.cpu(), meta, model.vocab_size, stem, classes=classes)
         if meta.get("eos") is not None:  # items: each input, then its completions
             known = rows if originals is None else originals[:, :P].tolist()
             drawn = x.view(len(known), args.n, -1).tolist()  # (N*n, D) -> (N, n, D)
@@ -668,7 +675,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("checkpoint", help="run folder or checkpoint .json")
     k.add_argument(
-        "--input", nargs="+", help="PNG files (image models), WAV clips (audio) or prefixes"
+        "--input",
+        nargs="+",
+        help="pictures (image models; a grid written by darm sample gives each of its "
+        "pictures), WAV clips (audio) or prefixes",
     )
     k.add_argument("--rows", type=int, help="image rows kept (default: half)")
     k.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from darm.errors import DarmError
@@ -44,9 +45,10 @@ def completion_view(known: list, completions: list, vocab, eos: int) -> str:
     return "\n".join(blocks)
 
 
-def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
-    """A picture file as the model's symbols (D,): grey, grey + alpha, RGB or RGBA by the
-    model's 1, 2, 3 or 4 channels, quantised to its levels; its size must be the model's."""
+def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
+    """A picture file as the model's symbols (N, D): one picture of the model's size, or a
+    grid of them as `darm sample` writes it (tiles in reading order). Grey, grey + alpha,
+    RGB or RGBA by the model's 1, 2, 3 or 4 channels, quantised to its levels."""
     from darm.data.images import quantise, read_pixels
 
     H, W = shape[:2]
@@ -54,11 +56,49 @@ def read_image(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
     if C not in PIL_MODES:
         raise DarmError(f"the model reads {C}-channel images; picture files hold 1 to 4")
     pixels = read_pixels(path, PIL_MODES[C])
-    if pixels.shape[:2] != (H, W):
+    if pixels.shape[:2] == (H, W):
+        tiles = pixels[None]
+    elif C in (1, 3) and (tiles := grid_tiles(pixels, H, W)) is not None:
+        pass  # a grid shows 2 and 4 channels as grey and RGB: those cannot be read back
+    else:
         raise DarmError(
-            f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images"
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images "
+            f"(or a grid of them written by darm sample)"
         )
-    return torch.from_numpy(quantise(pixels, levels).reshape(-1))  # (H, W, C) -> (D,), raster
+    return torch.from_numpy(quantise(tiles, levels).reshape(len(tiles), -1))  # (N, H*W*C)
+
+
+GRID_GREY = 128  # image_grid's background, 0.5 * 255 rounded
+
+
+def grid_tiles(pixels: np.ndarray, H: int, W: int, pad: int = 1) -> np.ndarray | None:
+    """The (N, H, W, ...) pictures of a grid drawn by `darm.plots.image_grid` (tiles of H x W
+    between `pad`-wide grey lines, every pixel then scaled up), or None if `pixels` is not
+    one. Trailing all-grey tiles of the last row are the grid's empty places and dropped."""
+    height, width = pixels.shape[:2]
+    for scale in range(1, min(height, width) + 1):
+        if height % scale or width % scale:
+            continue
+        small = pixels[::scale, ::scale]  # one pixel per scale x scale block
+        rows, rem_r = divmod(small.shape[0] - pad, H + pad)
+        cols, rem_c = divmod(small.shape[1] - pad, W + pad)
+        if rows < 1 or cols < 1 or rem_r or rem_c:
+            continue
+        if not np.array_equal(small.repeat(scale, 0).repeat(scale, 1), pixels):
+            continue  # blocks are not constant: not this scale (or not a grid)
+        inside = np.zeros(small.shape[:2], dtype=bool)
+        tiles = []
+        for r in range(rows):
+            for c in range(cols):
+                top, left = pad + r * (H + pad), pad + c * (W + pad)
+                inside[top : top + H, left : left + W] = True
+                tiles.append(small[top : top + H, left : left + W])
+        if not (small[~inside] == GRID_GREY).all():
+            continue
+        while len(tiles) > 1 + (rows - 1) * cols and (tiles[-1] == GRID_GREY).all():
+            tiles.pop()  # an empty place after the last picture
+        return np.stack(tiles)
+    return None
 
 
 def save_completion_grid(

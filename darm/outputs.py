@@ -78,6 +78,7 @@ def write_samples(
     if cond is None and model.num_classes:  # every class in turn: a grid column per class
         cond = torch.arange(n) % model.num_classes
         cols = model.num_classes if model.num_classes <= n else None
+    names = class_marks(cond, meta.get("class_names"))
     cond = None if cond is None else cond.to(device)
     prefix = None
     if prompt:
@@ -92,6 +93,7 @@ def write_samples(
             from darm.data.audio import wav_levels
 
             prefix = wav_levels(Path(prompt), meta["source"]["sample_rate"]).expand(n, -1)
+            check_clip_fits(model, prefix.shape[1], meta, prompt)
         else:
             raise DarmError("--prompt is for text, integer arrays and audio; complete an image")
     if length is not None and meta.get("image_shape") and length != model.num_dims:
@@ -114,7 +116,19 @@ def write_samples(
         )
     except ValueError as e:
         raise DarmError(str(e)) from None
-    return save_samples(x, meta, model.vocab_size, stem, cols)
+    return save_samples(x, meta, model.vocab_size, stem, cols, names)
+
+
+def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
+    """An audio prompt must fit the context of a model that has a limit (gpt)."""
+    limit = model.max_dims
+    if limit is not None and samples > limit:
+        rate = meta["source"]["sample_rate"]
+        raise DarmError(
+            f"{name} is {samples} samples ({samples / rate:.3f} s); this {model.family} sees at "
+            f"most {limit} ({limit / rate:.3f} s): give a shorter clip, or use a model without "
+            f"a context limit (wavenet, rnn)"
+        )
 
 
 def default_length(model, meta: dict, kept: int) -> int:
@@ -160,11 +174,25 @@ def with_ext(stem: Path, ext: str) -> Path:
     return stem.with_name(stem.name + ext)
 
 
+def class_marks(cond: torch.Tensor | None, class_names: list[str] | None) -> list[str] | None:
+    """Each sample's class as written beside it: its name where the data named its classes,
+    else its number; None for an unconditional model."""
+    if cond is None:
+        return None
+    return [class_names[c] if class_names else str(c) for c in cond.tolist()]
+
+
 def save_samples(
-    x: torch.Tensor, meta: dict, levels: int, stem: Path, cols: int | None = None
+    x: torch.Tensor,
+    meta: dict,
+    levels: int,
+    stem: Path,
+    cols: int | None = None,
+    classes: list[str] | None = None,
 ) -> Path:
     """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
-    with short silences) or stem.txt (text, integer arrays); returns the path."""
+    with short silences) or stem.txt (text, integer arrays); returns the path. classes: each
+    row's class, written before an integer row as `3: 0 1 2` (a grid shows it by column)."""
     from darm.checkpoint import atomic_write_text
     from darm.plots import save_image_grid
 
@@ -185,7 +213,10 @@ def save_samples(
             sep = "\n" if eos is not None else "\n" + "-" * 40 + "\n"
             text = sep.join(lines) + "\n"
         else:
-            text = "\n".join(" ".join(map(str, row)) for row in x.tolist()) + "\n"
+            rows = [" ".join(map(str, row)) for row in x.tolist()]
+            if classes is not None:
+                rows = [f"{c}: {row}" for c, row in zip(classes, rows)]
+            text = "\n".join(rows) + "\n"
         path = with_ext(stem, ".txt")
         atomic_write_text(path, text)
     return path

@@ -9,7 +9,7 @@ from darm.cli import main
 from darm.data import load_data
 from darm.data.audio import MU, mu_law_decode, mu_law_encode, read_wav, write_wav
 from darm.errors import DarmError
-from tests.conftest import make_wav
+from tests.conftest import make_wav, one_line_error
 
 
 def test_mu_law_round_trip_within_one_level():
@@ -134,3 +134,22 @@ def test_a_clip_prompts_samples_and_completions(tmp_path, capsys):
         main(["complete", str(out), "--input", str(tmp_path / "clip.wav"), "--length", "50"]) == 1
     )
     assert "--length 50 is shorter than the 100 dimensions kept" in capsys.readouterr().err
+
+
+def test_a_clip_longer_than_a_gpts_context_is_refused_by_its_length(tmp_path, capsys):
+    rate = 1000
+    make_wav(tmp_path / "tone.wav", seconds=1.0, rate=rate)
+    make_wav(tmp_path / "clip.wav", seconds=0.1, rate=rate)  # 100 samples: more than D = 32
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "tone.wav"), "--block", "32", "--model", "gpt",
+            "--set", "n_layer=1", "--set", "n_embd=8", "--set", "n_head=2", "--steps", "2",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    clip = str(tmp_path / "clip.wav")
+    capsys.readouterr()
+    for argv in (["sample", str(out), "--prompt", clip], ["complete", str(out), "--input", clip]):
+        one_line_error(capsys, main(argv), 1, "clip.wav is 100 samples (0.100 s); this gpt sees")
+    make_wav(tmp_path / "short.wav", seconds=0.02, rate=rate)  # 20 samples fit, 12 drawn
+    assert main(["sample", str(out), "-n", "1", "--prompt", str(tmp_path / "short.wav"),
+                 "--out", str(tmp_path / "s")]) == 0  # fmt: skip
+    assert len(frames_of(tmp_path / "s.wav")) == 32 + rate // 10  # D samples, then silence

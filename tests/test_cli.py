@@ -552,6 +552,33 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     one_line_error(capsys, code, 1, "integers separated by spaces, e.g. '2 0 1'; got '2,2'")
 
 
+def test_eval_scores_one_array_row_whole(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.integers(0, 4, size=(30, 6)))
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "a.npy"), *TINY_MARKOV, "--steps", "2",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    row = rng.integers(0, 4, size=(1, 6))
+    np.save(tmp_path / "one.npy", row)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "one.npy"), "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    from darm import load_checkpoint, log_prob
+
+    model, _, _ = load_checkpoint(out)
+    assert one["examples"] == 1 and one["dims"] == 6
+    assert one["nats_per_example"] == pytest.approx(-log_prob(model, torch.from_numpy(row)).item())
+    # its own split needs three rows, and a value beyond the model's L is named
+    code = main(["eval", str(out), "--data", str(tmp_path / "one.npy"), "--split", "test"])
+    one_line_error(capsys, code, 1, "N >= 3")
+    np.save(tmp_path / "big.npy", np.array([[0, 1, 2, 3, 4, 0]]))
+    code = main(["eval", str(out), "--data", str(tmp_path / "big.npy")])
+    one_line_error(capsys, code, 1, "outside the 4 levels")
+
+
 def test_a_table_saved_with_dropout_before_it_was_refused_still_loads(tmp_path, capsys):
     out = tmp_path / "bigram"
     argv = ["train", "--data", "digits", "--model", "bigram", "--steps", "2", "--out", str(out),

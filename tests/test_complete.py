@@ -7,7 +7,7 @@ from PIL import Image
 
 from darm.cli import main
 from darm.complete import complete
-from tests.conftest import one_line_error, tiny_model
+from tests.conftest import TINY_MARKOV, one_line_error, tiny_model
 
 
 @pytest.mark.parametrize("name", ["gated_pixelcnn@2x3x1", "gpt", "lstm"])
@@ -59,12 +59,60 @@ def test_cli_complete_bad_input(digits_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("C", [2, 4])
 def test_read_image_reads_alpha_channels(tmp_path, C):
-    from darm.complete import read_image
+    from darm.complete import read_images
 
     pixels = np.arange(2 * 3 * C, dtype=np.uint8).reshape(2, 3, C) * 10  # (H, W, C)
     Image.fromarray(pixels, mode={2: "LA", 4: "RGBA"}[C]).save(tmp_path / "a.png")
-    x = read_image(tmp_path / "a.png", (2, 3, C), 256)
-    assert x.tolist() == pixels.reshape(-1).tolist()  # raster order, channels inside a pixel
+    x = read_images(tmp_path / "a.png", (2, 3, C), 256)
+    assert x.tolist() == [pixels.reshape(-1).tolist()]  # raster order, channels inside a pixel
+
+
+@pytest.mark.parametrize(
+    ("shape", "levels", "n", "cols"),
+    [((8, 8), 17, 5, None), ((3, 4), 2, 6, 3), ((4, 3, 3), 256, 7, None), ((2, 2), 3, 1, None)],
+)
+def test_a_sample_grid_reads_back_as_its_pictures(tmp_path, shape, levels, n, cols):
+    from darm.complete import read_images
+    from darm.plots import save_image_grid
+
+    x = torch.randint(0, levels, (n, *shape), generator=torch.Generator().manual_seed(n))
+    x[:, 0, 0] = 0  # no picture all mid-grey, which would read as an empty place
+    save_image_grid(x, levels, tmp_path / "g.png", cols=cols)
+    got = read_images(tmp_path / "g.png", shape, levels)
+    assert torch.equal(got, x.reshape(n, -1))  # every level survives the PNG's 0..255
+
+
+def test_a_picture_of_another_size_is_refused_in_one_line(tmp_path):
+    from darm.complete import read_images
+    from darm.errors import DarmError
+    from darm.plots import save_image_grid
+
+    save_image_grid(torch.zeros(4, 8, 8, dtype=torch.long), 2, tmp_path / "g.png")
+    with pytest.raises(DarmError, match="the model reads 7x7 images"):
+        read_images(tmp_path / "g.png", (7, 7), 2)  # a grid, but of other pictures
+    Image.fromarray(np.zeros((37, 37), dtype=np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(DarmError, match="37x37; the model reads 8x8"):
+        read_images(tmp_path / "black.png", (8, 8), 2)  # a grid's size, but no grey lines
+
+
+def test_cli_completes_the_pictures_of_a_sample_grid(digits_run, tmp_path, monkeypatch, capsys):
+    import darm.complete
+    from darm.complete import read_images
+
+    grid = tmp_path / "s.png"
+    assert main(["sample", str(digits_run), "-n", "3", "--label", "2", "--out", str(grid)]) == 0
+    seen = {}
+
+    def spy(model, known, *a, **kw):
+        seen["known"] = known
+        return complete(model, known, *a, **kw)
+
+    monkeypatch.setattr(darm.complete, "complete", spy)
+    argv = ["complete", str(digits_run), "--input", str(grid), "--label", "2", "-n", "2"]
+    assert main([*argv, "--rows", "4", "--out", str(tmp_path / "c")]) == 0
+    assert "top 4 of 8 rows of 3 images" in capsys.readouterr().out
+    samples = read_images(grid, (8, 8), 17)  # (3, 64)
+    assert samples.shape == (3, 64) and torch.equal(seen["known"], samples[:, :32])
 
 
 def test_cli_complete_text_stops_at_the_end_symbol(tmp_path, monkeypatch, capsys):
@@ -137,3 +185,31 @@ def test_cli_completions_are_written_as_samples_are(data, written, tmp_path):
     assert sorted(p.name for p in out.glob("completions.*")) == [written]
     if data == "shakespeare":
         assert (out / written).read_text().count("-" * 40) == 3  # between 4 completions
+
+
+def test_conditional_array_samples_and_completions_name_their_class(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 3
+    x = (rng.integers(0, 2, size=(30, 5)) + y[:, None]).astype(np.int64)  # class shifts values
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "a.npz"), *TINY_MARKOV, "--conditional",
+            "--steps", "2", "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    # every class in turn, each row led by its class, then a given label on every row
+    assert main(["sample", str(out), "-n", "5", "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    rows = (tmp_path / "s.txt").read_text().splitlines()
+    assert [r.split(": ")[0] for r in rows] == ["0", "1", "2", "0", "1"]
+    assert all(len(r.split(": ")[1].split()) == 5 for r in rows)
+    assert main(["sample", str(out), "-n", "2", "--label", "2", "--out", str(tmp_path / "t")]) == 0
+    assert [r.split(": ")[0] for r in (tmp_path / "t.txt").read_text().splitlines()] == ["2", "2"]
+    # completions of test rows carry those rows' labels, each repeated for its -n draws
+    assert (
+        main(["complete", str(out), "--count", "2", "-n", "2", "--out", str(tmp_path / "c")]) == 0
+    )
+    from darm.data import load_data
+
+    test_y = load_data(str(tmp_path / "a.npz"))["test"].y[:2].tolist()
+    marks = [r.split(": ")[0] for r in (tmp_path / "c.txt").read_text().splitlines()]
+    assert marks == [str(c) for c in test_y for _ in range(2)]
+    capsys.readouterr()

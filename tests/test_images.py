@@ -99,6 +99,13 @@ def test_uint8_npz_images_are_quantised(tmp_path):
     np.save(tmp_path / "bad.npy", x.astype(np.float32))
     with pytest.raises(DarmError, match="uint8"):
         load_data(str(tmp_path / "bad.npy"), format="images")
+    # scored whole by a trained model, one picture is enough and lands in test, quantised
+    np.save(tmp_path / "one.npy", x[:1])
+    one = load_data(str(tmp_path / "one.npy"), format="images", levels=4, whole=True)
+    assert (len(one["train"]), len(one["valid"]), len(one["test"])) == (0, 0, 1)
+    assert torch.equal(one["test"].x[0], torch.from_numpy(x[0].reshape(-1) // 64))
+    with pytest.raises(DarmError, match="N >= 3"):  # but a split needs three
+        load_data(str(tmp_path / "one.npy"), format="images", levels=4)
 
 
 def test_rgb_grid_is_colour():
@@ -215,7 +222,7 @@ def test_eval_scores_one_picture_file(tmp_path, capsys):
     import json
 
     from darm import load_checkpoint, log_prob
-    from darm.complete import read_image
+    from darm.complete import read_images
 
     _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
     out = tmp_path / "run"
@@ -228,7 +235,7 @@ def test_eval_scores_one_picture_file(tmp_path, capsys):
     assert main(["eval", str(out), "--data", str(picture), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     model, _, _ = load_checkpoint(out)
-    x = read_image(picture, (3, 3, 1), 4)[None]  # (1, D), quantised as the run's images were
+    x = read_images(picture, (3, 3, 1), 4)  # (1, D), quantised as the run's images were
     assert got["examples"] == 1 and got["dims"] == 9
     assert got["nats_per_example"] == pytest.approx(-log_prob(model, x).item())
     capsys.readouterr()

@@ -56,8 +56,9 @@ def load_data(
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
     uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law).
-    whole: other data for a trained model, scored whole: lines and images all in test (so
-    one item, or one image file, is enough); the other formats keep their split."""
+    whole: other data for a trained model, scored whole: lines, images and single arrays all
+    in test (so one item, one image file or one row is enough); an .npz's own split, corpora
+    and audio keep their split."""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
         raise DarmError(f"{spec} has its own {fixed} levels; --levels {levels} cannot change them")
@@ -102,10 +103,10 @@ def load_data(
                 f"--format images reads a folder of images or an .npy/.npz of uint8 pictures, "
                 f"not {path.name}"
             )
-        return image_array_dataset(path, 256 if levels is None else levels, seed)
+        return image_array_dataset(path, 256 if levels is None else levels, seed, whole=whole)
     if path.is_dir():
         raise DarmError(f"{path} is a folder, not an .npy/.npz of integer arrays")
-    return array_dataset(path, levels=levels, seed=seed)
+    return array_dataset(path, levels=levels, seed=seed, whole=whole)
 
 
 def data_format(path: Path, format: str | None = None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darm.data.dataset import SPLITS, Dataset, seeded_split, split_note
+from darm.data.dataset import SPLITS, Dataset, seeded_split, split_note, whole_split
 from darm.data.splits import TensorSplit
 from darm.errors import DarmError
 
@@ -61,11 +61,13 @@ def array_dataset(
     fractions=(0.1, 0.1),
     name: str | None = None,
     transform=None,
+    whole: bool = False,
 ) -> Dataset:
     """Arrays (N, D) or images (N, H, W) / (N, H, W, C) of symbols 0..L-1.
 
     An .npz with x_train / x_valid / x_test (and optional y_*) keeps its own split; a single
-    array (an .npy, or an .npz key `x` with optional `y`) is split with a fixed seed.
+    array (an .npy, or an .npz key `x` with optional `y`) is split with a fixed seed, or,
+    with `whole` (other data scored by a trained model), all in test: one row is enough.
     transform(x, what) -> symbols maps each split's raw array first (image quantising).
     """
     arrays = _load(path)
@@ -82,15 +84,18 @@ def array_dataset(
         x, y = arrays[key], arrays.get("y")
         if y is not None and (y.ndim != 1 or len(y) != len(x)):
             raise DarmError(f"{path}: y must have shape ({len(x)},) like x's rows, got {y.shape}")
-        if x.ndim < 2 or len(x) < 3:
-            raise DarmError(f"{path}: need an (N, D) array with N >= 3, got shape {x.shape}")
-        idx = seeded_split(len(x), fractions, seed)
+        least = 1 if whole else 3
+        if x.ndim < 2 or len(x) < least:
+            raise DarmError(f"{path}: need an (N, D) array with N >= {least}, got shape {x.shape}")
+        idx = whole_split(len(x)) if whole else seeded_split(len(x), fractions, seed)
         xs = {s: x[i.numpy()] for s, i in idx.items()}
         ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
-        notes = split_note(fractions, seed)
+        notes = "scored whole" if whole else split_note(fractions, seed)
     if transform is not None:
         xs = {s: transform(xs[s], f"{path.name} {s}") for s in SPLITS}
-    L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in SPLITS)
+    # scored whole, train and valid are empty on purpose; otherwise every split must hold rows
+    checked = [s for s in SPLITS if len(xs[s])] if whole else SPLITS
+    L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in checked)
     event = {xs[s].shape[1:] for s in SPLITS}
     if len(event) != 1:
         raise DarmError(f"{path}: splits have different example shapes {sorted(event)}")

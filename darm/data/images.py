@@ -152,9 +152,12 @@ def image_folder_dataset(
     )
 
 
-def image_array_dataset(path: Path, levels: int = 256, seed: int = 42) -> Dataset:
+def image_array_dataset(
+    path: Path, levels: int = 256, seed: int = 42, whole: bool = False
+) -> Dataset:
     """An .npz / .npy of uint8 images (N, H, W) or (N, H, W, C), intensities 0..255,
-    quantised to `levels`; its own x_train / x_valid / x_test split if it has one."""
+    quantised to `levels`; its own x_train / x_valid / x_test split if it has one.
+    whole: as for array_dataset."""
     from darm.data.arrays import array_dataset
 
     def to_levels(a: np.ndarray, what: str) -> np.ndarray:
@@ -164,6 +167,6 @@ def image_array_dataset(path: Path, levels: int = 256, seed: int = 42) -> Datase
             raise DarmError(f"{what}: images must be (N, H, W) or (N, H, W, C), got {a.shape}")
         return quantise(a, levels)
 
-    data = array_dataset(path, levels=levels, seed=seed, transform=to_levels)
+    data = array_dataset(path, levels=levels, seed=seed, transform=to_levels, whole=whole)
     data.source = {"format": "images", "path": str(path), "levels": levels, "seed": seed}
     return data
