@@ -1,35 +1,29 @@
 """The one protocol, checked for every registered model (a new family is covered for free)."""
 
-import itertools
-
 import pytest
 import torch
 
+from darm.check import check_cache, check_causal, check_normalised
 from darm.errors import DarmError
-from darm.metrics import log_prob
 from darm.sampling import sample
 from tests.conftest import tiny_model
 
 
 @pytest.mark.parametrize("conditional", [False, True])
 def test_causality(model_name, conditional):
-    """logits at d never move when x_j, j >= d, changes, and do move with x_{d-1}."""
+    """logits at d never move when x_j, j >= d, changes (darm.check), and do move with
+    x_{d-1}, so the check could fail."""
     L, D = 5, 7
     model = tiny_model(model_name, L, D, num_classes=3 if conditional else 0)
     D = model.num_dims  # an image case brings its own shape
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, L, (4, D), generator=g)
+    x = torch.randint(0, L, (4, D), generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 1]) if conditional else None
-    base = model(x, y)
-    assert base.shape == (4, D, L)
-    for d in range(D):
-        x2 = x.clone()
-        x2[:, d:] = (x[:, d:] + torch.randint(1, L, x[:, d:].shape, generator=g)) % L
-        torch.testing.assert_close(model(x2, y)[:, : d + 1], base[:, : d + 1], atol=1e-5, rtol=0)
-        if d >= 1:  # the test could fail: the previous symbol does matter
-            x3 = x.clone()
-            x3[:, d - 1] = (x[:, d - 1] + 1) % L
-            assert not torch.allclose(model(x3, y)[:, d], base[:, d], atol=1e-6)
+    check_causal(model, x, y)
+    base = model(x, y).reshape(4, D, L)  # (B, *event_shape, L) -> (B, D, L)
+    for d in range(1, D):
+        x3 = x.clone()
+        x3[:, d - 1] = (x[:, d - 1] + 1) % L
+        assert not torch.allclose(model(x3, y).reshape(4, D, L)[:, d], base[:, d], atol=1e-6)
 
 
 def test_label_changes_logits(model_name):
@@ -56,16 +50,9 @@ def test_batch_rows_are_independent(model_name, conditional):
 @pytest.mark.parametrize("conditional", [False, True])
 def test_normalisation(model_name, conditional):
     """sum over all L^D sequences of p(x | y) is exactly 1 for every label (D=3, L=3;
-    images up to D=9)."""
-    L, D = 3, 3
-    model = tiny_model(model_name, L, D, num_classes=2 if conditional else 0)
-    D = model.num_dims
-    x = torch.tensor(list(itertools.product(range(L), repeat=D)))  # (L^D, D)
-    for label in (0, 1) if conditional else (None,):
-        y = None if label is None else torch.full((len(x),), label)
-        total = log_prob(model, x, y).double().exp().sum()
-        one = torch.tensor(1.0, dtype=torch.float64)
-        torch.testing.assert_close(total, one, atol=1e-5, rtol=0)
+    images up to D=9), by darm.check."""
+    model = tiny_model(model_name, 3, 3, num_classes=2 if conditional else 0)
+    check_normalised(model)
 
 
 def test_dropout_is_off_in_eval(model_name):
@@ -129,19 +116,10 @@ def test_steps_out_of_order_are_refused(model_name):
 
 @pytest.mark.parametrize("conditional", [False, True])
 def test_cached_step_equals_forward(model_name, conditional):
-    L, D, B = 5, 7, 3
-    model = tiny_model(model_name, L, D, num_classes=4 if conditional else 0)
-    D = model.num_dims
-    x = torch.randint(0, L, (B, D), generator=torch.Generator().manual_seed(2))
-    y = torch.tensor([3, 0, 1]) if conditional else None
-    full = model(x, y)
-    cache = model.init_cache(B)
-    prev = None
-    with torch.no_grad():
-        for d in range(D):
-            step = model.step(prev, cache, y)
-            torch.testing.assert_close(step, full[:, d], atol=1e-5, rtol=1e-5)
-            prev = x[:, d]
+    """step through the cache, and prefill, == the full forward pass (darm.check)."""
+    model = tiny_model(model_name, 5, 7, num_classes=4 if conditional else 0)
+    x = torch.randint(0, 5, (3, model.num_dims), generator=torch.Generator().manual_seed(2))
+    check_cache(model, x, torch.tensor([3, 0, 1]) if conditional else None)
 
 
 def test_cached_sampling_equals_naive(model_name):

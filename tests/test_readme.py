@@ -4,6 +4,8 @@ shorter): an API change that breaks them fails here, not in a reader's hands."""
 import re
 from pathlib import Path
 
+from darm.models import registry
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -14,5 +16,8 @@ def test_readme_python_runs(tmp_path, monkeypatch):
     assert "load_checkpoint" in code and "prefix=prompt" in code  # the section is found
     code = code.replace("steps=200", "steps=4")
     monkeypatch.chdir(tmp_path)  # the example writes runs/py-gpt
+    # the example registers a family: on a copy of the registry, so later tests do not see it
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     exec(compile(code, str(README), "exec"), {})
     assert (tmp_path / "runs" / "py-gpt" / "best.json").is_file()
+    assert "trigram" in registry.list_models()

@@ -1,0 +1,90 @@
+"""darm.check: every registered model passes it, and each classic mistake fails it by name."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from darm.check import (
+    ProtocolError,
+    check_cache,
+    check_causal,
+    check_model,
+    check_normalised,
+)
+from darm.models.base import ARModel, shift_right
+from tests.conftest import tiny_model
+
+
+@dataclass
+class Config:
+    vocab_size: int = 3
+    seq_len: int = 4
+    num_classes: int = 0
+
+
+class Bigram(ARModel):
+    """p(x_d | x_{d-1}) from a table: a correct model with the default recomputing cache."""
+
+    family = "bigram_test"
+
+    def __init__(self, config, peek: bool = False):
+        super().__init__(config)
+        self.peek = peek
+        self.table = nn.Embedding(config.vocab_size + 1, config.vocab_size)  # + start symbol
+        torch.nn.init.normal_(self.table.weight, std=2.0)
+
+    def forward(self, x, cond=None):
+        # the classic off-by-one: forgetting the shift lets position d read x_d itself
+        return self.table(x if self.peek else shift_right(x, self.config.vocab_size))
+
+
+class StaleCache(Bigram):
+    """A cache that forgets to store the symbol it is fed: every step sees the start symbol."""
+
+    def step(self, x_prev, cache, cond=None):
+        return super().step(None if x_prev is None else torch.zeros_like(x_prev), cache, cond)
+
+
+class ExtraLogit(Bigram):
+    """L + 1 outputs (the start symbol's too): a softmax that leaks mass."""
+
+    def forward(self, x, cond=None):
+        return torch.cat([super().forward(x), torch.zeros(*x.shape, 1)], dim=-1)
+
+
+def test_every_registered_model_passes(model_name):
+    model = tiny_model(model_name, 3, 3, num_classes=2)
+    assert check_model(model) == ["causal", "cache", "normalised"]
+
+
+def test_a_correct_model_of_ones_own_passes():
+    assert check_model(Bigram(Config())) == ["causal", "cache", "normalised"]
+
+
+def test_a_model_that_sees_its_own_symbol_fails_causality_and_normalisation():
+    model = Bigram(Config(), peek=True)
+    with pytest.raises(ProtocolError, match="position 0 moved .* sees x_j for some j >= 0"):
+        check_causal(model)
+    with pytest.raises(ProtocolError, match="sequences sum to .*, not 1"):
+        check_normalised(model)
+
+
+def test_a_stale_cache_fails_the_cache_check():
+    model = StaleCache(Config())
+    check_causal(model)  # the forward pass is right
+    with pytest.raises(ProtocolError, match="step 1 through the cache is .* away"):
+        check_cache(model)
+
+
+def test_logits_of_the_wrong_shape_are_named():
+    with pytest.raises(ProtocolError, match=r"logits have shape \(3, 4, 4\), expected \(3, 4, 3\)"):
+        check_model(ExtraLogit(Config()))
+
+
+def test_a_model_too_big_to_enumerate_is_checked_without_normalisation():
+    model = Bigram(Config(vocab_size=10, seq_len=6))  # 10^6 sequences
+    assert check_model(model) == ["causal", "cache"]
+    with pytest.raises(ValueError, match="L\\^D = 10\\^6 sequences; build a tiny model"):
+        check_normalised(model)
