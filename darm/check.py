@@ -12,6 +12,7 @@ darm's own tests run these checks on every registered model.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
@@ -35,6 +36,27 @@ def example_inputs(model: ARModel, batch: int = 3, seed: int = 0):
     return x.to(device), None if cond is None else cond.to(device)
 
 
+def _inputs(model: ARModel, x, cond):
+    """x as (B, D) in raster order (given flat or as (B, *event_shape); random if None), and
+    its labels (random ones for random x, unless given)."""
+    if x is None:
+        x, drawn = example_inputs(model, batch=3 if cond is None else len(cond))
+        cond = drawn if cond is None else cond
+    return x.reshape(len(x), -1), cond  # (B, *event_shape) -> (B, D)
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """No TF32 inside (a GPU's default for convolutions): it rounds products to 10 bits,
+    and a step and the full pass summing differently would differ by far more than atol."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 def _logits(model: ARModel, x: torch.Tensor, cond) -> torch.Tensor:
     """model(x) as (B, D, L) in raster order, its shape checked."""
     B, D, L = x.shape[0], model.num_dims, model.vocab_size
@@ -47,12 +69,11 @@ def _logits(model: ARModel, x: torch.Tensor, cond) -> torch.Tensor:
 
 def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
     """Change every x_j, j >= d, for each d in turn: the logits at positions <= d must not
-    move (x: (B, D) symbols, random by default)."""
-    if x is None:
-        x, cond = example_inputs(model)
+    move. x: (B, D) or (B, *event_shape) symbols, random by default."""
+    x, cond = _inputs(model, x, cond)
     L, D = model.vocab_size, model.num_dims
     g = torch.Generator().manual_seed(1)
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), exact_float32():
         base = _logits(model, x, cond)
         for d in range(D):
             shift = torch.randint(1, max(L, 2), x[:, d:].shape, generator=g).to(x.device)
@@ -64,7 +85,7 @@ def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
                 k = int((by_position > atol).nonzero()[0])
                 raise ProtocolError(
                     f"the logits at position {k} moved by {float(by_position[k]):.3g} when x_{d}.. "
-                    f"changed: the conditional of x_{k} sees x_j for some j >= {max(k, d)}"
+                    f"changed: the conditional of x_{k} sees x_j for some j >= {d}"
                 )
 
 
@@ -80,10 +101,11 @@ def check_normalised(model: ARModel, atol: float = 1e-5, chunk: int = 4096) -> N
     every = torch.tensor(list(itertools.product(range(L), repeat=D)), device=model.device)
     for label in range(model.num_classes) if model.num_classes else [None]:
         total = torch.zeros((), dtype=torch.float64)
-        with torch.no_grad():
+        with torch.no_grad(), exact_float32():
             for x in every.split(chunk):  # (chunk, D)
                 cond = None if label is None else torch.full((len(x),), label, device=x.device)
-                total += log_prob(model, x, cond).double().exp().sum().cpu()
+                x = x.view(len(x), *model.event_shape)  # (chunk, D) -> (chunk, *event_shape)
+                total += log_prob(model, x, cond).cpu().double().exp().sum()
         if abs(float(total) - 1) > atol:
             given = "" if label is None else f" given label {label}"
             raise ProtocolError(
@@ -94,11 +116,11 @@ def check_normalised(model: ARModel, atol: float = 1e-5, chunk: int = 4096) -> N
 
 def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
     """`step` from a fresh cache, fed x_0, x_1, ..., gives the forward pass's logits at every
-    position, and `prefill` of the first half gives those of the position after it."""
-    if x is None:
-        x, cond = example_inputs(model)
+    position, and `prefill` of the first half gives those of the position after it.
+    x: (B, D) or (B, *event_shape) symbols, random by default."""
+    x, cond = _inputs(model, x, cond)
     B, D = x.shape
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), exact_float32():
         full = _logits(model, x, cond)
         cache, prev = model.init_cache(B), None
         for d in range(D):

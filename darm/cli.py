@@ -221,10 +221,38 @@ def cmd_sample(args) -> None:
 # -- complete ---------------------------------------------------------------------------------
 
 
+def complete_inputs(inputs: list[str], model, meta: dict):
+    """`complete --input` as (originals, rows): pictures (N, D) for an image model (each file
+    one picture, or a sample grid's), else None and one list of known symbols per input
+    (a WAV clip's levels, a text's symbols, an array's integers)."""
+    from darm.complete import read_images
+
+    shape, vocab = meta.get("image_shape"), saved_vocab(meta)
+    if shape:
+        L = model.vocab_size
+        return torch.cat([read_images(Path(p), shape, L) for p in inputs]), None  # (N, D)
+    if meta.get("kind") == "audio":  # WAV clips to go on from
+        from darm.data.audio import wav_levels
+
+        rows = [wav_levels(Path(p), meta["source"]["sample_rate"]).tolist() for p in inputs]
+        for p, r in zip(inputs, rows):
+            check_clip_fits(model, len(r), meta, p)
+        return None, rows
+    try:  # prefixes: text, or integers for arrays
+        return None, [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in inputs]
+    except ValueError as e:
+        if vocab:  # a symbol outside the vocabulary
+            raise DarmError(f"--input: {e}") from None
+        raise DarmError(
+            f"--input of an array model is integers separated by spaces, e.g. '2 0 1'; "
+            f"got {' '.join(map(repr, inputs))}"
+        ) from None
+
+
 def cmd_complete(args) -> None:
     """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
     from darm.checkpoint import load_checkpoint
-    from darm.complete import complete, completion_view, read_images, save_completion_grid
+    from darm.complete import complete, completion_view, save_completion_grid
     from darm.data import load_from_source
 
     check_sampling_args(args)
@@ -236,30 +264,11 @@ def cmd_complete(args) -> None:
     shape = meta.get("image_shape")
     vocab = saved_vocab(meta)
     D, labels = model.num_dims, None
-    if args.input and shape:
-        L = model.vocab_size
-        originals = torch.cat([read_images(Path(p), shape, L) for p in args.input])  # (N, D)
-    elif args.input and meta.get("kind") == "audio":  # WAV clips to go on from
-        from darm.data.audio import wav_levels
-
-        rate = meta["source"]["sample_rate"]
-        rows, originals = [wav_levels(Path(p), rate).tolist() for p in args.input], None
-        for p, r in zip(args.input, rows):
-            check_clip_fits(model, len(r), meta, p)
-    elif args.input:  # sequences: each input is a prefix (text, or integers for arrays)
-        try:
-            rows = [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in args.input]
-        except ValueError as e:
-            if vocab:  # a symbol outside the vocabulary
-                raise DarmError(f"--input: {e}") from None
-            raise DarmError(
-                f"--input of an array model is integers separated by spaces, e.g. '2 0 1'; "
-                f"got {' '.join(map(repr, args.input))}"
-            ) from None
-        originals = None
+    if args.input:
+        originals, rows = complete_inputs(args.input, model, meta)
     else:  # the first --count examples of the test split
         data = load_from_source(meta, D, path.parent)
-        originals = data["test"].x[: args.count]
+        originals, rows = data["test"].x[: args.count], None
         labels = None if data["test"].y is None else data["test"].y[: args.count]
     if args.rows is not None and not shape:
         raise DarmError("--rows keeps image rows; this model reads sequences: use --dims")
@@ -547,6 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module or .py file to import first, for a family of your own it registers "
+        "(before the command: darm --import my_family.py train --model trigram); repeatable",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     p.commands = sub.choices  # name -> sub-parser, so main can send a typo to its --help
@@ -805,6 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
     try:
+        if args.imports:
+            from darm.models.registry import import_families
+
+            for spec in args.imports:
+                import_families(spec)
         args.func(args)
     except DarmError as e:
         print(f"darm {args.command}: error: {e}", file=sys.stderr)

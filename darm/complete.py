@@ -48,33 +48,41 @@ def completion_view(known: list, completions: list, vocab, eos: int) -> str:
 def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
     """A picture file as the model's symbols (N, D): one picture of the model's size, or a
     grid of them as `darm sample` writes it (tiles in reading order). Grey, grey + alpha,
-    RGB or RGBA by the model's 1, 2, 3 or 4 channels, quantised to its levels."""
+    RGB or RGBA by the model's 1, 2, 3 or 4 channels."""
     from darm.data.images import quantise, read_pixels
+    from darm.plots import pixel_levels
 
     H, W = shape[:2]
     C = shape[2] if len(shape) == 3 else 1
     if C not in PIL_MODES:
         raise DarmError(f"the model reads {C}-channel images; picture files hold 1 to 4")
     pixels = read_pixels(path, PIL_MODES[C])
-    if pixels.shape[:2] == (H, W):
-        tiles = pixels[None]
-    elif C in (1, 3) and (tiles := grid_tiles(pixels, H, W)) is not None:
-        pass  # a grid shows 2 and 4 channels as grey and RGB: those cannot be read back
-    else:
+    if pixels.shape[:2] == (H, W):  # a picture of one's own: binned as training images were
+        return torch.from_numpy(quantise(pixels, levels).reshape(1, -1))  # (H, W, C) -> (1, D)
+    # a grid shows 2 and 4 channels as grey and RGB, which cannot be read back
+    tiles = grid_tiles(pixels, H, W) if C in (1, 3) else None
+    if tiles is None:
+        grids = (
+            "or a grid of them written by darm sample"
+            if C in (1, 3)
+            else f"a sample grid of a {C}-channel model cannot be read back"
+        )
         raise DarmError(
             f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images "
-            f"(or a grid of them written by darm sample)"
+            f"({grids})"
         )
-    return torch.from_numpy(quantise(tiles, levels).reshape(len(tiles), -1))  # (N, H*W*C)
+    # darm's own shading of each level, undone exactly
+    return torch.from_numpy(pixel_levels(tiles, levels).reshape(len(tiles), -1))  # (N, H*W*C)
 
 
-GRID_GREY = 128  # image_grid's background, 0.5 * 255 rounded
-
-
-def grid_tiles(pixels: np.ndarray, H: int, W: int, pad: int = 1) -> np.ndarray | None:
+def grid_tiles(pixels: np.ndarray, H: int, W: int) -> np.ndarray | None:
     """The (N, H, W, ...) pictures of a grid drawn by `darm.plots.image_grid` (tiles of H x W
-    between `pad`-wide grey lines, every pixel then scaled up), or None if `pixels` is not
-    one. Trailing all-grey tiles of the last row are the grid's empty places and dropped."""
+    between grey lines, every pixel then scaled up), or None if `pixels` is not one.
+    Trailing all-grey tiles of the last row are taken for the grid's empty places and
+    dropped (a picture all of the level drawn mid-grey, there, would go with them)."""
+    from darm.plots import GRID_GREY
+    from darm.plots import GRID_PAD as pad
+
     height, width = pixels.shape[:2]
     for scale in range(1, min(height, width) + 1):
         if height % scale or width % scale:

@@ -12,9 +12,22 @@ from PIL import Image
 
 from darm.checkpoint import atomic_write
 
+GRID_PAD = 1  # pixels of background between pictures and around the grid
+GRID_GREY = 128  # the background: mid-grey, 0..255
+
+
+def pixel_levels(pixels: np.ndarray, levels: int) -> np.ndarray:
+    """The inverse of image_grid's shading (level k -> round(255 k / (L - 1))): exact for
+    every L up to 256, where equal-width binning (`quantise`) is not for most L above 27."""
+    return np.rint(pixels.astype(np.float64) * max(levels - 1, 1) / 255).astype(np.int64)
+
 
 def image_grid(
-    images: torch.Tensor, levels: int, scale: int = 4, pad: int = 1, cols: int | None = None
+    images: torch.Tensor,
+    levels: int,
+    scale: int = 4,
+    pad: int = GRID_PAD,
+    cols: int | None = None,
 ) -> Image.Image:
     """(N, H, W) or (N, H, W, C) symbols 0..levels-1 -> one PNG-ready grid, near-square
     unless `cols` is given.
@@ -27,7 +40,7 @@ def image_grid(
     colour = images.shape[3:]  # () grey or (3,) RGB
     cols = cols or math.ceil(math.sqrt(N))
     rows = math.ceil(N / cols)
-    grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad, *colour), 0.5)
+    grid = np.full((rows * (H + pad) + pad, cols * (W + pad) + pad, *colour), GRID_GREY / 255)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         top, left = pad + r * (H + pad), pad + c * (W + pad)

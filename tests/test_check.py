@@ -88,3 +88,41 @@ def test_a_model_too_big_to_enumerate_is_checked_without_normalisation():
     assert check_model(model) == ["causal", "cache"]
     with pytest.raises(ValueError, match="L\\^D = 10\\^6 sequences; build a tiny model"):
         check_normalised(model)
+
+
+@dataclass
+class ImageConfig(Config):
+    image_shape: tuple = (2, 3, 1)
+    seq_len: int = 6
+
+
+class RasterBigram(Bigram):
+    """An image model that insists on (B, H, W, C) input, as the protocol lets it."""
+
+    @property
+    def event_shape(self):
+        return self.config.image_shape
+
+    def forward(self, x, cond=None):
+        assert x.shape[1:] == self.event_shape, f"wants (B, H, W, C), got {tuple(x.shape)}"
+        flat = super().forward(x.reshape(len(x), -1))  # (B, H, W, C) -> (B, D): raster order
+        return flat.view(*x.shape, -1)  # (B, D, L) -> (B, H, W, C, L)
+
+
+def test_image_models_are_checked_on_pictures_given_either_way():
+    model = RasterBigram(ImageConfig())
+    assert check_model(model) == ["causal", "cache", "normalised"]
+    x = torch.randint(0, 3, (3, 2, 3, 1), generator=torch.Generator().manual_seed(0))
+    check_cache(model, x)  # (B, H, W, C) as well as (B, D)
+    with pytest.raises(ProtocolError, match="position 4 moved .* when x_4.. changed"):
+        check_causal(LastPixelLeak(ImageConfig()), x)  # each dimension perturbed, not each row
+
+
+class LastPixelLeak(RasterBigram):
+    """Correct but for one pixel: the second-to-last also reads the last."""
+
+    def forward(self, x, cond=None):
+        logits = super().forward(x).reshape(len(x), 6, -1)  # (B, H, W, C, L) -> (B, D, L)
+        leak = torch.zeros_like(logits)
+        leak[:, 4] = self.table(x.reshape(len(x), -1)[:, 5])  # position 4 sees x_5
+        return (logits + leak).view(*x.shape, -1)  # (B, D, L) -> (B, H, W, C, L)

@@ -571,9 +571,13 @@ def test_eval_scores_one_array_row_whole(tmp_path, capsys):
     model, _, _ = load_checkpoint(out)
     assert one["examples"] == 1 and one["dims"] == 6
     assert one["nats_per_example"] == pytest.approx(-log_prob(model, torch.from_numpy(row)).item())
+    # a row saved flat is that one row
+    np.save(tmp_path / "flat.npy", row[0])
+    assert main(["eval", str(out), "--data", str(tmp_path / "flat.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == one
     # its own split needs three rows, and a value beyond the model's L is named
     code = main(["eval", str(out), "--data", str(tmp_path / "one.npy"), "--split", "test"])
-    one_line_error(capsys, code, 1, "N >= 3")
+    one_line_error(capsys, code, 1, "N >= 3 to split it into train, valid and test")
     np.save(tmp_path / "big.npy", np.array([[0, 1, 2, 3, 4, 0]]))
     code = main(["eval", str(out), "--data", str(tmp_path / "big.npy")])
     one_line_error(capsys, code, 1, "outside the 4 levels")
@@ -687,3 +691,60 @@ def test_a_project_moved_with_its_runs_still_finds_its_data(tmp_path, monkeypatc
     assert main([*again, "--data", str(new / "names.txt")]) == 0  # the same data, moved
     record = json.loads((new / "runs" / "w" / "last.json").read_text())
     assert record["step"] == 4 and record["data"]["source"]["path"] == str(new / "names.txt")
+
+
+PLUGIN = """
+from dataclasses import dataclass
+
+from torch import nn
+
+from darm.models.base import ARModel, shift_right
+from darm.models.registry import register_model
+
+
+@dataclass
+class UnigramConfig:
+    vocab_size: int = 3
+    seq_len: int = 4
+    num_classes: int = 0
+
+
+class Unigram(ARModel):
+    family = "unigram"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.logits = nn.Embedding(config.vocab_size + 1, config.vocab_size)
+
+    def forward(self, x, cond=None):
+        return self.logits(shift_right(x, self.config.vocab_size) * 0)  # (B, D, L)
+
+
+register_model("unigram", Unigram, UnigramConfig, "p(x_d): one table row")
+"""
+
+
+def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, monkeypatch):
+    from darm.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # not for later tests
+    plugin = tmp_path / "my_family.py"
+    plugin.write_text(PLUGIN)
+    out = str(tmp_path / "r")
+    argv = ["train", "--data", "names", "--model", "unigram", "--steps", "2", "--out", out,
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(["--import", str(plugin), *argv]) == 0
+    assert main(["--import", str(plugin), "sample", out, "-n", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--import", str(plugin), "models"]) == 0
+    assert "unigram" in capsys.readouterr().out
+    # nothing is imported unless asked: the checkpoint alone names an unknown family
+    monkeypatch.setattr(registry, "_REGISTRY", {k: v for k, v in registry._REGISTRY.items()
+                                                if k != "unigram"})  # fmt: skip
+    one_line_error(capsys, main(["eval", out]), 1, "unknown model 'unigram'")
+    one_line_error(capsys, main(["--import", "nope.py", "models"]), 1, "--import nope.py: no such")
+    (tmp_path / "broken.py").write_text("import not_a_module_anywhere\n")
+    code = main(["--import", str(tmp_path / "broken.py"), "models"])
+    one_line_error(capsys, code, 1, "failed: ModuleNotFoundError: No module named")
+    code = main(["--import", "not_a_module_anywhere", "models"])
+    one_line_error(capsys, code, 1, "--import not_a_module_anywhere failed")

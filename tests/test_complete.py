@@ -82,6 +82,15 @@ def test_a_sample_grid_reads_back_as_its_pictures(tmp_path, shape, levels, n, co
     assert torch.equal(got, x.reshape(n, -1))  # every level survives the PNG's 0..255
 
 
+def test_every_level_count_reads_back_exactly_from_a_grid(tmp_path):
+    from darm.complete import read_images
+    from darm.plots import save_image_grid
+
+    for L in range(2, 257):  # each level once, in a 1 x L picture
+        save_image_grid(torch.arange(L).view(1, 1, L), L, tmp_path / "g.png", scale=1)
+        assert read_images(tmp_path / "g.png", (1, L), L).tolist() == [list(range(L))], L
+
+
 def test_a_picture_of_another_size_is_refused_in_one_line(tmp_path):
     from darm.complete import read_images
     from darm.errors import DarmError
@@ -90,6 +99,10 @@ def test_a_picture_of_another_size_is_refused_in_one_line(tmp_path):
     save_image_grid(torch.zeros(4, 8, 8, dtype=torch.long), 2, tmp_path / "g.png")
     with pytest.raises(DarmError, match="the model reads 7x7 images"):
         read_images(tmp_path / "g.png", (7, 7), 2)  # a grid, but of other pictures
+    # a grid shows grey + alpha as grey: it cannot be read back, and the message says so
+    save_image_grid(torch.zeros(2, 3, 3, 2, dtype=torch.long), 4, tmp_path / "la.png")
+    with pytest.raises(DarmError, match="a sample grid of a 2-channel model cannot be read"):
+        read_images(tmp_path / "la.png", (3, 3, 2), 4)
     Image.fromarray(np.zeros((37, 37), dtype=np.uint8)).save(tmp_path / "black.png")
     with pytest.raises(DarmError, match="37x37; the model reads 8x8"):
         read_images(tmp_path / "black.png", (8, 8), 2)  # a grid's size, but no grey lines
@@ -97,10 +110,11 @@ def test_a_picture_of_another_size_is_refused_in_one_line(tmp_path):
 
 def test_cli_completes_the_pictures_of_a_sample_grid(digits_run, tmp_path, monkeypatch, capsys):
     import darm.complete
-    from darm.complete import read_images
+    from darm.plots import save_image_grid
 
-    grid = tmp_path / "s.png"
-    assert main(["sample", str(digits_run), "-n", "3", "--label", "2", "--out", str(grid)]) == 0
+    x = torch.randint(0, 17, (3, 8, 8), generator=torch.Generator().manual_seed(0))
+    x[:, 0, 0] = 0  # none all mid-grey
+    save_image_grid(x, 17, tmp_path / "s.png")  # as darm sample draws a digits model's
     seen = {}
 
     def spy(model, known, *a, **kw):
@@ -108,11 +122,10 @@ def test_cli_completes_the_pictures_of_a_sample_grid(digits_run, tmp_path, monke
         return complete(model, known, *a, **kw)
 
     monkeypatch.setattr(darm.complete, "complete", spy)
-    argv = ["complete", str(digits_run), "--input", str(grid), "--label", "2", "-n", "2"]
-    assert main([*argv, "--rows", "4", "--out", str(tmp_path / "c")]) == 0
+    argv = ["complete", str(digits_run), "--input", str(tmp_path / "s.png"), "--label", "2"]
+    assert main([*argv, "-n", "2", "--rows", "4", "--out", str(tmp_path / "c")]) == 0
     assert "top 4 of 8 rows of 3 images" in capsys.readouterr().out
-    samples = read_images(grid, (8, 8), 17)  # (3, 64)
-    assert samples.shape == (3, 64) and torch.equal(seen["known"], samples[:, :32])
+    assert torch.equal(seen["known"], x.reshape(3, 64)[:, :32])  # the top 4 rows of each
 
 
 def test_cli_complete_text_stops_at_the_end_symbol(tmp_path, monkeypatch, capsys):

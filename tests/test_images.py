@@ -106,6 +106,9 @@ def test_uint8_npz_images_are_quantised(tmp_path):
     assert torch.equal(one["test"].x[0], torch.from_numpy(x[0].reshape(-1) // 64))
     with pytest.raises(DarmError, match="N >= 3"):  # but a split needs three
         load_data(str(tmp_path / "one.npy"), format="images", levels=4)
+    np.save(tmp_path / "hw.npy", x[0, ..., 0])  # one grey (H, W) picture: no split to name
+    with pytest.raises(DarmError, match=r"^hw.npy: images must be \(N, H, W\)"):
+        load_data(str(tmp_path / "hw.npy"), format="images", whole=True)
 
 
 def test_rgb_grid_is_colour():

@@ -82,17 +82,20 @@ def array_dataset(
                 f"{path} has keys {sorted(arrays)}; expected x (and y), or x_train/x_valid/x_test"
             )
         x, y = arrays[key], arrays.get("y")
+        if whole and x.ndim == 1:  # one row saved flat: scored whole, it is that one row
+            x = x[None]  # (D,) -> (1, D)
         if y is not None and (y.ndim != 1 or len(y) != len(x)):
             raise DarmError(f"{path}: y must have shape ({len(x)},) like x's rows, got {y.shape}")
-        least = 1 if whole else 3
-        if x.ndim < 2 or len(x) < least:
-            raise DarmError(f"{path}: need an (N, D) array with N >= {least}, got shape {x.shape}")
+        if x.ndim < 2 or len(x) < (1 if whole else 3):
+            need = "N >= 1" if whole else "N >= 3 to split it into train, valid and test"
+            raise DarmError(f"{path}: need an (N, D) array with {need}, got shape {x.shape}")
         idx = whole_split(len(x)) if whole else seeded_split(len(x), fractions, seed)
         xs = {s: x[i.numpy()] for s, i in idx.items()}
         ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
         notes = "scored whole" if whole else split_note(fractions, seed)
     if transform is not None:
-        xs = {s: transform(xs[s], f"{path.name} {s}") for s in SPLITS}
+        # (scored whole, the file is one split: its name alone says where a problem is)
+        xs = {s: transform(xs[s], path.name if whole else f"{path.name} {s}") for s in SPLITS}
     # scored whole, train and valid are empty on purpose; otherwise every split must hold rows
     checked = [s for s in SPLITS if len(xs[s])] if whole else SPLITS
     L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in checked)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from darm.config import build_config
-from darm.errors import DarmError
+from darm.errors import DarmError, first_line
 from darm.models.base import ARModel
 
 
@@ -36,6 +40,28 @@ def register_model(
     ):
         raise ValueError(f"model {name!r} is already {taken.model_cls.__qualname__}")
     _REGISTRY[name] = ModelEntry(name, model_cls.family, config_cls, model_cls, defaults, doc)
+
+
+def import_families(spec: str) -> None:
+    """Import a module by name, or a .py file by path, for the families it registers:
+    `darm --import my_family.py train --model trigram`. Never automatic: a checkpoint names
+    its family, but loading one must not run code the user did not ask for."""
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.is_file():
+                raise DarmError(f"--import {spec}: no such file")
+            name = f"darm_import_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module  # dataclasses look their module up while being built
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except DarmError:
+        raise
+    except Exception as e:  # the user's code, any error: one line, as for other bad input
+        raise DarmError(f"--import {spec} failed: {type(e).__name__}: {first_line(e)}") from None
 
 
 def list_models() -> list[str]:
