@@ -3,10 +3,14 @@
     from darm.check import check_model
     check_model(model)        # ProtocolError names the first rule the model breaks
 
-A model's likelihoods mean something only if it keeps three rules:
+A model's likelihoods mean something only if it keeps these rules:
 - causality: the logits at position d do not move when any x_j, j >= d, changes;
 - normalisation: exp(log_prob) summed over all L^D sequences is 1 (for every label);
-- the cache: `step` from `init_cache`, and `prefill`, give the full forward pass's logits.
+- the cache: `step` from `init_cache`, and `prefill`, give the full forward pass's logits;
+- in eval mode the same input gives the same logits, and a row's logits depend on that row
+  (its symbols and its label) alone, never on the rest of the batch.
+And for the tools built on them: a conditional model's logits depend on its label, and
+one-hot float input gives the logits of the symbols (`darm deps` differentiates through it).
 darm's own tests run these checks on every registered model.
 """
 
@@ -16,11 +20,18 @@ import contextlib
 import itertools
 
 import torch
+import torch.nn.functional as F
 
+from darm.errors import first_line
 from darm.metrics import log_prob
 from darm.models.base import ARModel, eval_mode
 
 MAX_SEQUENCES = 100_000  # normalisation enumerates L^D sequences: tiny models only
+
+STEP_HINT = (
+    "the default step feeds forward the prefix so far, (B, t+1): a model that needs all D "
+    "positions sets fixed_length = True; a cache of one's own needs `t`, the positions fed"
+)
 
 
 class ProtocolError(AssertionError):
@@ -57,14 +68,52 @@ def exact_float32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
-def _logits(model: ARModel, x: torch.Tensor, cond) -> torch.Tensor:
-    """model(x) as (B, D, L) in raster order, its shape checked."""
+@contextlib.contextmanager
+def _failing_as(what: str, hint: str = ""):
+    """An exception inside (the model's own code failing) as a ProtocolError naming the call."""
+    try:
+        yield
+    except ProtocolError:
+        raise
+    except Exception as e:
+        if isinstance(e, IndexError) and not hint:  # the classic one: no row for the start
+            hint = "an input embedding needs vocab_size + 1 rows: the start symbol is index L"
+        more = f" ({hint})" if hint else ""
+        raise ProtocolError(f"{what} failed: {type(e).__name__}: {first_line(e)}{more}") from e
+
+
+def _logits(model: ARModel, x: torch.Tensor, cond, what="model(x)", hint="") -> torch.Tensor:
+    """model(x) as (B, D, L) in raster order, its shape checked. x: (B, D) symbols, or
+    (B, D, L) one-hot floats."""
     B, D, L = x.shape[0], model.num_dims, model.vocab_size
-    logits = model(x.view(B, *model.event_shape), cond)  # (B, D) -> (B, *event_shape)
+    x = x.view(B, *model.event_shape, *x.shape[2:])  # (B, D, ...) -> (B, *event_shape, ...)
+    with _failing_as(what, hint):
+        logits = model(x, cond)
     want = (B, *model.event_shape, L)
     if tuple(logits.shape) != want:
         raise ProtocolError(f"logits have shape {tuple(logits.shape)}, expected {want}")
     return logits.reshape(B, D, L).float()  # (B, *event_shape, L) -> (B, D, L)
+
+
+def _perturbed(x: torch.Tensor, positions: slice, L: int, g: torch.Generator) -> torch.Tensor:
+    """x with every symbol at `positions` changed to another one (L > 1)."""
+    shift = torch.randint(1, max(L, 2), x[:, positions].shape, generator=g).to(x.device)
+    changed = x.clone()
+    changed[:, positions] = (x[:, positions] + shift) % L
+    return changed
+
+
+def check_deterministic(model: ARModel, x=None, cond=None, atol: float = 0.0) -> None:
+    """In eval mode, the same input twice gives the same logits (no dropout or noise left
+    on: a module that ignores self.training would make every other check fail at random)."""
+    x, cond = _inputs(model, x, cond)
+    with eval_mode(model), torch.no_grad(), exact_float32():
+        off = float((_logits(model, x, cond) - _logits(model, x, cond)).abs().max())
+    if off > atol:
+        raise ProtocolError(
+            f"two forward passes of the same input in eval mode differ by {off:.3g}: dropout "
+            f"or noise is on outside training (pass training=self.training)"
+        )
 
 
 def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
@@ -75,18 +124,69 @@ def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
     g = torch.Generator().manual_seed(1)
     with eval_mode(model), torch.no_grad(), exact_float32():
         base = _logits(model, x, cond)
+
+        def moved(changed: torch.Tensor, upto: int) -> torch.Tensor:
+            """(upto,) how far each position's logits moved."""
+            return (_logits(model, changed, cond)[:, :upto] - base[:, :upto]).abs().amax((0, 2))
+
         for d in range(D):
-            shift = torch.randint(1, max(L, 2), x[:, d:].shape, generator=g).to(x.device)
-            changed = x.clone()
-            changed[:, d:] = (x[:, d:] + shift) % L  # every later symbol differs (L > 1)
-            moved = (_logits(model, changed, cond)[:, : d + 1] - base[:, : d + 1]).abs()
-            by_position = moved.amax(dim=(0, 2))  # (d+1,)
+            by_position = moved(_perturbed(x, slice(d, None), L, g), d + 1)
             if (by_position > atol).any():
                 k = int((by_position > atol).nonzero()[0])
+                # which later symbol, changed alone, moves position k (none alone: several)
+                alone = (moved(_perturbed(x, slice(j, j + 1), L, g), k + 1)[k] for j in range(d, D))
+                j = next((d + i for i, m in enumerate(alone) if m > atol), None)
+                which = f"some x_j, j >= {d}" if j is None else f"x_{j}"
                 raise ProtocolError(
-                    f"the logits at position {k} moved by {float(by_position[k]):.3g} when x_{d}.. "
-                    f"changed: the conditional of x_{k} sees x_j for some j >= {d}"
+                    f"the logits at position {k} moved by {float(by_position[k]):.3g} when "
+                    f"x_{d}.. changed: the conditional of x_{k} sees {which}"
                 )
+
+
+def check_rows_independent(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
+    """Each row's logits, computed alone, are those it gets inside the batch: log_prob of
+    one example must not depend on which others share its batch."""
+    x, cond = _inputs(model, x, cond)
+    with eval_mode(model), torch.no_grad(), exact_float32():
+        full = _logits(model, x, cond)
+        for i in range(len(x)):
+            alone = _logits(model, x[i : i + 1], None if cond is None else cond[i : i + 1])
+            off = float((alone[0] - full[i]).abs().max())
+            if off > atol:
+                raise ProtocolError(
+                    f"row {i}'s logits alone differ by {off:.3g} from its logits in a batch of "
+                    f"{len(x)}: rows depend on each other (a mean or norm over the batch?)"
+                )
+
+
+def check_label(model: ARModel, x=None, cond=None, atol: float = 1e-6) -> None:
+    """A conditional model's logits change with the label (one that ignores it trains, and
+    samples every class alike, without a word)."""
+    if model.num_classes < 2:
+        return
+    x, cond = _inputs(model, x, cond)
+    with eval_mode(model), torch.no_grad(), exact_float32():
+        other = (cond + 1) % model.num_classes
+        off = float((_logits(model, x, cond) - _logits(model, x, other)).abs().max())
+    if off <= atol:
+        raise ProtocolError(
+            f"the logits do not depend on the label: this model is built with num_classes="
+            f"{model.num_classes} but ignores cond"
+        )
+
+
+def check_one_hot(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
+    """model(one_hot(x)) gives model(x)'s logits: dependency maps (`darm deps`, compare)
+    differentiate through float input. darm.models.base.embed and shift_right take both."""
+    x, cond = _inputs(model, x, cond)
+    soft = F.one_hot(x, model.vocab_size).float()  # (B, D) -> (B, D, L)
+    with eval_mode(model), torch.no_grad(), exact_float32():
+        want = _logits(model, x, cond)
+        hint = "darm.models.base.embed and shift_right take both symbols and one-hot floats"
+        got = _logits(model, soft, cond, "model(one-hot x)", hint)
+    off = float((got - want).abs().max())
+    if off > atol:
+        raise ProtocolError(f"one-hot input gives logits {off:.3g} away from those of the symbols")
 
 
 def check_normalised(model: ARModel, atol: float = 1e-5, chunk: int = 4096) -> None:
@@ -105,7 +205,8 @@ def check_normalised(model: ARModel, atol: float = 1e-5, chunk: int = 4096) -> N
             for x in every.split(chunk):  # (chunk, D)
                 cond = None if label is None else torch.full((len(x),), label, device=x.device)
                 x = x.view(len(x), *model.event_shape)  # (chunk, D) -> (chunk, *event_shape)
-                total += log_prob(model, x, cond).cpu().double().exp().sum()
+                with _failing_as("log_prob(model, x)"):
+                    total += log_prob(model, x, cond).cpu().double().exp().sum()
         if abs(float(total) - 1) > atol:
             given = "" if label is None else f" given label {label}"
             raise ProtocolError(
@@ -122,9 +223,12 @@ def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
     B, D = x.shape
     with eval_mode(model), torch.no_grad(), exact_float32():
         full = _logits(model, x, cond)
-        cache, prev = model.init_cache(B), None
+        with _failing_as("init_cache"):
+            cache = model.init_cache(B)
+        prev = None
         for d in range(D):
-            off = float((model.step(prev, cache, cond).float() - full[:, d]).abs().max())
+            with _failing_as(f"step {d}", STEP_HINT):
+                off = float((model.step(prev, cache, cond).float() - full[:, d]).abs().max())
             if off > atol:
                 raise ProtocolError(
                     f"step {d} through the cache is {off:.3g} away from the full forward pass's "
@@ -132,9 +236,9 @@ def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
                 )
             prev = x[:, d]
         P = D // 2
-        off = float(
-            (model.prefill(x[:, :P], model.init_cache(B), cond).float() - full[:, P]).abs().max()
-        )
+        with _failing_as(f"prefill of {P} symbols", STEP_HINT):
+            got = model.prefill(x[:, :P], model.init_cache(B), cond).float()
+        off = float((got - full[:, P]).abs().max())
         if off > atol:
             raise ProtocolError(
                 f"prefill of {P} symbols is {off:.3g} away from the forward pass's logits at "
@@ -143,13 +247,23 @@ def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
 
 
 def check_model(model: ARModel, atol: float = 1e-5, seed: int = 0) -> list[str]:
-    """Every check that fits the model: causality and the cache on random inputs, and
+    """Every check that fits the model, on random inputs: determinism, causality, rows
+    independent, the label (conditional models), the cache, one-hot input, and
     normalisation where L^D <= 100,000. Returns the names of the checks run."""
     x, cond = example_inputs(model, seed=seed)
-    check_causal(model, x, cond, atol)
-    check_cache(model, x, cond, atol)
-    done = ["causal", "cache"]
-    if model.vocab_size**model.num_dims <= MAX_SEQUENCES:
-        check_normalised(model, atol)
-        done.append("normalised")
-    return done
+    checks = {
+        "deterministic": lambda: check_deterministic(model, x, cond),
+        "causal": lambda: check_causal(model, x, cond, atol),
+        "rows independent": lambda: check_rows_independent(model, x, cond, atol),
+        "label": lambda: check_label(model, x, cond),
+        "cache": lambda: check_cache(model, x, cond, atol),
+        "one-hot": lambda: check_one_hot(model, x, cond, atol),
+        "normalised": lambda: check_normalised(model, atol),
+    }
+    if model.num_classes < 2:
+        del checks["label"]
+    if model.vocab_size**model.num_dims > MAX_SEQUENCES:
+        del checks["normalised"]
+    for check in checks.values():
+        check()
+    return list(checks)

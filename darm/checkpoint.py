@@ -33,7 +33,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from darm.errors import DarmError
-from darm.models import ARModel, create_model, get_entry
+from darm.models import ARModel, create_model, get_entry, list_models
+from darm.models.registry import family_source
 
 FORMAT_VERSION = 2  # 2 adds sha256.record; format 1 (no record hash) is still read
 STAGED = ".staged"  # suffix of tensor files written but not yet renamed into place
@@ -151,6 +152,7 @@ def save_checkpoint(
         "format": FORMAT_VERSION,
         "model": model_name,
         "config": model.config_dict(),
+        **({"family_from": source} if (source := family_source(type(model))) else {}),
         **meta,
         "sha256": {"weights": _sha256(_staged(weights))},
     }
@@ -282,6 +284,12 @@ def load_checkpoint(
     config = record["config"]
     if not isinstance(config, dict):
         raise DarmError(f"{path}: config must be a JSON object")
+    if record["model"] not in list_models() and isinstance(record.get("family_from"), str):
+        source = record["family_from"]  # a family of the user's own, not imported this time
+        raise DarmError(
+            f"unknown model {record['model']!r}: its family came from {source}; import it "
+            f"first (darm --import {source} ...)"
+        )
     try:
         # a config saved before a rule was added may break it harmlessly: the family says how
         # to read it (e.g. markov: dropout on a table, which never acted)

@@ -478,7 +478,8 @@ def cmd_compare(args) -> None:
         overrides.setdefault(model, {})[field] = value
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
     # every option that changes a number in the report, quoted for the shell
-    command = ["darm", "compare", "--data", args.data, "--models", ",".join(names)]
+    imports = [a for spec in args.imports for a in ("--import", spec)]  # families of one's own
+    command = ["darm", *imports, "compare", "--data", args.data, "--models", ",".join(names)]
     command += ["--budget", f"{args.budget:g}s"] if args.budget is not None else []
     command += ["--steps", str(args.steps)] if args.steps is not None else []
     for k, fv in overrides.items():
@@ -563,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE",
         help="a module or .py file to import first, for a family of your own it registers "
-        "(before the command: darm --import my_family.py train --model trigram); repeatable",
+        "(darm --import my_family.py train --model trigram); repeatable",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -803,6 +804,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_arg(c)
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
+    for command in sub.choices.values():  # `darm train --import f.py` as well as `darm --import`
+        command.add_argument(
+            "--import",
+            dest="imports_here",
+            action="append",
+            default=[],
+            metavar="MODULE",
+            help="a module or .py file to import first, for a family of your own; repeatable",
+        )
     return p
 
 
@@ -823,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
     try:
+        args.imports += args.imports_here  # before the command or after it
         if args.imports:
             from darm.models.registry import import_families
 

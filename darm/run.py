@@ -23,13 +23,15 @@ def train_run(args, device, ctx) -> None:
     from darm import distributed
     from darm.checkpoint import check_writable, read_record
     from darm.data import BUILTIN, load_data, load_from_source
-    from darm.models import config_fields, create_model
+    from darm.models import config_fields, create_model, get_entry
     from darm.train import TrainConfig, bf16_warning, check_config, check_new_run_dir, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
     check_counts(args, threads=1, samples=0)
+    if args.model is not None:  # a mistyped (or not imported) family before a taken folder
+        get_entry(args.model)
     # without --data: digits, or the data of the checkpoint --init or --resume reads; a file
     # given with either is read in the checkpoint's format (read_like), not by its suffix
     from_checkpoint = args.init or args.resume

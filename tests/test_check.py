@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from darm.check import (
@@ -13,8 +14,11 @@ from darm.check import (
     check_model,
     check_normalised,
 )
-from darm.models.base import ARModel, shift_right
+from darm.models.base import ARModel, embed, shift_right
 from tests.conftest import tiny_model
+
+# what check_model runs on an unconditional model small enough to enumerate
+ALL = ["deterministic", "causal", "rows independent", "cache", "one-hot", "normalised"]
 
 
 @dataclass
@@ -37,7 +41,7 @@ class Bigram(ARModel):
 
     def forward(self, x, cond=None):
         # the classic off-by-one: forgetting the shift lets position d read x_d itself
-        return self.table(x if self.peek else shift_right(x, self.config.vocab_size))
+        return embed(self.table, x if self.peek else shift_right(x, self.config.vocab_size))
 
 
 class StaleCache(Bigram):
@@ -51,21 +55,26 @@ class ExtraLogit(Bigram):
     """L + 1 outputs (the start symbol's too): a softmax that leaks mass."""
 
     def forward(self, x, cond=None):
-        return torch.cat([super().forward(x), torch.zeros(*x.shape, 1)], dim=-1)
+        return torch.cat([super().forward(x), torch.zeros(*x.shape[:2], 1)], dim=-1)
 
 
 def test_every_registered_model_passes(model_name):
     model = tiny_model(model_name, 3, 3, num_classes=2)
-    assert check_model(model) == ["causal", "cache", "normalised"]
+    assert check_model(model) == [
+        "deterministic", "causal", "rows independent", "label", "cache", "one-hot", "normalised"
+    ]  # fmt: skip
 
 
 def test_a_correct_model_of_ones_own_passes():
-    assert check_model(Bigram(Config())) == ["causal", "cache", "normalised"]
+    assert check_model(Bigram(Config())) == ALL
 
 
 def test_a_model_that_sees_its_own_symbol_fails_causality_and_normalisation():
     model = Bigram(Config(), peek=True)
-    with pytest.raises(ProtocolError, match="position 0 moved .* sees x_j for some j >= 0"):
+    with pytest.raises(
+        ProtocolError,
+        match="position 0 moved .* when x_0.. changed: the conditional of x_0 sees x_0$",
+    ):
         check_causal(model)
     with pytest.raises(ProtocolError, match="sequences sum to .*, not 1"):
         check_normalised(model)
@@ -85,7 +94,7 @@ def test_logits_of_the_wrong_shape_are_named():
 
 def test_a_model_too_big_to_enumerate_is_checked_without_normalisation():
     model = Bigram(Config(vocab_size=10, seq_len=6))  # 10^6 sequences
-    assert check_model(model) == ["causal", "cache"]
+    assert check_model(model) == ALL[:-1]
     with pytest.raises(ValueError, match="L\\^D = 10\\^6 sequences; build a tiny model"):
         check_normalised(model)
 
@@ -104,17 +113,19 @@ class RasterBigram(Bigram):
         return self.config.image_shape
 
     def forward(self, x, cond=None):
-        assert x.shape[1:] == self.event_shape, f"wants (B, H, W, C), got {tuple(x.shape)}"
-        flat = super().forward(x.reshape(len(x), -1))  # (B, H, W, C) -> (B, D): raster order
-        return flat.view(*x.shape, -1)  # (B, D, L) -> (B, H, W, C, L)
+        picture = x.shape[1:4]  # one-hot input has a last axis of L beyond (H, W, C)
+        assert picture == self.event_shape, f"wants (B, H, W, C), got {tuple(x.shape)}"
+        flat = super().forward(x.reshape(len(x), 6, *x.shape[4:]))  # (B, H, W, C, ...) ->
+        # (B, D, ...): raster order
+        return flat.view(len(x), *picture, -1)  # (B, D, L) -> (B, H, W, C, L)
 
 
 def test_image_models_are_checked_on_pictures_given_either_way():
     model = RasterBigram(ImageConfig())
-    assert check_model(model) == ["causal", "cache", "normalised"]
+    assert check_model(model) == ALL
     x = torch.randint(0, 3, (3, 2, 3, 1), generator=torch.Generator().manual_seed(0))
     check_cache(model, x)  # (B, H, W, C) as well as (B, D)
-    with pytest.raises(ProtocolError, match="position 4 moved .* when x_4.. changed"):
+    with pytest.raises(ProtocolError, match="position 4 moved .* when x_4.. changed: .* sees x_5$"):
         check_causal(LastPixelLeak(ImageConfig()), x)  # each dimension perturbed, not each row
 
 
@@ -126,3 +137,66 @@ class LastPixelLeak(RasterBigram):
         leak = torch.zeros_like(logits)
         leak[:, 4] = self.table(x.reshape(len(x), -1)[:, 5])  # position 4 sees x_5
         return (logits + leak).view(*x.shape, -1)  # (B, D, L) -> (B, H, W, C, L)
+
+
+class DropoutAlwaysOn(Bigram):
+    def forward(self, x, cond=None):
+        return F.dropout(super().forward(x), 0.5)  # training=self.training forgotten
+
+
+class BatchNormalised(Bigram):
+    def forward(self, x, cond=None):
+        h = super().forward(x)
+        return h - h.mean(dim=0)  # statistics over the batch: rows depend on each other
+
+
+class IgnoresLabel(Bigram):
+    def forward(self, x, cond=None):
+        return super().forward(x)
+
+
+class NoOneHot(Bigram):
+    def forward(self, x, cond=None):
+        return self.table(shift_right(x, self.config.vocab_size))  # nn.Embedding: symbols only
+
+
+class NeedsAllPositions(Bigram):
+    """A MADE-style model: forward takes exactly D positions."""
+
+    def forward(self, x, cond=None):
+        assert x.shape[1] == self.config.seq_len, "needs all D positions"
+        return super().forward(x)
+
+
+class NoStartRow(Bigram):
+    def __init__(self, config):
+        super().__init__(config)
+        self.table = nn.Embedding(config.vocab_size, config.vocab_size)  # the +1 forgotten
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (DropoutAlwaysOn(Config()), "eval mode differ .*(pass training=self.training)"),
+        (BatchNormalised(Config()), "row 0's logits alone differ .* rows depend on each other"),
+        (IgnoresLabel(Config(num_classes=3)), "do not depend on the label: .* ignores cond"),
+        (NoOneHot(Config()), "model\\(one-hot x\\) failed: RuntimeError: .*embed and shift_right"),
+        (NeedsAllPositions(Config()), "step 0 failed: AssertionError: .* fixed_length = True"),
+        (NoStartRow(Config()), "model\\(x\\) failed: IndexError: .* vocab_size \\+ 1 rows"),
+    ],
+    ids=["dropout", "batch", "label", "one-hot", "fixed-length", "start-row"],
+)
+def test_each_rule_broken_is_named(model, message):
+    with pytest.raises(ProtocolError, match=message):
+        check_model(model)
+
+
+def test_a_fixed_length_model_steps_through_the_padded_prefix():
+    model = NeedsAllPositions(Config())
+    model.fixed_length = True  # the fallback step then feeds all D positions
+    assert check_model(model) == ALL
+    from darm.sampling import sample
+
+    a = sample(model, 4, generator=torch.Generator().manual_seed(0))
+    b = sample(model, 4, generator=torch.Generator().manual_seed(0), use_cache=False)
+    assert torch.equal(a, b) and a.shape == (4, 4)

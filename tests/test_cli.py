@@ -580,7 +580,8 @@ def test_eval_scores_one_array_row_whole(tmp_path, capsys):
     one_line_error(capsys, code, 1, "N >= 3 to split it into train, valid and test")
     np.save(tmp_path / "big.npy", np.array([[0, 1, 2, 3, 4, 0]]))
     code = main(["eval", str(out), "--data", str(tmp_path / "big.npy")])
-    one_line_error(capsys, code, 1, "outside the 4 levels")
+    err = one_line_error(capsys, code, 1, "big.npy has value 4, outside the 4 levels")
+    assert "test" not in err  # the whole file is scored, not a test split of it
 
 
 def test_a_table_saved_with_dropout_before_it_was_refused_still_loads(tmp_path, capsys):
@@ -728,6 +729,7 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
     from darm.models import registry
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # not for later tests
+    monkeypatch.setattr(sys, "path", sys.path[:])  # --import puts the file's folder first
     plugin = tmp_path / "my_family.py"
     plugin.write_text(PLUGIN)
     out = str(tmp_path / "r")
@@ -738,13 +740,24 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
     capsys.readouterr()
     assert main(["--import", str(plugin), "models"]) == 0
     assert "unigram" in capsys.readouterr().out
-    # nothing is imported unless asked: the checkpoint alone names an unknown family
+    # nothing is imported unless asked: the run names the file its family came from
     monkeypatch.setattr(registry, "_REGISTRY", {k: v for k, v in registry._REGISTRY.items()
                                                 if k != "unigram"})  # fmt: skip
-    one_line_error(capsys, main(["eval", out]), 1, "unknown model 'unigram'")
+    err = one_line_error(capsys, main(["eval", out]), 1, "unknown model 'unigram'")
+    assert f"its family came from {plugin.resolve()}; import it first" in err
+    # an unknown family is named before the folder it would train into
+    one_line_error(capsys, main(argv), 1, "unknown model 'unigram'")
+    assert main(["eval", out, "--import", str(plugin), "--json"]) == 0  # after the command too
+    capsys.readouterr()
     one_line_error(capsys, main(["--import", "nope.py", "models"]), 1, "--import nope.py: no such")
-    (tmp_path / "broken.py").write_text("import not_a_module_anywhere\n")
+    (tmp_path / "broken.py").write_text("x = 1\nimport not_a_module_anywhere\n")
     code = main(["--import", str(tmp_path / "broken.py"), "models"])
-    one_line_error(capsys, code, 1, "failed: ModuleNotFoundError: No module named")
+    one_line_error(capsys, code, 1, "No module named 'not_a_module_anywhere' (broken.py, line 2)")
     code = main(["--import", "not_a_module_anywhere", "models"])
     one_line_error(capsys, code, 1, "--import not_a_module_anywhere failed")
+    # a module by name from the current folder, and a file that imports its neighbour
+    (tmp_path / "helpers.py").write_text("SIZE = 3\n")
+    (tmp_path / "uses_helper.py").write_text("from helpers import SIZE\n")
+    assert main(["--import", str(tmp_path / "uses_helper.py"), "models"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["--import", "helpers", "models"]) == 0

@@ -210,5 +210,9 @@ def test_a_redefined_family_registers_again_another_class_does_not(monkeypatch):
     registry.register_model("mine", define(), MarkovConfig, "a test family, again")
     assert registry.get_entry("mine").doc == "a test family, again"
     check_model_fits(before, "mine", load_data("digits"))  # made before the cell ran again
-    with pytest.raises(ValueError, match="model 'gpt' is already GPT"):
+    with pytest.raises(ValueError, match="model name 'gpt' is taken by darm.models.gpt.GPT"):
         registry.register_model("gpt", define(), MarkovConfig, "not a gpt")
+    with pytest.raises(ValueError, match="the config <class 'dict'> is not a dataclass"):
+        registry.register_model("mine", define(), dict, "a config darm cannot build")
+    with pytest.raises(ValueError, match="is not an ARModel subclass"):
+        registry.register_model("mine", torch.nn.Linear, MarkovConfig, "not a model")

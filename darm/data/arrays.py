@@ -93,12 +93,13 @@ def array_dataset(
         xs = {s: x[i.numpy()] for s, i in idx.items()}
         ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
         notes = "scored whole" if whole else split_note(fractions, seed)
+    # scored whole, the file is one split: its name alone says where a problem is
+    what = {s: path.name if whole else f"{path.name} {s}" for s in SPLITS}
     if transform is not None:
-        # (scored whole, the file is one split: its name alone says where a problem is)
-        xs = {s: transform(xs[s], path.name if whole else f"{path.name} {s}") for s in SPLITS}
+        xs = {s: transform(xs[s], what[s]) for s in SPLITS}
     # scored whole, train and valid are empty on purpose; otherwise every split must hold rows
     checked = [s for s in SPLITS if len(xs[s])] if whole else SPLITS
-    L = max(_check_array(xs[s], f"{path.name} {s}", levels) for s in checked)
+    L = max(_check_array(xs[s], what[s], levels) for s in checked)
     event = {xs[s].shape[1:] for s in SPLITS}
     if len(event) != 1:
         raise DarmError(f"{path}: splits have different example shapes {sorted(event)}")

@@ -53,6 +53,10 @@ class ARModel(nn.Module):
     """Base class: holds the config and gives the recompute-the-prefix step."""
 
     family: str = ""
+    # True: forward takes exactly D positions (a MADE-style masked MLP), so the fallback
+    # step feeds it the prefix padded with zeros; False: a 1-D forward also takes a shorter
+    # prefix (B, t), and the fallback step is O(t)
+    fixed_length: bool = False
 
     def __init__(self, config: Any):
         super().__init__()
@@ -107,7 +111,7 @@ class ARModel(nn.Module):
             cache.x[:, cache.t - 1] = x_prev
         if cache.t >= cache.x.shape[1]:
             raise ValueError(f"step past the last of {cache.x.shape[1]} dimensions")
-        if len(self.event_shape) == 1:
+        if len(self.event_shape) == 1 and not self.fixed_length:
             # causality: position t needs only x_<t, so recompute the prefix so far (O(t))
             logits = self(cache.x[:, : cache.t + 1], cond)  # (B, t+1, L)
         else:
