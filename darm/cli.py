@@ -368,12 +368,19 @@ def cmd_eval(args) -> None:
         data = read_like(args.data, model, meta, whole=split == "all")
     else:
         data = load_from_source(meta, model.num_dims, path.parent)
+    as_class = ""
+    if args.label is not None:  # every example scored as this class: log p(x | y = label)
+        label = label_tensor(model, args.label, 1, meta.get("class_names"))
+        for s in SPLITS:
+            data[s].y = label.expand(len(data[s]))  # (N,) the one label
+        data.num_classes = model.num_classes
+        as_class = f", every example as class {args.label}"
     check_fits(data, model, path, meta)
     scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
     parts = [evaluate(model, data[s], args.batch_size, progress=True) for s in scored]
     nll = NLL(*(sum(getattr(p, f) for p in parts) for f in ("nats", "examples", "dims")))
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
-    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}", file=human)
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
     print_nll(nll, split, data.kind, file=human)
     if args.json:
         print(json.dumps({"split": split, **nll.as_dict()}))
@@ -657,6 +664,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="score another file's --split, read as the model's data was (its format, "
         "vocabulary and levels)",
+    )
+    e.add_argument(
+        "--label",
+        help="score every example as this class (a conditional model): log p(x | label); "
+        "data without labels needs it",
     )
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
     add_device_arg(e)

@@ -439,6 +439,19 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
     y = np.arange(20) % 10
     np.savez(tmp_path / "b.npz", x=rng.integers(0, 4, size=(20, 64)), y=y)
     assert main(["eval", str(out), "--data", str(tmp_path / "b.npz")]) == 0
+    # or --label scores every example as one class: exactly -log p(x | y = 3)
+    capsys.readouterr()
+    argv = ["eval", str(out), "--data", str(tmp_path / "a.npy"), "--label", "3", "--json"]
+    assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    from darm import load_checkpoint, log_prob
+
+    model, _, _ = load_checkpoint(out)
+    x = torch.from_numpy(np.load(tmp_path / "a.npy"))
+    want = -log_prob(model, x, torch.full((20,), 3)).mean().item()
+    assert got["examples"] == 20 and got["nats_per_example"] == pytest.approx(want, rel=1e-5)
+    code = main(["eval", str(out), "--data", str(tmp_path / "a.npy"), "--label", "10"])
+    one_line_error(capsys, code, needle="--label must be in 0..9")
 
 
 def test_bad_training_options_are_refused_before_any_work(capsys):
