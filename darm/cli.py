@@ -38,6 +38,7 @@ EPILOG = """examples:
   darm train --data digits --model wavenet --steps 400 --set dropout=0.3
   darm eval runs/digits-wavenet --split test
   darm sample runs/names-gru -n 20 --temperature 0.8
+  darm bench --naive                          # how fast each family trains and samples here
   darm models -v                              # families and their config fields
 """
 
@@ -456,8 +457,35 @@ def cmd_deps(args) -> None:
 # -- compare ----------------------------------------------------------------------------------
 
 
+def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
+    """--set MODEL.KEY=VALUE, repeated -> {model: {key: value}}."""
+    overrides: dict[str, dict] = {}
+    for key, value in parse_assignments(assignments or []).items():
+        model, dot, field = key.partition(".")
+        if not dot or not field:
+            raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
+        model_overrides({field: value}, f"--set {model}.")
+        overrides.setdefault(model, {})[field] = value
+    return overrides
+
+
+def model_names(text: str | None, data) -> list[str]:
+    """--models as a list (default: compare's families for this data), each named once."""
+    from darm.compare import default_models
+
+    if text is None:
+        return default_models(data)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise DarmError(f"--models names no model: {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DarmError(f"--models names {', '.join(twice)} more than once")
+    return names
+
+
 def cmd_compare(args) -> None:
-    from darm.compare import CompareOptions, compare, default_models
+    from darm.compare import CompareOptions, compare
     from darm.data import load_data
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -467,22 +495,8 @@ def cmd_compare(args) -> None:
     check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
     device = device_of(args)
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
-    if args.models is None:
-        names = default_models(data)
-    else:
-        names = [m.strip() for m in args.models.split(",") if m.strip()]
-        if not names:
-            raise DarmError(f"--models names no model: {args.models!r}")
-        twice = sorted({m for m in names if names.count(m) > 1})
-        if twice:
-            raise DarmError(f"--models names {', '.join(twice)} more than once")
-    overrides: dict[str, dict] = {}
-    for key, value in parse_assignments(args.set or []).items():
-        model, dot, field = key.partition(".")
-        if not dot or not field:
-            raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
-        model_overrides({field: value}, f"--set {model}.")
-        overrides.setdefault(model, {})[field] = value
+    names = model_names(args.models, data)
+    overrides = family_overrides(args.set)
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
     # every option that changes a number in the report, quoted for the shell
     imports = [a for spec in args.imports for a in ("--import", spec)]  # families of one's own
@@ -518,6 +532,38 @@ def cmd_compare(args) -> None:
     failed = [f"{r.model} ({r.note})" for r in results if r.status == "failed"]
     if failed:
         raise DarmError(f"failed: {'; '.join(failed)}; see {out / 'report.md'}")
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+
+def cmd_bench(args) -> None:
+    from darm.bench import bench, speed_table
+    from darm.data import load_data
+    from darm.train import TrainConfig
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DarmError("bench runs in one process")
+    check_counts(args, batch_size=1, n=1, threads=1)
+    if not args.seconds > 0:
+        raise DarmError(f"--seconds must be > 0, got {args.seconds}")
+    device = device_of(args)
+    data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
+    names = model_names(args.models, data)
+    overrides = family_overrides(args.set)
+    for name in overrides:
+        if name not in names:
+            raise DarmError(f"--set for {name!r}, which is not in --models")
+    cfg = TrainConfig(batch_size=args.batch_size, dtype=args.dtype)
+    human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
+    print(data.summary(), file=human)
+    speeds = bench(
+        data, names, overrides, cfg, args.n, args.seconds, args.naive, device,
+        report=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    print(speed_table(speeds, data, cfg, args.n), file=human)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in speeds]))
 
 
 # -- listings ---------------------------------------------------------------------------------
@@ -816,6 +862,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_arg(c)
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
+
+    b = sub.add_parser(
+        "bench",
+        help="how fast each family trains and samples on this machine",
+        description="Time each family (compare's configurations for the data, untrained) for "
+        "a few seconds: training steps on real batches, then whole samples through its cache "
+        "(and, with --naive, without it). A table, in seconds not nats: `darm compare` "
+        "trains to a result.",
+    )
+    b.add_argument("--data", default="digits", help="as for train (default: digits)")
+    b.add_argument("--format", choices=FORMATS, help="as for train")
+    b.add_argument(
+        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
+    )
+    b.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
+    b.add_argument(
+        "--data-seed", type=parse_data_seed, default=42, help="seed of the data split (default 42)"
+    )
+    b.add_argument("--models", help="comma-separated registered models (default: compare's)")
+    b.add_argument(
+        "--set",
+        action="append",
+        metavar="MODEL.KEY=VALUE",
+        help="config field of one family, repeatable (e.g. --set gpt.n_layer=8)",
+    )
+    b.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    b.add_argument("--dtype", choices=DTYPES, default="fp32", help="as for train (default fp32)")
+    b.add_argument(
+        "--seconds", type=float, default=2.0, help="training timed per family (default 2)"
+    )
+    b.add_argument("-n", type=int, default=16, help="samples drawn, timed (default 16)")
+    b.add_argument(
+        "--naive", action="store_true", help="also sample without the cache, for its speed-up"
+    )
+    b.add_argument("--json", action="store_true", help="the numbers as JSON on stdout")
+    add_device_arg(b)
+    b.set_defaults(func=cmd_bench)
     for command in sub.choices.values():  # `darm train --import f.py` as well as `darm --import`
         command.add_argument(
             "--import",

@@ -774,3 +774,26 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
     assert main(["--import", str(tmp_path / "uses_helper.py"), "models"]) == 0
     monkeypatch.chdir(tmp_path)
     assert main(["--import", "helpers", "models"]) == 0
+
+
+def test_bench_times_each_family_and_its_cache(capsys):
+    argv = ["bench", "--models", "bigram,markov,pixelcnn", "--set", "markov.n_hidden=16",
+            "--seconds", "0.05", "-n", "2", "--naive", "--batch-size", "4", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    speeds = {s["model"]: s for s in json.loads(captured.out)}
+    assert set(speeds) == {"bigram", "markov", "pixelcnn"}  # digits are images: pixelcnn runs
+    for s in speeds.values():
+        assert s["ms_per_step"] > 0 and s["tokens_per_s"] > 0 and s["samples_per_s"] > 0
+        assert s["cache_speedup"] == pytest.approx(s["samples_per_s"] / s["naive_samples_per_s"])
+    assert speeds["markov"]["params"] < 10_000  # the --set reached the model
+    assert "| markov |" in captured.err and "cache speed-up" in captured.err
+    # the image-only family is skipped on text, and bad options are one line
+    assert main(["bench", "--data", "names", "--models", "bigram,pixelcnn", "--seconds",
+                 "0.05", "-n", "1"]) == 0  # fmt: skip
+    out = capsys.readouterr()
+    assert "skipping pixelcnn" in out.err and "| bigram |" in out.out
+    one_line_error(capsys, main(["bench", "--seconds", "0"]), 1, "--seconds must be > 0")
+    one_line_error(capsys, main(["bench", "--models", "nope"]), 1, "unknown model 'nope'")
+    code = main(["bench", "--models", "bigram", "--set", "gpt.n_layer=2"])
+    one_line_error(capsys, code, 1, "--set for 'gpt', which is not in --models")

@@ -1,0 +1,120 @@
+"""`darm bench`: how fast each family trains and samples on this machine, in seconds.
+
+No training to convergence (that is `darm compare`): each family, built as compare builds
+it for the data, trains on real batches for a short timing window (the first step, which
+allocates and warms kernels, untimed), then draws whole samples through its cache, and
+optionally without it (`naive`: every step recomputes the prefix), for the speed-up the
+cache buys. Untrained weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from darm.budget import seconds_per_step, synchronize
+from darm.compare import check_models, default_config
+from darm.data import Dataset
+from darm.errors import DarmError
+from darm.models import create_model
+from darm.sampling import sample
+from darm.train import TrainConfig, scored_dims
+
+
+@dataclass
+class Speed:
+    model: str
+    params: int
+    ms_per_step: float
+    tokens_per_s: float  # scored dimensions trained on per second
+    samples_per_s: float  # whole samples of D, through the cache
+    naive_samples_per_s: float | None = None  # the same without it
+
+    @property
+    def cache_speedup(self) -> float | None:
+        return (
+            None
+            if self.naive_samples_per_s is None
+            else self.samples_per_s / self.naive_samples_per_s
+        )
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "cache_speedup": self.cache_speedup}
+
+
+def seconds_to_sample(model, n: int, use_cache: bool, seed: int) -> float:
+    """Seconds to draw n whole samples, after a short untimed draw that warms up."""
+    sample(model, n, num_dims=min(model.num_dims, 4), use_cache=use_cache)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    synchronize(model.device)
+    t0 = time.perf_counter()
+    sample(model, n, generator=gen, use_cache=use_cache)
+    synchronize(model.device)
+    return time.perf_counter() - t0
+
+
+def bench_family(
+    name: str, data: Dataset, overrides: dict, cfg: TrainConfig, n: int, window: float,
+    naive: bool, device: torch.device,
+) -> Speed:  # fmt: skip
+    """One family's training and sampling speed on `data`."""
+    config = {**default_config(name, data), **overrides}
+    try:
+        model = create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **config)
+    except ValueError as e:
+        raise DarmError(f"{name}: {e}") from None
+    model.to(device)
+    step_s = seconds_per_step(model, data, cfg, window)
+    tokens = scored_dims(data["train"].batch(0, cfg.batch_size, cfg.seed))  # of one batch
+    cached = seconds_to_sample(model, n, True, cfg.seed)
+    slow = seconds_to_sample(model, n, False, cfg.seed) if naive else None
+    return Speed(
+        model=name,
+        params=model.num_params(),
+        ms_per_step=1000 * step_s,
+        tokens_per_s=tokens / step_s,
+        samples_per_s=n / cached,
+        naive_samples_per_s=None if slow is None else n / slow,
+    )
+
+
+def bench(
+    data: Dataset, names: list[str], overrides: dict[str, dict], cfg: TrainConfig, n: int,
+    window: float, naive: bool, device: torch.device, report=print,
+) -> list[Speed]:  # fmt: skip
+    """Every family in `names` that runs on `data`; `report` gets a line as each finishes."""
+    run, skipped = check_models(names, data)
+    for r in skipped:
+        report(f"skipping {r.model}: {r.note}")
+    if not run:
+        raise DarmError(f"no model in --models can run on {data.name}")
+    speeds = []
+    for name in run:
+        speed = bench_family(name, data, overrides.get(name, {}), cfg, n, window, naive, device)
+        report(
+            f"{name}: {speed.ms_per_step:.1f} ms/step, {speed.tokens_per_s:,.0f} tokens/s, "
+            f"{speed.samples_per_s:,.2f} samples/s"
+        )
+        speeds.append(speed)
+    return speeds
+
+
+def speed_table(speeds: list[Speed], data: Dataset, cfg: TrainConfig, n: int) -> str:
+    """A markdown table of the speeds, with what each column measured."""
+    naive = any(s.naive_samples_per_s is not None for s in speeds)
+    head = ["model", "params", "ms / training step", "training tokens/s", "samples/s (cached)"]
+    head += ["samples/s (naive)", "cache speed-up"] if naive else []
+    rows = [head, ["---"] * len(head)]
+    for s in speeds:
+        row = [s.model, f"{s.params:,}", f"{s.ms_per_step:.1f}", f"{s.tokens_per_s:,.0f}"]
+        row += [f"{s.samples_per_s:,.2f}"]
+        if naive:
+            row += [f"{s.naive_samples_per_s:,.2f}", f"{s.cache_speedup:.1f}x"]
+        rows.append(row)
+    table = "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    return (
+        f"{data.name} (D = {data.seq_len}, L = {data.vocab_size}), batch {cfg.batch_size}, "
+        f"{cfg.dtype}, {n} samples of D each:\n\n{table}"
+    )
