@@ -182,6 +182,32 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
     add_device_arg(p)
 
 
+def add_family_data_args(p: argparse.ArgumentParser) -> None:
+    """The data and the families of the commands that run every family: compare, bench."""
+    from darm.data import FORMATS
+
+    p.add_argument("--data", default="digits", help="as for train (default: digits)")
+    p.add_argument("--format", choices=FORMATS, help="as for train")
+    p.add_argument(
+        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
+    )
+    p.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
+    p.add_argument(
+        "--data-seed", type=parse_data_seed, default=42, help="seed of the data split (default 42)"
+    )
+    p.add_argument(
+        "--models",
+        help="comma-separated registered models (default markov, rnn, wavenet, gpt, and "
+        "pixelcnn on images)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="MODEL.KEY=VALUE",
+        help="config field of one family, repeatable (e.g. --set gpt.n_layer=2)",
+    )
+
+
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda if any)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -824,16 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/report.md, report.html and results.json (rewritten after every family, so "
         "Ctrl-C keeps the finished ones).",
     )
-    c.add_argument("--data", default="digits", help="as for train (default: digits)")
-    c.add_argument("--format", choices=FORMATS, help="as for train")
-    c.add_argument(
-        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
-    )
-    c.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
-    c.add_argument(
-        "--data-seed", type=parse_data_seed, default=42, help="seed of the data split (default 42)"
-    )
-    c.add_argument("--models", help="comma-separated registered models")
+    add_family_data_args(c)
     c.add_argument(
         "--budget",
         type=parse_duration,
@@ -841,12 +858,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="training time per family (90s, 5m; default 5m unless --steps)",
     )
     c.add_argument("--steps", type=int, help="optimiser steps per family instead of a time")
-    c.add_argument(
-        "--set",
-        action="append",
-        metavar="MODEL.KEY=VALUE",
-        help="config field of one family, repeatable (e.g. --set gpt.n_layer=2)",
-    )
     c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
     c.add_argument("--samples", type=int, default=64, help="samples per family, timed (default 64)")
     c.add_argument(
@@ -871,22 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(and, with --naive, without it). A table, in seconds not nats: `darm compare` "
         "trains to a result.",
     )
-    b.add_argument("--data", default="digits", help="as for train (default: digits)")
-    b.add_argument("--format", choices=FORMATS, help="as for train")
-    b.add_argument(
-        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
-    )
-    b.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
-    b.add_argument(
-        "--data-seed", type=parse_data_seed, default=42, help="seed of the data split (default 42)"
-    )
-    b.add_argument("--models", help="comma-separated registered models (default: compare's)")
-    b.add_argument(
-        "--set",
-        action="append",
-        metavar="MODEL.KEY=VALUE",
-        help="config field of one family, repeatable (e.g. --set gpt.n_layer=8)",
-    )
+    add_family_data_args(b)
     b.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
     b.add_argument("--dtype", choices=DTYPES, default="fp32", help="as for train (default fp32)")
     b.add_argument(
