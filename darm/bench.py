@@ -18,7 +18,7 @@ from darm.budget import seconds_per_step, synchronize
 from darm.compare import check_models, default_config
 from darm.data import Dataset
 from darm.errors import DarmError
-from darm.models import create_model
+from darm.models import ARModel, config_fields, create_model
 from darm.sampling import sample
 from darm.train import TrainConfig, scored_dims
 
@@ -32,6 +32,8 @@ class Speed:
     samples_per_s: float  # whole samples of D, through the cache
     naive_samples_per_s: float | None = None  # the same without it
 
+    has_cache: bool = True  # False: the family steps by recomputing the prefix (ARModel's)
+
     @property
     def cache_speedup(self) -> float | None:
         return (
@@ -41,7 +43,8 @@ class Speed:
         )
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "cache_speedup": self.cache_speedup}
+        speedup = self.cache_speedup if self.has_cache else None
+        return {**asdict(self), "cache_speedup": speedup}
 
 
 def seconds_to_sample(model, n: int, use_cache: bool, seed: int) -> float:
@@ -55,19 +58,31 @@ def seconds_to_sample(model, n: int, use_cache: bool, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+def build(name: str, data: Dataset, overrides: dict):
+    """The family as compare builds it for `data`, unconditional, with `overrides`."""
+    config = {**default_config(name, data), **overrides}
+    if "num_classes" in config_fields(name):  # bench times unconditional models
+        config["num_classes"] = 0
+    try:
+        return create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **config)
+    except ValueError as e:
+        raise DarmError(f"{name}: {e}") from None
+
+
+def has_own_cache(model) -> bool:
+    """Whether the family steps through a cache of its own (not ARModel's recomputation)."""
+    return type(model).step is not ARModel.step
+
+
 def bench_family(
     name: str, data: Dataset, overrides: dict, cfg: TrainConfig, n: int, window: float,
     naive: bool, device: torch.device,
 ) -> Speed:  # fmt: skip
     """One family's training and sampling speed on `data`."""
-    config = {**default_config(name, data), **overrides}
-    try:
-        model = create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **config)
-    except ValueError as e:
-        raise DarmError(f"{name}: {e}") from None
-    model.to(device)
+    model = build(name, data, overrides).to(device)
     step_s = seconds_per_step(model, data, cfg, window)
-    tokens = scored_dims(data["train"].batch(0, cfg.batch_size, cfg.seed))  # of one batch
+    split = data["train"]  # scored dimensions of a batch: the mean over a few (padding varies)
+    tokens = sum(scored_dims(split.batch(i, cfg.batch_size, cfg.seed)) for i in range(8)) / 8
     cached = seconds_to_sample(model, n, True, cfg.seed)
     slow = seconds_to_sample(model, n, False, cfg.seed) if naive else None
     return Speed(
@@ -77,6 +92,7 @@ def bench_family(
         tokens_per_s=tokens / step_s,
         samples_per_s=n / cached,
         naive_samples_per_s=None if slow is None else n / slow,
+        has_cache=has_own_cache(model),
     )
 
 
@@ -90,6 +106,8 @@ def bench(
         report(f"skipping {r.model}: {r.note}")
     if not run:
         raise DarmError(f"no model in --models can run on {data.name}")
+    for name in run:  # a bad --set fails now, not after the families before it were timed
+        build(name, data, overrides.get(name, {}))
     speeds = []
     for name in run:
         speed = bench_family(name, data, overrides.get(name, {}), cfg, n, window, naive, device)
@@ -101,8 +119,22 @@ def bench(
     return speeds
 
 
-def speed_table(speeds: list[Speed], data: Dataset, cfg: TrainConfig, n: int) -> str:
-    """A markdown table of the speeds, with what each column measured."""
+def setting(data: Dataset, cfg: TrainConfig, n: int, device: torch.device) -> dict:
+    """What the speeds were measured on, for the table's header and the JSON."""
+    return {
+        "data": data.name,
+        "D": data.seq_len,
+        "L": data.vocab_size,
+        "batch_size": cfg.batch_size,
+        "training_dtype": cfg.dtype,  # sampling runs in float32 either way
+        "samples": n,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def speed_table(speeds: list[Speed], where: dict) -> str:
+    """A markdown table of the speeds, under what they were measured on."""
     naive = any(s.naive_samples_per_s is not None for s in speeds)
     head = ["model", "params", "ms / training step", "training tokens/s", "samples/s (cached)"]
     head += ["samples/s (naive)", "cache speed-up"] if naive else []
@@ -111,10 +143,13 @@ def speed_table(speeds: list[Speed], data: Dataset, cfg: TrainConfig, n: int) ->
         row = [s.model, f"{s.params:,}", f"{s.ms_per_step:.1f}", f"{s.tokens_per_s:,.0f}"]
         row += [f"{s.samples_per_s:,.2f}"]
         if naive:
-            row += [f"{s.naive_samples_per_s:,.2f}", f"{s.cache_speedup:.1f}x"]
+            speedup = f"{s.cache_speedup:.1f}x" if s.has_cache else "- (no cache of its own)"
+            row += [f"{s.naive_samples_per_s:,.2f}", speedup]
         rows.append(row)
     table = "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    threads = f", {where['threads']} threads" if where["device"] == "cpu" else ""
     return (
-        f"{data.name} (D = {data.seq_len}, L = {data.vocab_size}), batch {cfg.batch_size}, "
-        f"{cfg.dtype}, {n} samples of D each:\n\n{table}"
+        f"{where['data']} (D = {where['D']}, L = {where['L']}) on {where['device']}{threads}: "
+        f"training batch {where['batch_size']} in {where['training_dtype']}, "
+        f"{where['samples']} samples of D each in float32:\n\n{table}"
     )

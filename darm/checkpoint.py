@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,7 @@ def load_checkpoint(
         source = record["family_from"]  # a family of the user's own, not imported this time
         raise DarmError(
             f"unknown model {record['model']!r}: its family came from {source}; import it "
-            f"first (darm --import {source} ...)"
+            f"first (darm --import {shlex.quote(source)} ...)"
         )
     try:
         # a config saved before a rule was added may break it harmlessly: the family says how

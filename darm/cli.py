@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shlex
 import sys
@@ -410,7 +411,8 @@ def cmd_eval(args) -> None:
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
     print_nll(nll, split, data.kind, file=human)
     if args.json:
-        print(json.dumps({"split": split, **nll.as_dict()}))
+        given = {} if args.label is None else {"label": args.label}
+        print(json.dumps({"split": split, **given, **nll.as_dict()}))
 
 
 # -- dependency maps --------------------------------------------------------------------------
@@ -564,15 +566,15 @@ def cmd_compare(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from darm.bench import bench, speed_table
+    from darm.bench import bench, setting, speed_table
     from darm.data import load_data
-    from darm.train import TrainConfig
+    from darm.train import TrainConfig, bf16_warning
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DarmError("bench runs in one process")
     check_counts(args, batch_size=1, n=1, threads=1)
-    if not args.seconds > 0:
-        raise DarmError(f"--seconds must be > 0, got {args.seconds}")
+    if not 0 < args.seconds < math.inf:
+        raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
     device = device_of(args)
     data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
     names = model_names(args.models, data)
@@ -583,13 +585,16 @@ def cmd_bench(args) -> None:
     cfg = TrainConfig(batch_size=args.batch_size, dtype=args.dtype)
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     print(data.summary(), file=human)
+    if warning := bf16_warning(cfg, device):
+        print(warning, file=sys.stderr)
     speeds = bench(
         data, names, overrides, cfg, args.n, args.seconds, args.naive, device,
         report=lambda line: print(line, file=sys.stderr),
     )  # fmt: skip
-    print(speed_table(speeds, data, cfg, args.n), file=human)
+    where = setting(data, cfg, args.n, device)
+    print(speed_table(speeds, where), file=human)
     if args.json:
-        print(json.dumps([s.as_dict() for s in speeds]))
+        print(json.dumps({**where, "speeds": [s.as_dict() for s in speeds]}))
 
 
 # -- listings ---------------------------------------------------------------------------------
@@ -890,7 +895,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("-n", type=int, default=16, help="samples drawn, timed (default 16)")
     b.add_argument(
-        "--naive", action="store_true", help="also sample without the cache, for its speed-up"
+        "--naive",
+        action="store_true",
+        help="also sample without the cache, for its speed-up (O(D^2) a sample: lower -n "
+        "for long sequences or big images)",
     )
     b.add_argument("--json", action="store_true", help="the numbers as JSON on stdout")
     add_device_arg(b)

@@ -344,7 +344,8 @@ def check_counts(args, **minimum: int) -> None:
     for name, low in minimum.items():
         value = getattr(args, name, None)
         if value is not None and value < low:
-            raise DarmError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+            flag = "-n" if name == "n" else f"--{name.replace('_', '-')}"
+            raise DarmError(f"{flag} must be >= {low}, got {value}")
 
 
 def default_run_dir(args) -> str:

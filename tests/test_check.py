@@ -174,9 +174,25 @@ class NoStartRow(Bigram):
         self.table = nn.Embedding(config.vocab_size, config.vocab_size)  # the +1 forgotten
 
 
+class ForgetfulPrefill(Bigram):
+    """A prefill whose logits are right but which leaves the cache at its start."""
+
+    def prefill(self, prefix, cache, cond=None):
+        logits = super().prefill(prefix, cache, cond)
+        cache.t = 0
+        return logits
+
+
+class StepOfWrongShape(Bigram):
+    def step(self, x_prev, cache, cond=None):
+        return super().step(x_prev, cache, cond)[:, None]  # (B, 1, L): broadcasts, silently
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [
+        (ForgetfulPrefill(Config()), "step 3 failed: ValueError: step got a symbol at t = 0"),
+        (StepOfWrongShape(Config()), "step 0 returned \\(3, 1, 3\\), expected .* \\(3, 3\\)"),
         (DropoutAlwaysOn(Config()), "eval mode differ .*(pass training=self.training)"),
         (BatchNormalised(Config()), "row 0's logits alone differ .* rows depend on each other"),
         (IgnoresLabel(Config(num_classes=3)), "do not depend on the label: .* ignores cond"),
@@ -184,7 +200,16 @@ class NoStartRow(Bigram):
         (NeedsAllPositions(Config()), "step 0 failed: AssertionError: .* fixed_length = True"),
         (NoStartRow(Config()), "model\\(x\\) failed: IndexError: .* vocab_size \\+ 1 rows"),
     ],
-    ids=["dropout", "batch", "label", "one-hot", "fixed-length", "start-row"],
+    ids=[
+        "prefill",
+        "step-shape",
+        "dropout",
+        "batch",
+        "label",
+        "one-hot",
+        "fixed-length",
+        "start-row",
+    ],  # fmt: skip
 )
 def test_each_rule_broken_is_named(model, message):
     with pytest.raises(ProtocolError, match=message):
@@ -200,3 +225,12 @@ def test_a_fixed_length_model_steps_through_the_padded_prefix():
     a = sample(model, 4, generator=torch.Generator().manual_seed(0))
     b = sample(model, 4, generator=torch.Generator().manual_seed(0), use_cache=False)
     assert torch.equal(a, b) and a.shape == (4, 4)
+
+
+def test_a_conditional_model_checked_on_given_symbols_gets_labels_drawn():
+    model = tiny_model("gpt", 3, 3, num_classes=2)
+    x = torch.randint(0, 3, (4, 3), generator=torch.Generator().manual_seed(0))
+    from darm.check import check_label
+
+    check_label(model, x)  # no cond given: random labels for x's rows, not a crash
+    check_cache(model, x)

@@ -444,6 +444,7 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
     argv = ["eval", str(out), "--data", str(tmp_path / "a.npy"), "--label", "3", "--json"]
     assert main(argv) == 0
     got = json.loads(capsys.readouterr().out)
+    assert got["label"] == "3"
     from darm import load_checkpoint, log_prob
 
     model, _, _ = load_checkpoint(out)
@@ -753,9 +754,12 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
     capsys.readouterr()
     assert main(["--import", str(plugin), "models"]) == 0
     assert "unigram" in capsys.readouterr().out
-    # nothing is imported unless asked: the run names the file its family came from
+    # a fresh process: nothing is imported unless asked, and the run names its family's file
     monkeypatch.setattr(registry, "_REGISTRY", {k: v for k, v in registry._REGISTRY.items()
                                                 if k != "unigram"})  # fmt: skip
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == str(plugin.resolve()):
+            monkeypatch.delitem(sys.modules, name)
     err = one_line_error(capsys, main(["eval", out]), 1, "unknown model 'unigram'")
     assert f"its family came from {plugin.resolve()}; import it first" in err
     # an unknown family is named before the folder it would train into
@@ -774,6 +778,13 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
     assert main(["--import", str(tmp_path / "uses_helper.py"), "models"]) == 0
     monkeypatch.chdir(tmp_path)
     assert main(["--import", "helpers", "models"]) == 0
+    # one file imported by path and by name from a neighbour is one module: no name clash
+    (tmp_path / "also.py").write_text("import my_family\n")
+    assert main(["--import", "my_family.py", "--import", "also.py", "models"]) == 0
+    # a script that exits at import is named, not obeyed
+    (tmp_path / "script.py").write_text("import sys\nsys.exit(2)\n")
+    code = main(["--import", "script.py", "models"])
+    one_line_error(capsys, code, 1, "--import script.py exits when imported (code 2)")
 
 
 def test_bench_times_each_family_and_its_cache(capsys):
@@ -781,7 +792,9 @@ def test_bench_times_each_family_and_its_cache(capsys):
             "--seconds", "0.05", "-n", "2", "--naive", "--batch-size", "4", "--json"]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
-    speeds = {s["model"]: s for s in json.loads(captured.out)}
+    report = json.loads(captured.out)
+    assert report["data"] == "digits" and report["batch_size"] == 4 and report["samples"] == 2
+    speeds = {s["model"]: s for s in report["speeds"]}
     assert set(speeds) == {"bigram", "markov", "pixelcnn"}  # digits are images: pixelcnn runs
     for s in speeds.values():
         assert s["ms_per_step"] > 0 and s["tokens_per_s"] > 0 and s["samples_per_s"] > 0
@@ -793,7 +806,32 @@ def test_bench_times_each_family_and_its_cache(capsys):
                  "0.05", "-n", "1"]) == 0  # fmt: skip
     out = capsys.readouterr()
     assert "skipping pixelcnn" in out.err and "| bigram |" in out.out
-    one_line_error(capsys, main(["bench", "--seconds", "0"]), 1, "--seconds must be > 0")
+    for bad in ("0", "inf", "nan"):
+        code = main(["bench", "--seconds", bad])
+        one_line_error(capsys, code, 1, "--seconds must be a positive number")
+    one_line_error(capsys, main(["bench", "-n", "0"]), 1, "-n must be >= 1, got 0")
     one_line_error(capsys, main(["bench", "--models", "nope"]), 1, "unknown model 'nope'")
     code = main(["bench", "--models", "bigram", "--set", "gpt.n_layer=2"])
     one_line_error(capsys, code, 1, "--set for 'gpt', which is not in --models")
+    # a bad setting of a later family fails before the first is timed
+    code = main(["bench", "--models", "bigram,gpt", "--set", "gpt.n_head=3"])
+    err = one_line_error(capsys, code, 1, "gpt")
+    assert "bigram:" not in err
+
+
+def test_bench_says_when_a_family_has_no_cache_of_its_own(monkeypatch):
+    import darm.bench
+    from darm.data import load_data
+    from darm.train import TrainConfig
+
+    data = load_data("digits")
+    plain = darm.bench.build("markov", data, {"n_hidden": 8})
+    assert darm.bench.has_own_cache(plain)
+    for method in ("init_cache", "step", "prefill"):  # ARModel's: recompute the prefix
+        monkeypatch.setattr(type(plain), method, getattr(darm.models.ARModel, method))
+    assert not darm.bench.has_own_cache(plain)
+    speeds = darm.bench.bench(data, ["markov"], {"markov": {"n_hidden": 8}}, TrainConfig(
+        batch_size=2), 1, 0.01, True, torch.device("cpu"), report=lambda line: None)  # fmt: skip
+    assert speeds[0].as_dict()["cache_speedup"] is None
+    where = darm.bench.setting(data, TrainConfig(batch_size=2), 1, torch.device("cpu"))
+    assert "- (no cache of its own)" in darm.bench.speed_table(speeds, where)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
+import os
 import sys
+import sysconfig
 import traceback
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,13 +56,17 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_FILES: dict[str, str] = {}  # module name -> the .py file `--import` read it from
+
+
 def family_source(cls: type) -> str | None:
-    """Where a family of one's own is defined (its file, else its module's name), kept with
-    a run for the hint when that family is not registered; None for darm's own."""
-    if cls.__module__.split(".")[0] == "darm":
+    """How to import a family of one's own again, kept with a run for the hint when that
+    family is not registered: the file `--import` read, else the module's name; None for
+    darm's own and for classes defined in a script or notebook (`__main__`)."""
+    module = cls.__module__
+    if module.split(".")[0] == "darm" or module == "__main__":
         return None
-    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    return str(Path(file).resolve()) if file else cls.__module__
+    return _FILES.get(module, module)
 
 
 def import_families(spec: str) -> None:
@@ -76,13 +83,14 @@ def import_families(spec: str) -> None:
         sys.path.insert(0, folder)
     try:
         if spec.endswith(".py"):
-            name = f"darm_import_{path.stem}"
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module  # dataclasses look their module up while being built
-            module_spec.loader.exec_module(module)
+            import_file(path.resolve())
         else:
             importlib.import_module(spec)
+    except SystemExit as e:  # a script's argparse or sys.exit, run at import
+        raise DarmError(
+            f"--import {spec} exits when imported (code {e.code}): put its script part "
+            f'under `if __name__ == "__main__":`'
+        ) from None
     except Exception as e:  # the user's code, any error: one line, as for other bad input
         where = user_frame(e.__traceback__)
         raise DarmError(
@@ -90,11 +98,38 @@ def import_families(spec: str) -> None:
         ) from None
 
 
+def import_file(path: Path) -> None:
+    """Run a .py file as a module once: under its own name where that is free (so the file,
+    imported by name from a neighbour, is the same module and registers nothing twice),
+    else under its name and a digest of its path (two files of one name stay apart)."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve() == path:
+            return  # imported already, by name or by an earlier --import
+    name = path.stem
+    if name in sys.modules:
+        name = f"{name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses look their module up while being built
+    _FILES[name] = str(path)
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # half-run: a later import must not find it
+        _FILES.pop(name, None)
+        raise
+
+
 def user_frame(tb) -> str:
     """' (my_family.py, line 12)': the deepest frame of a traceback in the user's own code
     (not Python's, an installed package's or darm's), or '' if there is none."""
+    paths = sysconfig.get_paths()
     darm_dir = str(Path(__file__).resolve().parents[1])
-    others = (sys.prefix, sys.base_prefix, darm_dir)
+    others = tuple(
+        p.rstrip(os.sep) + os.sep  # a folder, not every path that starts with its name
+        for p in {paths["stdlib"], paths["purelib"], paths["platlib"], darm_dir}
+    )
     frames = [
         f
         for f in traceback.extract_tb(tb)
