@@ -280,7 +280,7 @@ def complete_inputs(inputs: list[str], model, meta: dict):
 def cmd_complete(args) -> None:
     """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
     from darm.checkpoint import load_checkpoint
-    from darm.complete import complete, completion_view, save_completion_grid
+    from darm.complete import complete, completion_view, marked_view, save_completion_grid
     from darm.data import load_from_source
 
     check_sampling_args(args)
@@ -372,12 +372,39 @@ def cmd_complete(args) -> None:
             known = rows if originals is None else originals[:, :P].tolist()
             drawn = x.view(len(known), args.n, -1).tolist()  # (N*n, D) -> (N, n, D)
             print(completion_view(known, drawn, vocab, meta["eos"]))
-        elif out.suffix == ".txt":
-            print(out.read_text(), end="")
+        elif out.suffix == ".txt":  # the file holds the rows; the screen marks the kept part
+            kept = [len(r) for r in rows] if originals is None else [P] * len(originals)
+            print(marked_view(x.cpu(), kept, args.n, vocab, classes))
     print(f"wrote {out}", file=sys.stderr)
 
 
 # -- eval -------------------------------------------------------------------------------------
+
+
+def is_picture_file(spec: str) -> bool:
+    from darm.data.images import IMAGE_SUFFIXES
+
+    return Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
+
+
+def pictures(path: Path, model, meta: dict):
+    """A picture file as test data for an image model: the picture, or each picture of a
+    grid `darm sample` wrote (as `complete --input` reads them)."""
+    from darm.complete import read_images
+    from darm.data.arrays import make_dataset
+
+    shape = tuple(meta["image_shape"])
+    x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
+    empty = x[:0]
+    return make_dataset(
+        path.stem,
+        {"train": empty, "valid": empty, "test": x},
+        dict.fromkeys(("train", "valid", "test")),
+        model.vocab_size,
+        shape,
+        {"format": "images", "path": str(path.resolve())},
+        f"{len(x)} picture{'s' * (len(x) != 1)} from {path.name}, scored whole",
+    )
 
 
 def cmd_eval(args) -> None:
@@ -392,7 +419,9 @@ def cmd_eval(args) -> None:
     # run's own data, named again, keeps its test split
     other = args.data and not same_data(args.data, meta["source"], path.parent)
     split = args.split or ("all" if other else "test")
-    if other:  # scored whole: a line or a picture alone is data enough
+    if other and split == "all" and meta.get("image_shape") and is_picture_file(args.data):
+        data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
+    elif other:  # scored whole: a line or a picture alone is data enough
         data = read_like(args.data, model, meta, whole=split == "all")
     else:
         data = load_from_source(meta, model.num_dims, path.parent)

@@ -45,6 +45,21 @@ def completion_view(known: list, completions: list, vocab, eos: int) -> str:
     return "\n".join(blocks)
 
 
+def marked_view(x: torch.Tensor, kept: list[int], k: int, vocab=None, classes=None) -> str:
+    """Completed sequences for reading, a | where the model took over: corpus text decoded
+    (blocks between rules), integer rows as numbers led by their class where there is one.
+    x: (N*k, D), input by input; kept: N prefix lengths."""
+    out = []
+    for i, row in enumerate(x.tolist()):
+        P = kept[i // k]
+        if vocab is not None:
+            out.append(f"{vocab.decode(row[:P])}|{vocab.decode(row[P:])}")
+        else:
+            lead = "" if classes is None else f"{classes[i]}: "
+            out.append(f"{lead}{' '.join(map(str, row[:P]))} | {' '.join(map(str, row[P:]))}")
+    return ("\n" + "-" * 40 + "\n" if vocab is not None else "\n").join(out)
+
+
 def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
     """A picture file as the model's symbols (N, D): one picture of the model's size, or a
     grid of them as `darm sample` writes it (tiles in reading order). Grey, grey + alpha,

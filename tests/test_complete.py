@@ -1,5 +1,7 @@
 """Completion: the known part is kept, the rest sampled; images, text and bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -188,7 +190,7 @@ def test_cli_completes_test_items_from_the_first_half_of_each(tmp_path, capsys):
     "data, written",
     [("shakespeare", "completions.txt"), ("speech", "completions.wav")],
 )
-def test_cli_completions_are_written_as_samples_are(data, written, tmp_path):
+def test_cli_completions_are_written_as_samples_are(data, written, tmp_path, capsys):
     """A corpus's blocks hold newlines, so completions are set apart by rules, as samples
     are; audio completions are a WAV, as audio samples are."""
     out = tmp_path / data
@@ -198,6 +200,8 @@ def test_cli_completions_are_written_as_samples_are(data, written, tmp_path):
     assert sorted(p.name for p in out.glob("completions.*")) == [written]
     if data == "shakespeare":
         assert (out / written).read_text().count("-" * 40) == 3  # between 4 completions
+        shown = capsys.readouterr().out
+        assert shown.count("-" * 40) == 3 and shown.count("|") >= 4  # where each took over
 
 
 def test_conditional_array_samples_and_completions_name_their_class(tmp_path, capsys):
@@ -222,7 +226,29 @@ def test_conditional_array_samples_and_completions_name_their_class(tmp_path, ca
     )
     from darm.data import load_data
 
-    test_y = load_data(str(tmp_path / "a.npz"))["test"].y[:2].tolist()
+    test = load_data(str(tmp_path / "a.npz"))["test"]
     marks = [r.split(": ")[0] for r in (tmp_path / "c.txt").read_text().splitlines()]
-    assert marks == [str(c) for c in test_y for _ in range(2)]
+    assert marks == [str(c) for c in test.y[:2].tolist() for _ in range(2)]
+    # on the screen, a | where the model took over after the kept half (2 of 5 values)
+    shown = [r for r in capsys.readouterr().out.splitlines() if " | " in r]
+    assert len(shown) == 4
+    for i, line in enumerate(shown):
+        kept = " ".join(map(str, test.x[i // 2, :2].tolist()))
+        assert line.startswith(f"{test.y[i // 2].item()}: {kept} | ")
+        assert len(line.split(" | ")[1].split()) == 3
+
+
+def test_eval_scores_each_picture_of_a_sample_grid(digits_run, tmp_path, capsys):
+    from darm import load_checkpoint, log_prob
+    from darm.plots import save_image_grid
+
+    x = torch.randint(0, 17, (3, 8, 8), generator=torch.Generator().manual_seed(1))
+    x[:, 0, 0] = 0  # none all mid-grey
+    save_image_grid(x, 17, tmp_path / "s.png")
     capsys.readouterr()
+    argv = ["eval", str(digits_run), "--data", str(tmp_path / "s.png"), "--label", "2", "--json"]
+    assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    model, _, _ = load_checkpoint(digits_run)
+    want = -log_prob(model, x.reshape(3, 64), torch.full((3,), 2)).mean().item()
+    assert got["examples"] == 3 and got["nats_per_example"] == pytest.approx(want, rel=1e-5)
