@@ -19,8 +19,9 @@ from darm.compare import check_models, default_config
 from darm.data import Dataset
 from darm.errors import DarmError
 from darm.models import ARModel, config_fields, create_model
+from darm.models.registry import family_source
 from darm.sampling import sample
-from darm.train import TrainConfig, scored_dims
+from darm.train import TrainConfig, check_own_family, scored_dims
 
 
 @dataclass
@@ -64,9 +65,12 @@ def build(name: str, data: Dataset, overrides: dict):
     if "num_classes" in config_fields(name):  # bench times unconditional models
         config["num_classes"] = 0
     try:
-        return create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **config)
+        model = create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **config)
     except ValueError as e:
         raise DarmError(f"{name}: {e}") from None
+    if family_source(type(model)) is not None:  # a family of one's own: a quick look first
+        check_own_family(model, name, data)
+    return model
 
 
 def has_own_cache(model) -> bool:

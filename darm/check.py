@@ -265,6 +265,21 @@ def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
             compare(got, d, f"step {d} after a prefill of {P}")
 
 
+def check_runs(model: ARModel, x=None, cond=None) -> None:
+    """A quick look before a family of one's own trains: the forward pass's logits have the
+    protocol's shape and the first steps through the cache run and have it too, so a bug
+    shows now, not as a traceback after training (check_model runs every check)."""
+    x, cond = _inputs(model, x, cond)
+    with eval_mode(model), torch.no_grad():
+        _logits(model, x, cond)
+        with _failing_as("init_cache"):
+            cache = model.init_cache(len(x))
+        prev = None
+        for d in range(min(2, x.shape[1])):
+            _stepped(model, f"step {d}", len(x), model.step, prev, cache, cond)
+            prev = x[:, d]
+
+
 def check_model(model: ARModel, atol: float = 1e-5, seed: int = 0) -> list[str]:
     """Every check that fits the model, on random inputs: determinism, causality, rows
     independent, the label (conditional models), the cache, one-hot input, and

@@ -29,7 +29,16 @@ from darm.outputs import (
     with_ext,
     write_samples,
 )
-from darm.run import DATA_FIELDS, check_counts, check_fits, model_overrides, read_like, train_run
+from darm.run import (
+    DATA_FIELDS,
+    check_counts,
+    check_data_options,
+    check_fits,
+    data_options,
+    model_overrides,
+    read_like,
+    train_run,
+)
 
 EPILOG = """examples:
   darm train                                  # gpt on the bundled 8x8 digits, 2000 steps
@@ -189,13 +198,9 @@ def add_family_data_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", default="digits", help="as for train (default: digits)")
     p.add_argument("--format", choices=FORMATS, help="as for train")
-    p.add_argument(
-        "--block", type=int, default=64, help="corpus / audio block length D (default 64)"
-    )
+    p.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
     p.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
-    p.add_argument(
-        "--data-seed", type=parse_data_seed, default=42, help="seed of the data split (default 42)"
-    )
+    p.add_argument("--data-seed", type=parse_data_seed, help="seed of the data split (default 42)")
     p.add_argument(
         "--models",
         help="comma-separated registered models (default markov, rnn, wavenet, gpt, and "
@@ -341,7 +346,7 @@ def cmd_complete(args) -> None:
             outs = [
                 complete(
                     model,
-                    torch.tensor([r]),
+                    torch.tensor([r], dtype=torch.long),  # [] too: a completion from scratch
                     args.n,
                     None if labels is None else labels[i : i + 1],
                     **kw,
@@ -419,7 +424,11 @@ def cmd_eval(args) -> None:
     # run's own data, named again, keeps its test split
     other = args.data and not same_data(args.data, meta["source"], path.parent)
     split = args.split or ("all" if other else "test")
-    if other and split == "all" and meta.get("image_shape") and is_picture_file(args.data):
+    if other and meta.get("image_shape") and is_picture_file(args.data):
+        if split != "all":
+            raise DarmError(
+                f"{args.data} is scored whole (a picture, or a grid of them): drop --split"
+            )
         data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
     elif other:  # scored whole: a line or a picture alone is data enough
         data = read_like(args.data, model, meta, whole=split == "all")
@@ -440,7 +449,7 @@ def cmd_eval(args) -> None:
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
     print_nll(nll, split, data.kind, file=human)
     if args.json:
-        given = {} if args.label is None else {"label": args.label}
+        given = {} if args.label is None else {"label": int(label[0])}
         print(json.dumps({"split": split, **given, **nll.as_dict()}))
 
 
@@ -551,7 +560,8 @@ def cmd_compare(args) -> None:
         args.budget = 300.0
     check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
     device = device_of(args)
-    data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
+    check_data_options(args.data, args)  # refused rather than silently ignored, as in train
+    data = load_data(args.data, args.format, *data_options(args))
     names = model_names(args.models, data)
     overrides = family_overrides(args.set)
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
@@ -562,8 +572,8 @@ def cmd_compare(args) -> None:
     command += ["--steps", str(args.steps)] if args.steps is not None else []
     for k, fv in overrides.items():
         command += [a for f, v in fv.items() for a in ("--set", f"{k}.{f}={v}")]
-    optional = [("--format", args.format, None), ("--block", args.block, 64),
-                ("--levels", args.levels, None), ("--data-seed", args.data_seed, 42),
+    optional = [("--format", args.format, None), ("--block", args.block, None),
+                ("--levels", args.levels, None), ("--data-seed", args.data_seed, None),
                 ("--batch-size", args.batch_size, None), ("--samples", args.samples, 64),
                 ("--deps-examples", args.deps_examples, None), ("--seed", args.seed, 1337),
                 ("--threads", args.threads, None), ("--device", args.device, "auto"),
@@ -605,12 +615,18 @@ def cmd_bench(args) -> None:
     if not 0 < args.seconds < math.inf:
         raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
     device = device_of(args)
-    data = load_data(args.data, args.format, args.block, args.levels, args.data_seed)
+    check_data_options(args.data, args)  # refused rather than silently ignored, as in train
+    data = load_data(args.data, args.format, *data_options(args))
     names = model_names(args.models, data)
     overrides = family_overrides(args.set)
     for name in overrides:
         if name not in names:
             raise DarmError(f"--set for {name!r}, which is not in --models")
+    if args.batch_size > len(data["train"]):
+        raise DarmError(
+            f"--batch-size {args.batch_size} is more than the {len(data['train'])} training "
+            f"examples of {data.name}"
+        )
     cfg = TrainConfig(batch_size=args.batch_size, dtype=args.dtype)
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     print(data.summary(), file=human)
@@ -768,8 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--data",
-        help="score another file's --split, read as the model's data was (its format, "
-        "vocabulary and levels)",
+        help="score another file, read as the model's data was (its format, vocabulary and "
+        "levels): whole by default; a picture, or each picture of a grid darm sample wrote, "
+        "for an image model",
     )
     e.add_argument(
         "--label",
@@ -913,8 +930,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how fast each family trains and samples on this machine",
         description="Time each family (compare's configurations for the data, untrained) for "
         "a few seconds: training steps on real batches, then whole samples through its cache "
-        "(and, with --naive, without it). A table, in seconds not nats: `darm compare` "
-        "trains to a result.",
+        "(and, with --naive, without it). Speed only: `darm compare` trains each family and "
+        "scores it.",
     )
     add_family_data_args(b)
     b.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")

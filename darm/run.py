@@ -232,6 +232,7 @@ def check_fits(data, model, path, meta: dict | None = None) -> None:
         raise DarmError(
             f"{path} is conditional on {model.num_classes} classes; the data has "
             f"{data.num_classes or 'no labels'}"
+            + ("" if data.num_classes else " (eval and complete take --label for all of it)")
         )
 
 

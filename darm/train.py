@@ -43,6 +43,7 @@ from darm.errors import DarmError
 from darm.interrupt import stop_on_sigint
 from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel, get_entry
+from darm.models.registry import family_source
 
 LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_per_s", "elapsed_s"]
 
@@ -342,6 +343,21 @@ def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
             f"{data.name} holds {shape[0]}x{shape[1]} images; the model reads "
             f"{model.event_shape[0]}x{model.event_shape[1]} (set its image_shape)"
         )
+    if family_source(type(model)) is not None:  # a family of one's own: a quick look first
+        check_own_family(model, model_name, data)
+
+
+def check_own_family(model: ARModel, model_name: str, data: Dataset) -> None:
+    """darm.check.check_runs on two training examples, its finding as one line."""
+    from darm.check import ProtocolError, check_runs
+
+    x, y, _ = data["train"].batch(0, 2, 0)
+    device = model.device
+    cond = y.to(device) if model.num_classes and y is not None else None
+    try:
+        check_runs(model, x.to(device), cond)
+    except ProtocolError as e:
+        raise DarmError(f"{model_name}: {e} (darm.check.check_model runs every check)") from None
 
 
 def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:

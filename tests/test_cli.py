@@ -444,7 +444,7 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
     argv = ["eval", str(out), "--data", str(tmp_path / "a.npy"), "--label", "3", "--json"]
     assert main(argv) == 0
     got = json.loads(capsys.readouterr().out)
-    assert got["label"] == "3"
+    assert got["label"] == 3
     from darm import load_checkpoint, log_prob
 
     model, _, _ = load_checkpoint(out)
@@ -835,3 +835,38 @@ def test_bench_says_when_a_family_has_no_cache_of_its_own(monkeypatch):
     assert speeds[0].as_dict()["cache_speedup"] is None
     where = darm.bench.setting(data, TrainConfig(batch_size=2), 1, torch.device("cpu"))
     assert "- (no cache of its own)" in darm.bench.speed_table(speeds, where)
+
+
+WIDE = (  # logits for the start symbol too: L + 1 outputs
+    PLUGIN.replace("config.vocab_size)", "config.vocab_size + 1)").replace('"unigram"', '"wide"')
+)
+
+
+def test_a_family_of_ones_own_that_breaks_the_protocol_is_stopped_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    from darm.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    (tmp_path / "wide.py").write_text(WIDE)  # logits for L + 1 symbols
+    out = tmp_path / "r"
+    argv = ["--import", str(tmp_path / "wide.py"), "train", "--data", "names", "--model", "wide",
+            "--steps", "2", "--out", str(out), "--quiet"]  # fmt: skip
+    err = one_line_error(capsys, main(argv), 1, "wide: logits have shape (2, 16, 28), expected")
+    assert "darm.check.check_model runs every check" in err
+    assert not (out / "last.json").exists()  # stopped before any step
+    argv = ["--import", str(tmp_path / "wide.py"), "bench", "--data", "names", "--models", "wide"]
+    one_line_error(capsys, main(argv), 1, "logits have shape")
+
+
+def test_new_options_refuse_what_they_would_ignore(tmp_path, capsys):
+    one_line_error(capsys, main(["bench", "--data", "names", "--block", "8"]), 1,
+                   "--block does not apply to the built-in names")  # fmt: skip
+    one_line_error(capsys, main(["compare", "--data", "names", "--block", "8"]), 1,
+                   "--block does not apply to the built-in names")  # fmt: skip
+    code = main(["bench", "--batch-size", "5000"])
+    one_line_error(capsys, code, 1, "--batch-size 5000 is more than the 1000 training examples")
+    (tmp_path / "notpy.txt").write_text("x\n")
+    one_line_error(capsys, main(["--import", str(tmp_path / "notpy.txt"), "models"]), 1,
+                   "--import takes a .py file or a module name")  # fmt: skip

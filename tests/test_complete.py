@@ -252,3 +252,21 @@ def test_eval_scores_each_picture_of_a_sample_grid(digits_run, tmp_path, capsys)
     model, _, _ = load_checkpoint(digits_run)
     want = -log_prob(model, x.reshape(3, 64), torch.full((3,), 2)).mean().item()
     assert got["examples"] == 3 and got["nats_per_example"] == pytest.approx(want, rel=1e-5)
+
+
+def test_a_grid_is_scored_whole_and_an_empty_prefix_completes_from_scratch(
+    digits_run, tmp_path, capsys
+):
+    from darm.plots import save_image_grid
+
+    save_image_grid(torch.ones(2, 8, 8, dtype=torch.long), 17, tmp_path / "s.png")
+    argv = ["eval", str(digits_run), "--data", str(tmp_path / "s.png"), "--split", "test"]
+    one_line_error(capsys, main(argv), 1, "is scored whole (a picture, or a grid of them)")
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 4, size=(30, 6)))
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "a.npy"), *TINY_MARKOV, "--steps", "2",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["complete", str(out), "--input", "", "-n", "2", "--out", str(tmp_path / "c")]) == 0
+    rows = (tmp_path / "c.txt").read_text().splitlines()
+    assert len(rows) == 2 and all(len(r.split()) == 6 for r in rows)

@@ -15,6 +15,8 @@ def test_readme_python_runs(tmp_path, monkeypatch):
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
     assert "load_checkpoint" in code and "prefix=prompt" in code  # the section is found
     code = code.replace("steps=200", "steps=4")
+    # the family of one's own is defined in this same script, not in a my_family.py
+    code = code.replace("import my_family  #", "#")
     monkeypatch.chdir(tmp_path)  # the example writes runs/py-gpt
     # the example registers a family: on a copy of the registry, so later tests do not see it
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))

@@ -76,6 +76,8 @@ def import_families(spec: str) -> None:
     path = Path(spec)
     if spec.endswith(".py") and not path.is_file():
         raise DarmError(f"--import {spec}: no such file")
+    if not spec.endswith(".py") and ("/" in spec or os.sep in spec or path.is_file()):
+        raise DarmError(f"--import takes a .py file or a module name (my_pkg.families), got {spec}")
     # as `python FILE` and `python -m MODULE` would: the file's folder (or the current one)
     # first on the path, so the module's own imports of its neighbours work
     folder = str(path.resolve().parent if spec.endswith(".py") else Path.cwd())
