@@ -32,20 +32,17 @@ class Speed:
     tokens_per_s: float  # scored dimensions trained on per second
     samples_per_s: float  # whole samples of D, through the cache
     naive_samples_per_s: float | None = None  # the same without it
-
     has_cache: bool = True  # False: the family steps by recomputing the prefix (ARModel's)
 
     @property
     def cache_speedup(self) -> float | None:
-        return (
-            None
-            if self.naive_samples_per_s is None
-            else self.samples_per_s / self.naive_samples_per_s
-        )
+        """Cached / naive samples per second; None unmeasured or with no cache to speak of."""
+        if self.naive_samples_per_s is None or not self.has_cache:
+            return None
+        return self.samples_per_s / self.naive_samples_per_s
 
     def as_dict(self) -> dict:
-        speedup = self.cache_speedup if self.has_cache else None
-        return {**asdict(self), "cache_speedup": speedup}
+        return {**asdict(self), "cache_speedup": self.cache_speedup}
 
 
 def seconds_to_sample(model, n: int, use_cache: bool, seed: int) -> float:
