@@ -76,11 +76,11 @@ def has_own_cache(model) -> bool:
 
 
 def bench_family(
-    name: str, data: Dataset, overrides: dict, cfg: TrainConfig, n: int, window: float,
-    naive: bool, device: torch.device,
+    name: str, model, data: Dataset, cfg: TrainConfig, n: int, window: float, naive: bool,
+    device: torch.device,
 ) -> Speed:  # fmt: skip
     """One family's training and sampling speed on `data`."""
-    model = build(name, data, overrides).to(device)
+    model = model.to(device)
     step_s = seconds_per_step(model, data, cfg, window)
     split = data["train"]  # scored dimensions of a batch: the mean over a few (padding varies)
     tokens = sum(scored_dims(split.batch(i, cfg.batch_size, cfg.seed)) for i in range(8)) / 8
@@ -107,11 +107,11 @@ def bench(
         report(f"skipping {r.model}: {r.note}")
     if not run:
         raise DarmError(f"no model in --models can run on {data.name}")
-    for name in run:  # a bad --set fails now, not after the families before it were timed
-        build(name, data, overrides.get(name, {}))
+    # all built first: a bad --set fails now, not after the families before it were timed
+    models = {name: build(name, data, overrides.get(name, {})) for name in run}
     speeds = []
-    for name in run:
-        speed = bench_family(name, data, overrides.get(name, {}), cfg, n, window, naive, device)
+    for name, model in models.items():
+        speed = bench_family(name, model, data, cfg, n, window, naive, device)
         report(
             f"{name}: {speed.ms_per_step:.1f} ms/step, {speed.tokens_per_s:,.0f} tokens/s, "
             f"{speed.samples_per_s:,.2f} samples/s"

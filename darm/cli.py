@@ -430,7 +430,7 @@ def cmd_eval(args) -> None:
                 f"{args.data} is scored whole (a picture, or a grid of them): drop --split"
             )
         data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
-    elif other:  # scored whole: a line or a picture alone is data enough
+    elif other:  # scored whole: a line alone is data enough
         data = read_like(args.data, model, meta, whole=split == "all")
     else:
         data = load_from_source(meta, model.num_dims, path.parent)

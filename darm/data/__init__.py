@@ -56,9 +56,9 @@ def load_data(
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
     uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law).
-    whole: other data for a trained model, scored whole: lines, images and single arrays all
-    in test (so one item, one image file or one row is enough); an .npz's own split, corpora
-    and audio keep their split."""
+    whole: other data for a trained model, scored whole: lines, image folders and single
+    arrays all in test (so one item or one row is enough); an .npz's own split, corpora and
+    audio keep their split. (`darm eval` reads a single picture file itself.)"""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
         raise DarmError(f"{spec} has its own {fixed} levels; --levels {levels} cannot change them")
@@ -94,7 +94,7 @@ def load_data(
     if format == "audio":
         return audio_dataset(path, block)
     if format == "images":
-        if path.is_dir() or (whole and path.suffix.lower() in IMAGE_SUFFIXES):
+        if path.is_dir():
             return image_folder_dataset(path, 256 if levels is None else levels, seed, whole=whole)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise DarmError(f"{path} is one image; give the folder that holds the images")

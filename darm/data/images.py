@@ -102,15 +102,12 @@ def image_folder_dataset(
     Images directly in sub-folders take the sub-folder's name as their class label
     (classes sorted by name), so `--conditional` works on a folder per class.
     A seeded split, 80/10/10 by default. whole: every image in test (other data, scored
-    whole by a trained model), and `folder` may be one image file.
+    whole by a trained model).
     """
-    name = folder.stem if folder.is_file() else folder.name  # one picture: its own name
-    if whole and folder.is_file():
-        folder, paths = folder.parent, [folder]
-    else:
-        paths = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+    name = folder.name
+    paths = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if len(paths) < (1 if whole else 3):
         kinds = ", ".join(IMAGE_SUFFIXES)
         need = 1 if whole else 3
