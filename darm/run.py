@@ -210,17 +210,23 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42, who
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
     data = load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D, whole=whole)
-    return relabel_by_name(data, meta.get("class_names"))
+    return relabel_by_name(data, meta.get("class_names"), model.num_classes)
 
 
 def check_fits(data, model, path, meta: dict | None = None) -> None:
-    """The data must have the checkpoint's L symbols and D dimensions, and labels of its
-    classes if the model is conditional."""
+    """The data must have the checkpoint's L symbols and D dimensions (and its sample rate,
+    for audio), and labels of its classes if the model is conditional."""
     theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
     if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
         size = "x".join(map(str, data.image_shape))
         raise DarmError(
             f"{data.name} holds {size} images; {path} was trained on {'x'.join(map(str, theirs))}"
+        )
+    rate = data.info.get("sample_rate")
+    trained_rate = (meta or {}).get("source", {}).get("sample_rate")
+    if rate and trained_rate and rate != trained_rate:  # the same samples, another sound
+        raise DarmError(
+            f"{data.name} is {rate} Hz audio; {path} was trained on {trained_rate} Hz audio"
         )
     if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(

@@ -130,6 +130,14 @@ def test_a_clip_prompts_samples_and_completions(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(out), "--prompt", str(tmp_path / "other.wav")]) == 1
     assert "is 4000 Hz; the model was trained on 1000 Hz audio" in capsys.readouterr().err
+    # scoring or fine-tuning on audio of another rate is refused as a prompt is
+    make_wav(tmp_path / "other_long.wav", seconds=0.5, rate=4000)
+    for argv in (["eval", str(out), "--data", str(tmp_path / "other_long.wav")],
+                 ["train", "--init", str(out), "--data", str(tmp_path / "other_long.wav"),
+                  "--steps", "1", "--out", str(tmp_path / "ft"), "--quiet"]):  # fmt: skip
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "other_long is 4000 Hz audio; " in err and "trained on 1000 Hz audio" in err
     assert (
         main(["complete", str(out), "--input", str(tmp_path / "clip.wav"), "--length", "50"]) == 1
     )

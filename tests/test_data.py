@@ -44,6 +44,16 @@ def test_lines_end_at_newlines_only(tmp_path):
     assert items == ["alpha\u2028beta", "epsilon\u0085x", "gamma\x0cdelta", "zeta"]
 
 
+def test_lines_scored_whole_keep_repeats(tmp_path):
+    # deduplication keeps a repeat out of train and test both; a file scored whole by a
+    # trained model has no train split, and each line counts as often as the file holds it
+    path = tmp_path / "dup.txt"
+    path.write_text("anna\nanna\nanna\nbob\n")
+    data = load_data(str(path), whole=True)
+    assert data.decode(data["test"].x) == ["anna", "anna", "anna", "bob"]
+    assert not data.caveat
+
+
 def test_corpus_eval_covers_every_symbol_once(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("abcdefghij" * 100)

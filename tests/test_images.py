@@ -54,6 +54,23 @@ def test_folder_of_grey_pngs(tmp_path):
     assert data.num_classes == 0
 
 
+def test_palette_images_are_grey_when_their_colours_are(tmp_path):
+    # GIFs (and P-mode PNGs) hold a palette: grey ones are one channel, coloured ones three
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (6, 8, 1), dtype=np.uint8).repeat(3, axis=2)  # R = G = B
+    for i in range(3):
+        Image.fromarray(np.roll(grey, i, axis=1)).quantize().save(tmp_path / f"g{i}.gif")
+    data = load_data(str(tmp_path), levels=4)
+    assert data.image_shape == (6, 8) and data.seq_len == 48
+    images = torch.cat([data[s].x for s in ("train", "valid", "test")])
+    assert any(torch.equal(row, torch.from_numpy(quantise(grey[..., 0], 4)).flatten().long())
+               for row in images)  # fmt: skip
+    colour = grey.copy()
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour).quantize().save(tmp_path / "c.gif")
+    assert load_data(str(tmp_path), levels=4).image_shape == (6, 8, 3)
+
+
 def test_folder_of_rgb_pngs_with_classes(tmp_path):
     _write_pngs(tmp_path / "imgs", 12, mode="RGB", classes=["cat", "dog", "eel"])
     data = load_data(str(tmp_path / "imgs"), levels=16)
@@ -162,6 +179,31 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
     (tmp_path / "sub" / "2").rename(tmp_path / "sub" / "7")
     assert main(["eval", str(out), "--data", str(tmp_path / "sub")]) == 1
     assert "classes the model was not trained on: 7" in capsys.readouterr().err
+
+
+def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, capsys):
+    import json
+
+    from darm import load_checkpoint, log_prob
+
+    out = tmp_path / "run"  # digits' classes are numbers, without names
+    argv = ["train", "--data", "digits", "--model", "markov", "--set", "n_hidden=8",
+            "--conditional", "--steps", "2", "--out", str(out), "--quiet",
+            "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    _write_pngs(tmp_path / "mine", 4, size=(8, 8), classes=["3", "7"])
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "mine"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    model, _, _ = load_checkpoint(out)
+    mine = load_data(str(tmp_path / "mine"), levels=17)
+    images = torch.cat([mine[s].x for s in ("train", "valid", "test")])
+    label = torch.tensor([3, 7])[torch.cat([mine[s].y for s in ("train", "valid", "test")])]
+    want = -log_prob(model, images, label).sum().item() / len(images)
+    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)  # not classes 0 and 1
+    (tmp_path / "mine" / "7").rename(tmp_path / "mine" / "seven")
+    assert main(["eval", str(out), "--data", str(tmp_path / "mine")]) == 1
+    assert "classes the model was not trained on: seven" in capsys.readouterr().err
 
 
 def test_a_run_fine_tuned_on_some_classes_reloads_them_by_name(tmp_path, capsys):

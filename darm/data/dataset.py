@@ -53,10 +53,15 @@ class Dataset:
         return self.vocab.decode(x.tolist(), stop=self.eos)
 
 
-def relabel_by_name(data, names: list[str] | None):
+def relabel_by_name(data, names: list[str] | None, num_classes: int = 0):
     """Labels of other data in the checkpoint's numbering: a folder holding only some of the
-    classes numbers them 0, 1, ... among themselves, so `10/` and `2/` are matched by name."""
-    if not names or not data.class_names:
+    classes numbers them 0, 1, ... among themselves, so `10/` and `2/` are matched by name.
+    A model whose classes have no names (digits, MNIST, an array's labels) knows them by
+    number: its sub-folders are named 0, 1, ... num_classes - 1."""
+    if not data.class_names:
+        return data
+    names = names or [str(i) for i in range(num_classes)]
+    if not names:  # an unconditional model: the labels are not used
         return data
     unknown = [c for c in data.class_names if c not in names]
     if unknown:

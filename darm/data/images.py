@@ -80,14 +80,22 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
         raise DarmError(f"cannot read image {path}: {e}") from None
 
 
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def _image_mode(paths: list[Path]) -> str:
-    """'L' when every image is grey, else 'RGB'."""
+    """'L' when every image is grey, else 'RGB'. A palette image (GIF, P-mode PNG) is grey
+    when its colours are: grey pictures saved as GIF must not become three equal channels."""
     from PIL import Image
 
     for p in paths:
         try:
             with Image.open(p) as img:
-                if img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                if img.mode in ("P", "PA"):
+                    rgb = np.asarray(img.convert("RGB"))  # (H, W, 3)
+                    if (rgb == rgb[..., :1]).all():
+                        continue
+                if img.mode not in GREY_MODES:
                     return "RGB"
         except OSError as e:
             raise DarmError(f"cannot read image {p}: {e}") from None

@@ -41,12 +41,13 @@ def lines_dataset(
 ) -> Dataset:
     """Items one per line, each ended by the end symbol; duplicates dropped before the
     seeded split (a repeated item in train and test would flatter test NLL). whole: every
-    item in test (other data, scored whole by a trained model: one item is enough)."""
+    item in test (other data, scored whole by a trained model: one item is enough), repeats
+    kept: each line is scored as often as the file holds it."""
     # "\n" alone ends an item (read_text turned \r\n and \r into it): splitlines() would
     # also cut at U+2028, U+0085, form feeds and the like inside a line
     lines = [s.strip() for s in read_text(path).split("\n")]
     lines = [s for s in lines if s]
-    items = list(dict.fromkeys(lines))  # unique, first-seen order
+    items = lines if whole else list(dict.fromkeys(lines))  # unique, first-seen order
     if len(items) < 3 and not whole:
         found = "one distinct non-empty line" if len(items) == 1 else f"{len(items)} distinct lines"
         raise DarmError(f"{path} has {found}; need at least 3 (train, valid, test)")
@@ -79,8 +80,9 @@ def lines_dataset(
         source={"format": "lines", "path": str(path), "seed": seed},
         vocab=vocab,
         eos=vocab.index[EOS],
-        notes=f"{len(items)} distinct lines (deduplicated), "
-        + (split_note(fractions, seed) if not whole else "scored whole"),
+        notes=f"{len(items)} lines, scored whole"
+        if whole
+        else f"{len(items)} distinct lines (deduplicated), {split_note(fractions, seed)}",
         caveat=f"{repeats} repeated lines dropped" if (repeats := len(lines) - len(items)) else "",
     )
 
