@@ -740,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         metavar="CHECKPOINT",
         help="start a new run from this checkpoint's weights (fine-tuning): fresh optimiser "
-        "and schedule; --set may change fields that keep the weights, e.g. dropout",
+        "and schedule; --set may change dropout",
     )
     defaults = TrainConfig()
     for f in fields(TrainConfig):

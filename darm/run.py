@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -176,13 +176,15 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
 def init_from(args, device):
     """Fine-tuning: a new run from a checkpoint's weights -> (model, name, data, path, step). The
     data is the checkpoint's own unless --data names other data, which is then read as the
-    checkpoint's was (`read_like`); --set may change fields that keep the weights (dropout)."""
+    checkpoint's was (`read_like`); --set may change dropout (other fields only repeat theirs)."""
     from darm.checkpoint import load_checkpoint
     from darm.data import load_from_source
 
     overrides = parse_assignments(args.set or [])
-    model, record, path = load_checkpoint(args.init, device, overrides)
+    kept = {k: v for k, v in overrides.items() if k in INIT_FIELDS}
+    model, record, path = load_checkpoint(args.init, device, kept)
     model_name = record["model"]
+    check_init_keeps(model, {k: v for k, v in overrides.items() if k not in INIT_FIELDS})
     if args.model and args.model != model_name:
         raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
     meta = record["data"]
@@ -193,6 +195,24 @@ def init_from(args, device):
         data = load_from_source(meta, model.num_dims, path.parent)
     check_fits(data, model, path, meta)
     return model.to(device), model_name, data, path, record["step"]
+
+
+INIT_FIELDS = ("dropout",)  # regularisation: the loaded network computes what it did
+
+
+def check_init_keeps(model, changes: dict) -> None:
+    """--init --set may repeat a field's saved value, not change it: n_head, a dilation cycle
+    or k would load the same weights into another network (or fail to fit them)."""
+    from darm.config import build_config
+
+    config = model.config
+    new = build_config(type(config), {**asdict(config), **changes}, "--set")
+    for k in changes:
+        if getattr(new, k) != getattr(config, k):
+            raise DarmError(
+                f"--init keeps the network it loads: --set {k}={changes[k]} would change it "
+                f"(it has {k}={getattr(config, k)}); only {', '.join(INIT_FIELDS)} may change"
+            )
 
 
 def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42, whole=False):

@@ -179,7 +179,9 @@ def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--set", "n_hidden=8"], "weights do not match the model"),
+        (["--set", "n_hidden=8"], "--set n_hidden=8 would change it (it has n_hidden=16)"),
+        (["--set", "k=3", "--set", "k=4"], "--set k=4 would change it (it has k=3)"),
+        (["--set", "n_layers=2"], "unknown --set field(s) n_layers"),
         (["--model", "gpt"], "holds a markov, not a gpt"),
         (["--resume"], "last.json"),
         (["--data", "digits"], "was trained with L="),
@@ -188,6 +190,12 @@ def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
 def test_init_bad_input(run, extra, needle, tmp_path, capsys):
     code = main(["train", "--init", str(run), "--out", str(tmp_path / "x"), *extra])
     one_line_error(capsys, code, needle=needle)
+
+
+def test_init_set_may_repeat_a_saved_value(run, tmp_path):
+    argv = ["train", "--init", str(run), "--set", "n_hidden=16", "--set", "k=3", "--steps", "1",
+            "--out", str(tmp_path / "same"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
 
 
 def test_init_run_resumes_by_repeating_its_command(run, tmp_path, capsys):

@@ -116,6 +116,9 @@ def test_uint8_npz_images_are_quantised(tmp_path):
     np.save(tmp_path / "bad.npy", x.astype(np.float32))
     with pytest.raises(DarmError, match="uint8"):
         load_data(str(tmp_path / "bad.npy"), format="images")
+    np.save(tmp_path / "chw.npy", x.transpose(0, 3, 1, 2).repeat(2, axis=2))  # (N, 3, 12, 6)
+    with pytest.raises(DarmError, match=r"looks like \(N, C, H, W\); darm reads channels last"):
+        load_data(str(tmp_path / "chw.npy"), format="images")
     # scored whole by a trained model, one picture is enough and lands in test, quantised
     np.save(tmp_path / "one.npy", x[:1])
     one = load_data(str(tmp_path / "one.npy"), format="images", levels=4, whole=True)

@@ -26,6 +26,11 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
         raise DarmError(f"{what} must have shape (N, D) or (N, H, W), got {a.shape}")
     if a.shape[0] == 0 or a[0].size == 0:
         raise DarmError(f"{what} is empty (shape {a.shape})")
+    if a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[3] > 4:  # PyTorch's layout
+        raise DarmError(
+            f"{what}: {a.shape} looks like (N, C, H, W); darm reads channels last, "
+            f"(N, H, W, C): save np.moveaxis(x, 1, -1)"
+        )
     if levels is not None and not 1 <= levels <= MAX_LEVELS:
         raise DarmError(f"levels must be in 1..{MAX_LEVELS}, got {levels}")
     lo, hi = int(a.min()), int(a.max())
