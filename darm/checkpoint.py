@@ -172,6 +172,7 @@ def save_checkpoint(
     atomic_write_text(path, json.dumps(record, indent=1))  # the commit point
     for final in staged:
         os.replace(_staged(final), final)
+    _fsync_folder(run_dir)  # the renames, durable too (a lost one is recovered by its hash)
     return path
 
 

@@ -19,6 +19,7 @@ from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
     check_clip_fits,
+    check_file_target,
     class_marks,
     default_length,
     label_tensor,
@@ -27,6 +28,7 @@ from darm.outputs import (
     print_nll,
     save_samples,
     with_ext,
+    write_per_example,
     write_samples,
 )
 from darm.run import (
@@ -415,9 +417,11 @@ def pictures(path: Path, model, meta: dict):
 def cmd_eval(args) -> None:
     from darm.checkpoint import load_checkpoint
     from darm.data import SPLITS, load_from_source, same_data
-    from darm.metrics import NLL, evaluate
+    from darm.metrics import NLL, example_nats, units
 
     check_counts(args, batch_size=1)
+    if args.per_example:
+        check_file_target(Path(args.per_example), "--per-example")
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
     # another file is scored whole by default (its own split would leave 90% of it out); the
@@ -443,11 +447,18 @@ def cmd_eval(args) -> None:
         as_class = f", every example as class {args.label}"
     check_fits(data, model, path, meta)
     scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
-    parts = [evaluate(model, data[s], args.batch_size, progress=True) for s in scored]
-    nll = NLL(*(sum(getattr(p, f) for p in parts) for f in ("nats", "examples", "dims")))
+    nats = {s: example_nats(model, data[s], args.batch_size, progress=True) for s in scored}
+    nll = NLL(
+        sum(n.sum().item() for n in nats.values()),
+        sum(len(n) for n in nats.values()),
+        sum(data[s].num_dims() for s in scored),
+    )
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
     print_nll(nll, split, data.kind, file=human)
+    if args.per_example:
+        write_per_example(Path(args.per_example), data, nats, meta.get("class_names"))
+        print(f"wrote {args.per_example} (one row per {units(data.kind)[0]})", file=human)
     if args.json:
         given = {} if args.label is None else {"label": int(label[0])}
         print(json.dumps({"split": split, **given, **nll.as_dict()}))
@@ -792,6 +803,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--label",
         help="score every example as this class (a conditional model): log p(x | label); "
         "data without labels needs it",
+    )
+    e.add_argument(
+        "--per-example",
+        metavar="FILE",
+        help="also write a CSV of every example scored: split, index, label, nats, dims, "
+        "bits/dim (and the text, for text data)",
     )
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
     add_device_arg(e)

@@ -6,7 +6,8 @@ group (gloo on CPU, nccl on CUDA). Without those variables everything here is a 
 single process, so the training loop has one code path for 1 and N ranks.
 
 Every rank builds the same global batch (a pure function of (seed, step)) and keeps its own
-slice of it, so N ranks see exactly the batches of one process.
+slice of it, so N ranks see exactly the batches of one process (dropout masks are drawn
+per rank, so with dropout the runs agree in distribution, not bit for bit).
 """
 
 from __future__ import annotations

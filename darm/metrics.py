@@ -89,26 +89,30 @@ class NLL:
 
 
 @torch.no_grad()
-def evaluate(model: ARModel, split, batch_size: int = 256, progress: bool = False) -> NLL:
-    """Exact NLL of `model` over every example of `split` (a darm.data Split).
-    progress: a bar of examples scored, on a terminal only (10,000 MNIST images take minutes
-    on a CPU), cleared when done."""
+def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = False):
+    """-log p(x | y) in nats of every example of `split` (a darm.data Split), in its order:
+    (N,) float64 on the CPU. progress: a bar of examples scored, on a terminal only (10,000
+    MNIST images take minutes on a CPU), cleared when done."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if len(split) == 0:
         raise ValueError("the split is empty: there is nothing to score")
-    sums, examples, dims = [], 0, 0  # sums: per-batch nats on the device, read once at the end
+    nats = []  # per batch, on the device: read once at the end
     device = model.device
     bar = tqdm(total=len(split), desc="scoring", unit="ex", leave=False, dynamic_ncols=True,
                disable=None if progress else True)  # fmt: skip
     # the caller's modes come back even if scoring fails
     with eval_mode(model), contextlib.closing(bar):
         for x, y, mask in split.iter_batches(batch_size):
-            examples += x.shape[0]
-            dims += x.numel() if mask is None else int(mask.sum())  # the batch comes from the CPU
             x = x.to(device)
             y = None if y is None or not model.num_classes else y.to(device)
             mask = None if mask is None else mask.to(device)
-            sums.append(-_log_prob(model, x, y, mask).double().sum())
+            nats.append(-_log_prob(model, x, y, mask).double())
             bar.update(x.shape[0])
-    return NLL(torch.stack(sums).sum().item(), examples, dims)
+    return torch.cat(nats).cpu()
+
+
+def evaluate(model: ARModel, split, batch_size: int = 256, progress: bool = False) -> NLL:
+    """Exact NLL of `model` over every example of `split` (a darm.data Split)."""
+    nats = example_nats(model, split, batch_size, progress)
+    return NLL(nats.sum().item(), len(nats), split.num_dims())

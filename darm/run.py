@@ -48,7 +48,7 @@ def train_run(args, device, ctx) -> None:
         path, record = read_record(run_dir / "last.json")
         check_resume_matches(args, record, path.parent)
         meta = record["data"]
-        data = load_from_source(meta, record["config"]["seq_len"], path.parent)
+        data = load_from_source(meta, record["config"]["seq_len"], path.parent, changed="refuse")
         from darm.checkpoint import load_checkpoint
 
         model, record, path = load_checkpoint(path, device)
@@ -69,6 +69,8 @@ def train_run(args, device, ctx) -> None:
                 f"resume with --steps above {record['step']}"
             )
         say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
+        if note := resume_changes(old, cfg, record["step"]):
+            say(note)
         resume = (path, record)
     else:
         check_new_run_dir(run_dir)  # before any data is read or model built
@@ -171,6 +173,31 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     cfg = build_config(TrainConfig, {**overrides, **planned}, "training option")
     check_config(cfg, world_size)
     return cfg, plan
+
+
+def resume_changes(old: dict, cfg, step: int) -> str | None:
+    """'with lr 0.01 (was 0.003), ...': the training options a resume changes, and the jump
+    in the learning rate where a new schedule no longer meets the old one at `step`."""
+    from darm.train import TrainConfig, learning_rate
+
+    def show(v) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    before = build_config(TrainConfig, old, "training option")
+    changed = [
+        f"{f.name} {show(getattr(cfg, f.name))} (was {show(getattr(before, f.name))})"
+        for f in fields(TrainConfig)
+        if getattr(cfg, f.name) != getattr(before, f.name)
+    ]
+    if not changed:
+        return None
+    lr_then, lr_now = learning_rate(step, before), learning_rate(step, cfg)
+    jump = (
+        f"; the learning rate at step {step} moves from {lr_then:.3g} to {lr_now:.3g}"
+        if not math.isclose(lr_then, lr_now, rel_tol=0.01)
+        else ""
+    )
+    return f"with {', '.join(changed)}{jump}"
 
 
 def init_from(args, device):

@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from darm.checkpoint import (
     save_checkpoint,
 )
 from darm.data import Dataset
+from darm.data.dataset import digest
 from darm.data.splits import TensorSplit
 from darm.ema import WeightAverage
 from darm.errors import DarmError
@@ -348,8 +350,9 @@ def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
 
 
 def check_own_family(model: ARModel, model_name: str, data: Dataset) -> None:
-    """darm.check.check_runs on two training examples, its finding as one line."""
-    from darm.check import ProtocolError, check_runs
+    """darm.check.check_runs on two training examples, its finding as one line; and, for a
+    conditional model, a warning if the label changes nothing (it may start at zero)."""
+    from darm.check import ProtocolError, check_label, check_runs
 
     x, y, _ = data["train"].batch(0, 2, 0)
     device = model.device
@@ -358,6 +361,11 @@ def check_own_family(model: ARModel, model_name: str, data: Dataset) -> None:
         check_runs(model, x.to(device), cond)
     except ProtocolError as e:
         raise DarmError(f"{model_name}: {e} (darm.check.check_model runs every check)") from None
+    if cond is not None:
+        try:
+            check_label(model, x.to(device), cond)
+        except ProtocolError as e:
+            print(f"warning: {model_name}: {e}", file=sys.stderr)
 
 
 def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
@@ -376,6 +384,7 @@ def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
         "num_classes": data.num_classes,
         "class_names": data.class_names,
         "notes": data.notes,
+        "digest": digest(data) if "path" in source else None,  # a file may change; built-ins not
     }
 
 
@@ -471,6 +480,8 @@ def train(
         yields the training weights that must be saved beside them (None without EMA)."""
         return contextlib.nullcontext() if ema is None else ema.swapped()
 
+    data_record = data_meta(data, run_dir)  # once: its digest reads every example
+
     def checkpoint(tag: str, step: int, best: float, raw: dict | None) -> None:
         if not ctx.is_main:
             return
@@ -480,7 +491,7 @@ def train(
             "elapsed_s": before + time.perf_counter() - t0,  # so a resumed log goes on
             "train_nats_per_dim": running,
             "train": asdict(cfg),
-            "data": data_meta(data, run_dir),
+            "data": data_record,
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 

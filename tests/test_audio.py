@@ -1,5 +1,6 @@
 """Audio: mu-law round trip, WAV reading and writing, and training on a WAV end to end."""
 
+import json
 import wave
 
 import numpy as np
@@ -130,6 +131,10 @@ def test_a_clip_prompts_samples_and_completions(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(out), "--prompt", str(tmp_path / "other.wav")]) == 1
     assert "is 4000 Hz; the model was trained on 1000 Hz audio" in capsys.readouterr().err
+    # a clip shorter than the training file's splits is scored whole: 100 samples in 4 windows
+    assert main(["eval", str(out), "--data", str(tmp_path / "clip.wav"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert got["examples"] == 4 and got["dims"] == 100
     # scoring or fine-tuning on audio of another rate is refused as a prompt is
     make_wav(tmp_path / "other_long.wav", seconds=0.5, rate=4000)
     for argv in (["eval", str(out), "--data", str(tmp_path / "other_long.wav")],

@@ -9,7 +9,7 @@ import torch
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
-from tests.conftest import TINY_MARKOV, one_line_error, write_names
+from tests.conftest import NAMES, TINY_MARKOV, one_line_error, write_names
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +160,24 @@ def test_resume_refuses_a_changed_model_or_data(run, extra, needle, capsys):
     one_line_error(capsys, code, needle=needle)
 
 
+def test_a_data_file_edited_after_training_is_noticed(tmp_path, capsys):
+    # the seeded split of an edited file moves: test may then hold examples trained on
+    data = tmp_path / "items.txt"
+    data.write_text("\n".join(NAMES) + "\n")
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(data), *TINY_MARKOV, "--steps", "2", "--out", str(out),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    data.write_text("\n".join(["nina", *NAMES]) + "\n")  # letters it knows
+    assert main(["eval", str(out)]) == 0
+    assert "items.txt has changed since the run read it" in capsys.readouterr().err
+    code = main(["train", "--out", str(out), "--resume", "--steps", "4"])
+    one_line_error(capsys, code, needle="has changed since the run read it; --init starts")
+
+
 def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
     """A new run (step 0, fresh schedule) from the best weights, dropout changed; with the
     learning rate at zero the weights stay exactly the checkpoint's."""
@@ -222,13 +240,87 @@ def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
     assert source["format"] == "corpus" and source["block"] == 16
 
 
-def test_resume_with_a_lower_lr_moves_the_default_floor(tmp_path):
+def test_a_short_passage_is_scored_whole_by_a_corpus_model(tmp_path, capsys):
+    # any passage, even one shorter than a block: one stream in blocks of D, each symbol once
+    from darm import load_checkpoint, log_prob
+
+    (tmp_path / "a.txt").write_text("to be or not to be that is the question\n" * 20)
+    assert main(["train", "--data", str(tmp_path / "a.txt"), "--format", "corpus", "--block",
+                 "16", *TINY_MARKOV, "--out", str(tmp_path / "a"), "--steps", "2", "--quiet",
+                 "--samples", "0"]) == 0  # fmt: skip
+    model, record, _ = load_checkpoint(tmp_path / "a")
+    index = {c: i for i, c in enumerate(record["data"]["vocab"])}
+    for text in ("be or not", "that is the question to be or not to be"):  # 9 and 39 symbols
+        (tmp_path / "p.txt").write_text(text)
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / "a"), "--data", str(tmp_path / "p.txt"), "--json"]) == 0
+        got = json.loads(capsys.readouterr().out.splitlines()[-1])
+        blocks = [text[i : i + 16] for i in range(0, len(text), 16)]  # the last one short
+        want = -sum(
+            log_prob(model, torch.tensor([[index[c] for c in b]]))[0].item() for b in blocks
+        )
+        assert got["examples"] == len(blocks) and got["dims"] == len(text)
+        assert got["nats_per_example"] * len(blocks) == pytest.approx(want, rel=1e-5)
+
+
+def test_eval_writes_every_examples_nats(run, tmp_path, capsys):
+    import csv
+
+    from darm import load_checkpoint, log_prob
+    from darm.data import load_data
+    from darm.data.vocab import Vocabulary
+
+    (tmp_path / "mine.txt").write_text("anna\nbob\nanna\n")
+    out = tmp_path / "per.csv"
+    argv = ["eval", str(run), "--data", str(tmp_path / "mine.txt"), "--json",
+            "--per-example", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    total = json.loads(capsys.readouterr().out.splitlines()[-1])
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["split"], r["index"], r["text"], r["dims"]) for r in rows] == [
+        ("test", "0", "anna", "5"), ("test", "1", "bob", "4"), ("test", "2", "anna", "5")
+    ]  # fmt: skip
+    model, record, _ = load_checkpoint(run)
+    data = load_data(str(tmp_path / "mine.txt"), vocab=Vocabulary(record["data"]["vocab"]),
+                     max_len=model.num_dims, whole=True)  # fmt: skip
+    want = -log_prob(model, data["test"].x, mask=data["test"].mask)
+    assert [float(r["nats"]) for r in rows] == pytest.approx(want.tolist(), abs=1e-5)
+    assert sum(float(r["nats"]) for r in rows) / 3 == pytest.approx(total["nats_per_example"])
+    # a folder is not a file name, and is refused before any scoring
+    code = main(["eval", str(run), "--per-example", str(tmp_path)])
+    one_line_error(capsys, code, needle="is a folder; give a file name")
+
+
+def test_eval_per_example_of_a_conditional_model_names_each_label(tmp_path, capsys):
+    import csv
+
+    from darm.data import load_data
+
+    out = tmp_path / "r"
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--conditional", "--steps", "2",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["eval", str(out), "--per-example", str(tmp_path / "d.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "d.csv").open()))
+    test = load_data("digits")["test"]
+    assert len(rows) == len(test) == 447 and "text" not in rows[0]
+    assert [int(r["label"]) for r in rows] == test.y.tolist()
+    assert {r["dims"] for r in rows} == {"64"}
+
+
+def test_resume_with_a_lower_lr_moves_the_default_floor(tmp_path, capsys):
     start = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--out",
              str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
     assert main(start) == 0
+    capsys.readouterr()
     assert main([*start, "--resume", "--steps", "4", "--lr", "2e-4"]) == 0
     train = json.loads((tmp_path / "r" / "last.json").read_text())["train"]
     assert train["lr"] == 2e-4 and train["min_lr"] == pytest.approx(2e-5)
+    # what the resume changed is said, with the jump in the learning rate it makes
+    assert "with steps 4 (was 2), lr 0.0002 (was 0.003), min_lr 2e-05 (was 0.0003)" in (
+        out := capsys.readouterr().out
+    )
+    assert "the learning rate at step 2 moves from 0.0003 to " in out
 
 
 def test_resume_trains_with_the_new_optimiser_settings(tmp_path):
@@ -251,13 +343,13 @@ def test_check_fits_takes_data_with_fewer_classes():
     from darm.run import check_fits
 
     model = NS(vocab_size=5, num_dims=7, num_classes=10)
-    check_fits(NS(vocab_size=5, seq_len=7, num_classes=9, image_shape=None), model, "m")
+    check_fits(NS(vocab_size=5, seq_len=7, num_classes=9, image_shape=None, info={}), model, "m")
     for classes in (0, 11):  # labels 0..8 only fit; none, or a class past 9, do not
         with pytest.raises(DarmError, match="conditional on 10 classes"):
-            data = NS(vocab_size=5, seq_len=7, num_classes=classes, image_shape=None)
+            data = NS(vocab_size=5, seq_len=7, num_classes=classes, image_shape=None, info={})
             check_fits(data, model, "m")
     # images of another size are named as sizes, not as L and D
-    images = NS(name="pngs", vocab_size=5, seq_len=12, num_classes=10, image_shape=(3, 4))
+    images = NS(name="pngs", vocab_size=5, seq_len=12, num_classes=10, image_shape=(3, 4), info={})
     with pytest.raises(DarmError, match="pngs holds 3x4 images; m was trained on 7x1"):
         check_fits(images, model, "m", {"image_shape": [7, 1]})
 
@@ -530,13 +622,14 @@ def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, ca
     other.write_text(names_file.read_text())
     assert main(["eval", str(run), "--data", str(other), "--json"]) == 0
     whole = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert whole["split"] == "all" and whole["examples"] == 8  # the 8 distinct names
+    # every line of the file: 8 distinct names, each 3 times (a split deduplicates them)
+    assert whole["split"] == "all" and whole["examples"] == 24
     parts = []
     for split in ("train", "valid", "test"):
         assert main(["eval", str(run), "--data", str(other), "--split", split, "--json"]) == 0
         parts.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
     total = sum(p["nats_per_example"] * p["examples"] for p in parts)
-    assert whole["nats_per_example"] * 8 == pytest.approx(total)
+    assert whole["nats_per_example"] * 24 == pytest.approx(3 * total)
     # the run's own data named again keeps its test split (train would flatter the NLL)
     assert main(["eval", str(run), "--data", str(names_file), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["split"] == "test"
@@ -760,6 +853,11 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
     assert main(["--import", str(plugin), *argv]) == 0
     assert main(["--import", str(plugin), "sample", out, "-n", "2", "--quiet"]) == 0
     capsys.readouterr()
+    # conditional, it trains, with a warning: its logits ignore the label
+    labelled = ["train", "--data", "digits", "--model", "unigram", "--conditional", "--steps",
+                "1", "--out", str(tmp_path / "c"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(["--import", str(plugin), *labelled]) == 0
+    assert "warning: unigram: the logits do not depend on the label" in capsys.readouterr().err
     assert main(["--import", str(plugin), "models"]) == 0
     assert "unigram" in capsys.readouterr().out
     # a fresh process: nothing is imported unless asked, and the run names its family's file

@@ -23,6 +23,11 @@ def test_names_deduplicated_disjoint_split():
     assert x[n - 1] == ds.eos and (x[: n - 1] != ds.eos).all()
 
 
+def test_only_text_decodes():
+    with pytest.raises(DarmError, match=r"digits is image data, not text.*x.tolist\(\)"):
+        load_data("digits").decode(torch.zeros(2, 64, dtype=torch.long))
+
+
 def test_names_split_is_fixed():
     a, b = load_data("names"), load_data("names")
     assert torch.equal(a["test"].x, b["test"].x)

@@ -119,6 +119,13 @@ def test_uint8_npz_images_are_quantised(tmp_path):
     np.save(tmp_path / "chw.npy", x.transpose(0, 3, 1, 2).repeat(2, axis=2))  # (N, 3, 12, 6)
     with pytest.raises(DarmError, match=r"looks like \(N, C, H, W\); darm reads channels last"):
         load_data(str(tmp_path / "chw.npy"), format="images")
+    np.save(tmp_path / "five.npy", x[:, :4, :4, :2].reshape(30, 4, 4, 1, 2))  # 5-D
+    with pytest.raises(DarmError, match=r"images must be \(N, H, W\) or \(N, H, W, C\)"):
+        load_data(str(tmp_path / "five.npy"), format="images")
+    with pytest.raises(DarmError, match=r"each example must be \(D,\), \(H, W\) or \(H, W, C\)"):
+        load_data(str(tmp_path / "five.npy"))  # as integer arrays
+    np.save(tmp_path / "hwc5.npy", x[:, :4, :4, :1].repeat(5, axis=3))  # 4x4, 5 channels
+    assert load_data(str(tmp_path / "hwc5.npy"), format="images").image_shape == (4, 4, 5)
     # scored whole by a trained model, one picture is enough and lands in test, quantised
     np.save(tmp_path / "one.npy", x[:1])
     one = load_data(str(tmp_path / "one.npy"), format="images", levels=4, whole=True)

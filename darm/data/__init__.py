@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from darm.data.arrays import array_dataset
 from darm.data.audio import audio_dataset
-from darm.data.dataset import SPLITS, Dataset, relabel_by_name
+from darm.data.dataset import SPLITS, Dataset, digest, relabel_by_name
 from darm.data.digits import digits_dataset
 from darm.data.images import (
     IMAGE_SUFFIXES,
@@ -56,9 +57,9 @@ def load_data(
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
     uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law).
-    whole: other data for a trained model, scored whole: lines, image folders and single
-    arrays all in test (so one item or one row is enough); an .npz's own split, corpora and
-    audio keep their split. (`darm eval` reads a single picture file itself.)"""
+    whole: other data for a trained model, scored whole: lines, image folders, single arrays,
+    corpora and audio all in test (so one item, one row or a short passage is enough); an
+    .npz's own split is kept. (`darm eval` reads a single picture file itself.)"""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
         raise DarmError(f"{spec} has its own {fixed} levels; --levels {levels} cannot change them")
@@ -90,9 +91,9 @@ def load_data(
     if format == "lines":
         return lines_dataset(path, seed=seed, vocab=vocab, max_len=max_len, whole=whole)
     if format == "corpus":
-        return corpus_dataset(path, block, vocab=vocab)
+        return corpus_dataset(path, block, vocab=vocab, whole=whole)
     if format == "audio":
-        return audio_dataset(path, block)
+        return audio_dataset(path, block, whole=whole)
     if format == "images":
         if path.is_dir():
             return image_folder_dataset(path, 256 if levels is None else levels, seed, whole=whole)
@@ -130,12 +131,25 @@ def same_data(spec: str, source: dict[str, Any], run_dir: Path | None = None) ->
     return "path" in source and Path(spec).resolve() == Path(source["path"]).resolve()
 
 
-def load_from_source(meta: dict[str, Any], seq_len: int, run_dir: Path | None = None) -> Dataset:
+def load_from_source(
+    meta: dict[str, Any], seq_len: int, run_dir: Path | None = None, changed: str = "warn"
+) -> Dataset:
     """Reload the data a checkpoint was trained on from its data record `meta`: the same
     split, vocabulary and class numbering (a fine-tuned model's classes, numbered by name).
-    run_dir: the checkpoint's folder, where a moved project's data is looked for."""
-    data = _reload(located(meta["source"], run_dir), saved_vocab(meta), seq_len)
-    return relabel_by_name(data, meta.get("class_names"))
+    run_dir: the checkpoint's folder, where a moved project's data is looked for.
+    A file that no longer reads into the examples the run saw (edited since: its seeded
+    split moved) is named on stderr, or with changed="refuse" refused (--resume)."""
+    source = located(meta["source"], run_dir)
+    data = relabel_by_name(_reload(source, saved_vocab(meta), seq_len), meta.get("class_names"))
+    if meta.get("digest") and digest(data) != meta["digest"]:
+        what = f"{source['path']} has changed since the run read it"
+        if changed == "refuse":  # the run would go on over other splits
+            raise DarmError(f"{what}; --init starts a new run on it from these weights")
+        print(
+            f"warning: {what}: its splits differ, so test may hold examples the model trained on",
+            file=sys.stderr,
+        )
+    return data
 
 
 def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:

@@ -22,11 +22,14 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
     """Validate an (N, D...) integer array; return the number of levels L."""
     if a.dtype.kind not in "iub":  # signed, unsigned, bool; not float, timedelta, object
         raise DarmError(f"{what} must hold integers, got dtype {a.dtype}")
-    if a.ndim < 2:
-        raise DarmError(f"{what} must have shape (N, D) or (N, H, W), got {a.shape}")
+    if not 2 <= a.ndim <= 4:
+        raise DarmError(
+            f"{what}: each example must be (D,), (H, W) or (H, W, C), got {a.shape[1:]}"
+        )
     if a.shape[0] == 0 or a[0].size == 0:
         raise DarmError(f"{what} is empty (shape {a.shape})")
-    if a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[3] > 4:  # PyTorch's layout
+    # PyTorch's layout: a few channels first, then a picture wider than any channel count
+    if a.ndim == 4 and a.shape[1] in (1, 3, 4) and min(a.shape[2:]) > 4:
         raise DarmError(
             f"{what}: {a.shape} looks like (N, C, H, W); darm reads channels last, "
             f"(N, H, W, C): save np.moveaxis(x, 1, -1)"

@@ -109,13 +109,14 @@ def write_levels_wav(path: Path, x: torch.Tensor, rate: int, gap_s: float = 0.1)
 # -- the dataset ------------------------------------------------------------------------------
 
 
-def audio_dataset(path: Path, block: int, name: str | None = None) -> Dataset:
+def audio_dataset(path: Path, block: int, name: str | None = None, whole: bool = False) -> Dataset:
     """A WAV file as one stream of mu-law levels, split in time: the first 80% trains, the
-    next 10% validates, the last 10% tests (contiguous, so no window straddles two splits)."""
+    next 10% validates, the last 10% tests (contiguous, so no window straddles two splits).
+    whole: all of it in test (a clip scored by a trained model: any length will do)."""
     s, rate = read_wav(path)
     stream = torch.from_numpy(mu_law_encode(s))  # (T,) long in 0..255
-    n_train = int(len(stream) * AUDIO_FRACTIONS[0])
-    n_valid = int(len(stream) * AUDIO_FRACTIONS[1])
+    n_train = 0 if whole else int(len(stream) * AUDIO_FRACTIONS[0])
+    n_valid = 0 if whole else int(len(stream) * AUDIO_FRACTIONS[1])
     parts = {
         "train": stream[:n_train],
         "valid": stream[n_train : n_train + n_valid],
@@ -123,7 +124,7 @@ def audio_dataset(path: Path, block: int, name: str | None = None) -> Dataset:
     }
     if block < 2:
         raise DarmError(f"--block must be >= 2 samples, got {block}")
-    if min(len(p) for p in parts.values()) < block + 1:
+    if not whole and min(len(p) for p in parts.values()) < block + 1:
         raise DarmError(
             f"{path} ({len(stream)} samples) is too short for windows of {block} samples "
             f"in every split"
@@ -137,6 +138,7 @@ def audio_dataset(path: Path, block: int, name: str | None = None) -> Dataset:
         splits={k: CorpusSplit(v, block) for k, v in parts.items()},
         source={"format": "audio", "path": str(path), "block": block, "sample_rate": rate},
         notes=f"{len(stream)} samples ({seconds:.2f} s at {rate} Hz), mu-law 256 levels; "
-        f"in time order 80% train / 10% valid / 10% test; windows of {block} samples",
+        + ("scored whole" if whole else "in time order 80% train / 10% valid / 10% test")
+        + f"; windows of {block} samples",
         info={"sample_rate": rate},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +48,26 @@ class Dataset:
 
     def decode(self, x: torch.Tensor) -> str | list[str]:
         """Text of one example (D,), or of each row of a batch (B, D) as a list; cut at the
-        end symbol for line datasets."""
+        end symbol for line datasets. Text data only: other data's rows are their symbols."""
+        if self.vocab is None:
+            raise DarmError(
+                f"{self.name} is {self.kind} data, not text: there is nothing to decode "
+                f"(x.tolist() gives its symbols)"
+            )
         if x.dim() == 2:
             return [self.vocab.decode(row, stop=self.eos) for row in x.tolist()]
         return self.vocab.decode(x.tolist(), stop=self.eos)
+
+
+def digest(data: Dataset) -> str:
+    """A fingerprint of the examples as read, split by split (symbols, labels, masks): a
+    file edited after training reads into other splits, and a checkpoint can tell."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in SPLITS:
+        split = data.splits[name]
+        for t in (split.x, split.y, split.mask):
+            h.update(b"-" if t is None else t.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def relabel_by_name(data, names: list[str] | None, num_classes: int = 0):

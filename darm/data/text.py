@@ -93,22 +93,26 @@ def corpus_dataset(
     name: str | None = None,
     holdout: float = 0.1,
     vocab: Vocabulary | None = None,
+    whole: bool = False,
 ) -> Dataset:
     """One continuous text: the first 90% trains, the last 10% is held out, its first half
-    for validation and its second half for test. Models see blocks of `block` symbols."""
+    for validation and its second half for test. Models see blocks of `block` symbols.
+    whole: all of it in test (a passage scored by a trained model: any length will do)."""
     if block < 1:
         raise DarmError(f"block length must be >= 1, got {block}")
     text = read_text(path)
     vocab = vocab or Vocabulary.from_text([text])
     stream = torch.tensor(vocab.encode(text), dtype=torch.long)
-    n_train = int(len(stream) * (1 - holdout))
-    n_valid = (len(stream) - n_train) // 2
+    n_train = 0 if whole else int(len(stream) * (1 - holdout))
+    n_valid = 0 if whole else (len(stream) - n_train) // 2
     parts = {
         "train": stream[:n_train],
         "valid": stream[n_train : n_train + n_valid],
         "test": stream[n_train + n_valid :],
     }
-    if min(len(p) for p in parts.values()) < block + 1:
+    if whole and not len(stream):
+        raise DarmError(f"{path} holds no text")
+    if not whole and min(len(p) for p in parts.values()) < block + 1:
         raise DarmError(f"{path} is too short for blocks of {block} symbols in every split")
     return Dataset(
         name=name or path.stem,
@@ -118,6 +122,8 @@ def corpus_dataset(
         splits={k: CorpusSplit(v, block) for k, v in parts.items()},
         source={"format": "corpus", "path": str(path), "block": block},
         vocab=vocab,
-        notes=f"{len(stream)} characters; first {1 - holdout:.0%} train, last {holdout:.0%} "
+        notes=f"{len(stream)} characters, scored whole in blocks of {block}"
+        if whole
+        else f"{len(stream)} characters; first {1 - holdout:.0%} train, last {holdout:.0%} "
         f"held out (first half valid, second half test); blocks of {block}",
     )
