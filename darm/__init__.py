@@ -2,7 +2,7 @@
 
 from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
-from darm.metrics import NLL, evaluate, log_prob
+from darm.metrics import NLL, evaluate, example_nats, log_prob
 from darm.models import ARModel, create_model, list_models
 from darm.sampling import sample
 
@@ -13,6 +13,7 @@ __all__ = [
     "list_models",
     "log_prob",
     "evaluate",
+    "example_nats",
     "sample",
     "load_checkpoint",
     "NLL",

@@ -21,6 +21,7 @@ from darm.outputs import (
     check_clip_fits,
     check_file_target,
     class_marks,
+    count,
     default_length,
     label_tensor,
     output_stem,
@@ -36,7 +37,7 @@ from darm.run import (
     check_counts,
     check_data_options,
     check_fits,
-    data_options,
+    load_training_data,
     model_overrides,
     read_like,
     train_run,
@@ -291,6 +292,7 @@ def cmd_complete(args) -> None:
     from darm.data import load_from_source
 
     check_sampling_args(args)
+    asked, args.count = args.count is not None, 8 if args.count is None else args.count
     if args.count < 1:
         raise DarmError(f"--count must be >= 1, got {args.count}")
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
@@ -305,6 +307,8 @@ def cmd_complete(args) -> None:
         data = load_from_source(meta, D, path.parent)
         originals, rows = data["test"].x[: args.count], None
         labels = None if data["test"].y is None else data["test"].y[: args.count]
+        if asked and args.count > len(originals):
+            print(f"--count {args.count}: the test split holds {len(originals)}; completing those")
     if args.rows is not None and not shape:
         raise DarmError("--rows keeps image rows; this model reads sequences: use --dims")
     if args.length is not None and shape:
@@ -367,7 +371,7 @@ def cmd_complete(args) -> None:
             originals, completions.cpu(), tuple(shape), model.vocab_size, rows_kept, out
         )
         print(
-            f"kept the top {rows_kept} of {shape[0]} rows of {len(originals)} images; "
+            f"kept the top {rows_kept} of {shape[0]} rows of {count(len(originals), 'image')}; "
             f"{args.n} completion{'s' * (args.n != 1)} each (original first in each row)"
         )
     else:  # written as samples are: lines, corpus blocks between rules, or a WAV
@@ -404,7 +408,7 @@ def pictures(path: Path, model, meta: dict):
     x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
     empty = x[:0]
     return make_dataset(
-        path.stem,
+        path.name,
         {"train": empty, "valid": empty, "test": x},
         dict.fromkeys(("train", "valid", "test")),
         model.vocab_size,
@@ -421,6 +425,8 @@ def cmd_eval(args) -> None:
 
     check_counts(args, batch_size=1)
     if args.per_example:
+        if Path(args.per_example).suffix.lower() != ".csv":  # never over a checkpoint or data
+            raise DarmError(f"--per-example writes a CSV: give a .csv name, not {args.per_example}")
         check_file_target(Path(args.per_example), "--per-example")
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
@@ -435,7 +441,7 @@ def cmd_eval(args) -> None:
             )
         data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
     elif other:  # scored whole: a line alone is data enough
-        data = read_like(args.data, model, meta, whole=split == "all")
+        data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None)
     else:
         data = load_from_source(meta, model.num_dims, path.parent)
     as_class = ""
@@ -443,7 +449,7 @@ def cmd_eval(args) -> None:
         label = label_tensor(model, args.label, 1, meta.get("class_names"))
         for s in SPLITS:
             data[s].y = label.expand(len(data[s]))  # (N,) the one label
-        data.num_classes = model.num_classes
+        data.num_classes, data.class_names = model.num_classes, meta.get("class_names")
         as_class = f", every example as class {args.label}"
     check_fits(data, model, path, meta)
     scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
@@ -457,7 +463,7 @@ def cmd_eval(args) -> None:
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
     print_nll(nll, split, data.kind, file=human)
     if args.per_example:
-        write_per_example(Path(args.per_example), data, nats, meta.get("class_names"))
+        write_per_example(Path(args.per_example), data, nats)
         print(f"wrote {args.per_example} (one row per {units(data.kind)[0]})", file=human)
     if args.json:
         given = {} if args.label is None else {"label": int(label[0])}
@@ -563,7 +569,6 @@ def model_names(text: str | None, data) -> list[str]:
 
 def cmd_compare(args) -> None:
     from darm.compare import CompareOptions, compare
-    from darm.data import load_data
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DarmError("compare runs in one process; use torchrun with `darm train`")
@@ -572,7 +577,7 @@ def cmd_compare(args) -> None:
     check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
-    data = load_data(args.data, args.format, *data_options(args))
+    data = load_training_data(args, args.data)
     names = model_names(args.models, data)
     overrides = family_overrides(args.set)
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
@@ -617,7 +622,6 @@ def cmd_compare(args) -> None:
 
 def cmd_bench(args) -> None:
     from darm.bench import bench, setting, speed_table
-    from darm.data import load_data
     from darm.train import TrainConfig, bf16_warning
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -627,7 +631,7 @@ def cmd_bench(args) -> None:
         raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
-    data = load_data(args.data, args.format, *data_options(args))
+    data = load_training_data(args, args.data)
     names = model_names(args.models, data)
     overrides = family_overrides(args.set)
     for name in overrides:
@@ -857,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="sequence dimensions kept (default: half of D; of each item for one-per-line text)",
     )
-    k.add_argument("--count", type=int, default=8, help="test examples without --input (default 8)")
+    k.add_argument("--count", type=int, help="test examples without --input (default 8)")
     k.add_argument("-n", type=int, default=4, help="completions of each input (default 4)")
     k.add_argument(
         "--length",

@@ -134,7 +134,7 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         doc.para("Samples: " + ", ".join(f"`{r.files['samples']}`" for r in done) + ".")
 
     doc.heading("Dependency maps")
-    n_deps = opts.deps_examples or default_examples(data.seq_len)
+    n_deps = min(opts.deps_examples or default_examples(data.seq_len), len(data["test"]))
     pixel = ""
     if data.image_shape:
         r, c = default_pixel(tuple(data.image_shape))

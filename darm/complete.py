@@ -31,9 +31,6 @@ def complete(
     return x.view(N, k, D)
 
 
-PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
-
-
 def completion_view(known: list, completions: list, vocab, eos: int) -> str:
     """Items completed, for reading: each input's kept prefix, then its completions with a |
     where the model took over. known: N prefixes; completions: N lists of k rows of ids."""
@@ -64,7 +61,7 @@ def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor
     """A picture file as the model's symbols (N, D): one picture of the model's size, or a
     grid of them as `darm sample` writes it (tiles in reading order). Grey, grey + alpha,
     RGB or RGBA by the model's 1, 2, 3 or 4 channels."""
-    from darm.data.images import quantise, read_pixels
+    from darm.data.images import PIL_MODES, quantise, read_pixels
     from darm.plots import pixel_levels
 
     H, W = shape[:2]

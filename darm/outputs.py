@@ -62,9 +62,10 @@ def check_file_target(path: Path, flag: str) -> None:
     check_writable(path)
 
 
-def write_per_example(path: Path, data, nats: dict[str, torch.Tensor], class_names=None) -> None:
-    """One CSV row per example scored: its split and index there, its label (conditional),
-    -log p in nats, its dimensions and bits per dimension, and its text (text data)."""
+def write_per_example(path: Path, data, nats: dict[str, torch.Tensor]) -> None:
+    """One CSV row per example scored: its split and index there, its file (an image
+    folder's), its label (by the data's class names, where it has them), -log p in nats,
+    its dimensions and bits per dimension, and its text (text data)."""
     import csv
     import io
     import math
@@ -74,15 +75,17 @@ def write_per_example(path: Path, data, nats: dict[str, torch.Tensor], class_nam
     labelled = any(data[s].y is not None for s in nats)
     text = io.StringIO()
     out = csv.writer(text, lineterminator="\n")
-    header = ["split", "index", *(["label"] * labelled), "nats", "dims", "bits_per_dim"]
+    files = data.info.get("files")  # an image folder's: which picture each example is
+    header = ["split", "index", *(["file"] * bool(files)), *(["label"] * labelled)]
+    header += ["nats", "dims", "bits_per_dim"]
     out.writerow(header + ["text"] * (data.vocab is not None))
     for s, per_example in nats.items():
         split = data[s]
         full = [split.x[0].numel()] * len(split)
         dims = full if split.mask is None else split.mask.sum(1).tolist()  # padding not scored
-        labels = class_marks(split.y, class_names) if labelled else None
+        labels = class_marks(split.y, data.class_names) if labelled else None
         for i, (n, d) in enumerate(zip(per_example.tolist(), dims)):
-            row = [s, i, *([labels[i]] if labelled else [])]
+            row = [s, i, *([files[s][i]] if files else []), *([labels[i]] if labelled else [])]
             row += [f"{n:.6f}", d, f"{n / d / math.log(2):.6f}"]
             if data.vocab is not None:  # the symbols scored (a corpus's last block is short)
                 row.append(data.vocab.decode(split.x[i, :d].tolist(), stop=data.eos))

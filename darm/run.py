@@ -22,7 +22,7 @@ from darm.outputs import finish_run
 def train_run(args, device, ctx) -> None:
     from darm import distributed
     from darm.checkpoint import check_writable, read_record
-    from darm.data import BUILTIN, load_data, load_from_source
+    from darm.data import BUILTIN, load_from_source
     from darm.models import config_fields, create_model, get_entry
     from darm.train import TrainConfig, bf16_warning, check_config, check_new_run_dir, train
 
@@ -52,6 +52,11 @@ def train_run(args, device, ctx) -> None:
         from darm.checkpoint import load_checkpoint
 
         model, record, path = load_checkpoint(path, device)
+        if (run_dir / "best.json").exists():  # the run ends on it: find out now, not then
+            try:
+                load_checkpoint(run_dir / "best.json")
+            except DarmError as e:
+                raise DarmError(f"{e}; move best.* aside to resume without it") from None
         model_name = record["model"]
         old = record["train"]
         if "lr" in train_overrides and "min_lr" not in train_overrides:
@@ -81,7 +86,7 @@ def train_run(args, device, ctx) -> None:
             model, model_name, data, path, step = init_from(args, device)
             say(f"starting from the weights of {path} ({model_name}, step {step})")
         else:
-            data = load_data(args.data or "digits", args.format, *data_options(args))
+            data = load_training_data(args, args.data or "digits")
             model_name = args.model or "gpt"
             overrides = model_overrides(parse_assignments(args.set or []), "--set ")
             overrides["seq_len"] = data.seq_len
@@ -220,34 +225,43 @@ def init_from(args, device):
         data = read_like(args.data, model, meta, args.format, block, levels, seed)
     else:
         data = load_from_source(meta, model.num_dims, path.parent)
-    check_fits(data, model, path, meta)
+    check_fits(data, model, path, meta, scoring=False)  # fine-tuning needs the labels
     return model.to(device), model_name, data, path, record["step"]
 
 
 INIT_FIELDS = ("dropout",)  # regularisation: the loaded network computes what it did
 
 
-def check_init_keeps(model, changes: dict) -> None:
+def changed_fields(config, settings: dict, what: str) -> list[str]:
+    """The --set fields that change `config` (a dataclass), compared as typed values:
+    "--set dropout=0.10" is a run's 0.1, and repeating a saved value changes nothing."""
+    if not settings:
+        return []
+    asked = build_config(type(config), {**asdict(config), **settings}, what)
+    return [k for k in settings if getattr(asked, k) != getattr(config, k)]
+
+
+def check_init_keeps(model, settings: dict) -> None:
     """--init --set may repeat a field's saved value, not change it: n_head, a dilation cycle
     or k would load the same weights into another network (or fail to fit them)."""
-    from darm.config import build_config
-
     config = model.config
-    new = build_config(type(config), {**asdict(config), **changes}, "--set")
-    for k in changes:
-        if getattr(new, k) != getattr(config, k):
-            raise DarmError(
-                f"--init keeps the network it loads: --set {k}={changes[k]} would change it "
-                f"(it has {k}={getattr(config, k)}); only {', '.join(INIT_FIELDS)} may change"
-            )
+    for k in changed_fields(config, settings, "--set"):
+        raise DarmError(
+            f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
+            f"(it has {k}={getattr(config, k)}); only {', '.join(INIT_FIELDS)} may change"
+        )
 
 
-def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42, whole=False):
+def read_like(
+    spec, model, meta, fmt=None, block=None, levels=None, seed=42, whole=False, labels=True
+):
     """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
-    vocabulary and its L levels (a file whose largest value is below L is still L levels).
-    whole: to be scored whole (see load_data)."""
-    from darm.data import BUILTIN, FIXED_LEVELS, load_data
+    vocabulary, its L levels (a file whose largest value is below L is still L levels) and
+    its image channels. whole: to be scored whole (see load_data). labels: the data's labels
+    are put in the model's numbering (refused if they name classes it lacks); False when
+    they go unused (eval --label gives every example one)."""
+    from darm.data import BUILTIN, FIXED_LEVELS, image_channels, load_data
 
     if fmt is None:
         fmt = meta["source"].get("format")
@@ -256,13 +270,19 @@ def read_like(spec, model, meta, fmt=None, block=None, levels=None, seed=42, who
     D, L = model.num_dims, model.vocab_size
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
-    data = load_data(spec, fmt, block or D, levels, seed, vocab, max_len=D, whole=whole)
+    data = load_data(
+        spec, fmt, block or D, levels, seed, vocab, max_len=D, whole=whole,
+        channels=image_channels(meta),
+    )  # fmt: skip
+    if not labels:
+        return data
     return relabel_by_name(data, meta.get("class_names"), model.num_classes)
 
 
-def check_fits(data, model, path, meta: dict | None = None) -> None:
+def check_fits(data, model, path, meta: dict | None = None, scoring: bool = True) -> None:
     """The data must have the checkpoint's L symbols and D dimensions (and its sample rate,
-    for audio), and labels of its classes if the model is conditional."""
+    for audio), and labels of its classes if the model is conditional. scoring: the data is
+    to be scored (eval, complete), where --label stands in for missing labels."""
     theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
     if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
         size = "x".join(map(str, data.image_shape))
@@ -285,7 +305,11 @@ def check_fits(data, model, path, meta: dict | None = None) -> None:
         raise DarmError(
             f"{path} is conditional on {model.num_classes} classes; the data has "
             f"{data.num_classes or 'no labels'}"
-            + ("" if data.num_classes else " (eval and complete take --label for all of it)")
+            + (
+                " (eval and complete take --label for all of it)"
+                if scoring and not data.num_classes
+                else ""
+            )
         )
 
 
@@ -315,14 +339,12 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
         refuse("--model", args.model, f"model {name}")
     if args.conditional and not config.get("num_classes"):
         refuse("--conditional", "", "unconditional model")
-    cls, what = get_entry(name).config_cls, f"{name} config"
+    what = f"{name} config"
     settings = parse_assignments(args.set or [])
-    if settings:  # compared as typed values: "--set dropout=0.10" is the run's 0.1
-        theirs = build_config(cls, config, what)
-        asked = build_config(cls, {**config, **settings}, what)
-        for key, value in settings.items():
-            if getattr(asked, key) != getattr(theirs, key):
-                refuse("--set", f"{key}={value}", f"{key}={config.get(key)}")
+    if settings:  # (an old run's config is built only when asked: it may need upgrading)
+        theirs = build_config(get_entry(name).config_cls, config, what)
+        for key in changed_fields(theirs, settings, what):
+            refuse("--set", f"{key}={settings[key]}", f"{key}={config.get(key)}")
     source = record["data"]["source"]
     if args.data is not None and not same_data(args.data, source, run_dir):
         theirs = source.get("name") or source.get("path")
@@ -374,6 +396,22 @@ def check_data_options(spec: str | None, args) -> None:
 
 # config fields the data decides: L, D, the image shape, and (with --conditional) the classes
 DATA_FIELDS = ("vocab_size", "seq_len", "image_shape", "num_classes")
+
+
+def load_training_data(args, spec: str):
+    """--data for new models (train, compare, bench), in a layout refused if it looks like
+    PyTorch's (N, C, H, W): a few channels first, then a picture wider than any channel count.
+    (Data read again for a trained model is read as it was.)"""
+    from darm.data import load_data
+
+    data = load_data(spec, args.format, *data_options(args))
+    shape = tuple(data.image_shape or ())
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and min(shape[1:]) > 4:
+        raise DarmError(
+            f"{data.name}: examples of shape {shape} look like (C, H, W); darm reads channels "
+            f"last, (H, W, C): save np.moveaxis(x, 1, -1)"
+        )
+    return data
 
 
 def data_options(args, block: int = 64) -> tuple:

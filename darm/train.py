@@ -361,7 +361,7 @@ def check_own_family(model: ARModel, model_name: str, data: Dataset) -> None:
         check_runs(model, x.to(device), cond)
     except ProtocolError as e:
         raise DarmError(f"{model_name}: {e} (darm.check.check_model runs every check)") from None
-    if cond is not None:
+    if cond is not None and distributed.current().is_main:  # one warning, not one a rank
         try:
             check_label(model, x.to(device), cond)
         except ProtocolError as e:

@@ -89,6 +89,17 @@ def test_bit_flip_in_optimizer_state_refuses_resume(good, tmp_path, capsys):
     one_line_error(capsys, code, needle="truncated or altered")
 
 
+def test_a_damaged_best_checkpoint_is_named_before_a_resume_trains(good, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(good, run)
+    data = bytearray((run / "best.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (run / "best.safetensors").write_bytes(bytes(data))
+    code = main(["train", "--out", str(run), "--resume", "--steps", "6", "--quiet"])
+    one_line_error(capsys, code, needle="(truncated or altered); move best.* aside to resume")
+    assert json.loads((run / "last.json").read_text())["step"] < 6  # nothing trained
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_bit_flip_in_json(bad, capsys, seed):
     """Any single flipped bit of the JSON breaks its syntax, its format number or its

@@ -238,6 +238,9 @@ def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
                  "--out", str(tmp_path / "b"), *base]) == 0  # fmt: skip
     source = json.loads((tmp_path / "b" / "last.json").read_text())["data"]["source"]
     assert source["format"] == "corpus" and source["block"] == 16
+    capsys.readouterr()  # its own data, unchanged: no warning that it changed
+    assert main(["eval", str(tmp_path / "b")]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_a_short_passage_is_scored_whole_by_a_corpus_model(tmp_path, capsys):
@@ -286,9 +289,14 @@ def test_eval_writes_every_examples_nats(run, tmp_path, capsys):
     want = -log_prob(model, data["test"].x, mask=data["test"].mask)
     assert [float(r["nats"]) for r in rows] == pytest.approx(want.tolist(), abs=1e-5)
     assert sum(float(r["nats"]) for r in rows) / 3 == pytest.approx(total["nats_per_example"])
-    # a folder is not a file name, and is refused before any scoring
-    code = main(["eval", str(run), "--per-example", str(tmp_path)])
+    # refused before any scoring: a folder, or a name that is not a .csv (a checkpoint's)
+    (tmp_path / "dir.csv").mkdir()
+    code = main(["eval", str(run), "--per-example", str(tmp_path / "dir.csv")])
     one_line_error(capsys, code, needle="is a folder; give a file name")
+    best = (run / "best.json").read_bytes()
+    code = main(["eval", str(run), "--per-example", str(run / "best.json")])
+    one_line_error(capsys, code, needle="--per-example writes a CSV: give a .csv name")
+    assert (run / "best.json").read_bytes() == best
 
 
 def test_eval_per_example_of_a_conditional_model_names_each_label(tmp_path, capsys):

@@ -1,6 +1,9 @@
 """Image data: built-in MNIST sets, a user's folder of PNGs (grey or RGB, classes from
 sub-folders), uint8 arrays quantised to L levels, and the PNG grid of channels."""
 
+import csv
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from darm.data import load_data
 from darm.data.images import quantise
 from darm.errors import DarmError
 from darm.plots import image_grid
+from tests.conftest import one_line_error
 
 
 def test_quantise_bins_are_equal_width():
@@ -52,6 +56,38 @@ def test_folder_of_grey_pngs(tmp_path):
     assert data.kind == "image" and data.image_shape == (4, 5) and data.vocab_size == 4
     assert sum(len(data[s]) for s in ("train", "valid", "test")) == 20
     assert data.num_classes == 0
+
+
+def test_channels_first_arrays_are_refused_for_a_new_model(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (30, 3, 12, 6), dtype=np.uint8)  # PyTorch's (N, C, H, W)
+    np.save(tmp_path / "chw.npy", x)
+    np.save(tmp_path / "ints.npy", x.astype(np.int64) // 64)  # integer arrays, the same
+    for argv in (["--format", "images"], []):
+        for command in ("train", "compare", "bench"):
+            data = str(tmp_path / ("chw.npy" if argv else "ints.npy"))
+            out = [] if command == "bench" else ["--out", str(tmp_path / "r")]
+            code = main([command, "--data", data, *argv, *out])
+            err = one_line_error(
+                capsys, code, 1, "examples of shape (3, 12, 6) look like (C, H, W)"
+            )
+            assert "save np.moveaxis(x, 1, -1)" in err
+    np.save(tmp_path / "hwc.npy", x.transpose(0, 2, 3, 1))  # channels last: 12x6 RGB
+    assert main(["train", "--data", str(tmp_path / "hwc.npy"), "--format", "images", "--model",
+                 "markov", "--steps", "1", "--out", str(tmp_path / "ok"), "--quiet",
+                 "--samples", "0"]) == 0  # fmt: skip
+
+
+def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, capsys):
+    _write_pngs(tmp_path / "rgb", 6, size=(5, 4), mode="RGB")
+    _write_pngs(tmp_path / "grey", 2, size=(5, 4))
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "rgb"), "--levels", "4", "--model", "markov",
+            "--set", "n_hidden=8", "--steps", "1", "--out", str(out), "--quiet",
+            "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["eval", str(out), "--data", str(tmp_path / "grey"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["dims"] == 2 * 4 * 5 * 3
 
 
 def test_palette_images_are_grey_when_their_colours_are(tmp_path):
@@ -116,9 +152,6 @@ def test_uint8_npz_images_are_quantised(tmp_path):
     np.save(tmp_path / "bad.npy", x.astype(np.float32))
     with pytest.raises(DarmError, match="uint8"):
         load_data(str(tmp_path / "bad.npy"), format="images")
-    np.save(tmp_path / "chw.npy", x.transpose(0, 3, 1, 2).repeat(2, axis=2))  # (N, 3, 12, 6)
-    with pytest.raises(DarmError, match=r"looks like \(N, C, H, W\); darm reads channels last"):
-        load_data(str(tmp_path / "chw.npy"), format="images")
     np.save(tmp_path / "five.npy", x[:, :4, :4, :2].reshape(30, 4, 4, 1, 2))  # 5-D
     with pytest.raises(DarmError, match=r"images must be \(N, H, W\) or \(N, H, W, C\)"):
         load_data(str(tmp_path / "five.npy"), format="images")
@@ -211,9 +244,25 @@ def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, cap
     label = torch.tensor([3, 7])[torch.cat([mine[s].y for s in ("train", "valid", "test")])]
     want = -log_prob(model, images, label).sum().item() / len(images)
     assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)  # not classes 0 and 1
+    # the per-example rows name each picture's class as its folder does
+    assert main(["eval", str(out), "--data", str(tmp_path / "mine"), "--per-example",
+                 str(tmp_path / "p.csv")]) == 0  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [(r["file"], r["label"]) for r in rows] == [  # which picture, of which class
+        ("3/0.png", "3"), ("3/2.png", "3"), ("7/1.png", "7"), ("7/3.png", "7")
+    ]  # fmt: skip
     (tmp_path / "mine" / "7").rename(tmp_path / "mine" / "seven")
     assert main(["eval", str(out), "--data", str(tmp_path / "mine")]) == 1
     assert "classes the model was not trained on: seven" in capsys.readouterr().err
+    # with --label the folders' names go unused: any layout is scored as that class
+    argv = ["eval", str(out), "--data", str(tmp_path / "mine"), "--label", "3", "--json",
+            "--per-example", str(tmp_path / "q.csv")]  # fmt: skip
+    assert main(argv) == 0
+    as_3 = -log_prob(model, images, torch.full((4,), 3)).sum().item() / 4
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["nats_per_example"] == (
+        pytest.approx(as_3, rel=1e-5)
+    )
+    assert [r["label"] for r in csv.DictReader((tmp_path / "q.csv").open())] == ["3"] * 4
 
 
 def test_a_run_fine_tuned_on_some_classes_reloads_them_by_name(tmp_path, capsys):

@@ -53,13 +53,16 @@ def load_data(
     vocab: Vocabulary | None = None,
     max_len: int | None = None,
     whole: bool = False,
+    channels: int | None = None,
 ) -> Dataset:
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
     uint8 pictures quantised to `levels`), a folder of images, .wav (audio, mu-law).
     whole: other data for a trained model, scored whole: lines, image folders, single arrays,
     corpora and audio all in test (so one item, one row or a short passage is enough); an
-    .npz's own split is kept. (`darm eval` reads a single picture file itself.)"""
+    .npz's own split is kept. (`darm eval` reads a single picture file itself.)
+    channels: a folder's images read with this many (a trained model's), else grey or RGB
+    as they are."""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
         raise DarmError(f"{spec} has its own {fixed} levels; --levels {levels} cannot change them")
@@ -96,7 +99,8 @@ def load_data(
         return audio_dataset(path, block, whole=whole)
     if format == "images":
         if path.is_dir():
-            return image_folder_dataset(path, 256 if levels is None else levels, seed, whole=whole)
+            levels = 256 if levels is None else levels
+            return image_folder_dataset(path, levels, seed, whole=whole, channels=channels)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise DarmError(f"{path} is one image; give the folder that holds the images")
         if path.suffix.lower() not in (".npy", ".npz"):
@@ -140,7 +144,8 @@ def load_from_source(
     A file that no longer reads into the examples the run saw (edited since: its seeded
     split moved) is named on stderr, or with changed="refuse" refused (--resume)."""
     source = located(meta["source"], run_dir)
-    data = relabel_by_name(_reload(source, saved_vocab(meta), seq_len), meta.get("class_names"))
+    data = _reload(source, saved_vocab(meta), seq_len, image_channels(meta))
+    data = relabel_by_name(data, meta.get("class_names"))
     if meta.get("digest") and digest(data) != meta["digest"]:
         what = f"{source['path']} has changed since the run read it"
         if changed == "refuse":  # the run would go on over other splits
@@ -162,7 +167,15 @@ def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
     return {**source, "path": str(moved)} if moved.exists() else source
 
 
-def _reload(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> Dataset:
+def image_channels(meta: dict[str, Any]) -> int | None:
+    """Channels of the images a run's data record says it read, None if not images."""
+    shape = meta.get("image_shape")
+    return (shape[2] if len(shape) == 3 else 1) if shape else None
+
+
+def _reload(
+    source: dict[str, Any], vocab: Vocabulary | None, seq_len: int, channels: int | None
+) -> Dataset:
     fmt = source.get("format")
     if fmt == "builtin":
         return load_data(source["name"], levels=source.get("levels"), seed=source.get("seed", 42))
@@ -177,7 +190,10 @@ def _reload(source: dict[str, Any], vocab: Vocabulary | None, seq_len: int) -> D
             Path(source["path"]), levels=source.get("levels"), seed=source.get("seed", 42)
         )
     if fmt == "images":
-        return load_data(source["path"], "images", levels=source["levels"], seed=source["seed"])
+        return load_data(
+            source["path"], "images", levels=source["levels"], seed=source["seed"],
+            channels=channels,
+        )  # fmt: skip
     if fmt == "audio":
         name = "speech" if same_data("speech", source) else None
         return audio_dataset(Path(source["path"]), source["block"], name)

@@ -28,12 +28,6 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
         )
     if a.shape[0] == 0 or a[0].size == 0:
         raise DarmError(f"{what} is empty (shape {a.shape})")
-    # PyTorch's layout: a few channels first, then a picture wider than any channel count
-    if a.ndim == 4 and a.shape[1] in (1, 3, 4) and min(a.shape[2:]) > 4:
-        raise DarmError(
-            f"{what}: {a.shape} looks like (N, C, H, W); darm reads channels last, "
-            f"(N, H, W, C): save np.moveaxis(x, 1, -1)"
-        )
     if levels is not None and not 1 <= levels <= MAX_LEVELS:
         raise DarmError(f"levels must be in 1..{MAX_LEVELS}, got {levels}")
     lo, hi = int(a.min()), int(a.max())
@@ -59,6 +53,10 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        if "pickle" in str(e):  # numpy's guess for any file without its header
+            raise DarmError(
+                f"{path} is not a NumPy array file (text or a pickle? darm never unpickles)"
+            ) from None
         raise DarmError(f"cannot read {path} as a NumPy array file: {e}") from None
 
 

@@ -66,7 +66,9 @@ def digest(data: Dataset) -> str:
     for name in SPLITS:
         split = data.splits[name]
         for t in (split.x, split.y, split.mask):
-            h.update(b"-" if t is None else t.contiguous().numpy().tobytes())
+            h.update(b"-" if t is None else f"{tuple(t.shape)}".encode())
+            if t is not None:
+                h.update(t.contiguous().numpy())  # its buffer, not a copy
     return h.hexdigest()
 
 

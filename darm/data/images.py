@@ -81,6 +81,7 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
 
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
 
 def _image_mode(paths: list[Path]) -> str:
@@ -103,14 +104,20 @@ def _image_mode(paths: list[Path]) -> str:
 
 
 def image_folder_dataset(
-    folder: Path, levels: int = 256, seed: int = 42, fractions=(0.1, 0.1), whole: bool = False
+    folder: Path,
+    levels: int = 256,
+    seed: int = 42,
+    fractions=(0.1, 0.1),
+    whole: bool = False,
+    channels: int | None = None,
 ) -> Dataset:
     """Every image under `folder` (same size), grey or RGB, quantised to `levels`.
 
     Images directly in sub-folders take the sub-folder's name as their class label
     (classes sorted by name), so `--conditional` works on a folder per class.
     A seeded split, 80/10/10 by default. whole: every image in test (other data, scored
-    whole by a trained model).
+    whole by a trained model). channels: read every image with this many (a trained
+    model's), rather than grey if all of them are, else RGB.
     """
     name = folder.name
     paths = sorted(
@@ -120,7 +127,9 @@ def image_folder_dataset(
         kinds = ", ".join(IMAGE_SUFFIXES)
         need = 1 if whole else 3
         raise DarmError(f"{folder} holds {len(paths)} images ({kinds}); need at least {need}")
-    mode = _image_mode(paths)
+    if channels is not None and channels not in PIL_MODES:
+        raise DarmError(f"the model reads {channels}-channel images; picture files hold 1 to 4")
+    mode = PIL_MODES[channels] if channels else _image_mode(paths)
     images = [read_pixels(p, mode) for p in paths]
     shape = images[0].shape
     for p, img in zip(paths, images):
@@ -144,7 +153,7 @@ def image_folder_dataset(
     xs = {s: x[i.numpy()] for s, i in idx.items()}
     ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
     labels = f", {len(classes)} classes from sub-folders" if y is not None else ""
-    return make_dataset(
+    data = make_dataset(
         name,
         xs,
         ys,
@@ -155,6 +164,11 @@ def image_folder_dataset(
         + (split_note(fractions, seed) if not whole else "scored whole"),
         class_names=classes if y is not None else None,
     )
+    # which file each example is, for people reading per-example results
+    data.info["files"] = {
+        s: [paths[j].relative_to(folder).as_posix() for j in i.tolist()] for s, i in idx.items()
+    }
+    return data
 
 
 def image_array_dataset(
