@@ -79,24 +79,22 @@ def test_bit_flip_in_weights(bad, capsys, seed):
     one_line_error(capsys, main(["eval", str(bad)]), needle="truncated or altered")
 
 
-def test_bit_flip_in_optimizer_state_refuses_resume(good, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "damaged, needle",
+    [
+        ("last.optim.safetensors", "truncated or altered"),
+        # the run would end on its best checkpoint: named before it trains, not after
+        ("best.safetensors", "(truncated or altered); move best.* aside to resume"),
+    ],
+)
+def test_a_bit_flip_refuses_resume_before_any_step(good, tmp_path, capsys, damaged, needle):
     run = tmp_path / "run"
     shutil.copytree(good, run)
-    data = bytearray((run / "last.optim.safetensors").read_bytes())
+    data = bytearray((run / damaged).read_bytes())
     data[len(data) // 2] ^= 0x10
-    (run / "last.optim.safetensors").write_bytes(bytes(data))
+    (run / damaged).write_bytes(bytes(data))
     code = main(["train", "--out", str(run), "--resume", "--steps", "6", "--quiet"])
-    one_line_error(capsys, code, needle="truncated or altered")
-
-
-def test_a_damaged_best_checkpoint_is_named_before_a_resume_trains(good, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(good, run)
-    data = bytearray((run / "best.safetensors").read_bytes())
-    data[len(data) // 2] ^= 0x10
-    (run / "best.safetensors").write_bytes(bytes(data))
-    code = main(["train", "--out", str(run), "--resume", "--steps", "6", "--quiet"])
-    one_line_error(capsys, code, needle="(truncated or altered); move best.* aside to resume")
+    one_line_error(capsys, code, needle=needle)
     assert json.loads((run / "last.json").read_text())["step"] < 6  # nothing trained
 
 
