@@ -87,6 +87,9 @@ def seconds_per_validation(model, data: Dataset, cfg, window: float) -> float:
     return sum(t for t, _ in rest) / sum(n for _, n in rest) * shard
 
 
+MIN_STEPS = 20  # a plan's floor: fewer steps are no training run
+
+
 @dataclass(frozen=True)
 class Plan:
     """A run's length under a budget: `steps` training steps and `passes` validation passes
@@ -96,6 +99,11 @@ class Plan:
     passes: int
     step_s: float
     pass_s: float
+
+    def fits(self, budget: float) -> bool:
+        """Whether the planned steps and passes take no more than the budget (the plan never
+        goes below MIN_STEPS steps, which a tiny budget may not hold)."""
+        return self.steps * self.step_s + self.passes * self.pass_s <= budget
 
     def note(self, budget: float, valid_examples: int = 0) -> str | None:
         """A hint when validation takes a large share of the budget."""
@@ -122,10 +130,10 @@ def plan_run(model, data: Dataset, cfg, budget: float, eval_every: int | None = 
     step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], model.device)
     if eval_every:  # a pass every eval_every steps and one after the last: steps s with
         # s * step_s + (s / eval_every + 1) * pass_s = 0.95 * budget
-        steps = max(20, int((0.95 * budget - pass_s) / (step_s + pass_s / eval_every)))
+        steps = max(MIN_STEPS, int((0.95 * budget - pass_s) / (step_s + pass_s / eval_every)))
         return Plan(steps, math.ceil(steps / eval_every), step_s, pass_s)
     passes = int(min(10, max(1, 0.1 * budget // pass_s if pass_s > 0 else 10)))
-    steps = max(20, int((0.95 * budget - passes * pass_s) / step_s))
+    steps = max(MIN_STEPS, int((0.95 * budget - passes * pass_s) / step_s))
     return Plan(steps, passes, step_s, pass_s)
 
 

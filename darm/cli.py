@@ -584,7 +584,9 @@ def cmd_compare(args) -> None:
     # every option that changes a number in the report, quoted for the shell
     imports = [a for spec in args.imports for a in ("--import", spec)]  # families of one's own
     command = ["darm", *imports, "compare", "--data", args.data, "--models", ",".join(names)]
-    command += ["--budget", f"{args.budget:g}s"] if args.budget is not None else []
+    if args.budget is not None:  # 300s, not 300.0s; every digit where :g would round
+        short = f"{args.budget:g}"
+        command += ["--budget", f"{short if float(short) == args.budget else args.budget!r}s"]
     command += ["--steps", str(args.steps)] if args.steps is not None else []
     for k, fv in overrides.items():
         command += [a for f, v in fv.items() for a in ("--set", f"{k}.{f}={v}")]

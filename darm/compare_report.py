@@ -30,17 +30,32 @@ def results_table(results, kind: str) -> tuple[list[str], list[list[str]]]:
     header = ["model", "params", "steps", f"test nats/{ex}", f"nats/{dim}", f"bits/{dim}",
               "train tokens/s", f"{ex}s/s (cached)", "train s", "wall s"]  # fmt: skip
     rows = []
-    for r in results:
+    for r in results:  # a family that failed late keeps the numbers it got (its test NLL)
+        steps = "" if r.steps is None else str(r.steps)
         if r.status != "done":
-            rows.append([r.model, fmt(r.params, ","), r.status, *["–"] * 7])
-            continue
+            steps = f"{steps} ({r.status})" if steps else r.status
         rows.append([
-            r.model, fmt(r.params, ","), str(r.steps), fmt(r.nats_per_example, ".4f"),
+            r.model, fmt(r.params, ","), steps, fmt(r.nats_per_example, ".4f"),
             fmt(r.nats_per_dim, ".4f"), fmt(r.bits_per_dim, ".4f"),
             fmt(r.train_tokens_per_s, ",.0f"), fmt(r.samples_per_s, ",.1f"),
             fmt(r.train_s, ".0f"), fmt(r.wall_s, ".0f"),
         ])  # fmt: skip
     return header, rows
+
+
+def family_notes(results) -> list[str]:
+    """A line under the table for each family that did not simply finish: its status and
+    why, or the step the budget cut it at (a plan's fewest steps may not fit a tiny one)."""
+    notes = []
+    for r in results:
+        if r.status != "done":
+            notes.append(f"`{r.model}`: {r.status}{': ' + r.note if r.note else ''}.")
+        elif r.train and r.steps < r.train["steps"]:
+            notes.append(
+                f"`{r.model}`: cut by the budget at step {r.steps} of the {r.train['steps']} "
+                f"planned, before its learning rate schedule ended."
+            )
+    return notes
 
 
 def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], not_run) -> Path:
@@ -75,7 +90,7 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         f"{opts.steps} steps per family"
         + (f" (training capped at {opts.budget:g} s)" if opts.budget is not None else "")
         if opts.steps
-        else f"{opts.budget:.0f} s of training per family (wall clock); the step count of "
+        else f"{opts.budget:g} s of training per family (wall clock); the step count of "
         f"each family was planned from a timing of a few of its steps so that its learning "
         f"rate schedule ends within the budget"
     )
@@ -95,9 +110,8 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         f"warm-up draw. Wall s: the family's whole "
         f"turn (step timing, training, test evaluation, sampling, dependency map)."
     )
-    for r in rows:
-        if r.status != "done":
-            doc.para(f"`{r.model}`: {r.status}{': ' + r.note if r.note else ''}.")
+    for note in family_notes(rows):
+        doc.para(note)
     if not done:
         doc.para("No family has finished yet.")
         doc.write(out)
@@ -106,7 +120,12 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
     doc.heading("Loss curves")
     doc.para(
         "Validation (solid) and training (dashed, running average) NLL in nats per "
-        f"{dim}, against training time: every family had the same clock."
+        f"{dim}, against training time"
+        + (
+            " (each family had the same budget)."
+            if not opts.steps
+            else f" ({opts.steps} steps each)."
+        )
     )
     doc.images([("all families", "loss.png")], width=640)
 

@@ -23,9 +23,18 @@ class WeightAverage:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         # state_dict tensors share storage with the live parameters: in-place updates by
-        # the optimiser show through, so the list is built once
-        self.names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
-        self.live = [model.state_dict()[k] for k in self.names]
+        # the optimiser show through, so the list is built once. A tied weight (one tensor
+        # under two names) is averaged, and swapped, once
+        state = model.state_dict()
+        self.names = [k for k, v in state.items() if v.is_floating_point()]
+        self.live, self.slot, seen = [], [], {}  # slot: each name's tensor in live
+        for k in self.names:
+            v = state[k]
+            same = (v.data_ptr(), v.shape, v.stride())
+            if same not in seen:
+                seen[same] = len(self.live)
+                self.live.append(v)
+            self.slot.append(seen[same])
         self.shadow = [v.detach().clone() for v in self.live]
 
     @torch.no_grad()
@@ -40,7 +49,7 @@ class WeightAverage:
         by name, which come back into the module on exit."""
         self._swap()
         try:
-            yield dict(zip(self.names, self.shadow))
+            yield {k: self.shadow[i] for k, i in zip(self.names, self.slot)}
         finally:
             self._swap()
 

@@ -104,7 +104,16 @@ def train_run(args, device, ctx) -> None:
     say(data.summary())
     if args.budget and not resume and "steps" not in train_overrides:
         cfg, plan = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
-        say(f"--budget {args.budget:g}s: planned {cfg.steps} steps, so the schedule ends in time")
+        fits = plan.fits(args.budget)
+        ends = "; the schedule ends in time" if fits else ""
+        say(f"--budget {args.budget:g}s: planned {cfg.steps} steps{ends}")
+        if not fits:  # the plan's floor of steps does not fit: the budget will cut it
+            took = plan.steps * plan.step_s + plan.passes * plan.pass_s
+            say(
+                f"warning: even {cfg.steps} steps take ~{took:.0f}s here, so the run stops at "
+                f"the budget before its schedule ends (give more time, or --steps)",
+                file=sys.stderr,
+            )
         if note := plan.note(args.budget, cfg.valid_examples):
             say(note)
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""

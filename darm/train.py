@@ -47,6 +47,7 @@ from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel, get_entry
 from darm.models.registry import family_source
 
+SMOOTH = 0.95  # the training curve's decay a step: about the last 20 batches
 LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_per_s", "elapsed_s"]
 
 
@@ -444,7 +445,10 @@ def train(
     optimizer = make_optimizer(model, cfg)
     start, best, saved_raw = 0, math.inf, {}
     before = 0.0  # seconds of training in earlier invocations of a resumed run
-    running = None  # smoothed training loss (nats per dimension)
+    # the training curve: an average of the batch losses decaying by SMOOTH a step, started
+    # at 0 and divided by 1 - SMOOTH^t (as Adam's moments), so the first batch's loss does
+    # not linger in it
+    average, running = 0.0, None  # running: the corrected average (nats per dimension)
     torch.manual_seed(cfg.seed)
     if resume_from is not None:
         path, record = resume_from
@@ -456,6 +460,9 @@ def train(
         start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
         before = record.get("elapsed_s", 0.0)
         running = record.get("train_nats_per_dim")  # the log's smoothed training loss
+        average = record.get("train_loss_average")
+        if average is None:  # a checkpoint from before the correction
+            average = (running or 0.0) * (1 - SMOOTH**start)
     # the model holds a checkpoint's weights, which are the average when it kept one; the
     # training weights saved beside them come back into the model
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
@@ -490,6 +497,7 @@ def train(
             "best_valid_nats_per_dim": best,
             "elapsed_s": before + time.perf_counter() - t0,  # so a resumed log goes on
             "train_nats_per_dim": running,
+            "train_loss_average": average,  # uncorrected: a resume goes on from it exactly
             "train": asdict(cfg),
             "data": data_record,
         }
@@ -573,7 +581,8 @@ def train(
             if ema is not None:
                 ema.update(step)
             tokens += n_dims
-            running = loss if running is None else 0.95 * running + 0.05 * loss
+            average = SMOOTH * average + (1 - SMOOTH) * loss
+            running = average / (1 - SMOOTH ** (step + 1))
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:

@@ -50,6 +50,9 @@ def test_a_long_validation_pass_takes_points_off_the_curve_not_steps_past_the_bu
     slow = budget.plan_run(model, data, cfg, budget=60)
     assert (slow.passes, slow.steps) == (1, 37)  # the pass after the last step: 57 - 20 s
     assert "--valid-examples N scores fewer" in slow.note(60)
+    assert quick.fits(60) and slow.fits(60)
+    tiny = budget.plan_run(model, data, cfg, budget=5)  # 20 steps, the floor: 20 s and more
+    assert tiny.steps == budget.MIN_STEPS and not tiny.fits(5)
     assert "a smaller --valid-examples" in slow.note(60, valid_examples=100)
 
 

@@ -583,6 +583,19 @@ def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys,
     assert record["train"]["eval_every"] == 6  # about ten passes: ceil(52 / 10)
 
 
+def test_a_budget_too_small_for_the_fewest_steps_is_said(names_file, tmp_path, capsys,
+                                                         monkeypatch):  # fmt: skip
+    # 20 steps (the plan's floor) of 1 s do not fit 5 s: the run will be cut, and says so
+    monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1.0)
+    monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.1)
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
+            "--samples", "0", "--out", str(tmp_path / "cut"), "--budget", "5s"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr()
+    assert "--budget 5s: planned 20 steps\n" in said.out
+    assert "warning: even 20 steps take ~20s here, so the run stops at the budget" in said.err
+
+
 def test_a_budget_plans_a_conditional_run(tmp_path, capsys):
     # the real timing probe, through the labels of a class-conditional model
     out = tmp_path / "cond"

@@ -150,6 +150,26 @@ def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsy
     assert family["nats_per_example"] > 0 and family["steps"] == 2
 
 
+def test_table_rows_keep_what_a_family_got_and_notes_say_what_stopped_it():
+    from darm.compare import FamilyResult
+    from darm.compare_report import family_notes, results_table
+
+    failed = FamilyResult("rnn", "failed", note="RuntimeError: boom", params=10, steps=2,
+                          nats_per_example=81.25)  # fmt: skip
+    cut = FamilyResult("gpt", "done", params=20, steps=6, nats_per_example=90.0,
+                       train={"steps": 20})  # fmt: skip
+    _, (row_failed, row_cut) = results_table([failed, cut], "image")
+    assert row_failed[:4] == ["rnn", "10", "2 (failed)", "81.2500"]
+    assert row_cut[:4] == ["gpt", "20", "6", "90.0000"]
+    assert family_notes([failed, cut]) == [
+        "`rnn`: failed: RuntimeError: boom.",
+        "`gpt`: cut by the budget at step 6 of the 20 planned, before its learning rate "
+        "schedule ended.",
+    ]
+    whole = FamilyResult("markov", "done", steps=20, train={"steps": 20})
+    assert family_notes([whole]) == []
+
+
 def test_budget_plans_steps_and_audio(tmp_path):
     """A time budget (steps planned from a timing) on audio: waveforms and WAV samples."""
     make_wav(tmp_path / "tone.wav", seconds=0.5, rate=2000)
@@ -215,14 +235,14 @@ def test_reproduce_command_parses_back_to_the_same_options(tmp_path):
     out = tmp_path / "my report"
     args = ["compare", "--data", str(tmp_path / "a.npy"), "--levels", "10", "--data-seed", "7",
             "--models", "bigram", "--steps", "2", "--samples", "2", "--deps-examples", "3",
-            "--out", str(out), "--quiet"]  # fmt: skip
+            "--out", str(out), "--quiet", "--budget", "1234567.5s"]  # fmt: skip
     assert main(args) == 0
     report = (out / "report.md").read_text()
     command = next(line for line in report.splitlines() if line.startswith("darm compare"))
     again = build_parser().parse_args(shlex.split(command)[1:])
     first = build_parser().parse_args(args)
     for name in ("data", "levels", "data_seed", "models", "steps", "samples", "deps_examples",
-                 "out", "seed", "block", "format", "batch_size"):  # fmt: skip
+                 "out", "seed", "block", "format", "batch_size", "budget"):  # fmt: skip
         assert getattr(again, name) == getattr(first, name), name
 
 

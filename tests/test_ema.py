@@ -33,6 +33,24 @@ def test_average_follows_the_ramped_recurrence():
     assert torch.equal(net.weight.detach(), live)  # the training weights are back
 
 
+def test_a_tied_weight_is_averaged_and_swapped_once():
+    # one tensor under two names (a GPT's embedding and output layer): swapping it twice
+    # would leave the average in the model and hand back the average as training weights
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 5, bias=False))
+    net[1].weight = net[0].weight
+    ema = WeightAverage(net, 0.9)
+    for t in range(5):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        ema.update(t)
+    live = net[0].weight.detach().clone()
+    with ema.swapped() as raw:
+        assert not torch.equal(net[0].weight, live)  # the average is in
+        assert torch.equal(raw["0.weight"], live) and torch.equal(raw["1.weight"], live)
+    assert torch.equal(net[0].weight.detach(), live)
+
+
 def test_decay_outside_the_unit_interval_is_refused(tmp_path):
     with pytest.raises(ValueError, match="EMA decay"):
         WeightAverage(nn.Linear(2, 2), 1.0)

@@ -108,6 +108,29 @@ def test_short_training_lowers_validation_nll(tmp_path):
     assert float(log[-1]["train_nats_per_dim"]) < float(log[0]["train_nats_per_dim"])
 
 
+def test_the_training_curve_is_an_unbiased_average_of_batch_losses(tmp_path):
+    # lr 0: the weights stay put, so each step's loss is the initial model's on its batch;
+    # the logged curve averages them with weights 0.95^(t-1-s), normalised (not the first
+    # batch's loss decaying slowly, which once kept it 0.3 nats above validation)
+    from darm.metrics import nll_per_dim
+
+    data = load_data("digits")
+    model = _digits_model()
+    cfg = TrainConfig(steps=6, batch_size=8, lr=0.0, min_lr=0.0, log_every=1, eval_every=6)
+    losses = []
+    with torch.no_grad():
+        for step in range(6):
+            x, _, _ = data["train"].batch(step, 8, cfg.seed)
+            losses.append(nll_per_dim(model(x), x).mean().item())
+    train(model, "gpt", data, cfg, tmp_path, progress=False)
+    log = list(csv.DictReader((tmp_path / "log.csv").read_text().splitlines()))
+    for t, row in enumerate(log, start=1):
+        w = [0.95 ** (t - 1 - s) for s in range(t)]
+        want = sum(wi * li for wi, li in zip(w, losses)) / sum(w)
+        assert float(row["train_nats_per_dim"]) == pytest.approx(want, rel=1e-4)
+    assert float(log[0]["train_nats_per_dim"]) == pytest.approx(losses[0], rel=1e-4)
+
+
 def test_checkpoint_round_trip_is_exact(tmp_path):
     model = tiny_model("wavenet", num_classes=3)
     path = save_checkpoint(tmp_path, "best", model, "wavenet", {"step": 7, "data": {}})
