@@ -586,7 +586,7 @@ def cmd_compare(args) -> None:
     command = ["darm", *imports, "compare", "--data", args.data, "--models", ",".join(names)]
     if args.budget is not None:  # 300s, not 300.0s; every digit where :g would round
         short = f"{args.budget:g}"
-        command += ["--budget", f"{short if float(short) == args.budget else args.budget!r}s"]
+        command += ["--budget", (short if float(short) == args.budget else repr(args.budget)) + "s"]
     command += ["--steps", str(args.steps)] if args.steps is not None else []
     for k, fv in overrides.items():
         command += [a for f, v in fv.items() for a in ("--set", f"{k}.{f}={v}")]

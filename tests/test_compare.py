@@ -180,6 +180,7 @@ def test_budget_plans_steps_and_audio(tmp_path):
     assert main(args) == 0
     report = (out / "report.md").read_text()
     assert "bits/sample" in report and "2 s of training per family" in report
+    assert " --budget 2s " in report  # the reproduce command's plain word
     assert "windows/s (cached)" in report  # generated windows, not audio samples
     assert (out / "markov" / "waveforms.png").exists()
     with wave.open(str(out / "markov" / "samples.wav"), "rb") as w:  # 3 clips of a second
@@ -244,6 +245,7 @@ def test_reproduce_command_parses_back_to_the_same_options(tmp_path):
     for name in ("data", "levels", "data_seed", "models", "steps", "samples", "deps_examples",
                  "out", "seed", "block", "format", "batch_size", "budget"):  # fmt: skip
         assert getattr(again, name) == getattr(first, name), name
+    assert "--budget 1234567.5s" in command  # every digit, as a plain word for the shell
 
 
 def test_refuses_to_overwrite(digits_report, capsys):
