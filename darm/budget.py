@@ -100,10 +100,15 @@ class Plan:
     step_s: float
     pass_s: float
 
+    @property
+    def seconds(self) -> float:
+        """What the planned steps and passes take, by the timings."""
+        return self.steps * self.step_s + self.passes * self.pass_s
+
     def fits(self, budget: float) -> bool:
-        """Whether the planned steps and passes take no more than the budget (the plan never
-        goes below MIN_STEPS steps, which a tiny budget may not hold)."""
-        return self.steps * self.step_s + self.passes * self.pass_s <= budget
+        """Whether the plan takes no more than the budget (it never goes below MIN_STEPS
+        steps, which a tiny budget may not hold)."""
+        return self.seconds <= budget
 
     def note(self, budget: float, valid_examples: int = 0) -> str | None:
         """A hint when validation takes a large share of the budget."""

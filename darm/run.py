@@ -108,10 +108,9 @@ def train_run(args, device, ctx) -> None:
         ends = "; the schedule ends in time" if fits else ""
         say(f"--budget {args.budget:g}s: planned {cfg.steps} steps{ends}")
         if not fits:  # the plan's floor of steps does not fit: the budget will cut it
-            took = plan.steps * plan.step_s + plan.passes * plan.pass_s
             say(
-                f"warning: even {cfg.steps} steps take ~{took:.0f}s here, so the run stops at "
-                f"the budget before its schedule ends (give more time, or --steps)",
+                f"warning: even {cfg.steps} steps take ~{plan.seconds:.0f}s here, so the run "
+                f"stops at the budget before its schedule ends (give more time, or --steps)",
                 file=sys.stderr,
             )
         if note := plan.note(args.budget, cfg.valid_examples):
@@ -254,7 +253,8 @@ def check_init_keeps(model, settings: dict) -> None:
     """--init --set may repeat a field's saved value, not change it: n_head, a dilation cycle
     or k would load the same weights into another network (or fail to fit them)."""
     config = model.config
-    for k in changed_fields(config, settings, "--set"):
+    if changed := changed_fields(config, settings, "--set"):
+        k = changed[0]
         raise DarmError(
             f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
             f"(it has {k}={getattr(config, k)}); only {', '.join(INIT_FIELDS)} may change"

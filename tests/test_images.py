@@ -50,6 +50,13 @@ def _write_pngs(folder, n, size=(5, 4), mode="L", classes=None):
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(sub / f"{i}.png")
 
 
+def _train_markov(data, out, *extra):
+    """A tiny markov, two steps on `data` into `out`: a checkpoint for the reading tests."""
+    argv = ["train", "--data", str(data), "--model", "markov", "--set", "n_hidden=8",
+            "--steps", "2", "--out", str(out), "--quiet", "--samples", "0", *extra]  # fmt: skip
+    assert main(argv) == 0
+
+
 def test_folder_of_grey_pngs(tmp_path):
     _write_pngs(tmp_path / "imgs", 20)
     data = load_data(str(tmp_path / "imgs"), levels=4)
@@ -82,10 +89,7 @@ def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, caps
     _write_pngs(tmp_path / "rgb", 6, size=(5, 4), mode="RGB")
     _write_pngs(tmp_path / "grey", 2, size=(5, 4))
     out = tmp_path / "r"
-    argv = ["train", "--data", str(tmp_path / "rgb"), "--levels", "4", "--model", "markov",
-            "--set", "n_hidden=8", "--steps", "1", "--out", str(out), "--quiet",
-            "--samples", "0"]  # fmt: skip
-    assert main(argv) == 0
+    _train_markov(tmp_path / "rgb", out, "--levels", "4")
     assert main(["eval", str(out), "--data", str(tmp_path / "grey"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["dims"] == 2 * 4 * 5 * 3
 
@@ -205,10 +209,7 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
 
     _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
     out = tmp_path / "run"
-    argv = ["train", "--data", str(tmp_path / "imgs"), "--levels", "2", "--model", "markov",
-            "--set", "n_hidden=8", "--conditional", "--steps", "2", "--out", str(out),
-            "--quiet", "--samples", "0"]  # fmt: skip
-    assert main(argv) == 0
+    _train_markov(tmp_path / "imgs", out, "--levels", "2", "--conditional")
     shutil.copytree(tmp_path / "imgs" / "2", tmp_path / "sub" / "2")  # one class of three
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(tmp_path / "sub"), "--json"]) == 0
@@ -230,10 +231,7 @@ def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, cap
     from darm import load_checkpoint, log_prob
 
     out = tmp_path / "run"  # digits' classes are numbers, without names
-    argv = ["train", "--data", "digits", "--model", "markov", "--set", "n_hidden=8",
-            "--conditional", "--steps", "2", "--out", str(out), "--quiet",
-            "--samples", "0"]  # fmt: skip
-    assert main(argv) == 0
+    _train_markov("digits", out, "--conditional")
     _write_pngs(tmp_path / "mine", 4, size=(8, 8), classes=["3", "7"])
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(tmp_path / "mine"), "--json"]) == 0
@@ -330,10 +328,7 @@ def test_eval_scores_one_picture_file(tmp_path, capsys):
 
     _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
     out = tmp_path / "run"
-    argv = ["train", "--data", str(tmp_path / "imgs"), "--levels", "4", "--model", "markov",
-            "--set", "n_hidden=8", "--steps", "2", "--out", str(out), "--quiet",
-            "--samples", "0"]  # fmt: skip
-    assert main(argv) == 0
+    _train_markov(tmp_path / "imgs", out, "--levels", "4")
     picture = tmp_path / "imgs" / "0.png"
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(picture), "--json"]) == 0
