@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -140,6 +140,30 @@ def plan_run(model, data: Dataset, cfg, budget: float, eval_every: int | None = 
     passes = int(min(10, max(1, 0.1 * budget // pass_s if pass_s > 0 else 10)))
     steps = max(MIN_STEPS, int((0.95 * budget - passes * pass_s) / step_s))
     return Plan(steps, passes, step_s, pass_s)
+
+
+REPLAN_AT = (0.2, 0.45, 0.7)  # fractions of the planned steps after which the plan is redone
+REPLAN_TOLERANCE = 0.02  # a new step count within 2% of the current one is not worth the jump
+
+
+def replanned(cfg, done: int, step_s: float, pass_s: float, left: float):
+    """cfg with the step count that ends a planned run in the `left` seconds of its budget,
+    by the speed measured so far: `step_s` a training step, `pass_s` a validation pass with
+    its checkpoints, `done` steps taken. A plan is timed over a few seconds before training,
+    and on a shared machine the run then goes 20% faster or slower; planned again from
+    minutes of training it ends on time instead of being cut before the cosine reaches its
+    floor. Whole cycles of no fewer than `done` or MIN_STEPS steps, the warmup at most half a
+    cycle; cfg itself when the count would change by under REPLAN_TOLERANCE (not worth a
+    jump in the learning rate)."""
+    # k more steps take k * step_s and a pass every eval_every of them plus the one after
+    # the last: k * step_s + (k / eval_every + 1) * pass_s = 0.95 of what is left
+    more = int((0.95 * left - pass_s) / (step_s + pass_s / cfg.eval_every))
+    steps = max(done + more, done, MIN_STEPS)
+    steps += -steps % cfg.cycles  # up to whole cycles
+    if abs(steps - cfg.steps) <= REPLAN_TOLERANCE * cfg.steps:
+        return cfg
+    warmup = min(cfg.warmup, steps // (2 * cfg.cycles))  # a shorter run still decays
+    return replace(cfg, steps=steps, warmup=warmup)
 
 
 def validation_passes(data: Dataset, examples: int = 0) -> int:

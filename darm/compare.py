@@ -151,6 +151,7 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     if opts.batch_size:
         train_overrides["batch_size"] = opts.batch_size
     cfg = build_config(TrainConfig, train_overrides, "training option")
+    plan = None  # under a budget: the run's length, planned again as it trains
     if opts.steps:
         steps, passes = opts.steps, validation_passes(data)
     else:
@@ -169,7 +170,10 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
         config=model.config_dict(),
         train=asdict(cfg),
     )
-    state = train(model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget)
+    state = train(
+        model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget, plan=plan
+    )
+    result.train["steps"] = state["steps"]
     result.steps, result.train_s = state["step"], state["elapsed_s"]
     result.train_tokens_per_s = state["tokens_per_s"]
     try:

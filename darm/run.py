@@ -102,6 +102,7 @@ def train_run(args, device, ctx) -> None:
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
+    plan = None  # a --budget run's plan of its length, planned again as it trains
     if args.budget and not resume and "steps" not in train_overrides:
         cfg, plan = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
         fits = plan.fits(args.budget)
@@ -120,11 +121,20 @@ def train_run(args, device, ctx) -> None:
     if warning := bf16_warning(cfg, device):
         say(warning, file=sys.stderr)
     state = train(
-        model, model_name, data, cfg, run_dir, resume, not args.quiet, max_seconds=args.budget
+        model,
+        model_name,
+        data,
+        cfg,
+        run_dir,
+        resume,
+        not args.quiet,
+        max_seconds=args.budget,
+        plan=plan,
     )
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
-    if state["step"] < cfg.steps:  # --budget ran out first
-        say(f"--budget stopped the run at step {state['step']} of {cfg.steps}; --resume continues")
+    step, steps = state["step"], state["steps"]
+    if step < steps:  # --budget ran out first
+        say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from darm import distributed
+from darm.budget import REPLAN_AT, Plan, replanned
 from darm.checkpoint import (
     atomic_write_text,
     load_training_state,
@@ -418,6 +419,7 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
     max_seconds: float | None = None,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
@@ -425,8 +427,11 @@ def train(
     (under torchrun, rank 0 alone writes and shows progress; the other ranks compute).
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
-    this much training time has passed.
-    Returns the final training state (step, best validation NLL, wall time). The model is
+    this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)
+    to fit max_seconds; after REPLAN_AT of the steps the count is planned again from the
+    speed measured so far, so the schedule still ends in time when the first timing was off.
+    Returns the final training state (step, steps planned, best validation NLL, wall time,
+    tokens/s). The model is
     left in training mode with its training weights: with cfg.ema, the average that
     validation scored is in the checkpoints (`load_checkpoint(run_dir)`).
     """
@@ -541,8 +546,11 @@ def train(
     t0, tokens = time.perf_counter(), 0
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     interrupted = False
+    eval_s, passes, replans = 0.0, 0, iter(REPLAN_AT if plan is not None else ())
+    replan_at = next(replans, None)  # the fraction of cfg.steps after which to plan again
     with stop_on_sigint() as stop:  # Ctrl-C: finish the step, save `last`, stop
-        for step in range(start, end):
+        step = start
+        while step < end:  # `end` moves when a planned run is planned again
             lr = learning_rate(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -585,8 +593,27 @@ def train(
             running = average / (1 - SMOOTH ** (step + 1))
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
+            if replan_at is not None and step + 1 >= replan_at * cfg.steps:
+                replan_at = next(replans, None)
+                now = time.perf_counter() - t0
+                pass_s = eval_s / passes if passes else plan.pass_s
+                step_s = (now - eval_s) / (step + 1 - start)
+                # the slowest rank's speed: every rank must agree on the new count
+                step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], device)
+                new = replanned(cfg, step + 1, step_s, pass_s, max_seconds - now)
+                if new is not cfg:
+                    if ctx.is_main:
+                        bar.write(
+                            f"step {step + 1}: {cfg.steps} steps planned again as {new.steps}, "
+                            f"by the {step_s:.3g}s a step measured so far (--budget)"
+                        )
+                    cfg = new
+                    bar.total = cfg.steps
+                    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
+                t_eval = time.perf_counter()
                 best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
+                eval_s, passes = eval_s + time.perf_counter() - t_eval, passes + 1
             else:
                 if (step + 1) % cfg.log_every == 0:  # the training curve between evaluations
                     log_row(step + 1, lr, running, None, tokens / elapsed, elapsed)
@@ -596,6 +623,7 @@ def train(
             if out_of_time or interrupted:
                 end = step + 1
                 break
+            step += 1
     bar.close()
     distributed.barrier()  # no rank leaves before rank 0 has written the last checkpoint
     # a Ctrl-C after the last step's reduction (in its evaluation, say) still stops here:
@@ -607,6 +635,7 @@ def train(
         )
     return {
         "step": end,
+        "steps": cfg.steps,
         "best_valid_nats_per_dim": best,
         "elapsed_s": time.perf_counter() - t0,
         "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),

@@ -1,5 +1,8 @@
 """--budget planning: a validation pass is timed like a training step and fitted in the plan."""
 
+import csv
+import json
+
 import pytest
 
 import darm
@@ -65,3 +68,56 @@ def test_a_budget_with_eval_every_reserves_its_passes(monkeypatch):
     # s steps and s / 5 + 1 passes of 2 s in 0.95 x 120 s: s = (114 - 2) / 1.4 = 80
     assert (plan.steps, plan.passes) == (80, 16)
     assert plan.steps + plan.passes * 2.0 <= 114
+
+
+def test_a_new_plan_fits_what_is_left_in_whole_cycles_and_not_for_a_small_change():
+    def steps(cfg, *measured):
+        new = budget.replanned(cfg, *measured)
+        return new.steps, new.warmup
+
+    cfg = TrainConfig(steps=100, eval_every=10, warmup=10)
+    # 1 s a step, 2 s a pass, 41 s left: k + (k / 10 + 1) x 2 = 0.95 x 41 -> k = 30
+    assert steps(cfg, 20, 1.0, 2.0, 41.0) == (50, 10)
+    assert steps(cfg, 20, 0.01, 0.0, 1.0) == (115, 10)  # faster: longer
+    assert budget.replanned(cfg, 20, 0.0117, 0.0, 1.0) is cfg  # 101 steps: within 2%
+    assert steps(cfg, 60, 1.0, 2.0, 1.0) == (60, 10)  # out of time: ends now
+    assert steps(cfg, 5, 1.0, 0.0, 10.0) == (budget.MIN_STEPS, 10)  # the floor
+    cycles = TrainConfig(steps=99, eval_every=10, warmup=15, cycles=3)
+    assert steps(cycles, 50, 1.0, 0.0, 10.0) == (60, 10)  # past 50, whole cycles, warmup
+
+
+def test_a_run_slower_than_its_plan_is_planned_again_and_ends_its_schedule_in_time(
+    tmp_path, monkeypatch
+):
+    """On a fake clock a step takes 1 s and a validation pass 2 s, twice what the plan
+    measured: planned again, the run ends its cosine within the budget, and the checkpoint
+    holds the new length for --resume."""
+    import darm.train as train_module
+
+    clock = [0.0]
+    step, score = train_module.accumulate_gradients, train_module.evaluate_split
+
+    def slow_step(*args):
+        clock[0] += 1.0
+        return step(*args)
+
+    def slow_pass(*args):
+        clock[0] += 2.0
+        return score(*args)
+
+    monkeypatch.setattr(train_module, "accumulate_gradients", slow_step)
+    monkeypatch.setattr(train_module, "evaluate_split", slow_pass)
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+    data = load_data("digits")
+    model = darm.create_model("bigram", vocab_size=data.vocab_size, seq_len=data.seq_len)
+    cfg = TrainConfig(steps=100, batch_size=8, eval_every=10, warmup=10)
+    plan = budget.Plan(steps=100, passes=10, step_s=0.5, pass_s=1.0)
+    seconds = plan.seconds / 0.95
+    state = train_module.train(model, "bigram", data, cfg, tmp_path, progress=False,
+                               max_seconds=seconds, plan=plan)  # fmt: skip
+    assert state["step"] == state["steps"] < 100  # the schedule ran to its end...
+    assert clock[0] <= seconds  # ...within the budget
+    record = json.loads((tmp_path / "last.json").read_text())
+    assert record["step"] == record["train"]["steps"] == state["steps"]
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert float(rows[-1]["lr"]) == pytest.approx(cfg.min_lr, rel=0.05)  # at the floor
