@@ -548,6 +548,7 @@ def train(
     interrupted = False
     eval_s, passes, replans = 0.0, 0, iter(REPLAN_AT if plan is not None else ())
     replan_at = next(replans, None)  # the fraction of cfg.steps after which to plan again
+    warm = 0.0  # training seconds the first step took (allocations, torch.compile)
     with stop_on_sigint() as stop:  # Ctrl-C: finish the step, save `last`, stop
         step = start
         while step < end:  # `end` moves when a planned run is planned again
@@ -597,7 +598,7 @@ def train(
                 replan_at = next(replans, None)
                 now = time.perf_counter() - t0
                 pass_s = eval_s / passes if passes else plan.pass_s
-                step_s = (now - eval_s) / (step + 1 - start)
+                step_s = (now - eval_s - warm) / max(step - start, 1)  # past the first step
                 # the slowest rank's speed: every rank must agree on the new count
                 step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], device)
                 new = replanned(cfg, step + 1, step_s, pass_s, max_seconds - now)
@@ -620,6 +621,8 @@ def train(
                 if step + 1 == end or interrupted:
                     with averaged() as raw:
                         checkpoint("last", step + 1, best, raw)
+            if step == start:
+                warm = time.perf_counter() - t0 - eval_s
             if out_of_time or interrupted:
                 end = step + 1
                 break
