@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from darm.budget import plan_run, synchronize, validation_passes
-from darm.checkpoint import atomic_write, atomic_write_text
+from darm.checkpoint import atomic_write, atomic_write_text, read_record
 from darm.data import Dataset
 from darm.errors import DarmError, first_line
 from darm.metrics import units
@@ -121,6 +121,14 @@ class FamilyResult:
     texts: list[str] = field(default_factory=list)  # text samples, for the report
 
 
+class FamilyInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside one family: carries its row with what it had got (steps, test NLL)."""
+
+    def __init__(self, result: FamilyResult):
+        super().__init__(result.model)
+        self.result = result
+
+
 @dataclass
 class CompareOptions:
     models: list[str]
@@ -170,17 +178,25 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
         config=model.config_dict(),
         train=asdict(cfg),
     )
-    state = train(
-        model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget, plan=plan
-    )
-    result.train["steps"] = state["steps"]
-    result.steps, result.train_s = state["step"], state["elapsed_s"]
-    result.train_tokens_per_s = state["tokens_per_s"]
     try:
-        finish_family(result, data, opts, device, run_dir)
-    except Exception as e:  # the numbers found so far (the test NLL, say) stay in the row
-        result.status, result.note = "failed", first_line(e)
-    result.wall_s = time.perf_counter() - t_start
+        state = train(
+            model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget,
+            plan=plan,
+        )  # fmt: skip
+        result.train["steps"] = state["steps"]
+        result.steps, result.train_s = state["step"], state["elapsed_s"]
+        result.train_tokens_per_s = state["tokens_per_s"]
+        try:
+            finish_family(result, data, opts, device, run_dir)
+        except Exception as e:  # the numbers found so far (the test NLL, say) stay in the row
+            result.status, result.note = "failed", first_line(e)
+    except KeyboardInterrupt:  # the row keeps what the family got: its steps, its test NLL
+        if result.steps is None and (run_dir / "last.json").exists():
+            result.steps = read_record(run_dir / "last.json")[1]["step"]
+        result.note = "Ctrl-C before it finished; its checkpoints so far are kept"
+        raise FamilyInterrupted(result) from None
+    finally:
+        result.wall_s = time.perf_counter() - t_start
     return result
 
 
@@ -335,11 +351,12 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
             current = None
             write_report(data, opts, results, maps, not_run=names[i + 1 :])
             overall.update(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         done = {r.model for r in results}
         if current is not None and current not in done:
             note = "Ctrl-C before it finished; its checkpoints so far are kept"
-            results.append(FamilyResult(current, "interrupted", note=note))
+            partial = stop.result if isinstance(stop, FamilyInterrupted) else None
+            results.append(partial or FamilyResult(current, "interrupted", note=note))
         rest = [n for n in names if n not in done and n != current]
         write_report(data, opts, results, maps, not_run=rest)
         overall.close()
