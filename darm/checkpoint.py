@@ -280,6 +280,8 @@ def load_checkpoint(
     overrides: dict[str, Any] | None = None,
 ):
     """Rebuild the model of a checkpoint and load its weights -> (model, record, json_path).
+    The model comes in eval mode (dropout off), ready to score and sample, as a loaded
+    network mostly is; `train()` (or model.train()) switches it back for training.
     overrides: config fields to change that leave the weights as they are (dropout, say),
     for fine-tuning; a field that changes a weight's shape is refused by the strict load."""
     path, record = read_record(path)
@@ -305,7 +307,7 @@ def load_checkpoint(
         path.with_name(f"{tag}.safetensors"), record["sha256"].get("weights"), "weights"
     )
     load_weights(model, state, path)
-    return model.to(device), record, path
+    return model.to(device).eval(), record, path
 
 
 def load_weights(model: ARModel, state: dict[str, torch.Tensor], where: Path) -> None:

@@ -104,8 +104,12 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     # the caller's modes come back even if scoring fails
     with eval_mode(model), contextlib.closing(bar):
         for x, y, mask in split.iter_batches(batch_size):
+            if y is not None and model.num_classes:
+                check_inputs(model, None, y)  # on the host: an embedding names no value
+                y = y.to(device)
+            else:
+                y = None
             x = x.to(device)
-            y = None if y is None or not model.num_classes else y.to(device)
             mask = None if mask is None else mask.to(device)
             nats.append(-_log_prob(model, x, y, mask).double())
             bar.update(x.shape[0])

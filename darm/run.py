@@ -23,7 +23,7 @@ def train_run(args, device, ctx) -> None:
     from darm import distributed
     from darm.checkpoint import check_writable, read_record
     from darm.data import BUILTIN, load_from_source
-    from darm.models import config_fields, create_model, get_entry
+    from darm.models import create_model, get_entry
     from darm.train import TrainConfig, bf16_warning, check_config, check_new_run_dir, train
 
     say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
@@ -89,15 +89,12 @@ def train_run(args, device, ctx) -> None:
             data = load_training_data(args, args.data or "digits")
             model_name = args.model or "gpt"
             overrides = model_overrides(parse_assignments(args.set or []), "--set ")
-            overrides["seq_len"] = data.seq_len
-            if data.image_shape and "image_shape" in config_fields(model_name):
-                overrides["image_shape"] = data.image_shape  # the 2-D view of images
             if args.conditional:
                 if not data.num_classes:
                     raise DarmError(f"--conditional needs labels, and {data.name} has none")
                 overrides["num_classes"] = data.num_classes
-            check_memory(model_name, dict(vocab_size=data.vocab_size, **overrides), device)
-            model = create_model(model_name, vocab_size=data.vocab_size, **overrides).to(device)
+            check_memory(model_name, data, overrides, device)
+            model = create_model(model_name, data, **overrides).to(device)
         resume = None
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
     torch.set_num_threads(args.threads) if args.threads else None
@@ -150,7 +147,7 @@ def memory_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(name: str, config: dict, device: torch.device) -> None:
+def check_memory(name: str, data, config: dict, device: torch.device) -> None:
     """Refuse, in one line, a model whose training state alone exceeds the device's memory,
     rather than being killed by the system with no word. The model is built on the meta
     device (shapes, no storage) to count its parameters; training holds float32 weights,
@@ -158,7 +155,7 @@ def check_memory(name: str, config: dict, device: torch.device) -> None:
     from darm.models import create_model
 
     with torch.device("meta"):
-        n = create_model(name, **config).num_params()
+        n = create_model(name, data, **config).num_params()
     need, have = 16 * n, memory_bytes(device)
     if have is not None and need > have:
         raise DarmError(

@@ -22,11 +22,12 @@ def filter_logits(
     top_p: float | None = None,
 ) -> torch.Tensor:
     """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p.
-    Symbols tied with the k-th all stay (which of them to drop would be arbitrary)."""
+    Symbols tied with the k-th, or with the nucleus's least likely symbol, all stay (which of
+    them to drop would be arbitrary)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scaled = logits / temperature
@@ -45,10 +46,11 @@ def filter_logits(
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a symbol when the mass before it already reaches top_p (the first always stays)
+        # drop a symbol when the mass before it already reaches top_p (the first always
+        # stays); every symbol as likely as the least likely one kept stays with it
         drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        least = sorted_logits.masked_fill(drop_sorted, float("inf")).amin(dim=-1, keepdim=True)
+        logits = logits.masked_fill(logits < least, float("-inf"))
     return logits
 
 
@@ -68,29 +70,49 @@ def sample(
 ) -> torch.Tensor:
     """Draw n samples, (n, *event_shape), or (n, num_dims) when a length is given.
 
-    prefix: (n, P) known first dimensions in generation order (a prompt, the top rows of
-    an image); they are fed in one `model.prefill`, not sampled. stop_token: stop once every
-    row has produced it (positions after it are filled with it). use_cache=False feeds the
-    prefix and every sample one step at a time, recomputing the prefix so far each step
+    Each symbol is drawn from softmax(logits / temperature) (below 1: surer, above: more
+    varied), restricted to the top_k most likely symbols and/or the smallest set whose
+    probability reaches top_p (see filter_logits). cond: (n,) labels of a class-conditional
+    model (or one label for all). prefix: (n, P) known first dimensions in generation order
+    (a prompt, the top rows of an image; an image model also takes (n, rows, W, C)); they are
+    fed in one `model.prefill`, not sampled. stop_token: a row stops at its first stop
+    token, in the prefix too (every later position, prompt included, becomes the stop
+    token); the loop ends once every row has. generator: a torch.Generator for reproducible
+    draws, on any device (a CPU one drives a GPU model's draws too). use_cache=False feeds
+    the prefix and every sample one step at a time, recomputing the prefix so far each step
     (the exact but slow reference); the results are the same for the same generator.
     progress: a bar of the positions drawn, on a terminal only, cleared when done.
     """
 
     def pick(logits: torch.Tensor) -> torch.Tensor:  # (n, L) -> (n,) drawn symbols
         probs = filter_logits(logits.float(), temperature, top_k, top_p).softmax(dim=-1)
+        if generator is not None and generator.device != probs.device:
+            # torch draws with a generator of the probabilities' device only
+            drawn = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+            return drawn[:, 0].to(probs.device)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
     if num_dims is not None and num_dims < 1:
         raise ValueError(f"num_dims must be >= 1, got {num_dims}")
     prefix, cond = as_symbols(prefix, "prefix"), as_symbols(cond, "cond")
+    if cond is not None and cond.dim() == 0:
+        cond = cond.expand(n)  # one label for every sample
+    rows = model.event_shape[1:]  # (W, C) of an image model; () for a sequence
+    if prefix is not None and rows and prefix.dim() == 2 + len(rows) and prefix.shape[2:] == rows:
+        prefix = prefix.reshape(prefix.shape[0], -1)  # (n, rows, W, C) -> (n, rows * W * C)
     if prefix is not None and prefix.dim() != 2:
         raise ValueError(f"prefix must be (n, P) symbols, got shape {tuple(prefix.shape)}")
     check_inputs(model, prefix, cond, "prefix symbol")
     D = num_dims or model.num_dims
     if model.max_dims is not None and D > model.max_dims:  # the same, cached or not
+        what = (
+            "its context, prompt included; the window is not slid"
+            if len(model.event_shape) == 1
+            else "one image, top rows included"
+        )
         raise ValueError(
-            f"{model.family} generates at most {model.max_dims} symbols (its context, "
-            f"prompt included; the window is not slid), asked for {D}"
+            f"this {type(model).__name__} generates at most {model.max_dims} symbols "
+            f"({what}), asked for {D}"
         )
     # inference_mode rather than no_grad: less bookkeeping per op, which is most of the cost
     # of a cached step on a small model

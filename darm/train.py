@@ -341,6 +341,10 @@ def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
             f"{data.name} has L={data.vocab_size}, D={data.seq_len}; the model takes "
             f"L={model.vocab_size}, D={model.num_dims}"
         )
+    if data.num_classes > model.num_classes > 0:
+        raise DarmError(
+            f"{data.name} has {data.num_classes} classes; the model takes {model.num_classes}"
+        )
     shape = tuple(data.image_shape or ())[:2]
     if shape and len(model.event_shape) == 3 and tuple(model.event_shape[:2]) != shape:
         raise DarmError(

@@ -21,6 +21,10 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert kept.tolist() == [[True, True, False, False]]
     kept = filter_logits(probs.log(), top_p=0.5).isfinite()
     assert kept.tolist() == [[True, False, False, False]]
+    # symbols as likely as the nucleus's last one stay with it, as top-k keeps its ties
+    tied = torch.tensor([[1.0, 1.0, 1.0, 0.0, -1.0], [0.0, 1.0, 1.0, 1.0, -1.0]])
+    kept = filter_logits(tied, top_p=0.5).isfinite()
+    assert kept.tolist() == [[True, True, True, False, False], [False, True, True, True, False]]
 
 
 def test_temperature_sharpens():
@@ -38,7 +42,8 @@ def test_temperature_sharpens():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(top_k=0), "top_k must be >= 1"),
+        (dict(top_k=0), "top_k must be an integer >= 1"),
+        (dict(top_k=2.5), "top_k must be an integer >= 1, got 2.5"),
         (dict(top_p=0.0), "top_p must be in"),
         (dict(top_p=1.5), "top_p must be in"),
         (dict(temperature=0.0), "temperature must be > 0"),
@@ -186,3 +191,16 @@ def test_sampling_shows_progress_on_a_terminal_only(monkeypatch):
         shown[progress] = sys.stderr.getvalue()
     assert torch.equal(drawn[False], drawn[True])
     assert shown[False] == "" and "sampling" in shown[True] and "/7 " in shown[True]
+
+
+def test_sample_takes_python_labels_image_rows_as_a_prefix_and_a_cpu_generator():
+    torch.manual_seed(0)
+    model = tiny_model("pixelcnn", vocab_size=3, seq_len=16, image_shape=(4, 4), num_classes=2)
+    rows = torch.randint(0, 3, (2, 2, 4, 1))  # the top two rows of two images, (n, H', W, C)
+    got = sample(model, 2, cond=1, prefix=rows, generator=torch.Generator().manual_seed(3))
+    assert got.shape == (2, 4, 4, 1) and torch.equal(got[:, :2], rows)
+    again = sample(model, 2, cond=[1, 1], prefix=rows.flatten(1).tolist(),
+                   generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert torch.equal(got, again)
+    with pytest.raises(ValueError, match=r"at most 16 symbols \(one image, top rows included\)"):
+        sample(model, 2, cond=1, num_dims=20)

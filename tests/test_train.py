@@ -339,3 +339,30 @@ def test_train_refuses_a_wrong_name_a_misfit_model_and_a_taken_folder(tmp_path):
     with pytest.raises(DarmError, match="already holds a checkpoint"):  # not overwritten
         train(_digits_model(), "gpt", data, cfg, tmp_path / "d", progress=False)
     assert not any((tmp_path / x).exists() for x in "abc")  # refused before any file
+
+
+def test_a_model_built_from_the_data_takes_its_shape_and_classes_are_checked(tmp_path):
+    import darm
+
+    data = load_data("digits")  # 8x8 images, 17 levels, 10 classes
+    model = darm.create_model("pixelcnn", data, n_hidden=8, n_layer=1)
+    assert model.event_shape == (8, 8, 1) and model.vocab_size == 17
+    assert darm.create_model("gru", data, n_hidden=8).num_dims == 64
+    few = darm.create_model("markov", data, num_classes=5, k=2, n_hidden=8)
+    with pytest.raises(ValueError, match="label 9 is outside 0..4"):
+        evaluate(few, data["test"])
+    with pytest.raises(DarmError, match="digits has 10 classes; the model takes 5"):
+        train(few, "markov", data, TrainConfig(steps=1), tmp_path, progress=False)
+
+
+def test_a_loaded_checkpoint_is_ready_to_score_and_train_switches_it_back(tmp_path):
+    data = load_data("digits")
+    model = tiny_model("gpt", vocab_size=17, seq_len=64, dropout=0.5)
+    train(model, "gpt", data, TrainConfig(steps=2, batch_size=4), tmp_path, progress=False)
+    loaded, record, _ = load_checkpoint(tmp_path)
+    assert not loaded.training  # dropout off: the same logits twice
+    x = data["test"].x[:2]
+    assert torch.equal(loaded(x), loaded(x))
+    cfg = TrainConfig(steps=3, batch_size=4)
+    train(loaded, "gpt", data, cfg, tmp_path, (tmp_path / "last.json", record), progress=False)
+    assert loaded.training

@@ -101,7 +101,10 @@ class ARModel(nn.Module):
         return torch.full((batch_size,), self.config.vocab_size, device=self.device)
 
     # -- incremental generation: exact fallback by recomputation ---------------------------
+
     def init_cache(self, batch_size: int) -> Any:
+        """A fresh cache for `step` and `prefill` of batch_size sequences (here: the prefix
+        so far, recomputed each step; a family overrides it with its own state)."""
         return PrefixCache(batch_size, self.num_dims, self.device)
 
     def step(self, x_prev: torch.Tensor | None, cache: Any, cond: torch.Tensor | None = None):
@@ -155,7 +158,10 @@ def eval_mode(model: nn.Module):
 
 def as_symbols(t: torch.Tensor | None, what: str) -> torch.Tensor | None:
     """Integer symbols as int64, the dtype embeddings and cross-entropy take (numpy's int32,
-    uint8 pictures and bool masks come in as they are); floating point is refused by name."""
+    uint8 pictures and bool masks come in as they are; Python ints and lists too); floating
+    point is refused by name."""
+    if t is not None and not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
     if t is None or t.dtype == torch.long:
         return t
     if t.is_floating_point() or t.is_complex():

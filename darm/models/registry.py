@@ -163,10 +163,18 @@ def check_common_fields(config: Any) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
 
 
-def create_model(name: str, **overrides: Any) -> ARModel:
-    """Build a registered model; unknown names or fields and bad values raise DarmError."""
+def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
+    """Build a registered model; unknown names or fields and bad values raise DarmError.
+    data: a darm Dataset whose shape the model takes: its vocab_size, its seq_len and, for a
+    2-D family, its image_shape (explicit overrides win). A class-conditional model also
+    needs num_classes=data.num_classes."""
     entry = get_entry(name)
     what = f"{name} config"
+    if data is not None:
+        known = {"vocab_size": data.vocab_size, "seq_len": data.seq_len}
+        if data.image_shape and "image_shape" in {f.name for f in fields(entry.config_cls)}:
+            known["image_shape"] = tuple(data.image_shape)  # the 2-D view of the raster
+        overrides = {**known, **overrides}
     config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
     try:
         check_common_fields(config)
