@@ -512,6 +512,12 @@ def train(
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 
+    def kept() -> str:
+        """What a run stopped by a non-finite number leaves to resume from."""
+        if (run_dir / "last.json").exists():
+            return f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
+        return f"before any checkpoint was saved in {run_dir} (try a lower --lr)"
+
     def log_row(step, lr, train_nll, val, tokens_per_s, elapsed) -> None:
         """One row of log.csv; val None (a step between evaluations) leaves its cell empty."""
         if ctx.is_main:
@@ -526,10 +532,7 @@ def train(
             val = evaluate_split(model, valid_split, cfg.eval_batch_size, show).nats_per_dim
             model.train()
             if not math.isfinite(val):  # never over-write the last good checkpoint with it
-                raise DarmError(
-                    f"validation NLL is {val} at step {step}; stopped, the last good "
-                    f"checkpoint in {run_dir} is kept (try a lower --lr)"
-                )
+                raise DarmError(f"validation NLL is {val} at step {step}; stopped, {kept()}")
             log_row(step, lr, train_nll, val, tokens_per_s, elapsed)
             if ctx.is_main:  # tqdm.write prints even from a disabled bar
                 bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
@@ -579,14 +582,11 @@ def train(
             )
             loss, out_of_time, interrupted = total_nats / n_dims, late > 0, halted > 0
             if not math.isfinite(loss):
-                raise DarmError(
-                    f"loss is {loss} at step {step}; stopped, the last good checkpoint "
-                    f"in {run_dir} is kept (try a lower --lr)"
-                )
+                raise DarmError(f"loss is {loss} at step {step}; stopped, {kept()}")
             if not math.isfinite(norm_value):
                 raise DarmError(
-                    f"gradient norm is {norm_value} at step {step}; stopped before the update, "
-                    f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
+                    f"gradient norm is {norm_value} at step {step}; stopped before the "
+                    f"update, {kept()}"
                 )
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grads_with_norm_(grads, cfg.grad_clip, norm)
@@ -603,8 +603,9 @@ def train(
                 now = time.perf_counter() - t0
                 pass_s = eval_s / passes if passes else plan.pass_s
                 step_s = (now - eval_s - warm) / max(step - start, 1)  # past the first step
-                # the slowest rank's speed: every rank must agree on the new count
-                step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], device)
+                # the slowest rank's speed and clock (each rank's t0 differs by a few ms):
+                # every rank must compute the same new count from the same numbers
+                step_s, pass_s, now = distributed.all_reduce_max([step_s, pass_s, now], device)
                 new = replanned(cfg, step + 1, step_s, pass_s, max_seconds - now)
                 if new is not cfg:
                     if ctx.is_main:
