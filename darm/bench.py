@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from darm.budget import seconds_per_step, synchronize
-from darm.compare import check_models, default_config
+from darm.compare import build_family, check_models
 from darm.data import Dataset
 from darm.errors import DarmError
-from darm.models import ARModel, config_fields, create_model
+from darm.models import ARModel, config_fields
 from darm.models.registry import family_source
 from darm.sampling import sample
 from darm.train import TrainConfig, check_own_family, scored_dims
@@ -58,13 +58,9 @@ def seconds_to_sample(model, n: int, use_cache: bool, seed: int) -> float:
 
 def build(name: str, data: Dataset, overrides: dict):
     """The family as compare builds it for `data`, unconditional, with `overrides`."""
-    config = {**default_config(name, data), **overrides}
     if "num_classes" in config_fields(name):  # bench times unconditional models
-        config["num_classes"] = 0
-    try:
-        model = create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **config)
-    except ValueError as e:
-        raise DarmError(f"{name}: {e}") from None
+        overrides = {**overrides, "num_classes": 0}
+    model = build_family(name, data, overrides)
     if family_source(type(model)) is not None:  # a family of one's own: a quick look first
         check_own_family(model, name, data)
     return model

@@ -133,9 +133,8 @@ def plan_run(model, data: Dataset, cfg, budget: float, eval_every: int | None = 
     step_s = seconds_per_step(model, data, cfg, window)
     pass_s = seconds_per_validation(model, data, cfg, window / 2)
     step_s, pass_s = distributed.all_reduce_max([step_s, pass_s], model.device)
-    if eval_every:  # a pass every eval_every steps and one after the last: steps s with
-        # s * step_s + (s / eval_every + 1) * pass_s = 0.95 * budget
-        steps = max(MIN_STEPS, int((0.95 * budget - pass_s) / (step_s + pass_s / eval_every)))
+    if eval_every:  # a pass every eval_every steps and one after the last
+        steps = max(MIN_STEPS, steps_in(0.95 * budget, step_s, pass_s, eval_every))
         return Plan(steps, math.ceil(steps / eval_every), step_s, pass_s)
     passes = int(min(10, max(1, 0.1 * budget // pass_s if pass_s > 0 else 10)))
     steps = max(MIN_STEPS, int((0.95 * budget - passes * pass_s) / step_s))
@@ -146,24 +145,67 @@ REPLAN_AT = (0.2, 0.45, 0.7)  # fractions of the planned steps after which the p
 REPLAN_TOLERANCE = 0.02  # a new step count within 2% of the current one is not worth the jump
 
 
+def steps_in(seconds: float, step_s: float, pass_s: float, eval_every: float) -> int:
+    """How many steps fit in `seconds` with a validation pass every eval_every of them and
+    one after the last: s * step_s + (s / eval_every + 1) * pass_s = seconds."""
+    return int((seconds - pass_s) / (step_s + pass_s / eval_every))
+
+
 def replanned(cfg, done: int, step_s: float, pass_s: float, left: float):
     """cfg with the step count that ends a planned run in the `left` seconds of its budget,
     by the speed measured so far: `step_s` a training step, `pass_s` a validation pass with
     its checkpoints, `done` steps taken. A plan is timed over a few seconds before training,
     and on a shared machine the run then goes 20% faster or slower; planned again from
     minutes of training it ends on time instead of being cut before the cosine reaches its
-    floor. Whole cycles of no fewer than `done` or MIN_STEPS steps, the warmup at most half a
-    cycle; cfg itself when the count would change by under REPLAN_TOLERANCE (not worth a
-    jump in the learning rate)."""
-    # k more steps take k * step_s and a pass every eval_every of them plus the one after
-    # the last: k * step_s + (k / eval_every + 1) * pass_s = 0.95 of what is left
-    more = int((0.95 * left - pass_s) / (step_s + pass_s / cfg.eval_every))
-    steps = max(done + more, done, MIN_STEPS)
-    steps += -steps % cfg.cycles  # up to whole cycles
+    floor. Whole cycles of no fewer than MIN_STEPS steps (and no fewer than `done`: the
+    cycle under way ends), the warmup at most half a cycle; cfg itself when the count would
+    change by under REPLAN_TOLERANCE (not worth a jump in the learning rate)."""
+    steps = max(done + steps_in(0.95 * left, step_s, pass_s, cfg.eval_every), MIN_STEPS)
+    steps -= steps % cfg.cycles  # down to whole cycles, as the first plan
+    steps = max(steps, done + -done % cfg.cycles)
     if abs(steps - cfg.steps) <= REPLAN_TOLERANCE * cfg.steps:
         return cfg
     warmup = min(cfg.warmup, steps // (2 * cfg.cycles))  # a shorter run still decays
     return replace(cfg, steps=steps, warmup=warmup)
+
+
+class Replanner:
+    """Plans a run planned for `budget` seconds again after REPLAN_AT of its steps, from the
+    speed measured since `start` (the step it starts at). The training loop reports each
+    validation pass (`evaluated`) and each step (`stepped`) and asks for the config after
+    each step (`__call__`). The first step is left out of the speed (allocations,
+    torch.compile) though its time counts against the budget."""
+
+    def __init__(self, plan: Plan, budget: float, start: int):
+        self.plan, self.budget, self.start = plan, budget, start
+        self.eval_s, self.passes, self.first_s = 0.0, 0, 0.0
+        self._fractions = iter(REPLAN_AT)
+        self._next = next(self._fractions, None)  # the fraction of the steps to plan again after
+        self.step_s = plan.step_s  # the speed the last planning went by
+
+    def evaluated(self, seconds: float) -> None:
+        self.eval_s, self.passes = self.eval_s + seconds, self.passes + 1
+
+    def stepped(self, done: int, elapsed: float) -> None:
+        """After `done` steps, `elapsed` seconds since the clock started."""
+        if done == self.start + 1:
+            self.first_s = elapsed - self.eval_s
+
+    def __call__(self, cfg, done: int, elapsed: float, device: torch.device):
+        """cfg, or a new one (darm.budget.replanned) when `done` steps reach the next point."""
+        from darm import distributed
+
+        if self._next is None or done < self._next * cfg.steps:
+            return cfg
+        self._next = next(self._fractions, None)
+        pass_s = self.eval_s / self.passes if self.passes else self.plan.pass_s
+        step_s = (elapsed - self.eval_s - self.first_s) / max(done - self.start - 1, 1)
+        # the slowest rank's speed and clock (each rank's clock starts a few ms apart):
+        # every rank must compute the same new count from the same numbers
+        step_s, pass_s, elapsed = distributed.all_reduce_max([step_s, pass_s, elapsed], device)
+        new = replanned(cfg, done, step_s, pass_s, self.budget - elapsed)
+        self.step_s = step_s  # for the caller's message
+        return new
 
 
 def validation_passes(data: Dataset, examples: int = 0) -> int:

@@ -90,6 +90,12 @@ def default_config(name: str, data: Dataset) -> dict[str, Any]:
     return {}
 
 
+def build_family(name: str, data: Dataset, overrides: dict | None = None):
+    """The family as compare trains it on `data`: its default configuration for the data
+    (default_config), then `overrides` (the user's --set)."""
+    return create_model(name, data, **{**default_config(name, data), **(overrides or {})})
+
+
 def default_train(name: str) -> dict[str, Any]:
     """Training overrides shared by all families, with the usual lower peak rate for the
     Transformer."""
@@ -151,10 +157,8 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
 
     t_start = time.perf_counter()
     run_dir = opts.out / name
-    overrides = {**default_config(name, data), **opts.overrides.get(name, {})}
     torch.manual_seed(opts.seed)  # the same initial weights for the same seed
-    model = create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **overrides)
-    model = model.to(device)
+    model = build_family(name, data, opts.overrides.get(name)).to(device)
     train_overrides = {**default_train(name), "seed": opts.seed}
     if opts.batch_size:
         train_overrides["batch_size"] = opts.batch_size
@@ -183,21 +187,27 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
             model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget,
             plan=plan,
         )  # fmt: skip
-        result.train["steps"] = state["steps"]
+        result.train = state["train"]  # the steps and warmup as planned again
         result.steps, result.train_s = state["step"], state["elapsed_s"]
         result.train_tokens_per_s = state["tokens_per_s"]
-        try:
-            finish_family(result, data, opts, device, run_dir)
-        except Exception as e:  # the numbers found so far (the test NLL, say) stay in the row
-            result.status, result.note = "failed", first_line(e)
-    except KeyboardInterrupt:  # the row keeps what the family got: its steps, its test NLL
-        if result.steps is None and (run_dir / "last.json").exists():
-            result.steps = read_record(run_dir / "last.json")[1]["step"]
+        finish_family(result, data, opts, device, run_dir)
+    # the row keeps what the family got: its parameters, its steps, its test NLL
+    except Exception as e:  # a NaN loss, say: a failed row, and on to the next family
+        result.status, result.note = "failed", first_line(e)
+        result.steps = saved_step(run_dir) if result.steps is None else result.steps
+    except KeyboardInterrupt:
+        result.steps = saved_step(run_dir) if result.steps is None else result.steps
         result.note = "Ctrl-C before it finished; its checkpoints so far are kept"
         raise FamilyInterrupted(result) from None
     finally:
         result.wall_s = time.perf_counter() - t_start
     return result
+
+
+def saved_step(run_dir: Path) -> int | None:
+    """The step of a family's last checkpoint, if it saved one."""
+    last = run_dir / "last.json"
+    return read_record(last)[1]["step"] if last.exists() else None
 
 
 def finish_family(result, data, opts, device, run_dir) -> None:
@@ -311,11 +321,8 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
     if not names:
         raise DarmError(f"no model in --models can run on {data.name}: {skipped[0].note}")
     for name in names:  # a bad --set fails now, not after the families before it trained
-        try:
-            overrides = {**default_config(name, data), **opts.overrides.get(name, {})}
-            create_model(name, vocab_size=data.vocab_size, seq_len=data.seq_len, **overrides)
-        except ValueError as e:
-            raise DarmError(f"{name}: {e}") from None
+        with torch.device("meta"):  # shapes only: no memory for the weights
+            build_family(name, data, opts.overrides.get(name))
     busy = [n for n in names if (opts.out / n / "last.json").exists()]
     if busy:
         raise DarmError(
@@ -340,9 +347,10 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
                 result = run_family(name, data, opts, device)
             except Exception as e:  # one family's failure is a row, not the end of the report
                 result = FamilyResult(name, "failed", note=first_line(e))
-                tqdm.write(f"{name} failed: {result.note}")
             results.append(result)
-            if result.status == "done":
+            if result.status == "failed":
+                tqdm.write(f"{name} failed: {result.note}")
+            elif result.status == "done":
                 maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
                 tqdm.write(
                     f"{name}: test {result.nats_per_example:.4f} nats/{ex}, "

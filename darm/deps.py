@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from darm.errors import DarmError
-from darm.models.base import ARModel
+from darm.models.base import ARModel, eval_mode
 
 # positions (examples x dimensions) per backward pass: bounds memory for long sequences
 TOKENS_PER_PASS = 1 << 16
@@ -42,23 +42,19 @@ def dependency_map(
     One backward pass serves K rows at once: the batch is repeated K times and copy k
     asks only for the gradient of log p(x_{d_k} | ...), so the copies cannot mix.
     """
-    was_training = model.training
-    model.eval()
     device = model.device
     B, D = x.shape[0], model.num_dims
     x = x.reshape(B, D)  # (B, D): raster order for images
     weight = torch.ones(B, D) if mask is None else mask.reshape(B, D).float()  # (B, D)
     sums, counts = torch.zeros(D, D), torch.zeros(D)
     chunk = max(1, tokens_per_pass // D)  # examples per pass when one row is asked for
-    try:
+    with eval_mode(model):  # dropout off; each module's own mode back afterwards
         for i in range(0, B, chunk):
             part = slice(i, i + chunk)
             y = None if cond is None else cond[part].to(device)
             w = weight[part].to(device)
             s, c = _map_sums(model, x[part].to(device), y, w, tokens_per_pass)
             sums, counts = sums + s, counts + c
-    finally:
-        model.train(was_training)
     return sums / counts.clamp(min=1)[:, None]
 
 

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from darm import distributed
-from darm.budget import REPLAN_AT, Plan, replanned
+from darm.budget import Plan, Replanner
 from darm.checkpoint import (
     atomic_write_text,
     load_training_state,
@@ -440,6 +440,8 @@ def train(
     validation scored is in the checkpoints (`load_checkpoint(run_dir)`).
     """
     ctx = distributed.current()
+    if plan is not None and max_seconds is None:
+        raise ValueError("a plan needs max_seconds, the budget it was planned for")
     check_config(cfg, ctx.world_size)
     check_model_fits(model, model_name, data)
     run_dir = Path(run_dir)
@@ -551,11 +553,13 @@ def train(
         mininterval=0.5,
     )
     t0, tokens = time.perf_counter(), 0
+
+    def now() -> float:
+        return time.perf_counter() - t0
+
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     interrupted = False
-    eval_s, passes, replans = 0.0, 0, iter(REPLAN_AT if plan is not None else ())
-    replan_at = next(replans, None)  # the fraction of cfg.steps after which to plan again
-    warm = 0.0  # training seconds the first step took (allocations, torch.compile)
+    replanner = None if plan is None else Replanner(plan, max_seconds, start)
     with stop_on_sigint() as stop:  # Ctrl-C: finish the step, save `last`, stop
         step = start
         while step < end:  # `end` moves when a planned run is planned again
@@ -598,36 +602,28 @@ def train(
             running = average / (1 - SMOOTH ** (step + 1))
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens / elapsed:,.0f}", refresh=False)
-            if replan_at is not None and step + 1 >= replan_at * cfg.steps:
-                replan_at = next(replans, None)
-                now = time.perf_counter() - t0
-                pass_s = eval_s / passes if passes else plan.pass_s
-                step_s = (now - eval_s - warm) / max(step - start, 1)  # past the first step
-                # the slowest rank's speed and clock (each rank's t0 differs by a few ms):
-                # every rank must compute the same new count from the same numbers
-                step_s, pass_s, now = distributed.all_reduce_max([step_s, pass_s, now], device)
-                new = replanned(cfg, step + 1, step_s, pass_s, max_seconds - now)
-                if new is not cfg:
-                    if ctx.is_main:
-                        bar.write(
-                            f"step {step + 1}: {cfg.steps} steps planned again as {new.steps}, "
-                            f"by the {step_s:.3g}s a step measured so far (--budget)"
-                        )
-                    cfg = new
-                    bar.total = cfg.steps
-                    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+            new = cfg if replanner is None else replanner(cfg, step + 1, now(), device)
+            if new is not cfg:
+                if ctx.is_main:
+                    bar.write(
+                        f"step {step + 1}: {cfg.steps} steps planned again as {new.steps}, "
+                        f"by the {replanner.step_s:.3g}s a step measured so far (--budget)"
+                    )
+                cfg, bar.total = new, new.steps
+                end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps or out_of_time:
                 t_eval = time.perf_counter()
                 best = evaluate_and_save(step + 1, lr, running, tokens / elapsed, elapsed, best)
-                eval_s, passes = eval_s + time.perf_counter() - t_eval, passes + 1
+                if replanner is not None:
+                    replanner.evaluated(time.perf_counter() - t_eval)
             else:
                 if (step + 1) % cfg.log_every == 0:  # the training curve between evaluations
                     log_row(step + 1, lr, running, None, tokens / elapsed, elapsed)
                 if step + 1 == end or interrupted:
                     with averaged() as raw:
                         checkpoint("last", step + 1, best, raw)
-            if step == start:
-                warm = time.perf_counter() - t0 - eval_s
+            if replanner is not None:
+                replanner.stepped(step + 1, now())
             if out_of_time or interrupted:
                 end = step + 1
                 break
@@ -644,6 +640,7 @@ def train(
     return {
         "step": end,
         "steps": cfg.steps,
+        "train": asdict(cfg),  # as planned again under a budget
         "best_valid_nats_per_dim": best,
         "elapsed_s": time.perf_counter() - t0,
         "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),

@@ -83,7 +83,8 @@ def test_a_new_plan_fits_what_is_left_in_whole_cycles_and_not_for_a_small_change
     assert steps(cfg, 60, 1.0, 2.0, 1.0) == (60, 10)  # out of time: ends now
     assert steps(cfg, 5, 1.0, 0.0, 10.0) == (budget.MIN_STEPS, 10)  # the floor
     cycles = TrainConfig(steps=99, eval_every=10, warmup=15, cycles=3)
-    assert steps(cycles, 50, 1.0, 0.0, 10.0) == (60, 10)  # past 50, whole cycles, warmup
+    assert steps(cycles, 50, 1.0, 0.0, 10.0) == (57, 9)  # whole cycles, a shorter warmup
+    assert steps(cycles, 50, 1.0, 0.0, 0.0) == (51, 8)  # out of time: the cycle ends
 
 
 @pytest.mark.parametrize("first", [0.0, 10.0])
@@ -125,3 +126,5 @@ def test_a_run_slower_than_its_plan_is_planned_again_and_ends_its_schedule_in_ti
     assert record["step"] == record["train"]["steps"] == state["steps"]
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert float(rows[-1]["lr"]) == pytest.approx(cfg.min_lr, rel=0.05)  # at the floor
+    with pytest.raises(ValueError, match="a plan needs max_seconds"):
+        train_module.train(model, "bigram", data, cfg, tmp_path / "no", plan=plan)

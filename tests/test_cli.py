@@ -571,7 +571,7 @@ def test_bad_training_options_are_refused_before_any_work(capsys):
 def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys, monkeypatch):
     # 1 s a step, 10 validation passes of 0.5 s: 0.95 * 60 - 5 s -> 52 steps, whole cycles of 4
     monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1.0)
-    monkeypatch.setattr("darm.train.REPLAN_AT", ())  # the real steps are faster: kept to plan
+    monkeypatch.setattr("darm.budget.REPLAN_AT", ())  # the real steps are faster: kept to plan
     monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.5)
     out = tmp_path / "planned"
     argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
@@ -588,7 +588,7 @@ def test_a_budget_too_small_for_the_fewest_steps_is_said(names_file, tmp_path, c
                                                          monkeypatch):  # fmt: skip
     # 20 steps (the plan's floor) of 1 s do not fit 5 s: the run will be cut, and says so
     monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1.0)
-    monkeypatch.setattr("darm.train.REPLAN_AT", ())  # the real steps are faster: kept to plan
+    monkeypatch.setattr("darm.budget.REPLAN_AT", ())  # the real steps are faster: kept to plan
     monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.1)
     argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
             "--samples", "0", "--out", str(tmp_path / "cut"), "--budget", "5s"]  # fmt: skip

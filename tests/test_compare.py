@@ -172,6 +172,30 @@ def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsy
     (family,) = json.loads((out / "results.json").read_text())["families"]
     assert family["status"] == "failed" and family["note"] == "RuntimeError"
     assert family["nats_per_example"] > 0 and family["steps"] == 2
+    assert "markov failed: RuntimeError" in capsys.readouterr().out
+
+
+def test_a_family_whose_training_fails_keeps_its_size_and_saved_step(tmp_path, monkeypatch, capsys):
+    import darm.train
+    from darm.errors import DarmError
+
+    real = darm.train.train
+
+    def diverging(model, name, *args, **kw):  # markov saves step 2, then its loss is NaN
+        if name != "markov":
+            return real(model, name, *args, **kw)
+        real(model, name, *args, stop_at=2, **kw)
+        raise DarmError("loss is nan at step 2; stopped")
+
+    monkeypatch.setattr(darm.train, "train", diverging)
+    out = tmp_path / "nan"
+    args = ["compare", "--data", "digits", "--models", "markov,bigram", "--steps", "4",
+            "--out", str(out), "--quiet", "--samples", "2", *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 1
+    markov, bigram = json.loads((out / "results.json").read_text())["families"]
+    assert markov["status"] == "failed" and markov["note"] == "loss is nan at step 2; stopped"
+    assert markov["params"] > 0 and markov["steps"] == 2 and bigram["status"] == "done"
+    assert "markov failed: loss is nan" in capsys.readouterr().out
 
 
 def test_table_rows_keep_what_a_family_got_and_notes_say_what_stopped_it():

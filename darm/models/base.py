@@ -104,7 +104,9 @@ class ARModel(nn.Module):
 
     def init_cache(self, batch_size: int) -> Any:
         """A fresh cache for `step` and `prefill` of batch_size sequences (here: the prefix
-        so far, recomputed each step; a family overrides it with its own state)."""
+        so far, recomputed each step; a family overrides it with its own state). A cache
+        serves the weights it was made with: some families copy (masked) weights into it,
+        so after an optimiser step or a load, make a new one."""
         return PrefixCache(batch_size, self.num_dims, self.device)
 
     def step(self, x_prev: torch.Tensor | None, cache: Any, cond: torch.Tensor | None = None):
