@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 import torch
 
 from darm.data import Dataset
-from darm.data.splits import TensorSplit
 
 
 def synchronize(device: torch.device) -> None:
@@ -77,7 +76,7 @@ def seconds_per_validation(model, data: Dataset, cfg, window: float) -> float:
     for lo in range(0, shard, size):
         hi = min(lo + size, shard)
         t = time.perf_counter()
-        evaluate(model, TensorSplit(*valid._take(slice(lo, hi))), size)
+        evaluate(model, valid.subset(lo, hi), size)
         synchronize(model.device)
         timed.append((time.perf_counter() - t, hi - lo))
         if len(timed) >= 2 and time.perf_counter() - start >= window:
@@ -158,9 +157,12 @@ def replanned(cfg, done: int, step_s: float, pass_s: float, left: float):
     and on a shared machine the run then goes 20% faster or slower; planned again from
     minutes of training it ends on time instead of being cut before the cosine reaches its
     floor. Whole cycles of no fewer than MIN_STEPS steps (and no fewer than `done`: the
-    cycle under way ends), the warmup at most half a cycle; cfg itself when the count would
+    cycle under way ends), ending on a validation pass when within a quarter of the
+    spacing of one, the warmup at most half a cycle; cfg itself when the count would
     change by under REPLAN_TOLERANCE (not worth a jump in the learning rate)."""
     steps = max(done + steps_in(0.95 * left, step_s, pass_s, cfg.eval_every), MIN_STEPS)
+    if steps % cfg.eval_every <= cfg.eval_every // 4:  # a pass just after the last one's
+        steps -= steps % cfg.eval_every  # is wasted: end on that one
     steps -= steps % cfg.cycles  # down to whole cycles, as the first plan
     steps = max(steps, done + -done % cfg.cycles)
     if abs(steps - cfg.steps) <= REPLAN_TOLERANCE * cfg.steps:

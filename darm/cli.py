@@ -18,7 +18,6 @@ from darm.config import parse_assignments
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
-    check_clip_fits,
     check_file_target,
     class_marks,
     count,
@@ -27,6 +26,7 @@ from darm.outputs import (
     output_stem,
     png_path,
     print_nll,
+    read_prefix,
     save_samples,
     with_ext,
     write_per_example,
@@ -263,26 +263,11 @@ def complete_inputs(inputs: list[str], model, meta: dict):
     (a WAV clip's levels, a text's symbols, an array's integers)."""
     from darm.complete import read_images
 
-    shape, vocab = meta.get("image_shape"), saved_vocab(meta)
+    shape = meta.get("image_shape")
     if shape:
         L = model.vocab_size
         return torch.cat([read_images(Path(p), shape, L) for p in inputs]), None  # (N, D)
-    if meta.get("kind") == "audio":  # WAV clips to go on from
-        from darm.data.audio import wav_levels
-
-        rows = [wav_levels(Path(p), meta["source"]["sample_rate"]).tolist() for p in inputs]
-        for p, r in zip(inputs, rows):
-            check_clip_fits(model, len(r), meta, p)
-        return None, rows
-    try:  # prefixes: text, or integers for arrays
-        return None, [vocab.encode(s) if vocab else [int(v) for v in s.split()] for s in inputs]
-    except ValueError as e:
-        if vocab:  # a symbol outside the vocabulary
-            raise DarmError(f"--input: {e}") from None
-        raise DarmError(
-            f"--input of an array model is integers separated by spaces, e.g. '2 0 1'; "
-            f"got {' '.join(map(repr, inputs))}"
-        ) from None
+    return None, [read_prefix(s, model, meta, "--input") for s in inputs]
 
 
 def cmd_complete(args) -> None:

@@ -91,8 +91,8 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
         + (f" (training capped at {opts.budget:g} s)" if opts.budget is not None else "")
         if opts.steps
         else f"{opts.budget:g} s of training per family (wall clock); the step count of "
-        f"each family was planned from a timing of a few of its steps so that its learning "
-        f"rate schedule ends within the budget"
+        f"each family was planned from a timing of a few of its steps, and again from its "
+        f"speed as it trained, so that its learning rate schedule ends within the budget"
     )
     doc.para(f"Data: {data.summary()}. {data.notes}.")
     doc.para(f"Budget: {budget}. Seed {opts.seed}. {environment()}. "

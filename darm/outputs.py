@@ -111,7 +111,6 @@ def write_samples(
     from darm.sampling import sample
 
     meta = record["data"]
-    vocab = saved_vocab(meta)
     device = model.device
     cond = label_tensor(model, label, n, meta.get("class_names"))
     cols = None
@@ -122,20 +121,9 @@ def write_samples(
     cond = None if cond is None else cond.to(device)
     prefix = None
     if prompt:
-        if vocab is not None:
-            prefix = torch.tensor([vocab.encode(prompt)] * n)
-        elif meta.get("kind") == "array":  # integers, as `complete --input` reads them
-            try:
-                prefix = torch.tensor([[int(v) for v in prompt.split()]] * n)
-            except ValueError:
-                raise DarmError(f"--prompt of an array model is integers, got {prompt!r}") from None
-        elif meta.get("kind") == "audio":  # a clip to go on from
-            from darm.data.audio import wav_levels
-
-            prefix = wav_levels(Path(prompt), meta["source"]["sample_rate"]).expand(n, -1)
-            check_clip_fits(model, prefix.shape[1], meta, prompt)
-        else:
+        if meta.get("image_shape"):
             raise DarmError("--prompt is for text, integer arrays and audio; complete an image")
+        prefix = torch.tensor([read_prefix(prompt, model, meta, "--prompt")] * n)  # (n, P)
     if length is not None and meta.get("image_shape") and length != model.num_dims:
         raise DarmError(f"--length: an image model draws whole images of {model.num_dims} values")
     D = length or default_length(model, meta, 0 if prefix is None else prefix.shape[1])
@@ -157,6 +145,27 @@ def write_samples(
     except ValueError as e:
         raise DarmError(str(e)) from None
     return save_samples(x, meta, model.vocab_size, stem, cols, names)
+
+
+def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
+    """A prompt of a sequence model (`sample --prompt`, `complete --input`) as its known
+    first symbols: text through the run's vocabulary, a WAV file's levels for audio, or
+    integers separated by spaces for arrays."""
+    vocab = saved_vocab(meta)
+    if vocab is not None:
+        return vocab.encode(text)
+    if meta.get("kind") == "audio":  # a clip to go on from
+        from darm.data.audio import wav_levels
+
+        levels = wav_levels(Path(text), meta["source"]["sample_rate"])
+        check_clip_fits(model, len(levels), meta, text)
+        return levels.tolist()
+    try:
+        return [int(v) for v in text.split()]
+    except ValueError:
+        raise DarmError(
+            f"{flag} of an array model is integers separated by spaces, e.g. '2 0 1'; got {text!r}"
+        ) from None
 
 
 def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:

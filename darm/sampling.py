@@ -131,8 +131,7 @@ def _generate(model, n, D, cond, prefix, pick, stop_token, use_cache, progress) 
         cache, step, prefill = model.init_cache(n), model.step, model.prefill
     else:
         # a 1-D model may generate past its training length D, as its cache can
-        variable = len(model.event_shape) == 1 and not model.fixed_length
-        cache = PrefixCache(n, D if variable else model.num_dims, device)
+        cache = PrefixCache(n, D if model.takes_prefixes else model.num_dims, device)
 
         def step(x_prev, c, y):
             return ARModel.step(model, x_prev, c, y)

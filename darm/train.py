@@ -40,7 +40,6 @@ from darm.checkpoint import (
 )
 from darm.data import Dataset
 from darm.data.dataset import digest
-from darm.data.splits import TensorSplit
 from darm.ema import WeightAverage
 from darm.errors import DarmError
 from darm.interrupt import stop_on_sigint
@@ -243,11 +242,7 @@ def evaluate_split(model: ARModel, split, batch_size: int, progress: bool = Fals
     if ctx.world_size == 1:
         return evaluate(model, split, batch_size, progress)
     lo, hi = distributed.shard_bounds(len(split), ctx.rank, ctx.world_size)
-    shard = TensorSplit(
-        split.x[lo:hi],
-        None if split.y is None else split.y[lo:hi],
-        None if split.mask is None else split.mask[lo:hi],
-    )
+    shard = split.subset(lo, hi)
     part = evaluate(model, shard, batch_size, progress) if hi > lo else NLL(0.0, 0, 0)
     nats, examples, dims = distributed.all_reduce_sum(
         [part.nats, part.examples, part.dims], model.device
@@ -481,7 +476,7 @@ def train(
         restore_weights(model, saved_raw, resume_from[0])
     train_split, valid_split = data["train"], data["valid"]
     if 0 < cfg.valid_examples < len(valid_split):  # a fixed subset: the curve stays comparable
-        valid_split = TensorSplit(*valid_split._take(slice(0, cfg.valid_examples)))
+        valid_split = valid_split.subset(0, cfg.valid_examples)
     log_path = run_dir / "log.csv"
     if ctx.is_main:
         start_log(log_path, start)

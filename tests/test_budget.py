@@ -82,6 +82,8 @@ def test_a_new_plan_fits_what_is_left_in_whole_cycles_and_not_for_a_small_change
     assert budget.replanned(cfg, 20, 0.0117, 0.0, 1.0) is cfg  # 101 steps: within 2%
     assert steps(cfg, 60, 1.0, 2.0, 1.0) == (60, 10)  # out of time: ends now
     assert steps(cfg, 5, 1.0, 0.0, 10.0) == (budget.MIN_STEPS, 10)  # the floor
+    long = TrainConfig(steps=200, eval_every=10, warmup=10)  # 102 steps: end on the pass at 100
+    assert steps(long, 20, 0.01, 0.0, 0.865) == (100, 10)
     cycles = TrainConfig(steps=99, eval_every=10, warmup=15, cycles=3)
     assert steps(cycles, 50, 1.0, 0.0, 10.0) == (57, 9)  # whole cycles, a shorter warmup
     assert steps(cycles, 50, 1.0, 0.0, 0.0) == (51, 8)  # out of time: the cycle ends

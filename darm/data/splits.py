@@ -38,6 +38,10 @@ class TensorSplit:
         mask = None if self.mask is None else self.mask[idx]
         return self.x[idx], y, mask
 
+    def subset(self, lo: int, hi: int) -> TensorSplit:
+        """Examples lo..hi-1 as a split of their own (views, no copy)."""
+        return TensorSplit(*self._take(slice(lo, hi)))
+
     def batch(self, step: int, batch_size: int, seed: int) -> Batch:
         """The training batch of `step`: epochs of seeded permutations, last partial dropped."""
         N = len(self)

@@ -83,6 +83,12 @@ class ARModel(nn.Module):
         return self.num_dims
 
     @property
+    def takes_prefixes(self) -> bool:
+        """A 1-D model whose forward also takes a shorter prefix (B, t): the fallback step
+        recomputes just the prefix so far, and the naive sampler may run past D."""
+        return len(self.event_shape) == 1 and not self.fixed_length
+
+    @property
     def num_classes(self) -> int:
         return getattr(self.config, "num_classes", 0)
 
@@ -116,7 +122,7 @@ class ARModel(nn.Module):
             cache.x[:, cache.t - 1] = x_prev
         if cache.t >= cache.x.shape[1]:
             raise ValueError(f"step past the last of {cache.x.shape[1]} dimensions")
-        if len(self.event_shape) == 1 and not self.fixed_length:
+        if self.takes_prefixes:
             # causality: position t needs only x_<t, so recompute the prefix so far (O(t))
             logits = self(cache.x[:, : cache.t + 1], cond)  # (B, t+1, L)
         else:

@@ -18,13 +18,8 @@ from torch import nn
 from darm.models.base import LabelEmbedding
 from darm.models.pixelcnn import PixelCNNConfig, RasterCache, RasterModel
 from darm.models.registry import register_model
+from darm.nn.gate import gate
 from darm.nn.masked_conv import channel_groups, pointwise, row_conv
-
-
-def gate(h: torch.Tensor) -> torch.Tensor:
-    """(B, 2n, ...) -> (B, n, ...): tanh(a) * sigmoid(b)."""
-    a, b = h.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
 
 
 def shift_down(v: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from darm.models.base import (
 )
 from darm.models.registry import register_model
 from darm.nn.causal_conv import CausalConv1d
+from darm.nn.gate import gate
 
 
 @dataclass
@@ -67,16 +68,13 @@ class ResidualLayer(nn.Module):
         self.res = nn.Conv1d(channels, channels, 1)
         self.skip = nn.Conv1d(channels, skip, 1)
 
-    def gate(self, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        if c is not None:
-            h = h + c
-        a, b = h.chunk(2, dim=1)
-        z = torch.tanh(a) * torch.sigmoid(b)
+    def gated_unit(self, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        z = gate(h if c is None else h + c)  # the label's vector biases both halves
         # no module call at all when sampling: per-call overhead is most of a cached step
         return self.dropout(z) if self.training else z
 
     def forward(self, x, c):  # x: (B, C, T) -> (B, C, T), (B, S, T)
-        z = self.gate(self.conv(x), c)
+        z = self.gated_unit(self.conv(x), c)
         return x + self.res(z), self.skip(z)
 
 
@@ -170,7 +168,7 @@ class WaveNet(ARModel):
         h = self.wte(x_prev)  # (B, C)
         C, skip = h.shape[1], 0
         for layer, queue, (w, b) in zip(self.layers, cache.queues, cache.outs, strict=True):
-            z = layer.gate(layer.conv.step(h, queue), c)  # (B, C)
+            z = layer.gated_unit(layer.conv.step(h, queue), c)  # (B, C)
             out = F.linear(z, w, b)  # (B, C+S): the residual and the skip output at once
             h = h + out[:, :C]
             skip = skip + out[:, C:]
