@@ -367,6 +367,8 @@ def main(argv=None):
         "its schedule planned for the steps its measured tokens/s fits in it ('' to skip)",
     )
     args = ap.parse_args(argv)
+    if args.steps <= WARMUP:  # both schedules warm up for WARMUP steps first
+        ap.error(f"--steps must be above the {WARMUP}-step warmup, got {args.steps}")
     if args.equal_time and args.equal_time not in args.dtypes.split(","):
         ap.error(f"--equal-time {args.equal_time} needs that dtype in --dtypes ({args.dtypes})")
     if args.threads is not None:

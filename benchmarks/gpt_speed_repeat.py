@@ -55,6 +55,8 @@ def main(argv=None):
     )
     ap.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.steps <= gpt_speed.WARMUP:  # both schedules warm up first
+        ap.error(f"--steps must be above the {gpt_speed.WARMUP}-step warmup, got {args.steps}")
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps({"tokens_per_s": worker(args.worker, args.steps)}))

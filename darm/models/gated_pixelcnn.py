@@ -117,7 +117,7 @@ class GatedPixelCNN(RasterModel):
     def _vertical_row(self, cache: GatedCache, r: int, c) -> None:
         """Run the vertical stack over the finished row r, every layer."""
         P, W = cache.pad, self.config.hwc[1]
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers):  # i: the layer, as in forward
             k, rows = layer.k, layer.rows
             src = cache.maps[cache.v_map(i)]
             window = src[:, :, P + r - rows + 1 : P + r + 1, P - k // 2 : P + W + k // 2]
@@ -131,24 +131,24 @@ class GatedPixelCNN(RasterModel):
     def step(self, x_prev, cache: GatedCache, cond=None) -> torch.Tensor:
         """Logits of the next channel. A finished row runs through the vertical stack once;
         each pixel runs the horizontal stack at that pixel only."""
-        i, j, ch = self.advance(x_prev, cache)
+        r, col, ch = self.advance(x_prev, cache)  # the pixel (row, column) and channel
         c = self.label_per_layer(cond, cache.batch_size)
-        if i > 0 and j == 0 and ch == 0:
-            self._vertical_row(cache, i - 1, c)
+        if r > 0 and col == 0 and ch == 0:
+            self._vertical_row(cache, r - 1, c)
         P = cache.pad
         h = None
-        for n, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers):  # i: the layer, as in forward
             width = layer.rows
-            src = cache.maps[cache.h_map(n)]
-            row = src[:, :, P + i : P + i + 1, P + j - width + 1 : P + j + 1]  # (B, n_in, 1, w)
-            above = cache.v_pre[n, :, :, i, j]  # row i - 1's vertical pre-activations
+            src = cache.maps[cache.h_map(i)]
+            row = src[:, :, P + r : P + r + 1, P + col - width + 1 : P + col + 1]  # (B, n_in, 1, w)
+            above = cache.v_pre[i, :, :, r, col]  # row r - 1's vertical pre-activations
             h_pre = cache.conv_at(layer.h_conv, row) + cache.conv_at(layer.link, above)
             if c is not None:
-                h_pre = h_pre + c[:, n]
+                h_pre = h_pre + c[:, i]
             h_new = cache.conv_at(layer.h_out, layer.drop(gate(h_pre)))  # (B, n)
-            h = h_new if layer.first else src[:, :, P + i, P + j] + h_new
-            if n + 1 < len(self.layers):
-                cache.put(cache.h_map(n + 1), i, j, h)
+            h = h_new if layer.first else src[:, :, P + r, P + col] + h_new
+            if i + 1 < len(self.layers):
+                cache.put(cache.h_map(i + 1), r, col, h)
         cache.t += 1
         return self.pixel_logits(h, ch, cache)
 
