@@ -18,7 +18,7 @@ SPLITS = ("train", "valid", "test")
 @dataclass
 class Dataset:
     name: str
-    kind: str  # lines | corpus | array | image
+    kind: str  # lines | corpus | array | image | audio
     vocab_size: int  # L: symbols per dimension
     seq_len: int  # D: dimensions per example (the longest item for lines)
     splits: dict[str, TensorSplit]

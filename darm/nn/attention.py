@@ -59,20 +59,17 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(E, dim=2)
         # (B, T, E) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, E // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if cache is None:
-            causal = True
-        else:
+        mask = {"is_causal": True}  # the whole sequence at once
+        if cache is not None:
             past = cache.t
             k, v = cache.append(k, v)  # (B, nh, past+T, hs)
             # a single new query may see every cached key; a block of T new ones needs the
             # causal mask shifted by the `past` positions before it
-            causal = False
+            mask = {}
             if T > 1:
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+                visible = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+                mask = {"attn_mask": visible}
         drop = self.dropout if self.training else 0.0
-        if cache is not None and T > 1:
-            y = attend(q, k, v, attn_mask=mask, dropout_p=drop)
-        else:
-            y = attend(q, k, v, dropout_p=drop, is_causal=causal)
+        y = attend(q, k, v, dropout_p=drop, **mask)
         y = y.transpose(1, 2).reshape(B, T, E)  # (B, nh, T, hs) -> (B, T, E)
         return self.resid_dropout(self.proj(y))
