@@ -408,6 +408,36 @@ def restore_weights(model: ARModel, raw: dict[str, torch.Tensor], where: Path) -
     load_weights(model, {**model.state_dict(), **raw}, where)
 
 
+@dataclass
+class RunState:
+    """Where a run stands: its next step, its best validation NLL (nats/dim), the training
+    seconds of earlier invocations, and the training curve: an average of the batch losses
+    decaying by SMOOTH a step, started at 0 (`average`) and divided by 1 - SMOOTH^t as
+    Adam's moments are (`running`, nats/dim), so the first batch's loss does not linger."""
+
+    step: int = 0
+    best: float = math.inf
+    before: float = 0.0
+    average: float = 0.0
+    running: float | None = None
+
+
+def resumed_state(path: Path, record: dict, optimizer, model: ARModel, cfg) -> tuple:
+    """A checkpoint's optimiser state into `optimizer`, with cfg's hyperparameters ->
+    (RunState, the training weights saved beside an average, or {})."""
+    saved_raw = load_training_state(path, record, optimizer)
+    # load_state_dict brings back the saved hyperparameters too; a resume that changes them
+    # (--weight-decay, --beta1, --beta2) must train with the new ones it records
+    for group, fresh in zip(optimizer.param_groups, make_optimizer(model, cfg).param_groups):
+        group.update({k: fresh[k] for k in ("weight_decay", "betas", "fused", "foreach")})
+    step, running = record["step"], record.get("train_nats_per_dim")
+    average = record.get("train_loss_average")
+    if average is None:  # a checkpoint from before the correction
+        average = (running or 0.0) * (1 - SMOOTH**step)
+    best = record.get("best_valid_nats_per_dim", math.inf)
+    return RunState(step, best, record.get("elapsed_s", 0.0), average, running), saved_raw
+
+
 def train(
     model: ARModel,
     model_name: str,
@@ -449,26 +479,12 @@ def train(
     if conditional and data.num_classes == 0:
         raise DarmError(f"a conditional model needs labels, and {data.name} has none")
     optimizer = make_optimizer(model, cfg)
-    start, best, saved_raw = 0, math.inf, {}
-    before = 0.0  # seconds of training in earlier invocations of a resumed run
-    # the training curve: an average of the batch losses decaying by SMOOTH a step, started
-    # at 0 and divided by 1 - SMOOTH^t (as Adam's moments), so the first batch's loss does
-    # not linger in it
-    average, running = 0.0, None  # running: the corrected average (nats per dimension)
     torch.manual_seed(cfg.seed)
+    stand, saved_raw = RunState(), {}
     if resume_from is not None:
-        path, record = resume_from
-        saved_raw = load_training_state(path, record, optimizer)
-        # load_state_dict brings back the saved hyperparameters too; a resume that changes
-        # them (--weight-decay, --beta1, --beta2) must train with the new ones it records
-        for group, fresh in zip(optimizer.param_groups, make_optimizer(model, cfg).param_groups):
-            group.update({k: fresh[k] for k in ("weight_decay", "betas", "fused", "foreach")})
-        start, best = record["step"], record.get("best_valid_nats_per_dim", math.inf)
-        before = record.get("elapsed_s", 0.0)
-        running = record.get("train_nats_per_dim")  # the log's smoothed training loss
-        average = record.get("train_loss_average")
-        if average is None:  # a checkpoint from before the correction
-            average = (running or 0.0) * (1 - SMOOTH**start)
+        stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
+    start, best, before = stand.step, stand.best, stand.before
+    average, running = stand.average, stand.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
     # training weights saved beside them come back into the model
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
