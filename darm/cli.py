@@ -763,8 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         metavar="TIME",
         help="train for this long (90s, 5m, 1h): without --steps, a few timed steps plan the "
-        "step count so the schedule ends in time; training stops at the budget in any case, "
-        "and --resume continues",
+        "step count so the schedule ends in time, planned again from the real speed as it "
+        "trains; training stops at the budget in any case, and --resume continues",
     )
     t.add_argument(
         "--samples",
