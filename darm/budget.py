@@ -156,34 +156,46 @@ def replanned(cfg, done: int, step_s: float, pass_s: float, left: float):
     its checkpoints, `done` steps taken. A plan is timed over a few seconds before training,
     and on a shared machine the run then goes 20% faster or slower; planned again from
     minutes of training it ends on time instead of being cut before the cosine reaches its
-    floor. Whole cycles of no fewer than MIN_STEPS steps (and no fewer than `done`: the
-    cycle under way ends), ending on a validation pass when within a quarter of the
-    spacing of one, the warmup at most half a cycle; cfg itself when the count would
-    change by under REPLAN_TOLERANCE (not worth a jump in the learning rate)."""
+    floor. No fewer than MIN_STEPS or `done` steps; ending on a validation pass still to
+    come when within a quarter of its spacing (one just after it would be wasted); a
+    default warmup follows the length down (never up: the lr would drop), a given one only
+    when it no longer fits; cfg itself when the count would change by under
+    REPLAN_TOLERANCE (not worth a jump in the learning rate). One cycle only: moving the
+    boundaries of several would restart one twice."""
+    from darm.train import TrainConfig
+
+    if cfg.cycles != 1:
+        raise ValueError("a run of several cycles keeps its first plan")
     steps = max(done + steps_in(0.95 * left, step_s, pass_s, cfg.eval_every), MIN_STEPS)
-    if steps % cfg.eval_every <= cfg.eval_every // 4:  # a pass just after the last one's
-        steps -= steps % cfg.eval_every  # is wasted: end on that one
-    steps -= steps % cfg.cycles  # down to whole cycles, as the first plan
-    steps = max(steps, done + -done % cfg.cycles)
+    on_pass = steps - steps % cfg.eval_every
+    if steps - on_pass <= cfg.eval_every // 4 and on_pass > done:
+        steps = on_pass
     if abs(steps - cfg.steps) <= REPLAN_TOLERANCE * cfg.steps:
         return cfg
-    warmup = min(cfg.warmup, steps // (2 * cfg.cycles))  # a shorter run still decays
+    warmup = cfg.warmup
+    if warmup == TrainConfig(steps=cfg.steps).warmup:  # the default: follows the length
+        warmup = min(warmup, TrainConfig(steps=steps).warmup)
+    elif warmup >= steps:
+        warmup = steps // 2
     return replace(cfg, steps=steps, warmup=warmup)
 
 
 class Replanner:
-    """Plans a run planned for `budget` seconds again after REPLAN_AT of its steps, from the
-    speed measured since `start` (the step it starts at). The training loop reports each
+    """Plans a run planned for `budget` seconds again, from the speed measured since `start`
+    (the step it starts at): first after REPLAN_AT[0] of its steps, then at the later
+    fractions of the schedule, each counted on what is left after the last planning (so a
+    shortened run still gets them, spread over its rest). The training loop reports each
     validation pass (`evaluated`) and each step (`stepped`) and asks for the config after
     each step (`__call__`). The first step is left out of the speed (allocations,
-    torch.compile) though its time counts against the budget."""
+    torch.compile) though its time counts against the budget. A run of several cycles is
+    not planned again."""
 
-    def __init__(self, plan: Plan, budget: float, start: int):
+    def __init__(self, plan: Plan, budget: float, start: int, cfg):
         self.plan, self.budget, self.start = plan, budget, start
-        self.eval_s, self.passes, self.first_s = 0.0, 0, 0.0
-        self._fractions = iter(REPLAN_AT)
-        self._next = next(self._fractions, None)  # the fraction of the steps to plan again after
+        self.eval_s, self.passes, self.first_s = 0.0, 0, None
         self.step_s = plan.step_s  # the speed the last planning went by
+        self._fractions = list(REPLAN_AT) if cfg.cycles == 1 else []
+        self._at = math.ceil(self._fractions[0] * cfg.steps) if self._fractions else None
 
     def evaluated(self, seconds: float) -> None:
         self.eval_s, self.passes = self.eval_s + seconds, self.passes + 1
@@ -194,19 +206,26 @@ class Replanner:
             self.first_s = elapsed - self.eval_s
 
     def __call__(self, cfg, done: int, elapsed: float, device: torch.device):
-        """cfg, or a new one (darm.budget.replanned) when `done` steps reach the next point."""
+        """cfg, or a new one (darm.budget.replanned) when `done` steps reach the next point
+        and at least two steps after the first were timed."""
         from darm import distributed
 
-        if self._next is None or done < self._next * cfg.steps:
+        if self._at is None or done < self._at or done < self.start + 3:
             return cfg
-        self._next = next(self._fractions, None)
+        now = self._fractions.pop(0)
         pass_s = self.eval_s / self.passes if self.passes else self.plan.pass_s
-        step_s = (elapsed - self.eval_s - self.first_s) / max(done - self.start - 1, 1)
+        step_s = (elapsed - self.eval_s - self.first_s) / (done - self.start - 1)
         # the slowest rank's speed and clock (each rank's clock starts a few ms apart):
         # every rank must compute the same new count from the same numbers
         step_s, pass_s, elapsed = distributed.all_reduce_max([step_s, pass_s, elapsed], device)
-        new = replanned(cfg, done, step_s, pass_s, self.budget - elapsed)
+        pending = pass_s if done % cfg.eval_every == 0 else 0.0  # this step's pass, to come
+        new = replanned(cfg, done, step_s, pass_s, self.budget - elapsed - pending)
         self.step_s = step_s  # for the caller's message
+        if self._fractions:  # the next point, as far into what is left as it was planned
+            later = (self._fractions[0] - now) / (1 - now)
+            self._at = done + max(1, math.ceil(later * (new.steps - done)))
+        else:
+            self._at = None
         return new
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from tqdm import tqdm
 
@@ -26,8 +28,14 @@ def filter_logits(
     them to drop would be arbitrary)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_k is not None:
+        given = top_k
+        try:  # Python, numpy and 0-d torch integers; not 2.5, not True
+            top_k = -1 if isinstance(top_k, bool) else operator.index(top_k)
+        except TypeError:
+            top_k = -1
+        if top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {given!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scaled = logits / temperature

@@ -570,7 +570,7 @@ def train(
 
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     interrupted = False
-    replanner = None if plan is None else Replanner(plan, max_seconds, start)
+    replanner = None if plan is None else Replanner(plan, max_seconds, start, cfg)
     with stop_on_sigint() as stop:  # Ctrl-C: finish the step, save `last`, stop
         step = start
         while step < end:  # `end` moves when a planned run is planned again

@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 import darm
 import darm.budget as budget
@@ -70,7 +71,7 @@ def test_a_budget_with_eval_every_reserves_its_passes(monkeypatch):
     assert plan.steps + plan.passes * 2.0 <= 114
 
 
-def test_a_new_plan_fits_what_is_left_in_whole_cycles_and_not_for_a_small_change():
+def test_a_new_plan_fits_what_is_left_and_not_for_a_small_change():
     def steps(cfg, *measured):
         new = budget.replanned(cfg, *measured)
         return new.steps, new.warmup
@@ -84,9 +85,37 @@ def test_a_new_plan_fits_what_is_left_in_whole_cycles_and_not_for_a_small_change
     assert steps(cfg, 5, 1.0, 0.0, 10.0) == (budget.MIN_STEPS, 10)  # the floor
     long = TrainConfig(steps=200, eval_every=10, warmup=10)  # 102 steps: end on the pass at 100
     assert steps(long, 20, 0.01, 0.0, 0.865) == (100, 10)
-    cycles = TrainConfig(steps=99, eval_every=10, warmup=15, cycles=3)
-    assert steps(cycles, 50, 1.0, 0.0, 10.0) == (57, 9)  # whole cycles, a shorter warmup
-    assert steps(cycles, 50, 1.0, 0.0, 0.0) == (51, 8)  # out of time: the cycle ends
+    # no pass to come near the estimate: kept (a pass every 500 of 118 steps, or at 450 <= done)
+    assert steps(TrainConfig(steps=100, eval_every=500, warmup=10), 20, 0.1, 0.5, 11.0)[0] == 118
+    assert steps(TrainConfig(steps=900, eval_every=100, warmup=10), 450, 1.0, 0.0, 10.9)[0] == 460
+    # a default warmup follows the length down, never up; one given only when it no longer fits
+    assert steps(TrainConfig(steps=100), 20, 1.0, 0.0, 42.0) == (59, 29)
+    assert steps(TrainConfig(steps=60), 20, 0.01, 0.0, 1.0) == (115, 30)
+    assert steps(TrainConfig(steps=300, warmup=100), 20, 1.0, 0.0, 190.0) == (200, 100)
+    assert steps(TrainConfig(steps=300, warmup=100), 20, 1.0, 0.0, 84.0) == (99, 49)
+    with pytest.raises(ValueError, match="several cycles keeps its first plan"):
+        budget.replanned(TrainConfig(steps=100, cycles=2), 20, 1.0, 0.0, 10.0)
+
+
+def test_the_later_points_spread_over_what_is_left_after_a_shorter_plan(monkeypatch):
+    """200 steps planned at 0.3 s, taking 1 s: shortened at step 40; the next points fall
+    later in the rest of the run, not on the next two steps."""
+    planned_at, real = [], budget.replanned
+
+    def recorded(cfg, done, *measured):
+        planned_at.append(done)
+        return real(cfg, done, *measured)
+
+    monkeypatch.setattr(budget, "replanned", recorded)
+    cfg = TrainConfig(steps=200, eval_every=10, warmup=10)
+    replan = budget.Replanner(budget.Plan(200, 20, 0.3, 0.0), 63.0, 0, cfg)
+    done = 0
+    while done < cfg.steps:
+        done += 1
+        cfg = replan(cfg, done, done * 1.0, torch.device("cpu"))
+        replan.stepped(done, done * 1.0)
+    assert planned_at[0] == 40 and len(planned_at) == 3, planned_at
+    assert planned_at[1] - planned_at[0] > 5 and planned_at[2] - planned_at[1] > 5, planned_at
 
 
 @pytest.mark.parametrize("first", [0.0, 10.0])

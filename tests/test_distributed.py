@@ -106,8 +106,8 @@ def _late_rank_main(rank: int, world: int, port: int, folder: str) -> None:
     try:
         data = load_data("digits")
         model = tiny_model("markov", vocab_size=17, seq_len=64)
-        cfg = TrainConfig(steps=400, batch_size=8, warmup=5, eval_every=100, eval_batch_size=400)
-        plan = Plan(steps=400, passes=4, step_s=1e-3, pass_s=1e-3)  # far too fast a timing
+        cfg = TrainConfig(steps=40, batch_size=8, warmup=5, eval_every=10, eval_batch_size=400)
+        plan = Plan(steps=40, passes=4, step_s=0.1, pass_s=0.1)  # far too slow a timing
         folder = Path(folder) / f"rank{rank}"
         state = train(
             model, "markov", data, cfg, folder, progress=False, max_seconds=4.0, plan=plan
@@ -186,7 +186,7 @@ def test_every_model_trains_on_two_ranks(tmp_path):
 def test_ranks_planned_again_agree_on_the_steps(tmp_path):
     spawn_ranks(_late_rank_main, tmp_path)
     states = [json.loads((tmp_path / f"state{r}.json").read_text()) for r in (0, 1)]
-    assert states[0]["steps"] == states[1]["steps"] != 400  # planned again, the same
+    assert states[0]["steps"] == states[1]["steps"] > 40  # planned again, the same
     assert states[0]["step"] == states[1]["step"]
 
 

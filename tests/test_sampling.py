@@ -1,5 +1,6 @@
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,8 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert kept.tolist() == [[True, True, False, False]]
     kept = filter_logits(probs.log(), top_p=0.5).isfinite()
     assert kept.tolist() == [[True, False, False, False]]
+    for k in (np.int64(2), torch.tensor(2)):  # integers of numpy and torch are integers
+        assert filter_logits(probs.log(), top_k=k).isfinite().sum() == 2
     # symbols as likely as the nucleus's last one stay with it, as top-k keeps its ties
     tied = torch.tensor([[1.0, 1.0, 1.0, 0.0, -1.0], [0.0, 1.0, 1.0, 1.0, -1.0]])
     kept = filter_logits(tied, top_p=0.5).isfinite()
