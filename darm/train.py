@@ -457,12 +457,12 @@ def train(
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
     this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)
-    to fit max_seconds; after REPLAN_AT of the steps the count is planned again from the
-    speed measured so far, so the schedule still ends in time when the first timing was off.
-    Returns the final training state (step, steps planned, best validation NLL, wall time,
-    tokens/s). The model is
-    left in training mode with its training weights: with cfg.ema, the average that
-    validation scored is in the checkpoints (`load_checkpoint(run_dir)`).
+    to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
+    so the schedule still ends in time when the first timing was off.
+    Returns the final training state (step, the steps and training config as last planned,
+    best validation NLL, wall time, tokens/s). The model is left in training mode with its
+    training weights: with cfg.ema, the average that validation scored is in the
+    checkpoints (`load_checkpoint(run_dir)`).
     """
     ctx = distributed.current()
     if plan is not None and max_seconds is None:
