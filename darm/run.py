@@ -132,6 +132,11 @@ def train_run(args, device, ctx) -> None:
     step, steps = state["step"], state["steps"]
     if step < steps:  # --budget ran out first
         say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
+        if cfg.compile and state["first_step_s"] > 0.25 * args.budget:
+            say(
+                f"(its first step, torch.compile's, took {state['first_step_s']:.0f}s of the "
+                f"{args.budget:g}s: give more time, or train without --compile)"
+            )
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)

@@ -460,9 +460,9 @@ def train(
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
     so the schedule still ends in time when the first timing was off.
     Returns the final training state (step, the steps and training config as last planned,
-    best validation NLL, wall time, tokens/s). The model is left in training mode with its
-    training weights: with cfg.ema, the average that validation scored is in the
-    checkpoints (`load_checkpoint(run_dir)`).
+    best validation NLL, wall time, tokens/s, the first step's seconds). The model is left
+    in training mode with its training weights: with cfg.ema, the average that validation
+    scored is in the checkpoints (`load_checkpoint(run_dir)`).
     """
     ctx = distributed.current()
     if plan is not None and max_seconds is None:
@@ -563,7 +563,7 @@ def train(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    t0, tokens = time.perf_counter(), 0
+    t0, tokens, first_s = time.perf_counter(), 0, 0.0
 
     def now() -> float:
         return time.perf_counter() - t0
@@ -635,6 +635,8 @@ def train(
                         checkpoint("last", step + 1, best, raw)
             if replanner is not None:
                 replanner.stepped(step + 1, now())
+            if step == start:
+                first_s = elapsed  # allocations, and the compilation under cfg.compile
             if out_of_time or interrupted:
                 end = step + 1
                 break
@@ -655,4 +657,5 @@ def train(
         "best_valid_nats_per_dim": best,
         "elapsed_s": time.perf_counter() - t0,
         "tokens_per_s": tokens / max(time.perf_counter() - t0, 1e-9),
+        "first_step_s": first_s,
     }

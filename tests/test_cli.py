@@ -1000,3 +1000,26 @@ def test_new_options_refuse_what_they_would_ignore(tmp_path, capsys):
     (tmp_path / "notpy.txt").write_text("x\n")
     one_line_error(capsys, main(["--import", str(tmp_path / "notpy.txt"), "models"]), 1,
                    "--import takes a .py file or a module name")  # fmt: skip
+
+
+def test_a_budget_spent_compiling_says_so(names_file, tmp_path, capsys, monkeypatch):
+    import time
+
+    import darm.train
+
+    real, calls = darm.train.accumulate_gradients, []
+
+    def slow_first(*args):  # as torch.compile's first step: most of the budget
+        calls.append(1)
+        time.sleep(1.0 if len(calls) == 1 else 0.0)
+        return real(*args)
+
+    monkeypatch.setattr(torch, "compile", lambda net: net)  # the compiling itself: faked
+    monkeypatch.setattr(darm.train, "accumulate_gradients", slow_first)
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
+            "--samples", "0", "--out", str(tmp_path / "c"), "--steps", "100000",
+            "--budget", "1.5s", "--compile"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "--budget stopped the run at step" in said
+    assert "its first step, torch.compile's, took 1s of the 1.5s" in said
