@@ -17,6 +17,28 @@ from darm.plots import image_grid
 from tests.conftest import one_line_error
 
 
+def eval_json(capsys, *argv) -> dict:
+    """What `darm eval ARGV --json` reports (its last line)."""
+    capsys.readouterr()
+    assert main(["eval", *map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.splitlines()[-1])
+
+
+def mean_nats(run, x, labels=None) -> float:
+    """-log p(x | labels) of the run's best checkpoint, averaged over the examples of x."""
+    from darm import load_checkpoint, log_prob
+
+    model, _, _ = load_checkpoint(run)
+    return -log_prob(model, x, labels).sum().item() / len(x)
+
+
+def every_split(data) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, y) of a folder read whole: its train, valid and test examples in that order."""
+    splits = [data[s] for s in ("train", "valid", "test")]
+    y = None if splits[0].y is None else torch.cat([s.y for s in splits])
+    return torch.cat([s.x for s in splits]), y
+
+
 def test_quantise_bins_are_equal_width():
     pixels = np.arange(256, dtype=np.uint8)
     q = quantise(pixels, 4)
@@ -90,8 +112,7 @@ def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, caps
     _write_pngs(tmp_path / "grey", 2, size=(5, 4))
     out = tmp_path / "r"
     _train_markov(tmp_path / "rgb", out, "--levels", "4")
-    assert main(["eval", str(out), "--data", str(tmp_path / "grey"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["dims"] == 2 * 4 * 5 * 3
+    assert eval_json(capsys, out, "--data", tmp_path / "grey")["dims"] == 2 * 4 * 5 * 3
 
 
 def test_palette_images_are_grey_when_their_colours_are(tmp_path):
@@ -202,46 +223,29 @@ def test_cli_trains_pixelcnn_on_a_png_folder(tmp_path, capsys):
 
 
 def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
-    import json
     import shutil
-
-    from darm import load_checkpoint, log_prob
 
     _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
     out = tmp_path / "run"
     _train_markov(tmp_path / "imgs", out, "--levels", "2", "--conditional")
     shutil.copytree(tmp_path / "imgs" / "2", tmp_path / "sub" / "2")  # one class of three
-    capsys.readouterr()
-    assert main(["eval", str(out), "--data", str(tmp_path / "sub"), "--json"]) == 0
-    got = json.loads(capsys.readouterr().out.splitlines()[-1])
-    model, _, _ = load_checkpoint(out)
-    x = load_data(str(tmp_path / "sub"), levels=2)
-    images = torch.cat([x[s].x for s in ("train", "valid", "test")])
+    got = eval_json(capsys, out, "--data", tmp_path / "sub")
+    images, _ = every_split(load_data(str(tmp_path / "sub"), levels=2))
     label = torch.full((len(images),), 2)  # "2" is class 2 of ["1", "10", "2"], not class 0
-    want = -log_prob(model, images, label).sum().item() / len(images)
-    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)
+    assert got["nats_per_example"] == pytest.approx(mean_nats(out, images, label), rel=1e-5)
     (tmp_path / "sub" / "2").rename(tmp_path / "sub" / "7")
     assert main(["eval", str(out), "--data", str(tmp_path / "sub")]) == 1
     assert "classes the model was not trained on: 7" in capsys.readouterr().err
 
 
 def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, capsys):
-    import json
-
-    from darm import load_checkpoint, log_prob
-
     out = tmp_path / "run"  # digits' classes are numbers, without names
     _train_markov("digits", out, "--conditional")
     _write_pngs(tmp_path / "mine", 4, size=(8, 8), classes=["3", "7"])
-    capsys.readouterr()
-    assert main(["eval", str(out), "--data", str(tmp_path / "mine"), "--json"]) == 0
-    got = json.loads(capsys.readouterr().out.splitlines()[-1])
-    model, _, _ = load_checkpoint(out)
-    mine = load_data(str(tmp_path / "mine"), levels=17)
-    images = torch.cat([mine[s].x for s in ("train", "valid", "test")])
-    label = torch.tensor([3, 7])[torch.cat([mine[s].y for s in ("train", "valid", "test")])]
-    want = -log_prob(model, images, label).sum().item() / len(images)
-    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)  # not classes 0 and 1
+    got = eval_json(capsys, out, "--data", tmp_path / "mine")
+    images, y = every_split(load_data(str(tmp_path / "mine"), levels=17))
+    want = mean_nats(out, images, torch.tensor([3, 7])[y])  # not classes 0 and 1
+    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)
     # the per-example rows name each picture's class as its folder does
     assert main(["eval", str(out), "--data", str(tmp_path / "mine"), "--per-example",
                  str(tmp_path / "p.csv")]) == 0  # fmt: skip
@@ -253,21 +257,15 @@ def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, cap
     assert main(["eval", str(out), "--data", str(tmp_path / "mine")]) == 1
     assert "classes the model was not trained on: seven" in capsys.readouterr().err
     # with --label the folders' names go unused: any layout is scored as that class
-    argv = ["eval", str(out), "--data", str(tmp_path / "mine"), "--label", "3", "--json",
-            "--per-example", str(tmp_path / "q.csv")]  # fmt: skip
-    assert main(argv) == 0
-    as_3 = -log_prob(model, images, torch.full((4,), 3)).sum().item() / 4
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["nats_per_example"] == (
-        pytest.approx(as_3, rel=1e-5)
-    )
+    got = eval_json(capsys, out, "--data", tmp_path / "mine", "--label", "3",
+                    "--per-example", tmp_path / "q.csv")  # fmt: skip
+    as_3 = mean_nats(out, images, torch.full((4,), 3))
+    assert got["nats_per_example"] == pytest.approx(as_3, rel=1e-5)
     assert [r["label"] for r in csv.DictReader((tmp_path / "q.csv").open())] == ["3"] * 4
 
 
 def test_a_run_fine_tuned_on_some_classes_reloads_them_by_name(tmp_path, capsys):
-    import json
     import shutil
-
-    from darm import load_checkpoint, log_prob
 
     _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
     base = ["--levels", "2", "--quiet", "--samples", "0"]
@@ -279,15 +277,13 @@ def test_a_run_fine_tuned_on_some_classes_reloads_them_by_name(tmp_path, capsys)
     argv = ["train", "--init", str(tmp_path / "a"), "--data", str(tmp_path / "sub"),
             "--steps", "1", "--out", str(tmp_path / "b"), *base]  # fmt: skip
     assert main(argv) == 0
-    capsys.readouterr()
     # eval re-reads the fine-tuning folder from the checkpoint's record: labels by name again
-    assert main(["eval", str(tmp_path / "b"), "--split", "test", "--json"]) == 0
-    got = json.loads(capsys.readouterr().out.splitlines()[-1])
-    model, _, _ = load_checkpoint(tmp_path / "b")
+    got = eval_json(capsys, tmp_path / "b", "--split", "test")
     test = load_data(str(tmp_path / "sub"), levels=2)["test"]
     label = torch.tensor([1, 2])[test.y]  # "10" -> 1 and "2" -> 2 of ["1", "10", "2"]
-    want = -log_prob(model, test.x, label).sum().item() / len(test)
-    assert got["nats_per_example"] == pytest.approx(want, rel=1e-5)
+    assert got["nats_per_example"] == pytest.approx(
+        mean_nats(tmp_path / "b", test.x, label), rel=1e-5
+    )
 
 
 def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
@@ -321,22 +317,16 @@ def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
 
 
 def test_eval_scores_one_picture_file(tmp_path, capsys):
-    import json
-
-    from darm import load_checkpoint, log_prob
     from darm.complete import read_images
 
     _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
     out = tmp_path / "run"
     _train_markov(tmp_path / "imgs", out, "--levels", "4")
     picture = tmp_path / "imgs" / "0.png"
-    capsys.readouterr()
-    assert main(["eval", str(out), "--data", str(picture), "--json"]) == 0
-    got = json.loads(capsys.readouterr().out)
-    model, _, _ = load_checkpoint(out)
+    got = eval_json(capsys, out, "--data", picture)
     x = read_images(picture, (3, 3, 1), 4)  # (1, D), quantised as the run's images were
     assert got["examples"] == 1 and got["dims"] == 9
-    assert got["nats_per_example"] == pytest.approx(-log_prob(model, x).item())
+    assert got["nats_per_example"] == pytest.approx(mean_nats(out, x))
     capsys.readouterr()
     assert main(["train", "--data", str(picture), "--quiet"]) == 1  # training needs a folder
     assert "is one image; give the folder" in capsys.readouterr().err
