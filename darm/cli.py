@@ -559,7 +559,9 @@ def cmd_compare(args) -> None:
         raise DarmError("compare runs in one process; use torchrun with `darm train`")
     if args.budget is None and args.steps is None:
         args.budget = 300.0
-    check_counts(args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1)
+    check_counts(
+        args, steps=1, samples=1, threads=1, batch_size=1, deps_examples=1, valid_examples=1
+    )
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
     data = load_training_data(args, args.data)
@@ -578,6 +580,7 @@ def cmd_compare(args) -> None:
     optional = [("--format", args.format, None), ("--block", args.block, None),
                 ("--levels", args.levels, None), ("--data-seed", args.data_seed, None),
                 ("--batch-size", args.batch_size, None), ("--samples", args.samples, 64),
+                ("--valid-examples", args.valid_examples, None),
                 ("--deps-examples", args.deps_examples, None), ("--seed", args.seed, 1337),
                 ("--threads", args.threads, None), ("--device", args.device, "auto"),
                 ("--out", args.out, None)]  # fmt: skip
@@ -593,6 +596,7 @@ def cmd_compare(args) -> None:
         deps_examples=args.deps_examples,
         overrides=overrides,
         batch_size=args.batch_size,
+        valid_examples=args.valid_examples or 0,
         progress=not args.quiet,
         command=shlex.join(command),
     )
@@ -918,6 +922,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--steps", type=int, help="optimiser steps per family instead of a time")
     c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
+    c.add_argument(
+        "--valid-examples",
+        type=int,
+        metavar="N",
+        help="validation passes during training score the first N examples (default: all; "
+        "the test NLL is always over the whole split)",
+    )
     c.add_argument("--samples", type=int, default=64, help="samples per family, timed (default 64)")
     c.add_argument(
         "--deps-examples", type=int, help="examples per dependency map (default 16 to 1024, by D)"

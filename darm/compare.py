@@ -146,6 +146,7 @@ class CompareOptions:
     deps_examples: int | None = None  # None: deps.default_examples(D)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> config
     batch_size: int | None = None
+    valid_examples: int = 0  # validation passes score the first N examples; 0: all
     progress: bool = True
     command: str = ""
 
@@ -162,6 +163,8 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     train_overrides = {**default_train(name), "seed": opts.seed}
     if opts.batch_size:
         train_overrides["batch_size"] = opts.batch_size
+    if opts.valid_examples:  # cheaper passes, so the plan fits more steps; test stays whole
+        train_overrides["valid_examples"] = opts.valid_examples
     cfg = build_config(TrainConfig, train_overrides, "training option")
     plan = None  # under a budget: the run's length, planned again as it trains
     if opts.steps:

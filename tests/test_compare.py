@@ -249,6 +249,7 @@ def test_budget_plans_steps_and_audio(tmp_path):
         (["--models", "bigram,bigram"], "names bigram more than once"),
         (["--data", "names", "--models", "pixelcnn"], "no model in --models can run on names"),
         (["--models", "bigram", "--set", "bigram.seq_len=3"], "seq_len is not settable"),
+        (["--models", "bigram", "--valid-examples", "0"], "--valid-examples must be >= 1"),
     ],
 )
 def test_bad_compare_input(tmp_path, capsys, extra, needle):
@@ -284,16 +285,20 @@ def test_reproduce_command_parses_back_to_the_same_options(tmp_path):
     out = tmp_path / "my report"
     args = ["compare", "--data", str(tmp_path / "a.npy"), "--levels", "10", "--data-seed", "7",
             "--models", "bigram", "--steps", "2", "--samples", "2", "--deps-examples", "3",
-            "--out", str(out), "--quiet", "--budget", "1234567.5s"]  # fmt: skip
+            "--valid-examples", "4", "--out", str(out), "--quiet",
+            "--budget", "1234567.5s"]  # fmt: skip
     assert main(args) == 0
     report = (out / "report.md").read_text()
     command = next(line for line in report.splitlines() if line.startswith("darm compare"))
     again = build_parser().parse_args(shlex.split(command)[1:])
     first = build_parser().parse_args(args)
     for name in ("data", "levels", "data_seed", "models", "steps", "samples", "deps_examples",
-                 "out", "seed", "block", "format", "batch_size", "budget"):  # fmt: skip
+                 "out", "seed", "block", "format", "batch_size", "budget",
+                 "valid_examples"):  # fmt: skip
         assert getattr(again, name) == getattr(first, name), name
     assert "--budget 1234567.5s" in command  # every digit, as a plain word for the shell
+    family = json.loads((out / "results.json").read_text())["families"][0]
+    assert family["train"]["valid_examples"] == 4  # the family trained with it
 
 
 def test_refuses_to_overwrite(digits_report, capsys):
