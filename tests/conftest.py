@@ -61,10 +61,11 @@ def tiny_model(name: str, vocab_size: int = 5, seq_len: int = 7, **overrides):
         overrides["image_shape"] = tuple(int(s) for s in shape.split("x"))
         seq_len = math.prod(overrides["image_shape"])
     torch.manual_seed(0)
-    family = get_entry(name).family
-    model = create_model(
-        name, vocab_size=vocab_size, seq_len=seq_len, **{**TINY.get(family, {}), **overrides}
-    )
+    entry = get_entry(name)
+    # the family's small widths, but never over what the name itself registers (bigram's
+    # n_hidden=0 stays a table, not a k=1 MLP)
+    tiny = {k: v for k, v in TINY.get(entry.family, {}).items() if k not in entry.defaults}
+    model = create_model(name, vocab_size=vocab_size, seq_len=seq_len, **{**tiny, **overrides})
     return model.eval()
 
 

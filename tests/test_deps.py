@@ -30,10 +30,14 @@ def test_strictly_lower_triangular(model_name):
     assert (J.diagonal(-1) > 0).all()
 
 
-def test_markov_band():
-    """markov k=3: non-zero exactly on the 3 previous positions."""
-    L, D, k = 5, 12, 3
-    J = dependency_map(tiny_model("markov", L, D, k=k), random_x(6, D, L))
+@pytest.mark.parametrize("name, k", [("markov", 3), ("markov/n_hidden=0", 3), ("bigram", 1)])
+def test_markov_band(name, k):
+    """markov k=3 (MLP or log-linear table) and the bigram as registered (k=1): non-zero
+    exactly on the k previous positions."""
+    L, D = 5, 12
+    model = tiny_model(name, L, D, **({} if name == "bigram" else {"k": k}))
+    assert model.config.k == k
+    J = dependency_map(model, random_x(6, D, L))
     band = (lags(D) >= 1) & (lags(D) <= k)
     assert torch.equal(J != 0, band)
     assert max_lag(J) == k

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from darm.models import create_model
-from darm.nn.masked_conv import MaskedConv2d
+from darm.nn.masked_conv import MaskedConv2d, channel_groups, raster_mask, row_conv
 
 H = W = 8
 
@@ -59,6 +59,44 @@ def test_channels_are_read_r_then_g_then_b(name):
         x2[:, 1, 0, ch] = (x2[:, 1, 0, ch] + 1) % 4
         moved = (model(x2) - base)[:, 1, 0].abs().amax(dim=(0, 2)) > 1e-6  # (3,) per channel
         assert moved.tolist() == [c > ch for c in range(3)], f"changing channel {ch}"
+
+
+def test_raster_masks_by_hand():
+    """3x3 masks of mask A and B for one grey channel and for RGB (3 features, one per
+    channel group), and the horizontal stack's row masks, written out."""
+    past = [[1, 1, 1], [1, 0, 0], [0, 0, 0]]  # the row above, and left in the row
+    for C in (1, 3):
+        groups = channel_groups(C, C)
+        centre = {"A": torch.ones(C, C).tril(-1), "B": torch.ones(C, C).tril()}  # out >(=) in
+        for kind in ("A", "B"):
+            mask = raster_mask((3, 3), groups, groups, kind)  # (out, in, 3, 3)
+            want = torch.tensor(past, dtype=torch.float).repeat(C, C, 1, 1)
+            want[:, :, 1, 1] = centre[kind]
+            assert torch.equal(mask, want), (C, kind)
+            row = row_conv(C, C, 2, C, kind).mask  # (out, in, 1, 2): the left pixel, then this
+            assert torch.equal(row[:, :, 0, 0], torch.ones(C, C))
+            assert torch.equal(row[:, :, 0, 1], centre[kind]), (C, kind)
+
+
+@pytest.mark.parametrize(
+    "name, first", [("pixelcnn", "first"), ("gated_pixelcnn", "layers.0.h_conv")]
+)
+def test_first_conv_masks_a_later_ones_b(name, first):
+    """Grey images: the first masked conv hides the current pixel (mask A), every later one
+    shows the current pixel's features (mask B), and each sees all of the past in its
+    kernel and none of the future. Mask A later on would cost likelihood, not causality."""
+    model = create_model(name, vocab_size=3, seq_len=25, image_shape=(5, 5), n_layer=3)
+    convs = {k: m for k, m in model.named_modules() if isinstance(m, MaskedConv2d)}
+    assert first in convs and len(convs) > 3
+    for i, conv in convs.items():
+        left, _, top, _ = conv.pad  # the current pixel sits at (top, left) of the kernel
+        kh, kw = conv.mask.shape[2:]
+        order = torch.arange(kh * kw).view(kh, kw) - (top * kw + left)  # raster order
+        seen = conv.mask.amax(dim=(0, 1)) > 0  # (kh, kw)
+        assert torch.equal(seen[order < 0], torch.ones_like(seen[order < 0])), i
+        assert not seen[order > 0].any(), i
+        now = conv.mask[:, :, top, left]  # (out, in) at the current pixel
+        assert (now == 0).all() if i == first else (now == 1).all(), f"masked conv {i}"
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])

@@ -137,7 +137,39 @@ def test_prefix_is_kept(model_name):
     assert x.shape == (2, *model.event_shape)
     x = x.flatten(1)  # (2, D) in generation order
     assert torch.equal(x[:, :3], prefix)
-    assert int(x.max()) < 5
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_greedy_sampling_follows_the_prefix_and_the_label(model_name, conditional):
+    """sample(top_k=1) after a prefix is the argmax path of the full forward pass from that
+    prefix (and label): the prefix is read, not only copied into the output. Weight matrices
+    are scaled up so the argmax path depends on the prefix, which is checked, so a sampler
+    that ignored the prefix would fail here."""
+    L, B = 5, 4
+    model = tiny_model(model_name, L, 7, num_classes=3 if conditional else 0)
+    with torch.no_grad():  # the biases as they are: a head bias times 4 picks alone
+        for w in model.parameters():
+            w.mul_(4 if w.ndim > 1 else 1)
+    D = model.num_dims
+    P = D // 2
+    y = torch.tensor([0, 2, 1, 1]) if conditional else None
+
+    def argmax_path(prefix):  # (B, P) -> (B, D), one position at a time from the forward
+        x = torch.zeros(B, D, dtype=torch.long)
+        x[:, :P] = prefix
+        with torch.no_grad():
+            for d in range(P, D):
+                logits = model(x.view(B, *model.event_shape), y).reshape(B, D, L)  # flat
+                x[:, d] = logits[:, d].argmax(-1)
+        return x
+
+    prefixes = (torch.randint(0, L, (B, P), generator=torch.Generator().manual_seed(s))
+                for s in range(10))  # fmt: skip
+    prefix = next(prefixes)
+    want = argmax_path(prefix)
+    assert any(not torch.equal(want[:, P:], argmax_path(other)[:, P:]) for other in prefixes)
+    got = sample(model, B, cond=y, prefix=prefix, top_k=1)
+    assert torch.equal(got.reshape(B, D), want)
 
 
 @pytest.mark.parametrize("conditional", [False, True])
