@@ -19,6 +19,7 @@ from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
     check_file_target,
+    check_new,
     class_marks,
     count,
     default_length,
@@ -27,6 +28,7 @@ from darm.outputs import (
     png_path,
     print_nll,
     read_prefix,
+    sample_suffix,
     save_samples,
     with_ext,
     write_per_example,
@@ -192,7 +194,14 @@ def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
         ),
     )
     p.add_argument("--out", help=f"output file stem (default: RUN/{out_stem})")
+    add_force_arg(p, "--out")
     add_device_arg(p)
+
+
+def add_force_arg(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(
+        "--force", action="store_true", help=f"replace the file {flag} names if it exists"
+    )
 
 
 def add_family_data_args(p: argparse.ArgumentParser) -> None:
@@ -236,6 +245,8 @@ def cmd_sample(args) -> None:
     check_sampling_args(args)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "samples")
+    if args.out is not None:
+        check_new(with_ext(stem, sample_suffix(record["data"])), "--out", args.force)
     out = write_samples(
         model,
         record,
@@ -372,6 +383,8 @@ def cmd_complete(args) -> None:
     check_counts(args, count=1)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "completions")
+    if args.out is not None:
+        check_new(with_ext(stem, sample_suffix(record["data"])), "--out", args.force)
     meta = record["data"]
     shape = meta.get("image_shape")
     known = known_part(args, model, meta, path.parent)
@@ -441,7 +454,7 @@ def cmd_eval(args) -> None:
     if args.per_example:
         if Path(args.per_example).suffix.lower() != ".csv":  # never over a checkpoint or data
             raise DarmError(f"--per-example writes a CSV: give a .csv name, not {args.per_example}")
-        check_file_target(Path(args.per_example), "--per-example")
+        check_file_target(Path(args.per_example), "--per-example", args.force)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     meta = record["data"]
     # another file is scored whole by default (its own split would leave 90% of it out); the
@@ -523,6 +536,8 @@ def cmd_plot(args) -> None:
         common = Path(os.path.commonpath([f.resolve() for f in folders]))
         folders = [Path(".") if common == Path(common.anchor) else common]
     out = png_path(args.out, folders[0] / "loss.png")
+    if args.out is not None:
+        check_new(out, "--out", args.force)
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
     print(f"wrote {out}")
 
@@ -540,6 +555,8 @@ def cmd_deps(args) -> None:
     if args.pixel and not shape:
         raise DarmError("--pixel is for image models; this checkpoint's data is not images")
     out = png_path(args.out, path.parent / "deps.png")
+    if args.out is not None:
+        check_new(out, "--out", args.force)
     plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
     lower = bool((J.triu() == 0).all())
     padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""
@@ -834,6 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a CSV of every example scored: split, index, label, nats, dims, "
         "bits/dim (and the text, for text data)",
     )
+    e.add_argument("--force", action="store_true", help="replace the --per-example file")
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
     add_device_arg(e)
     e.add_argument(
@@ -913,6 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
+    add_force_arg(g, "--out")
     add_device_arg(g)
     g.set_defaults(func=cmd_deps)
 
@@ -931,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output PNG or folder (default RUN/loss.png for one run; for several, loss.png in "
         "the folder that holds them, or here when they share none)",
     )
+    add_force_arg(pl, "--out")
     pl.set_defaults(func=cmd_plot)
 
     c = sub.add_parser(

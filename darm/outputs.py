@@ -53,13 +53,21 @@ def print_nll(nll, split: str, kind: str, file=None) -> None:
     )
 
 
-def check_file_target(path: Path, flag: str) -> None:
+def check_file_target(path: Path, flag: str, force: bool = False) -> None:
     """A file to be written later: refused now, before the work, if it cannot be."""
     from darm.checkpoint import check_writable
 
     if path.is_dir():
         raise DarmError(f"{flag} {path} is a folder; give a file name")
-    check_writable(path)
+    check_new(path, flag, force)
+    check_writable(path.parent)
+
+
+def check_new(path: Path, flag: str, force: bool) -> None:
+    """A file an option names is never replaced by accident (a picture of one's own, the
+    run's data): refused if it exists, unless --force."""
+    if path.exists() and not force:
+        raise DarmError(f"{flag}: {path} already exists; pass --force to replace it")
 
 
 def write_per_example(path: Path, data, nats: dict[str, torch.Tensor]) -> None:
@@ -247,14 +255,14 @@ def save_samples(
 
     n = x.shape[0]
     vocab = saved_vocab(meta)
+    path = with_ext(stem, sample_suffix(meta))
     if meta.get("image_shape"):
-        path = with_ext(stem, ".png")
         images = x.view(n, *meta["image_shape"])  # (n, D) -> (n, H, W, C)
         save_image_grid(images, levels, path, cols=cols)
     elif meta.get("kind") == "audio":
         from darm.data.audio import write_levels_wav
 
-        path = write_levels_wav(with_ext(stem, ".wav"), x, meta["source"]["sample_rate"])
+        write_levels_wav(path, x, meta["source"]["sample_rate"])
     else:
         if vocab is not None:
             eos = meta.get("eos")
@@ -266,9 +274,13 @@ def save_samples(
             if classes is not None:
                 rows = [f"{c}: {row}" for c, row in zip(classes, rows)]
             text = "\n".join(rows) + "\n"
-        path = with_ext(stem, ".txt")
         atomic_write_text(path, text)
     return path
+
+
+def sample_suffix(meta: dict) -> str:
+    """How samples of this data are written: pictures, a WAV, or lines of text."""
+    return ".png" if meta.get("image_shape") else ".wav" if meta.get("kind") == "audio" else ".txt"
 
 
 def label_tensor(

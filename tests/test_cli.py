@@ -111,6 +111,30 @@ def test_sample_out_adds_its_suffix_to_the_name_given(run, tmp_path, capsys):
     assert (tmp_path / "samples.txt").is_file()  # a folder: the default name inside it
 
 
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["sample", "-n", "2"], "mine.txt"),
+        (["complete", "--input", "an"], "mine.txt"),
+        (["deps"], "mine.png"),
+        (["plot"], "mine.png"),
+        (["eval", "--per-example"], "mine.csv"),
+    ],
+)
+def test_an_existing_file_is_replaced_only_with_force(run, tmp_path, capsys, argv, name):
+    """A file an output option names (the run's data, a picture of one's own) is refused
+    before any work and kept; --force replaces it."""
+    mine = tmp_path / name
+    mine.write_text("keep me")
+    command, *rest = argv
+    target = [str(mine)] if rest[-1:] == ["--per-example"] else ["--out", str(mine)]
+    args = [command, str(run), *rest, *target]
+    one_line_error(capsys, main(args), 1, f"{mine} already exists; pass --force")
+    assert mine.read_text() == "keep me" and capsys.readouterr().out == ""
+    assert main([*args, "--force"]) == 0
+    assert mine.read_bytes() != b"keep me"
+
+
 def test_an_os_error_is_one_line(run, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", "RUN/samples.txt")
