@@ -326,6 +326,11 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
     for name in names:  # a bad --set fails now, not after the families before it trained
         with torch.device("meta"):  # shapes only: no memory for the weights
             build_family(name, data, opts.overrides.get(name))
+    if (opts.out / "results.json").exists():  # another comparison's report, whatever its families
+        raise DarmError(
+            f"{opts.out} already holds a comparison (results.json); choose another --out "
+            f"or remove the old one"
+        )
     busy = [n for n in names if (opts.out / n / "last.json").exists()]
     if busy:
         raise DarmError(

@@ -10,7 +10,7 @@ from darm.checkpoint import load_checkpoint
 from darm.cli import main
 from darm.data import load_data
 from darm.metrics import evaluate
-from tests.conftest import make_wav
+from tests.conftest import make_wav, one_line_error
 
 TINY = ["--set", "markov.n_hidden=16", "--set", "markov.n_embd=4",
         "--set", "wavenet.n_embd=8", "--set", "wavenet.n_skip=8",
@@ -302,8 +302,14 @@ def test_reproduce_command_parses_back_to_the_same_options(tmp_path):
 
 
 def test_refuses_to_overwrite(digits_report, capsys):
-    code = main(["compare", "--models", "markov", "--steps", "1", "--out", str(digits_report)])
-    assert code == 1 and "already holds a checkpoint" in capsys.readouterr().err
+    """Another comparison's folder is refused, whether or not it ran the same families, and
+    its report is left as it was."""
+    report = (digits_report / "report.md").read_text()
+    for models in ("markov", "bigram"):  # one it ran, one it did not
+        code = main(["compare", "--models", models, "--steps", "1", "--out", str(digits_report)])
+        one_line_error(capsys, code, 1, "already holds a comparison (results.json)")
+    assert (digits_report / "report.md").read_text() == report
+    assert not (digits_report / "bigram").exists()
 
 
 def test_markov_default_memory_is_one_image_row():
