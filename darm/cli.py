@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -1057,11 +1058,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"darm {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # training says where it saved the run
+        signum = getattr(e, "signum", signal.SIGINT)  # a SIGTERM that training caught
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
-            print(
-                f"darm {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr
-            )
-        return 130
+            print(f"darm {args.command}: {what}" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

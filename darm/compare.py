@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from darm.budget import plan_run, synchronize, validation_passes
 from darm.checkpoint import atomic_write, atomic_write_text, read_record
 from darm.data import Dataset
 from darm.errors import DarmError, first_line
+from darm.interrupt import Stopped
 from darm.metrics import units
 from darm.models import config_fields, create_model, get_entry, list_models
 
@@ -127,12 +129,18 @@ class FamilyResult:
     texts: list[str] = field(default_factory=list)  # text samples, for the report
 
 
-class FamilyInterrupted(KeyboardInterrupt):
-    """Ctrl-C inside one family: carries its row with what it had got (steps, test NLL)."""
+class FamilyInterrupted(Stopped):
+    """Ctrl-C (or SIGTERM) inside one family: carries its row with what it had got (steps,
+    test NLL)."""
 
-    def __init__(self, result: FamilyResult):
-        super().__init__(result.model)
+    def __init__(self, result: FamilyResult, signum: int):
+        super().__init__(result.model, signum)
         self.result = result
+
+
+def stopped_note(signum: int) -> str:
+    what = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    return f"{what} before it finished; its checkpoints so far are kept"
 
 
 @dataclass
@@ -198,10 +206,11 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     except Exception as e:  # a NaN loss, say: a failed row, and on to the next family
         result.status, result.note = "failed", first_line(e)
         result.steps = saved_step(run_dir) if result.steps is None else result.steps
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
         result.steps = saved_step(run_dir) if result.steps is None else result.steps
-        result.note = "Ctrl-C before it finished; its checkpoints so far are kept"
-        raise FamilyInterrupted(result) from None
+        result.note = stopped_note(signum)
+        raise FamilyInterrupted(result, signum) from None
     finally:
         result.wall_s = time.perf_counter() - t_start
     return result
@@ -368,16 +377,17 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
             write_report(data, opts, results, maps, not_run=names[i + 1 :])
             overall.update(1)
     except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
         done = {r.model for r in results}
         if current is not None and current not in done:
-            note = "Ctrl-C before it finished; its checkpoints so far are kept"
             partial = stop.result if isinstance(stop, FamilyInterrupted) else None
+            note = stopped_note(signum)
             results.append(partial or FamilyResult(current, "interrupted", note=note))
         rest = [n for n in names if n not in done and n != current]
         write_report(data, opts, results, maps, not_run=rest)
         overall.close()
         tqdm.write(f"interrupted: the report in {opts.out} keeps the finished families")
-        raise KeyboardInterrupt from None  # not train's "--resume continues": compare has none
+        raise Stopped("", signum) from None  # not train's "--resume continues": compare has none
     overall.close()
     return results
 

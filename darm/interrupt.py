@@ -1,10 +1,11 @@
-"""Ctrl-C during training: finish the step, save, then stop.
+"""Ctrl-C or SIGTERM during training: finish the step, save, then stop.
 
 A KeyboardInterrupt raised in the middle of `optimizer.step()` would leave half-updated
-weights and lose every step since the last checkpoint. Instead the first SIGINT only sets a
-flag that the loop reads once per step (and all-reduces, so every rank stops at the same
-step); the loop then saves `last` and raises KeyboardInterrupt itself. A second Ctrl-C finds
-the previous handler back in place and interrupts at once, as usual.
+weights and lose every step since the last checkpoint. Instead the first SIGINT (Ctrl-C) or
+SIGTERM (`kill`, `timeout`, a cluster scheduler ending a job) only sets a flag that the loop
+reads once per step (and all-reduces, so every rank stops at the same step); the loop then
+saves `last` and raises `Stopped` itself. A second signal of the same kind finds the
+previous handler back in place and acts at once, as usual.
 """
 
 from __future__ import annotations
@@ -13,37 +14,49 @@ import contextlib
 import signal
 import threading
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped by a signal after saving; `signum` says which (the exit status is
+    128 + signum, as for a process the signal had killed)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
 
 class StopRequest:
-    """Truthy once SIGINT has arrived inside `stop_on_sigint()`."""
+    """Truthy once SIGINT or SIGTERM has arrived inside `stop_on_signals()`; `signum` is the
+    first that did."""
 
     def __init__(self):
-        self.requested = False
+        self.signum: int | None = None
 
     def __bool__(self) -> bool:
-        return self.requested
+        return self.signum is not None
 
 
 @contextlib.contextmanager
-def stop_on_sigint():
-    """Yields a StopRequest; outside the main thread (where signals cannot be handled), or
-    where SIGINT is ignored or handled outside Python, it never becomes true and Ctrl-C
-    behaves as it did."""
+def stop_on_signals():
+    """Yields a StopRequest; outside the main thread (where signals cannot be handled) it
+    never becomes true. A signal that is ignored or handled outside Python
+    (`darm train ... &` ignores SIGINT) is left as it is."""
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):  # ignored (`darm train ... &`), or set outside
-        yield stop  # Python: leave it as it is
-        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    caught = [s for s in SIGNALS if previous[s] not in (signal.SIG_IGN, None)]
 
     def handler(signum, frame):
-        stop.requested = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+        stop.signum = stop.signum or signum
+        signal.signal(signum, previous[signum])  # a second one acts at once
 
-    signal.signal(signal.SIGINT, handler)
+    for s in caught:
+        signal.signal(s, handler)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in caught:
+            signal.signal(s, previous[s])

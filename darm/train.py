@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,7 +43,7 @@ from darm.data import Dataset
 from darm.data.dataset import digest
 from darm.ema import WeightAverage
 from darm.errors import DarmError
-from darm.interrupt import stop_on_sigint
+from darm.interrupt import Stopped, stop_on_signals
 from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel, get_entry
 from darm.models.registry import family_source
@@ -571,7 +572,7 @@ def train(
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     interrupted = False
     replanner = None if plan is None else Replanner(plan, max_seconds, start, cfg)
-    with stop_on_sigint() as stop:  # Ctrl-C: finish the step, save `last`, stop
+    with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: finish the step, save `last`, stop
         step = start
         while step < end:  # `end` moves when a planned run is planned again
             lr = learning_rate(step, cfg)
@@ -646,9 +647,10 @@ def train(
     # a Ctrl-C after the last step's reduction (in its evaluation, say) still stops here:
     # that step is saved, and the caller's test pass and samples are skipped
     interrupted = interrupted or bool(stop)
-    if interrupted:
-        raise KeyboardInterrupt(
-            f"stopped after step {end}, saved in {run_dir / 'last.json'}; --resume continues"
+    if interrupted:  # another rank's signal, where this one had none: said as a Ctrl-C
+        raise Stopped(
+            f"stopped after step {end}, saved in {run_dir / 'last.json'}; --resume continues",
+            stop.signum or signal.SIGINT,
         )
     return {
         "step": end,

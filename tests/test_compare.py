@@ -134,13 +134,16 @@ def test_ctrl_c_keeps_finished_families(tmp_path, monkeypatch, capsys):
     assert [f["status"] for f in families] == ["done", "interrupted", "not run"]
 
 
-@pytest.mark.parametrize("during", ["training", "testing"])
+@pytest.mark.parametrize("during", ["training", "testing", "training, by SIGTERM"])
 def test_ctrl_c_in_a_family_keeps_the_steps_it_trained(during, tmp_path, monkeypatch):
+    import signal
+
     import darm.compare
     from tests.test_train import sigint_during_step
 
-    if during == "training":  # train() finishes step 2, saves it and stops
-        sigint_during_step(monkeypatch, step=2)
+    term = during.endswith("SIGTERM")
+    if during.startswith("training"):  # train() finishes step 2, saves it and stops
+        sigint_during_step(monkeypatch, step=2, signum=signal.SIGTERM if term else signal.SIGINT)
     else:  # the test pass after the 4 steps
 
         def interrupt(*args):
@@ -150,9 +153,10 @@ def test_ctrl_c_in_a_family_keeps_the_steps_it_trained(during, tmp_path, monkeyp
     out = tmp_path / "cut"
     args = ["compare", "--data", "digits", "--models", "markov", "--steps", "4",
             "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
-    assert main(args) == 130
+    assert main(args) == (143 if term else 130)
     (family,) = json.loads((out / "results.json").read_text())["families"]
-    steps = 3 if during == "training" else 4
+    steps = 3 if during.startswith("training") else 4
+    assert family["note"].startswith("SIGTERM" if term else "Ctrl-C")
     assert family["status"] == "interrupted" and family["steps"] == steps
     assert family["train"]["steps"] == 4 and "checkpoints so far are kept" in family["note"]
     assert table_rows((out / "report.md").read_text())["markov"][2] == f"{steps} (interrupted)"

@@ -180,32 +180,38 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     assert train_column(tmp_path / "part") == pytest.approx(train_column(tmp_path / "full"))
 
 
-def sigint_during_step(monkeypatch, step: int) -> None:
-    """Send this process a SIGINT (Ctrl-C) in the middle of training step `step` (its loss)."""
+def sigint_during_step(monkeypatch, step: int, signum: int = signal.SIGINT) -> None:
+    """Send this process a SIGINT (Ctrl-C), or `signum`, in the middle of training step
+    `step` (its loss)."""
     real, calls = darm.train.nll_per_dim, []
 
     def loss_then_ctrl_c(logits, x, mask=None):
         calls.append(1)
         if len(calls) == step + 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real(logits, x, mask)
 
     monkeypatch.setattr(darm.train, "nll_per_dim", loss_then_ctrl_c)
 
 
-def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch, signum):
+    """Ctrl-C, or a SIGTERM (kill, timeout, a scheduler), during step 5: the step finishes,
+    is saved, and the run resumes to the weights of an uninterrupted one."""
     data = load_data("digits")
     cfg = TrainConfig(steps=16, batch_size=16, warmup=4, eval_every=8, seed=5)
     full = tiny_model("gpt", vocab_size=17, seq_len=64, dropout=0.1)
     train(full, "gpt", data, cfg, tmp_path / "full", progress=False)
 
-    handler = signal.getsignal(signal.SIGINT)
-    sigint_during_step(monkeypatch, 5)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    sigint_during_step(monkeypatch, 5, signum)
     part = tiny_model("gpt", vocab_size=17, seq_len=64, dropout=0.1)
-    with pytest.raises(KeyboardInterrupt, match="stopped after step 6.*--resume continues"):
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 6.*--resume continues") as e:
         train(part, "gpt", data, cfg, tmp_path / "part", progress=False)
+    assert e.value.signum == signum
     monkeypatch.undo()
-    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is itself again
+    for s, handler in handlers.items():  # Ctrl-C and SIGTERM are themselves again
+        assert signal.getsignal(s) is handler
     path, record = read_record(tmp_path / "part" / "last.json")
     assert record["step"] == 6  # step 5 finished and was saved, not lost nor half-applied
     resumed, record, path = load_checkpoint(path)
@@ -216,7 +222,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatc
     # resuming a finished run trains nothing, and leaves Ctrl-C as it found it
     resumed, record, path = load_checkpoint(tmp_path / "part" / "last.json")
     assert train(resumed, "gpt", data, cfg, tmp_path / "part", (path, record), False)["step"] == 16
-    assert signal.getsignal(signal.SIGINT) is handler
+    assert all(signal.getsignal(s) is handler for s, handler in handlers.items())
 
 
 def log_steps(run) -> list[int]:
@@ -250,15 +256,21 @@ def test_ctrl_c_is_left_alone_where_it_is_ignored(tmp_path, monkeypatch):
     assert installed == []
 
 
-def test_ctrl_c_on_the_command_line_says_where_the_run_is(tmp_path, monkeypatch, capsys):
-    sigint_during_step(monkeypatch, 2)
+@pytest.mark.parametrize(
+    "signum, code, what", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_on_the_command_line_says_where_the_run_is(
+    tmp_path, monkeypatch, capsys, signum, code, what
+):
+    """One line and the status of a process the signal killed (128 + its number)."""
+    sigint_during_step(monkeypatch, 2, signum)
     out = tmp_path / "run"
     args = ["train", "--model", "markov", "--steps", "50", "--batch-size", "8", "--quiet",
             "--out", str(out)]  # fmt: skip
-    assert main(args) == 130
+    assert main(args) == code
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"darm train: interrupted: stopped after step 3, saved in {out / 'last.json'}; "
+        f"darm train: {what}: stopped after step 3, saved in {out / 'last.json'}; "
         "--resume continues"
     )
     assert json.loads((out / "last.json").read_text())["step"] == 3
