@@ -353,7 +353,9 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
     results: list[FamilyResult] = list(skipped)
     for r in skipped:
         tqdm.write(f"skipping {r.model}: {r.note}")
-    overall = tqdm(total=len(names), desc="compare", disable=not opts.progress, position=0)
+    overall = tqdm(
+        total=len(names), desc="compare", disable=None if opts.progress else True, position=0
+    )
     maps: dict[str, torch.Tensor] = {}
     current, (ex, dim) = None, units(data.kind)
     try:

@@ -560,7 +560,7 @@ def train(
     bar = tqdm(
         total=cfg.steps,
         initial=start,
-        disable=not (progress and ctx.is_main),
+        disable=None if progress and ctx.is_main else True,  # None: on a terminal only
         dynamic_ncols=True,
         mininterval=0.5,
     )

@@ -325,6 +325,18 @@ def test_evaluate_shows_progress_on_a_terminal_only(monkeypatch):
     assert sys.stderr.getvalue() == ""
 
 
+def test_training_shows_its_bar_on_a_terminal_only(tmp_path, monkeypatch):
+    """`darm train ... 2> err.log` gets no bar frames; a terminal gets loss and tokens/s."""
+    cfg = TrainConfig(steps=3, batch_size=8, warmup=1, eval_every=3)
+    shown = {}
+    for name, stream in (("log", io.StringIO()), ("terminal", Terminal())):
+        monkeypatch.setattr(sys, "stderr", stream)
+        train(_digits_model(), "gpt", load_data("digits"), cfg, tmp_path / name, progress=True)
+        shown[name] = stream.getvalue()
+    assert "tok_s" in shown["terminal"] and "loss" in shown["terminal"]
+    assert "%|" not in shown["log"] and "tok_s" not in shown["log"]
+
+
 def test_valid_examples_scores_a_fixed_subset(tmp_path, monkeypatch):
     data = load_data("digits")
     scored = []
