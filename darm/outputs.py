@@ -70,10 +70,12 @@ def check_new(path: Path, flag: str, force: bool) -> None:
         raise DarmError(f"{flag}: {path} already exists; pass --force to replace it")
 
 
-def write_per_example(path: Path, data, nats: dict[str, torch.Tensor]) -> None:
-    """One CSV row per example scored: its split and index there, its file (an image
-    folder's), its label (by the data's class names, where it has them), -log p in nats,
-    its dimensions and bits per dimension, and its text (text data)."""
+def write_per_example(
+    path: Path, data, nats: dict[str, torch.Tensor], names: dict[str, str] | None = None
+) -> None:
+    """One CSV row per example scored: its split (as `names` renames it) and index there,
+    its file (an image folder's), its label (by the data's class names, where it has them),
+    -log p in nats, its dimensions and bits per dimension, and its text (text data)."""
     import csv
     import io
     import math
@@ -93,7 +95,8 @@ def write_per_example(path: Path, data, nats: dict[str, torch.Tensor]) -> None:
         dims = full if split.mask is None else split.mask.sum(1).tolist()  # padding not scored
         labels = class_marks(split.y, data.class_names) if labelled else None
         for i, (n, d) in enumerate(zip(per_example.tolist(), dims)):
-            row = [s, i, *([files[s][i]] if files else []), *([labels[i]] if labelled else [])]
+            row = [(names or {}).get(s, s), i, *([files[s][i]] if files else [])]
+            row += [labels[i]] if labelled else []
             row += [f"{n:.6f}", d, f"{n / d / math.log(2):.6f}"]
             if data.vocab is not None:  # the symbols scored (a corpus's last block is short)
                 row.append(data.vocab.decode(split.x[i, :d].tolist(), stop=data.eos))

@@ -305,8 +305,10 @@ def test_eval_writes_every_examples_nats(run, tmp_path, capsys):
     total = json.loads(capsys.readouterr().out.splitlines()[-1])
     rows = list(csv.DictReader(out.open()))
     assert [(r["split"], r["index"], r["text"], r["dims"]) for r in rows] == [
-        ("test", "0", "anna", "5"), ("test", "1", "bob", "4"), ("test", "2", "anna", "5")
-    ]  # fmt: skip
+        ("all", "0", "anna", "5"),
+        ("all", "1", "bob", "4"),
+        ("all", "2", "anna", "5"),
+    ]  # fmt: skip: the whole file, line by line
     model, record, _ = load_checkpoint(run)
     data = load_data(str(tmp_path / "mine.txt"), vocab=Vocabulary(record["data"]["vocab"]),
                      max_len=model.num_dims, whole=True)  # fmt: skip
