@@ -372,8 +372,10 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
         refuse("--data", args.data, f"data {theirs}")
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)
-        if value is not None and key in source and value != source[key]:
-            refuse(flag, value, f"data's {key} {source.get(key)}")
+        if value is not None and key not in source:  # `--levels` on a text run, say
+            refuse(flag, value, f"data, which takes no {flag}")
+        if value is not None and value != source[key]:
+            refuse(flag, value, f"data's {key} {source[key]}")
 
 
 def check_data_options(spec: str | None, args) -> None:

@@ -177,6 +177,8 @@ def test_resume_extends_the_run(run, names_file, capsys):
         (["--conditional"], "unconditional model"),
         (["--format", "corpus"], "--format corpus differs from its data's format lines"),
         (["--data", "names"], "--data names differs from its data"),
+        (["--levels", "5"], "--levels 5 differs from its data, which takes no --levels"),
+        (["--block", "16"], "--block 16 differs from its data, which takes no --block"),
     ],
 )
 def test_resume_refuses_a_changed_model_or_data(run, extra, needle, capsys):
