@@ -73,6 +73,12 @@ def train_run(args, device, ctx) -> None:
                 f"{run_dir} is at step {record['step']}, past --steps {cfg.steps}; "
                 f"resume with --steps above {record['step']}"
             )
+        if cfg.steps == record["step"] and (run_dir / "results.json").exists():
+            say(  # its test NLL and samples stay as they are
+                f"{run_dir} has trained all {cfg.steps} steps and been tested (results.json): "
+                f"nothing to do; --resume --steps N trains on"
+            )
+            return
         say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
         if note := resume_changes(old, cfg, record["step"]):
             say(note)

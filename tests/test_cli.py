@@ -169,6 +169,25 @@ def test_resume_extends_the_run(run, names_file, capsys):
     assert json.loads((run / "last.json").read_text())["step"] == 40
 
 
+def test_resuming_a_finished_run_leaves_it_as_it_is(names_file, tmp_path, capsys):
+    """Nothing to train and already tested: said, and its results and samples untouched;
+    a run stopped after its last step but before its test pass gets that pass."""
+    out = tmp_path / "done"
+    start = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "2", "--out", str(out),
+             "--quiet", "--samples", "3"]  # fmt: skip
+    assert main(start) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*start, "--resume"]) == 0
+    assert "has trained all 2 steps and been tested (results.json): nothing to do" in (
+        capsys.readouterr().out
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    (out / "results.json").unlink()  # as if stopped in the test pass
+    assert main([*start, "--resume"]) == 0
+    assert "test: " in capsys.readouterr().out and (out / "results.json").exists()
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [
