@@ -29,6 +29,21 @@ def test_names_deduplicated_disjoint_split():
     assert x[n - 1] == ds.eos and (x[: n - 1] != ds.eos).all()
 
 
+def test_lines_are_trimmed_and_the_summary_says_so(tmp_path):
+    """Spaces around a line are not part of its item, blank lines are none, and the user is
+    told how many lines lost spaces (a file of code would rather be read as a corpus)."""
+    (tmp_path / "code.txt").write_text("def f(x):\n    return x\n\n\tpass\nabc\nabc \n \n")
+    ds = load_data(str(tmp_path / "code.txt"))
+    items = sorted(
+        ds.decode(ds[s].x)[i] for s in ("train", "valid", "test") for i in range(len(ds[s]))
+    )
+    assert items == ["abc", "def f(x):", "pass", "return x"]
+    assert ds.summary().endswith(
+        "; 1 repeated line dropped; 3 lines trimmed of the spaces around them "
+        "(--format corpus keeps text as written)"
+    )
+
+
 def test_only_text_decodes():
     with pytest.raises(DarmError, match=r"digits is image data, not text.*x.tolist\(\)"):
         load_data("digits").decode(torch.zeros(2, 64, dtype=torch.long))

@@ -45,8 +45,10 @@ def lines_dataset(
     kept: each line is scored as often as the file holds it."""
     # "\n" alone ends an item (read_text turned \r\n and \r into it): splitlines() would
     # also cut at U+2028, U+0085, form feeds and the like inside a line
-    lines = [s.strip() for s in read_text(path).split("\n")]
-    lines = [s for s in lines if s]
+    raw = read_text(path).split("\n")
+    lines = [s.strip() for s in raw]  # an item is its text: spaces around it are not
+    trimmed = sum(1 for s, r in zip(lines, raw) if s and s != r)
+    lines = [s for s in lines if s]  # blank lines separate nothing
     items = lines if whole else list(dict.fromkeys(lines))  # unique, first-seen order
     if len(items) < 3 and not whole:
         found = "one distinct non-empty line" if len(items) == 1 else f"{len(items)} distinct lines"
@@ -71,6 +73,11 @@ def lines_dataset(
         mask[i, : len(ids) + 1] = True  # the symbols and the end symbol are scored
     idx = whole_split(len(items)) if whole else seeded_split(len(items), fractions, seed)
     splits = {k: TensorSplit(x[v], None, mask[v]) for k, v in idx.items()}
+    repeats = len(lines) - len(items)
+    caveats = [f"{repeats} repeated line{'s' * (repeats != 1)} dropped"] if repeats else []
+    if trimmed:
+        caveats.append(f"{trimmed} line{'s' * (trimmed != 1)} trimmed of the spaces around "
+                       "them (--format corpus keeps text as written)")  # fmt: skip
     return Dataset(
         name=name or path.stem,
         kind="lines",
@@ -83,7 +90,7 @@ def lines_dataset(
         notes=f"{len(items)} lines, scored whole"
         if whole
         else f"{len(items)} distinct lines (deduplicated), {split_note(fractions, seed)}",
-        caveat=f"{repeats} repeated lines dropped" if (repeats := len(lines) - len(items)) else "",
+        caveat="; ".join(caveats),
     )
 
 
