@@ -44,6 +44,17 @@ def test_lines_are_trimmed_and_the_summary_says_so(tmp_path):
     )
 
 
+def test_a_few_values_under_a_large_maximum_are_pointed_out(tmp_path):
+    """L comes from the largest value; when few of the L values occur, the summary says so."""
+    a = np.random.default_rng(0).integers(0, 6, (30, 3))
+    a[0, 0] = 100_000  # an ID, say
+    np.save(tmp_path / "ids.npy", a)
+    summary = load_data(str(tmp_path / "ids.npy")).summary()
+    assert "L=100001" in summary and "only 7 distinct values occur: map them to 0..6" in summary
+    np.save(tmp_path / "dense.npy", np.arange(3000).reshape(300, 10) % 1000)  # all 1000 occur
+    assert "distinct" not in load_data(str(tmp_path / "dense.npy")).summary()
+
+
 def test_only_text_decodes():
     with pytest.raises(DarmError, match=r"digits is image data, not text.*x.tolist\(\)"):
         load_data("digits").decode(torch.zeros(2, 64, dtype=torch.long))

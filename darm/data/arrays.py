@@ -110,7 +110,7 @@ def array_dataset(
     if len(event) != 1:
         raise DarmError(f"{path}: splits have different example shapes {sorted(event)}")
     shape = event.pop()
-    return make_dataset(
+    data = make_dataset(
         name or path.stem,
         xs,
         ys,
@@ -118,6 +118,21 @@ def array_dataset(
         shape,
         {"format": "array", "path": str(path), "levels": levels, "seed": seed},
         notes,
+    )
+    if levels is None and L > 256:  # (a byte's levels are never worth the count)
+        data.caveat = sparse_levels_note(L, [xs[s] for s in checked])
+    return data
+
+
+def sparse_levels_note(L: int, arrays: list[np.ndarray]) -> str:
+    """A warning for L taken from a large largest value that few values share: IDs, say,
+    where each example would get an L-way softmax mostly over values that never occur."""
+    distinct = len(np.unique(np.concatenate([a.ravel() for a in arrays])))
+    if distinct * 4 > L:
+        return ""
+    return (
+        f"L = {L} from the largest value, but only {distinct} distinct values occur: map "
+        f"them to 0..{distinct - 1} first (np.unique(x, return_inverse=True))"
     )
 
 
