@@ -44,10 +44,44 @@ def test_stereo_is_mixed_down(tmp_path):
     assert mono.shape == s.shape and np.abs(mono - s).max() < 1e-4
 
 
+def riff_wav(path, samples: np.ndarray, tag: int, rate=8000, extensible=False) -> None:
+    """A mono WAV written chunk by chunk: float (tag 3) or PCM (1), in a plain or a
+    WAVE_FORMAT_EXTENSIBLE header (whose sub-format GUID starts with the real tag)."""
+    import struct
+
+    width = samples.dtype.itemsize
+    fmt = struct.pack("<HHIIHH", 0xFFFE if extensible else tag, 1, rate, rate * width, width,
+                      8 * width)  # fmt: skip
+    if extensible:  # cbSize, valid bits, channel mask, then the GUID
+        fmt += struct.pack("<HHI", 22, 8 * width, 4) + struct.pack("<H", tag) + bytes(14)
+    data = samples.tobytes()
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data))
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(data)) + b"WAVE" + chunks + data
+    )
+
+
+@pytest.mark.parametrize(
+    "tag, dtype, extensible",
+    [(1, "<i2", True), (3, "<f4", False), (3, "<f4", True), (3, "<f8", False)],
+)
+def test_float_and_extensible_wavs_read_as_the_plain_pcm_one(tmp_path, tag, dtype, extensible):
+    """The headers Python's wave module refuses (float samples, WAVE_FORMAT_EXTENSIBLE) give
+    the waveform of the same sound in a plain 16-bit PCM file."""
+    s = make_wav(tmp_path / "plain.wav")
+    plain, rate = read_wav(tmp_path / "plain.wav")
+    samples = np.rint(s * 32767).astype(dtype) if tag == 1 else (plain.astype(dtype))
+    riff_wav(tmp_path / "other.wav", samples, tag, rate, extensible)
+    got, got_rate = read_wav(tmp_path / "other.wav")
+    assert got_rate == rate and got.shape == plain.shape
+    np.testing.assert_allclose(got, plain, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "make, needle",
     [
-        (lambda p: make_wav(p, width=1), "8-bit samples"),
+        (lambda p: make_wav(p, width=1), "8-bit PCM samples; darm reads 16-bit PCM or 32/64"),
+        (lambda p: riff_wav(p, np.zeros(8, "<i4"), 1, extensible=True), "32-bit PCM samples"),
         (lambda p: make_wav(p, seconds=0), "no samples"),
         (lambda p: p.write_bytes(b"RIFF1234WAVEjunk"), "cannot read"),
     ],

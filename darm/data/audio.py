@@ -48,8 +48,12 @@ def mu_law_decode(q: np.ndarray, mu: int = MU) -> np.ndarray:
 # -- WAV files --------------------------------------------------------------------------------
 
 
+PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE  # WAVE format tags
+SAMPLE_TYPES = {(PCM, 2): "<i2", (IEEE_FLOAT, 4): "<f4", (IEEE_FLOAT, 8): "<f8"}
+
+
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV -> (waveform (T,) float64 in [-1, 1), sample rate).
+    """A 16-bit PCM or 32/64-bit float WAV -> (waveform (T,) float64 in [-1, 1], rate).
 
     Stereo (or more channels) is mixed down to mono by averaging the channels, since the
     models see one stream of samples.
@@ -59,17 +63,56 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         raise DarmError(f"audio file {path} does not exist")
     try:
         with wave.open(str(path), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            tag, channels, width, rate = PCM, w.getnchannels(), w.getsampwidth(), w.getframerate()
             frames = w.readframes(w.getnframes())
-    except (wave.Error, EOFError, OSError) as e:
+    except wave.Error:  # a float or WAVE_FORMAT_EXTENSIBLE header, which `wave` refuses
+        tag, channels, width, rate, frames = read_riff(path)
+    except (EOFError, OSError) as e:
         raise DarmError(f"cannot read {path} as a PCM WAV file: {e}") from None
-    if width != 2:
-        raise DarmError(f"{path} has {8 * width}-bit samples; darm reads 16-bit PCM WAV only")
-    pcm = np.frombuffer(frames, dtype="<i2")
-    if pcm.size == 0 or pcm.size < channels:
+    if (tag, width) not in SAMPLE_TYPES:
+        kind = "float" if tag == IEEE_FLOAT else "PCM" if tag == PCM else f"format {tag}"
+        raise DarmError(
+            f"{path} has {8 * width}-bit {kind} samples; darm reads 16-bit PCM or 32/64-bit "
+            f"float WAV"
+        )
+    samples = np.frombuffer(frames[: len(frames) - len(frames) % width], SAMPLE_TYPES[tag, width])
+    if samples.size == 0 or samples.size < channels:
         raise DarmError(f"audio file {path} has no samples")
-    pcm = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels)  # (T, channels)
-    return pcm.astype(np.float64).mean(axis=1) / 32768.0, rate
+    samples = samples[: samples.size - samples.size % channels].reshape(-1, channels)  # (T, C)
+    scale = 32768.0 if tag == PCM else 1.0
+    return np.clip(samples.astype(np.float64).mean(axis=1) / scale, -1.0, 1.0), rate
+
+
+def read_riff(path: Path) -> tuple[int, int, int, int, bytes]:
+    """(format tag, channels, sample bytes, rate, sample data) from a WAV's RIFF chunks, for
+    the headers Python's `wave` does not read: IEEE float, and WAVE_FORMAT_EXTENSIBLE, whose
+    real format is the first two bytes of its sub-format GUID."""
+    import struct
+
+    def refuse(why: str):
+        return DarmError(f"cannot read {path} as a PCM WAV file: {why}")
+
+    data = path.read_bytes()
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise refuse("not a RIFF WAVE file")
+    fmt = frames = None
+    at = 12
+    while at + 8 <= len(data):
+        chunk, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
+        body = data[at + 8 : at + 8 + size]
+        if chunk == b"fmt " and len(body) >= 16:
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == EXTENSIBLE and len(body) >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID's first bytes
+            fmt = tag, channels, (bits + 7) // 8, rate
+        elif chunk == b"data":
+            frames = body
+        at += 8 + size + size % 2  # chunks are padded to an even length
+    if fmt is None or frames is None:
+        raise refuse(f"no {'fmt' if fmt is None else 'data'} chunk")
+    if fmt[1] < 1:
+        raise refuse("no channels")
+    return (*fmt, frames)
 
 
 def wav_levels(path: Path, rate: int) -> torch.Tensor:
