@@ -87,6 +87,24 @@ def test_folder_of_grey_pngs(tmp_path):
     assert data.num_classes == 0
 
 
+def test_the_summary_says_what_reading_the_pictures_changed(tmp_path):
+    """Transparency dropped and grey pictures read as RGB are said; a grey folder, or an RGB
+    one, read as it is says nothing."""
+    _write_pngs(tmp_path / "grey", 3)
+    assert "read as" not in load_data(str(tmp_path / "grey")).summary()
+    _write_pngs(tmp_path / "rgb", 3, mode="RGB")
+    assert load_data(str(tmp_path / "rgb")).caveat == ""
+    _write_pngs(tmp_path / "mixed", 3)  # grey, then a colour and a transparent picture
+    rgba = np.random.default_rng(1).integers(0, 256, (4, 5, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "mixed" / "t.png")
+    Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "mixed" / "c.png")
+    data = load_data(str(tmp_path / "mixed"))
+    assert data.image_shape == (4, 5, 3)
+    assert data.summary().endswith(
+        "; the transparency of 1 image dropped; 3 grey images read as RGB (equal channels)"
+    )
+
+
 def test_channels_first_arrays_are_refused_for_a_new_model(tmp_path, capsys):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (30, 3, 12, 6), dtype=np.uint8)  # PyTorch's (N, C, H, W)

@@ -103,6 +103,24 @@ def _image_mode(paths: list[Path]) -> str:
     return "L"
 
 
+def conversion_note(paths: list[Path], mode: str) -> str:
+    """What reading every image in `mode` did that the files do not show: transparency
+    dropped, grey images given three equal channels. (Headers only: no pixels are read.)"""
+    from PIL import Image
+
+    alpha = grey = 0
+    for p in paths:
+        with Image.open(p) as img:
+            alpha += img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+            grey += img.mode in GREY_MODES
+    notes = []
+    if alpha and not mode.endswith("A"):
+        notes.append(f"the transparency of {alpha} image{'s' * (alpha != 1)} dropped")
+    if grey and mode != "L":
+        notes.append(f"{grey} grey image{'s' * (grey != 1)} read as {mode} (equal channels)")
+    return "; ".join(notes)
+
+
 def image_folder_dataset(
     folder: Path,
     levels: int = 256,
@@ -164,6 +182,7 @@ def image_folder_dataset(
         + (split_note(fractions, seed) if not whole else "scored whole"),
         class_names=classes if y is not None else None,
     )
+    data.caveat = conversion_note(paths, mode)
     # which file each example is, for people reading per-example results
     data.info["files"] = {
         s: [paths[j].relative_to(folder).as_posix() for j in i.tolist()] for s, i in idx.items()
