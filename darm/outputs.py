@@ -74,8 +74,9 @@ def write_per_example(
     path: Path, data, nats: dict[str, torch.Tensor], names: dict[str, str] | None = None
 ) -> None:
     """One CSV row per example scored: its split (as `names` renames it) and index there,
-    its file (an image folder's), its label (by the data's class names, where it has them),
-    -log p in nats, its dimensions and bits per dimension, and its text (text data)."""
+    its line (a lines file's) or file (an image folder's), its label (by the data's class
+    names, where it has them), -log p in nats, its dimensions and bits per dimension, and
+    its text (text data)."""
     import csv
     import io
     import math
@@ -86,7 +87,9 @@ def write_per_example(
     text = io.StringIO()
     out = csv.writer(text, lineterminator="\n")
     files = data.info.get("files")  # an image folder's: which picture each example is
-    header = ["split", "index", *(["file"] * bool(files)), *(["label"] * labelled)]
+    lines = data.info.get("lines")  # a lines file's: which line each example is
+    header = ["split", "index", *(["line"] * bool(lines)), *(["file"] * bool(files))]
+    header += ["label"] * labelled
     header += ["nats", "dims", "bits_per_dim"]
     out.writerow(header + ["text"] * (data.vocab is not None))
     for s, per_example in nats.items():
@@ -95,7 +98,8 @@ def write_per_example(
         dims = full if split.mask is None else split.mask.sum(1).tolist()  # padding not scored
         labels = class_marks(split.y, data.class_names) if labelled else None
         for i, (n, d) in enumerate(zip(per_example.tolist(), dims)):
-            row = [(names or {}).get(s, s), i, *([files[s][i]] if files else [])]
+            row = [(names or {}).get(s, s), i, *([lines[s][i]] if lines else [])]
+            row += [files[s][i]] if files else []
             row += [labels[i]] if labelled else []
             row += [f"{n:.6f}", d, f"{n / d / math.log(2):.6f}"]
             if data.vocab is not None:  # the symbols scored (a corpus's last block is short)

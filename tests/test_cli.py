@@ -318,18 +318,19 @@ def test_eval_writes_every_examples_nats(run, tmp_path, capsys):
     from darm.data import load_data
     from darm.data.vocab import Vocabulary
 
-    (tmp_path / "mine.txt").write_text("anna\nbob\nanna\n")
+    (tmp_path / "mine.txt").write_text("anna\n\nbob\nanna\n")  # a blank line: skipped
     out = tmp_path / "per.csv"
     argv = ["eval", str(run), "--data", str(tmp_path / "mine.txt"), "--json",
             "--per-example", str(out)]  # fmt: skip
     assert main(argv) == 0
     total = json.loads(capsys.readouterr().out.splitlines()[-1])
     rows = list(csv.DictReader(out.open()))
-    assert [(r["split"], r["index"], r["text"], r["dims"]) for r in rows] == [
-        ("all", "0", "anna", "5"),
-        ("all", "1", "bob", "4"),
-        ("all", "2", "anna", "5"),
-    ]  # fmt: skip: the whole file, line by line
+    # the whole file, item by item, each with its line in the file
+    assert [(r["split"], r["index"], r["line"], r["text"], r["dims"]) for r in rows] == [
+        ("all", "0", "1", "anna", "5"),
+        ("all", "1", "3", "bob", "4"),
+        ("all", "2", "4", "anna", "5"),
+    ]
     model, record, _ = load_checkpoint(run)
     data = load_data(str(tmp_path / "mine.txt"), vocab=Vocabulary(record["data"]["vocab"]),
                      max_len=model.num_dims, whole=True)  # fmt: skip

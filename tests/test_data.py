@@ -42,6 +42,12 @@ def test_lines_are_trimmed_and_the_summary_says_so(tmp_path):
         "; 1 repeated line dropped; 3 lines trimmed of the spaces around them "
         "(--format corpus keeps text as written)"
     )
+    where = {  # each item's line in the file: the first of a repeated one
+        ds.decode(ds[s].x[i : i + 1])[0]: ds.info["lines"][s][i]
+        for s in ("train", "valid", "test")
+        for i in range(len(ds[s]))
+    }
+    assert where == {"def f(x):": 1, "return x": 2, "pass": 4, "abc": 5}
 
 
 def test_a_few_values_under_a_large_maximum_are_pointed_out(tmp_path):

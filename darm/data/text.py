@@ -48,8 +48,13 @@ def lines_dataset(
     raw = read_text(path).split("\n")
     lines = [s.strip() for s in raw]  # an item is its text: spaces around it are not
     trimmed = sum(1 for s, r in zip(lines, raw) if s and s != r)
+    numbers = [i + 1 for i, s in enumerate(lines) if s]  # each item's line in the file
     lines = [s for s in lines if s]  # blank lines separate nothing
-    items = lines if whole else list(dict.fromkeys(lines))  # unique, first-seen order
+    first = {}  # item -> the line it first appears on
+    for s, n in zip(lines, numbers):
+        first.setdefault(s, n)
+    items = lines if whole else list(first)  # unique, first-seen order
+    numbers = numbers if whole else list(first.values())
     if len(items) < 3 and not whole:
         found = "one distinct non-empty line" if len(items) == 1 else f"{len(items)} distinct lines"
         raise DarmError(f"{path} has {found}; need at least 3 (train, valid, test)")
@@ -78,7 +83,7 @@ def lines_dataset(
     if trimmed:
         caveats.append(f"{trimmed} line{'s' * (trimmed != 1)} trimmed of the spaces around "
                        "them (--format corpus keeps text as written)")  # fmt: skip
-    return Dataset(
+    data = Dataset(
         name=name or path.stem,
         kind="lines",
         vocab_size=len(vocab),
@@ -92,6 +97,9 @@ def lines_dataset(
         else f"{len(items)} distinct lines (deduplicated), {split_note(fractions, seed)}",
         caveat="; ".join(caveats),
     )
+    # which line of the file each example is, for people reading per-example results
+    data.info["lines"] = {k: [numbers[j] for j in v.tolist()] for k, v in idx.items()}
+    return data
 
 
 def corpus_dataset(
