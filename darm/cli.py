@@ -851,8 +851,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--per-example",
         metavar="FILE",
-        help="also write a CSV of every example scored: split, index, label, nats, dims, "
-        "bits/dim (and the text, for text data)",
+        help="also write a CSV of every example scored: split, index, its line (a text "
+        "file's) or file (an image folder's), label, nats, dims, bits/dim, and the text of "
+        "text data",
     )
     e.add_argument("--force", action="store_true", help="replace the --per-example file")
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
