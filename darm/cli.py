@@ -20,7 +20,7 @@ from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
     check_file_target,
-    check_new,
+    check_output,
     class_marks,
     count,
     default_length,
@@ -246,8 +246,8 @@ def cmd_sample(args) -> None:
     check_sampling_args(args)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "samples")
-    if args.out is not None:
-        check_new(with_ext(stem, sample_suffix(record["data"])), "--out", args.force)
+    ext = sample_suffix(record["data"])
+    check_output(with_ext(stem, ext), path.parent / f"samples{ext}", bool(args.out), args.force)
     out = write_samples(
         model,
         record,
@@ -384,8 +384,9 @@ def cmd_complete(args) -> None:
     check_counts(args, count=1)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = output_stem(args.out, path.parent / "completions")
-    if args.out is not None:
-        check_new(with_ext(stem, sample_suffix(record["data"])), "--out", args.force)
+    ext = sample_suffix(record["data"])
+    default = path.parent / f"completions{ext}"
+    check_output(with_ext(stem, ext), default, bool(args.out), args.force)
     meta = record["data"]
     shape = meta.get("image_shape")
     known = known_part(args, model, meta, path.parent)
@@ -539,8 +540,8 @@ def cmd_plot(args) -> None:
         common = Path(os.path.commonpath([f.resolve() for f in folders]))
         folders = [Path(".") if common == Path(common.anchor) else common]
     out = png_path(args.out, folders[0] / "loss.png")
-    if args.out is not None:
-        check_new(out, "--out", args.force)
+    own = folders[0] / "loss.png" if len(curves) == 1 else None  # several: not a run's own
+    check_output(out, own, bool(args.out), args.force)
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
     print(f"wrote {out}")
 
@@ -551,15 +552,14 @@ def cmd_deps(args) -> None:
     from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
+    out = png_path(args.out, path.parent / "deps.png")
+    check_output(out, path.parent / "deps.png", bool(args.out), args.force)  # before the work
     meta = record["data"]
     data = load_from_source(meta, model.num_dims, path.parent)
     J = checkpoint_maps(model, record, data[args.split], args.n)
     shape = image_shape_of(record)
     if args.pixel and not shape:
         raise DarmError("--pixel is for image models; this checkpoint's data is not images")
-    out = png_path(args.out, path.parent / "deps.png")
-    if args.out is not None:
-        check_new(out, "--out", args.force)
     plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
     lower = bool((J.triu() == 0).all())
     padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""

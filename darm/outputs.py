@@ -23,8 +23,6 @@ def finish_run(
 
     model, record, _ = load_checkpoint(run_dir, device)
     nll = evaluate(model, data["test"], progress=progress)
-    results = {"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     print_nll(nll, "test", data.kind)
     plot_loss_curves({record["model"]: run_dir / "log.csv"}, run_dir / "loss.png")
     written = [run_dir / "loss.png", run_dir / "results.json"]
@@ -33,7 +31,26 @@ def finish_run(
     if n_samples:
         stem = run_dir / "samples"
         written.insert(0, write_samples(model, record, n_samples, stem, seed, progress=progress))
+    # last: a results.json says this checkpoint's run was finished (see `finished`)
+    results = {"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     print(f"wrote {', '.join(map(str, written))}")
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether finish_run has run to its end for the checkpoint the run would now test: its
+    results.json exists and scores that checkpoint (best, else last)."""
+    from darm.checkpoint import read_record
+
+    results = run_dir / "results.json"
+    if not results.exists():
+        return False
+    tested = run_dir / ("best.json" if (run_dir / "best.json").exists() else "last.json")
+    try:
+        step = json.loads(results.read_text())["checkpoint_step"]
+    except (ValueError, KeyError, OSError):
+        return False
+    return step == read_record(tested)[1]["step"]
 
 
 def count(n: int, thing: str) -> str:
@@ -67,7 +84,17 @@ def check_new(path: Path, flag: str, force: bool) -> None:
     """A file an option names is never replaced by accident (a picture of one's own, the
     run's data): refused if it exists, unless --force."""
     if path.exists() and not force:
-        raise DarmError(f"{flag}: {path} already exists; pass --force to replace it")
+        lead = f"{flag}: " if flag else ""
+        raise DarmError(f"{lead}{path} already exists; pass --force to replace it")
+
+
+def check_output(path: Path, run_default: Path | None, given: bool, force: bool) -> None:
+    """A file a command is about to write: an existing one is replaced only where it is the
+    run's own output written again (`run_default`, e.g. RUN/samples.png, however it was
+    named) or with --force. given: named by --out (said in the refusal)."""
+    if run_default is not None and path.resolve() == run_default.resolve():
+        return
+    check_new(path, "--out" if given else "", force)
 
 
 def write_per_example(

@@ -16,7 +16,7 @@ from darm.config import build_config, parse_assignments
 from darm.data.dataset import relabel_by_name
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
-from darm.outputs import finish_run
+from darm.outputs import finish_run, finished
 
 
 def train_run(args, device, ctx) -> None:
@@ -73,7 +73,7 @@ def train_run(args, device, ctx) -> None:
                 f"{run_dir} is at step {record['step']}, past --steps {cfg.steps}; "
                 f"resume with --steps above {record['step']}"
             )
-        if cfg.steps == record["step"] and (run_dir / "results.json").exists():
+        if cfg.steps == record["step"] and finished(run_dir):
             say(  # its test NLL and samples stay as they are
                 f"{run_dir} has trained all {cfg.steps} steps and been tested (results.json): "
                 f"nothing to do; --resume --steps N trains on"

@@ -1,6 +1,7 @@
 """The command line end to end, and every kind of bad input: one line, non-zero exit."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -135,6 +136,20 @@ def test_an_existing_file_is_replaced_only_with_force(run, tmp_path, capsys, arg
     assert mine.read_bytes() != b"keep me"
 
 
+def test_a_runs_own_outputs_are_written_again_other_files_are_not(run, tmp_path, capsys):
+    """RUN/samples.txt, by default or named, is the run's own and rewritten; the loss.png
+    of several runs goes beside them, where a file of the user's may be."""
+    before = (run / "samples.txt").read_text()
+    assert main(["sample", str(run), "-n", "2", "--out", str(run / "samples.txt")]) == 0
+    assert (run / "samples.txt").read_text() != before
+    for name in ("a", "b"):
+        shutil.copytree(run, tmp_path / name)
+    (tmp_path / "loss.png").write_text("mine")
+    one_line_error(capsys, main(["plot", str(tmp_path / "a"), str(tmp_path / "b")]), 1,
+                   "loss.png already exists; pass --force")  # fmt: skip
+    assert (tmp_path / "loss.png").read_text() == "mine"
+
+
 def test_an_os_error_is_one_line(run, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device", "RUN/samples.txt")
@@ -183,9 +198,15 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(names_file, tmp_path, capsys
         capsys.readouterr().out
     )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
-    (out / "results.json").unlink()  # as if stopped in the test pass
+    (out / "results.json").unlink()  # as if stopped in the test pass or in sampling
     assert main([*start, "--resume"]) == 0
     assert "test: " in capsys.readouterr().out and (out / "results.json").exists()
+    # results of an earlier checkpoint (a run extended, then stopped at its end): tested again
+    results = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**results, "checkpoint_step": 1}))
+    assert main([*start, "--resume"]) == 0
+    assert "test: " in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["checkpoint_step"] == 2
 
 
 @pytest.mark.parametrize(
