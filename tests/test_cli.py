@@ -142,6 +142,7 @@ def test_a_runs_own_outputs_are_written_again_other_files_are_not(run, tmp_path,
     before = (run / "samples.txt").read_text()
     assert main(["sample", str(run), "-n", "2", "--out", str(run / "samples.txt")]) == 0
     assert (run / "samples.txt").read_text() != before
+    capsys.readouterr()
     for name in ("a", "b"):
         shutil.copytree(run, tmp_path / name)
     (tmp_path / "loss.png").write_text("mine")
