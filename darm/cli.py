@@ -493,7 +493,7 @@ def cmd_eval(args) -> None:
     print_nll(nll, split, data.kind, file=human)
     if args.per_example:
         # another file read whole sits in one split: its rows are the file's, not a test split
-        whole = {"test": "all"} if other and split == "all" else {}
+        whole = {"test": "all"} if other and scored == ["test"] and split == "all" else {}
         write_per_example(Path(args.per_example), data, nats, whole)
         print(f"wrote {args.per_example} (one row per {units(data.kind)[0]})", file=human)
     if args.json:

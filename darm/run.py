@@ -352,7 +352,7 @@ SOURCE_OPTIONS = [
 def check_resume_matches(args, record: dict, run_dir: Path) -> None:
     """A resumed run keeps its model and data. The command that started it may be repeated
     with --resume, but an option that would change them is refused, not silently ignored."""
-    from darm.data import same_data
+    from darm.data import FIXED_LEVELS, same_data
     from darm.models import get_entry
 
     def refuse(option: str, value, theirs) -> None:
@@ -378,6 +378,9 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
         refuse("--data", args.data, f"data {theirs}")
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)
+        if value is not None and key == "levels" and "levels" not in source:
+            if value == FIXED_LEVELS.get(source.get("name")):  # digits' own 17, as at the start
+                continue
         if value is not None and key not in source:  # `--levels` on a text run, say
             refuse(flag, value, f"data, which takes no {flag}")
         if value is not None and value != source[key]:

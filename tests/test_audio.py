@@ -82,6 +82,7 @@ def test_float_and_extensible_wavs_read_as_the_plain_pcm_one(tmp_path, tag, dtyp
     [
         (lambda p: make_wav(p, width=1), "8-bit PCM samples; darm reads 16-bit PCM or 32/64"),
         (lambda p: riff_wav(p, np.zeros(8, "<i4"), 1, extensible=True), "32-bit PCM samples"),
+        (lambda p: riff_wav(p, np.array([0, np.nan], "<f4"), 3), "NaN or infinite samples"),
         (lambda p: make_wav(p, seconds=0), "no samples"),
         (lambda p: p.write_bytes(b"RIFF1234WAVEjunk"), "cannot read"),
     ],

@@ -227,6 +227,16 @@ def test_resume_refuses_a_changed_model_or_data(run, extra, needle, capsys):
     one_line_error(capsys, code, needle=needle)
 
 
+def test_resume_repeats_a_start_command_with_a_builtins_own_levels(tmp_path, capsys):
+    """digits takes --levels 17 (its own L) at the start, so the same command resumes."""
+    start = ["train", "--data", "digits", "--levels", "17", *TINY_MARKOV, "--steps", "2",
+             "--out", str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(start) == 0
+    assert main([*start, "--resume", "--steps", "3"]) == 0
+    one_line_error(capsys, main([*start[:4], "4", *start[5:], "--resume", "--steps", "4"]),
+                   needle="--levels 4 differs")  # fmt: skip
+
+
 def test_a_data_file_edited_after_training_is_noticed(tmp_path, capsys):
     # the seeded split of an edited file moves: test may then hold examples trained on
     data = tmp_path / "items.txt"

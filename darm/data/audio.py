@@ -78,6 +78,8 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     samples = np.frombuffer(frames[: len(frames) - len(frames) % width], SAMPLE_TYPES[tag, width])
     if samples.size == 0 or samples.size < channels:
         raise DarmError(f"audio file {path} has no samples")
+    if tag == IEEE_FLOAT and not np.isfinite(samples).all():
+        raise DarmError(f"{path} holds NaN or infinite samples")
     samples = samples[: samples.size - samples.size % channels].reshape(-1, channels)  # (T, C)
     scale = 32768.0 if tag == PCM else 1.0
     return np.clip(samples.astype(np.float64).mean(axis=1) / scale, -1.0, 1.0), rate
