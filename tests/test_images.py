@@ -147,7 +147,9 @@ def test_palette_images_are_grey_when_their_colours_are(tmp_path):
     colour = grey.copy()
     colour[0, 0] = (255, 0, 0)
     Image.fromarray(colour).quantize().save(tmp_path / "c.gif")
-    assert load_data(str(tmp_path), levels=4).image_shape == (6, 8, 3)
+    data = load_data(str(tmp_path), levels=4)
+    assert data.image_shape == (6, 8, 3)
+    assert data.caveat == "3 grey images read as RGB (equal channels)"  # the grey palettes
 
 
 def test_folder_of_rgb_pngs_with_classes(tmp_path):

@@ -84,6 +84,12 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
 
+def grey_palette(img) -> bool:
+    """A palette image (GIF, P-mode PNG) whose colours are all grey."""
+    rgb = np.asarray(img.convert("RGB"))  # (H, W, 3)
+    return bool((rgb == rgb[..., :1]).all())
+
+
 def _image_mode(paths: list[Path]) -> str:
     """'L' when every image is grey, else 'RGB'. A palette image (GIF, P-mode PNG) is grey
     when its colours are: grey pictures saved as GIF must not become three equal channels."""
@@ -92,10 +98,8 @@ def _image_mode(paths: list[Path]) -> str:
     for p in paths:
         try:
             with Image.open(p) as img:
-                if img.mode in ("P", "PA"):
-                    rgb = np.asarray(img.convert("RGB"))  # (H, W, 3)
-                    if (rgb == rgb[..., :1]).all():
-                        continue
+                if img.mode in ("P", "PA") and grey_palette(img):
+                    continue
                 if img.mode not in GREY_MODES:
                     return "RGB"
         except OSError as e:
@@ -112,7 +116,7 @@ def conversion_note(paths: list[Path], mode: str) -> str:
     for p in paths:
         with Image.open(p) as img:
             alpha += img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-            grey += img.mode in GREY_MODES
+            grey += img.mode in GREY_MODES or (img.mode in ("P", "PA") and grey_palette(img))
     notes = []
     if alpha and not mode.endswith("A"):
         notes.append(f"the transparency of {alpha} image{'s' * (alpha != 1)} dropped")
