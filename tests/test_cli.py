@@ -136,6 +136,30 @@ def test_an_existing_file_is_replaced_only_with_force(run, tmp_path, capsys, arg
     assert mine.read_bytes() != b"keep me"
 
 
+def test_per_example_rows_keep_the_splits_of_a_file_that_has_its_own(tmp_path, capsys):
+    """Another .npz with x_train / x_valid / x_test is scored split by split, and its rows
+    say which; a file without splits is one split, `all`."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.integers(0, 4, size=(30, 6)))
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(tmp_path / "a.npy"), *TINY_MARKOV, "--steps", "2",
+                 "--out", str(out), "--quiet", "--samples", "0"]) == 0  # fmt: skip
+    np.save(tmp_path / "c.npy", rng.integers(0, 4, size=(7, 6)))  # no splits of its own
+    sizes = {"train": 5, "valid": 3, "test": 4}
+    np.savez(tmp_path / "b.npz", **{f"x_{s}": rng.integers(0, 4, (n, 6)) for s, n in sizes.items()})
+    for data, want in (("b.npz", ["train"] * 5 + ["valid"] * 3 + ["test"] * 4),
+                       ("c.npy", ["all"] * 7)):  # fmt: skip
+        csv_path = tmp_path / f"{data}.csv"
+        argv = ["eval", str(out), "--data", str(tmp_path / data), "--split", "all",
+                "--per-example", str(csv_path)]  # fmt: skip
+        assert main(argv) == 0
+        assert [r["split"] for r in csv.DictReader(csv_path.open())] == want, data
+
+
 def test_a_runs_own_outputs_are_written_again_other_files_are_not(run, tmp_path, capsys):
     """RUN/samples.txt, by default or named, is the run's own and rewritten; the loss.png
     of several runs goes beside them, where a file of the user's may be."""
