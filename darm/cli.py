@@ -20,16 +20,14 @@ from darm.data.vocab import saved_vocab
 from darm.errors import DarmError, first_line
 from darm.outputs import (
     check_file_target,
-    check_output,
+    checked_png,
+    checked_stem,
     class_marks,
     count,
     default_length,
     label_tensor,
-    output_stem,
-    png_path,
     print_nll,
     read_prefix,
-    sample_suffix,
     save_samples,
     with_ext,
     write_per_example,
@@ -245,9 +243,7 @@ def cmd_sample(args) -> None:
 
     check_sampling_args(args)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
-    stem = output_stem(args.out, path.parent / "samples")
-    ext = sample_suffix(record["data"])
-    check_output(with_ext(stem, ext), path.parent / f"samples{ext}", bool(args.out), args.force)
+    stem = checked_stem(args.out, path.parent / "samples", record["data"], args.force)
     out = write_samples(
         model,
         record,
@@ -280,7 +276,7 @@ class Known:
     rows: int | None = None  # images: the whole rows kept
 
 
-def complete_inputs(args, model, meta: dict, folder: Path) -> tuple[torch.Tensor | None, list]:
+def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
     """The inputs as (originals, labels, prefixes): pictures (N, D) for an image model (each
     file one picture, or a sample grid's), else one list of known symbols per --input (a WAV
     clip's levels, a text's symbols, an array's integers); without --input, the first --count
@@ -383,10 +379,7 @@ def cmd_complete(args) -> None:
     check_sampling_args(args)
     check_counts(args, count=1)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
-    stem = output_stem(args.out, path.parent / "completions")
-    ext = sample_suffix(record["data"])
-    default = path.parent / f"completions{ext}"
-    check_output(with_ext(stem, ext), default, bool(args.out), args.force)
+    stem = checked_stem(args.out, path.parent / "completions", record["data"], args.force)
     meta = record["data"]
     shape = meta.get("image_shape")
     known = known_part(args, model, meta, path.parent)
@@ -539,9 +532,8 @@ def cmd_plot(args) -> None:
     if len(folders) > 1:
         common = Path(os.path.commonpath([f.resolve() for f in folders]))
         folders = [Path(".") if common == Path(common.anchor) else common]
-    out = png_path(args.out, folders[0] / "loss.png")
-    own = folders[0] / "loss.png" if len(curves) == 1 else None  # several: not a run's own
-    check_output(out, own, bool(args.out), args.force)
+    # several runs' picture is no one run's own: an existing one is refused without --force
+    out = checked_png(args.out, folders[0] / "loss.png", args.force, own=len(curves) == 1)
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
     print(f"wrote {out}")
 
@@ -552,8 +544,7 @@ def cmd_deps(args) -> None:
     from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
-    out = png_path(args.out, path.parent / "deps.png")
-    check_output(out, path.parent / "deps.png", bool(args.out), args.force)  # before the work
+    out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
     data = load_from_source(meta, model.num_dims, path.parent)
     J = checkpoint_maps(model, record, data[args.split], args.n)
@@ -855,7 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file's) or file (an image folder's), label, nats, dims, bits/dim, and the text of "
         "text data",
     )
-    e.add_argument("--force", action="store_true", help="replace the --per-example file")
+    add_force_arg(e, "--per-example")
     e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
     add_device_arg(e)
     e.add_argument(

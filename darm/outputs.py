@@ -255,6 +255,22 @@ def output_stem(out: str | None, default: Path) -> Path:
     return stem
 
 
+def checked_stem(out: str | None, default: Path, meta: dict, force: bool) -> Path:
+    """`output_stem` for samples of this data, refused now (before any drawing) where the
+    file it names exists and is not the run's own `default` (see check_output)."""
+    stem, ext = output_stem(out, default), sample_suffix(meta)
+    check_output(with_ext(stem, ext), with_ext(default, ext), out is not None, force)
+    return stem
+
+
+def checked_png(out: str | None, default: Path, force: bool, own: bool = True) -> Path:
+    """`png_path`, refused now where the picture exists and is not the run's own `default`
+    (own=False: a default that belongs to no one run, the loss.png of several)."""
+    path = png_path(out, default)
+    check_output(path, default if own else None, out is not None, force)
+    return path
+
+
 def png_path(out: str | None, default: Path) -> Path:
     """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png."""
     return with_ext(output_stem(out, default.with_suffix("")), ".png")
