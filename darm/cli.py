@@ -593,10 +593,16 @@ def model_names(text: str | None, data) -> list[str]:
 
 
 def cmd_compare(args) -> None:
-    from darm.compare import CompareOptions, compare
+    from darm.compare import CompareOptions, compare, unfinished
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DarmError("compare runs in one process; use torchrun with `darm train`")
+    before = None  # the report of the comparison --resume continues
+    if args.resume:
+        args, before = resumed_args(args)
+        if not unfinished(before):
+            print(f"every family of the comparison in {args.out} has finished: nothing to do")
+            return
     if args.budget is None and args.steps is None:
         args.budget = 300.0
     check_counts(
@@ -638,14 +644,68 @@ def cmd_compare(args) -> None:
         batch_size=args.batch_size,
         valid_examples=args.valid_examples or 0,
         progress=not args.quiet,
-        command=shlex.join(command),
+        command=before["command"] if before else shlex.join(command),  # the first run's
     )
     print(data.summary())
-    results = compare(data, opts, device)
+    results = compare(data, opts, device, before)
     print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'results.json'}")
     failed = [f"{r.model} ({r.note})" for r in results if r.status == "failed"]
     if failed:
         raise DarmError(f"failed: {'; '.join(failed)}; see {out / 'report.md'}")
+
+
+# options of this invocation rather than of the comparison: --resume takes them as given
+RESUME_OWN = ("out", "quiet", "resume", "threads", "device")
+
+
+def resumed_args(args) -> tuple[argparse.Namespace, dict]:
+    """compare --resume: the options of the comparison in --out, read back from the command
+    its report records, and its report (read_comparison). An option given again must repeat
+    the comparison's; one that would change it is refused, not ignored."""
+    from darm.compare import read_comparison
+
+    out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
+    before = read_comparison(out)
+    try:
+        recorded, _ = build_parser().parse_known_args(shlex.split(before["command"])[1:])
+    except (ValueError, KeyError, SystemExit):  # (argparse has printed what it could not read)
+        raise DarmError(f"{out / 'results.json'} records no command darm can read") from None
+    given = given_options(args.argv, "compare")
+    for dest in sorted(given - set(RESUME_OWN)):
+        mine, theirs = getattr(args, dest), getattr(recorded, dest)
+        if not same_option(dest, mine, theirs):
+            flag = "--" + dest.replace("_", "-")
+            show = " ".join(theirs) if dest == "set" and theirs else theirs
+            raise DarmError(
+                f"--resume continues the comparison in {out} as it was: {flag} "
+                f"{' '.join(mine) if dest == 'set' else mine} differs from its {show}"
+            )
+    for dest in RESUME_OWN:
+        if dest in given or dest in ("quiet", "resume"):
+            setattr(recorded, dest, getattr(args, dest))
+    recorded.out, recorded.argv = str(out), args.argv
+    return recorded, before
+
+
+def same_option(dest: str, mine, theirs) -> bool:
+    """An option given to compare --resume against the comparison's own value."""
+    if dest == "models":
+        return [m.strip() for m in mine.split(",") if m.strip()] == theirs.split(",")
+    if dest == "set":
+        return family_overrides(mine) == family_overrides(theirs)
+    if dest == "data" and mine != theirs:  # one file, named two ways
+        return Path(mine).exists() and Path(mine).resolve() == Path(theirs).resolve()
+    return mine == theirs
+
+
+def given_options(argv: list[str], command: str) -> set[str]:
+    """The options of `command` given on the command line argv, told apart from defaults."""
+    parser = build_parser()
+    actions = parser.commands[command]._actions
+    for action in actions:  # unset: absent from the namespace
+        action.default = argparse.SUPPRESS
+    given, _ = parser.parse_known_args(argv)
+    return {a.dest for a in actions if a.dest in vars(given)} - {"help", "imports_here"}
 
 
 # -- bench ------------------------------------------------------------------------------------
@@ -955,7 +1015,7 @@ def build_parser() -> argparse.ArgumentParser:
         "images) with a default configuration of similar size under the same budget, "
         "evaluate each exactly on the test split, sample, draw dependency maps, and write "
         "OUT/report.md, report.html and results.json (rewritten after every family, so "
-        "Ctrl-C keeps the finished ones).",
+        "Ctrl-C keeps the finished ones; --resume continues).",
     )
     add_family_data_args(c)
     c.add_argument(
@@ -984,6 +1044,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of weights, batches, samples (default 1337)",
     )
     c.add_argument("--out", help="report folder (default runs/compare-DATA)")
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted comparison in --out: finished families are kept, the "
+        "interrupted one trains on from its last checkpoint, the rest run; its options are "
+        "read from its report (repeat them or leave them out)",
+    )
     add_device_arg(c)
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compare)
@@ -1034,6 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, unknown = parser.parse_known_args(argv)
+        args.argv = sys.argv[1:] if argv is None else list(argv)  # what was given, as given
         if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
         if getattr(args, "data", None) == "":  # `--data "$UNSET"` would quietly mean the default

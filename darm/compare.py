@@ -5,7 +5,8 @@ parameters on the bundled datasets), train it under the same wall-clock budget (
 count) into OUT/<model>/, evaluate its best-validation checkpoint exactly on the whole test
 split, time cached sampling, write samples and its dependency map. The report (report.md,
 report.html, results.json) is rewritten after every family, so an interrupted run keeps
-the families already finished.
+the families already finished, and `--resume` continues it: the finished families are
+kept, the interrupted one trains on from its last checkpoint, the others run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from darm.budget import plan_run, synchronize, validation_passes
 from darm.checkpoint import atomic_write, atomic_write_text, read_record
 from darm.data import Dataset
+from darm.data.dataset import digest
 from darm.errors import DarmError, first_line
 from darm.interrupt import Stopped
 from darm.metrics import units
@@ -157,15 +159,48 @@ class CompareOptions:
     valid_examples: int = 0  # validation passes score the first N examples; 0: all
     progress: bool = True
     command: str = ""
+    data_digest: str = ""  # of the examples read, so --resume can tell the data changed
 
 
-def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> FamilyResult:
-    """Train, evaluate, sample and map one family into opts.out / name."""
+def run_family(
+    name: str, data: Dataset, opts: CompareOptions, device, before: FamilyResult | None = None
+) -> FamilyResult:
+    """Train, evaluate, sample and map one family into opts.out / name. before: the row of an
+    interrupted comparison (--resume); training goes on from the family's last checkpoint."""
+    t_start = time.perf_counter()
+    run_dir = opts.out / name
+    if before is not None and (run_dir / "last.json").exists():
+        result, trained = continued_family(before, data, opts, device)
+    else:
+        result, trained = new_family(name, data, opts, device)
+    earlier = (before.wall_s or 0.0) if before is not None else 0.0  # its first turn's
+    try:
+        state = trained()
+        if state is not None:
+            result.train = state["train"]  # the steps and warmup as planned again
+            result.steps, result.train_tokens_per_s = state["step"], state["tokens_per_s"]
+            result.train_s = (result.train_s or 0.0) + state["elapsed_s"]
+        finish_family(result, data, opts, device, run_dir)
+    # the row keeps what the family got: its parameters, its steps, its test NLL
+    except Exception as e:  # a NaN loss, say: a failed row, and on to the next family
+        result.status, result.note = "failed", first_line(e)
+        result.steps = saved_step(run_dir) if result.steps is None else result.steps
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        result.steps = saved_step(run_dir) if result.steps is None else result.steps
+        result.note = stopped_note(signum)
+        raise FamilyInterrupted(result, signum) from None
+    finally:
+        result.wall_s = earlier + time.perf_counter() - t_start
+    return result
+
+
+def new_family(name: str, data: Dataset, opts: CompareOptions, device):
+    """A family's first turn: its model built and its run planned -> (row, train), where
+    train() trains it and returns train's final state."""
     from darm.config import build_config
     from darm.train import TrainConfig, train
 
-    t_start = time.perf_counter()
-    run_dir = opts.out / name
     torch.manual_seed(opts.seed)  # the same initial weights for the same seed
     model = build_family(name, data, opts.overrides.get(name)).to(device)
     train_overrides = {**default_train(name), "seed": opts.seed}
@@ -187,33 +222,58 @@ def run_family(name: str, data: Dataset, opts: CompareOptions, device) -> Family
     )
     cfg = build_config(TrainConfig, train_overrides, "training option")
     result = FamilyResult(
-        name,
-        "interrupted",
-        params=model.num_params(),
-        config=model.config_dict(),
+        name, "interrupted", params=model.num_params(), config=model.config_dict(),
         train=asdict(cfg),
-    )
-    try:
-        state = train(
+    )  # fmt: skip
+    run_dir = opts.out / name
+
+    def trained():
+        return train(
             model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget,
             plan=plan,
         )  # fmt: skip
-        result.train = state["train"]  # the steps and warmup as planned again
-        result.steps, result.train_s = state["step"], state["elapsed_s"]
-        result.train_tokens_per_s = state["tokens_per_s"]
-        finish_family(result, data, opts, device, run_dir)
-    # the row keeps what the family got: its parameters, its steps, its test NLL
-    except Exception as e:  # a NaN loss, say: a failed row, and on to the next family
-        result.status, result.note = "failed", first_line(e)
-        result.steps = saved_step(run_dir) if result.steps is None else result.steps
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        result.steps = saved_step(run_dir) if result.steps is None else result.steps
-        result.note = stopped_note(signum)
-        raise FamilyInterrupted(result, signum) from None
-    finally:
-        result.wall_s = time.perf_counter() - t_start
-    return result
+
+    return result, trained
+
+
+def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, device):
+    """An interrupted family's turn again, from its last checkpoint: the rest of its planned
+    steps within what is left of its budget (none left, or all steps trained: straight to
+    the test pass) -> (row, train), where train() returns train's state or None."""
+    from darm.checkpoint import load_checkpoint
+    from darm.config import build_config
+    from darm.train import TrainConfig, train
+
+    run_dir = opts.out / before.model
+    model, record, path = load_checkpoint(run_dir / "last.json", device)
+    cfg = build_config(TrainConfig, record["train"], "training option")
+    spent = record.get("elapsed_s", 0.0)
+    left = None if opts.budget is None else opts.budget - spent
+    result = FamilyResult(
+        before.model, "interrupted", params=model.num_params(), config=model.config_dict(),
+        steps=record["step"], train=record["train"], train_s=spent,
+        train_tokens_per_s=before.train_tokens_per_s or logged_rate(run_dir),
+    )  # fmt: skip
+    tqdm.write(f"{before.model}: resuming from step {record['step']} of {cfg.steps}")
+
+    def trained():
+        if record["step"] >= cfg.steps or (left is not None and left <= 0):
+            return None
+        return train(
+            model, before.model, data, cfg, run_dir, resume_from=(path, record),
+            progress=opts.progress, max_seconds=left,
+        )  # fmt: skip
+
+    return result, trained
+
+
+def logged_rate(run_dir: Path) -> float | None:
+    """The training tokens/s of a family's log.csv, as of its last row."""
+    import csv
+
+    with open(run_dir / "log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("tokens_per_s")]
+    return float(rows[-1]["tokens_per_s"]) if rows else None
 
 
 def saved_step(run_dir: Path) -> int | None:
@@ -320,8 +380,33 @@ def check_models(names: list[str], data: Dataset) -> tuple[list[str], list[Famil
     return run, skipped
 
 
-def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
-    """Run every family; rewrite the report after each. Ctrl-C keeps what is finished."""
+KEPT = ("done", "failed")  # rows --resume keeps; a failure would repeat with the same seed
+
+
+def read_comparison(out: Path) -> dict[str, Any]:
+    """The results.json of the comparison in `out`, for --resume."""
+    path = out / "results.json"
+    if not path.exists():
+        raise DarmError(f"{out} holds no comparison to resume ({path.name} is missing)")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        rows = {row["model"]: FamilyResult(**row) for row in report["families"]}
+    except (ValueError, KeyError, TypeError):
+        raise DarmError(f"{path} is not a darm compare report") from None
+    return {**report, "families": rows}
+
+
+def unfinished(report: dict[str, Any]) -> list[str]:
+    """The families of a report that --resume would run: interrupted, or not run."""
+    return [n for n, r in report["families"].items() if r.status not in (*KEPT, "skipped")]
+
+
+def compare(
+    data: Dataset, opts: CompareOptions, device, before: dict[str, Any] | None = None
+) -> list[FamilyResult]:
+    """Run every family; rewrite the report after each. Ctrl-C keeps what is finished.
+    before: the report of the interrupted comparison in opts.out (read_comparison) to
+    continue, with the same options: its finished rows are kept, the rest run."""
     from darm.compare_report import write_report
 
     if opts.budget is None and opts.steps is None:
@@ -335,12 +420,20 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
     for name in names:  # a bad --set fails now, not after the families before it trained
         with torch.device("meta"):  # shapes only: no memory for the weights
             build_family(name, data, opts.overrides.get(name))
-    if (opts.out / "results.json").exists():  # another comparison's report, whatever its families
+    opts.data_digest = digest(data)
+    previous = {} if before is None else before["families"]
+    if before is not None:
+        if before["data"].get("digest") != opts.data_digest:
+            raise DarmError(
+                f"{data.name} does not read into the examples the comparison in {opts.out} "
+                f"was run on (changed since); it cannot be continued"
+            )
+    elif (opts.out / "results.json").exists():  # another comparison's report
         raise DarmError(
-            f"{opts.out} already holds a comparison (results.json); choose another --out "
-            f"or remove the old one"
+            f"{opts.out} already holds a comparison (results.json); continue it (--resume), "
+            f"or choose another --out, or remove the old one"
         )
-    busy = [n for n in names if (opts.out / n / "last.json").exists()]
+    busy = [n for n in names if n not in previous and (opts.out / n / "last.json").exists()]
     if busy:
         raise DarmError(
             f"{opts.out / busy[0]} already holds a checkpoint; choose another --out "
@@ -362,19 +455,26 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
         for i, name in enumerate(names):
             current = name
             overall.set_description(f"compare [{name} {i + 1}/{len(names)}]")
-            try:
-                result = run_family(name, data, opts, device)
-            except Exception as e:  # one family's failure is a row, not the end of the report
-                result = FamilyResult(name, "failed", note=first_line(e))
+            kept = previous.get(name)
+            if kept is not None and kept.status in KEPT:
+                result = kept
+                tqdm.write(f"{name}: {kept.status} in the comparison being continued; kept")
+            else:
+                try:
+                    result = run_family(name, data, opts, device, kept)
+                except Exception as e:  # one family's failure is a row, not the end of the report
+                    result = FamilyResult(name, "failed", note=first_line(e))
+                if result.status == "failed":
+                    tqdm.write(f"{name} failed: {result.note}")
+                elif result.status == "done":
+                    tqdm.write(
+                        f"{name}: test {result.nats_per_example:.4f} nats/{ex}, "
+                        f"{result.bits_per_dim:.4f} bits/{dim}, "
+                        f"{result.samples_per_s:,.1f} {ex}s/s"
+                    )
             results.append(result)
-            if result.status == "failed":
-                tqdm.write(f"{name} failed: {result.note}")
-            elif result.status == "done":
+            if result.status == "done":
                 maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
-                tqdm.write(
-                    f"{name}: test {result.nats_per_example:.4f} nats/{ex}, "
-                    f"{result.bits_per_dim:.4f} bits/{dim}, {result.samples_per_s:,.1f} {ex}s/s"
-                )
             current = None
             write_report(data, opts, results, maps, not_run=names[i + 1 :])
             overall.update(1)
@@ -388,8 +488,9 @@ def compare(data: Dataset, opts: CompareOptions, device) -> list[FamilyResult]:
         rest = [n for n in names if n not in done and n != current]
         write_report(data, opts, results, maps, not_run=rest)
         overall.close()
-        tqdm.write(f"interrupted: the report in {opts.out} keeps the finished families")
-        raise Stopped("", signum) from None  # not train's "--resume continues": compare has none
+        raise Stopped(
+            f"the report in {opts.out} keeps the finished families; --resume continues", signum
+        ) from None
     overall.close()
     return results
 

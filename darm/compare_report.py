@@ -69,7 +69,12 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
     done = [r for r in rows if r.status == "done"]
     payload = {
         "command": opts.command,
-        "data": {"name": data.name, "kind": data.kind, "summary": data.summary()},
+        "data": {
+            "name": data.name,
+            "kind": data.kind,
+            "summary": data.summary(),
+            "digest": opts.data_digest,  # --resume checks the examples are the same
+        },
         "budget_s": opts.budget,
         "steps": opts.steps,
         "environment": environment(),

@@ -123,8 +123,9 @@ def test_ctrl_c_keeps_finished_families(tmp_path, monkeypatch, capsys):
             "--samples", "2", "--deps-examples", "2", "--out", str(out), "--quiet",
             *tiny_sets(models)]  # fmt: skip
     assert main(args) == 130
-    # compare has no --resume to offer: plain "interrupted"
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "darm compare: interrupted"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"darm compare: interrupted: the report in {out} keeps the finished " \
+        "families; --resume continues"  # fmt: skip
     report = (out / "report.md").read_text()
     rows = table_rows(report)
     assert rows["markov"][2] == "2" and re.match(r"\d+\.\d{4}", rows["markov"][3])
@@ -142,6 +143,7 @@ def test_ctrl_c_in_a_family_keeps_the_steps_it_trained(during, tmp_path, monkeyp
     from tests.test_train import sigint_during_step
 
     term = during.endswith("SIGTERM")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     if during.startswith("training"):  # train() finishes step 2, saves it and stops
         sigint_during_step(monkeypatch, step=2, signum=signal.SIGTERM if term else signal.SIGINT)
     else:  # the test pass after the 4 steps
@@ -160,6 +162,16 @@ def test_ctrl_c_in_a_family_keeps_the_steps_it_trained(during, tmp_path, monkeyp
     assert family["status"] == "interrupted" and family["steps"] == steps
     assert family["train"]["steps"] == 4 and "checkpoints so far are kept" in family["note"]
     assert table_rows((out / "report.md").read_text())["markov"][2] == f"{steps} (interrupted)"
+    # --resume: the rest of the steps (none, after the test pass was cut), then the test pass
+    monkeypatch.undo()
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    log = (out / "markov" / "log.csv").read_text()
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["status"] == "done" and family["steps"] == 4 and family["nats_per_example"]
+    if steps == 4:
+        assert (out / "markov" / "log.csv").read_text() == log  # no step trained again
 
 
 def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsys):
@@ -311,7 +323,7 @@ def test_refuses_to_overwrite(digits_report, capsys):
     report = (digits_report / "report.md").read_text()
     for models in ("markov", "bigram"):  # one it ran, one it did not
         code = main(["compare", "--models", models, "--steps", "1", "--out", str(digits_report)])
-        one_line_error(capsys, code, 1, "already holds a comparison (results.json)")
+        one_line_error(capsys, code, 1, "already holds a comparison (results.json); continue")
     assert (digits_report / "report.md").read_text() == report
     assert not (digits_report / "bigram").exists()
 
@@ -332,3 +344,101 @@ def test_a_one_step_comparison_runs(tmp_path):
     assert main(args) == 0  # its warmup (none) is shorter than the run
     (family,) = json.loads((out / "results.json").read_text())["families"]
     assert family["status"] == "done" and family["steps"] == 1
+
+
+def test_resume_continues_a_family_as_if_never_stopped(digits_report, tmp_path, monkeypatch):
+    """Stopped in markov's step 2 of 4 and continued with --resume, alone: markov ends on the
+    weights of the uninterrupted comparison (the same test NLL), and the families after it run."""
+    import signal
+
+    from tests.test_train import sigint_during_step
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    sigint_during_step(monkeypatch, step=2)
+    out = tmp_path / "cut"
+    models = "markov,wavenet,gpt"
+    args = ["compare", "--data", "digits", "--models", models, "--steps", "4", "--samples",
+            "4", "--deps-examples", "4", "--out", str(out), "--quiet",
+            *tiny_sets(models)]  # fmt: skip
+    assert main(args) == 130
+    monkeypatch.undo()
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    first = json.loads((out / "results.json").read_text())
+    markov = first["families"][0]
+    assert markov["status"] == "interrupted" and markov["steps"] == 3
+
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    whole = json.loads((digits_report / "results.json").read_text())
+    assert again["command"] == first["command"]  # the first run's, which reproduces both
+    for resumed, uninterrupted in zip(again["families"], whole["families"]):
+        assert resumed["status"] == "done" and resumed["steps"] == 4
+        assert resumed["nats_per_example"] == uninterrupted["nats_per_example"]
+    steps = [row.split(",")[0] for row in (out / "markov" / "log.csv").read_text().split()[1:]]
+    assert steps == ["1", "2", "3", "4"]  # the log goes on where it stopped
+    assert again["families"][0]["wall_s"] > markov["wall_s"]  # both turns
+
+
+def test_resume_keeps_finished_rows_and_checks_its_options(tmp_path, monkeypatch, capsys):
+    import darm.compare
+
+    real = darm.compare.run_family
+
+    def interrupt_second(name, *args):
+        if name == "bigram":
+            raise KeyboardInterrupt
+        return real(name, *args)
+
+    monkeypatch.setattr(darm.compare, "run_family", interrupt_second)
+    out = tmp_path / "cut"
+    args = ["compare", "--models", "markov,bigram", "--steps", "2", "--samples", "2",
+            "--deps-examples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    markov = json.loads((out / "results.json").read_text())["families"][0]
+    samples = (out / "markov" / "samples.png").read_bytes()
+    for extra, needle in [
+        (["--steps", "3"], "--steps 3 differs from its 2"),
+        (["--models", "markov"], "--models markov differs from its markov,bigram"),
+        (["--set", "markov.k=2"], "--set markov.k=2 differs from its markov.n_hidden=16"),
+        (["--data", "names"], "--data names differs from its digits"),
+    ]:
+        one_line_error(capsys, main(["compare", "--out", str(out), "--resume", *extra]), 1, needle)
+    capsys.readouterr()
+    assert main([*args, "--resume", "--threads", "1"]) == 0  # the same options, repeated
+    assert "markov: done in the comparison being continued; kept" in capsys.readouterr().out
+    first, second = json.loads((out / "results.json").read_text())["families"]
+    assert first == markov and (out / "markov" / "samples.png").read_bytes() == samples
+    assert second["model"] == "bigram" and second["status"] == "done"
+    assert "## Dependency maps" in (out / "report.md").read_text()
+    assert main(["compare", "--out", str(out), "--resume"]) == 0
+    assert "has finished: nothing to do" in capsys.readouterr().out
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    import darm.compare
+
+    code = main(["compare", "--out", str(tmp_path / "none"), "--resume"])
+    one_line_error(capsys, code, 1, "holds no comparison to resume (results.json is missing)")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{}")
+    code = main(["compare", "--out", str(tmp_path / "bad"), "--resume"])
+    one_line_error(capsys, code, 1, "is not a darm compare report")
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(darm.compare, "run_family", interrupt)
+    path = tmp_path / "a.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 4, size=(30, 6)))
+    out = tmp_path / "cut"
+    args = ["compare", "--data", str(path), "--models", "bigram", "--steps", "2", "--out", str(out)]
+    assert main(args) == 130
+    capsys.readouterr()
+    np.save(path, np.random.default_rng(1).integers(0, 4, size=(30, 6)))  # edited since
+    code = main(["compare", "--out", str(out), "--resume"])
+    one_line_error(capsys, code, 1, "does not read into the examples the comparison")
