@@ -44,6 +44,7 @@ def train_run(args, device, ctx) -> None:
         for f in fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
+    init = None  # a new run's record of where its weights came from (--init)
     if args.resume:
         path, record = read_record(run_dir / "last.json")
         check_resume_matches(args, record, path.parent)
@@ -91,6 +92,7 @@ def train_run(args, device, ctx) -> None:
         if args.init:
             model, model_name, data, path, step = init_from(args, device)
             say(f"starting from the weights of {path} ({model_name}, step {step})")
+            init = {"path": os.path.realpath(path), "step": step}
         else:
             data = load_training_data(args, args.data or "digits")
             model_name = args.model or "gpt"
@@ -133,6 +135,7 @@ def train_run(args, device, ctx) -> None:
         not args.quiet,
         max_seconds=args.budget,
         plan=plan,
+        init=init,  # (a resumed run keeps its record's)
     )
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     step, steps = state["step"], state["steps"]
@@ -372,6 +375,8 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
         theirs = build_config(get_entry(name).config_cls, config, what)
         for key in changed_fields(theirs, settings, what):
             refuse("--set", f"{key}={settings[key]}", f"{key}={config.get(key)}")
+    if args.init and "init" in record:  # (a run saved before darm recorded it: unknown)
+        check_same_start(args.init, record["init"])
     source = record["data"]["source"]
     if args.data is not None and not same_data(args.data, source, run_dir):
         theirs = source.get("name") or source.get("path")
@@ -385,6 +390,22 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
             refuse(flag, value, f"data, which takes no {flag}")
         if value is not None and value != source[key]:
             refuse(flag, value, f"data's {key} {source[key]}")
+
+
+def check_same_start(init: str, start: dict | None) -> None:
+    """--resume repeated with --init: the checkpoint must be the one the run started from."""
+    from darm.checkpoint import resolve
+
+    if start is None:
+        raise DarmError(
+            f"--resume continues the run as it was: it started from new weights, not from "
+            f"--init {init} (--init starts a new run from its weights)"
+        )
+    if os.path.realpath(resolve(init)) != start["path"]:
+        raise DarmError(
+            f"--resume continues the run as it was: --init {init} is not the checkpoint it "
+            f"started from, {start['path']} (step {start['step']})"
+        )
 
 
 def check_data_options(spec: str | None, args) -> None:

@@ -450,6 +450,7 @@ def train(
     stop_at: int | None = None,
     max_seconds: float | None = None,
     plan: Plan | None = None,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
@@ -459,7 +460,9 @@ def train(
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
     this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
-    so the schedule still ends in time when the first timing was off.
+    so the schedule still ends in time when the first timing was off. init: where a
+    fine-tuning run's weights came from ({"path", "step"} of that checkpoint), recorded in
+    every checkpoint (a resumed run keeps its own record's).
     Returns the final training state (step, the steps and training config as last planned,
     best validation NLL, wall time, tokens/s, the first step's seconds). The model is left
     in training mode with its training weights: with cfg.ema, the average that validation
@@ -484,6 +487,7 @@ def train(
     stand, saved_raw = RunState(), {}
     if resume_from is not None:
         stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
+        init = resume_from[1].get("init")
     start, best, before = stand.step, stand.best, stand.before
     average, running = stand.average, stand.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
@@ -523,6 +527,7 @@ def train(
             "train_loss_average": average,  # uncorrected: a resume goes on from it exactly
             "train": asdict(cfg),
             "data": data_record,
+            "init": init,  # None: trained from new weights
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 
