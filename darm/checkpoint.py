@@ -153,6 +153,7 @@ def save_checkpoint(
         "format": FORMAT_VERSION,
         "model": model_name,
         "config": model.config_dict(),
+        "params": model.num_params(),
         **({"family_from": source} if (source := family_source(type(model))) else {}),
         **meta,
         "sha256": {"weights": _sha256(_staged(weights))},
@@ -285,6 +286,18 @@ def load_checkpoint(
     overrides: config fields to change that leave the weights as they are (dropout, say),
     for fine-tuning; a field that changes a weight's shape is refused by the strict load."""
     path, record = read_record(path)
+    model = model_of_record(record, path, overrides)
+    tag = path.name.removesuffix(".json")
+    state = _load_tensors(
+        path.with_name(f"{tag}.safetensors"), record["sha256"].get("weights"), "weights"
+    )
+    load_weights(model, state, path)
+    return model.to(device).eval(), record, path
+
+
+def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None = None):
+    """The network a checkpoint record describes, with new weights (built under
+    `torch.device("meta")`, none at all: its size, say)."""
     config = record["config"]
     if not isinstance(config, dict):
         raise DarmError(f"{path}: config must be a JSON object")
@@ -302,12 +315,7 @@ def load_checkpoint(
         model = create_model(record["model"], **{**config, **(overrides or {})})
     except (TypeError, ValueError) as e:
         raise DarmError(f"{path}: invalid model config: {e}") from None
-    tag = path.name.removesuffix(".json")
-    state = _load_tensors(
-        path.with_name(f"{tag}.safetensors"), record["sha256"].get("weights"), "weights"
-    )
-    load_weights(model, state, path)
-    return model.to(device).eval(), record, path
+    return model
 
 
 def load_weights(model: ARModel, state: dict[str, torch.Tensor], where: Path) -> None:

@@ -230,7 +230,7 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     def trained():
         return train(
             model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget,
-            plan=plan,
+            plan=plan, commands=[opts.command] if opts.command else None,
         )  # fmt: skip
 
     return result, trained

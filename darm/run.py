@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -136,6 +137,7 @@ def train_run(args, device, ctx) -> None:
         max_seconds=args.budget,
         plan=plan,
         init=init,  # (a resumed run keeps its record's)
+        commands=[*(resume[1].get("commands", []) if resume else []), invocation(args, ctx)],
     )
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     step, steps = state["step"], state["steps"]
@@ -390,6 +392,14 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
             refuse(flag, value, f"data, which takes no {flag}")
         if value is not None and value != source[key]:
             refuse(flag, value, f"data's {key} {source[key]}")
+
+
+def invocation(args, ctx) -> str:
+    """This command line, as a shell would take it again (under torchrun, how it ran)."""
+    words = ["darm", *getattr(args, "argv", sys.argv[1:])]
+    if ctx.world_size > 1:
+        words = ["torchrun", f"--nproc-per-node={ctx.world_size}", "-m", *words]
+    return shlex.join(words)
 
 
 def check_same_start(init: str, start: dict | None) -> None:

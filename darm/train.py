@@ -451,6 +451,7 @@ def train(
     max_seconds: float | None = None,
     plan: Plan | None = None,
     init: dict[str, Any] | None = None,
+    commands: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
@@ -462,7 +463,9 @@ def train(
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
     so the schedule still ends in time when the first timing was off. init: where a
     fine-tuning run's weights came from ({"path", "step"} of that checkpoint), recorded in
-    every checkpoint (a resumed run keeps its own record's).
+    every checkpoint (a resumed run keeps its own record's). commands: the command lines
+    that made the run, recorded likewise (`darm runs` shows them; a resumed run's record's
+    when None).
     Returns the final training state (step, the steps and training config as last planned,
     best validation NLL, wall time, tokens/s, the first step's seconds). The model is left
     in training mode with its training weights: with cfg.ema, the average that validation
@@ -488,6 +491,7 @@ def train(
     if resume_from is not None:
         stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
         init = resume_from[1].get("init")
+        commands = resume_from[1].get("commands", []) if commands is None else commands
     start, best, before = stand.step, stand.best, stand.before
     average, running = stand.average, stand.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
@@ -528,6 +532,7 @@ def train(
             "train": asdict(cfg),
             "data": data_record,
             "init": init,  # None: trained from new weights
+            "commands": commands or [],
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 

@@ -1,0 +1,65 @@
+"""The `darm` command: train, eval, sample, complete, deps, plot, compare, bench, models,
+data. One module per command; the parser and its help in parser.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import torch
+
+from darm.cli.parser import build_parser
+from darm.errors import DarmError, first_line
+
+__all__ = ["build_parser", "main"]
+
+
+def out_of_memory(command: str, e: BaseException) -> int:
+    print(f"darm {command}: error: out of memory (try a smaller model or --batch-size): "
+          f"{first_line(e)}", file=sys.stderr)  # fmt: skip
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        args.argv = sys.argv[1:] if argv is None else list(argv)  # what was given, as given
+        if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        if getattr(args, "data", None) == "":  # `--data "$UNSET"` would quietly mean the default
+            parser.commands[args.command].error("argument --data: expected a dataset or a path")
+    except SystemExit as e:  # --help, or a bad option already reported on one line
+        return int(e.code or 0)
+    try:
+        args.imports += args.imports_here  # before the command or after it
+        if args.imports:
+            from darm.models.registry import import_families
+
+            for spec in args.imports:
+                import_families(spec)
+        args.func(args)
+    except DarmError as e:
+        print(f"darm {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:  # training says where it saved the run
+        signum = getattr(e, "signum", signal.SIGINT)  # a SIGTERM that training caught
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(f"darm {args.command}: {what}" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # a disk full, a folder made read-only mid-run: the system's words
+        where = f": {e.filename}" if e.filename else ""
+        print(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}", file=sys.stderr)
+        return 1
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        return out_of_memory(args.command, e)
+    except RuntimeError as e:  # the CPU allocator's failure is a plain RuntimeError
+        if "DefaultCPUAllocator" not in str(e):
+            raise
+        return out_of_memory(args.command, e)
+    return 0

@@ -1,0 +1,144 @@
+"""Argument types and argument groups shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from darm.errors import DarmError
+from darm.run import check_counts
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option on one line (no usage dump) and exits 2."""
+
+    def error(self, message: str):
+        if self.prog.endswith("complete") and message.endswith("required: checkpoint"):
+            # `complete --input a.png RUN`: --input took RUN as one more input
+            message += " (after --input, name the run first: --input takes every word after it)"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s' -> 90.0, '5m' -> 300.0, '1.5h' -> 5400.0 seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:].lower(), None)
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        msg = f"expected a duration like 90s, 5m or 1h, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not seconds > 0:  # nan and inf too: a budget is a finite time
+        raise argparse.ArgumentTypeError(f"duration must be > 0, got {text!r}")
+    if seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"duration must be finite, got {text!r}")
+    return seconds
+
+
+def _seed(text: str, low: int, high: int, span: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is an integer, got {text!r}") from None
+    if not low <= value < high:
+        raise argparse.ArgumentTypeError(f"a seed is in {span}, got {text}")
+    return value
+
+
+def parse_seed(text: str) -> int:
+    """A seed of torch's generators: an integer in -2**63 .. 2**64 - 1."""
+    return _seed(text, -(2**63), 2**64, "-2**63..2**64-1")
+
+
+def parse_data_seed(text: str) -> int:
+    """A data split's seed, which numpy's generator takes too: 0 .. 2**63 - 1."""
+    return _seed(text, 0, 2**63, "0..2**63-1")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch lists its dozen device types; say what darm takes
+        raise DarmError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DarmError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def check_sampling_args(args) -> None:
+    """The options `sample` and `complete` share: one line for a bad value."""
+    if args.n < 1:
+        raise DarmError(f"-n must be >= 1, got {args.n}")
+    if not args.temperature > 0:  # nan too
+        raise DarmError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise DarmError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise DarmError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.length is not None and args.length < 1:
+        raise DarmError(f"--length must be >= 1, got {args.length}")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
+    p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharpens")
+    p.add_argument("--top-k", type=int, help="keep the k most likely symbols")
+    p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
+    p.add_argument("--seed", type=parse_seed, default=0, help="seed of the draws (default 0)")
+    p.add_argument(
+        "--label",
+        help="class of a conditional model: its name where the data named its classes (an "
+        "image folder's sub-folders), else its number; without it, "
+        + (
+            "samples cycle through the classes"
+            if out_stem == "samples"
+            else "test examples keep their own labels (--input needs it)"
+        ),
+    )
+    p.add_argument("--out", help=f"output file stem (default: RUN/{out_stem})")
+    add_force_arg(p, "--out")
+    add_device_arg(p)
+
+
+def add_force_arg(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(
+        "--force", action="store_true", help=f"replace the file {flag} names if it exists"
+    )
+
+
+def add_family_data_args(p: argparse.ArgumentParser) -> None:
+    """The data and the families of the commands that run every family: compare, bench."""
+    from darm.data import FORMATS
+
+    p.add_argument("--data", default="digits", help="as for train (default: digits)")
+    p.add_argument("--format", choices=FORMATS, help="as for train")
+    p.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
+    p.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
+    p.add_argument("--data-seed", type=parse_data_seed, help="seed of the data split (default 42)")
+    p.add_argument(
+        "--models",
+        help="comma-separated registered models (default markov, rnn, wavenet, gpt, and "
+        "pixelcnn on images)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="MODEL.KEY=VALUE",
+        help="config field of one family, repeatable (e.g. --set gpt.n_layer=2)",
+    )
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda if any)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def device_of(args) -> torch.device:
+    """--device as a torch device, with --threads applied first."""
+    check_counts(args, threads=1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return _device(args.device)

@@ -1,0 +1,50 @@
+"""`darm bench`: how fast each family trains and samples here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from darm.cli.args import device_of
+from darm.cli.compare import family_overrides, model_names
+from darm.errors import DarmError
+from darm.run import check_counts, check_data_options, load_training_data
+
+
+def cmd_bench(args) -> None:
+    from darm.bench import bench, setting, speed_table
+    from darm.train import TrainConfig, bf16_warning
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DarmError("bench runs in one process")
+    check_counts(args, batch_size=1, n=1, threads=1)
+    if not 0 < args.seconds < math.inf:
+        raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
+    device = device_of(args)
+    check_data_options(args.data, args)  # refused rather than silently ignored, as in train
+    data = load_training_data(args, args.data)
+    names = model_names(args.models, data)
+    overrides = family_overrides(args.set)
+    for name in overrides:
+        if name not in names:
+            raise DarmError(f"--set for {name!r}, which is not in --models")
+    if args.batch_size > len(data["train"]):
+        raise DarmError(
+            f"--batch-size {args.batch_size} is more than the {len(data['train'])} training "
+            f"examples of {data.name}"
+        )
+    cfg = TrainConfig(batch_size=args.batch_size, dtype=args.dtype)
+    human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
+    print(data.summary(), file=human)
+    if warning := bf16_warning(cfg, device):
+        print(warning, file=sys.stderr)
+    speeds = bench(
+        data, names, overrides, cfg, args.n, args.seconds, args.naive, device,
+        report=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    where = setting(data, cfg, args.n, device)
+    print(speed_table(speeds, where), file=human)
+    if args.json:
+        print(json.dumps({**where, "speeds": [s.as_dict() for s in speeds]}))

@@ -1,0 +1,92 @@
+"""`darm eval`: exact NLL of a checkpoint over a split or a file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from darm.cli.args import device_of
+from darm.errors import DarmError
+from darm.outputs import check_file_target, label_tensor, print_nll, write_per_example
+from darm.run import check_counts, check_fits, read_like
+
+
+def is_picture_file(spec: str) -> bool:
+    from darm.data.images import IMAGE_SUFFIXES
+
+    return Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
+
+
+def pictures(path: Path, model, meta: dict):
+    """A picture file as test data for an image model: the picture, or each picture of a
+    grid `darm sample` wrote (as `complete --input` reads them)."""
+    from darm.complete import read_images
+    from darm.data.arrays import make_dataset
+
+    shape = tuple(meta["image_shape"])
+    x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
+    empty = x[:0]
+    return make_dataset(
+        path.name,
+        {"train": empty, "valid": empty, "test": x},
+        dict.fromkeys(("train", "valid", "test")),
+        model.vocab_size,
+        shape,
+        {"format": "images", "path": str(path.resolve())},
+        f"{len(x)} picture{'s' * (len(x) != 1)} from {path.name}, scored whole",
+    )
+
+
+def cmd_eval(args) -> None:
+    from darm.checkpoint import load_checkpoint
+    from darm.data import SPLITS, load_from_source, same_data
+    from darm.metrics import NLL, example_nats, units
+
+    check_counts(args, batch_size=1)
+    if args.per_example:
+        if Path(args.per_example).suffix.lower() != ".csv":  # never over a checkpoint or data
+            raise DarmError(f"--per-example writes a CSV: give a .csv name, not {args.per_example}")
+        check_file_target(Path(args.per_example), "--per-example", args.force)
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
+    meta = record["data"]
+    # another file is scored whole by default (its own split would leave 90% of it out); the
+    # run's own data, named again, keeps its test split
+    other = args.data and not same_data(args.data, meta["source"], path.parent)
+    split = args.split or ("all" if other else "test")
+    if other and meta.get("image_shape") and is_picture_file(args.data):
+        if split != "all":
+            raise DarmError(
+                f"{args.data} is scored whole (a picture, or a grid of them): drop --split"
+            )
+        data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
+    elif other:  # scored whole: a line alone is data enough
+        data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None)
+    else:
+        data = load_from_source(meta, model.num_dims, path.parent)
+    as_class = ""
+    if args.label is not None:  # every example scored as this class: log p(x | y = label)
+        label = label_tensor(model, args.label, 1, meta.get("class_names"))
+        for s in SPLITS:
+            data[s].y = label.expand(len(data[s]))  # (N,) the one label
+        data.num_classes, data.class_names = model.num_classes, meta.get("class_names")
+        as_class = f", every example as class {args.label}"
+    check_fits(data, model, path, meta)
+    scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
+    nats = {s: example_nats(model, data[s], args.batch_size, progress=True) for s in scored}
+    nll = NLL(
+        sum(n.sum().item() for n in nats.values()),
+        sum(len(n) for n in nats.values()),
+        sum(data[s].num_dims() for s in scored),
+    )
+    human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
+    print_nll(nll, split, data.kind, file=human)
+    if args.per_example:
+        # another file read whole sits in one split: its rows are the file's, not a test split
+        whole = {"test": "all"} if other and scored == ["test"] and split == "all" else {}
+        write_per_example(Path(args.per_example), data, nats, whole)
+        print(f"wrote {args.per_example} (one row per {units(data.kind)[0]})", file=human)
+    if args.json:
+        given = {} if args.label is None else {"label": int(label[0])}
+        print(json.dumps({"split": split, **given, **nll.as_dict()}))

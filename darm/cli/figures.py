@@ -1,0 +1,77 @@
+"""`darm plot` (loss curves) and `darm deps` (dependency maps)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+
+from darm.cli.args import device_of
+from darm.errors import DarmError, first_line
+from darm.outputs import checked_png
+
+
+def parse_pixel(text: str) -> tuple[int, int]:
+    """'3,4' -> (3, 4): row and column of an image pixel."""
+    try:
+        r, c = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROW,COL like 4,4, got {text!r}") from None
+    return r, c
+
+
+def cmd_plot(args) -> None:
+    """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
+    from darm.plots import plot_loss_curves, read_log
+
+    curves = {}
+    for run in map(Path, args.runs):
+        log = run / "log.csv" if run.is_dir() else run
+        if not run.exists():
+            raise DarmError(f"{run} does not exist")
+        if not log.is_file():
+            raise DarmError(f"{run} has no log.csv: give run folders of `darm train`")
+        try:
+            columns = read_log(log)
+        except (OSError, ValueError, csv.Error) as e:
+            raise DarmError(f"{log} is not a darm log.csv: {first_line(e)}") from None
+        missing = {"step", "elapsed_s", "train_nats_per_dim", "valid_nats_per_dim"} - set(columns)
+        if missing:
+            raise DarmError(f"{log} is not a darm log.csv: no rows, or no {', '.join(missing)}")
+        label = log.parent.name
+        curves[str(log.parent) if label in curves else label] = log  # two folders named alike
+    # one run: its own loss.png, whether its folder or its log.csv was named; several: one
+    # picture in the folder that holds them all
+    folders = [Path(p).parent for p in curves.values()]
+    if len(folders) > 1:
+        common = Path(os.path.commonpath([f.resolve() for f in folders]))
+        folders = [Path(".") if common == Path(common.anchor) else common]
+    # several runs' picture is no one run's own: an existing one is refused without --force
+    out = checked_png(args.out, folders[0] / "loss.png", args.force, own=len(curves) == 1)
+    plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
+    print(f"wrote {out}")
+
+
+def cmd_deps(args) -> None:
+    from darm.checkpoint import load_checkpoint
+    from darm.data import load_from_source
+    from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
+
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
+    out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
+    meta = record["data"]
+    data = load_from_source(meta, model.num_dims, path.parent)
+    J = checkpoint_maps(model, record, data[args.split], args.n)
+    shape = image_shape_of(record)
+    if args.pixel and not shape:
+        raise DarmError("--pixel is for image models; this checkpoint's data is not images")
+    plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
+    lower = bool((J.triu() == 0).all())
+    padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""
+    print(
+        f"{record['model']}: D={J.shape[0]}; on these {args.split} examples the conditionals "
+        f"reach back at most {max_lag(J)} positions{padded}; strictly lower triangular: "
+        f"{'yes' if lower else 'NO'}"
+    )
+    print(f"wrote {out}")

@@ -1,0 +1,32 @@
+"""`darm sample`: draw from a checkpoint."""
+
+from __future__ import annotations
+
+import sys
+
+from darm.cli.args import check_sampling_args, device_of
+from darm.outputs import checked_stem, write_samples
+
+
+def cmd_sample(args) -> None:
+    from darm.checkpoint import load_checkpoint
+
+    check_sampling_args(args)
+    model, record, path = load_checkpoint(args.checkpoint, device_of(args))
+    stem = checked_stem(args.out, path.parent / "samples", record["data"], args.force)
+    out = write_samples(
+        model,
+        record,
+        args.n,
+        stem,
+        args.seed,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.prompt,
+        args.label,
+        args.length,
+    )
+    if out.suffix == ".txt" and not args.quiet:
+        print(out.read_text(encoding="utf-8"), end="")
+    print(f"wrote {out}", file=sys.stderr)

@@ -1,0 +1,18 @@
+"""`darm train` (the procedure itself is darm.run.train_run)."""
+
+from __future__ import annotations
+
+from darm.cli.args import _device
+from darm.run import train_run
+
+
+def cmd_train(args) -> None:
+    """One process, or one rank of `torchrun --nproc_per_node=N -m darm train ...`."""
+    from darm import distributed
+
+    device = distributed.rank_device(_device(args.device), distributed.env_context())
+    ctx = distributed.init(device)
+    try:
+        train_run(args, device, ctx)
+    finally:
+        distributed.cleanup()

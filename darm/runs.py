@@ -1,0 +1,165 @@
+"""The runs under a folder at a glance (`darm runs`): every run (a folder holding a last.json)
+with its model, size, data, progress, best validation and test NLL, and the commands that
+made it, so each number in the table comes with the way to reproduce it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from darm.errors import DarmError, first_line
+from darm.metrics import units
+
+
+@dataclass
+class RunSummary:
+    run: str  # the folder, as found under the folder searched
+    model: str
+    params: int | None  # None: a family of one's own, not imported
+    data: str
+    kind: str
+    step: int
+    steps: int
+    best_valid_nats_per_dim: float | None
+    train_s: float
+    test: dict[str, Any] | None = None  # results.json, when it scores the current checkpoint
+    commands: list[str] = field(default_factory=list)  # the start, then each --resume
+    init: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
+
+
+def find_runs(roots: list[Path]) -> list[Path]:
+    """Every folder under (or being) one of `roots` that holds a run's last.json, sorted."""
+    found = set()
+    for root in roots:
+        if not root.exists():
+            raise DarmError(f"{root} does not exist")
+        if (root / "last.json").is_file():
+            found.add(root)
+        found.update(p.parent for p in root.rglob("last.json") if not hidden(p, root))
+    return sorted(found)
+
+
+def hidden(path: Path, root: Path) -> bool:
+    """Under a folder whose name starts with a dot (.git, a staged write)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
+
+
+def summarise(run_dir: Path) -> RunSummary:
+    """What the run's last checkpoint and results.json say about it."""
+    from darm.checkpoint import read_record
+    from darm.outputs import finished
+
+    path, record = read_record(run_dir / "last.json")
+    data = record.get("data", {})
+    test = None
+    if finished(run_dir):
+        test = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    best = record.get("best_valid_nats_per_dim")
+    return RunSummary(
+        run=str(run_dir),
+        model=record["model"],
+        params=record.get("params") or counted_params(record, path),
+        data=data.get("name", "?"),
+        kind=data.get("kind", ""),
+        step=record["step"],
+        steps=record.get("train", {}).get("steps", record["step"]),
+        best_valid_nats_per_dim=best if best is not None and best < float("inf") else None,
+        train_s=record.get("elapsed_s", 0.0),
+        test=test,
+        commands=record.get("commands", []),
+        init=record.get("init"),
+    )
+
+
+def counted_params(record: dict, path: Path) -> int | None:
+    """The size of a network saved before darm recorded it, counted on the meta device (no
+    memory, no weights read); None if its family cannot be built here (not imported)."""
+    import torch
+
+    from darm.checkpoint import model_of_record
+
+    try:
+        with torch.device("meta"):
+            return model_of_record(record, path).num_params()
+    except DarmError:
+        return None
+
+
+def summarise_all(roots: list[Path]) -> list[RunSummary]:
+    """The summary of every run found; a run that cannot be read is named on stderr and
+    left out, so one broken folder does not hide the others."""
+    summaries = []
+    for run_dir in find_runs(roots):
+        try:
+            summaries.append(summarise(run_dir))
+        except (DarmError, OSError, ValueError, KeyError, TypeError) as e:
+            print(f"warning: skipping {run_dir}: {first_line(e)}", file=sys.stderr)
+    return summaries
+
+
+def fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one run a row; test NLL per example in the data's own unit."""
+    header = ["run", "model", "params", "data", "steps", "valid nats/dim", "test nats/example",
+              "test bits/dim", "train s"]  # fmt: skip
+    rows = []
+    for s in summaries:
+        ex, dim = units(s.kind)
+        test = s.test or {}
+        per_example = test.get("nats_per_example")
+        rows.append([
+            s.run, s.model, fmt(s.params, ","), s.data,
+            f"{s.step}" if s.step == s.steps else f"{s.step} of {s.steps}",
+            fmt(s.best_valid_nats_per_dim, ".4f"),
+            "–" if per_example is None else f"{per_example:.4f} /{ex}",
+            "–" if test.get("bits_per_dim") is None else f"{test['bits_per_dim']:.4f} /{dim}",
+            f"{s.train_s:.0f}",
+        ])  # fmt: skip
+    return header, rows
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell: text left, numbers right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    text = {0, 1, 3}  # run, model, data
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i in text else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([line(header), *map(line, rows)])
+
+
+def markdown_table(header: list[str], rows: list[list[str]], summaries) -> str:
+    """A Markdown table with each run's commands in a last column, for a README."""
+    rule = ["---" if i in (0, 1, 3) else "---:" for i in range(len(header))] + ["---"]
+    lines = ["| " + " | ".join([*header, "command"]) + " |", "| " + " | ".join(rule) + " |"]
+    for cells, s in zip(rows, summaries):
+        command = " ; ".join(f"`{c}`" for c in s.commands) or "–"
+        lines.append("| " + " | ".join([*cells, command]) + " |")
+    return "\n".join(lines)
+
+
+def show_runs(roots: list[Path], style: str = "plain") -> str:
+    """The text `darm runs` prints: a table (plain, markdown) or JSON."""
+    summaries = summarise_all(roots)
+    if style == "json":
+        return json.dumps([asdict(s) for s in summaries], indent=1)
+    if not summaries:
+        return f"no runs (folders with a last.json) under {', '.join(map(str, roots))}"
+    header, rows = runs_table(summaries)
+    if style == "markdown":
+        return markdown_table(header, rows, summaries)
+    commands = []
+    for s in summaries:
+        for i, command in enumerate(s.commands):
+            commands.append(f"{s.run if i == 0 else ' ' * len(s.run)}  {command}")
+    made = ["", "made by:", *commands] if commands else []
+    return "\n".join([plain_table(header, rows), *made])

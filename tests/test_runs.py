@@ -1,0 +1,106 @@
+"""`darm runs`: the table of runs, with each run's numbers and the commands that made them."""
+
+import json
+import shlex
+
+import pytest
+
+from darm.checkpoint import load_checkpoint, record_sha256
+from darm.cli import main
+from darm.data import load_data
+from darm.models import create_model
+from darm.train import TrainConfig, train
+from tests.conftest import TINY_MARKOV, one_line_error, write_names
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """runs/a: trained 4 steps, then resumed to 6; runs/deep/b: stopped at step 2 of 4."""
+    root = tmp_path_factory.mktemp("runs")
+    names = write_names(root)
+    start = ["train", "--data", str(names), *TINY_MARKOV, "--steps", "4", "--eval-every", "2",
+             "--out", str(root / "a"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(start) == 0
+    assert main(["train", "--out", str(root / "a"), "--resume", "--steps", "6", "--quiet"]) == 0
+    data = load_data(str(names))
+    model = create_model("markov", data, n_hidden=8, n_embd=4)
+    cfg = TrainConfig(steps=4, batch_size=4, eval_every=2)
+    train(model, "markov", data, cfg, root / "deep" / "b", progress=False, stop_at=2)
+    return root, start
+
+
+def test_table_shows_each_run_and_its_commands(runs, capsys):
+    root, start = runs
+    assert main(["runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    table, made = out.split("\nmade by:\n")
+    header, a, b = table.splitlines()
+    assert header.split()[:3] == ["run", "model", "params"]
+    model, record, _ = load_checkpoint(root / "a")
+    results = json.loads((root / "a" / "results.json").read_text())
+    cells = a.split()
+    assert cells[0] == str(root / "a") and cells[1] == "markov"
+    assert cells[2] == f"{model.num_params():,}" and cells[4] == "6"
+    assert f"{results['nats_per_example']:.4f} /item" in a  # the current checkpoint's test
+    assert f"{results['bits_per_dim']:.4f} /char" in a
+    assert b.split()[0] == str(root / "deep" / "b") and "2 of 4" in b
+    assert b.count("–") == 2  # not tested: no test NLL
+    lines = made.strip().splitlines()
+    assert lines[0] == f"{root / 'a'}  darm {shlex.join(start)}"  # the start, then the resume
+    assert lines[1].strip() == f"darm train --out {root / 'a'} --resume --steps 6 --quiet"
+    assert len(lines) == 2  # the run trained from Python records no command
+
+
+def test_markdown_and_json(runs, capsys):
+    root, start = runs
+    assert main(["runs", str(root / "a"), "--markdown"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("| ") for line in lines)
+    assert f"`darm {shlex.join(start)}` ; `darm train --out" in lines[2]
+    assert main(["runs", str(root), "--json"]) == 0
+    a, b = json.loads(capsys.readouterr().out)
+    assert a["step"] == 6 and a["steps"] == 6 and len(a["commands"]) == 2 and a["test"]
+    assert b["step"] == 2 and b["steps"] == 4 and b["test"] is None and b["commands"] == []
+    assert b["params"] == load_checkpoint(root / "deep" / "b")[0].num_params()
+
+
+def test_a_broken_run_is_named_and_the_rest_listed(runs, tmp_path, capsys):
+    root, _ = runs
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "last.json").write_text("{not json")
+    (tmp_path / "a").symlink_to(root / "a")
+    assert main(["runs", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipping {tmp_path / 'broken'}: " in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert main(["runs", str(tmp_path / "empty")]) == 1
+    one_line_error(capsys, 1, needle="empty does not exist")
+    (tmp_path / "empty").mkdir()
+    assert main(["runs", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out.startswith("no runs (folders with a last.json) under")
+
+
+def test_a_comparisons_families_show_its_command(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--models", "bigram", "--steps", "1", "--samples", "1",
+            "--deps-examples", "1", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    command = json.loads((out / "results.json").read_text())["command"]
+    capsys.readouterr()
+    assert main(["runs", str(out), "--json"]) == 0
+    (family,) = json.loads(capsys.readouterr().out)
+    assert family["run"] == str(out / "bigram") and family["commands"] == [command]
+
+
+def test_size_of_a_checkpoint_that_does_not_record_it(runs, tmp_path, capsys):
+    import shutil
+
+    root, _ = runs
+    shutil.copytree(root / "deep" / "b", tmp_path / "old")
+    record = json.loads((tmp_path / "old" / "last.json").read_text())
+    del record["params"]  # as darm wrote it before it recorded the size
+    record["sha256"]["record"] = record_sha256(record)  # edited on purpose, resealed
+    (tmp_path / "old" / "last.json").write_text(json.dumps(record))
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    (old,) = json.loads(capsys.readouterr().out)
+    assert old["params"] == load_checkpoint(root / "deep" / "b")[0].num_params()
