@@ -182,20 +182,22 @@ def replanned(cfg, done: int, step_s: float, pass_s: float, left: float):
 
 class Replanner:
     """Plans a run planned for `budget` seconds again, from the speed measured since `start`
-    (the step it starts at): first after REPLAN_AT[0] of its steps, then at the later
-    fractions of the schedule, each counted on what is left after the last planning (so a
-    shortened run still gets them, spread over its rest). The training loop reports each
-    validation pass (`evaluated`) and each step (`stepped`) and asks for the config after
-    each step (`__call__`). The first step is left out of the speed (allocations,
-    torch.compile) though its time counts against the budget. A run of several cycles is
-    not planned again."""
+    (the step it starts at): first after REPLAN_AT[0] of its steps (of those left, when
+    resumed), then at the later fractions of the schedule, each counted on what is left
+    after the last planning (so a shortened run still gets them, spread over its rest). The
+    training loop reports each validation pass (`evaluated`) and each step (`stepped`) and
+    asks for the config after each step (`__call__`). The first step is left out of the
+    speed (allocations, torch.compile) though its time counts against the budget. A run of
+    several cycles is not planned again."""
 
     def __init__(self, plan: Plan, budget: float, start: int, cfg):
         self.plan, self.budget, self.start = plan, budget, start
         self.eval_s, self.passes, self.first_s = 0.0, 0, None
         self.step_s = plan.step_s  # the speed the last planning went by
         self._fractions = list(REPLAN_AT) if cfg.cycles == 1 else []
-        self._at = math.ceil(self._fractions[0] * cfg.steps) if self._fractions else None
+        # the points as fractions of the steps still to take (a resumed run: from `start`)
+        left = cfg.steps - start
+        self._at = start + math.ceil(self._fractions[0] * left) if self._fractions else None
 
     def evaluated(self, seconds: float) -> None:
         self.eval_s, self.passes = self.eval_s + seconds, self.passes + 1

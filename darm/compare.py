@@ -16,7 +16,7 @@ import math
 import platform
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from darm.checkpoint import atomic_write, atomic_write_text, read_record
 from darm.data import Dataset
 from darm.data.dataset import digest
 from darm.errors import DarmError, first_line
-from darm.interrupt import Stopped
+from darm.interrupt import Stopped, sigterm_interrupts
 from darm.metrics import units
 from darm.models import config_fields, create_model, get_entry, list_models
 
@@ -160,6 +160,7 @@ class CompareOptions:
     progress: bool = True
     command: str = ""
     data_digest: str = ""  # of the examples read, so --resume can tell the data changed
+    cwd: str = ""  # the folder `command` ran in (its relative paths start there)
 
 
 def run_family(
@@ -174,20 +175,27 @@ def run_family(
     else:
         result, trained = new_family(name, data, opts, device)
     earlier = (before.wall_s or 0.0) if before is not None else 0.0  # its first turn's
+    state = None
     try:
         state = trained()
         if state is not None:
+            took_s, took_rate = result.train_s or 0.0, result.train_tokens_per_s
             result.train = state["train"]  # the steps and warmup as planned again
-            result.steps, result.train_tokens_per_s = state["step"], state["tokens_per_s"]
-            result.train_s = (result.train_s or 0.0) + state["elapsed_s"]
+            result.steps, result.train_s = state["step"], took_s + state["elapsed_s"]
+            result.train_tokens_per_s = state["tokens_per_s"]
+            if took_s and took_rate:  # the rate of both turns, weighted by their time
+                both = took_rate * took_s + state["tokens_per_s"] * state["elapsed_s"]
+                result.train_tokens_per_s = both / result.train_s
         finish_family(result, data, opts, device, run_dir)
     # the row keeps what the family got: its parameters, its steps, its test NLL
     except Exception as e:  # a NaN loss, say: a failed row, and on to the next family
         result.status, result.note = "failed", first_line(e)
-        result.steps = saved_step(run_dir) if result.steps is None else result.steps
+        if state is None:
+            saved_progress(result, run_dir)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
-        result.steps = saved_step(run_dir) if result.steps is None else result.steps
+        if state is None:
+            saved_progress(result, run_dir)
         result.note = stopped_note(signum)
         raise FamilyInterrupted(result, signum) from None
     finally:
@@ -237,9 +245,11 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
 
 
 def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, device):
-    """An interrupted family's turn again, from its last checkpoint: the rest of its planned
-    steps within what is left of its budget (none left, or all steps trained: straight to
-    the test pass) -> (row, train), where train() returns train's state or None."""
+    """An interrupted family's turn again, from its last checkpoint: the rest of its steps in
+    what is left of its budget, planned again from its speed here as an uninterrupted run
+    is (none left, or all steps trained: straight to the test pass) -> (row, train), where
+    train() returns train's state or None."""
+    from darm.budget import Plan
     from darm.checkpoint import load_checkpoint
     from darm.config import build_config
     from darm.train import TrainConfig, train
@@ -247,21 +257,26 @@ def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, 
     run_dir = opts.out / before.model
     model, record, path = load_checkpoint(run_dir / "last.json", device)
     cfg = build_config(TrainConfig, record["train"], "training option")
-    spent = record.get("elapsed_s", 0.0)
+    step, spent = record["step"], record.get("elapsed_s", 0.0)
     left = None if opts.budget is None else opts.budget - spent
     result = FamilyResult(
         before.model, "interrupted", params=model.num_params(), config=model.config_dict(),
-        steps=record["step"], train=record["train"], train_s=spent,
+        steps=step, train=record["train"], train_s=spent,
         train_tokens_per_s=before.train_tokens_per_s or logged_rate(run_dir),
     )  # fmt: skip
-    tqdm.write(f"{before.model}: resuming from step {record['step']} of {cfg.steps}")
+    tqdm.write(f"{before.model}: resuming from step {step} of {cfg.steps}")
 
     def trained():
-        if record["step"] >= cfg.steps or (left is not None and left <= 0):
+        if step >= cfg.steps or (left is not None and left <= 0):
             return None
+        plan = None
+        if left is not None and cfg.cycles == 1:  # timed again: another process, maybe machine
+            timing = plan_run(model, data, cfg, left)
+            passes = math.ceil((cfg.steps - step) / cfg.eval_every)
+            plan = Plan(cfg.steps, passes, timing.step_s, timing.pass_s)
         return train(
             model, before.model, data, cfg, run_dir, resume_from=(path, record),
-            progress=opts.progress, max_seconds=left,
+            progress=opts.progress, max_seconds=left, plan=plan,
         )  # fmt: skip
 
     return result, trained
@@ -276,10 +291,14 @@ def logged_rate(run_dir: Path) -> float | None:
     return float(rows[-1]["tokens_per_s"]) if rows else None
 
 
-def saved_step(run_dir: Path) -> int | None:
-    """The step of a family's last checkpoint, if it saved one."""
+def saved_progress(result: FamilyResult, run_dir: Path) -> None:
+    """Into the row of a family stopped while training: what its last checkpoint holds (its
+    step, training time and plan as last planned), if it saved one."""
     last = run_dir / "last.json"
-    return read_record(last)[1]["step"] if last.exists() else None
+    if last.exists():
+        record = read_record(last)[1]
+        result.steps, result.train_s = record["step"], record.get("elapsed_s", result.train_s)
+        result.train = record.get("train", result.train)
 
 
 def finish_family(result, data, opts, device, run_dir) -> None:
@@ -391,8 +410,15 @@ def read_comparison(out: Path) -> dict[str, Any]:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
         rows = {row["model"]: FamilyResult(**row) for row in report["families"]}
+        if not isinstance(report["command"], str) or not isinstance(report["data"], dict):
+            raise TypeError
     except (ValueError, KeyError, TypeError):
         raise DarmError(f"{path} is not a darm compare report") from None
+    if not report["data"].get("digest"):
+        raise DarmError(
+            f"{path} was written by an older darm (it records no data digest), so it cannot "
+            f"be continued; run the missing families with --models into another --out"
+        )
     return {**report, "families": rows}
 
 
@@ -404,9 +430,16 @@ def unfinished(report: dict[str, Any]) -> list[str]:
 def compare(
     data: Dataset, opts: CompareOptions, device, before: dict[str, Any] | None = None
 ) -> list[FamilyResult]:
-    """Run every family; rewrite the report after each. Ctrl-C keeps what is finished.
-    before: the report of the interrupted comparison in opts.out (read_comparison) to
-    continue, with the same options: its finished rows are kept, the rest run."""
+    """Run every family; rewrite the report after each. Ctrl-C (or SIGTERM) keeps what is
+    finished. before: the report of the interrupted comparison in opts.out (read_comparison)
+    to continue, with the same options: its finished rows are kept, the rest run."""
+    with sigterm_interrupts():
+        return compare_families(data, opts, device, before)
+
+
+def compare_families(
+    data: Dataset, opts: CompareOptions, device, before: dict[str, Any] | None = None
+) -> list[FamilyResult]:
     from darm.compare_report import write_report
 
     if opts.budget is None and opts.steps is None:
@@ -426,7 +459,8 @@ def compare(
         if before["data"].get("digest") != opts.data_digest:
             raise DarmError(
                 f"{data.name} does not read into the examples the comparison in {opts.out} "
-                f"was run on (changed since); it cannot be continued"
+                f"ran on: a data option (--data, --format, --block, --levels, --data-seed) "
+                f"differs, or the file has changed since"
             )
     elif (opts.out / "results.json").exists():  # another comparison's report
         raise DarmError(
@@ -482,9 +516,11 @@ def compare(
         signum = getattr(stop, "signum", signal.SIGINT)
         done = {r.model for r in results}
         if current is not None and current not in done:
-            partial = stop.result if isinstance(stop, FamilyInterrupted) else None
             note = stopped_note(signum)
-            results.append(partial or FamilyResult(current, "interrupted", note=note))
+            row = stop.result if isinstance(stop, FamilyInterrupted) else previous.get(current)
+            if row is not None and row.status not in KEPT:  # an earlier turn's row goes on
+                row = replace(row, status="interrupted", note=note)
+            results.append(row or FamilyResult(current, "interrupted", note=note))
         rest = [n for n in names if n not in done and n != current]
         write_report(data, opts, results, maps, not_run=rest)
         overall.close()

@@ -69,6 +69,7 @@ def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], no
     done = [r for r in rows if r.status == "done"]
     payload = {
         "command": opts.command,
+        "cwd": opts.cwd,  # where the command ran: --resume finds its relative paths from it
         "data": {
             "name": data.name,
             "kind": data.kind,

@@ -61,8 +61,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") -> C:
-    """Instantiate dataclass `cls` from `overrides`, rejecting unknown or mistyped fields."""
+def typed_fields(cls: type, overrides: dict[str, Any], what: str = "config") -> dict[str, Any]:
+    """`overrides` as the typed values of dataclass `cls`'s fields ("0.10" -> 0.1 for a
+    float), rejecting unknown or mistyped fields."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - fields)
@@ -70,7 +71,12 @@ def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") 
         raise DarmError(
             f"unknown {what} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
         )
-    values = {k: _coerce(k, v, hints[k]) for k, v in overrides.items()}
+    return {k: _coerce(k, v, hints[k]) for k, v in overrides.items()}
+
+
+def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") -> C:
+    """Instantiate dataclass `cls` from `overrides`, rejecting unknown or mistyped fields."""
+    values = typed_fields(cls, overrides, what)
     try:
         return cls(**values)
     except ValueError as e:  # a __post_init__ check across fields

@@ -60,3 +60,29 @@ def stop_on_signals():
     finally:
         for s in caught:
             signal.signal(s, previous[s])
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM raises Stopped (signum SIGTERM) wherever it lands, as Ctrl-C raises
+    KeyboardInterrupt: a long command (compare's test passes, sampling, maps) then stops the
+    way Ctrl-C stops it, keeping what it has written, instead of dying on the spot. Inside
+    training `stop_on_signals` takes over, and puts this back after. Left as it is outside
+    the main thread or where SIGTERM is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, previous)  # a second one acts at once
+        raise Stopped("", signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

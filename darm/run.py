@@ -93,7 +93,7 @@ def train_run(args, device, ctx) -> None:
         if args.init:
             model, model_name, data, path, step = init_from(args, device)
             say(f"starting from the weights of {path} ({model_name}, step {step})")
-            init = {"path": os.path.realpath(path), "step": step}
+            init = started_from(path, step)
         else:
             data = load_training_data(args, args.data or "digits")
             model_name = args.model or "gpt"
@@ -402,20 +402,42 @@ def invocation(args, ctx) -> str:
     return shlex.join(words)
 
 
+def started_from(path: Path, step: int) -> dict:
+    """A fine-tuning run's record of the checkpoint it started from: where it was, its step,
+    and its weights' hash (which finds it again after the project moved)."""
+    from darm.checkpoint import read_record
+
+    weights = read_record(path)[1]["sha256"].get("weights")
+    return {"path": os.path.realpath(path), "step": step, "weights": weights}
+
+
 def check_same_start(init: str, start: dict | None) -> None:
-    """--resume repeated with --init: the checkpoint must be the one the run started from."""
-    from darm.checkpoint import resolve
+    """--resume repeated with --init: the checkpoint must be the one the run started from,
+    by its weights (or its path, when it is gone since)."""
+    from darm.checkpoint import read_record
 
     if start is None:
         raise DarmError(
             f"--resume continues the run as it was: it started from new weights, not from "
             f"--init {init} (--init starts a new run from its weights)"
         )
-    if os.path.realpath(resolve(init)) != start["path"]:
-        raise DarmError(
-            f"--resume continues the run as it was: --init {init} is not the checkpoint it "
-            f"started from, {start['path']} (step {start['step']})"
-        )
+    given = Path(init)
+    if not given.exists():  # gone since; a resumed run no longer needs it
+        if os.path.realpath(given) in (start["path"], os.path.dirname(start["path"])):
+            return
+        raise DarmError(f"--init {init}: no such checkpoint (the run started from {start['path']})")
+    tags = ("best", "last")  # a folder: either, as it held then
+    candidates = [given / f"{t}.json" for t in tags] if given.is_dir() else [given]
+    for path in [c for c in candidates if c.exists()]:
+        path, record = read_record(path)  # (a .safetensors named: its .json)
+        if os.path.realpath(path) == start["path"]:
+            return
+        if start.get("weights") and record["sha256"].get("weights") == start["weights"]:
+            return
+    raise DarmError(
+        f"--resume continues the run as it was: --init {init} is not the checkpoint it "
+        f"started from, {start['path']} (step {start['step']})"
+    )
 
 
 def check_data_options(spec: str | None, args) -> None:

@@ -118,6 +118,27 @@ def test_the_later_points_spread_over_what_is_left_after_a_shorter_plan(monkeypa
     assert planned_at[1] - planned_at[0] > 5 and planned_at[2] - planned_at[1] > 5, planned_at
 
 
+def test_a_resumed_run_is_planned_again_over_the_steps_it_has_left(monkeypatch):
+    """Resumed at step 100 of 200 (compare --resume under a budget): the first point is a
+    fifth of the 100 steps left, and the count is fitted to the budget left from there."""
+    planned_at, real = [], budget.replanned
+
+    def recorded(cfg, done, *measured):
+        planned_at.append(done)
+        return real(cfg, done, *measured)
+
+    monkeypatch.setattr(budget, "replanned", recorded)
+    cfg = TrainConfig(steps=200, eval_every=10, warmup=10)
+    replan = budget.Replanner(budget.Plan(200, 10, 0.3, 0.0), 63.0, 100, cfg)
+    done = 100
+    while done < cfg.steps:
+        done += 1
+        cfg = replan(cfg, done, (done - 100) * 1.0, torch.device("cpu"))
+        replan.stepped(done, (done - 100) * 1.0)
+    assert planned_at[0] == 120, planned_at
+    assert 150 < cfg.steps < 170  # 1 s a step: about 60 of the 63 s left, not the 100 planned
+
+
 @pytest.mark.parametrize("first", [0.0, 10.0])
 def test_a_run_slower_than_its_plan_is_planned_again_and_ends_its_schedule_in_time(
     first, tmp_path, monkeypatch, capsys

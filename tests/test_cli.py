@@ -322,24 +322,31 @@ def test_init_run_resumes_by_repeating_its_command(run, names_file, tmp_path, ca
              "--out", str(tmp_path / "ft"), "--quiet", "--samples", "0"]  # fmt: skip
     assert main(start) == 0
     init = json.loads((tmp_path / "ft" / "last.json").read_text())["init"]
-    step = json.loads((run / "best.json").read_text())["step"]
-    assert init == {"path": str((run / "best.json").resolve()), "step": step}
+    best = json.loads((run / "best.json").read_text())
+    weights = best["sha256"]["weights"]
+    assert init == {"path": str((run / "best.json").resolve()), "step": best["step"],
+                    "weights": weights}  # fmt: skip
     assert main([*start, "--resume", "--steps", "6"]) == 0
     assert "resuming markov from step 4 of 6" in capsys.readouterr().out
     last = json.loads((tmp_path / "ft" / "last.json").read_text())
     assert last["step"] == 6 and last["init"] == init  # a resumed run keeps where it began
 
     # --init naming another checkpoint, or a run that began from new weights, is refused
-    (tmp_path / "other.json").write_bytes((run / "best.json").read_bytes())
-    code = main([*start, "--resume", "--steps", "8", "--init", str(tmp_path / "other.json")])
-    one_line_error(capsys, code, needle="is not the checkpoint it started from")
-    assert json.loads((tmp_path / "ft" / "last.json").read_text())["step"] == 6
     new = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "2", "--quiet",
            "--samples", "0", "--out", str(tmp_path / "new")]  # fmt: skip
     assert main(new) == 0
     code = main([*new, "--resume", "--steps", "4", "--init", str(run)])
     one_line_error(capsys, code, needle="it started from new weights, not from --init")
     assert json.loads((tmp_path / "new" / "last.json").read_text())["step"] == 2
+    (tmp_path / "other.json").write_bytes((tmp_path / "new" / "last.json").read_bytes())
+    code = main([*start, "--resume", "--steps", "8", "--init", str(tmp_path / "other.json")])
+    one_line_error(capsys, code, needle="is not the checkpoint it started from")
+    assert json.loads((tmp_path / "ft" / "last.json").read_text())["step"] == 6
+    # the same checkpoint elsewhere (a project moved, copied): found by its weights
+    shutil.copytree(run, tmp_path / "moved")
+    assert main([*start, "--resume", "--steps", "7", "--init", str(tmp_path / "moved")]) == 0
+    code = main([*start, "--resume", "--steps", "8", "--init", str(tmp_path / "gone")])
+    one_line_error(capsys, code, needle="no such checkpoint (the run started from")
 
 
 def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):

@@ -400,14 +400,18 @@ def test_resume_keeps_finished_rows_and_checks_its_options(tmp_path, monkeypatch
     markov = json.loads((out / "results.json").read_text())["families"][0]
     samples = (out / "markov" / "samples.png").read_bytes()
     for extra, needle in [
-        (["--steps", "3"], "--steps 3 differs from its 2"),
-        (["--models", "markov"], "--models markov differs from its markov,bigram"),
-        (["--set", "markov.k=2"], "--set markov.k=2 differs from its markov.n_hidden=16"),
-        (["--data", "names"], "--data names differs from its digits"),
+        (["--steps", "3"], "--steps 3 differs from its --steps 2"),
+        (["--models", "markov"], "--models markov differs from its --models markov,bigram"),
+        (["--set", "markov.k=2"], "--set markov.k=2 differs from its --set markov.n_hidden=16"),
+        (["--data", "names"], "--data names differs from its --data digits"),
+        (["--budget", "5"], "--budget 5s: it ran without --budget"),
+        (["--data-seed", "7"], "a data option (--data, --format, --block, --levels, --data-"),
     ]:
         one_line_error(capsys, main(["compare", "--out", str(out), "--resume", *extra]), 1, needle)
     capsys.readouterr()
-    assert main([*args, "--resume", "--threads", "1"]) == 0  # the same options, repeated
+    # the same options, repeated: --set as typed values, a default given, other --threads
+    again = [*args, "--set", "markov.n_embd=04", "--data-seed", "42", "--resume", "--threads", "1"]
+    assert main(again) == 0
     assert "markov: done in the comparison being continued; kept" in capsys.readouterr().out
     first, second = json.loads((out / "results.json").read_text())["families"]
     assert first == markov and (out / "markov" / "samples.png").read_bytes() == samples
@@ -442,3 +446,115 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
     np.save(path, np.random.default_rng(1).integers(0, 4, size=(30, 6)))  # edited since
     code = main(["compare", "--out", str(out), "--resume"])
     one_line_error(capsys, code, 1, "does not read into the examples the comparison")
+
+
+def test_a_second_interruption_records_where_it_stopped(tmp_path, monkeypatch):
+    """Stopped after step 3 of 8, resumed, stopped again 3 steps later: the row says step 6
+    and the training time of both turns, as the checkpoint does."""
+    import signal
+
+    from tests.test_train import sigint_during_step
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out = tmp_path / "twice"
+    args = ["compare", "--models", "markov", "--steps", "8", "--samples", "2",
+            "--deps-examples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
+    for again in ([], ["--resume"]):
+        sigint_during_step(monkeypatch, step=2)
+        assert main([*args, *again]) == 130
+        monkeypatch.undo()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    record = json.loads((out / "markov" / "last.json").read_text())
+    assert family["status"] == "interrupted" and family["steps"] == record["step"] == 6
+    assert family["train_s"] == record["elapsed_s"]
+
+
+def test_sigterm_outside_training_stops_a_comparison_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """A SIGTERM during the test pass (not training's loop): exit 143, the family's row says
+    so and keeps its steps; --resume then finishes it without training again."""
+    import os
+    import signal
+
+    import darm.compare
+
+    real = darm.compare.finish_family
+
+    def terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(darm.compare, "finish_family", terminated)
+    out = tmp_path / "term"
+    args = ["compare", "--models", "markov,bigram", "--steps", "3", "--samples", "2",
+            "--deps-examples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 143
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # as it was
+    markov, bigram = json.loads((out / "results.json").read_text())["families"]
+    assert markov["status"] == "interrupted" and markov["note"].startswith("SIGTERM")
+    assert markov["steps"] == 3 and bigram["status"] == "not run"
+    monkeypatch.undo()
+    log = (out / "markov" / "log.csv").read_text()
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    markov, bigram = json.loads((out / "results.json").read_text())["families"]
+    assert markov["status"] == bigram["status"] == "done"
+    assert (out / "markov" / "log.csv").read_text() == log
+
+
+def test_resume_from_another_folder_finds_the_data_and_families(tmp_path, monkeypatch, capsys):
+    """A comparison run in sub/ on a relative data file and --import'ed family, continued
+    from its parent folder: its paths are found from the folder it ran in."""
+    import sys
+
+    import numpy as np
+
+    import darm.compare
+    from darm.models import registry
+    from tests.test_cli import PLUGIN
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # not for later tests
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "my_family.py").write_text(PLUGIN)
+    np.save(sub / "a.npy", np.random.default_rng(0).integers(0, 3, size=(40, 4)))
+    real = darm.compare.run_family
+
+    def interrupt_second(name, *args):
+        if name == "unigram":
+            raise KeyboardInterrupt
+        return real(name, *args)
+
+    monkeypatch.setattr(darm.compare, "run_family", interrupt_second)
+    monkeypatch.chdir(sub)
+    args = ["--import", "my_family.py", "compare", "--data", "a.npy", "--models",
+            "bigram,unigram", "--steps", "2", "--samples", "2", "--out", "cmp",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 130
+    monkeypatch.setattr(darm.compare, "run_family", real)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry._REGISTRY.pop("unigram")  # a new process: only what --resume imports again
+    module = registry._REGISTRY["bigram"]  # (any entry: to find nothing else changed)
+    for name, mod in list(sys.modules.items()):
+        if getattr(mod, "__file__", None) == str(sub / "my_family.py"):
+            monkeypatch.delitem(sys.modules, name)
+    assert registry._REGISTRY["bigram"] is module
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    main(["compare", "--out", "sub/cmp", "--resume", "--data", "sub/a.npy"])
+    bigram, unigram = json.loads((sub / "cmp" / "results.json").read_text())["families"]
+    assert bigram["status"] == "done" and unigram["steps"] == 2  # imported again, trained
+    # (the test plugin's forward takes no one-hot input, so its dependency map fails later)
+
+
+def test_an_old_report_cannot_be_resumed(digits_report, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(digits_report, out)
+    report = json.loads((out / "results.json").read_text())
+    del report["data"]["digest"]
+    (out / "results.json").write_text(json.dumps(report))
+    code = main(["compare", "--out", str(out), "--resume"])
+    one_line_error(capsys, code, 1, "written by an older darm (it records no data digest)")

@@ -93,6 +93,7 @@ def cmd_compare(args) -> None:
         valid_examples=args.valid_examples or 0,
         progress=not args.quiet,
         command=before["command"] if before else shlex.join(command),  # the first run's
+        cwd=(before or {}).get("cwd") or os.getcwd(),  # where the command runs (ran)
     )
     print(data.summary())
     results = compare(data, opts, device, before)
@@ -104,48 +105,90 @@ def cmd_compare(args) -> None:
 
 # options of this invocation rather than of the comparison: --resume takes them as given
 RESUME_OWN = ("out", "quiet", "resume", "threads", "device")
+# the data's options are checked by what they read (the examples' digest, in compare), not as
+# typed: a default given explicitly (--data-seed 42), a file named from another folder
+DATA_OPTIONS = ("data", "format", "block", "levels", "data_seed")
 
 
 def resumed_args(args) -> tuple[argparse.Namespace, dict]:
     """compare --resume: the options of the comparison in --out, read back from the command
-    its report records, and its report (read_comparison). An option given again must repeat
-    the comparison's; one that would change it is refused, not ignored."""
+    its report records (its files named from the folder it ran in, its --import families
+    imported), and its report (read_comparison). An option given again must repeat the
+    comparison's; one that would change it is refused, not ignored."""
+    from darm.cli.parser import build_parser  # (which imports this module)
     from darm.compare import read_comparison
+    from darm.data import BUILTIN
+    from darm.models.registry import import_families
 
     out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
-    from darm.cli.parser import build_parser  # (which imports this module)
-
     before = read_comparison(out)
+    report = out / "results.json"
     try:
-        recorded, _ = build_parser().parse_known_args(shlex.split(before["command"])[1:])
-    except (ValueError, KeyError, SystemExit):  # (argparse has printed what it could not read)
-        raise DarmError(f"{out / 'results.json'} records no command darm can read") from None
+        recorded, unknown = build_parser().parse_known_args(shlex.split(before["command"])[1:])
+    except (ValueError, SystemExit):  # (argparse has printed what it could not read)
+        raise DarmError(f"{report} records no command darm can read") from None
+    if unknown or recorded.command != "compare":
+        raise DarmError(f"{report} records a command darm cannot read: {before['command']}")
+    ran_in = Path(before.get("cwd") or ".")
+    recorded.imports = [anchored(s, ran_in) for s in recorded.imports + recorded.imports_here]
+    for spec in recorded.imports:  # (each file once, however often it is named)
+        import_families(spec)
+    if recorded.data not in BUILTIN:
+        recorded.data = anchored(recorded.data, ran_in)
     given = given_options(args.argv, "compare")
     for dest in sorted(given - set(RESUME_OWN)):
         mine, theirs = getattr(args, dest), getattr(recorded, dest)
+        if dest in DATA_OPTIONS and not (dest == "data" and BUILTIN.keys() & {mine, theirs}):
+            continue  # a built-in dataset's name, though, is plainly another dataset
         if not same_option(dest, mine, theirs):
-            flag = "--" + dest.replace("_", "-")
-            show = " ".join(theirs) if dest == "set" and theirs else theirs
             raise DarmError(
-                f"--resume continues the comparison in {out} as it was: {flag} "
-                f"{' '.join(mine) if dest == 'set' else mine} differs from its {show}"
+                f"--resume continues the comparison in {out} as it was: "
+                f"{differs(dest, mine, theirs)}"
             )
-    for dest in RESUME_OWN:
+    for dest in (*RESUME_OWN, *DATA_OPTIONS):
         if dest in given or dest in ("quiet", "resume"):
             setattr(recorded, dest, getattr(args, dest))
     recorded.out, recorded.argv = str(out), args.argv
     return recorded, before
 
 
+def anchored(path: str, folder: Path) -> str:
+    """A relative path of a command that ran in `folder`, as seen from here."""
+    there = folder / path
+    return str(there) if not Path(path).is_absolute() and there.exists() else path
+
+
 def same_option(dest: str, mine, theirs) -> bool:
     """An option given to compare --resume against the comparison's own value."""
     if dest == "models":
         return [m.strip() for m in mine.split(",") if m.strip()] == theirs.split(",")
-    if dest == "set":
-        return family_overrides(mine) == family_overrides(theirs)
-    if dest == "data" and mine != theirs:  # one file, named two ways
-        return Path(mine).exists() and Path(mine).resolve() == Path(theirs).resolve()
+    if dest == "set":  # as typed values: dropout=0 is a recorded 0.0
+        return typed_sets(mine) == typed_sets(theirs)
     return mine == theirs
+
+
+def typed_sets(assignments: list[str] | None) -> dict[str, dict]:
+    from darm.config import typed_fields
+    from darm.models import get_entry
+
+    overrides = family_overrides(assignments)
+    return {
+        m: typed_fields(get_entry(m).config_cls, f, f"{m} config") for m, f in overrides.items()
+    }
+
+
+def differs(dest: str, mine, theirs) -> str:
+    """'--steps 30 differs from its 3000', or 'it ran without --budget'."""
+    flag = "--" + dest.replace("_", "-")
+
+    def show(value) -> str:
+        if dest == "set":
+            return " ".join(f"--set {a}" for a in value)
+        return f"{flag} {value:g}s" if dest == "budget" else f"{flag} {value}"
+
+    if theirs is None:
+        return f"{show(mine)}: it ran without {flag}"
+    return f"{show(mine)} differs from its {show(theirs)}"
 
 
 def given_options(argv: list[str], command: str) -> set[str]:

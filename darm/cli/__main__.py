@@ -1,0 +1,5 @@
+import sys
+
+from darm.cli import main
+
+sys.exit(main())
