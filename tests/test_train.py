@@ -276,6 +276,31 @@ def test_ctrl_c_on_the_command_line_says_where_the_run_is(
     assert json.loads((out / "last.json").read_text())["step"] == 3
 
 
+def test_sigterm_after_training_stops_the_command_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """A SIGTERM in the test pass (outside training's loop): one line, status 143, SIGTERM's
+    handler as it was; --resume then tests the run without training it again."""
+    import darm.run
+
+    real = darm.run.finish_run
+
+    def terminated(*args, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(darm.run, "finish_run", terminated)
+    out = tmp_path / "run"
+    args = ["train", "--model", "markov", "--steps", "4", "--batch-size", "8", "--quiet",
+            "--samples", "0", "--out", str(out)]  # fmt: skip
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(args) == 143
+    assert capsys.readouterr().err.strip() == "darm train: terminated"
+    assert signal.getsignal(signal.SIGTERM) == before and not (out / "results.json").exists()
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert "resuming markov from step 4 of 4" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["checkpoint_step"] == 4
+
+
 def test_resume_with_a_second_cycle_matches_a_two_cycle_run(tmp_path):
     """A finished N-step run, resumed with --steps 2N --cycles 2, ends at the weights of a
     2N-step two-cycle run trained in one go."""

@@ -11,6 +11,7 @@ import torch
 
 from darm.cli.parser import build_parser
 from darm.errors import DarmError, first_line
+from darm.interrupt import sigterm_interrupts
 
 __all__ = ["build_parser", "main"]
 
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
             for spec in args.imports:
                 import_families(spec)
-        args.func(args)
+        with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does
+            args.func(args)
     except DarmError as e:
         print(f"darm {args.command}: error: {e}", file=sys.stderr)
         return 1
