@@ -97,9 +97,9 @@ def test_a_new_plan_fits_what_is_left_and_not_for_a_small_change():
         budget.replanned(TrainConfig(steps=100, cycles=2), 20, 1.0, 0.0, 10.0)
 
 
-def test_the_later_points_spread_over_what_is_left_after_a_shorter_plan(monkeypatch):
-    """200 steps planned at 0.3 s, taking 1 s: shortened at step 40; the next points fall
-    later in the rest of the run, not on the next two steps."""
+def replan_on_a_clock(monkeypatch, plan, budget_s: float, start: int, cfg):
+    """Run a Replanner from step `start` on a clock where every step takes 1 s -> (the steps
+    it planned again at, the config it ended with)."""
     planned_at, real = [], budget.replanned
 
     def recorded(cfg, done, *measured):
@@ -107,13 +107,20 @@ def test_the_later_points_spread_over_what_is_left_after_a_shorter_plan(monkeypa
         return real(cfg, done, *measured)
 
     monkeypatch.setattr(budget, "replanned", recorded)
-    cfg = TrainConfig(steps=200, eval_every=10, warmup=10)
-    replan = budget.Replanner(budget.Plan(200, 20, 0.3, 0.0), 63.0, 0, cfg)
-    done = 0
+    replan = budget.Replanner(plan, budget_s, start, cfg)
+    done = start
     while done < cfg.steps:
         done += 1
-        cfg = replan(cfg, done, done * 1.0, torch.device("cpu"))
-        replan.stepped(done, done * 1.0)
+        cfg = replan(cfg, done, (done - start) * 1.0, torch.device("cpu"))
+        replan.stepped(done, (done - start) * 1.0)
+    return planned_at, cfg
+
+
+def test_the_later_points_spread_over_what_is_left_after_a_shorter_plan(monkeypatch):
+    """200 steps planned at 0.3 s, taking 1 s: shortened at step 40; the next points fall
+    later in the rest of the run, not on the next two steps."""
+    cfg = TrainConfig(steps=200, eval_every=10, warmup=10)
+    planned_at, _ = replan_on_a_clock(monkeypatch, budget.Plan(200, 20, 0.3, 0.0), 63.0, 0, cfg)
     assert planned_at[0] == 40 and len(planned_at) == 3, planned_at
     assert planned_at[1] - planned_at[0] > 5 and planned_at[2] - planned_at[1] > 5, planned_at
 
@@ -121,20 +128,9 @@ def test_the_later_points_spread_over_what_is_left_after_a_shorter_plan(monkeypa
 def test_a_resumed_run_is_planned_again_over_the_steps_it_has_left(monkeypatch):
     """Resumed at step 100 of 200 (compare --resume under a budget): the first point is a
     fifth of the 100 steps left, and the count is fitted to the budget left from there."""
-    planned_at, real = [], budget.replanned
-
-    def recorded(cfg, done, *measured):
-        planned_at.append(done)
-        return real(cfg, done, *measured)
-
-    monkeypatch.setattr(budget, "replanned", recorded)
     cfg = TrainConfig(steps=200, eval_every=10, warmup=10)
-    replan = budget.Replanner(budget.Plan(200, 10, 0.3, 0.0), 63.0, 100, cfg)
-    done = 100
-    while done < cfg.steps:
-        done += 1
-        cfg = replan(cfg, done, (done - 100) * 1.0, torch.device("cpu"))
-        replan.stepped(done, (done - 100) * 1.0)
+    plan = budget.Plan(200, 10, 0.3, 0.0)
+    planned_at, cfg = replan_on_a_clock(monkeypatch, plan, 63.0, 100, cfg)
     assert planned_at[0] == 120, planned_at
     assert 150 < cfg.steps < 170  # 1 s a step: about 60 of the 63 s left, not the 100 planned
 

@@ -37,6 +37,20 @@ def table_rows(report: str) -> dict[str, list[str]]:
     return {r[0]: r for r in rows[2:]}
 
 
+def interrupt_family(monkeypatch, model: str, message: str = "") -> None:
+    """Ctrl-C as `model`'s turn begins (the families before it run as usual)."""
+    import darm.compare
+
+    real = darm.compare.run_family
+
+    def interrupted(name, *args):
+        if name == model:
+            raise KeyboardInterrupt(message)
+        return real(name, *args)
+
+    monkeypatch.setattr(darm.compare, "run_family", interrupted)
+
+
 @pytest.fixture(scope="module")
 def digits_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp") / "digits"
@@ -107,16 +121,8 @@ def test_names_text_samples_and_image_only_skip(tmp_path, capsys):
 
 
 def test_ctrl_c_keeps_finished_families(tmp_path, monkeypatch, capsys):
-    import darm.compare
-
-    real = darm.compare.run_family
-
-    def interrupt_second(name, *args):
-        if name == "gpt":  # as train() stops on Ctrl-C
-            raise KeyboardInterrupt("stopped after step 1, saved in X; --resume continues")
-        return real(name, *args)
-
-    monkeypatch.setattr(darm.compare, "run_family", interrupt_second)
+    # as train() stops on Ctrl-C
+    interrupt_family(monkeypatch, "gpt", "stopped after step 1, saved in X; --resume continues")
     out = tmp_path / "cut"
     models = "markov,gpt,wavenet"
     args = ["compare", "--data", "digits", "--models", models, "--steps", "2",
@@ -381,16 +387,7 @@ def test_resume_continues_a_family_as_if_never_stopped(digits_report, tmp_path, 
 
 
 def test_resume_keeps_finished_rows_and_checks_its_options(tmp_path, monkeypatch, capsys):
-    import darm.compare
-
-    real = darm.compare.run_family
-
-    def interrupt_second(name, *args):
-        if name == "bigram":
-            raise KeyboardInterrupt
-        return real(name, *args)
-
-    monkeypatch.setattr(darm.compare, "run_family", interrupt_second)
+    interrupt_family(monkeypatch, "bigram")
     out = tmp_path / "cut"
     args = ["compare", "--models", "markov,bigram", "--steps", "2", "--samples", "2",
             "--deps-examples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
@@ -424,8 +421,6 @@ def test_resume_keeps_finished_rows_and_checks_its_options(tmp_path, monkeypatch
 def test_resume_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
     import numpy as np
 
-    import darm.compare
-
     code = main(["compare", "--out", str(tmp_path / "none"), "--resume"])
     one_line_error(capsys, code, 1, "holds no comparison to resume (results.json is missing)")
     (tmp_path / "bad").mkdir()
@@ -433,10 +428,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
     code = main(["compare", "--out", str(tmp_path / "bad"), "--resume"])
     one_line_error(capsys, code, 1, "is not a darm compare report")
 
-    def interrupt(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(darm.compare, "run_family", interrupt)
+    interrupt_family(monkeypatch, "bigram")
     path = tmp_path / "a.npy"
     np.save(path, np.random.default_rng(0).integers(0, 4, size=(30, 6)))
     out = tmp_path / "cut"
@@ -520,13 +512,7 @@ def test_resume_from_another_folder_finds_the_data_and_families(tmp_path, monkey
     (sub / "my_family.py").write_text(PLUGIN)
     np.save(sub / "a.npy", np.random.default_rng(0).integers(0, 3, size=(40, 4)))
     real = darm.compare.run_family
-
-    def interrupt_second(name, *args):
-        if name == "unigram":
-            raise KeyboardInterrupt
-        return real(name, *args)
-
-    monkeypatch.setattr(darm.compare, "run_family", interrupt_second)
+    interrupt_family(monkeypatch, "unigram")
     monkeypatch.chdir(sub)
     args = ["--import", "my_family.py", "compare", "--data", "a.npy", "--models",
             "bigram,unigram", "--steps", "2", "--samples", "2", "--out", "cmp",
