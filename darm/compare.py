@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import time
@@ -238,10 +239,18 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     def trained():
         return train(
             model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget,
-            plan=plan, commands=[opts.command] if opts.command else None,
+            plan=plan, commands=[family_command(opts)] if opts.command else None,
         )  # fmt: skip
 
     return result, trained
+
+
+def family_command(opts: CompareOptions) -> str:
+    """What made a family's run, as `darm runs` shows it: the comparison's command, from the
+    folder it ran in."""
+    import shlex
+
+    return f"cd {shlex.quote(opts.cwd or os.getcwd())} && {opts.command}"
 
 
 def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, device):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import signal
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from darm.config import build_config, parse_assignments
 from darm.data.dataset import relabel_by_name
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.interrupt import Stopped
 from darm.outputs import finish_run, finished
 
 
@@ -137,7 +139,7 @@ def train_run(args, device, ctx) -> None:
         max_seconds=args.budget,
         plan=plan,
         init=init,  # (a resumed run keeps its record's)
-        commands=[*(resume[1].get("commands", []) if resume else []), invocation(args, ctx)],
+        commands=[*(resume[1].get("commands", [None]) if resume else []), invocation(args, ctx)],
     )
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     step, steps = state["step"], state["steps"]
@@ -150,7 +152,15 @@ def train_run(args, device, ctx) -> None:
             )
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
-        finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
+        try:
+            finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
+        except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
+            signum = getattr(e, "signum", signal.SIGINT)
+            raise Stopped(
+                f"stopped in the test pass; the trained run in {run_dir} is saved, and "
+                f"--resume tests it",
+                signum,
+            ) from None
 
 
 def memory_bytes(device: torch.device) -> int | None:
@@ -395,11 +405,14 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
 
 
 def invocation(args, ctx) -> str:
-    """This command line, as a shell would take it again (under torchrun, how it ran)."""
+    """This command line as a shell would take it again, from the folder it ran in (its
+    relative paths start there); under torchrun, how it was launched on each node."""
     words = ["darm", *getattr(args, "argv", sys.argv[1:])]
     if ctx.world_size > 1:
-        words = ["torchrun", f"--nproc-per-node={ctx.world_size}", "-m", *words]
-    return shlex.join(words)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+        nodes = [f"--nnodes={ctx.world_size // local}"] if local < ctx.world_size else []
+        words = ["torchrun", *nodes, f"--nproc-per-node={local}", "-m", *words]
+    return f"cd {shlex.quote(os.getcwd())} && {shlex.join(words)}"
 
 
 def started_from(path: Path, step: int) -> dict:

@@ -5,6 +5,7 @@ made it, so each number in the table comes with the way to reproduce it."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,25 +27,32 @@ class RunSummary:
     best_valid_nats_per_dim: float | None
     train_s: float
     test: dict[str, Any] | None = None  # results.json, when it scores the current checkpoint
-    commands: list[str] = field(default_factory=list)  # the start, then each --resume
+    commands: list[str | None] = field(default_factory=list)  # the start, then each --resume
     init: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
-    """Every folder under (or being) one of `roots` that holds a run's last.json, sorted."""
-    found = set()
+    """Every folder under (or being) one of `roots` that holds a run's last.json, sorted;
+    symbolic links to folders are followed (once: a link back up is not a loop forever),
+    folders whose names start with a dot (.git) skipped."""
+    found, seen = set(), set()
     for root in roots:
+        if root.is_file():
+            if root.name != "last.json":
+                raise DarmError(f"{root} is a file; name a run folder or a folder of runs")
+            root = root.parent
         if not root.exists():
             raise DarmError(f"{root} does not exist")
-        if (root / "last.json").is_file():
-            found.add(root)
-        found.update(p.parent for p in root.rglob("last.json") if not hidden(p, root))
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # reached again through a link
+                subfolders.clear()
+                continue
+            seen.add(real)
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            if "last.json" in files:
+                found.add(Path(folder))
     return sorted(found)
-
-
-def hidden(path: Path, root: Path) -> bool:
-    """Under a folder whose name starts with a dot (.git, a staged write)."""
-    return any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
 
 
 def summarise(run_dir: Path) -> RunSummary:
@@ -137,13 +145,26 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), *map(line, rows)])
 
 
+NOT_RECORDED = "(not recorded: started from Python, or by an older darm)"
+
+
 def markdown_table(header: list[str], rows: list[list[str]], summaries) -> str:
     """A Markdown table with each run's commands in a last column, for a README."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    def code(command: str | None) -> str:
+        if command is None:
+            return NOT_RECORDED
+        fence = "``" if "`" in command else "`"  # a backtick inside needs a longer fence
+        return f"{fence}{command}{fence}" if fence == "`" else f"`` {command} ``"
+
     rule = ["---" if i in (0, 1, 3) else "---:" for i in range(len(header))] + ["---"]
     lines = ["| " + " | ".join([*header, "command"]) + " |", "| " + " | ".join(rule) + " |"]
     for cells, s in zip(rows, summaries):
-        command = " ; ".join(f"`{c}`" for c in s.commands) or "–"
-        lines.append("| " + " | ".join([*cells, command]) + " |")
+        command = " ; ".join(code(c) for c in s.commands) or "–"
+        lines.append("| " + " | ".join(cell(c) for c in [*cells, command]) + " |")
     return "\n".join(lines)
 
 
@@ -157,9 +178,10 @@ def show_runs(roots: list[Path], style: str = "plain") -> str:
     header, rows = runs_table(summaries)
     if style == "markdown":
         return markdown_table(header, rows, summaries)
-    commands = []
+    width, commands = max(len(s.run) for s in summaries), []
     for s in summaries:
         for i, command in enumerate(s.commands):
-            commands.append(f"{s.run if i == 0 else ' ' * len(s.run)}  {command}")
+            where = s.run if i == 0 else ""
+            commands.append(f"{where:{width}s}  {NOT_RECORDED if command is None else command}")
     made = ["", "made by:", *commands] if commands else []
     return "\n".join([plain_table(header, rows), *made])

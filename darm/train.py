@@ -49,6 +49,7 @@ from darm.models import ARModel, get_entry
 from darm.models.registry import family_source
 
 SMOOTH = 0.95  # the training curve's decay a step: about the last 20 batches
+UNRECORDED = object()  # a resumed record without a field an older darm did not write
 LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_per_s", "elapsed_s"]
 
 
@@ -465,7 +466,7 @@ def train(
     fine-tuning run's weights came from ({"path", "step"} of that checkpoint), recorded in
     every checkpoint (a resumed run keeps its own record's). commands: the command lines
     that made the run, recorded likewise (`darm runs` shows them; a resumed run's record's
-    when None).
+    when None; None in the list: a start from Python, or by an older darm).
     Returns the final training state (step, the steps and training config as last planned,
     best validation NLL, wall time, tokens/s, the first step's seconds). The model is left
     in training mode with its training weights: with cfg.ema, the average that validation
@@ -490,8 +491,9 @@ def train(
     stand, saved_raw = RunState(), {}
     if resume_from is not None:
         stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
-        init = resume_from[1].get("init")
-        commands = resume_from[1].get("commands", []) if commands is None else commands
+        init = resume_from[1].get("init", UNRECORDED)  # (an older darm's: unknown, and stays so)
+        if commands is None:
+            commands = resume_from[1].get("commands", [None])
     start, best, before = stand.step, stand.best, stand.before
     average, running = stand.average, stand.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
@@ -531,8 +533,8 @@ def train(
             "train_loss_average": average,  # uncorrected: a resume goes on from it exactly
             "train": asdict(cfg),
             "data": data_record,
-            "init": init,  # None: trained from new weights
-            "commands": commands or [],
+            **({} if init is UNRECORDED else {"init": init}),  # None: from new weights
+            "commands": [None] if commands is None else commands,  # None: not a command line
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 

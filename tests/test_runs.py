@@ -1,6 +1,7 @@
 """`darm runs`: the table of runs, with each run's numbers and the commands that made them."""
 
 import json
+import os
 import shlex
 
 import pytest
@@ -9,6 +10,7 @@ from darm.checkpoint import load_checkpoint, record_sha256
 from darm.cli import main
 from darm.data import load_data
 from darm.models import create_model
+from darm.runs import NOT_RECORDED
 from darm.train import TrainConfig, train
 from tests.conftest import TINY_MARKOV, one_line_error, write_names
 
@@ -45,10 +47,12 @@ def test_table_shows_each_run_and_its_commands(runs, capsys):
     assert f"{results['bits_per_dim']:.4f} /char" in a
     assert b.split()[0] == str(root / "deep" / "b") and "2 of 4" in b
     assert b.count("–") == 2  # not tested: no test NLL
-    lines = made.strip().splitlines()
-    assert lines[0] == f"{root / 'a'}  darm {shlex.join(start)}"  # the start, then the resume
-    assert lines[1].strip() == f"darm train --out {root / 'a'} --resume --steps 6 --quiet"
-    assert len(lines) == 2  # the run trained from Python records no command
+    here = f"cd {shlex.quote(os.getcwd())} && "  # the folder the commands ran in
+    lines = [line.strip() for line in made.strip().splitlines()]
+    assert lines[0] == f"{root / 'a'}       {here}darm {shlex.join(start)}"  # the start,
+    assert lines[1] == f"{here}darm train --out {root / 'a'} --resume --steps 6 --quiet"
+    assert lines[2] == f"{root / 'deep' / 'b'}  {NOT_RECORDED}"  # trained from Python
+    assert made.splitlines()[0].index("cd") == made.splitlines()[1].index("cd")  # aligned
 
 
 def test_markdown_and_json(runs, capsys):
@@ -56,11 +60,12 @@ def test_markdown_and_json(runs, capsys):
     assert main(["runs", str(root / "a"), "--markdown"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("| ") for line in lines)
-    assert f"`darm {shlex.join(start)}` ; `darm train --out" in lines[2]
+    here = f"cd {shlex.quote(os.getcwd())} && "
+    assert f"`{here}darm {shlex.join(start)}` ; `{here}darm train --out" in lines[2]
     assert main(["runs", str(root), "--json"]) == 0
     a, b = json.loads(capsys.readouterr().out)
     assert a["step"] == 6 and a["steps"] == 6 and len(a["commands"]) == 2 and a["test"]
-    assert b["step"] == 2 and b["steps"] == 4 and b["test"] is None and b["commands"] == []
+    assert b["step"] == 2 and b["steps"] == 4 and b["test"] is None and b["commands"] == [None]
     assert b["params"] == load_checkpoint(root / "deep" / "b")[0].num_params()
 
 
@@ -68,16 +73,47 @@ def test_a_broken_run_is_named_and_the_rest_listed(runs, tmp_path, capsys):
     root, _ = runs
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "last.json").write_text("{not json")
-    (tmp_path / "a").symlink_to(root / "a")
+    (tmp_path / "a").symlink_to(root / "a")  # links are followed,
+    (tmp_path / "loop").symlink_to(tmp_path)  # a loop only once
     assert main(["runs", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert f"warning: skipping {tmp_path / 'broken'}: " in captured.err
     assert len(captured.err.strip().splitlines()) == 1
+    rows = captured.out.split("\n\n")[0].splitlines()[1:]
+    assert [row.split()[0] for row in rows] == [str(tmp_path / "a")]
+    assert main(["runs", str(root / "a" / "last.json")]) == 0  # a checkpoint: its run
+    assert capsys.readouterr().out.splitlines()[1].startswith(str(root / "a"))
+    code = main(["runs", str(root / "names.txt")])
+    one_line_error(capsys, code, needle="names.txt is a file; name a run folder")
     assert main(["runs", str(tmp_path / "empty")]) == 1
     one_line_error(capsys, 1, needle="empty does not exist")
     (tmp_path / "empty").mkdir()
     assert main(["runs", str(tmp_path / "empty")]) == 0
     assert capsys.readouterr().out.startswith("no runs (folders with a last.json) under")
+
+
+def test_a_run_from_an_older_darm_keeps_what_it_did_not_record(runs, tmp_path, capsys):
+    """Resumed, a checkpoint without init or commands (written before darm recorded them)
+    does not gain a false record: its start is shown as not recorded, and --init is not
+    refused as 'new weights'."""
+    import shutil
+
+    root, _ = runs
+    shutil.copytree(root / "a", tmp_path / "old")
+    for tag in ("best", "last"):
+        path = tmp_path / "old" / f"{tag}.json"
+        record = json.loads(path.read_text())
+        del record["commands"], record["init"]
+        record["sha256"]["record"] = record_sha256(record)  # edited on purpose, resealed
+        path.write_text(json.dumps(record))
+    resume = ["train", "--out", str(tmp_path / "old"), "--resume", "--quiet"]
+    assert main([*resume, "--steps", "7"]) == 0
+    record = json.loads((tmp_path / "old" / "last.json").read_text())
+    assert "init" not in record and record["commands"][0] is None and len(record["commands"]) == 2
+    assert main([*resume, "--steps", "8", "--init", str(root / "deep" / "b")]) == 0
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path / "old")]) == 0
+    assert f"{tmp_path / 'old'}  {NOT_RECORDED}" in capsys.readouterr().out
 
 
 def test_a_comparisons_families_show_its_command(tmp_path, capsys):
@@ -89,7 +125,8 @@ def test_a_comparisons_families_show_its_command(tmp_path, capsys):
     capsys.readouterr()
     assert main(["runs", str(out), "--json"]) == 0
     (family,) = json.loads(capsys.readouterr().out)
-    assert family["run"] == str(out / "bigram") and family["commands"] == [command]
+    assert family["run"] == str(out / "bigram")
+    assert family["commands"] == [f"cd {shlex.quote(os.getcwd())} && {command}"]
 
 
 def test_size_of_a_checkpoint_that_does_not_record_it(runs, tmp_path, capsys):

@@ -293,7 +293,10 @@ def test_sigterm_after_training_stops_the_command_as_ctrl_c_does(tmp_path, monke
             "--samples", "0", "--out", str(out)]  # fmt: skip
     before = signal.getsignal(signal.SIGTERM)
     assert main(args) == 143
-    assert capsys.readouterr().err.strip() == "darm train: terminated"
+    assert capsys.readouterr().err.strip() == (
+        f"darm train: terminated: stopped in the test pass; the trained run in {out} is saved, "
+        "and --resume tests it"
+    )
     assert signal.getsignal(signal.SIGTERM) == before and not (out / "results.json").exists()
     monkeypatch.undo()
     assert main([*args, "--resume"]) == 0
