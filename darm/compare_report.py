@@ -16,13 +16,9 @@ import torch
 from darm.checkpoint import atomic_write_text
 from darm.data import Dataset
 from darm.metrics import units
-from darm.report import Doc
+from darm.report import Doc, fmt
 
 TEXT_ROWS = 12  # text samples shown per family
-
-
-def fmt(value, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def results_table(results, kind: str) -> tuple[list[str], list[list[str]]]:

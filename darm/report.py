@@ -56,11 +56,7 @@ class Doc:
             elif kind == "code":
                 out += ["```", block[1], "```", ""]
             elif kind == "table":
-                _, header, rows, align = block
-                rule = ["---:" if a == "r" else "---" for a in align]
-                lines = [header, rule, *rows]
-                out += ["| " + " | ".join(_md_cell(c) for c in line) + " |" for line in lines]
-                out.append("")
+                out += [*markdown_table(*block[1:]), ""]
             elif kind == "images":
                 _, items, _ = block
                 out += ["| " + " | ".join(c for c, _ in items) + " |"]
@@ -142,6 +138,17 @@ def _inline(text: str) -> str:
 def _cell(text: str) -> str:
     """A table cell; newlines inside (multi-line samples) become line breaks."""
     return "<br>".join(_inline(line) for line in str(text).split("\n"))
+
+
+def fmt(value, spec: str) -> str:
+    """A table cell: the value formatted, or a dash where there is none."""
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """The lines of a Markdown table; align: l / r per column."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(_md_cell(c) for c in line) + " |" for line in [header, rule, *rows]]
 
 
 def _md_cell(text: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from darm.errors import DarmError, first_line
 from darm.metrics import units
+from darm.report import fmt
 
 
 @dataclass
@@ -77,7 +78,7 @@ def summarise(run_dir: Path) -> RunSummary:
         best_valid_nats_per_dim=best if best is not None and best < float("inf") else None,
         train_s=record.get("elapsed_s", 0.0),
         test=test,
-        commands=record.get("commands", []),
+        commands=record.get("commands", [None]),  # (an older darm's: not recorded)
         init=record.get("init"),
     )
 
@@ -106,10 +107,6 @@ def summarise_all(roots: list[Path]) -> list[RunSummary]:
         except (DarmError, OSError, ValueError, KeyError, TypeError) as e:
             print(f"warning: skipping {run_dir}: {first_line(e)}", file=sys.stderr)
     return summaries
-
-
-def fmt(value, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
@@ -150,22 +147,16 @@ NOT_RECORDED = "(not recorded: started from Python, or by an older darm)"
 
 def markdown_table(header: list[str], rows: list[list[str]], summaries) -> str:
     """A Markdown table with each run's commands in a last column, for a README."""
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
+    from darm.report import markdown_table
 
     def code(command: str | None) -> str:
         if command is None:
             return NOT_RECORDED
-        fence = "``" if "`" in command else "`"  # a backtick inside needs a longer fence
-        return f"{fence}{command}{fence}" if fence == "`" else f"`` {command} ``"
+        fence, pad = ("``", " ") if "`" in command else ("`", "")  # a ` inside: a longer fence
+        return f"{fence}{pad}{command}{pad}{fence}"
 
-    rule = ["---" if i in (0, 1, 3) else "---:" for i in range(len(header))] + ["---"]
-    lines = ["| " + " | ".join([*header, "command"]) + " |", "| " + " | ".join(rule) + " |"]
-    for cells, s in zip(rows, summaries):
-        command = " ; ".join(code(c) for c in s.commands) or "–"
-        lines.append("| " + " | ".join(cell(c) for c in [*cells, command]) + " |")
-    return "\n".join(lines)
+    rows = [[*cells, " ; ".join(map(code, s.commands)) or "–"] for cells, s in zip(rows, summaries)]
+    return "\n".join(markdown_table([*header, "command"], rows, "llrlrrrrrl"))
 
 
 def show_runs(roots: list[Path], style: str = "plain") -> str:
