@@ -159,9 +159,18 @@ def markdown_table(header: list[str], rows: list[list[str]], summaries) -> str:
     return "\n".join(markdown_table([*header, "command"], rows, "llrlrrrrrl"))
 
 
-def show_runs(roots: list[Path], style: str = "plain") -> str:
-    """The text `darm runs` prints: a table (plain, markdown) or JSON."""
+def by_test(s: RunSummary) -> tuple:
+    """Sort key: runs of one dataset together, the lowest test NLL first, untested last."""
+    nll = (s.test or {}).get("nats_per_example")
+    return s.data, nll is None, nll or 0.0, s.run
+
+
+def show_runs(roots: list[Path], style: str = "plain", sort: str = "run") -> str:
+    """The text `darm runs` prints: a table (plain, markdown) or JSON; sort: by `run`
+    folder, or by `test` NLL within each dataset."""
     summaries = summarise_all(roots)
+    if sort == "test":
+        summaries.sort(key=by_test)
     if style == "json":
         return json.dumps([asdict(s) for s in summaries], indent=1)
     if not summaries:

@@ -141,3 +141,21 @@ def test_size_of_a_checkpoint_that_does_not_record_it(runs, tmp_path, capsys):
     assert main(["runs", str(tmp_path), "--json"]) == 0
     (old,) = json.loads(capsys.readouterr().out)
     assert old["params"] == load_checkpoint(root / "deep" / "b")[0].num_params()
+
+
+def test_sorted_by_test_nll_within_each_dataset(tmp_path, capsys):
+    """Lowest test NLL first among the runs of one dataset, untested runs after them."""
+    import shutil
+
+    for name, steps in [("short", "1"), ("long", "30")]:
+        argv = ["train", "--data", "names", *TINY_MARKOV, "--steps", steps, "--samples", "0",
+                "--quiet", "--out", str(tmp_path / name)]  # fmt: skip
+        assert main(argv) == 0
+    shutil.copytree(tmp_path / "long", tmp_path / "untested")
+    (tmp_path / "untested" / "results.json").unlink()
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path), "--sort", "test", "--json"]) == 0
+    order = [r["run"] for r in json.loads(capsys.readouterr().out)]
+    assert order == [str(tmp_path / n) for n in ("long", "short", "untested")]
+    long, short = (json.loads((tmp_path / n / "results.json").read_text()) for n in order[:2])
+    assert long["nats_per_example"] < short["nats_per_example"]  # (what the order rests on)

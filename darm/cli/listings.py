@@ -38,4 +38,4 @@ def cmd_runs(args) -> None:
     from darm.runs import show_runs
 
     style = "json" if args.json else "markdown" if args.markdown else "plain"
-    print(show_runs([Path(f) for f in args.folders or ["runs"]], style))
+    print(show_runs([Path(f) for f in args.folders or ["runs"]], style, args.sort))

@@ -270,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     style = r.add_mutually_exclusive_group()
     style.add_argument("--markdown", action="store_true", help="a Markdown table, commands in it")
     style.add_argument("--json", action="store_true", help="one JSON object a run")
+    r.add_argument(
+        "--sort",
+        choices=("run", "test"),
+        default="run",
+        help="by run folder (default), or by test NLL, lowest first, within each dataset",
+    )
     r.set_defaults(func=cmd_runs)
 
     g = sub.add_parser(
