@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import signal
 import time
@@ -33,6 +32,7 @@ from darm.errors import DarmError, first_line
 from darm.interrupt import Stopped, sigterm_interrupts
 from darm.metrics import units
 from darm.models import config_fields, create_model, get_entry, list_models
+from darm.runs import in_folder
 
 DEFAULT_MODELS = ("markov", "rnn", "wavenet", "gpt")
 IMAGE_MODELS = ("pixelcnn",)  # added to the default list on image data, when registered
@@ -162,6 +162,7 @@ class CompareOptions:
     command: str = ""
     data_digest: str = ""  # of the examples read, so --resume can tell the data changed
     cwd: str = ""  # the folder `command` ran in (its relative paths start there)
+    invocation: str = ""  # this process's command line (in_folder): what a resumed run records
 
 
 def run_family(
@@ -172,7 +173,11 @@ def run_family(
     t_start = time.perf_counter()
     run_dir = opts.out / name
     if before is not None and (run_dir / "last.json").exists():
-        result, trained = continued_family(before, data, opts, device)
+        try:
+            result, trained = continued_family(before, data, opts, device)
+        except Exception as e:  # its checkpoint unreadable, say: the row stays as it was, for
+            # a later --resume once that is put right
+            return replace(before, status="interrupted", note=f"not continued: {first_line(e)}")
     else:
         result, trained = new_family(name, data, opts, device)
     earlier = (before.wall_s or 0.0) if before is not None else 0.0  # its first turn's
@@ -239,18 +244,10 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     def trained():
         return train(
             model, name, data, cfg, run_dir, progress=opts.progress, max_seconds=opts.budget,
-            plan=plan, commands=[family_command(opts)] if opts.command else None,
+            plan=plan, command=in_folder(opts.cwd, opts.command) if opts.command else None,
         )  # fmt: skip
 
     return result, trained
-
-
-def family_command(opts: CompareOptions) -> str:
-    """What made a family's run, as `darm runs` shows it: the comparison's command, from the
-    folder it ran in."""
-    import shlex
-
-    return f"cd {shlex.quote(opts.cwd or os.getcwd())} && {opts.command}"
 
 
 def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, device):
@@ -285,19 +282,19 @@ def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, 
             plan = Plan(cfg.steps, passes, timing.step_s, timing.pass_s)
         return train(
             model, before.model, data, cfg, run_dir, resume_from=(path, record),
-            progress=opts.progress, max_seconds=left, plan=plan,
+            progress=opts.progress, max_seconds=left, plan=plan, command=opts.invocation or None,
         )  # fmt: skip
 
     return result, trained
 
 
 def logged_rate(run_dir: Path) -> float | None:
-    """The training tokens/s of a family's log.csv, as of its last row."""
-    import csv
+    """The training tokens/s of a family's log.csv, as of its last row (None without one)."""
+    from darm.plots import read_log
 
-    with open(run_dir / "log.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("tokens_per_s")]
-    return float(rows[-1]["tokens_per_s"]) if rows else None
+    log = run_dir / "log.csv"
+    rates = read_log(log).get("tokens_per_s", []) if log.exists() else []
+    return float(rates[-1]) if len(rates) else None
 
 
 def saved_progress(result: FamilyResult, run_dir: Path) -> None:
@@ -509,6 +506,8 @@ def compare_families(
                     result = FamilyResult(name, "failed", note=first_line(e))
                 if result.status == "failed":
                     tqdm.write(f"{name} failed: {result.note}")
+                elif result.status == "interrupted":  # (not continued)
+                    tqdm.write(f"{name}: {result.note}")
                 elif result.status == "done":
                     tqdm.write(
                         f"{name}: test {result.nats_per_example:.4f} nats/{ex}, "

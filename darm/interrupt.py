@@ -62,6 +62,11 @@ def stop_on_signals():
             signal.signal(s, previous[s])
 
 
+def _raise_stopped(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM acts at once
+    raise Stopped("", signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def sigterm_interrupts():
     """SIGTERM raises Stopped (signum SIGTERM) wherever it lands, as Ctrl-C raises
@@ -73,15 +78,10 @@ def sigterm_interrupts():
         yield
         return
     previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_IGN, None):
+    if previous in (signal.SIG_IGN, None) or previous is _raise_stopped:  # (nested: once)
         yield
         return
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, previous)  # a second one acts at once
-        raise Stopped("", signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         yield
     finally:

@@ -20,6 +20,7 @@ from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.interrupt import Stopped
 from darm.outputs import finish_run, finished
+from darm.runs import in_folder
 
 
 def train_run(args, device, ctx) -> None:
@@ -139,7 +140,7 @@ def train_run(args, device, ctx) -> None:
         max_seconds=args.budget,
         plan=plan,
         init=init,  # (a resumed run keeps its record's)
-        commands=[*(resume[1].get("commands", [None]) if resume else []), invocation(args, ctx)],
+        command=invocation(args, ctx),
     )
     say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     step, steps = state["step"], state["steps"]
@@ -156,9 +157,10 @@ def train_run(args, device, ctx) -> None:
             finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
         except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
             signum = getattr(e, "signum", signal.SIGINT)
+            then = "tests it" if step == steps else "trains the rest and tests it"
             raise Stopped(
                 f"stopped in the test pass; the trained run in {run_dir} is saved, and "
-                f"--resume tests it",
+                f"--resume {then}",
                 signum,
             ) from None
 
@@ -412,7 +414,7 @@ def invocation(args, ctx) -> str:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
         nodes = [f"--nnodes={ctx.world_size // local}"] if local < ctx.world_size else []
         words = ["torchrun", *nodes, f"--nproc-per-node={local}", "-m", *words]
-    return f"cd {shlex.quote(os.getcwd())} && {shlex.join(words)}"
+    return in_folder(os.getcwd(), shlex.join(words))
 
 
 def started_from(path: Path, step: int) -> dict:

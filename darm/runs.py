@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from darm.errors import DarmError, first_line
 from darm.metrics import units
-from darm.report import fmt
+from darm.report import fmt, markdown_table
 
 
 @dataclass
@@ -32,14 +33,20 @@ class RunSummary:
     init: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
 
 
+def in_folder(folder: str, command: str) -> str:
+    """A command as it is recorded: run from the folder its relative paths start in, so it
+    can be pasted anywhere."""
+    return f"cd {shlex.quote(folder)} && {command}"
+
+
 def find_runs(roots: list[Path]) -> list[Path]:
     """Every folder under (or being) one of `roots` that holds a run's last.json, sorted;
     symbolic links to folders are followed (once: a link back up is not a loop forever),
     folders whose names start with a dot (.git) skipped."""
     found, seen = set(), set()
     for root in roots:
-        if root.is_file():
-            if root.name != "last.json":
+        if root.is_file():  # a checkpoint names its run
+            if root.suffix != ".json":
                 raise DarmError(f"{root} is a file; name a run folder or a folder of runs")
             root = root.parent
         if not root.exists():
@@ -109,6 +116,9 @@ def summarise_all(roots: list[Path]) -> list[RunSummary]:
     return summaries
 
 
+ALIGN = "llrlrrrrr"  # run, model, params, data, steps, valid, test, bits, train s
+
+
 def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one run a row; test NLL per example in the data's own unit."""
     header = ["run", "model", "params", "data", "steps", "valid nats/dim", "test nats/example",
@@ -130,13 +140,12 @@ def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]
 
 
 def plain_table(header: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell: text left, numbers right."""
+    """Columns padded to their widest cell: text left, numbers right (ALIGN)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    text = {0, 1, 3}  # run, model, data
 
     def line(cells):
         return "  ".join(
-            c.ljust(w) if i in text else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, ALIGN)
         ).rstrip()
 
     return "\n".join([line(header), *map(line, rows)])
@@ -145,9 +154,8 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
 NOT_RECORDED = "(not recorded: started from Python, or by an older darm)"
 
 
-def markdown_table(header: list[str], rows: list[list[str]], summaries) -> str:
+def runs_markdown(header: list[str], rows: list[list[str]], summaries) -> str:
     """A Markdown table with each run's commands in a last column, for a README."""
-    from darm.report import markdown_table
 
     def code(command: str | None) -> str:
         if command is None:
@@ -155,8 +163,8 @@ def markdown_table(header: list[str], rows: list[list[str]], summaries) -> str:
         fence, pad = ("``", " ") if "`" in command else ("`", "")  # a ` inside: a longer fence
         return f"{fence}{pad}{command}{pad}{fence}"
 
-    rows = [[*cells, " ; ".join(map(code, s.commands)) or "–"] for cells, s in zip(rows, summaries)]
-    return "\n".join(markdown_table([*header, "command"], rows, "llrlrrrrrl"))
+    rows = [[*cells, " ; ".join(map(code, s.commands))] for cells, s in zip(rows, summaries)]
+    return "\n".join(markdown_table([*header, "command"], rows, ALIGN + "l"))
 
 
 def by_test(s: RunSummary) -> tuple:
@@ -177,7 +185,7 @@ def show_runs(roots: list[Path], style: str = "plain", sort: str = "run") -> str
         return f"no runs (folders with a last.json) under {', '.join(map(str, roots))}"
     header, rows = runs_table(summaries)
     if style == "markdown":
-        return markdown_table(header, rows, summaries)
+        return runs_markdown(header, rows, summaries)
     width, commands = max(len(s.run) for s in summaries), []
     for s in summaries:
         for i, command in enumerate(s.commands):

@@ -452,7 +452,7 @@ def train(
     max_seconds: float | None = None,
     plan: Plan | None = None,
     init: dict[str, Any] | None = None,
-    commands: list[str] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
@@ -463,10 +463,9 @@ def train(
     this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
     so the schedule still ends in time when the first timing was off. init: where a
-    fine-tuning run's weights came from ({"path", "step"} of that checkpoint), recorded in
-    every checkpoint (a resumed run keeps its own record's). commands: the command lines
-    that made the run, recorded likewise (`darm runs` shows them; a resumed run's record's
-    when None; None in the list: a start from Python, or by an older darm).
+    fine-tuning run's weights came from (that checkpoint's path, step, weights' hash), in
+    every checkpoint (a resumed run keeps its own record's). command: the command line
+    that runs this (`darm runs` shows them: the start, then each resume; None, from Python).
     Returns the final training state (step, the steps and training config as last planned,
     best validation NLL, wall time, tokens/s, the first step's seconds). The model is left
     in training mode with its training weights: with cfg.ema, the average that validation
@@ -489,11 +488,11 @@ def train(
     optimizer = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
     stand, saved_raw = RunState(), {}
+    commands = [command]  # None: started from Python (or, resumed, by an older darm)
     if resume_from is not None:
+        commands = [*resume_from[1].get("commands", [None]), *([command] if command else [])]
         stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
         init = resume_from[1].get("init", UNRECORDED)  # (an older darm's: unknown, and stays so)
-        if commands is None:
-            commands = resume_from[1].get("commands", [None])
     start, best, before = stand.step, stand.best, stand.before
     average, running = stand.average, stand.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
@@ -534,7 +533,7 @@ def train(
             "train": asdict(cfg),
             "data": data_record,
             **({} if init is UNRECORDED else {"init": init}),  # None: from new weights
-            "commands": [None] if commands is None else commands,  # None: not a command line
+            "commands": commands,
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 

@@ -383,6 +383,9 @@ def test_resume_continues_a_family_as_if_never_stopped(digits_report, tmp_path, 
         assert resumed["nats_per_example"] == uninterrupted["nats_per_example"]
     steps = [row.split(",")[0] for row in (out / "markov" / "log.csv").read_text().split()[1:]]
     assert steps == ["1", "2", "3", "4"]  # the log goes on where it stopped
+    commands = json.loads((out / "markov" / "last.json").read_text())["commands"]
+    assert len(commands) == 2 and commands[1].endswith("darm compare --out " + str(out) +
+                                                     " --resume --quiet")  # fmt: skip
     assert again["families"][0]["wall_s"] > markov["wall_s"]  # both turns
 
 
@@ -544,3 +547,28 @@ def test_an_old_report_cannot_be_resumed(digits_report, tmp_path, capsys):
     (out / "results.json").write_text(json.dumps(report))
     code = main(["compare", "--out", str(out), "--resume"])
     one_line_error(capsys, code, 1, "written by an older darm (it records no data digest)")
+
+
+def test_a_family_that_cannot_be_continued_keeps_its_row(tmp_path, monkeypatch, capsys):
+    """Its checkpoint damaged since: the row stays interrupted (steps and all) with the
+    reason, the command fails, and a later --resume may try again."""
+    import signal
+
+    from tests.test_train import sigint_during_step
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    sigint_during_step(monkeypatch, step=1)
+    out = tmp_path / "cut"
+    args = ["compare", "--models", "markov", "--steps", "4", "--samples", "2",
+            "--deps-examples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 130
+    monkeypatch.undo()
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    (out / "markov" / "last.safetensors").write_bytes(b"damaged")
+    capsys.readouterr()
+    code = main(["compare", "--out", str(out), "--resume", "--quiet"])
+    one_line_error(capsys, code, 1, "failed: markov (not continued: ")
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["status"] == "interrupted" and family["steps"] == 2
+    assert family["note"].startswith("not continued: ")

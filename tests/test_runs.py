@@ -81,7 +81,7 @@ def test_a_broken_run_is_named_and_the_rest_listed(runs, tmp_path, capsys):
     assert len(captured.err.strip().splitlines()) == 1
     rows = captured.out.split("\n\n")[0].splitlines()[1:]
     assert [row.split()[0] for row in rows] == [str(tmp_path / "a")]
-    assert main(["runs", str(root / "a" / "last.json")]) == 0  # a checkpoint: its run
+    assert main(["runs", str(root / "a" / "best.json")]) == 0  # a checkpoint: its run
     assert capsys.readouterr().out.splitlines()[1].startswith(str(root / "a"))
     code = main(["runs", str(root / "names.txt")])
     one_line_error(capsys, code, needle="names.txt is a file; name a run folder")

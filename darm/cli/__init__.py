@@ -1,5 +1,5 @@
 """The `darm` command: train, eval, sample, complete, deps, plot, compare, bench, models,
-data. One module per command; the parser and its help in parser.py."""
+data, runs. One module per command; the parser and its help in parser.py."""
 
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ import argparse
 
 import torch
 
+from darm.config import parse_assignments
 from darm.errors import DarmError
-from darm.run import check_counts
+from darm.run import check_counts, model_overrides
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,7 +58,7 @@ def parse_data_seed(text: str) -> int:
     return _seed(text, 0, 2**63, "0..2**63-1")
 
 
-def _device(name: str) -> torch.device:
+def device_named(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -141,4 +142,31 @@ def device_of(args) -> torch.device:
     check_counts(args, threads=1)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return _device(args.device)
+    return device_named(args.device)
+
+
+def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
+    """--set MODEL.KEY=VALUE, repeated -> {model: {key: value}}."""
+    overrides: dict[str, dict] = {}
+    for key, value in parse_assignments(assignments or []).items():
+        model, dot, field = key.partition(".")
+        if not dot or not field:
+            raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
+        model_overrides({field: value}, f"--set {model}.")
+        overrides.setdefault(model, {})[field] = value
+    return overrides
+
+
+def model_names(text: str | None, data) -> list[str]:
+    """--models as a list (default: compare's families for this data), each named once."""
+    from darm.compare import default_models
+
+    if text is None:
+        return default_models(data)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise DarmError(f"--models names no model: {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DarmError(f"--models names {', '.join(twice)} more than once")
+    return names

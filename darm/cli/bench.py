@@ -7,8 +7,7 @@ import math
 import os
 import sys
 
-from darm.cli.args import device_of
-from darm.cli.compare import family_overrides, model_names
+from darm.cli.args import device_of, family_overrides, model_names
 from darm.errors import DarmError
 from darm.run import check_counts, check_data_options, load_training_data
 

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shlex
 from pathlib import Path
 
-from darm.cli.args import device_of
-from darm.config import parse_assignments
+from darm.cli.args import device_of, family_overrides, model_names
 from darm.errors import DarmError
-from darm.run import check_counts, check_data_options, load_training_data, model_overrides
-
-
-def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
-    """--set MODEL.KEY=VALUE, repeated -> {model: {key: value}}."""
-    overrides: dict[str, dict] = {}
-    for key, value in parse_assignments(assignments or []).items():
-        model, dot, field = key.partition(".")
-        if not dot or not field:
-            raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
-        model_overrides({field: value}, f"--set {model}.")
-        overrides.setdefault(model, {})[field] = value
-    return overrides
-
-
-def model_names(text: str | None, data) -> list[str]:
-    """--models as a list (default: compare's families for this data), each named once."""
-    from darm.compare import default_models
-
-    if text is None:
-        return default_models(data)
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
-        raise DarmError(f"--models names no model: {text!r}")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DarmError(f"--models names {', '.join(twice)} more than once")
-    return names
+from darm.run import check_counts, check_data_options, load_training_data
+from darm.runs import in_folder
 
 
 def cmd_compare(args) -> None:
@@ -61,8 +36,38 @@ def cmd_compare(args) -> None:
     data = load_training_data(args, args.data)
     names = model_names(args.models, data)
     overrides = family_overrides(args.set)
-    out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
-    # every option that changes a number in the report, quoted for the shell
+    out = report_folder(args)
+    opts = CompareOptions(
+        models=names,
+        out=out,
+        budget=args.budget,
+        steps=args.steps,
+        samples=args.samples,
+        seed=args.seed,
+        deps_examples=args.deps_examples,
+        overrides=overrides,
+        batch_size=args.batch_size,
+        valid_examples=args.valid_examples or 0,
+        progress=not args.quiet,
+        command=before["command"] if before else compare_command(args, names, overrides),
+        cwd=(before or {}).get("cwd") or os.getcwd(),  # where the command runs (ran)
+        invocation=in_folder(os.getcwd(), shlex.join(["darm", *args.argv])),
+    )
+    print(data.summary())
+    results = compare(data, opts, device, before)
+    print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'results.json'}")
+    failed = [f"{r.model} ({r.note})" for r in results if r.status in ("failed", "interrupted")]
+    if failed:
+        raise DarmError(f"failed: {'; '.join(failed)}; see {out / 'report.md'}")
+
+
+def report_folder(args) -> Path:
+    return Path(args.out or f"runs/compare-{Path(args.data).stem}")
+
+
+def compare_command(args, names: list[str], overrides: dict[str, dict]) -> str:
+    """The command that reproduces the comparison, for its report: every option that changes
+    a number in it, quoted for the shell (the first run's, for --resume to read back)."""
     imports = [a for spec in args.imports for a in ("--import", spec)]  # families of one's own
     command = ["darm", *imports, "compare", "--data", args.data, "--models", ",".join(names)]
     if args.budget is not None:  # 300s, not 300.0s; every digit where :g would round
@@ -80,30 +85,11 @@ def cmd_compare(args) -> None:
                 ("--out", args.out, None)]  # fmt: skip
     for flag, value, default in optional:
         command += [flag, str(value)] if value != default else []
-    opts = CompareOptions(
-        models=names,
-        out=out,
-        budget=args.budget,
-        steps=args.steps,
-        samples=args.samples,
-        seed=args.seed,
-        deps_examples=args.deps_examples,
-        overrides=overrides,
-        batch_size=args.batch_size,
-        valid_examples=args.valid_examples or 0,
-        progress=not args.quiet,
-        command=before["command"] if before else shlex.join(command),  # the first run's
-        cwd=(before or {}).get("cwd") or os.getcwd(),  # where the command runs (ran)
-    )
-    print(data.summary())
-    results = compare(data, opts, device, before)
-    print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'results.json'}")
-    failed = [f"{r.model} ({r.note})" for r in results if r.status == "failed"]
-    if failed:
-        raise DarmError(f"failed: {'; '.join(failed)}; see {out / 'report.md'}")
+    return shlex.join(command)
 
 
-# options of this invocation rather than of the comparison: --resume takes them as given
+# options of this command line rather than of the comparison: --resume takes them from it
+# (their defaults where not given: a comparison begun on a GPU may go on on a CPU)
 RESUME_OWN = ("out", "quiet", "resume", "threads", "device")
 # the data's options are checked by what they read (the examples' digest, in compare), not as
 # typed: a default given explicitly (--data-seed 42), a file named from another folder
@@ -120,12 +106,14 @@ def resumed_args(args) -> tuple[argparse.Namespace, dict]:
     from darm.data import BUILTIN
     from darm.models.registry import import_families
 
-    out = Path(args.out or f"runs/compare-{Path(args.data).stem}")
+    out = report_folder(args)
     before = read_comparison(out)
     report = out / "results.json"
     try:
-        recorded, unknown = build_parser().parse_known_args(shlex.split(before["command"])[1:])
-    except (ValueError, SystemExit):  # (argparse has printed what it could not read)
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's own line: not the user's
+            words = shlex.split(before["command"])[1:]
+            recorded, unknown = build_parser().parse_known_args(words)
+    except (ValueError, SystemExit):
         raise DarmError(f"{report} records no command darm can read") from None
     if unknown or recorded.command != "compare":
         raise DarmError(f"{report} records a command darm cannot read: {before['command']}")
@@ -145,9 +133,10 @@ def resumed_args(args) -> tuple[argparse.Namespace, dict]:
                 f"--resume continues the comparison in {out} as it was: "
                 f"{differs(dest, mine, theirs)}"
             )
-    for dest in (*RESUME_OWN, *DATA_OPTIONS):
-        if dest in given or dest in ("quiet", "resume"):
-            setattr(recorded, dest, getattr(args, dest))
+    for dest in RESUME_OWN:
+        setattr(recorded, dest, getattr(args, dest))
+    for dest in given & set(DATA_OPTIONS):
+        setattr(recorded, dest, getattr(args, dest))
     recorded.out, recorded.argv = str(out), args.argv
     return recorded, before
 

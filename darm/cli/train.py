@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from darm.cli.args import _device
+from darm.cli.args import device_named
 from darm.run import train_run
 
 
@@ -10,7 +10,7 @@ def cmd_train(args) -> None:
     """One process, or one rank of `torchrun --nproc_per_node=N -m darm train ...`."""
     from darm import distributed
 
-    device = distributed.rank_device(_device(args.device), distributed.env_context())
+    device = distributed.rank_device(device_named(args.device), distributed.env_context())
     ctx = distributed.init(device)
     try:
         train_run(args, device, ctx)
