@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,15 +23,23 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from darm.budget import plan_run, synchronize, validation_passes
-from darm.checkpoint import atomic_write, atomic_write_text, read_record
+from darm.budget import Plan, plan_run, synchronize, validation_passes
+from darm.checkpoint import atomic_write, atomic_write_text, load_checkpoint, read_record
+from darm.compare_report import write_report
+from darm.config import build_config
 from darm.data import Dataset
+from darm.data.audio import mu_law_decode
 from darm.data.dataset import digest
+from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
 from darm.errors import DarmError, first_line
 from darm.interrupt import Stopped, sigterm_interrupts
-from darm.metrics import units
+from darm.metrics import evaluate, units
 from darm.models import config_fields, create_model, get_entry, list_models
+from darm.outputs import AUDIO_CLIPS, default_length, save_samples
+from darm.plots import read_log
 from darm.runs import in_folder
+from darm.sampling import sample
+from darm.train import TrainConfig, train
 
 DEFAULT_MODELS = ("markov", "rnn", "wavenet", "gpt")
 IMAGE_MODELS = ("pixelcnn",)  # added to the default list on image data, when registered
@@ -163,6 +170,7 @@ class CompareOptions:
     data_digest: str = ""  # of the examples read, so --resume can tell the data changed
     cwd: str = ""  # the folder `command` ran in (its relative paths start there)
     invocation: str = ""  # this process's command line (in_folder): what a resumed run records
+    retry_failed: bool = False  # --resume runs failed families again (from a checkpoint kept)
 
 
 def run_family(
@@ -172,15 +180,16 @@ def run_family(
     interrupted comparison (--resume); training goes on from the family's last checkpoint."""
     t_start = time.perf_counter()
     run_dir = opts.out / name
+    earlier = 0.0  # the wall time of the turns before this one
     if before is not None and (run_dir / "last.json").exists():
         try:
             result, trained = continued_family(before, data, opts, device)
         except Exception as e:  # its checkpoint unreadable, say: the row stays as it was, for
             # a later --resume once that is put right
-            return replace(before, status="interrupted", note=f"not continued: {first_line(e)}")
+            return replace(before, note=f"not continued: {first_line(e)}")
+        earlier = before.wall_s or 0.0
     else:
         result, trained = new_family(name, data, opts, device)
-    earlier = (before.wall_s or 0.0) if before is not None else 0.0  # its first turn's
     state = None
     try:
         state = trained()
@@ -212,9 +221,6 @@ def run_family(
 def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     """A family's first turn: its model built and its run planned -> (row, train), where
     train() trains it and returns train's final state."""
-    from darm.config import build_config
-    from darm.train import TrainConfig, train
-
     torch.manual_seed(opts.seed)  # the same initial weights for the same seed
     model = build_family(name, data, opts.overrides.get(name)).to(device)
     train_overrides = {**default_train(name), "seed": opts.seed}
@@ -255,11 +261,6 @@ def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, 
     what is left of its budget, planned again from its speed here as an uninterrupted run
     is (none left, or all steps trained: straight to the test pass) -> (row, train), where
     train() returns train's state or None."""
-    from darm.budget import Plan
-    from darm.checkpoint import load_checkpoint
-    from darm.config import build_config
-    from darm.train import TrainConfig, train
-
     run_dir = opts.out / before.model
     model, record, path = load_checkpoint(run_dir / "last.json", device)
     cfg = build_config(TrainConfig, record["train"], "training option")
@@ -290,8 +291,6 @@ def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, 
 
 def logged_rate(run_dir: Path) -> float | None:
     """The training tokens/s of a family's log.csv, as of its last row (None without one)."""
-    from darm.plots import read_log
-
     log = run_dir / "log.csv"
     rates = read_log(log).get("tokens_per_s", []) if log.exists() else []
     return float(rates[-1]) if len(rates) else None
@@ -309,12 +308,6 @@ def saved_progress(result: FamilyResult, run_dir: Path) -> None:
 
 def finish_family(result, data, opts, device, run_dir) -> None:
     """After training: exact test NLL, timed samples, dependency map, into `result`."""
-    from darm.checkpoint import load_checkpoint
-    from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
-    from darm.metrics import evaluate
-    from darm.outputs import AUDIO_CLIPS, default_length, save_samples
-    from darm.sampling import sample
-
     name = result.model
 
     # exact test NLL of the best-validation checkpoint, as `darm eval` computes it
@@ -371,9 +364,6 @@ def plot_waveforms(x: torch.Tensor, rate: int, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from darm.checkpoint import atomic_write
-    from darm.data.audio import mu_law_decode
-
     clips = mu_law_decode(x.cpu().numpy())  # (N, T) in [-1, 1]
     fig, axes = plt.subplots(len(clips), 1, figsize=(4, 0.8 * len(clips) + 0.4), sharex=True)
     axes = [axes] if len(clips) == 1 else axes
@@ -408,6 +398,12 @@ def check_models(names: list[str], data: Dataset) -> tuple[list[str], list[Famil
 KEPT = ("done", "failed")  # rows --resume keeps; a failure would repeat with the same seed
 
 
+def kept_rows(retry_failed: bool) -> tuple[str, ...]:
+    """The rows --resume keeps as they are: failed ones too, unless they are to be retried
+    (a failure of the machine's rather than the model's: out of memory, a full disk)."""
+    return ("done",) if retry_failed else KEPT
+
+
 def read_comparison(out: Path) -> dict[str, Any]:
     """The results.json of the comparison in `out`, for --resume."""
     path = out / "results.json"
@@ -428,9 +424,16 @@ def read_comparison(out: Path) -> dict[str, Any]:
     return {**report, "families": rows}
 
 
-def unfinished(report: dict[str, Any]) -> list[str]:
-    """The families of a report that --resume would run: interrupted, or not run."""
-    return [n for n, r in report["families"].items() if r.status not in (*KEPT, "skipped")]
+def unfinished(report: dict[str, Any], retry_failed: bool = False) -> list[str]:
+    """The families of a report that --resume would run: interrupted, or not run (or failed,
+    to retry them)."""
+    keep = (*kept_rows(retry_failed), "skipped")
+    return [n for n, r in report["families"].items() if r.status not in keep]
+
+
+def with_not_run(results: list[FamilyResult], names: list[str]) -> list[FamilyResult]:
+    """The report's rows: the families so far, then a "not run" row for each name left."""
+    return list(results) + [FamilyResult(n, "not run") for n in names]
 
 
 def compare(
@@ -446,8 +449,6 @@ def compare(
 def compare_families(
     data: Dataset, opts: CompareOptions, device, before: dict[str, Any] | None = None
 ) -> list[FamilyResult]:
-    from darm.compare_report import write_report
-
     if opts.budget is None and opts.steps is None:
         raise DarmError("give a --budget (time per family) or --steps")
     for name in opts.overrides:
@@ -491,12 +492,13 @@ def compare_families(
     )
     maps: dict[str, torch.Tensor] = {}
     current, (ex, dim) = None, units(data.kind)
+    keep = kept_rows(opts.retry_failed)
     try:
         for i, name in enumerate(names):
             current = name
             overall.set_description(f"compare [{name} {i + 1}/{len(names)}]")
             kept = previous.get(name)
-            if kept is not None and kept.status in KEPT:
+            if kept is not None and kept.status in keep:
                 result = kept
                 tqdm.write(f"{name}: {kept.status} in the comparison being continued; kept")
             else:
@@ -518,7 +520,7 @@ def compare_families(
             if result.status == "done":
                 maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
             current = None
-            write_report(data, opts, results, maps, not_run=names[i + 1 :])
+            write_report(data, opts, with_not_run(results, names[i + 1 :]), maps)
             overall.update(1)
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signum", signal.SIGINT)
@@ -526,23 +528,14 @@ def compare_families(
         if current is not None and current not in done:
             note = stopped_note(signum)
             row = stop.result if isinstance(stop, FamilyInterrupted) else previous.get(current)
-            if row is not None and row.status not in KEPT:  # an earlier turn's row goes on
+            if row is not None and row.status not in keep:  # an earlier turn's row goes on
                 row = replace(row, status="interrupted", note=note)
             results.append(row or FamilyResult(current, "interrupted", note=note))
         rest = [n for n in names if n not in done and n != current]
-        write_report(data, opts, results, maps, not_run=rest)
+        write_report(data, opts, with_not_run(results, rest), maps)
         overall.close()
         raise Stopped(
             f"the report in {opts.out} keeps the finished families; --resume continues", signum
         ) from None
     overall.close()
     return results
-
-
-def environment() -> str:
-    threads = torch.get_num_threads()
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"torch {torch.__version__}, {threads} CPU thread{'s' * (threads != 1)}, {cuda}, "
-        f"Python {platform.python_version()} on {platform.machine()}"
-    )

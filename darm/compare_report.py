@@ -7,6 +7,7 @@ folder is always a complete report of the families finished.
 from __future__ import annotations
 
 import json
+import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +16,9 @@ import torch
 
 from darm.checkpoint import atomic_write_text
 from darm.data import Dataset
+from darm.deps import default_examples, default_pixel, plot_dependency_maps
 from darm.metrics import units
+from darm.plots import plot_loss_curves
 from darm.report import Doc, fmt
 
 TEXT_ROWS = 12  # text samples shown per family
@@ -54,14 +57,21 @@ def family_notes(results) -> list[str]:
     return notes
 
 
-def write_report(data: Dataset, opts, results, maps: dict[str, torch.Tensor], not_run) -> Path:
-    """Write every file of the report into opts.out; returns report.md."""
-    from darm.compare import FamilyResult, environment
-    from darm.deps import default_examples, default_pixel, plot_dependency_maps
-    from darm.plots import plot_loss_curves
+def environment() -> str:
+    """The machine a comparison ran on, for the report (its speeds depend on it)."""
+    threads = torch.get_num_threads()
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"torch {torch.__version__}, {threads} CPU thread{'s' * (threads != 1)}, {cuda}, "
+        f"Python {platform.python_version()} on {platform.machine()}"
+    )
+
+
+def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Path:
+    """Write every file of the report into opts.out (rows: a FamilyResult per family, those
+    not run yet included); returns report.md."""
 
     out = opts.out
-    rows = list(results) + [FamilyResult(n, "not run") for n in not_run]
     done = [r for r in rows if r.status == "done"]
     payload = {
         "command": opts.command,

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from darm.checkpoint import atomic_write
+from darm.data.images import PIL_MODES, quantise, read_pixels
 from darm.errors import DarmError
 from darm.models.base import ARModel
+from darm.plots import GRID_GREY, image_grid, pixel_levels
+from darm.plots import GRID_PAD as pad
 from darm.sampling import sample
 
 
@@ -61,9 +65,6 @@ def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor
     """A picture file as the model's symbols (N, D): one picture of the model's size, or a
     grid of them as `darm sample` writes it (tiles in reading order). Grey, grey + alpha,
     RGB or RGBA by the model's 1, 2, 3 or 4 channels."""
-    from darm.data.images import PIL_MODES, quantise, read_pixels
-    from darm.plots import pixel_levels
-
     H, W = shape[:2]
     C = shape[2] if len(shape) == 3 else 1
     if C not in PIL_MODES:
@@ -92,9 +93,6 @@ def grid_tiles(pixels: np.ndarray, H: int, W: int) -> np.ndarray | None:
     between grey lines, every pixel then scaled up), or None if `pixels` is not one.
     Trailing all-grey tiles of the last row are taken for the grid's empty places and
     dropped (a picture all of the level drawn mid-grey, there, would go with them)."""
-    from darm.plots import GRID_GREY
-    from darm.plots import GRID_PAD as pad
-
     height, width = pixels.shape[:2]
     for scale in range(1, min(height, width) + 1):
         if height % scale or width % scale:
@@ -133,9 +131,6 @@ def save_completion_grid(
     """One row per example: the original, then its completions; a red line marks where
     the known rows end."""
     from PIL import ImageDraw
-
-    from darm.checkpoint import atomic_write
-    from darm.plots import image_grid
 
     N, k, D = completions.shape
     tiles = torch.cat([originals[:, None], completions], dim=1)  # (N, k+1, D)

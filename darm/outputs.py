@@ -3,24 +3,28 @@ PNG grid (images), a WAV (audio) or text lines, and a finished training run's re
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 
+from darm.checkpoint import atomic_write_text, check_writable, load_checkpoint, read_record
+from darm.data.audio import wav_levels, write_levels_wav
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.metrics import evaluate, units
+from darm.plots import plot_loss_curves, save_image_grid
+from darm.sampling import sample
 
 
 def finish_run(
     run_dir: Path, data, device, n_samples: int, seed: int, progress: bool = True
 ) -> None:
     """Test NLL of the best checkpoint, samples, and the loss curve, all into run_dir."""
-    from darm.checkpoint import atomic_write_text, load_checkpoint
-    from darm.metrics import evaluate
-    from darm.plots import plot_loss_curves
-
     model, record, _ = load_checkpoint(run_dir, device)
     nll = evaluate(model, data["test"], progress=progress)
     print_nll(nll, "test", data.kind)
@@ -40,8 +44,6 @@ def finish_run(
 def finished(run_dir: Path) -> bool:
     """Whether finish_run has run to its end for the checkpoint the run would now test: its
     results.json exists and scores that checkpoint (best, else last)."""
-    from darm.checkpoint import read_record
-
     results = run_dir / "results.json"
     if not results.exists():
         return False
@@ -59,7 +61,6 @@ def count(n: int, thing: str) -> str:
 
 
 def print_nll(nll, split: str, kind: str, file=None) -> None:
-    from darm.metrics import units
 
     unit, per_dim = units(kind)
     print(
@@ -72,8 +73,6 @@ def print_nll(nll, split: str, kind: str, file=None) -> None:
 
 def check_file_target(path: Path, flag: str, force: bool = False) -> None:
     """A file to be written later: refused now, before the work, if it cannot be."""
-    from darm.checkpoint import check_writable
-
     if path.is_dir():
         raise DarmError(f"{flag} {path} is a folder; give a file name")
     check_new(path, flag, force)
@@ -104,12 +103,6 @@ def write_per_example(
     its line (a lines file's) or file (an image folder's), its label (by the data's class
     names, where it has them), -log p in nats, its dimensions and bits per dimension, and
     its text (text data)."""
-    import csv
-    import io
-    import math
-
-    from darm.checkpoint import atomic_write_text
-
     labelled = any(data[s].y is not None for s in nats)
     text = io.StringIO()
     out = csv.writer(text, lineterminator="\n")
@@ -150,8 +143,6 @@ def write_samples(
     progress=True,
 ) -> Path:
     """Sample and write stem.png (images), stem.wav (audio) or stem.txt (text, arrays)."""
-    from darm.sampling import sample
-
     meta = record["data"]
     device = model.device
     cond = label_tensor(model, label, n, meta.get("class_names"))
@@ -197,8 +188,6 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
     if vocab is not None:
         return vocab.encode(text)
     if meta.get("kind") == "audio":  # a clip to go on from
-        from darm.data.audio import wav_levels
-
         levels = wav_levels(Path(text), meta["source"]["sample_rate"])
         check_clip_fits(model, len(levels), meta, text)
         return levels.tolist()
@@ -240,8 +229,6 @@ def output_stem(out: str | None, default: Path) -> Path:
     """The stem an output's suffix is added to: --out as given (a suffix of ours dropped, so
     `--out s.png` still writes s.png; `--out names.v2` writes names.v2.txt, it does not replace
     names.txt), a folder's `default.name` inside it, or `default`. Checked writable first."""
-    from darm.checkpoint import check_writable
-
     if out is None:
         stem = default
     elif out.endswith(("/", os.sep)) or Path(out).is_dir():
@@ -300,9 +287,6 @@ def save_samples(
     """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
     with short silences) or stem.txt (text, integer arrays); returns the path. classes: each
     row's class, written before an integer row as `3: 0 1 2` (a grid shows it by column)."""
-    from darm.checkpoint import atomic_write_text
-    from darm.plots import save_image_grid
-
     n = x.shape[0]
     vocab = saved_vocab(meta)
     path = with_ext(stem, sample_suffix(meta))
@@ -310,8 +294,6 @@ def save_samples(
         images = x.view(n, *meta["image_shape"])  # (n, D) -> (n, H, W, C)
         save_image_grid(images, levels, path, cols=cols)
     elif meta.get("kind") == "audio":
-        from darm.data.audio import write_levels_wav
-
         write_levels_wav(path, x, meta["source"]["sample_rate"])
     else:
         if vocab is not None:

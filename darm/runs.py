@@ -12,8 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from darm.checkpoint import model_of_record, read_record
 from darm.errors import DarmError, first_line
 from darm.metrics import units
+from darm.outputs import finished
 from darm.report import fmt, markdown_table
 
 
@@ -65,9 +69,6 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 def summarise(run_dir: Path) -> RunSummary:
     """What the run's last checkpoint and results.json say about it."""
-    from darm.checkpoint import read_record
-    from darm.outputs import finished
-
     path, record = read_record(run_dir / "last.json")
     data = record.get("data", {})
     test = None
@@ -93,10 +94,6 @@ def summarise(run_dir: Path) -> RunSummary:
 def counted_params(record: dict, path: Path) -> int | None:
     """The size of a network saved before darm recorded it, counted on the meta device (no
     memory, no weights read); None if its family cannot be built here (not imported)."""
-    import torch
-
-    from darm.checkpoint import model_of_record
-
     try:
         with torch.device("meta"):
             return model_of_record(record, path).num_params()

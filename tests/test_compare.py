@@ -181,12 +181,10 @@ def test_ctrl_c_in_a_family_keeps_the_steps_it_trained(during, tmp_path, monkeyp
 
 
 def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsys):
-    import darm.deps
-
     def broken(*args, **kw):
         raise RuntimeError()  # an empty message must not break the failure row either
 
-    monkeypatch.setattr(darm.deps, "checkpoint_maps", broken)
+    monkeypatch.setattr("darm.compare.checkpoint_maps", broken)
     out = tmp_path / "broken"
     args = ["compare", "--data", "digits", "--models", "markov", "--steps", "2",
             "--samples", "2", "--out", str(out), "--quiet", *tiny_sets("markov")]  # fmt: skip
@@ -195,13 +193,24 @@ def test_a_failure_after_training_keeps_the_numbers(tmp_path, monkeypatch, capsy
     assert family["status"] == "failed" and family["note"] == "RuntimeError"
     assert family["nats_per_example"] > 0 and family["steps"] == 2
     assert "markov failed: RuntimeError" in capsys.readouterr().out
+    monkeypatch.undo()  # the machine put right: only --retry-failed runs the family again
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert "(markov failed: --retry-failed runs them again)" in capsys.readouterr().out
+    assert main(["compare", "--out", str(out), "--resume", "--retry-failed", "--quiet"]) == 0
+    assert "markov: resuming from step 2 of 2" in capsys.readouterr().out  # no steps again
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["status"] == "done" and family["steps"] == 2
+    assert (out / "markov" / "deps.png").exists()
+
+
+def test_retry_failed_goes_with_resume(tmp_path, capsys):
+    assert main(["compare", "--retry-failed", "--out", str(tmp_path / "c")]) == 1
+    assert "--retry-failed goes with --resume" in capsys.readouterr().err
 
 
 def test_a_family_whose_training_fails_keeps_its_size_and_saved_step(tmp_path, monkeypatch, capsys):
-    import darm.train
     from darm.errors import DarmError
-
-    real = darm.train.train
+    from darm.train import train as real
 
     def diverging(model, name, *args, **kw):  # markov saves step 2, then its loss is NaN
         if name != "markov":
@@ -209,7 +218,7 @@ def test_a_family_whose_training_fails_keeps_its_size_and_saved_step(tmp_path, m
         real(model, name, *args, stop_at=2, **kw)
         raise DarmError("loss is nan at step 2; stopped")
 
-    monkeypatch.setattr(darm.train, "train", diverging)
+    monkeypatch.setattr("darm.compare.train", diverging)
     out = tmp_path / "nan"
     args = ["compare", "--data", "digits", "--models", "markov,bigram", "--steps", "4",
             "--out", str(out), "--quiet", "--samples", "2", *tiny_sets("markov")]  # fmt: skip

@@ -111,7 +111,6 @@ def test_a_picture_of_another_size_is_refused_in_one_line(tmp_path):
 
 
 def test_cli_completes_the_pictures_of_a_sample_grid(digits_run, tmp_path, monkeypatch, capsys):
-    import darm.complete
     from darm.plots import save_image_grid
 
     x = torch.randint(0, 17, (3, 8, 8), generator=torch.Generator().manual_seed(0))
@@ -123,7 +122,7 @@ def test_cli_completes_the_pictures_of_a_sample_grid(digits_run, tmp_path, monke
         seen["known"] = known
         return complete(model, known, *a, **kw)
 
-    monkeypatch.setattr(darm.complete, "complete", spy)
+    monkeypatch.setattr("darm.cli.complete.complete", spy)
     argv = ["complete", str(digits_run), "--input", str(tmp_path / "s.png"), "--label", "2"]
     assert main([*argv, "-n", "2", "--rows", "4", "--out", str(tmp_path / "c")]) == 0
     assert "top 4 of 8 rows of 3 images" in capsys.readouterr().out
@@ -131,8 +130,6 @@ def test_cli_completes_the_pictures_of_a_sample_grid(digits_run, tmp_path, monke
 
 
 def test_cli_complete_text_stops_at_the_end_symbol(tmp_path, monkeypatch, capsys):
-    import darm.complete
-
     out = tmp_path / "names"
     args = ["train", "--data", "names", "--model", "gru", "--set", "n_hidden=16", "--steps", "2"]
     assert main([*args, "--out", str(out), "--samples", "0", "--quiet"]) == 0
@@ -142,7 +139,7 @@ def test_cli_complete_text_stops_at_the_end_symbol(tmp_path, monkeypatch, capsys
         seen.update(kw)
         return complete(*a, **kw)
 
-    monkeypatch.setattr(darm.complete, "complete", spy)
+    monkeypatch.setattr("darm.cli.complete.complete", spy)
     assert main(["complete", str(out), "--input", "ma"]) == 0
     assert seen["stop_token"] == 0  # the names vocabulary's end symbol "\n"
 

@@ -12,6 +12,7 @@ import torch
 from darm.cli.parser import build_parser
 from darm.errors import DarmError, first_line
 from darm.interrupt import sigterm_interrupts
+from darm.models.registry import import_families
 
 __all__ = ["build_parser", "main"]
 
@@ -36,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.imports += args.imports_here  # before the command or after it
         if args.imports:
-            from darm.models.registry import import_families
-
             for spec in args.imports:
                 import_families(spec)
         with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does

@@ -6,7 +6,9 @@ import argparse
 
 import torch
 
+from darm.compare import default_models
 from darm.config import parse_assignments
+from darm.data import FORMATS
 from darm.errors import DarmError
 from darm.run import check_counts, model_overrides
 
@@ -112,8 +114,6 @@ def add_force_arg(p: argparse.ArgumentParser, flag: str) -> None:
 
 def add_family_data_args(p: argparse.ArgumentParser) -> None:
     """The data and the families of the commands that run every family: compare, bench."""
-    from darm.data import FORMATS
-
     p.add_argument("--data", default="digits", help="as for train (default: digits)")
     p.add_argument("--format", choices=FORMATS, help="as for train")
     p.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
@@ -159,8 +159,6 @@ def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
 
 def model_names(text: str | None, data) -> list[str]:
     """--models as a list (default: compare's families for this data), each named once."""
-    from darm.compare import default_models
-
     if text is None:
         return default_models(data)
     names = [m.strip() for m in text.split(",") if m.strip()]

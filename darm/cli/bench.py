@@ -7,15 +7,14 @@ import math
 import os
 import sys
 
+from darm.bench import bench, setting, speed_table
 from darm.cli.args import device_of, family_overrides, model_names
 from darm.errors import DarmError
 from darm.run import check_counts, check_data_options, load_training_data
+from darm.train import TrainConfig, bf16_warning
 
 
 def cmd_bench(args) -> None:
-    from darm.bench import bench, setting, speed_table
-    from darm.train import TrainConfig, bf16_warning
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DarmError("bench runs in one process")
     check_counts(args, batch_size=1, n=1, threads=1)

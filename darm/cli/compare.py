@@ -10,21 +10,29 @@ import shlex
 from pathlib import Path
 
 from darm.cli.args import device_of, family_overrides, model_names
+from darm.compare import CompareOptions, compare, read_comparison, unfinished
+from darm.config import typed_fields
+from darm.data import BUILTIN
 from darm.errors import DarmError
+from darm.models import get_entry
+from darm.models.registry import import_families
 from darm.run import check_counts, check_data_options, load_training_data
 from darm.runs import in_folder
 
 
 def cmd_compare(args) -> None:
-    from darm.compare import CompareOptions, compare, unfinished
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DarmError("compare runs in one process; use torchrun with `darm train`")
     before = None  # the report of the comparison --resume continues
+    if args.retry_failed and not args.resume:
+        raise DarmError("--retry-failed goes with --resume (it retries a comparison's failures)")
     if args.resume:
         args, before = resumed_args(args)
-        if not unfinished(before):
-            print(f"every family of the comparison in {args.out} has finished: nothing to do")
+        if not unfinished(before, args.retry_failed):
+            failed = [n for n, r in before["families"].items() if r.status == "failed"]
+            retry = f" ({', '.join(failed)} failed: --retry-failed runs them again)"
+            print(f"every family of the comparison in {args.out} has finished: nothing to do"
+                  + (retry if failed else ""))  # fmt: skip
             return
     if args.budget is None and args.steps is None:
         args.budget = 300.0
@@ -52,6 +60,7 @@ def cmd_compare(args) -> None:
         command=before["command"] if before else compare_command(args, names, overrides),
         cwd=(before or {}).get("cwd") or os.getcwd(),  # where the command runs (ran)
         invocation=in_folder(os.getcwd(), shlex.join(["darm", *args.argv])),
+        retry_failed=args.retry_failed,
     )
     print(data.summary())
     results = compare(data, opts, device, before)
@@ -90,7 +99,7 @@ def compare_command(args, names: list[str], overrides: dict[str, dict]) -> str:
 
 # options of this command line rather than of the comparison: --resume takes them from it
 # (their defaults where not given: a comparison begun on a GPU may go on on a CPU)
-RESUME_OWN = ("out", "quiet", "resume", "threads", "device")
+RESUME_OWN = ("out", "quiet", "resume", "retry_failed", "threads", "device")
 # the data's options are checked by what they read (the examples' digest, in compare), not as
 # typed: a default given explicitly (--data-seed 42), a file named from another folder
 DATA_OPTIONS = ("data", "format", "block", "levels", "data_seed")
@@ -102,9 +111,6 @@ def resumed_args(args) -> tuple[argparse.Namespace, dict]:
     imported), and its report (read_comparison). An option given again must repeat the
     comparison's; one that would change it is refused, not ignored."""
     from darm.cli.parser import build_parser  # (which imports this module)
-    from darm.compare import read_comparison
-    from darm.data import BUILTIN
-    from darm.models.registry import import_families
 
     out = report_folder(args)
     before = read_comparison(out)
@@ -157,9 +163,6 @@ def same_option(dest: str, mine, theirs) -> bool:
 
 
 def typed_sets(assignments: list[str] | None) -> dict[str, dict]:
-    from darm.config import typed_fields
-    from darm.models import get_entry
-
     overrides = family_overrides(assignments)
     return {
         m: typed_fields(get_entry(m).config_cls, f, f"{m} config") for m, f in overrides.items()

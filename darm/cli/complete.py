@@ -8,7 +8,10 @@ from pathlib import Path
 
 import torch
 
+from darm.checkpoint import load_checkpoint
 from darm.cli.args import check_sampling_args, device_of
+from darm.complete import complete, completion_view, marked_view, read_images, save_completion_grid
+from darm.data import load_from_source
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.outputs import (
@@ -40,9 +43,6 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
     file one picture, or a sample grid's), else one list of known symbols per --input (a WAV
     clip's levels, a text's symbols, an array's integers); without --input, the first --count
     examples of the test split and their labels."""
-    from darm.complete import read_images
-    from darm.data import load_from_source
-
     shape = meta.get("image_shape")
     if args.input and shape:
         L = model.vocab_size
@@ -100,8 +100,6 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
 def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
     """-n completions of every prefix, (N, n, length): one batch when the prefixes share a
     length, else input by input."""
-    from darm.complete import complete
-
     kept = max(map(len, known.prefixes))
     if args.length is not None and args.length < kept:
         raise DarmError(f"--length {args.length} is shorter than the {kept} dimensions kept")
@@ -132,9 +130,6 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
 
 def cmd_complete(args) -> None:
     """Keep the first rows (or dimensions) of each input and sample the rest, -n times."""
-    from darm.checkpoint import load_checkpoint
-    from darm.complete import completion_view, marked_view, save_completion_grid
-
     check_sampling_args(args)
     check_counts(args, count=1)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))

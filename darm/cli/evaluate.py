@@ -6,24 +6,25 @@ import json
 import sys
 from pathlib import Path
 
+from darm.checkpoint import load_checkpoint
 from darm.cli.args import device_of
+from darm.complete import read_images
+from darm.data import SPLITS, load_from_source, same_data
+from darm.data.arrays import make_dataset
+from darm.data.images import IMAGE_SUFFIXES
 from darm.errors import DarmError
+from darm.metrics import NLL, example_nats, units
 from darm.outputs import check_file_target, label_tensor, print_nll, write_per_example
 from darm.run import check_counts, check_fits, read_like
 
 
 def is_picture_file(spec: str) -> bool:
-    from darm.data.images import IMAGE_SUFFIXES
-
     return Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
 
 
 def pictures(path: Path, model, meta: dict):
     """A picture file as test data for an image model: the picture, or each picture of a
     grid `darm sample` wrote (as `complete --input` reads them)."""
-    from darm.complete import read_images
-    from darm.data.arrays import make_dataset
-
     shape = tuple(meta["image_shape"])
     x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
     empty = x[:0]
@@ -39,10 +40,6 @@ def pictures(path: Path, model, meta: dict):
 
 
 def cmd_eval(args) -> None:
-    from darm.checkpoint import load_checkpoint
-    from darm.data import SPLITS, load_from_source, same_data
-    from darm.metrics import NLL, example_nats, units
-
     check_counts(args, batch_size=1)
     if args.per_example:
         if Path(args.per_example).suffix.lower() != ".csv":  # never over a checkpoint or data

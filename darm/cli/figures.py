@@ -7,9 +7,13 @@ import csv
 import os
 from pathlib import Path
 
+from darm.checkpoint import load_checkpoint
 from darm.cli.args import device_of
+from darm.data import load_from_source
+from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 from darm.errors import DarmError, first_line
 from darm.outputs import checked_png
+from darm.plots import plot_loss_curves, read_log
 
 
 def parse_pixel(text: str) -> tuple[int, int]:
@@ -23,8 +27,6 @@ def parse_pixel(text: str) -> tuple[int, int]:
 
 def cmd_plot(args) -> None:
     """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
-    from darm.plots import plot_loss_curves, read_log
-
     curves = {}
     for run in map(Path, args.runs):
         log = run / "log.csv" if run.is_dir() else run
@@ -54,10 +56,6 @@ def cmd_plot(args) -> None:
 
 
 def cmd_deps(args) -> None:
-    from darm.checkpoint import load_checkpoint
-    from darm.data import load_from_source
-    from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
-
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from darm.data import BUILTIN
+from darm.models import config_fields, get_entry, list_models
 from darm.run import DATA_FIELDS
+from darm.runs import show_runs
 
 
 def cmd_models(args) -> None:
-    from darm.models import config_fields, get_entry, list_models
-
     names = list_models()
     width = max(map(len, names))
     family_width = max(len(get_entry(n).family) for n in names) + 2
@@ -23,8 +24,6 @@ def cmd_models(args) -> None:
 
 
 def cmd_data(args) -> None:
-    from darm.data import BUILTIN
-
     width = max(map(len, BUILTIN))
     for name, doc in BUILTIN.items():
         print(f"{name:{width}s}  {doc}")
@@ -35,7 +34,5 @@ def cmd_data(args) -> None:
 
 
 def cmd_runs(args) -> None:
-    from darm.runs import show_runs
-
     style = "json" if args.json else "markdown" if args.markdown else "plain"
     print(show_runs([Path(f) for f in args.folders or ["runs"]], style, args.sort))

@@ -23,6 +23,8 @@ from darm.cli.figures import cmd_deps, cmd_plot, parse_pixel
 from darm.cli.listings import cmd_data, cmd_models, cmd_runs
 from darm.cli.sample import cmd_sample
 from darm.cli.train import cmd_train
+from darm.data import FORMATS, SPLITS
+from darm.train import DTYPES, TrainConfig
 
 EPILOG = """examples:
   darm train                                  # gpt on the bundled 8x8 digits, 2000 steps
@@ -68,9 +70,6 @@ TRAIN_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from darm.data import FORMATS, SPLITS
-    from darm.train import DTYPES, TrainConfig
-
     p = Parser(
         prog="darm",
         description="Deep autoregressive models: p(x) = prod_d p(x_d | x_<d), one shared "
@@ -356,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted comparison in --out: finished families are kept, the "
         "interrupted one trains on from its last checkpoint, the rest run; its options are "
         "read from its report (repeat them or leave them out)",
+    )
+    c.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run the failed families again too (from their last checkpoint "
+        "where they kept one), as after running out of memory or disk",
     )
     add_device_arg(c)
     c.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from darm.checkpoint import load_checkpoint
 from darm.cli.args import check_sampling_args, device_of
 from darm.outputs import checked_stem, write_samples
 
 
 def cmd_sample(args) -> None:
-    from darm.checkpoint import load_checkpoint
-
     check_sampling_args(args)
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     stem = checked_stem(args.out, path.parent / "samples", record["data"], args.force)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from darm import distributed
 from darm.cli.args import device_named
 from darm.run import train_run
 
 
 def cmd_train(args) -> None:
     """One process, or one rank of `torchrun --nproc_per_node=N -m darm train ...`."""
-    from darm import distributed
-
     device = distributed.rank_device(device_named(args.device), distributed.env_context())
     ctx = distributed.init(device)
     try:
