@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import tempfile
 from pathlib import Path
@@ -50,7 +51,10 @@ def atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except SafetensorError as e:  # a full disk, say, in safetensors' words: the system's
+            raise system_error(e, path) from None
         # mkstemp makes 0600, and a writer may make its own file anew (safetensors does):
         # the finished file gets the usual permissions
         os.chmod(tmp, 0o666 & ~_umask())
@@ -61,6 +65,16 @@ def atomic_write(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+def system_error(e: SafetensorError, path: Path) -> Exception:
+    """safetensors' failure to write as the OSError it wraps ("... (os error 28)"), so the
+    command says "No space left on device: PATH" in one line as for any other file."""
+    code = re.search(r"\(os error (\d+)\)", str(e))
+    if code:
+        errno = int(code.group(1))
+        return OSError(errno, os.strerror(errno), str(path))
+    return DarmError(f"cannot write {path}: {e}")
 
 
 def check_writable(path: Path) -> None:

@@ -431,6 +431,15 @@ def unfinished(report: dict[str, Any], retry_failed: bool = False) -> list[str]:
     return [n for n, r in report["families"].items() if r.status not in keep]
 
 
+def check_new_report(out: Path) -> None:
+    """A new comparison does not write over another's report."""
+    if (out / "results.json").exists():
+        raise DarmError(
+            f"{out} already holds a comparison (results.json); continue it (--resume), "
+            f"or choose another --out, or remove the old one"
+        )
+
+
 def with_not_run(results: list[FamilyResult], names: list[str]) -> list[FamilyResult]:
     """The report's rows: the families so far, then a "not run" row for each name left."""
     return list(results) + [FamilyResult(n, "not run") for n in names]
@@ -469,11 +478,8 @@ def compare_families(
                 f"ran on: a data option (--data, --format, --block, --levels, --data-seed) "
                 f"differs, or the file has changed since"
             )
-    elif (opts.out / "results.json").exists():  # another comparison's report
-        raise DarmError(
-            f"{opts.out} already holds a comparison (results.json); continue it (--resume), "
-            f"or choose another --out, or remove the old one"
-        )
+    else:
+        check_new_report(opts.out)
     busy = [n for n in names if n not in previous and (opts.out / n / "last.json").exists()]
     if busy:
         raise DarmError(

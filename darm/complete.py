@@ -26,13 +26,16 @@ def complete(
     num_dims: int | None = None,
     **sampling,
 ) -> torch.Tensor:
-    """known: (N, P) first dimensions of N examples -> (N, k, D): k completions of each,
-    D = num_dims (default: the model's D; past it for a model that has no limit)."""
-    N, D = known.shape[0], num_dims or model.num_dims
-    prefix = known.repeat_interleave(k, dim=0)  # (N*k, P): example n's copies together
+    """known: (N, P) first dimensions of N examples (an image model's top rows may also come
+    as (N, rows, W, C)) -> k completions of each, shaped as `sample` shapes them: (N, k,
+    *event_shape), or (N, k, num_dims) when a length is given (past the model's D for a
+    model that has no limit)."""
+    N = known.shape[0]
+    prefix = known.repeat_interleave(k, dim=0)  # (N*k, P...): example n's copies together
     cond = None if cond is None else cond.repeat_interleave(k, dim=0)  # (N*k, ...)
-    x = sample(model, N * k, cond=cond, prefix=prefix, num_dims=D, generator=generator, **sampling)
-    return x.view(N, k, D)
+    x = sample(model, N * k, cond=cond, prefix=prefix, num_dims=num_dims, generator=generator,
+               **sampling)  # fmt: skip
+    return x.view(N, k, *x.shape[1:])  # (N*k, ...) -> (N, k, ...)
 
 
 def completion_view(known: list, completions: list, vocab, eos: int) -> str:

@@ -79,6 +79,8 @@ def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") 
     values = typed_fields(cls, overrides, what)
     try:
         return cls(**values)
+    except DarmError:
+        raise
     except ValueError as e:  # a __post_init__ check across fields
         raise DarmError(f"{what}: {e}") from None
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from darm.models.base import ARModel, as_symbols, check_inputs, eval_mode
+from darm.models.base import ARModel, as_symbols, check_inputs, check_shape, eval_mode
 
 # what one example and one dimension are called, per kind of data
 EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
@@ -42,6 +42,7 @@ def log_prob(
     nll_per_dim.)"""
     x = as_symbols(x, "x (one-hot inputs go to model(x))")
     cond = as_symbols(cond, "label")
+    check_shape(model, x, mask)
     check_inputs(model, x, cond)
     with eval_mode(model):
         return _log_prob(model, x, cond, mask)
@@ -95,6 +96,9 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     MNIST images take minutes on a CPU), cleared when done."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if not hasattr(split, "iter_batches"):
+        raise TypeError(f"split must be a darm.data split, e.g. data['test'], got "
+                        f"{type(split).__name__} (a tensor of examples: log_prob)")  # fmt: skip
     if len(split) == 0:
         raise ValueError("the split is empty: there is nothing to score")
     nats = []  # per batch, on the device: read once at the end
@@ -109,6 +113,8 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
                 y = y.to(device)
             else:
                 y = None
+            check_shape(model, x, mask)  # on the host, as the data comes: no device sync
+            check_inputs(model, x, None)
             x = x.to(device)
             mask = None if mask is None else mask.to(device)
             nats.append(-_log_prob(model, x, y, mask).double())

@@ -159,7 +159,9 @@ def write_samples(
         prefix = torch.tensor([read_prefix(prompt, model, meta, "--prompt")] * n)  # (n, P)
     if length is not None and meta.get("image_shape") and length != model.num_dims:
         raise DarmError(f"--length: an image model draws whole images of {model.num_dims} values")
-    D = length or default_length(model, meta, 0 if prefix is None else prefix.shape[1])
+    kept = 0 if prefix is None else prefix.shape[1]
+    check_prompt_fits(model, meta, kept, length, "--prompt")
+    D = length or default_length(model, meta, kept)
     gen = torch.Generator(device=device).manual_seed(seed)
     try:
         x = sample(
@@ -186,7 +188,7 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
     integers separated by spaces for arrays."""
     vocab = saved_vocab(meta)
     if vocab is not None:
-        return vocab.encode(text)
+        return vocab.encode(text, flag)
     if meta.get("kind") == "audio":  # a clip to go on from
         levels = wav_levels(Path(text), meta["source"]["sample_rate"])
         check_clip_fits(model, len(levels), meta, text)
@@ -209,6 +211,22 @@ def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
             f"most {limit} ({limit / rate:.3f} s): give a shorter clip, or use a model without "
             f"a context limit (wavenet, rnn)"
         )
+
+
+def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: str) -> None:
+    """A prompt longer than the samples would be: refused naming the way on (--length) where
+    the model has one, else the model's limit."""
+    D = length or default_length(model, meta, kept)
+    if kept <= D:
+        return
+    if length is not None:
+        raise DarmError(f"--length {length} is shorter than the {kept} symbols of {flag}")
+    if model.max_dims is None:  # a window, a recurrent state, conv queues: it goes on
+        raise DarmError(
+            f"{flag} has {kept} symbols, more than the {D} a sample has by default: give "
+            f"--length (over {kept}; this {model.family} goes on past D={D})"
+        )
+    raise DarmError(f"{flag} has {kept} symbols; this {model.family} sees at most {D}")
 
 
 def default_length(model, meta: dict, kept: int) -> int:

@@ -22,6 +22,8 @@ from darm.interrupt import Stopped
 from darm.outputs import finish_run, finished
 from darm.runs import in_folder
 
+DEFAULT_SAMPLES = 64  # drawn at the end of a run unless --samples says otherwise
+
 
 def train_run(args, device, ctx) -> None:
     from darm import distributed
@@ -49,8 +51,11 @@ def train_run(args, device, ctx) -> None:
         if getattr(args, f.name, None) is not None
     }
     init = None  # a new run's record of where its weights came from (--init)
+    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     if args.resume:
         path, record = read_record(run_dir / "last.json")
+        if args.samples is None:  # as the run was started (or last resumed) with
+            samples = recorded_samples(record)
         check_resume_matches(args, record, path.parent)
         meta = record["data"]
         data = load_from_source(meta, record["config"]["seq_len"], path.parent, changed="refuse")
@@ -84,7 +89,10 @@ def train_run(args, device, ctx) -> None:
                 f"nothing to do; --resume --steps N trains on"
             )
             return
-        say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
+        if cfg.steps == record["step"]:  # stopped in its test pass
+            say(f"{run_dir} has trained all {cfg.steps} steps: testing it")
+        else:
+            say(f"resuming {model_name} from step {record['step']} of {cfg.steps} in {run_dir}")
         if note := resume_changes(old, cfg, record["step"]):
             say(note)
         resume = (path, record)
@@ -126,7 +134,9 @@ def train_run(args, device, ctx) -> None:
         if note := plan.note(args.budget, cfg.valid_examples):
             say(note)
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
-    say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
+    to_train = resume is None or cfg.steps > resume[1]["step"]  # else stopped in its test pass
+    if to_train:
+        say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
     if warning := bf16_warning(cfg, device):
         say(warning, file=sys.stderr)
     state = train(
@@ -141,8 +151,10 @@ def train_run(args, device, ctx) -> None:
         plan=plan,
         init=init,  # (a resumed run keeps its record's)
         command=invocation(args, ctx),
+        finish={"samples": samples},
     )
-    say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+    if to_train:
+        say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
     step, steps = state["step"], state["steps"]
     if step < steps:  # --budget ran out first
         say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
@@ -154,7 +166,7 @@ def train_run(args, device, ctx) -> None:
     distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
     if ctx.is_main:
         try:
-            finish_run(run_dir, data, device, args.samples, cfg.seed, not args.quiet)
+            finish_run(run_dir, data, device, samples, cfg.seed, not args.quiet)
         except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
             signum = getattr(e, "signum", signal.SIGINT)
             then = "tests it" if step == steps else "trains the rest and tests it"
@@ -163,6 +175,14 @@ def train_run(args, device, ctx) -> None:
                 f"--resume {then}",
                 signum,
             ) from None
+
+
+def recorded_samples(record: dict) -> int:
+    """The samples a run draws at its end, as its checkpoint records them (an older darm's
+    records none: the default)."""
+    finish = record.get("finish")
+    samples = finish.get("samples") if isinstance(finish, dict) else None
+    return samples if isinstance(samples, int) and samples >= 0 else DEFAULT_SAMPLES
 
 
 def memory_bytes(device: torch.device) -> int | None:
@@ -339,10 +359,13 @@ def check_fits(data, model, path, meta: dict | None = None, scoring: bool = True
         raise DarmError(
             f"{data.name} is {rate} Hz audio; {path} was trained on {trained_rate} Hz audio"
         )
-    if data.vocab_size != model.vocab_size or data.seq_len != model.num_dims:
+    # only what differs: data read for a checkpoint is padded to its D where it can be
+    ours = {"L": (data.vocab_size, model.vocab_size), "D": (data.seq_len, model.num_dims)}
+    differ = {k: v for k, v in ours.items() if v[0] != v[1]}
+    if differ:
         raise DarmError(
-            f"{data.name} has L={data.vocab_size}, D={data.seq_len}; {path} was trained with "
-            f"L={model.vocab_size}, D={model.num_dims}"
+            f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "
+            f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}"
         )
     # a file's class count is its largest label + 1: fewer classes than the model's is fine
     if model.num_classes and not 1 <= data.num_classes <= model.num_classes:
@@ -374,8 +397,8 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
 
     def refuse(option: str, value, theirs) -> None:
         raise DarmError(
-            f"--resume continues the run as it was: {option} {value} differs from its "
-            f"{theirs} (--init starts a new run from its weights)"
+            f"--resume continues the run as it was: {option}{f' {value}' if value else ''} "
+            f"differs from its {theirs} (--init starts a new run from its weights)"
         )
 
     name, config = record["model"], record["config"]

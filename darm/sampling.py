@@ -62,6 +62,14 @@ def filter_logits(
     return logits
 
 
+def check_count(value, name: str) -> None:
+    """A count (samples, dimensions): a positive integer (numpy's too), not 2.0 or True."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def sample(
     model: ARModel,
     n: int,
@@ -100,8 +108,13 @@ def sample(
             return drawn[:, 0].to(probs.device)
         return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
-    if num_dims is not None and num_dims < 1:
-        raise ValueError(f"num_dims must be >= 1, got {num_dims}")
+    check_count(n, "n")
+    if num_dims is not None:
+        check_count(num_dims, "num_dims")
+    if stop_token is not None and not 0 <= stop_token < model.vocab_size:
+        raise ValueError(f"stop_token {stop_token} is outside 0..{model.vocab_size - 1}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     prefix, cond = as_symbols(prefix, "prefix"), as_symbols(cond, "cond")
     if cond is not None and cond.dim() == 0:
         cond = cond.expand(n)  # one label for every sample

@@ -130,8 +130,8 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
         if not 0 <= getattr(cfg, name) < 1:
             raise DarmError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     for name in ("warmup", "weight_decay", "grad_clip"):
-        if getattr(cfg, name) < 0:
-            raise DarmError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+        if not 0 <= getattr(cfg, name) < math.inf:  # nan too: `> 0` would switch clipping off
+            raise DarmError(f"{name} must be >= 0 and finite, got {getattr(cfg, name)}")
     if cfg.steps % cfg.cycles:
         raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
     if cfg.warmup and cfg.warmup >= cfg.steps // cfg.cycles:
@@ -290,7 +290,8 @@ def make_optimizer(model: ARModel, cfg: TrainConfig) -> torch.optim.AdamW:
 # what a run writes in its folder besides checkpoints (last.json is checked on its own)
 RUN_FILES = (
     "log.csv", "loss.png", "results.json", "samples.png", "samples.txt", "samples.wav",
-    "best.json", "best.safetensors", "last.safetensors",
+    "best.json", "best.safetensors", "last.safetensors", "best.optim.safetensors",
+    "last.optim.safetensors",
 )  # fmt: skip
 
 
@@ -305,7 +306,8 @@ def check_new_run_dir(run_dir: Path) -> None:
             f"resume_from) or train into another folder"
         )
     taken = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if taken and not has_run_log(run_dir):
+    retry = taken == ["log.csv"] and has_run_log(run_dir)  # its own log alone: nothing else
+    if taken and not retry:
         raise DarmError(
             f"{run_dir} already holds {', '.join(taken)}, which a new run would overwrite; "
             f"choose another --out (or delete them)"
@@ -453,6 +455,7 @@ def train(
     plan: Plan | None = None,
     init: dict[str, Any] | None = None,
     command: str | None = None,
+    finish: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluating on the validation split and checkpointing every eval_every steps.
 
@@ -466,7 +469,9 @@ def train(
     fine-tuning run's weights came from (that checkpoint's path, step, weights' hash), in
     every checkpoint (a resumed run keeps its own record's). command: the command line
     that runs this (`darm runs` shows them: the start, then each resume; None, from Python).
-    Returns the final training state (step, the steps and training config as last planned,
+    finish: what the command does once training ends (`darm train`: the samples it draws),
+    kept in every checkpoint so that a resumed run ends the same way (a resume's own replaces
+    it). Returns the final training state (step, the steps and training config as last planned,
     best validation NLL, wall time, tokens/s, the first step's seconds). The model is left
     in training mode with its training weights: with cfg.ema, the average that validation
     scored is in the checkpoints (`load_checkpoint(run_dir)`).
@@ -493,6 +498,7 @@ def train(
         commands = [*resume_from[1].get("commands", [None]), *([command] if command else [])]
         stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
         init = resume_from[1].get("init", UNRECORDED)  # (an older darm's: unknown, and stays so)
+        finish = resume_from[1].get("finish") if finish is None else finish
     start, best, before = stand.step, stand.best, stand.before
     average, running = stand.average, stand.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
@@ -534,6 +540,7 @@ def train(
             "data": data_record,
             **({} if init is UNRECORDED else {"init": init}),  # None: from new weights
             "commands": commands,
+            **({} if finish is None else {"finish": finish}),
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 

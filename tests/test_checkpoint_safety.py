@@ -146,3 +146,21 @@ def test_pickle_as_weights_is_refused(bad, capsys):
     torch.save(load_file(bad / "best.safetensors"), bad / "best.safetensors")
     rehash(bad)
     one_line_error(capsys, main(["eval", str(bad)]), needle="cannot read")
+
+
+def test_a_full_disk_under_safetensors_is_the_systems_error(tmp_path):
+    """safetensors wraps a failed write in its own exception: it comes out as the OSError,
+    which the command line says in one line, and no temporary file is left behind."""
+    from safetensors import SafetensorError
+
+    from darm.checkpoint import atomic_write
+
+    def full(tmp):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                              "(os error 28)")  # fmt: skip
+
+    path = tmp_path / "last.safetensors"
+    with pytest.raises(OSError) as e:
+        atomic_write(path, full)
+    assert e.value.errno == 28 and e.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []

@@ -239,7 +239,7 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(names_file, tmp_path, capsys
     [
         (["--set", "n_hidden=8"], "--set n_hidden=8 differs from its n_hidden=16"),
         (["--model", "gru"], "--model gru differs from its model markov"),
-        (["--conditional"], "unconditional model"),
+        (["--conditional"], "--conditional differs from its unconditional model"),
         (["--format", "corpus"], "--format corpus differs from its data's format lines"),
         (["--data", "names"], "--data names differs from its data"),
         (["--levels", "5"], "--levels 5 differs from its data, which takes no --levels"),
@@ -303,7 +303,7 @@ def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
         (["--set", "n_layers=2"], "unknown --set field(s) n_layers"),
         (["--model", "gpt"], "holds a markov, not a gpt"),
         (["--resume"], "last.json"),
-        (["--data", "digits"], "was trained with L="),
+        (["--data", "digits"], "was trained with D="),
     ],
 )
 def test_init_bad_input(run, extra, needle, tmp_path, capsys):
@@ -528,8 +528,11 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         # training options
         (["train", "--beta2", "1.5"], 1, "beta2 must be in [0, 1)"),
         (["train", "--lr", "-1"], 1, "lr must be finite and >= 0"),
-        (["train", "--data", ""], 2, "argument --data: expected a dataset or a path"),
-        (["eval", "run", "--data", ""], 2, "argument --data: expected a dataset or a path"),
+        (["train", "--data", ""], 2, "argument --data: expected a path, got ''"),
+        (["eval", "run", "--data", ""], 2, "argument --data: expected a path, got ''"),
+        (["sample", "run", "--out", ""], 2, "argument --out: expected a path, got ''"),
+        (["eval", "run", "--per-example", ""], 2, "argument --per-example: expected a path"),
+        (["train", "--init", ""], 2, "argument --init: expected a path, got ''"),
         (["sample", "run", "--temperature", "nan"], 1, "--temperature must be > 0, got nan"),
         (["complete", "run", "--top-p", "0"], 1, "--top-p must be in (0, 1], got 0.0"),
         (["complete", "run", "--length", "0"], 1, "--length must be >= 1, got 0"),
@@ -543,9 +546,13 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["compare", "--seed", str(2**64)], 2, "a seed is in -2**63..2**64-1"),
         (["train", "--min-lr", "-1"], 1, "min_lr must be in [0, lr="),
         (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
+        (["train", "--grad-clip", "nan"], 1, "grad_clip must be >= 0"),
         (["train", "--log-every", "0"], 1, "log_every must be >= 1"),
         (["train", "--device", "gpu"], 1, "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
         (["sample", "x", "--device", "tpu"], 1, "--device must be auto, cpu, cuda or cuda:N"),
+        (["eval", "x", "--device", "meta"], 1, "--device must be auto, cpu, cuda or cuda:N"),
+        (["train", "--device", "xpu"], 1, "--device must be auto, cpu, cuda or cuda:N"),
+        (["train", "--device", "cpu:1"], 1, "--device must be auto, cpu, cuda or cuda:N"),
         (["train", "--stpes", "3"], 2, "unrecognized arguments: --stpes 3 (see darm train --help)"),
         (["train", "--threads", "-1"], 1, "--threads must be >= 1"),
         (["train", "--samples", "-1"], 1, "--samples must be >= 0"),
@@ -597,9 +604,23 @@ def test_tiny_data_gets_every_split(tmp_path, capsys):
         assert json.loads((out / "results.json").read_text())["examples"] >= 1
 
 
+def test_a_prompt_longer_than_d_names_length_where_the_model_goes_on(tmp_path, capsys):
+    long = "abcdefghijklmnopqrst"  # 20 symbols; names are D = 16
+    for model, err in [("bigram", "more than the 16 a sample has by default: give --length"),
+                       ("gpt", "--prompt has 20 symbols; this gpt sees at most 16")]:  # fmt: skip
+        out = tmp_path / model
+        args = ["train", "--data", "names", "--model", model, "--set", "n_embd=8", "--steps", "1"]
+        assert main([*args, "--samples", "0", "--quiet", "--out", str(out)]) == 0
+        one_line_error(capsys, main(["sample", str(out), "--prompt", long]), 1, err)
+    one_line_error(capsys, main(["complete", str(tmp_path / "bigram"), "--input", long]), 1,
+                   "--input has 20 symbols, more than the 16")  # fmt: skip
+    assert main(["sample", str(tmp_path / "bigram"), "--prompt", long, "--length", "24"]) == 0
+    assert capsys.readouterr().out.startswith(long)
+
+
 def test_prompt_outside_vocabulary(run, capsys):
     code = main(["sample", str(run), "--prompt", "an!", "--out", str(run / "x")])
-    one_line_error(capsys, code, needle="'!' is not in the vocabulary")
+    one_line_error(capsys, code, needle="--prompt: symbol '!' (position 3) is not in the vocab")
 
 
 def test_corrupt_checkpoint(run, tmp_path, capsys):
@@ -763,9 +784,21 @@ def test_a_model_too_big_for_memory_is_refused_in_one_line(tmp_path, capsys, mon
 
 
 def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
-    # a text model and the digits: L and D differ; no word of a --levels nobody passed
-    err = one_line_error(capsys, main(["eval", str(run), "--data", "digits"]), 1, "digits has L=17")
-    assert "--levels" not in err
+    # a text model and the digits (read at the model's L): D differs; no word of a --levels
+    # nobody passed, nor of the L that matches
+    err = one_line_error(
+        capsys, main(["eval", str(run), "--data", "digits"]), 1, "digits has D=64;"
+    )
+    assert "--levels" not in err and "L=" not in err
+
+
+def test_init_from_other_data_names_only_what_differs(tmp_path, capsys):
+    digits = tmp_path / "digits"
+    args = ["train", "--model", "bigram", "--steps", "1", "--samples", "0", "--quiet"]
+    assert main([*args, "--out", str(digits)]) == 0
+    argv = [*args, "--init", str(digits), "--data", "names", "--out", str(tmp_path / "ft")]
+    err = one_line_error(capsys, main(argv), 1, "names has L=27; ")
+    assert err.endswith("was trained with L=17") and "D=" not in err  # names read as D=64
 
 
 def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, capsys):
@@ -867,7 +900,9 @@ def test_out_of_memory_is_one_line(run, capsys, monkeypatch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: cannot")
 
     monkeypatch.setattr("darm.outputs.save_samples", allocate)
-    one_line_error(capsys, main(["sample", str(run), "-n", "1"]), 1, "out of memory")
+    one_line_error(
+        capsys, main(["sample", str(run), "-n", "1"]), 1, "out of memory (try a smaller -n): "
+    )
 
 
 def test_labels_by_name_before_number():
@@ -921,6 +956,18 @@ def test_a_new_run_does_not_overwrite_files_already_in_its_folder(names_file, tm
                                  "elapsed_s\n")  # fmt: skip
     assert main(argv) == 0
     assert (out / "notes.md").read_text() == "keep"
+    # but not when another run's best checkpoint and results sit beside its own log
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("log.csv", "best.json", "results.json"):
+        (other / name).write_bytes((out / name).read_bytes())
+    argv[argv.index(str(out))] = str(other)
+    one_line_error(capsys, main(argv), 1, "already holds log.csv, results.json, best.json, ")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "last.optim.safetensors").write_text("keep")  # an optimiser state: a run's file
+    argv[argv.index(str(other))] = str(lone)
+    one_line_error(capsys, main(argv), 1, "already holds last.optim.safetensors")
 
 
 @pytest.mark.parametrize(

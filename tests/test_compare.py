@@ -285,8 +285,11 @@ def test_budget_plans_steps_and_audio(tmp_path):
 )
 def test_bad_compare_input(tmp_path, capsys, extra, needle):
     code = main(["compare", "--steps", "1", "--out", str(tmp_path / "x"), "--quiet", *extra])
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and needle in err, err
+    if "nope" in extra[1] or "bigram,bigram" in extra:  # refused before the data is read
+        assert out == "", out
 
 
 @pytest.mark.parametrize("command", ["compare", "train"])
@@ -338,7 +341,9 @@ def test_refuses_to_overwrite(digits_report, capsys):
     report = (digits_report / "report.md").read_text()
     for models in ("markov", "bigram"):  # one it ran, one it did not
         code = main(["compare", "--models", models, "--steps", "1", "--out", str(digits_report)])
-        one_line_error(capsys, code, 1, "already holds a comparison (results.json); continue")
+        out, err = capsys.readouterr()
+        assert code == 1 and out == ""  # refused before the data is read
+        assert err.startswith("darm compare: error: ") and "already holds a comparison" in err
     assert (digits_report / "report.md").read_text() == report
     assert not (digits_report / "bigram").exists()
 

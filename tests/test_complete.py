@@ -18,9 +18,21 @@ def test_complete_keeps_the_known_part(name):
     D = model.num_dims
     known = torch.randint(0, 5, (3, D // 2))
     x = complete(model, known, 4, generator=torch.Generator().manual_seed(0))
-    assert x.shape == (3, 4, D)
+    assert x.shape == (3, 4, *model.event_shape)  # as `sample` shapes them: images as images
+    x = x.reshape(3, 4, D)  # (3, 4, *event_shape) -> (3, 4, D)
     assert torch.equal(x[:, :, : D // 2], known[:, None].expand(3, 4, D // 2))
     assert len({tuple(r) for r in x[:, :, D // 2 :].reshape(12, -1).tolist()}) > 1
+
+
+def test_complete_takes_an_images_top_rows_as_rows():
+    model = tiny_model("gated_pixelcnn@3x2x1")  # H=3, W=2, C=1
+    top = torch.randint(0, 5, (2, 1, 2, 1))  # (N, rows, W, C): the top row of 2 images
+    x = complete(model, top, 3, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 3, 2, 1) and torch.equal(
+        x[:, :, :1], top[:, None].expand_as(x[:, :, :1])
+    )
+    flat = complete(model, top.reshape(2, 2), 3, num_dims=6)  # a length given: flat rows
+    assert flat.shape == (2, 3, 6)
 
 
 @pytest.fixture(scope="module")

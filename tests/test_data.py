@@ -179,11 +179,35 @@ def test_a_bom_is_not_a_symbol_and_text_is_not_an_array(tmp_path):
 def test_vocabulary_rejects_unknown_symbols():
     v = Vocabulary.from_text(["abc"], eos=True)
     assert v.decode(v.encode("cab")) == "cab"
-    with pytest.raises(DarmError, match="'z' is not in the vocabulary"):
+    with pytest.raises(DarmError, match="'z' \\(position 2\\) is not in the vocabulary"):
         v.encode("az")
+    with pytest.raises(DarmError, match=r"^f.txt: symbol 'z' \(line 2, column 3\) is not in the "
+                       r"vocabulary of 4 symbols: 'abc' and the end of a line$"):  # fmt: skip
+        v.encode("ab\nabz", "f.txt")
+
+
+def test_a_file_with_an_unknown_symbol_is_refused_at_its_line(tmp_path):
+    vocab = Vocabulary.from_text(["abc"], eos=True)
+    path = tmp_path / "names.txt"
+    path.write_text("abc\n\nbca\nAbc\n")  # line 4, after a blank one
+    with pytest.raises(DarmError, match="names.txt line 4: symbol 'A' \\(position 1\\)"):
+        load_data(str(path), vocab=vocab, whole=True)
 
 
 def test_fixed_level_datasets_refuse_other_levels():
     with pytest.raises(DarmError, match="digits has its own 17 levels"):
         load_data("digits", levels=8)
     assert load_data("digits", levels=17).vocab_size == 17
+
+
+def test_array_errors_name_the_file_or_its_own_splits_key(tmp_path):
+    np.save(tmp_path / "a.npy", np.array([[0, 1, 3]] * 5))
+    with pytest.raises(DarmError, match=r"^a.npy has value 3, outside the 2 levels 0..1$"):
+        load_data(str(tmp_path / "a.npy"), levels=2)  # no "train": the file was one array
+    np.save(tmp_path / "f.npy", np.zeros((5, 3)))
+    with pytest.raises(DarmError, match=r"^f.npy must hold integers, got dtype float64$"):
+        load_data(str(tmp_path / "f.npy"))
+    np.savez(tmp_path / "s.npz", x_train=np.zeros((3, 2), int), x_valid=np.zeros((3, 2)),
+             x_test=np.zeros((3, 2), int))  # fmt: skip
+    with pytest.raises(DarmError, match=r"^s.npz x_valid must hold integers"):
+        load_data(str(tmp_path / "s.npz"))

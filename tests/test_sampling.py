@@ -264,3 +264,52 @@ def test_sample_takes_python_labels_image_rows_as_a_prefix_and_a_cpu_generator()
     assert torch.equal(got, again)
     with pytest.raises(ValueError, match=r"at most 16 symbols \(one image, top rows included\)"):
         sample(model, 2, cond=1, num_dims=20)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, needle",
+    [
+        (dict(n=-1), ValueError, "n must be >= 1, got -1"),
+        (dict(n=2.0), TypeError, "n must be an int, got float"),
+        (dict(n=2, num_dims=3.5), TypeError, "num_dims must be an int"),
+        (dict(n=2, stop_token=9), ValueError, "stop_token 9 is outside 0..4"),
+        (dict(n=2, stop_token=-1), ValueError, "stop_token -1 is outside 0..4"),
+        (dict(n=2, generator=5), TypeError, "generator must be a torch.Generator, got int"),
+    ],
+)
+def test_sample_names_a_bad_argument(kwargs, error, needle):
+    with pytest.raises(error, match=needle):
+        sample(tiny_model("gpt"), **kwargs)
+    assert sample(tiny_model("gpt"), np.int64(2)).shape == (2, 7)  # numpy's integers are fine
+
+
+@pytest.mark.parametrize(
+    "name, x, mask, needle",
+    [
+        ("gpt", torch.zeros(7, dtype=torch.long), None, "x must be a batch of examples"),
+        ("gpt", torch.zeros(2, 5, dtype=torch.long), None, "x has 5 dimensions an example"),
+        ("pixelcnn@2x3x1", torch.zeros(2, 5, dtype=torch.long), None, "the model reads D=6"),
+        ("gru", torch.zeros(2, 3, 2, dtype=torch.long), None, "x must be \\(B, T\\) symbols"),
+        ("gpt", torch.zeros(2, 7, dtype=torch.long), torch.ones(2, 6), "mask must be shaped"),
+    ],
+)
+def test_log_prob_names_a_misshapen_input(name, x, mask, needle):
+    with pytest.raises(ValueError, match=needle):
+        log_prob(tiny_model(name), x, mask=mask)
+
+
+def test_evaluate_names_data_the_model_cannot_read():
+    names = load_data("names")  # L = 27, D = 16
+    with pytest.raises(ValueError, match="x has 16 dimensions an example"):
+        evaluate(tiny_model("gpt"), names["test"])  # L = 5, D = 7
+    with pytest.raises(ValueError, match="x 26 is outside 0..4"):
+        evaluate(tiny_model("gru", seq_len=16), names["test"])  # goes on past D, but L = 5
+    with pytest.raises(TypeError, match="split must be a darm.data split"):
+        evaluate(tiny_model("gpt"), torch.zeros(2, 7, dtype=torch.long))
+
+
+def test_darm_errors_are_value_errors():
+    from darm import create_model
+
+    with pytest.raises(ValueError, match="n_layers"):
+        create_model("gpt", vocab_size=5, seq_len=7, n_layers=2)

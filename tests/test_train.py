@@ -299,9 +299,25 @@ def test_sigterm_after_training_stops_the_command_as_ctrl_c_does(tmp_path, monke
     )
     assert signal.getsignal(signal.SIGTERM) == before and not (out / "results.json").exists()
     monkeypatch.undo()
-    assert main([*args, "--resume"]) == 0
-    assert "resuming markov from step 4 of 4" in capsys.readouterr().out
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert f"{out} has trained all 4 steps: testing it" in said
+    assert "training 4 steps" not in said and "trained in" not in said  # none trained
     assert json.loads((out / "results.json").read_text())["checkpoint_step"] == 4
+    assert not list(out.glob("samples*"))  # the run's own --samples 0, not the default 64
+
+
+def test_resume_draws_the_samples_the_run_was_started_with(tmp_path):
+    out = tmp_path / "names"
+    args = ["train", "--data", "names", "--model", "bigram", "--batch-size", "8", "--quiet"]
+    assert main([*args, "--steps", "2", "--samples", "3", "--out", str(out)]) == 0
+    assert len((out / "samples.txt").read_text().splitlines()) == 3
+    assert main(["train", "--out", str(out), "--resume", "--steps", "4", "--quiet"]) == 0
+    assert len((out / "samples.txt").read_text().splitlines()) == 3  # not the default 64
+    assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--samples", "5"]) == 0
+    assert len((out / "samples.txt").read_text().splitlines()) == 5  # a resume's own replaces it
+    assert main(["train", "--out", str(out), "--resume", "--steps", "8", "--quiet"]) == 0
+    assert len((out / "samples.txt").read_text().splitlines()) == 5
 
 
 def test_resume_with_a_second_cycle_matches_a_two_cycle_run(tmp_path):

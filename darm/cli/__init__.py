@@ -17,9 +17,17 @@ from darm.models.registry import import_families
 __all__ = ["build_parser", "main"]
 
 
+# options naming a file or folder: an empty one (an unset variable) is an error, not a default
+PATH_OPTIONS = ("data", "out", "init", "per_example")
+
+# what to make smaller when a command runs out of memory
+SMALLER = {"sample": "a smaller -n", "complete": "a smaller -n or --count", "deps": "a smaller -n"}
+
+
 def out_of_memory(command: str, e: BaseException) -> int:
-    print(f"darm {command}: error: out of memory (try a smaller model or --batch-size): "
-          f"{first_line(e)}", file=sys.stderr)  # fmt: skip
+    smaller = SMALLER.get(command, "a smaller model or --batch-size")
+    print(f"darm {command}: error: out of memory (try {smaller}): {first_line(e)}",
+          file=sys.stderr)  # fmt: skip
     return 1
 
 
@@ -30,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = sys.argv[1:] if argv is None else list(argv)  # what was given, as given
         if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-        if getattr(args, "data", None) == "":  # `--data "$UNSET"` would quietly mean the default
-            parser.commands[args.command].error("argument --data: expected a dataset or a path")
+        for dest in PATH_OPTIONS:  # `--data "$UNSET"` would quietly mean the default
+            if getattr(args, dest, None) == "":
+                flag = f"--{dest.replace('_', '-')}"
+                parser.commands[args.command].error(f"argument {flag}: expected a path, got ''")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
     try:

@@ -6,10 +6,10 @@ import argparse
 
 import torch
 
-from darm.compare import default_models
 from darm.config import parse_assignments
 from darm.data import FORMATS
 from darm.errors import DarmError
+from darm.models import get_entry
 from darm.run import check_counts, model_overrides
 
 
@@ -65,10 +65,19 @@ def device_named(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:  # torch lists its dozen device types; say what darm takes
-        raise DarmError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    except RuntimeError:  # torch's dozen device types: darm takes the two it is tested on
+        device = None
+    if (
+        device is None
+        or device.type not in ("cpu", "cuda")
+        or device.index
+        and device.type == "cpu"
+    ):
+        raise DarmError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DarmError("--device cuda asked for, but no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DarmError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
     return device
 
 
@@ -157,14 +166,15 @@ def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
     return overrides
 
 
-def model_names(text: str | None, data) -> list[str]:
-    """--models as a list (default: compare's families for this data), each named once."""
-    if text is None:
-        return default_models(data)
+def model_names(text: str) -> list[str]:
+    """--models as a list of registered families, each named once (checked before the data
+    is read: a typo costs no loading)."""
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
         raise DarmError(f"--models names no model: {text!r}")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise DarmError(f"--models names {', '.join(twice)} more than once")
+    for name in names:
+        get_entry(name)  # an unknown name: the list of known ones
     return names

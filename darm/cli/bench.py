@@ -9,6 +9,7 @@ import sys
 
 from darm.bench import bench, setting, speed_table
 from darm.cli.args import device_of, family_overrides, model_names
+from darm.compare import default_models
 from darm.errors import DarmError
 from darm.run import check_counts, check_data_options, load_training_data
 from darm.train import TrainConfig, bf16_warning
@@ -22,8 +23,9 @@ def cmd_bench(args) -> None:
         raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
+    listed = None if args.models is None else model_names(args.models)  # before the data
     data = load_training_data(args, args.data)
-    names = model_names(args.models, data)
+    names = listed or default_models(data)
     overrides = family_overrides(args.set)
     for name in overrides:
         if name not in names:

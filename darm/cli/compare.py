@@ -10,7 +10,14 @@ import shlex
 from pathlib import Path
 
 from darm.cli.args import device_of, family_overrides, model_names
-from darm.compare import CompareOptions, compare, read_comparison, unfinished
+from darm.compare import (
+    CompareOptions,
+    check_new_report,
+    compare,
+    default_models,
+    read_comparison,
+    unfinished,
+)
 from darm.config import typed_fields
 from darm.data import BUILTIN
 from darm.errors import DarmError
@@ -41,8 +48,11 @@ def cmd_compare(args) -> None:
     )
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
+    listed = None if args.models is None else model_names(args.models)  # before the data
+    if before is None:  # (compare checks again; a taken folder is refused before the data)
+        check_new_report(report_folder(args))
     data = load_training_data(args, args.data)
-    names = model_names(args.models, data)
+    names = listed or default_models(data)
     overrides = family_overrides(args.set)
     out = report_folder(args)
     opts = CompareOptions(

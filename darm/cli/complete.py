@@ -15,6 +15,7 @@ from darm.data import load_from_source
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.outputs import (
+    check_prompt_fits,
     checked_stem,
     class_marks,
     count,
@@ -103,6 +104,8 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
     kept = max(map(len, known.prefixes))
     if args.length is not None and args.length < kept:
         raise DarmError(f"--length {args.length} is shorter than the {kept} dimensions kept")
+    if args.input and not meta.get("image_shape"):
+        check_prompt_fits(model, meta, kept, args.length, "--input")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen,
               num_dims=args.length or default_length(model, meta, kept), progress=True)  # fmt: skip

@@ -40,7 +40,8 @@ def cmd_plot(args) -> None:
             raise DarmError(f"{log} is not a darm log.csv: {first_line(e)}") from None
         missing = {"step", "elapsed_s", "train_nats_per_dim", "valid_nats_per_dim"} - set(columns)
         if missing:
-            raise DarmError(f"{log} is not a darm log.csv: no rows, or no {', '.join(missing)}")
+            missing = ", ".join(sorted(missing))
+            raise DarmError(f"{log} is not a darm log.csv: no rows, or no {missing}")
         label = log.parent.name
         curves[str(log.parent) if label in curves else label] = log  # two folders named alike
     # one run: its own loss.png, whether its folder or its log.csv was named; several: one

@@ -158,9 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--samples",
         type=int,
-        default=64,
-        help="samples to write at the end (default 64; 0: none; audio: at most 8 clips of a "
-        "second, each a long draw)",
+        help="samples to write at the end (default 64, or on --resume the run's own; 0: none; "
+        "audio: at most 8 clips of a second, each a long draw)",
     )
     add_device_arg(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")

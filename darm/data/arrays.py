@@ -77,7 +77,8 @@ def array_dataset(
     transform(x, what) -> symbols maps each split's raw array first (image quantising).
     """
     arrays = _load(path)
-    if all(k in arrays for k in NPZ_SPLIT_KEYS.values()):
+    own = all(k in arrays for k in NPZ_SPLIT_KEYS.values())  # the file's own split
+    if own:
         xs = {s: arrays[NPZ_SPLIT_KEYS[s]] for s in SPLITS}
         ys = {s: arrays.get(f"y_{s}") for s in SPLITS}
         notes = "the file's own train/valid/test split"
@@ -99,8 +100,8 @@ def array_dataset(
         xs = {s: x[i.numpy()] for s, i in idx.items()}
         ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
         notes = "scored whole" if whole else split_note(fractions, seed)
-    # scored whole, the file is one split: its name alone says where a problem is
-    what = {s: path.name if whole else f"{path.name} {s}" for s in SPLITS}
+    # a problem is named where it is: the file's own split's key, else the file (one array)
+    what = {s: f"{path.name} {NPZ_SPLIT_KEYS[s]}" if own else path.name for s in SPLITS}
     if transform is not None:
         xs = {s: transform(xs[s], what[s]) for s in SPLITS}
     # scored whole, train and valid are empty on purpose; otherwise every split must hold rows

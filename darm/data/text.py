@@ -73,7 +73,7 @@ def lines_dataset(
     x = torch.full((len(items), D), vocab.index[EOS], dtype=torch.long)
     mask = torch.zeros(len(items), D, dtype=torch.bool)
     for i, s in enumerate(items):
-        ids = vocab.encode(s)
+        ids = vocab.encode(s, f"{path} line {numbers[i]}")
         x[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask[i, : len(ids) + 1] = True  # the symbols and the end symbol are scored
     idx = whole_split(len(items)) if whole else seeded_split(len(items), fractions, seed)
@@ -117,7 +117,7 @@ def corpus_dataset(
         raise DarmError(f"block length must be >= 1, got {block}")
     text = read_text(path)
     vocab = vocab or Vocabulary.from_text([text])
-    stream = torch.tensor(vocab.encode(text), dtype=torch.long)
+    stream = torch.tensor(vocab.encode(text, str(path)), dtype=torch.long)
     n_train = 0 if whole else int(len(stream) * (1 - holdout))
     n_valid = 0 if whole else (len(stream) - n_train) // 2
     parts = {

@@ -35,13 +35,25 @@ class Vocabulary:
     def __eq__(self, other) -> bool:
         return isinstance(other, Vocabulary) and self.symbols == other.symbols
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, where: str = "") -> list[int]:
+        """The symbols' indices; a symbol outside the vocabulary is refused, its place
+        named (where: the file, line or option the text came from)."""
         try:
             return [self.index[c] for c in text]
         except KeyError as e:
+            c = e.args[0]
             raise DarmError(
-                f"symbol {e.args[0]!r} is not in the vocabulary of {len(self)} symbols"
+                f"{where}{': ' if where else ''}symbol {c!r} {place(text, text.index(c))}is not "
+                f"in the vocabulary of {len(self)} symbols{self.listed()}"
             ) from None
+
+    def listed(self, most: int = 100) -> str:
+        """The vocabulary for an error message, if short enough to read."""
+        if len(self) > most:
+            return ""
+        return f": {''.join(s for s in self.symbols if s != EOS)!r}" + (
+            " and the end of a line" if EOS in self.index else ""
+        )
 
     def decode(self, ids: Iterable[int], stop: int | None = None) -> str:
         """The text of symbol ids, cut before the first `stop` (an end symbol) if given."""
@@ -54,3 +66,12 @@ class Vocabulary:
 def saved_vocab(meta: dict):
     """The character vocabulary a checkpoint's data record holds, or None (arrays, images)."""
     return Vocabulary(meta["vocab"]) if meta.get("vocab") else None
+
+
+def place(text: str, i: int) -> str:
+    """Where index i of a text is, for a message: its line and column in a text of several
+    lines, else its position; nothing for a one-symbol text."""
+    if "\n" in text:
+        line_start = text.rfind("\n", 0, i) + 1
+        return f"(line {text.count(chr(10), 0, i) + 1}, column {i - line_start + 1}) "
+    return f"(position {i + 1}) " if len(text) > 1 else ""

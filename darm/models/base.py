@@ -151,6 +151,23 @@ def check_inputs(model: ARModel, x: torch.Tensor | None, cond: torch.Tensor | No
             raise ValueError(f"{name} {lo if lo < 0 else hi} is outside 0..{size - 1}")
 
 
+def check_shape(model: ARModel, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    """x a batch of examples the model reads: (B, D), or (B, *event_shape); a 1-D model
+    that goes on past D (max_dims None) takes any length. mask, if given, shaped as x."""
+    if x.dim() < 2:
+        raise ValueError(f"x must be a batch of examples, (B, D), got shape {tuple(x.shape)}")
+    D = math.prod(x.shape[1:])
+    if model.max_dims is not None and D != model.num_dims:
+        raise ValueError(
+            f"x has {D} dimensions an example, shape {tuple(x.shape)}; the model reads "
+            f"D={model.num_dims} ({' x '.join(map(str, model.event_shape))})"
+        )
+    if model.max_dims is None and x.dim() != 2:
+        raise ValueError(f"x must be (B, T) symbols, got shape {tuple(x.shape)}")
+    if mask is not None and mask.shape != x.shape:
+        raise ValueError(f"mask must be shaped as x, {tuple(x.shape)}, got {tuple(mask.shape)}")
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """Inside: every module in eval mode (dropout off). After: each module's own mode back,

@@ -179,6 +179,8 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
     try:
         check_common_fields(config)
         return entry.model_cls(config)
+    except DarmError:
+        raise
     except ValueError as e:  # a value the family cannot build
         raise DarmError(f"{what}: {e}") from None
 
