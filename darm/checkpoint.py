@@ -254,6 +254,22 @@ def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, 
     raise DarmError(f"{path} does not match the hash in its checkpoint (truncated or altered)")
 
 
+REQUIRED = {"model", "config", "sha256", "step", "data"}  # every darm checkpoint has them
+
+
+def check_data_record(path: Path, record: dict) -> None:
+    """What later reads trust in a record: a step count, and a vocabulary and end symbol
+    that fit the model's L (one edited by hand would fail deep inside sampling)."""
+    if record["step"] < 0:
+        raise DarmError(f"{path}: step must be >= 0, got {record['step']}")
+    data, L = record["data"], record["config"].get("vocab_size")
+    vocab, eos = data.get("vocab"), data.get("eos")
+    if vocab is not None and (not isinstance(vocab, list) or len(vocab) != L):
+        raise DarmError(f"{path}: its vocabulary does not have the model's {L} symbols")
+    if eos is not None and (not isinstance(eos, int) or not 0 <= eos < (L or 0)):
+        raise DarmError(f"{path}: its end symbol {eos!r} is not one of the model's {L}")
+
+
 def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
     path = resolve(path)
     if path.is_dir():
@@ -269,8 +285,11 @@ def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DarmError(f"{path} is not a darm checkpoint (invalid JSON: {e})") from None
-    if not isinstance(record, dict) or not {"model", "config", "sha256"} <= set(record):
-        raise DarmError(f"{path} is not a darm checkpoint (missing model, config or sha256)")
+    if not isinstance(record, dict) or not REQUIRED <= set(record):
+        raise DarmError(
+            f"{path} is not a darm checkpoint (missing {', '.join(sorted(REQUIRED - set(record)))})"
+            if isinstance(record, dict) else f"{path} is not a darm checkpoint (not an object)"
+        )  # fmt: skip
     if record.get("format") not in (1, FORMAT_VERSION):
         raise DarmError(
             f"{path} has checkpoint format {record.get('format')!r}, expected 1 or {FORMAT_VERSION}"
@@ -281,6 +300,7 @@ def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
         value = record.get(key, kind())
         if not isinstance(value, kind) or isinstance(value, bool):
             raise DarmError(f"{path}: field {key!r} must be a JSON {kind.__name__}")
+    check_data_record(path, record)
     if record["format"] >= 2 and record["sha256"].get("record") != record_sha256(record):
         raise DarmError(
             f"{path} was altered after it was written (its content does not match its "

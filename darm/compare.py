@@ -33,6 +33,7 @@ from darm.data.dataset import digest
 from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
 from darm.errors import DarmError, first_line
 from darm.interrupt import Stopped, sigterm_interrupts
+from darm.lock import folder_lock
 from darm.metrics import evaluate, units
 from darm.models import config_fields, create_model, get_entry, list_models
 from darm.outputs import AUDIO_CLIPS, default_length, save_samples
@@ -451,7 +452,7 @@ def compare(
     """Run every family; rewrite the report after each. Ctrl-C (or SIGTERM) keeps what is
     finished. before: the report of the interrupted comparison in opts.out (read_comparison)
     to continue, with the same options: its finished rows are kept, the rest run."""
-    with sigterm_interrupts():
+    with sigterm_interrupts(), folder_lock(opts.out):  # one comparison at a time in opts.out
         return compare_families(data, opts, device, before)
 
 

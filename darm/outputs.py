@@ -50,7 +50,7 @@ def finished(run_dir: Path) -> bool:
     tested = run_dir / ("best.json" if (run_dir / "best.json").exists() else "last.json")
     try:
         step = json.loads(results.read_text())["checkpoint_step"]
-    except (ValueError, KeyError, OSError):
+    except (ValueError, KeyError, TypeError, OSError):  # (TypeError: not a JSON object)
         return False
     return step == read_record(tested)[1]["step"]
 

@@ -19,6 +19,7 @@ from darm.data.dataset import relabel_by_name
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.interrupt import Stopped
+from darm.lock import folder_lock
 from darm.outputs import finish_run, finished
 from darm.runs import in_folder
 
@@ -139,42 +140,43 @@ def train_run(args, device, ctx) -> None:
         say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
     if warning := bf16_warning(cfg, device):
         say(warning, file=sys.stderr)
-    state = train(
-        model,
-        model_name,
-        data,
-        cfg,
-        run_dir,
-        resume,
-        not args.quiet,
-        max_seconds=args.budget,
-        plan=plan,
-        init=init,  # (a resumed run keeps its record's)
-        command=invocation(args, ctx),
-        finish={"samples": samples},
-    )
-    if to_train:
-        say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
-    step, steps = state["step"], state["steps"]
-    if step < steps:  # --budget ran out first
-        say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
-        if cfg.compile and state["first_step_s"] > 0.25 * args.budget:
-            say(
-                f"(its first step, torch.compile's, took {state['first_step_s']:.0f}s of the "
-                f"{args.budget:g}s: give more time, or train without --compile)"
-            )
-    distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
-    if ctx.is_main:
-        try:
-            finish_run(run_dir, data, device, samples, cfg.seed, not args.quiet)
-        except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
-            signum = getattr(e, "signum", signal.SIGINT)
-            then = "tests it" if step == steps else "trains the rest and tests it"
-            raise Stopped(
-                f"stopped in the test pass; the trained run in {run_dir} is saved, and "
-                f"--resume {then}",
-                signum,
-            ) from None
+    with folder_lock(run_dir, ctx.is_main):  # one process at a time trains and tests it
+        state = train(
+            model,
+            model_name,
+            data,
+            cfg,
+            run_dir,
+            resume,
+            not args.quiet,
+            max_seconds=args.budget,
+            plan=plan,
+            init=init,  # (a resumed run keeps its record's)
+            command=invocation(args, ctx),
+            finish={"samples": samples},
+        )
+        if to_train:
+            say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+        step, steps = state["step"], state["steps"]
+        if step < steps:  # --budget ran out first
+            say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
+            if cfg.compile and state["first_step_s"] > 0.25 * args.budget:
+                say(
+                    f"(its first step, torch.compile's, took {state['first_step_s']:.0f}s of the "
+                    f"{args.budget:g}s: give more time, or train without --compile)"
+                )
+        distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
+        if ctx.is_main:
+            try:
+                finish_run(run_dir, data, device, samples, cfg.seed, not args.quiet)
+            except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
+                signum = getattr(e, "signum", signal.SIGINT)
+                then = "tests it" if step == steps else "trains the rest and tests it"
+                raise Stopped(
+                    f"stopped in the test pass; the trained run in {run_dir} is saved, and "
+                    f"--resume {then}",
+                    signum,
+                ) from None
 
 
 def recorded_samples(record: dict) -> int:

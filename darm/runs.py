@@ -74,8 +74,12 @@ def summarise(run_dir: Path) -> RunSummary:
     test = None
     if finished(run_dir):
         test = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        if not isinstance(test, dict) or not all(
+            isinstance(test.get(k), (int, float)) for k in ("nats_per_example", "bits_per_dim")
+        ):
+            test = None  # not darm's results: the run is listed without them
     best = record.get("best_valid_nats_per_dim")
-    return RunSummary(
+    summary = RunSummary(
         run=str(run_dir),
         model=record["model"],
         params=record.get("params") or counted_params(record, path),
@@ -89,6 +93,24 @@ def summarise(run_dir: Path) -> RunSummary:
         commands=record.get("commands", [None]),  # (an older darm's: not recorded)
         init=record.get("init"),
     )
+    check_types(summary)
+    return summary
+
+
+FIELD_TYPES = {"model": str, "data": str, "kind": str, "step": int, "steps": int,
+               "train_s": (int, float), "params": (int, type(None)),
+               "best_valid_nats_per_dim": (int, float, type(None)), "commands": list}  # fmt: skip
+
+
+def check_types(s: RunSummary) -> None:
+    """A record edited by hand (or by another program) is refused here, in one warning,
+    rather than breaking the table or its sorting later."""
+    for name, kind in FIELD_TYPES.items():
+        value = getattr(s, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"its checkpoint's {name} is {value!r}, not what darm writes")
+    if not all(c is None or isinstance(c, str) for c in s.commands):
+        raise TypeError("its checkpoint's commands are not a list of command lines")
 
 
 def counted_params(record: dict, path: Path) -> int | None:

@@ -116,6 +116,31 @@ def test_edited_json(bad, capsys):
     one_line_error(capsys, main(["eval", str(bad)]), needle="altered after it was written")
 
 
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda r: r.pop("data"), "is not a darm checkpoint (missing data)"),
+        (lambda r: r.update(step=-5), "step must be >= 0, got -5"),
+        (lambda r: r["data"].update(vocab=r["data"]["vocab"][:3]), "does not have the model's"),
+        (lambda r: r["data"].update(eos="x"), "its end symbol 'x' is not one of the model's"),
+    ],
+)
+@pytest.mark.parametrize("format", [1, 2])
+def test_an_edited_record_is_refused_in_one_line(bad, capsys, edit, needle, format):
+    """Resealed on purpose, or an older format without the record's hash: either way the
+    fields that later commands trust are checked as it is read."""
+    record = json.loads((bad / "best.json").read_text())
+    edit(record)
+    record["format"] = format
+    if format == 1:
+        record["sha256"].pop("record")
+        (bad / "best.json").write_text(json.dumps(record))
+    else:
+        reseal(bad, record)
+    for command in (["eval", str(bad)], ["sample", str(bad), "-n", "2", "--out", str(bad / "s")]):
+        one_line_error(capsys, main(command), needle=needle)
+
+
 def test_wrong_architecture(bad, capsys):
     record = json.loads((bad / "best.json").read_text())
     record["model"] = "gru"

@@ -159,3 +159,28 @@ def test_sorted_by_test_nll_within_each_dataset(tmp_path, capsys):
     assert order == [str(tmp_path / n) for n in ("long", "short", "untested")]
     long, short = (json.loads((tmp_path / n / "results.json").read_text()) for n in order[:2])
     assert long["nats_per_example"] < short["nats_per_example"]  # (what the order rests on)
+
+
+def test_an_edited_record_is_skipped_in_one_warning_and_odd_results_left_out(
+    runs, tmp_path, capsys
+):
+    import shutil
+
+    root, _ = runs
+    for name, field, value in [("named", "data", {"name": 5}), ("said", "commands", "notalist")]:
+        shutil.copytree(root / "a", tmp_path / name)
+        path = tmp_path / name / "last.json"
+        record = json.loads(path.read_text())
+        record[field] = value
+        record["sha256"]["record"] = record_sha256(record)  # edited on purpose, resealed
+        path.write_text(json.dumps(record))
+    shutil.copytree(root / "a", tmp_path / "odd")
+    (tmp_path / "odd" / "results.json").write_text("[]")  # not darm's results: no test NLL
+    for style in ([], ["--sort", "test"], ["--markdown"]):
+        assert main(["runs", str(tmp_path), *style]) == 0
+        out, err = capsys.readouterr()
+        skipped = [
+            line.removeprefix("warning: skipping ").split(": ")[0] for line in err.splitlines()
+        ]
+        assert sorted(skipped) == [str(tmp_path / "named"), str(tmp_path / "said")]
+        assert str(tmp_path / "odd") in out

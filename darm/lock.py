@@ -1,0 +1,52 @@
+"""One darm process at a time in a run (or report) folder: two commands writing the same
+checkpoints and log would interleave them and lose one run's results without a word."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from darm.errors import DarmError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; folders go unguarded there
+    fcntl = None
+
+LOCK_NAME = ".darm.lock"  # hidden: `darm runs` and image folders pass over it
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, held: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (made if need be) while inside, or refuse at once
+    if another process holds it. The lock goes with the process, however it ends. A folder
+    this made and left empty is removed again, so a command refused later leaves nothing.
+    held=False: nothing (the ranks of torchrun other than 0, which write nothing)."""
+    if not held or fcntl is None:
+        yield
+        return
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DarmError(
+                f"{folder} is in use by another darm process (pid {holder}); wait for it, "
+                f"or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+        if made and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()

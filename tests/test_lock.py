@@ -1,0 +1,59 @@
+"""One darm process at a time in a run folder."""
+
+import subprocess
+import sys
+
+import pytest
+
+from darm.cli import main
+from darm.errors import DarmError
+from darm.lock import LOCK_NAME, folder_lock
+from tests.conftest import TINY_MARKOV
+
+HOLD = """
+import sys, time
+from darm.lock import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def held(tmp_path):
+    """tmp_path/run, locked by another process until the test ends."""
+    folder = tmp_path / "run"
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    assert other.stdout.readline().strip() == "held"
+    yield folder, other.pid
+    other.kill()
+    other.wait()
+
+
+def test_a_folder_in_use_is_refused_and_left_as_it_was(held, capsys):
+    folder, pid = held
+    with pytest.raises(DarmError, match=f"run is in use by another darm process \\(pid {pid}\\)"):
+        with folder_lock(folder):
+            pass
+    argv = ["train", *TINY_MARKOV, "--steps", "2", "--out", str(folder), "--quiet"]
+    assert main(argv) == 1
+    assert "is in use by another darm process" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == [LOCK_NAME]  # nothing written beside it
+    out = ["compare", "--models", "bigram", "--steps", "1", "--out", str(folder), "--quiet"]
+    assert main(out) == 1
+    assert "is in use by another darm process" in capsys.readouterr().err
+
+
+def test_a_lock_is_released_and_a_folder_it_made_for_nothing_removed(tmp_path):
+    with folder_lock(tmp_path / "new"):
+        assert (tmp_path / "new" / LOCK_NAME).exists()
+    assert not (tmp_path / "new").exists()  # made, then nothing written: gone again
+    with folder_lock(tmp_path / "kept"):
+        (tmp_path / "kept" / "log.csv").write_text("step\n")
+    with folder_lock(tmp_path / "kept"):  # released: taken again at once
+        pass
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [LOCK_NAME, "log.csv"]
+    with pytest.raises(KeyError), folder_lock(tmp_path / "failed"):
+        raise KeyError  # a command that fails inside leaves no empty folder either
+    assert not (tmp_path / "failed").exists()
