@@ -21,9 +21,10 @@ LOCK_NAME = ".darm.lock"  # hidden: `darm runs` and image folders pass over it
 @contextlib.contextmanager
 def folder_lock(folder: Path, held: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on `folder` (made if need be) while inside, or refuse at once
-    if another process holds it. The lock goes with the process, however it ends. A folder
-    this made and left empty is removed again, so a command refused later leaves nothing.
-    held=False: nothing (the ranks of torchrun other than 0, which write nothing)."""
+    if another process holds it. The lock goes with the process, however it ends; the lock
+    file goes on release, and a folder this made and left empty goes with it, so a command
+    refused later leaves nothing behind. held=False: nothing (torchrun's ranks other than
+    0, which write nothing)."""
     if not held or fcntl is None:
         yield
         return
@@ -31,22 +32,37 @@ def folder_lock(folder: Path, held: bool = True) -> Iterator[None]:
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = take(path, folder)
     try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still held: a waiting opener fails, a new one
+        os.close(fd)  # makes a new file (and releases the lock)
+        if made:
+            with contextlib.suppress(OSError):  # (not empty: kept)
+                folder.rmdir()
+
+
+def take(path: Path, folder: Path) -> int:
+    """The locked descriptor of the lock file at `path`. A file the holder unlinked after
+    this opened it is locked in vain: then again, with the file now there."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise DarmError(
                 f"{folder} is in use by another darm process (pid {holder}); wait for it, "
                 f"or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message above
-        yield
-    finally:
-        os.close(fd)  # (releases the lock)
-        if made and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
-            path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message
+            return fd
+        os.close(fd)
