@@ -153,6 +153,8 @@ def save_checkpoint(
     raw_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write TAG.{safetensors,optim.safetensors,json} into run_dir; returns the JSON path.
+    meta: the record's own fields, at least `step` and `data` (darm.data's data_meta, or {}
+    for weights with no data to read again; read_record refuses a record without them).
     raw_weights: when the model holds averaged (EMA) weights, the training weights, which
     go beside the optimiser state so a resumed run trains on from them."""
     run_dir = Path(run_dir)
@@ -347,6 +349,8 @@ def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None =
         upgrade = getattr(get_entry(record["model"]).config_cls, "from_saved", None)
         config = upgrade(config) if upgrade else config
         model = create_model(record["model"], **{**config, **(overrides or {})})
+    except DarmError:  # its own words (an unknown model, a bad --set)
+        raise
     except (TypeError, ValueError) as e:
         raise DarmError(f"{path}: invalid model config: {e}") from None
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ LOCK_NAME = ".darm.lock"  # hidden: `darm runs` and image folders pass over it
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, held: bool = True) -> Iterator[None]:
+def folder_lock(folder: Path, held: bool = True, what: str = "run folder") -> Iterator[None]:
     """Hold an exclusive lock on `folder` (made if need be) while inside, or refuse at once
     if another process holds it. The lock goes with the process, however it ends; the lock
     file goes on release, and a folder this made and left empty goes with it, so a command
@@ -30,9 +31,15 @@ def folder_lock(folder: Path, held: bool = True) -> Iterator[None]:
         return
     folder = Path(folder)
     made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, a read-only parent
+        raise DarmError(f"cannot create the {what} {folder}: {e.strerror}") from None
     path = folder / LOCK_NAME
     fd = take(path, folder)
+    if fd is None:  # a file system without locks: unguarded, as before there were any
+        yield
+        return
     try:
         yield
     finally:
@@ -43,14 +50,25 @@ def folder_lock(folder: Path, held: bool = True) -> Iterator[None]:
                 folder.rmdir()
 
 
-def take(path: Path, folder: Path) -> int:
-    """The locked descriptor of the lock file at `path`. A file the holder unlinked after
+def take(path: Path, folder: Path) -> int | None:
+    """The locked descriptor of the lock file at `path` (None where the file system has no
+    locks: Lustre without flock, some NFS and FUSE mounts). A file the holder unlinked after
     this opened it is locked in vain: then again, with the file now there."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # (less the umask, as all files)
+        except FileNotFoundError:  # the holder removed the folder it had made: make it again
+            folder.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                print(f"warning: cannot lock {folder} ({e.strerror}): nothing stops a second "
+                      f"darm process from writing there too", file=sys.stderr)  # fmt: skip
+                return None
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise DarmError(

@@ -14,26 +14,42 @@ from pathlib import Path
 
 import torch
 
+from darm import distributed
+from darm.budget import plan_run
+from darm.checkpoint import check_writable, load_checkpoint, read_record
 from darm.config import build_config, parse_assignments
+from darm.data import (
+    BLOCKED,
+    BUILTIN,
+    FIXED_LEVELS,
+    data_format,
+    image_channels,
+    load_data,
+    load_from_source,
+    same_data,
+)
 from darm.data.dataset import relabel_by_name
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.interrupt import Stopped
 from darm.lock import folder_lock
+from darm.models import create_model, get_entry
 from darm.outputs import finish_run, finished
 from darm.runs import in_folder
+from darm.train import (
+    TrainConfig,
+    bf16_warning,
+    check_config,
+    check_new_run_dir,
+    learning_rate,
+    train,
+)
 
 DEFAULT_SAMPLES = 64  # drawn at the end of a run unless --samples says otherwise
 
 
 def train_run(args, device, ctx) -> None:
-    from darm import distributed
-    from darm.checkpoint import check_writable, read_record
-    from darm.data import BUILTIN, load_from_source
-    from darm.models import create_model, get_entry
-    from darm.train import TrainConfig, bf16_warning, check_config, check_new_run_dir, train
-
-    say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
+    """`darm train`: the options checked, then the run in its folder (train_in)."""
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
     check_counts(args, threads=1, samples=0)
@@ -46,6 +62,14 @@ def train_run(args, device, ctx) -> None:
     check_data_options(None if from_checkpoint and spec not in BUILTIN else spec, args)
     run_dir = Path(args.out or default_run_dir(args))
     check_writable(run_dir)  # before any data is read or model built
+    with folder_lock(run_dir, ctx.is_main):  # one process at a time: a second stops at once
+        train_in(run_dir, args, device, ctx)
+
+
+def train_in(run_dir: Path, args, device, ctx) -> None:
+    """train_run in its folder, with the folder's lock held: start the run (or resume it),
+    train it, test it, sample it."""
+    say = print if ctx.is_main else lambda *a, **k: None  # rank 0 speaks for all ranks
     train_overrides = {
         f.name: getattr(args, f.name)
         for f in fields(TrainConfig)
@@ -60,7 +84,6 @@ def train_run(args, device, ctx) -> None:
         check_resume_matches(args, record, path.parent)
         meta = record["data"]
         data = load_from_source(meta, record["config"]["seq_len"], path.parent, changed="refuse")
-        from darm.checkpoint import load_checkpoint
 
         model, record, path = load_checkpoint(path, device)
         if (run_dir / "best.json").exists():  # the run ends on it: find out now, not then
@@ -140,43 +163,42 @@ def train_run(args, device, ctx) -> None:
         say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
     if warning := bf16_warning(cfg, device):
         say(warning, file=sys.stderr)
-    with folder_lock(run_dir, ctx.is_main):  # one process at a time trains and tests it
-        state = train(
-            model,
-            model_name,
-            data,
-            cfg,
-            run_dir,
-            resume,
-            not args.quiet,
-            max_seconds=args.budget,
-            plan=plan,
-            init=init,  # (a resumed run keeps its record's)
-            command=invocation(args, ctx),
-            finish={"samples": samples},
-        )
-        if to_train:
-            say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
-        step, steps = state["step"], state["steps"]
-        if step < steps:  # --budget ran out first
-            say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
-            if cfg.compile and state["first_step_s"] > 0.25 * args.budget:
-                say(
-                    f"(its first step, torch.compile's, took {state['first_step_s']:.0f}s of the "
-                    f"{args.budget:g}s: give more time, or train without --compile)"
-                )
-        distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
-        if ctx.is_main:
-            try:
-                finish_run(run_dir, data, device, samples, cfg.seed, not args.quiet)
-            except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
-                signum = getattr(e, "signum", signal.SIGINT)
-                then = "tests it" if step == steps else "trains the rest and tests it"
-                raise Stopped(
-                    f"stopped in the test pass; the trained run in {run_dir} is saved, and "
-                    f"--resume {then}",
-                    signum,
-                ) from None
+    state = train(
+        model,
+        model_name,
+        data,
+        cfg,
+        run_dir,
+        resume,
+        not args.quiet,
+        max_seconds=args.budget,
+        plan=plan,
+        init=init,  # (a resumed run keeps its record's)
+        command=invocation(args, ctx),
+        finish={"samples": samples},
+    )
+    if to_train:
+        say(f"trained in {state['elapsed_s']:.0f}s ({state['tokens_per_s']:,.0f} tokens/s)")
+    step, steps = state["step"], state["steps"]
+    if step < steps:  # --budget ran out first
+        say(f"--budget stopped the run at step {step} of {steps}; --resume continues")
+        if cfg.compile and state["first_step_s"] > 0.25 * args.budget:
+            say(
+                f"(its first step, torch.compile's, took {state['first_step_s']:.0f}s of the "
+                f"{args.budget:g}s: give more time, or train without --compile)"
+            )
+    distributed.cleanup()  # the other ranks are done; rank 0 alone tests, samples and plots
+    if ctx.is_main:
+        try:
+            finish_run(run_dir, data, device, samples, cfg.seed, not args.quiet)
+        except KeyboardInterrupt as e:  # the weights are saved: only the test pass is lost
+            signum = getattr(e, "signum", signal.SIGINT)
+            then = "tests it" if step == steps else "trains the rest and tests it"
+            raise Stopped(
+                f"stopped in the test pass; the trained run in {run_dir} is saved, and "
+                f"--resume {then}",
+                signum,
+            ) from None
 
 
 def recorded_samples(record: dict) -> int:
@@ -202,8 +224,6 @@ def check_memory(name: str, data, config: dict, device: torch.device) -> None:
     rather than being killed by the system with no word. The model is built on the meta
     device (shapes, no storage) to count its parameters; training holds float32 weights,
     gradients and AdamW's two moments, 16 bytes a parameter, before any activation."""
-    from darm.models import create_model
-
     with torch.device("meta"):
         n = create_model(name, data, **config).num_params()
     need, have = 16 * n, memory_bytes(device)
@@ -230,10 +250,6 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     """A new run given --budget but no --steps: time a few steps and a validation pass and plan
     the run's length, its default warmup and its validation passes so the cosine schedule
     ends within the budget rather than being cut off halfway -> (config, plan)."""
-    from darm.budget import plan_run
-    from darm.config import build_config
-    from darm.train import TrainConfig, check_config
-
     plan = plan_run(model, data, cfg, budget, overrides.get("eval_every"))  # same on all ranks
     steps = max(cfg.cycles, plan.steps - plan.steps % cfg.cycles)  # whole cosine cycles
     planned = {"steps": steps}
@@ -248,7 +264,6 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
 def resume_changes(old: dict, cfg, step: int) -> str | None:
     """'with lr 0.01 (was 0.003), ...': the training options a resume changes, and the jump
     in the learning rate where a new schedule no longer meets the old one at `step`."""
-    from darm.train import TrainConfig, learning_rate
 
     def show(v) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
@@ -274,9 +289,6 @@ def init_from(args, device):
     """Fine-tuning: a new run from a checkpoint's weights -> (model, name, data, path, step). The
     data is the checkpoint's own unless --data names other data, which is then read as the
     checkpoint's was (`read_like`); --set may change dropout (other fields only repeat theirs)."""
-    from darm.checkpoint import load_checkpoint
-    from darm.data import load_from_source
-
     overrides = parse_assignments(args.set or [])
     kept = {k: v for k, v in overrides.items() if k in INIT_FIELDS}
     model, record, path = load_checkpoint(args.init, device, kept)
@@ -327,8 +339,6 @@ def read_like(
     its image channels. whole: to be scored whole (see load_data). labels: the data's labels
     are put in the model's numbering (refused if they name classes it lacks); False when
     they go unused (eval --label gives every example one)."""
-    from darm.data import BUILTIN, FIXED_LEVELS, image_channels, load_data
-
     if fmt is None:
         fmt = meta["source"].get("format")
         fmt = None if fmt == "builtin" or spec in BUILTIN else fmt
@@ -394,12 +404,10 @@ SOURCE_OPTIONS = [
 def check_resume_matches(args, record: dict, run_dir: Path) -> None:
     """A resumed run keeps its model and data. The command that started it may be repeated
     with --resume, but an option that would change them is refused, not silently ignored."""
-    from darm.data import FIXED_LEVELS, same_data
-    from darm.models import get_entry
 
     def refuse(option: str, value, theirs) -> None:
         raise DarmError(
-            f"--resume continues the run as it was: {option}{f' {value}' if value else ''} "
+            f"--resume continues the run as it was: {option}{'' if value == '' else f' {value}'} "
             f"differs from its {theirs} (--init starts a new run from its weights)"
         )
 
@@ -445,8 +453,6 @@ def invocation(args, ctx) -> str:
 def started_from(path: Path, step: int) -> dict:
     """A fine-tuning run's record of the checkpoint it started from: where it was, its step,
     and its weights' hash (which finds it again after the project moved)."""
-    from darm.checkpoint import read_record
-
     weights = read_record(path)[1]["sha256"].get("weights")
     return {"path": os.path.realpath(path), "step": step, "weights": weights}
 
@@ -454,8 +460,6 @@ def started_from(path: Path, step: int) -> dict:
 def check_same_start(init: str, start: dict | None) -> None:
     """--resume repeated with --init: the checkpoint must be the one the run started from,
     by its weights (or its path, when it is gone since)."""
-    from darm.checkpoint import read_record
-
     if start is None:
         raise DarmError(
             f"--resume continues the run as it was: it started from new weights, not from "
@@ -484,8 +488,6 @@ def check_data_options(spec: str | None, args) -> None:
     """--format, --block, --levels and --data-seed where the data takes them; refused rather
     than silently ignored (a lines file has no blocks, audio no --levels, a corpus is split
     in order without a seed)."""
-    from darm.data import BLOCKED, BUILTIN, FIXED_LEVELS, data_format
-
     if spec is None:  # the checkpoint's data (--init, --resume): read as it was
         return
     if spec in BUILTIN:
@@ -527,8 +529,6 @@ def load_training_data(args, spec: str):
     """--data for new models (train, compare, bench), in a layout refused if it looks like
     PyTorch's (N, C, H, W): a few channels first, then a picture wider than any channel count.
     (Data read again for a trained model is read as it was.)"""
-    from darm.data import load_data
-
     data = load_data(spec, args.format, *data_options(args))
     shape = tuple(data.image_shape or ())
     if len(shape) == 3 and shape[0] in (1, 3, 4) and min(shape[1:]) > 4:
@@ -567,8 +567,6 @@ def check_counts(args, **minimum: int) -> None:
 
 def default_run_dir(args) -> str:
     """runs/DATA-MODEL; with --init, runs/DATA-MODEL-init named after the checkpoint."""
-    from darm.checkpoint import read_record
-
     if not args.init:
         return f"runs/{Path(args.data or 'digits').stem}-{args.model or 'gpt'}"
     _, record = read_record(args.init)

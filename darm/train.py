@@ -288,17 +288,18 @@ def make_optimizer(model: ARModel, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 # what a run writes in its folder besides checkpoints (last.json is checked on its own)
+FINISH_FILES = ("loss.png", "results.json", "samples.png", "samples.txt", "samples.wav")
 RUN_FILES = (
-    "log.csv", "loss.png", "results.json", "samples.png", "samples.txt", "samples.wav",
-    "best.json", "best.safetensors", "last.safetensors", "best.optim.safetensors",
-    "last.optim.safetensors",
+    "log.csv", *FINISH_FILES, "best.json", "best.safetensors", "last.safetensors",
+    "best.optim.safetensors", "last.optim.safetensors",
 )  # fmt: skip
 
 
 def check_new_run_dir(run_dir: Path) -> None:
     """A new run may not overwrite another run's checkpoint, nor files it did not write. A
-    run that stopped before its first checkpoint (NaN loss, out of memory) left its own
-    log.csv: that folder is its retry's."""
+    run that stopped before its first checkpoint was whole (NaN loss, out of memory, a full
+    disk) left its own log.csv, and perhaps part of a checkpoint but no results: that
+    folder is its retry's."""
     run_dir = Path(run_dir)
     if (run_dir / "last.json").exists():
         raise DarmError(
@@ -306,7 +307,9 @@ def check_new_run_dir(run_dir: Path) -> None:
             f"resume_from) or train into another folder"
         )
     taken = [name for name in RUN_FILES if (run_dir / name).exists()]
-    retry = taken == ["log.csv"] and has_run_log(run_dir)  # its own log alone: nothing else
+    # its own log, and at most the checkpoint files of a save cut short (a full disk), but no
+    # results: a run that stopped before it had a last checkpoint, retried in place
+    retry = has_run_log(run_dir) and not set(taken) & set(FINISH_FILES)
     if taken and not retry:
         raise DarmError(
             f"{run_dir} already holds {', '.join(taken)}, which a new run would overwrite; "

@@ -53,12 +53,14 @@ def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, s
     names); cut it after any number of them and `last` still loads, whole."""
     old = tiny_model("markov")
     optimizer = make_optimizer(old, TrainConfig())
-    save_checkpoint(tmp_path, "last", old, "markov", {"step": 1}, optimizer)
+    save_checkpoint(tmp_path, "last", old, "markov", {"step": 1, "data": {}}, optimizer)
     new = tiny_model("markov")
     with torch.no_grad():
         for p in new.parameters():
             p.add_(1.0)
-    save_cut_short(monkeypatch, survive, tmp_path, "last", new, "markov", {"step": 2}, optimizer)
+    save_cut_short(
+        monkeypatch, survive, tmp_path, "last", new, "markov", {"step": 2, "data": {}}, optimizer
+    )
     loaded, record, path = load_checkpoint(tmp_path / "last.json")
     expected = old if record["step"] == 1 else new
     assert record["step"] == (1 if survive < 3 else 2)  # the JSON rename is the commit
@@ -66,7 +68,7 @@ def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, s
         assert torch.equal(loaded.state_dict()[k], v), k
     load_training_state(path, record, make_optimizer(loaded, TrainConfig()))
     # the next save goes through and clears what the cut one left behind
-    save_checkpoint(tmp_path, "last", new, "markov", {"step": 3}, optimizer)
+    save_checkpoint(tmp_path, "last", new, "markov", {"step": 3, "data": {}}, optimizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "last.json",
         "last.optim.safetensors",
@@ -84,7 +86,7 @@ def test_two_saves_cut_short_in_a_row(tmp_path, monkeypatch, survive):
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(float(i))
-    save_checkpoint(tmp_path, "last", models[0], "markov", {"step": 1}, optimizer)
+    save_checkpoint(tmp_path, "last", models[0], "markov", {"step": 1, "data": {}}, optimizer)
     for step, cut in ((2, 3), (3, survive)):
         save_cut_short(
             monkeypatch,
@@ -93,7 +95,7 @@ def test_two_saves_cut_short_in_a_row(tmp_path, monkeypatch, survive):
             "last",
             models[step - 1],
             "markov",
-            {"step": step},
+            {"step": step, "data": {}},
             optimizer,
         )
     loaded, record, path = load_checkpoint(tmp_path / "last.json")

@@ -57,3 +57,18 @@ def test_a_lock_is_released_and_a_folder_it_made_for_nothing_removed(tmp_path):
     with pytest.raises(KeyError), folder_lock(tmp_path / "failed"):
         raise KeyError  # a command that fails inside leaves no empty folder either
     assert not (tmp_path / "failed").exists()
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import darm.lock
+
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(darm.lock.fcntl, "flock", no_locks)
+    with folder_lock(tmp_path / "run"):
+        (tmp_path / "run" / "log.csv").write_text("step\n")
+    assert "warning: cannot lock" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["log.csv"]

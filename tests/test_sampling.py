@@ -287,7 +287,7 @@ def test_sample_names_a_bad_argument(kwargs, error, needle):
     "name, x, mask, needle",
     [
         ("gpt", torch.zeros(7, dtype=torch.long), None, "x must be a batch of examples"),
-        ("gpt", torch.zeros(2, 5, dtype=torch.long), None, "x has 5 dimensions an example"),
+        ("gpt", torch.zeros(2, 9, dtype=torch.long), None, "x has 9 dimensions an example"),
         ("pixelcnn@2x3x1", torch.zeros(2, 5, dtype=torch.long), None, "the model reads D=6"),
         ("gru", torch.zeros(2, 3, 2, dtype=torch.long), None, "x must be \\(B, T\\) symbols"),
         ("gpt", torch.zeros(2, 7, dtype=torch.long), torch.ones(2, 6), "mask must be shaped"),
@@ -296,6 +296,16 @@ def test_sample_names_a_bad_argument(kwargs, error, needle):
 def test_log_prob_names_a_misshapen_input(name, x, mask, needle):
     with pytest.raises(ValueError, match=needle):
         log_prob(tiny_model(name), x, mask=mask)
+
+
+def test_log_prob_takes_what_the_model_reads():
+    gpt = tiny_model("gpt")  # D = 7: a shorter sequence is its first positions
+    x = torch.randint(0, 5, (2, 7), generator=torch.Generator().manual_seed(0))
+    per_dim = gpt(x).log_softmax(-1).gather(-1, x[..., None])[..., 0]  # (2, 7) log p(x_d | x_<d)
+    assert torch.allclose(log_prob(gpt, x[:, :5]), per_dim[:, :5].sum(1), atol=1e-5)
+    whole = log_prob(gpt, x, mask=torch.ones(1, 7, dtype=torch.bool))  # a mask that broadcasts
+    assert torch.allclose(whole, log_prob(gpt, x))
+    assert log_prob(tiny_model("gru"), torch.zeros(2, 12, dtype=torch.long)).shape == (2,)
 
 
 def test_evaluate_names_data_the_model_cannot_read():

@@ -65,15 +65,13 @@ def device_named(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:  # torch's dozen device types: darm takes the two it is tested on
+    except RuntimeError:  # torch's dozen device types: darm takes the ones it can run on
         device = None
-    if (
-        device is None
-        or device.type not in ("cpu", "cuda")
-        or device.index
-        and device.type == "cpu"
-    ):
-        raise DarmError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    cpu_index = device is not None and device.type == "cpu" and device.index  # cpu:1: no such
+    if device is None or device.type not in ("cpu", "cuda", "mps") or cpu_index:
+        raise DarmError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DarmError("--device mps asked for, but this machine has no Apple GPU (MPS)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DarmError("--device cuda asked for, but no CUDA device is available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -142,7 +140,9 @@ def add_family_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: cuda if any)")
+    p.add_argument(
+        "--device", default="auto", help="cpu | cuda | cuda:N | mps | auto (default: cuda if any)"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 

@@ -157,15 +157,21 @@ def check_shape(model: ARModel, x: torch.Tensor, mask: torch.Tensor | None = Non
     if x.dim() < 2:
         raise ValueError(f"x must be a batch of examples, (B, D), got shape {tuple(x.shape)}")
     D = math.prod(x.shape[1:])
-    if model.max_dims is not None and D != model.num_dims:
+    short = model.takes_prefixes and x.dim() == 2 and D < model.num_dims  # a gpt's: fine
+    if model.max_dims is not None and D != model.num_dims and not short:
         raise ValueError(
             f"x has {D} dimensions an example, shape {tuple(x.shape)}; the model reads "
             f"D={model.num_dims} ({' x '.join(map(str, model.event_shape))})"
         )
     if model.max_dims is None and x.dim() != 2:
         raise ValueError(f"x must be (B, T) symbols, got shape {tuple(x.shape)}")
-    if mask is not None and mask.shape != x.shape:
-        raise ValueError(f"mask must be shaped as x, {tuple(x.shape)}, got {tuple(mask.shape)}")
+    if mask is not None:
+        try:
+            fits = torch.broadcast_shapes(mask.shape, x.shape) == x.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"mask must be shaped as x, {tuple(x.shape)}, got {tuple(mask.shape)}")
 
 
 @contextlib.contextmanager
