@@ -452,7 +452,8 @@ def compare(
     """Run every family; rewrite the report after each. Ctrl-C (or SIGTERM) keeps what is
     finished. before: the report of the interrupted comparison in opts.out (read_comparison)
     to continue, with the same options: its finished rows are kept, the rest run."""
-    with sigterm_interrupts(), folder_lock(opts.out, what="report folder"):  # one comparison at a time in opts.out
+    # one comparison at a time in opts.out
+    with sigterm_interrupts(), folder_lock(opts.out, what="report folder"):
         return compare_families(data, opts, device, before)
 
 
