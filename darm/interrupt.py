@@ -4,8 +4,8 @@ A KeyboardInterrupt raised in the middle of `optimizer.step()` would leave half-
 weights and lose every step since the last checkpoint. Instead the first SIGINT (Ctrl-C) or
 SIGTERM (`kill`, `timeout`, a cluster scheduler ending a job) only sets a flag that the loop
 reads once per step (and all-reduces, so every rank stops at the same step); the loop then
-saves `last` and raises `Stopped` itself. A second signal of the same kind finds the
-previous handler back in place and acts at once, as usual.
+saves `last` and raises `Stopped` itself. A second Ctrl-C finds the previous handler back
+in place and acts at once, as usual; a second SIGTERM ends the process on the spot.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def stop_on_signals():
 
     def handler(signum, frame):
         stop.signum = stop.signum or signum
-        signal.signal(signum, previous[signum])  # a second one acts at once
+        # a second one acts at once: Ctrl-C as it did before; a second SIGTERM ends the
+        # process on the spot, even inside a long native op that a Python handler would
+        # wait for (the checkpoint before is whole: every save is atomic)
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else previous[signum])
 
     for s in caught:
         signal.signal(s, handler)

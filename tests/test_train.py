@@ -3,6 +3,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -438,3 +439,21 @@ def test_a_loaded_checkpoint_is_ready_to_score_and_train_switches_it_back(tmp_pa
     cfg = TrainConfig(steps=3, batch_size=4)
     train(loaded, "gpt", data, cfg, tmp_path, (tmp_path / "last.json", record), progress=False)
     assert loaded.training
+
+
+def test_a_second_sigterm_in_training_ends_the_process_on_the_spot():
+    """The first SIGTERM asks the loop to stop after its step; a second one must not wait
+    for a Python handler (which a long native op would hold off): the default action."""
+    script = """
+import os, signal, time
+from darm.interrupt import sigterm_interrupts, stop_on_signals
+with sigterm_interrupts(), stop_on_signals() as stop:  # as in the command line
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop, "the first only asks"
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    print("survived")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == -signal.SIGTERM and "survived" not in done.stdout, done.stderr
