@@ -510,8 +510,9 @@ def compare_families(
                 result = kept
                 tqdm.write(f"{name}: {kept.status} in the comparison being continued; kept")
             else:
-                try:
-                    result = run_family(name, data, opts, device, kept)
+                try:  # (its folder locked too: a `darm train --out` there now must wait)
+                    with folder_lock(opts.out / name):
+                        result = run_family(name, data, opts, device, kept)
                 except Exception as e:  # one family's failure is a row, not the end of the report
                     result = FamilyResult(name, "failed", note=first_line(e))
                 if result.status == "failed":

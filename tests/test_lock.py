@@ -1,5 +1,6 @@
 """One darm process at a time in a run folder."""
 
+import json
 import subprocess
 import sys
 
@@ -19,13 +20,19 @@ with folder_lock(sys.argv[1]):
 """
 
 
+def hold(folder):
+    """Another process holding the lock on `folder` (kill it when done)."""
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    assert other.stdout.readline().strip() == "held"
+    return other
+
+
 @pytest.fixture
 def held(tmp_path):
     """tmp_path/run, locked by another process until the test ends."""
     folder = tmp_path / "run"
-    other = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE,
-                             text=True)  # fmt: skip
-    assert other.stdout.readline().strip() == "held"
+    other = hold(folder)
     yield folder, other.pid
     other.kill()
     other.wait()
@@ -43,6 +50,26 @@ def test_a_folder_in_use_is_refused_and_left_as_it_was(held, capsys):
     out = ["compare", "--models", "bigram", "--steps", "1", "--out", str(folder), "--quiet"]
     assert main(out) == 1
     assert "is in use by another darm process" in capsys.readouterr().err
+
+
+def test_a_comparisons_family_folder_in_use_fails_that_family_alone(tmp_path, capsys):
+    """A `darm train --out REPORT/bigram` holding the folder compare would train bigram in."""
+    other = hold(tmp_path / "c" / "bigram")
+    try:
+        argv = ["compare", "--models", "bigram,markov", "--steps", "1", "--samples", "2",
+                "--set", "markov.n_hidden=8", "--quiet", "--out", str(tmp_path / "c")]  # fmt: skip
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "failed: bigram (" in err and "is in use by another darm process" in err
+        rows = {
+            r["model"]: r
+            for r in json.loads((tmp_path / "c" / "results.json").read_text())["families"]
+        }
+        assert rows["bigram"]["status"] == "failed" and rows["markov"]["status"] == "done"
+        assert "in use by another darm process" in rows["bigram"]["note"]
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_lock_is_released_and_a_folder_it_made_for_nothing_removed(tmp_path):
