@@ -201,3 +201,16 @@ def test_a_clip_longer_than_a_gpts_context_is_refused_by_its_length(tmp_path, ca
     assert main(["sample", str(out), "-n", "1", "--prompt", str(tmp_path / "short.wav"),
                  "--out", str(tmp_path / "s")]) == 0  # fmt: skip
     assert len(frames_of(tmp_path / "s.wav")) == 32 + rate // 10  # D samples, then silence
+
+
+def test_a_wav_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_path, capsys):
+    make_wav(tmp_path / "whole.wav", seconds=0.1, rate=1000)  # 100 samples, 200 bytes of data
+    raw = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(raw[: len(raw) - 120])  # the header still says 100
+    x, rate = read_wav(tmp_path / "cut.wav")
+    assert rate == 1000 and len(x) == 40
+    assert np.allclose(x, read_wav(tmp_path / "whole.wav")[0][:40])
+    err = capsys.readouterr().err
+    assert "cut.wav is cut short: its header promises 100 samples, it holds 40" in err
+    read_wav(tmp_path / "whole.wav")
+    assert capsys.readouterr().err == ""  # a whole file: no word

@@ -13,6 +13,7 @@ corpus (random crops for training, consecutive blocks for evaluation).
 from __future__ import annotations
 
 import math
+import sys
 import wave
 from pathlib import Path
 
@@ -64,7 +65,12 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     try:
         with wave.open(str(path), "rb") as w:
             tag, channels, width, rate = PCM, w.getnchannels(), w.getsampwidth(), w.getframerate()
-            frames = w.readframes(w.getnframes())
+            promised = w.getnframes()
+            frames = w.readframes(promised)
+        held = len(frames) // max(1, channels * width)
+        if held < promised:  # a recording cut off: what is there is still a clip, said so
+            print(f"warning: {path} is cut short: its header promises {promised} samples, "
+                  f"it holds {held}; read as they are", file=sys.stderr)  # fmt: skip
     except wave.Error:  # a float or WAVE_FORMAT_EXTENSIBLE header, which `wave` refuses
         tag, channels, width, rate, frames = read_riff(path)
     except (EOFError, OSError) as e:
