@@ -49,8 +49,8 @@ def log_prob(
 
 
 def _log_prob(model, x, cond=None, mask=None) -> torch.Tensor:
-    """log_prob without the range check: evaluate reads checked data, and the check would
-    cost a host sync per batch on a GPU."""
+    """log_prob without the checks: example_nats checks each batch on the host before it
+    moves, where a check of the device's copy would cost a host sync per batch on a GPU."""
     nll = nll_per_dim(model(x, cond), x, mask)
     return -nll.flatten(1).sum(dim=1)  # (B, *event) -> (B, D) -> (B,)
 

@@ -142,7 +142,8 @@ class ARModel(nn.Module):
 def check_inputs(model: ARModel, x: torch.Tensor | None, cond: torch.Tensor | None, what="x"):
     """Symbols in 0..L-1 and labels in 0..num_classes-1, refused with a ValueError that names
     the value, where an embedding lookup would raise an IndexError that names nothing.
-    (For the public entry points; the training and evaluation loops read checked data.)"""
+    (For the public entry points, and evaluation on the host before a batch moves to the
+    device; the training loop reads data checked once as it was loaded.)"""
     for t, name, size in ((x, what, model.vocab_size), (cond, "label", model.num_classes)):
         if t is None or not t.numel() or t.is_floating_point() or not size:
             continue  # (a label for an unconditional model: condition_vector says so)
