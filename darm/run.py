@@ -123,7 +123,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     else:
         check_new_run_dir(run_dir)  # before any data is read or model built
         cfg = build_config(TrainConfig, train_overrides, "training option")
-        check_config(cfg, ctx.world_size)  # before any data is read or model built
+        planned = bool(args.budget) and "steps" not in train_overrides  # checked once planned
+        check_config(cfg, ctx.world_size, planned)  # before any data is read or model built
         torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
         if args.init:
             model, model_name, data, path, step = init_from(args, device)
@@ -257,7 +258,10 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
         # rounded up, so the last of them falls on the last step, not a few steps before it
         planned["eval_every"] = math.ceil(steps / plan.passes)
     cfg = build_config(TrainConfig, {**overrides, **planned}, "training option")
-    check_config(cfg, world_size)
+    try:
+        check_config(cfg, world_size)
+    except DarmError as e:  # a --warmup longer than the run the budget affords
+        raise DarmError(f"{e}, all that --budget {budget:g}s affords here") from None
     return cfg, plan
 
 

@@ -108,8 +108,9 @@ def bf16_warning(cfg: TrainConfig, device: torch.device) -> str | None:
     return None
 
 
-def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
-    """Refuse settings the loop cannot honour, before any work is done."""
+def check_config(cfg: TrainConfig, world_size: int = 1, planned: bool = False) -> None:
+    """Refuse settings the loop cannot honour, before any work is done. `planned`: the run's
+    length is still to be planned (--budget), so the checks against it wait for the plan."""
     if cfg.dtype not in DTYPES:
         raise DarmError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.valid_examples < 0:
@@ -132,9 +133,9 @@ def check_config(cfg: TrainConfig, world_size: int = 1) -> None:
     for name in ("warmup", "weight_decay", "grad_clip"):
         if not 0 <= getattr(cfg, name) < math.inf:  # nan too: `> 0` would switch clipping off
             raise DarmError(f"{name} must be >= 0 and finite, got {getattr(cfg, name)}")
-    if cfg.steps % cfg.cycles:
+    if cfg.steps % cfg.cycles and not planned:
         raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
-    if cfg.warmup and cfg.warmup >= cfg.steps // cfg.cycles:
+    if cfg.warmup and cfg.warmup >= cfg.steps // cfg.cycles and not planned:
         span = "the run" if cfg.cycles == 1 else "a cycle"
         raise DarmError(
             f"warmup ({cfg.warmup}) must be shorter than {span} ({cfg.steps // cfg.cycles} steps)"
@@ -547,11 +548,18 @@ def train(
         }
         save_checkpoint(run_dir, tag, model, model_name, meta, optimizer, raw)
 
+    last_saved = {"step": start} if resume_from is not None else {}  # the `last` checkpoint's
+
     def kept() -> str:
-        """What a run stopped by a non-finite number leaves to resume from."""
-        if (run_dir / "last.json").exists():
-            return f"the last good checkpoint in {run_dir} is kept (try a lower --lr)"
-        return f"before any checkpoint was saved in {run_dir} (try a lower --lr)"
+        """What a run stopped by a non-finite number leaves to resume from: the last checkpoint,
+        with its validation NLL, which may itself be far from good (a huge lr's first pass)."""
+        if not last_saved:
+            return f"before any checkpoint was saved in {run_dir} (try a lower --lr)"
+        scored = f", validation {last_saved['val']:.4g} nats/dim" if "val" in last_saved else ""
+        return (
+            f"the last checkpoint in {run_dir} (step {last_saved['step']}{scored}) is kept "
+            f"(try a lower --lr)"
+        )
 
     def log_row(step, lr, train_nll, val, tokens_per_s, elapsed) -> None:
         """One row of log.csv; val None (a step between evaluations) leaves its cell empty."""
@@ -575,6 +583,7 @@ def train(
                 best = val
                 checkpoint("best", step, best, raw)
             checkpoint("last", step, best, raw)
+            last_saved.update(step=step, val=val)
         return best
 
     model.train()

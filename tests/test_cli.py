@@ -714,6 +714,9 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
 def test_bad_training_options_are_refused_before_any_work(capsys):
     one_line_error(capsys, main(["train", "--steps", "0"]), 1, "steps must be >= 1")
     assert capsys.readouterr().out == ""  # no data read, no model built
+    # a negative value argparse would take for an option: refused by its own check instead
+    one_line_error(capsys, main(["train", "--lr", "-1e-3"]), 1, "lr must be finite and >= 0")
+    assert capsys.readouterr().out == ""  # no data read, no model built
 
 
 def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys, monkeypatch):
@@ -730,6 +733,25 @@ def test_a_budget_without_steps_plans_whole_cycles(names_file, tmp_path, capsys,
     assert record["step"] == 52 and record["train"]["steps"] == 52
     assert record["train"]["warmup"] == 52 // 8  # the default warmup of a 52-step run
     assert record["train"]["eval_every"] == 6  # about ten passes: ceil(52 / 10)
+
+
+def test_a_budget_checks_the_run_length_it_plans_not_the_default(names_file, tmp_path, capsys,
+                                                                  monkeypatch):  # fmt: skip
+    # 3 cycles do not divide the default 2000 steps, and need not: the plan makes whole cycles;
+    # a warmup is checked against the planned run (52 steps), which it must be shorter than
+    monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1.0)
+    monkeypatch.setattr("darm.budget.REPLAN_AT", ())
+    monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.5)
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--batch-size", "4", "--quiet",
+            "--samples", "0", "--budget", "60s"]  # fmt: skip
+    out = ["--out", str(tmp_path / "cycles")]
+    assert main([*argv, *out, "--cycles", "3"]) == 0
+    assert "--budget 60s: planned 51 steps" in capsys.readouterr().out
+    out = ["--out", str(tmp_path / "warm")]
+    code = main([*argv, *out, "--warmup", "1000"])
+    one_line_error(capsys, code, 1, "warmup (1000) must be shorter than the run (52 steps), all "
+                   "that --budget 60s affords here")  # fmt: skip
+    assert not (tmp_path / "warm" / "last.json").exists()
 
 
 def test_a_budget_too_small_for_the_fewest_steps_is_said(names_file, tmp_path, capsys,

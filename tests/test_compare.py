@@ -295,9 +295,10 @@ def test_bad_compare_input(tmp_path, capsys, extra, needle):
 @pytest.mark.parametrize("command", ["compare", "train"])
 @pytest.mark.parametrize("budget", ["0", "-5m", "nan", "inf"])
 def test_a_budget_is_a_positive_finite_time(command, budget, capsys):
-    assert main([command, f"--budget={budget}"]) == 2  # an argparse usage error, one line
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "argument --budget: duration must be" in err and budget in err, err
+    for argv in ([f"--budget={budget}"], ["--budget", budget]):  # "-5m" is a value, not an option
+        assert main([command, *argv]) == 2  # an argparse usage error, one line
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "argument --budget: duration must be" in err and budget in err, err
 
 
 def test_out_that_is_a_file(tmp_path, capsys):

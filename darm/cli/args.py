@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import torch
 
@@ -15,6 +16,13 @@ from darm.run import check_counts, model_overrides
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad option on one line (no usage dump) and exits 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse takes only -5 and -.5 for negative numbers: `--budget -5s` or `--lr -1e-3`
+        # would be refused as "expected one argument" instead of by the value's own check. No
+        # option of darm's starts with a dash and a digit, so such a word is always a value.
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         if self.prog.endswith("complete") and message.endswith("required: checkpoint"):
