@@ -138,7 +138,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                 if not data.num_classes:
                     raise DarmError(f"--conditional needs labels, and {data.name} has none")
                 overrides["num_classes"] = data.num_classes
-            check_memory(model_name, data, overrides, device)
+            rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
+            check_memory(model_name, data, overrides, device, rows)
             model = create_model(model_name, data, **overrides).to(device)
         resume = None
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
@@ -220,20 +221,61 @@ def memory_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_memory(name: str, data, config: dict, device: torch.device) -> None:
-    """Refuse, in one line, a model whose training state alone exceeds the device's memory,
-    rather than being killed by the system with no word. The model is built on the meta
-    device (shapes, no storage) to count its parameters; training holds float32 weights,
-    gradients and AdamW's two moments, 16 bytes a parameter, before any activation."""
+def check_memory(name: str, data, config: dict, device: torch.device, rows: int) -> None:
+    """Refuse, in one line, a model whose training needs more than the device's memory, rather
+    than being killed by the system with no word. The model is built and run once on the meta
+    device (shapes, no storage): training holds float32 weights, gradients and AdamW's two
+    moments, 16 bytes a parameter, and the backward needs what the forward of a micro-batch
+    of `rows` examples made, here counted as the outputs of its innermost modules alone (a
+    lower bound: a run refused surely does not fit; one let through may still not)."""
     with torch.device("meta"):
-        n = create_model(name, data, **config).num_params()
-    need, have = 16 * n, memory_bytes(device)
-    if have is not None and need > have:
+        model = create_model(name, data, **config)
+        n, per_example = model.num_params(), forward_numbers(model)
+    weights, activations = 16 * n, 4 * per_example * rows
+    have = memory_bytes(device)
+    if have is None or weights + activations <= have:
+        return
+    gib = 2**30
+    if weights > have:
         raise DarmError(
             f"{name} with these settings has {n:,} parameters: training needs over "
-            f"{need / 2**30:.1f} GiB for weights, gradients and optimiser state, and this "
-            f"{device.type.upper()} has {have / 2**30:.1f} GiB"
+            f"{weights / gib:.1f} GiB for weights, gradients and optimiser state, and this "
+            f"{device.type.upper()} has {have / gib:.1f} GiB"
         )
+    raise DarmError(
+        f"{name} with these settings needs over {(weights + activations) / gib:.1f} GiB to "
+        f"train ({activations / gib:.1f} GiB of activations for {rows} examples of "
+        f"D={data.seq_len} at a time), and this {device.type.upper()} has {have / gib:.1f} "
+        f"GiB: try a smaller --batch-size, --grad-accum, or a smaller model"
+    )
+
+
+def forward_numbers(model) -> int:
+    """Numbers a meta-device model's forward of one example makes in its innermost modules
+    (each layer's output, which its backward keeps); outputs that are their input (an
+    Identity) or views of it are not new memory and are not counted."""
+    total = 0
+
+    def storage(t: torch.Tensor) -> torch.Tensor:  # a view's base (meta tensors have no pointers)
+        return t if t._base is None else t._base
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        held = [storage(i) for i in inputs if isinstance(i, torch.Tensor)]
+        for out in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(out, torch.Tensor) and not any(storage(out) is h for h in held):
+                total += out.numel()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        x = torch.zeros((1, *model.event_shape), dtype=torch.long)  # (1, *event_shape)
+        y = torch.zeros(1, dtype=torch.long) if model.num_classes else None
+        model(x, y)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 def check_out_of_data(run_dir: Path, data: str | Path | None) -> None:

@@ -805,6 +805,18 @@ def test_a_model_too_big_for_memory_is_refused_in_one_line(tmp_path, capsys, mon
     assert main(argv) == 0
 
 
+def test_a_batch_whose_activations_cannot_fit_is_refused(tmp_path, capsys, monkeypatch):
+    # gpt on the digits: 12.8 MB of training state, and its forward makes over 1.4 MB an
+    # example (96 MB for a batch of 64): a 50 MB machine fits 8 examples at a time, not 64
+    monkeypatch.setattr("darm.run.memory_bytes", lambda device: 50 * 10**6)
+    argv = ["train", "--data", "digits", "--model", "gpt", "--steps", "1", "--quiet",
+            "--samples", "0"]  # fmt: skip
+    out = ["--out", str(tmp_path / "r")]
+    err = one_line_error(capsys, main([*argv, *out]), 1, "of activations for 64 examples of D=64")
+    assert "try a smaller --batch-size, --grad-accum" in err and not (tmp_path / "r").exists()
+    assert main([*argv, *out, "--grad-accum", "8"]) == 0  # 8 examples at a time
+
+
 def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
     # a text model and the digits (read at the model's L): D differs; no word of a --levels
     # nobody passed, nor of the L that matches
