@@ -10,6 +10,9 @@ import torch
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
+from darm.data import load_data
+from darm.models import create_model
+from darm.run import forward_numbers
 from tests.conftest import NAMES, TINY_MARKOV, one_line_error, write_names
 
 
@@ -815,6 +818,18 @@ def test_a_batch_whose_activations_cannot_fit_is_refused(tmp_path, capsys, monke
     err = one_line_error(capsys, main([*argv, *out]), 1, "of activations for 64 examples of D=64")
     assert "try a smaller --batch-size, --grad-accum" in err and not (tmp_path / "r").exists()
     assert main([*argv, *out, "--grad-accum", "8"]) == 0  # 8 examples at a time
+
+
+def test_activations_are_counted_on_the_meta_device():
+    data = load_data("names")
+    with torch.device("meta"):
+        model = create_model("gpt", data, n_layer=1)
+        one = forward_numbers(model)
+        two = forward_numbers(create_model("gpt", data, n_layer=2))
+    assert one > 16 * 27  # at least the logits (D=16, L=27), and every block adds its own
+    assert two > one
+    model.forward = lambda x, y: x.sum().item()  # a forward that needs real numbers
+    assert forward_numbers(model) == 0  # uncounted: the check falls back on the parameters
 
 
 def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
