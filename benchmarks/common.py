@@ -15,7 +15,8 @@ from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
 from darm.metrics import evaluate
 from darm.models import config_fields, create_model
-from darm.train import TrainConfig, bf16_warning, train
+from darm.train import train
+from darm.train_config import TrainConfig, bf16_warning
 
 
 def run_one(

@@ -21,7 +21,9 @@ from darm.errors import DarmError
 from darm.models import ARModel, config_fields
 from darm.models.registry import family_source
 from darm.sampling import sample
-from darm.train import TrainConfig, check_own_family, scored_dims
+from darm.step import scored_dims
+from darm.train import check_own_family
+from darm.train_config import TrainConfig
 
 
 @dataclass

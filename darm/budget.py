@@ -10,7 +10,17 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from darm import distributed
 from darm.data import Dataset
+from darm.metrics import evaluate
+from darm.step import (
+    accumulate_gradients,
+    data_parallel,
+    make_optimizer,
+    micro_batches,
+    scored_dims,
+)
+from darm.train_config import TrainConfig
 
 
 def synchronize(device: torch.device) -> None:
@@ -25,15 +35,6 @@ def seconds_per_step(model, data: Dataset, cfg, window: float) -> float:
     steps: on a shared machine single steps vary several-fold. Under torchrun the copy trains
     through DDP, so the gradient all-reduce and the slowest rank are in the time. Eager even
     when cfg.compile is set (compiling the copy would cost as much again)."""
-    from darm import distributed
-    from darm.train import (
-        accumulate_gradients,
-        data_parallel,
-        make_optimizer,
-        micro_batches,
-        scored_dims,
-    )
-
     ctx = distributed.current()
     probe = copy.deepcopy(model).train()
     optimizer = make_optimizer(probe, cfg)
@@ -64,9 +65,6 @@ def seconds_per_validation(model, data: Dataset, cfg, window: float) -> float:
     cfg.valid_examples, or of all): scored batch by batch for about `window` seconds, then
     extrapolated to the whole pass. binarized MNIST's 10,000 x 784 dimensions take minutes on
     a CPU, so a plan that ignored them would be cut short by its own budget."""
-    from darm import distributed
-    from darm.metrics import evaluate
-
     ctx = distributed.current()
     valid = data["valid"]
     examples = min(cfg.valid_examples, len(valid)) if cfg.valid_examples else len(valid)
@@ -126,8 +124,6 @@ def plan_run(model, data: Dataset, cfg, budget: float, eval_every: int | None = 
     the rest, less 5% for checkpoints and the log, for training. eval_every: the user's
     spacing of the passes instead, as many as the steps then make. Every rank gets the same
     plan (from the slowest rank's timings): they must agree on the step count."""
-    from darm import distributed
-
     window = min(max(0.03 * budget, 1.0), 10.0)
     step_s = seconds_per_step(model, data, cfg, window)
     pass_s = seconds_per_validation(model, data, cfg, window / 2)
@@ -162,8 +158,6 @@ def replanned(cfg, done: int, step_s: float, pass_s: float, left: float):
     when it no longer fits; cfg itself when the count would change by under
     REPLAN_TOLERANCE (not worth a jump in the learning rate). One cycle only: moving the
     boundaries of several would restart one twice."""
-    from darm.train import TrainConfig
-
     if cfg.cycles != 1:
         raise ValueError("a run of several cycles keeps its first plan")
     steps = max(done + steps_in(0.95 * left, step_s, pass_s, cfg.eval_every), MIN_STEPS)
@@ -210,8 +204,6 @@ class Replanner:
     def __call__(self, cfg, done: int, elapsed: float, device: torch.device):
         """cfg, or a new one (darm.budget.replanned) when `done` steps reach the next point
         and at least two steps after the first were timed."""
-        from darm import distributed
-
         if self._at is None or done < self._at or done < self.start + 3:
             return cfg
         now = self._fractions.pop(0)

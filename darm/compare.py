@@ -40,7 +40,8 @@ from darm.outputs import AUDIO_CLIPS, default_length, save_samples
 from darm.plots import read_log
 from darm.runs import in_folder
 from darm.sampling import sample
-from darm.train import TrainConfig, train
+from darm.train import train
+from darm.train_config import TrainConfig
 
 DEFAULT_MODELS = ("markov", "rnn", "wavenet", "gpt")
 IMAGE_MODELS = ("pixelcnn",)  # added to the default list on image data, when registered

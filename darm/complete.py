@@ -11,10 +11,10 @@ import torch
 from darm.checkpoint import atomic_write
 from darm.data.images import PIL_MODES, quantise, read_pixels
 from darm.errors import DarmError
-from darm.models.base import ARModel
+from darm.models.base import ARModel, as_symbols
 from darm.plots import GRID_GREY, image_grid, pixel_levels
 from darm.plots import GRID_PAD as pad
-from darm.sampling import sample
+from darm.sampling import check_count, sample
 
 
 def complete(
@@ -30,9 +30,19 @@ def complete(
     as (N, rows, W, C)) -> k completions of each, shaped as `sample` shapes them: (N, k,
     *event_shape), or (N, k, num_dims) when a length is given (past the model's D for a
     model that has no limit)."""
+    check_count(k, "k")
+    known, cond = as_symbols(known, "known"), as_symbols(cond, "cond")
+    if known.dim() < 2:  # named here: after the repeat the shapes would be k times theirs
+        raise ValueError(f"known must be (N, P) symbols, got shape {tuple(known.shape)}")
     N = known.shape[0]
+    if cond is not None and cond.dim() == 0:
+        cond = cond.expand(N)  # one label for every example
+    if cond is not None and cond.shape != (N,):
+        raise ValueError(
+            f"cond must be ({N},) labels, one an example of known, got {tuple(cond.shape)}"
+        )
     prefix = known.repeat_interleave(k, dim=0)  # (N*k, P...): example n's copies together
-    cond = None if cond is None else cond.repeat_interleave(k, dim=0)  # (N*k, ...)
+    cond = None if cond is None else cond.repeat_interleave(k, dim=0)  # (N*k,)
     x = sample(model, N * k, cond=cond, prefix=prefix, num_dims=num_dims, generator=generator,
                **sampling)  # fmt: skip
     return x.view(N, k, *x.shape[1:])  # (N*k, ...) -> (N, k, ...)

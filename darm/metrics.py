@@ -36,13 +36,16 @@ def log_prob(
     cond: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Exact log p(x | cond) in nats, (B,): x (B, *event) integer symbols; `mask` drops
+    """Exact log p(x | cond) in nats, (B,): x (B, *event) integer symbols, cond (B,) labels
+    of a class-conditional model (or one label for all); `mask` drops
     padding positions. Computed in eval mode (dropout off, as `evaluate` scores), then the
     model's mode is restored; gradients flow. (A training loss with dropout: model(x) and
     nll_per_dim.)"""
     x = as_symbols(x, "x (one-hot inputs go to model(x))")
     cond = as_symbols(cond, "label")
     check_shape(model, x, mask)
+    if cond is not None and cond.dim() == 0:
+        cond = cond.expand(x.shape[0])  # one label for every example, as `sample` takes it
     check_inputs(model, x, cond)
     with eval_mode(model):
         return _log_prob(model, x, cond, mask)

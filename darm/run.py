@@ -33,17 +33,12 @@ from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.interrupt import Stopped
 from darm.lock import folder_lock
+from darm.memory import check_memory
 from darm.models import create_model, get_entry
 from darm.outputs import finish_run, finished
 from darm.runs import in_folder
-from darm.train import (
-    TrainConfig,
-    bf16_warning,
-    check_config,
-    check_new_run_dir,
-    learning_rate,
-    train,
-)
+from darm.train import check_new_run_dir, train
+from darm.train_config import TrainConfig, bf16_warning, check_config, learning_rate
 
 DEFAULT_SAMPLES = 64  # drawn at the end of a run unless --samples says otherwise
 
@@ -211,75 +206,6 @@ def recorded_samples(record: dict) -> int:
     return samples if isinstance(samples, int) and samples >= 0 else DEFAULT_SAMPLES
 
 
-def memory_bytes(device: torch.device) -> int | None:
-    """Memory the device has: the GPU's, or the machine's RAM (None where it cannot be read)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system
-        return None
-
-
-def check_memory(name: str, data, config: dict, device: torch.device, rows: int) -> None:
-    """Refuse, in one line, a model whose training needs more than the device's memory, rather
-    than being killed by the system with no word. The model is built and run once on the meta
-    device (shapes, no storage): training holds float32 weights, gradients and AdamW's two
-    moments, 16 bytes a parameter, and the backward needs what the forward of a micro-batch
-    of `rows` examples made, here counted as the outputs of its innermost modules alone (a
-    lower bound: a run refused surely does not fit; one let through may still not)."""
-    with torch.device("meta"):
-        model = create_model(name, data, **config)
-        n, per_example = model.num_params(), forward_numbers(model)
-    weights, activations = 16 * n, 4 * per_example * rows
-    have = memory_bytes(device)
-    if have is None or weights + activations <= have:
-        return
-    gib = 2**30
-    if weights > have:
-        raise DarmError(
-            f"{name} with these settings has {n:,} parameters: training needs over "
-            f"{weights / gib:.1f} GiB for weights, gradients and optimiser state, and this "
-            f"{device.type.upper()} has {have / gib:.1f} GiB"
-        )
-    raise DarmError(
-        f"{name} with these settings needs over {(weights + activations) / gib:.1f} GiB to "
-        f"train ({activations / gib:.1f} GiB of activations for {rows} examples of "
-        f"D={data.seq_len} at a time), and this {device.type.upper()} has {have / gib:.1f} "
-        f"GiB: try a smaller --batch-size, --grad-accum, or a smaller model"
-    )
-
-
-def forward_numbers(model) -> int:
-    """Numbers a meta-device model's forward of one example makes in its innermost modules
-    (each layer's output, which its backward keeps); outputs that are their input (an
-    Identity) or views of it are not new memory and are not counted."""
-    total = 0
-
-    def storage(t: torch.Tensor) -> torch.Tensor:  # a view's base (meta tensors have no pointers)
-        return t if t._base is None else t._base
-
-    def count(module, inputs, output) -> None:
-        nonlocal total
-        held = [storage(i) for i in inputs if isinstance(i, torch.Tensor)]
-        for out in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(out, torch.Tensor) and not any(storage(out) is h for h in held):
-                total += out.numel()
-
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    try:
-        x = torch.zeros((1, *model.event_shape), dtype=torch.long, device="meta")
-        y = torch.zeros(1, dtype=torch.long, device="meta") if model.num_classes else None
-        model(x, y)
-    except Exception:  # a family of one's own whose forward needs real data (.item(), say)
-        return 0  # nothing counted: the check falls back on the parameters alone
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total
-
-
 def check_out_of_data(run_dir: Path, data: str | Path | None) -> None:
     """A run folder inside its own image folder would turn its pictures into data."""
     if not data or not Path(data).is_dir():
@@ -389,7 +315,8 @@ def read_like(
     they go unused (eval --label gives every example one)."""
     if fmt is None:
         fmt = meta["source"].get("format")
-        fmt = None if fmt == "builtin" or spec in BUILTIN else fmt
+        # a built-in's, or arrays in memory: the file is read by what it is
+        fmt = None if fmt in ("builtin", "memory") or spec in BUILTIN else fmt
     vocab = saved_vocab(meta)
     D, L = model.num_dims, model.vocab_size
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
@@ -474,7 +401,7 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
         check_same_start(args.init, record["init"])
     source = record["data"]["source"]
     if args.data is not None and not same_data(args.data, source, run_dir):
-        theirs = source.get("name") or source.get("path")
+        theirs = source.get("name") or source.get("path") or "(arrays in memory)"
         refuse("--data", args.data, f"data {theirs}")
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)

@@ -118,11 +118,13 @@ def sample(
     prefix, cond = as_symbols(prefix, "prefix"), as_symbols(cond, "cond")
     if cond is not None and cond.dim() == 0:
         cond = cond.expand(n)  # one label for every sample
-    rows = model.event_shape[1:]  # (W, C) of an image model; () for a sequence
-    if prefix is not None and rows and prefix.dim() == 2 + len(rows) and prefix.shape[2:] == rows:
-        prefix = prefix.reshape(prefix.shape[0], -1)  # (n, rows, W, C) -> (n, rows * W * C)
+    rows = tuple(model.event_shape[1:])  # (W, C) of an image model; () for a sequence
+    grey = rows[:1] if rows[1:] == (1,) else None  # (W,): a grey image's rows may omit C
+    if prefix is not None and rows and tuple(prefix.shape[2:]) in (rows, grey):
+        prefix = prefix.reshape(prefix.shape[0], -1)  # (n, rows, W[, C]) -> (n, rows * W * C)
     if prefix is not None and prefix.dim() != 2:
-        raise ValueError(f"prefix must be (n, P) symbols, got shape {tuple(prefix.shape)}")
+        forms = f"(n, P) or (n, rows, {', '.join(map(str, rows))})" if rows else "(n, P)"
+        raise ValueError(f"prefix must be {forms} symbols, got shape {tuple(prefix.shape)}")
     check_inputs(model, prefix, cond, "prefix symbol")
     D = num_dims or model.num_dims
     if model.max_dims is not None and D > model.max_dims:  # the same, cached or not

@@ -1,14 +1,5 @@
-"""Maximum-likelihood training: AdamW, warmup + cosine decay, clipping, eval, checkpoints.
-
-The loss is the summed cross-entropy of the batch divided by the number of scored
-dimensions (nats per dimension), so the learning rate does not depend on D.
-
-One code path for 1 or N data-parallel ranks (torchrun) and any number of micro-batches:
-the global batch of a step is a pure function of (seed, step); rank r keeps its share and
-cuts it in `grad_accum` micro-batches, and each micro-batch contributes
-sum(nats) / (scored dims of the GLOBAL batch) to the gradient, so the summed gradient is the
-one-process gradient of the whole batch. Dropout masks are a function of (seed, step, rank)
-too, so a resumed run replays an uninterrupted one exactly.
+"""Maximum-likelihood training: the loop around darm.step's steps, with the schedule of
+darm.train_config, validation, checkpoints, a log, resumption and a time budget.
 
 With `ema` > 0 an average of the weights (darm.ema) is what validation scores and what the
 checkpoints' weight files hold; the training weights go into the optimiser file.
@@ -40,252 +31,29 @@ from darm.checkpoint import (
     save_checkpoint,
 )
 from darm.data import Dataset
-from darm.data.dataset import digest
+from darm.data.dataset import check_dataset, digest
 from darm.ema import WeightAverage
 from darm.errors import DarmError
 from darm.interrupt import Stopped, stop_on_signals
-from darm.metrics import NLL, evaluate, nll_per_dim
 from darm.models import ARModel, get_entry
 from darm.models.registry import family_source
+from darm.step import (
+    accumulate_gradients,
+    data_parallel,
+    dropout_seed,
+    evaluate_split,
+    make_optimizer,
+    micro_batches,
+    scored_dims,
+    seed_dropout,
+)
+from darm.train_config import TrainConfig, check_config, learning_rate
+
+__all__ = ["TrainConfig", "train"]  # TrainConfig lives in darm.train_config; here for train's users
 
 SMOOTH = 0.95  # the training curve's decay a step: about the last 20 batches
 UNRECORDED = object()  # a resumed record without a field an older darm did not write
 LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_per_s", "elapsed_s"]
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 3e-3
-    min_lr: float | None = None  # the cosine decays to this; None: lr / 10
-    warmup: int | None = None  # None: 100 steps, at most half a cycle
-    cycles: int = 1  # cosine cycles over `steps`; > 1 restarts warm (SGDR)
-    cycle_decay: float = 1.0  # a cycle's peak lr is this times the previous cycle's peak
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    eval_every: int = 250
-    log_every: int = 10  # steps between log.csv rows of the training loss alone
-    eval_batch_size: int = 512
-    valid_examples: int = 0  # score the first N validation examples at each evaluation; 0: all
-    seed: int = 1337
-    grad_accum: int = 1  # micro-batches per step; gradients summed, same effective batch
-    dtype: str = "fp32"  # fp32 | bf16: autocast of the forward; weights and loss stay fp32
-    compile: bool = False  # torch.compile the model for training (eval stays eager)
-    ema: float = 0.0  # decay of an average of the weights that eval and checkpoints use; 0: off
-
-    def __post_init__(self):
-        if self.min_lr is None:  # a lower --lr alone must not be refused for min_lr > lr
-            self.min_lr = self.lr / 10
-        if self.warmup is None:  # a short run still decays (warmup 100 of 50 steps never did)
-            self.warmup = min(100, self.steps // (2 * max(self.cycles, 1)))
-
-
-DTYPES = ("fp32", "bf16")
-
-
-def slow_bf16(device: torch.device) -> bool:
-    """True on a CPU without native bfloat16 matmuls (no AVX512-BF16 / AMX): there oneDNN
-    emulates them, and bf16 autocast trains several times slower than float32 (measured on an
-    AVX2-only EPYC: a 1024 x 1024 matmul at 0.6 GFLOP/s in bf16 against 50 in float32)."""
-    if device.type != "cpu":
-        return False
-    try:
-        return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):  # a build without oneDNN: nothing to say
-        return False
-
-
-def bf16_warning(cfg: TrainConfig, device: torch.device) -> str | None:
-    """A one-line warning when --dtype bf16 would slow training down on this machine."""
-    if cfg.dtype == "bf16" and slow_bf16(device):
-        return (
-            "warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so --dtype bf16 "
-            "trains several times slower than fp32 here"
-        )
-    return None
-
-
-def check_config(cfg: TrainConfig, world_size: int = 1, planned: bool = False) -> None:
-    """Refuse settings the loop cannot honour, before any work is done. `planned`: the run's
-    length is still to be planned (--budget), so the checks against it wait for the plan."""
-    if cfg.dtype not in DTYPES:
-        raise DarmError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    if cfg.valid_examples < 0:
-        raise DarmError(f"valid_examples must be >= 0 (0: all), got {cfg.valid_examples}")
-    counts = ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "grad_accum")
-    for name in (*counts, "cycles"):
-        if getattr(cfg, name) < 1:
-            raise DarmError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0 <= cfg.lr < math.inf:  # 0 is allowed: a run that only evaluates
-        raise DarmError(f"lr must be finite and >= 0, got {cfg.lr}")
-    if not math.isfinite(cfg.weight_decay):  # inf would turn the weights into NaN
-        raise DarmError(f"weight_decay must be finite, got {cfg.weight_decay}")
-    if not -(2**63) <= cfg.seed < 2**64:  # what torch's generators take
-        raise DarmError(f"seed must be in -2**63..2**64-1, got {cfg.seed}")
-    if not 0 <= cfg.min_lr <= cfg.lr:
-        raise DarmError(f"min_lr must be in [0, lr={cfg.lr:g}], got {cfg.min_lr:g}")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(cfg, name) < 1:
-            raise DarmError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
-    for name in ("warmup", "weight_decay", "grad_clip"):
-        if not 0 <= getattr(cfg, name) < math.inf:  # nan too: `> 0` would switch clipping off
-            raise DarmError(f"{name} must be >= 0 and finite, got {getattr(cfg, name)}")
-    if cfg.steps % cfg.cycles and not planned:
-        raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
-    if cfg.warmup and cfg.warmup >= cfg.steps // cfg.cycles and not planned:
-        span = "the run" if cfg.cycles == 1 else "a cycle"
-        raise DarmError(
-            f"warmup ({cfg.warmup}) must be shorter than {span} ({cfg.steps // cfg.cycles} steps)"
-        )
-    if not 0 <= cfg.ema < 1:
-        raise DarmError(f"ema must be in [0, 1) (0 turns it off), got {cfg.ema}")
-    if not 0 < cfg.cycle_decay <= 1:
-        raise DarmError(f"cycle_decay must be in (0, 1], got {cfg.cycle_decay}")
-    last_peak = cfg.lr * cfg.cycle_decay ** (cfg.cycles - 1)
-    if last_peak < cfg.min_lr:  # that cycle would climb from its peak up to min_lr
-        raise DarmError(
-            f"the last cycle's peak lr {last_peak:.3g} (lr x cycle_decay^{cfg.cycles - 1}) is "
-            f"below min_lr {cfg.min_lr:.3g}; use a larger cycle_decay or a smaller min_lr"
-        )
-    if cfg.batch_size < world_size * cfg.grad_accum:
-        raise DarmError(
-            f"batch size {cfg.batch_size} cannot be cut into {world_size} rank(s) x "
-            f"{cfg.grad_accum} micro-batch(es); use --batch-size >= {world_size * cfg.grad_accum}"
-        )
-
-
-def dropout_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of the global RNG (dropout) for one step of one rank: no RNG state to carry."""
-    return ((seed * 1_000_003 + step) * 7919 + 104_729 * (rank + 1)) % 2**63
-
-
-def seed_dropout(seed: int, device: torch.device) -> None:
-    """Seed the generator dropout draws from: the CPU one, and the GPU's own on CUDA.
-    (torch.manual_seed would do it too, but it visits every backend: 100x slower a step.)"""
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):  # cuda:1 in a single process is not the current one
-            torch.cuda.manual_seed(seed)
-
-
-def micro_batches(batch, rank: int, world_size: int, grad_accum: int):
-    """This rank's share of the global batch, cut into grad_accum micro-batches."""
-    x, y, mask = batch
-    lo, hi = distributed.shard_bounds(x.shape[0], rank, world_size)
-    out = []
-    for i in range(grad_accum):
-        a, b = distributed.shard_bounds(hi - lo, i, grad_accum)
-        rows = slice(lo + a, lo + b)
-        out.append((x[rows], None if y is None else y[rows], None if mask is None else mask[rows]))
-    return out
-
-
-def accumulate_gradients(net, micro, cfg: TrainConfig, n_dims: int, ddp=None, conditional=False):
-    """Forward and backward over this rank's micro-batches: the parameters' .grad becomes the
-    gradient of sum(nats) / n_dims over the global batch of n_dims scored dimensions.
-    Returns this rank's summed nats (a 0-d float32 tensor on the model's device)."""
-    device = next(net.parameters()).device
-    world_size = distributed.current().world_size
-    nats = torch.zeros((), device=device)
-    for i, (x, y, mask) in enumerate(micro):
-        x = x.to(device)
-        y = y.to(device) if conditional else None
-        mask = None if mask is None else mask.to(device)
-        # gradients are all-reduced once, after the last micro-batch
-        last = i == len(micro) - 1
-        sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
-        with sync:
-            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.dtype == "bf16"):
-                logits = net(x, y)
-            micro_nats = nll_per_dim(logits, x, mask).sum()  # float32 whatever the dtype
-            # DDP averages gradients over ranks; the factor world_size turns the average
-            # into the gradient of sum(nats) / n_dims over the global batch
-            (micro_nats * (world_size / n_dims)).backward()
-        nats += micro_nats.detach()
-    return nats
-
-
-def scored_dims(batch) -> int:
-    """Dimensions a batch (x, y, mask) scores: all of x, or those its mask keeps."""
-    x, _, mask = batch
-    return x.numel() if mask is None else int(mask.sum())
-
-
-def data_parallel(model: ARModel, split, seed: int):
-    """Under torchrun, `model` wrapped in DDP (told whether some parameter gets no gradient);
-    None in one process."""
-    if distributed.current().world_size == 1:
-        return None
-    device = model.device
-    ids = [device.index] if device.type == "cuda" else None
-    unused = has_unused_parameters(model, split.batch(0, 1, seed), model.num_classes > 0)
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=unused
-    )
-
-
-def has_unused_parameters(model: ARModel, batch, conditional: bool) -> bool:
-    """Whether some parameter gets no gradient at all (DDP must then be told, or it waits
-    for that gradient forever); one backward pass on one example, gradients then cleared."""
-    x, y, _ = batch
-    device = model.device
-    model(x[:1].to(device), y[:1].to(device) if conditional else None).float().sum().backward()
-    unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
-    model.zero_grad(set_to_none=True)
-    return unused
-
-
-def evaluate_split(model: ARModel, split, batch_size: int, progress: bool = False) -> NLL:
-    """Exact NLL of the whole split; under torchrun each rank scores a contiguous shard
-    and the totals (nats, examples, dims) are summed over ranks."""
-    ctx = distributed.current()
-    if ctx.world_size == 1:
-        return evaluate(model, split, batch_size, progress)
-    lo, hi = distributed.shard_bounds(len(split), ctx.rank, ctx.world_size)
-    shard = split.subset(lo, hi)
-    part = evaluate(model, shard, batch_size, progress) if hi > lo else NLL(0.0, 0, 0)
-    nats, examples, dims = distributed.all_reduce_sum(
-        [part.nats, part.examples, part.dims], model.device
-    )
-    return NLL(nats, round(examples), round(dims))
-
-
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at the end of each of `cycles` equal
-    cycles; a later cycle jumps back to a peak of lr * cycle_decay**c without warmup (SGDR:
-    the Adam moments are warm). The first cycle of steps=2n, cycles=2 is exactly the whole
-    schedule of steps=n, so `--resume --steps 2n --cycles 2` extends a finished run."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    length = cfg.steps // cfg.cycles
-    c = min(step // length, cfg.cycles - 1)
-    start = cfg.warmup if c == 0 else c * length
-    peak = cfg.lr * cfg.cycle_decay**c
-    progress = (step - start) / max((c + 1) * length - start, 1)
-    return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def make_optimizer(model: ARModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only; biases, norms and 1-D parameters are not decayed."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # the fused kernel (one pass over all parameters) is 5-8% faster per step on the CPU
-    # for a small GPT than the foreach one; other devices keep foreach
-    fused = model.device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(
-        groups,
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        fused=fused,
-        foreach=None if fused else True,
-    )
 
 
 # what a run writes in its folder besides checkpoints (last.json is checked on its own)
@@ -484,6 +252,7 @@ def train(
     if plan is not None and max_seconds is None:
         raise ValueError("a plan needs max_seconds, the budget it was planned for")
     check_config(cfg, ctx.world_size)
+    check_dataset(data)
     check_model_fits(model, model_name, data)
     run_dir = Path(run_dir)
     if resume_from is None:

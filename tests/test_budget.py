@@ -9,7 +9,7 @@ import torch
 import darm
 import darm.budget as budget
 from darm.data import load_data
-from darm.train import TrainConfig
+from darm.train_config import TrainConfig
 
 
 def fake_scoring(monkeypatch, warm_up: float, per_example: float) -> list[int]:
@@ -21,7 +21,7 @@ def fake_scoring(monkeypatch, warm_up: float, per_example: float) -> list[int]:
         clock[0] += (0 if scored else warm_up) + per_example * len(split)
         scored.append(len(split))
 
-    monkeypatch.setattr("darm.metrics.evaluate", evaluate)
+    monkeypatch.setattr(budget, "evaluate", evaluate)
     monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
     return scored
 

@@ -11,8 +11,8 @@ import torch
 from darm.checkpoint import record_sha256
 from darm.cli import main
 from darm.data import load_data
+from darm.memory import forward_numbers
 from darm.models import create_model
-from darm.run import forward_numbers
 from tests.conftest import NAMES, TINY_MARKOV, one_line_error, write_names
 
 
@@ -799,19 +799,19 @@ def test_a_budget_stop_says_so_and_resume_may_shorten_the_run(names_file, tmp_pa
 
 
 def test_a_model_too_big_for_memory_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("darm.run.memory_bytes", lambda device: 2**20)  # a 1 MiB machine
+    monkeypatch.setattr("darm.memory.memory_bytes", lambda device: 2**20)  # a 1 MiB machine
     argv = ["train", "--data", "digits", "--model", "gpt", "--steps", "2", "--out",
             str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
     one_line_error(capsys, main(argv), 1, "gpt with these settings has 798,080 parameters")
     assert not (tmp_path / "r").exists()
-    monkeypatch.setattr("darm.run.memory_bytes", lambda device: 2**30)
+    monkeypatch.setattr("darm.memory.memory_bytes", lambda device: 2**30)
     assert main(argv) == 0
 
 
 def test_a_batch_whose_activations_cannot_fit_is_refused(tmp_path, capsys, monkeypatch):
     # gpt on the digits: 12.8 MB of training state, and its forward makes over 1.4 MB an
     # example (96 MB for a batch of 64): a 50 MB machine fits 8 examples at a time, not 64
-    monkeypatch.setattr("darm.run.memory_bytes", lambda device: 50 * 10**6)
+    monkeypatch.setattr("darm.memory.memory_bytes", lambda device: 50 * 10**6)
     argv = ["train", "--data", "digits", "--model", "gpt", "--steps", "1", "--quiet",
             "--samples", "0"]  # fmt: skip
     out = ["--out", str(tmp_path / "r")]

@@ -35,6 +35,29 @@ def test_complete_takes_an_images_top_rows_as_rows():
     assert flat.shape == (2, 3, 6)
 
 
+def test_complete_takes_a_grey_images_rows_without_their_channel_and_one_label():
+    model = tiny_model("gated_pixelcnn@3x2x1", num_classes=4)
+    top = torch.randint(0, 5, (2, 1, 2))  # (N, rows, W): a grey image's top row, no C
+    x = complete(model, top, 3, cond=2, generator=torch.Generator().manual_seed(0))
+    want = complete(model, top[..., None], 3, cond=torch.tensor([2, 2]),
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert x.shape == (2, 3, 3, 2, 1) and torch.equal(x, want)  # one label: every example's
+
+
+@pytest.mark.parametrize(
+    "known, k, cond, needle",
+    [
+        (torch.zeros(4, dtype=torch.long), 2, None, "known must be \\(N, P\\) .* shape \\(4,\\)"),
+        (torch.zeros(2, 3, dtype=torch.long), 0, None, "k must be >= 1, got 0"),
+        (torch.zeros(2, 3, dtype=torch.long), 2, torch.zeros(3, dtype=torch.long),
+         "cond must be \\(2,\\) labels, one an example of known, got \\(3,\\)"),
+    ],
+)  # fmt: skip
+def test_complete_names_its_own_arguments(known, k, cond, needle):
+    with pytest.raises(ValueError, match=needle):
+        complete(tiny_model("gpt", num_classes=4), known, k, cond=cond)
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "digits"

@@ -16,12 +16,14 @@ import torch
 from safetensors.torch import load_file
 
 import darm.checkpoint
-import darm.train
+import darm.step
 from darm.checkpoint import load_checkpoint, load_training_state, read_record, save_checkpoint
 from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
-from darm.train import TrainConfig, make_optimizer, train
+from darm.step import make_optimizer
+from darm.train import train
+from darm.train_config import TrainConfig
 from tests.conftest import tiny_model, write_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,17 +157,20 @@ def test_nonfinite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, monkey
     data = load_data(str(write_names(tmp_path)))
     model = tiny_model("gru", vocab_size=data.vocab_size, seq_len=data.seq_len)
     calls = []
-    real = darm.train.nll_per_dim
+    real = darm.step.nll_per_dim
 
     def poisoned(logits, x, mask=None):
         calls.append(1)
         nll = real(logits, x, mask)
         return nll * float("nan") if len(calls) > 6 else nll  # from step 6 on
 
-    monkeypatch.setattr(darm.train, "nll_per_dim", poisoned)
+    monkeypatch.setattr(darm.step, "nll_per_dim", poisoned)
     cfg = TrainConfig(steps=20, batch_size=8, warmup=2, eval_every=4)
     handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(DarmError, match="loss is nan at step 6; stopped, the last good"):
+    with pytest.raises(
+        DarmError,
+        match=r"loss is nan at step 6; stopped, the last checkpoint in .* \(step 4, valid",
+    ):
         train(model, "gru", data, cfg, tmp_path / "run", progress=False)
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored on errors
     _, record, _ = load_checkpoint(tmp_path / "run" / "last.json")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from darm.data import load_data
+from darm.data import from_arrays, load_data
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
 
@@ -135,6 +135,50 @@ def test_arrays_npz_own_split_and_labels(tmp_path):
     assert ds.kind == "image" and ds.seq_len == 15 and ds.vocab_size == 4
     assert torch.equal(ds["test"].x, torch.from_numpy(arrays["x_test"].reshape(5, 15)))
     assert ds.num_classes == 2
+    arrays["y_test"][2] = -3  # a class is an index: named with the value that is not
+    np.savez(tmp_path / "a.npz", **arrays)
+    with pytest.raises(DarmError, match="a: test labels must be >= 0, got -3"):
+        load_data(str(tmp_path / "a.npz"))
+
+
+def test_arrays_in_memory_read_as_their_file_would(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 6, (40, 3, 4)), rng.integers(0, 3, 40)
+    np.savez(tmp_path / "a.npz", x=x, y=y)
+    saved = load_data(str(tmp_path / "a.npz"))
+    for data in (from_arrays(x, y), from_arrays(torch.from_numpy(x), torch.from_numpy(y))):
+        assert (data.kind, data.vocab_size, data.seq_len, data.image_shape) == (
+            "image",
+            6,
+            12,
+            (3, 4),
+        )
+        assert data.num_classes == 3 and data.source["format"] == "memory"
+        for s in ("train", "valid", "test"):  # the same seeded split as the file's
+            assert torch.equal(data[s].x, saved[s].x) and torch.equal(data[s].y, saved[s].y)
+    own = from_arrays({"train": x[:30], "valid": x[30:35], "test": x[35:]}, levels=8)
+    assert torch.equal(own["test"].x, torch.from_numpy(x[35:].reshape(5, 12)))
+    assert own.vocab_size == 8 and own.num_classes == 0
+    with pytest.raises(DarmError, match="needs exactly the keys train, valid, test"):
+        from_arrays({"train": x, "test": x})
+    with pytest.raises(DarmError, match="arrays: y must have shape \\(40,\\)"):
+        from_arrays(x, y[:5])
+
+
+def test_a_run_on_arrays_in_memory_asks_for_its_data_by_name(tmp_path, capsys):
+    from darm.cli import main
+    from darm.models import create_model
+    from darm.train import train
+    from darm.train_config import TrainConfig
+
+    data = from_arrays(np.random.default_rng(0).integers(0, 4, (30, 6)))
+    out = tmp_path / "run"
+    train(create_model("markov", data), "markov", data, TrainConfig(steps=2, batch_size=4), out,
+          progress=False)  # fmt: skip
+    assert main(["eval", str(out)]) == 1
+    assert "trained on arrays in memory (darm.data.from_arrays)" in capsys.readouterr().err
+    np.save(tmp_path / "x.npy", data["test"].x.numpy())
+    assert main(["eval", str(out), "--data", str(tmp_path / "x.npy")]) == 0
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from darm.data import load_data
-from darm.train import TrainConfig, micro_batches, train
+from darm.step import micro_batches
+from darm.train import train
+from darm.train_config import TrainConfig
 from tests.conftest import tiny_model, write_names
 
 CFG = dict(steps=6, batch_size=8, warmup=2, eval_every=3, eval_batch_size=5, seed=3)

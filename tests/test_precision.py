@@ -7,7 +7,8 @@ from darm.cli import build_parser, main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.nn.attention import attend
-from darm.train import TrainConfig, bf16_warning, check_config, train
+from darm.train import train
+from darm.train_config import TrainConfig, bf16_warning, check_config
 from tests.conftest import tiny_model, write_names
 
 CFG = dict(steps=8, batch_size=8, warmup=2, eval_every=8, seed=3)

@@ -248,3 +248,26 @@ def test_a_redefined_family_registers_again_another_class_does_not(monkeypatch):
         registry.register_model("mine", define(), dict, "a config darm cannot build")
     with pytest.raises(ValueError, match="is not an ARModel subclass"):
         registry.register_model("mine", torch.nn.Linear, MarkovConfig, "not a model")
+
+    class Documented(Markov):
+        """A family whose docstring's first line is its description.
+
+        Not this line."""
+
+    registry.register_model("documented", Documented, MarkovConfig)  # no doc: the docstring's
+    assert registry.get_entry("documented").doc == (
+        "A family whose docstring's first line is its description."
+    )
+
+
+def test_a_split_where_a_dataset_is_wanted_is_named(tmp_path):
+    from darm.data import load_data
+    from darm.models import create_model
+    from darm.train import train
+    from darm.train_config import TrainConfig
+
+    data = load_data("digits")
+    with pytest.raises(TypeError, match="got TensorSplit \\(data\\['train'\\] is one of its"):
+        create_model("gpt", data["train"])
+    with pytest.raises(TypeError, match="data must be a darm.data Dataset"):
+        train(create_model("gpt", data), "gpt", data["test"], TrainConfig(steps=1), tmp_path)

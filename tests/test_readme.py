@@ -14,7 +14,7 @@ def test_readme_python_runs(tmp_path, monkeypatch):
     section = text[text.index("## Python") : text.index("### Sampling speed")]
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
     assert "load_checkpoint" in code and "prefix=prompt" in code  # the section is found
-    code = code.replace("steps=200", "steps=4")
+    code = code.replace("steps=200", "steps=4").replace("steps=300", "steps=6")
     # the family of one's own is defined in this same script, not in a my_family.py
     code = code.replace("import my_family  #", "#")
     monkeypatch.chdir(tmp_path)  # the example writes runs/py-gpt
@@ -22,4 +22,6 @@ def test_readme_python_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     exec(compile(code, str(README), "exec"), {})
     assert (tmp_path / "runs" / "py-gpt" / "best.json").is_file()
+    last = (tmp_path / "runs" / "py-gpt" / "last.json").read_text()
+    assert '"step": 6' in last  # resumed from step 4 and trained on to the longer schedule
     assert "trigram" in registry.list_models()

@@ -287,8 +287,15 @@ def test_sample_names_a_bad_argument(kwargs, error, needle):
     "name, x, mask, needle",
     [
         ("gpt", torch.zeros(7, dtype=torch.long), None, "x must be a batch of examples"),
-        ("gpt", torch.zeros(2, 9, dtype=torch.long), None, "x has 9 dimensions an example"),
-        ("pixelcnn@2x3x1", torch.zeros(2, 5, dtype=torch.long), None, "the model reads D=6"),
+        ("gpt", torch.zeros(2, 9, dtype=torch.long), None, "x must be \\(B, 7\\), or shorter,"),
+        ("gpt", torch.zeros(2, 7, 1, dtype=torch.long), None, "got shape \\(2, 7, 1\\)"),
+        (
+            "pixelcnn@2x3x1",
+            torch.zeros(2, 5, dtype=torch.long),
+            None,
+            "\\(B, 6\\) or \\(B, 2, 3, 1\\)",
+        ),
+        ("pixelcnn@2x3x1", torch.zeros(2, 3, 2, dtype=torch.long), None, "got shape \\(2, 3, 2\\)"),
         ("gru", torch.zeros(2, 3, 2, dtype=torch.long), None, "x must be \\(B, T\\) symbols"),
         ("gpt", torch.zeros(2, 7, dtype=torch.long), torch.ones(2, 6), "mask must be shaped"),
     ],
@@ -306,11 +313,22 @@ def test_log_prob_takes_what_the_model_reads():
     whole = log_prob(gpt, x, mask=torch.ones(1, 7, dtype=torch.bool))  # a mask that broadcasts
     assert torch.allclose(whole, log_prob(gpt, x))
     assert log_prob(tiny_model("gru"), torch.zeros(2, 12, dtype=torch.long)).shape == (2,)
+    image = tiny_model("pixelcnn@2x3x1")  # a grey image: (B, D), (B, H, W, 1) or (B, H, W)
+    x = torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(0))
+    for shape in [(2, 6), (2, 2, 3, 1), (2, 2, 3)]:
+        assert torch.equal(log_prob(image, x.view(shape)), log_prob(image, x))
+
+
+def test_log_prob_takes_one_label_for_every_example():
+    model = tiny_model("gru", num_classes=3)
+    x = torch.randint(0, 5, (4, 7), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(log_prob(model, x, cond=2), log_prob(model, x, cond=torch.full((4,), 2)))
+    assert not torch.equal(log_prob(model, x, cond=1), log_prob(model, x, cond=2))
 
 
 def test_evaluate_names_data_the_model_cannot_read():
     names = load_data("names")  # L = 27, D = 16
-    with pytest.raises(ValueError, match="x has 16 dimensions an example"):
+    with pytest.raises(ValueError, match="x must be \\(B, 7\\), or shorter, symbols, got shape"):
         evaluate(tiny_model("gpt"), names["test"])  # L = 5, D = 7
     with pytest.raises(ValueError, match="x 26 is outside 0..4"):
         evaluate(tiny_model("gru", seq_len=16), names["test"])  # goes on past D, but L = 5

@@ -9,13 +9,15 @@ import sys
 import pytest
 import torch
 
+import darm.step
 import darm.train
 from darm.checkpoint import load_checkpoint, read_record, save_checkpoint
 from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate
-from darm.train import TrainConfig, check_config, learning_rate, train
+from darm.train import train
+from darm.train_config import TrainConfig, check_config, learning_rate
 from tests.conftest import Terminal, tiny_model
 
 
@@ -185,7 +187,7 @@ def test_resume_continues_to_the_same_weights(tmp_path):
 def sigint_during_step(monkeypatch, step: int, signum: int = signal.SIGINT) -> None:
     """Send this process a SIGINT (Ctrl-C), or `signum`, in the middle of training step
     `step` (its loss)."""
-    real, calls = darm.train.nll_per_dim, []
+    real, calls = darm.step.nll_per_dim, []
 
     def loss_then_ctrl_c(logits, x, mask=None):
         calls.append(1)
@@ -193,7 +195,7 @@ def sigint_during_step(monkeypatch, step: int, signum: int = signal.SIGINT) -> N
             os.kill(os.getpid(), signum)
         return real(logits, x, mask)
 
-    monkeypatch.setattr(darm.train, "nll_per_dim", loss_then_ctrl_c)
+    monkeypatch.setattr(darm.step, "nll_per_dim", loss_then_ctrl_c)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

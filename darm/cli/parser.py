@@ -24,7 +24,7 @@ from darm.cli.listings import cmd_data, cmd_models, cmd_runs
 from darm.cli.sample import cmd_sample
 from darm.cli.train import cmd_train
 from darm.data import FORMATS, SPLITS
-from darm.train import DTYPES, TrainConfig
+from darm.train_config import DTYPES, TrainConfig
 
 EPILOG = """examples:
   darm train                                  # gpt on the bundled 8x8 digits, 2000 steps

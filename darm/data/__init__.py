@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from darm.data.arrays import array_dataset
+from darm.data.arrays import array_dataset, from_arrays
 from darm.data.audio import audio_dataset
 from darm.data.dataset import SPLITS, Dataset, digest, relabel_by_name
 from darm.data.digits import digits_dataset
@@ -197,10 +197,17 @@ def _reload(
     if fmt == "audio":
         name = "speech" if same_data("speech", source) else None
         return audio_dataset(Path(source["path"]), source["block"], name)
+    if fmt == "memory":
+        raise DarmError(  # eval --data and complete --input read others; resume: Python's
+            "the run was trained on arrays in memory (darm.data.from_arrays), which it cannot "
+            "read again: name a saved copy (np.save) with eval --data or complete --input, or "
+            "resume it from Python with the arrays (train(..., resume_from=...))"
+        )
     raise DarmError(f"checkpoint names an unknown data source {source!r}")
 
 
 __all__ = [
-    "Dataset", "Vocabulary", "data_format", "load_data", "load_from_source", "same_data",
+    "Dataset", "Vocabulary", "data_format", "from_arrays", "load_data", "load_from_source",
+    "same_data",
     "BUILTIN", "SPLITS",
 ]  # fmt: skip

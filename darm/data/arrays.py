@@ -76,32 +76,84 @@ def array_dataset(
     with `whole` (other data scored by a trained model), all in test: one row is enough.
     transform(x, what) -> symbols maps each split's raw array first (image quantising).
     """
-    arrays = _load(path)
-    own = all(k in arrays for k in NPZ_SPLIT_KEYS.values())  # the file's own split
+    source = {"format": "array", "path": str(path), "levels": levels, "seed": seed}
+    return keyed_dataset(
+        _load(path), path.name, source, levels, seed, fractions, name or path.stem, transform,
+        whole,
+    )  # fmt: skip
+
+
+def from_arrays(
+    x,
+    y=None,
+    levels: int | None = None,
+    seed: int = 42,
+    fractions=(0.1, 0.1),
+    name: str = "arrays",
+) -> Dataset:
+    """Integer arrays in memory (NumPy or torch) as a Dataset, read as an .npy / .npz file of
+    them is: x (N, D), (N, H, W) or (N, H, W, C) symbols, split into train / valid / test
+    with a fixed seed (y: (N,) class labels); or x a dict {"train": ..., "valid": ...,
+    "test": ...} of the data's own split (y a dict likewise). L is levels, or the largest
+    value + 1. A run trained on it cannot reload it by itself (`darm eval` needs --data):
+    np.save / np.savez it to keep the data beside the run."""
+
+    def numpy(a, what: str) -> np.ndarray:
+        a = a.numpy(force=True) if isinstance(a, torch.Tensor) else np.asarray(a)
+        if a.dtype == object:
+            raise DarmError(f"{what} must be an array of integers, not of Python objects")
+        return a
+
+    if isinstance(x, dict):
+        if set(x) != set(SPLITS) or (y is not None and set(y) != set(SPLITS)):
+            raise DarmError(f"a dict of splits needs exactly the keys {', '.join(SPLITS)}")
+        arrays = {NPZ_SPLIT_KEYS[s]: numpy(x[s], f"x[{s!r}]") for s in SPLITS}
+        if y is not None:
+            arrays.update({f"y_{s}": numpy(y[s], f"y[{s!r}]") for s in SPLITS})
+    else:
+        arrays = {"x": numpy(x, "x")} | ({} if y is None else {"y": numpy(y, "y")})
+    source = {"format": "memory", "levels": levels, "seed": seed}
+    return keyed_dataset(arrays, name, source, levels, seed, fractions, name)
+
+
+def keyed_dataset(
+    arrays: dict[str, np.ndarray],
+    where: str,
+    source: dict,
+    levels: int | None = None,
+    seed: int = 42,
+    fractions=(0.1, 0.1),
+    name: str = "arrays",
+    transform=None,
+    whole: bool = False,
+) -> Dataset:
+    """A Dataset from arrays under .npz keys (x and y, or x_train / y_train ...), as
+    array_dataset describes; `where` names them in errors (a file name)."""
+    own = all(k in arrays for k in NPZ_SPLIT_KEYS.values())  # the data's own split
     if own:
         xs = {s: arrays[NPZ_SPLIT_KEYS[s]] for s in SPLITS}
         ys = {s: arrays.get(f"y_{s}") for s in SPLITS}
-        notes = "the file's own train/valid/test split"
+        notes = "its own train/valid/test split"
     else:
         key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
         if key is None:
             raise DarmError(
-                f"{path} has keys {sorted(arrays)}; expected x (and y), or x_train/x_valid/x_test"
+                f"{where} has keys {sorted(arrays)}; expected x (and y), or x_train/x_valid/x_test"
             )
         x, y = arrays[key], arrays.get("y")
         if whole and x.ndim == 1:  # one row saved flat: scored whole, it is that one row
             x = x[None]  # (D,) -> (1, D)
         if y is not None and (y.ndim != 1 or len(y) != len(x)):
-            raise DarmError(f"{path}: y must have shape ({len(x)},) like x's rows, got {y.shape}")
+            raise DarmError(f"{where}: y must have shape ({len(x)},) like x's rows, got {y.shape}")
         if x.ndim < 2 or len(x) < (1 if whole else 3):
             need = "N >= 1" if whole else "N >= 3 to split it into train, valid and test"
-            raise DarmError(f"{path}: need an (N, D) array with {need}, got shape {x.shape}")
+            raise DarmError(f"{where}: need an (N, D) array with {need}, got shape {x.shape}")
         idx = whole_split(len(x)) if whole else seeded_split(len(x), fractions, seed)
         xs = {s: x[i.numpy()] for s, i in idx.items()}
         ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
         notes = "scored whole" if whole else split_note(fractions, seed)
-    # a problem is named where it is: the file's own split's key, else the file (one array)
-    what = {s: f"{path.name} {NPZ_SPLIT_KEYS[s]}" if own else path.name for s in SPLITS}
+    # a problem is named where it is: the data's own split's key, else the one array
+    what = {s: f"{where} {NPZ_SPLIT_KEYS[s]}" if own else where for s in SPLITS}
     if transform is not None:
         xs = {s: transform(xs[s], what[s]) for s in SPLITS}
     # scored whole, train and valid are empty on purpose; otherwise every split must hold rows
@@ -109,17 +161,8 @@ def array_dataset(
     L = max(_check_array(xs[s], what[s], levels) for s in checked)
     event = {xs[s].shape[1:] for s in SPLITS}
     if len(event) != 1:
-        raise DarmError(f"{path}: splits have different example shapes {sorted(event)}")
-    shape = event.pop()
-    data = make_dataset(
-        name or path.stem,
-        xs,
-        ys,
-        L,
-        shape,
-        {"format": "array", "path": str(path), "levels": levels, "seed": seed},
-        notes,
-    )
+        raise DarmError(f"{where}: splits have different example shapes {sorted(event)}")
+    data = make_dataset(name, xs, ys, L, event.pop(), source, notes)
     if levels is None and L > 256:  # (a byte's levels are never worth the count)
         data.caveat = sparse_levels_note(L, [xs[s] for s in checked])
     return data
@@ -154,8 +197,10 @@ def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None) -> Dat
                 raise DarmError(f"{name}: {s} labels must be 1-D integers, got {y.dtype} {y.shape}")
             if len(y) != len(xs[s]):
                 raise DarmError(f"{name}: {len(y)} labels for {len(xs[s])} {s} examples")
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= MAX_LEVELS):
-                raise DarmError(f"{name}: {s} labels must be in 0..{MAX_LEVELS - 1}")
+            if len(y) and int(y.min()) < 0:  # a class is an index 0..num_classes-1
+                raise DarmError(f"{name}: {s} labels must be >= 0, got {int(y.min())}")
+            if len(y) and int(y.max()) >= MAX_LEVELS:  # one embedding row a class
+                raise DarmError(f"{name}: {s} label {int(y.max())} is over {MAX_LEVELS - 1}")
         num_classes = int(max(int(ys[s].max()) for s in SPLITS if len(ys[s]))) + 1
     splits = {}
     for s in SPLITS:

@@ -59,6 +59,16 @@ class Dataset:
         return self.vocab.decode(x.tolist(), stop=self.eos)
 
 
+def check_dataset(data: Any, what: str = "data") -> None:
+    """A TypeError that names the mix-up where a Dataset is wanted (a split, a tensor)."""
+    if not isinstance(data, Dataset):
+        hint = " (data['train'] is one of its splits)" if hasattr(data, "iter_batches") else ""
+        raise TypeError(
+            f"{what} must be a darm.data Dataset, e.g. load_data('digits'), got "
+            f"{type(data).__name__}{hint}"
+        )
+
+
 def digest(data: Dataset) -> str:
     """A fingerprint of the examples as read, split by split (symbols, labels, masks): a
     file edited after training reads into other splits, and a checkpoint can tell."""

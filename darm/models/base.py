@@ -153,19 +153,22 @@ def check_inputs(model: ARModel, x: torch.Tensor | None, cond: torch.Tensor | No
 
 
 def check_shape(model: ARModel, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-    """x a batch of examples the model reads: (B, D), or (B, *event_shape); a 1-D model
-    that goes on past D (max_dims None) takes any length. mask, if given, shaped as x."""
+    """x a batch of examples the model reads: (B, D), or (B, *event_shape) (a grey image also
+    (B, H, W)); a 1-D model that goes on past D (max_dims None) takes any length, and one whose
+    forward takes prefixes any length up to D. mask, if given, shaped as x."""
     if x.dim() < 2:
         raise ValueError(f"x must be a batch of examples, (B, D), got shape {tuple(x.shape)}")
-    D = math.prod(x.shape[1:])
-    short = model.takes_prefixes and x.dim() == 2 and D < model.num_dims  # a gpt's: fine
-    if model.max_dims is not None and D != model.num_dims and not short:
-        raise ValueError(
-            f"x has {D} dimensions an example, shape {tuple(x.shape)}; the model reads "
-            f"D={model.num_dims} ({' x '.join(map(str, model.event_shape))})"
-        )
-    if model.max_dims is None and x.dim() != 2:
-        raise ValueError(f"x must be (B, T) symbols, got shape {tuple(x.shape)}")
+    event, D = tuple(model.event_shape), model.num_dims
+    if x.dim() == 2 and (model.max_dims is None or (model.takes_prefixes and x.shape[1] < D)):
+        pass  # a sequence of any length, or a gpt's prefix
+    elif tuple(x.shape[1:]) not in {(D,), event, event[:2] if event[2:] == (1,) else event}:
+        if model.max_dims is None:
+            forms = "(B, T)"  # any length T
+        elif len(event) == 1:
+            forms = f"(B, {D})" + (", or shorter," if model.takes_prefixes else "")
+        else:
+            forms = f"(B, {D}) or (B, {', '.join(map(str, event))})"
+        raise ValueError(f"x must be {forms} symbols, got shape {tuple(x.shape)}")
     if mask is not None:
         try:
             fits = torch.broadcast_shapes(mask.shape, x.shape) == x.shape

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from darm.config import build_config
+from darm.data.dataset import check_dataset
 from darm.errors import DarmError, first_line
 from darm.models.base import ARModel
 
@@ -33,11 +34,14 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, model_cls: type[ARModel], config_cls: type, doc: str, **defaults: Any
+    name: str, model_cls: type[ARModel], config_cls: type, doc: str | None = None, **defaults: Any
 ) -> None:
-    """Register `name` as `model_cls(config_cls(**defaults, **overrides))`. A class of the
+    """Register `name` as `model_cls(config_cls(**defaults, **overrides))`; `doc`, the line
+    `darm models` shows, defaults to the first line of the class's docstring. A class of the
     same module and name may register again (a notebook cell run twice redefines it);
     another class under a taken name is refused."""
+    if doc is None:
+        doc = (model_cls.__doc__ or "").strip().split("\n")[0]
     if not (isinstance(model_cls, type) and issubclass(model_cls, ARModel)):
         raise ValueError(f"register_model({name!r}): {model_cls!r} is not an ARModel subclass")
     if not dataclasses.is_dataclass(config_cls):
@@ -171,6 +175,7 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
     entry = get_entry(name)
     what = f"{name} config"
     if data is not None:
+        check_dataset(data)
         known = {"vocab_size": data.vocab_size, "seq_len": data.seq_len}
         if data.image_shape and "image_shape" in {f.name for f in fields(entry.config_cls)}:
             known["image_shape"] = tuple(data.image_shape)  # the 2-D view of the raster
