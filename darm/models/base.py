@@ -195,6 +195,8 @@ def as_symbols(t: torch.Tensor | None, what: str) -> torch.Tensor | None:
     """Integer symbols as int64, the dtype embeddings and cross-entropy take (numpy's int32,
     uint8 pictures and bool masks come in as they are; Python ints and lists too); floating
     point is refused by name."""
+    if isinstance(t, str):  # a prompt as text: the model reads its symbols' numbers
+        raise TypeError(f"{what} must be integer symbols, not text: data.vocab.encode(text)")
     if t is not None and not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
     if t is None or t.dtype == torch.long:
