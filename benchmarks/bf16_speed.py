@@ -2,7 +2,7 @@
 AdamW) of two benchmark models, and attention alone, timed in interleaved rounds in one
 process so both precisions see the same machine.
 
-    .venv/bin/python benchmarks/bf16_speed.py [--threads 2] [--rounds 5]
+    .venv/bin/python benchmarks/bf16_speed.py [--threads 2] [--rounds 5] [--reps N]
 
 Cases: darm's gpt in the gpt_speed.py shape (4 layers x 4 heads x 128, batch 12 x 64, 65
 symbols; attention stays float32 under autocast, see darm/nn/attention.py); the gated
@@ -54,6 +54,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
+    p.add_argument(
+        "--reps", type=int, help="steps per round of every case (default: the case's own)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cases = {
@@ -79,6 +82,7 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
     print("\n| case | fp32 ms | bf16 ms | bf16 speed-up |\n|---|---:|---:|---:|")
     for label, (step, reps) in cases.items():
+        reps = args.reps or reps
         seconds = {False: 0.0, True: 0.0}
         for bf16 in seconds:  # warm-up: oneDNN builds its kernels on first use
             step(bf16)

@@ -16,13 +16,16 @@ SMOKE = [
     ["train_speed.py", "--steps", "3", "--warmup-steps", "1", "--only", "fp32"],
     ["gpt_speed.py", "--steps", "101", "--dtypes", "fp32", "--equal-time", ""],
     ["gpt_speed_repeat.py", "--rounds", "1", "--steps", "101", "--impls", "baseline,fp32"],
+    ["binarized_mnist.py", "--only", "pixelcnn", "--budget", "2"],  # a minute: the test pass
+    ["bf16_speed.py", "--rounds", "1", "--reps", "1"],  # a minute or more on a CPU without bf16
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", SMOKE, ids=lambda a: a[0])
 def test_a_benchmark_prints_its_table(args, tmp_path):
-    extra = ["--out", str(tmp_path / "runs")] if args[0] in ("names.py", "digits.py") else []
+    quality = ("names.py", "digits.py", "binarized_mnist.py")  # they keep their runs
+    extra = ["--out", str(tmp_path / "runs")] if args[0] in quality else []
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:], *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
