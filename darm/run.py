@@ -134,7 +134,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                     raise DarmError(f"--conditional needs labels, and {data.name} has none")
                 overrides["num_classes"] = data.num_classes
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
-            check_memory(model_name, data, overrides, device, rows)
+            check_memory(model_name, data, overrides, device, rows, cfg.dtype)
             model = create_model(model_name, data, **overrides).to(device)
         resume = None
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written

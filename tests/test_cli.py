@@ -810,7 +810,8 @@ def test_a_model_too_big_for_memory_is_refused_in_one_line(tmp_path, capsys, mon
 
 def test_a_batch_whose_activations_cannot_fit_is_refused(tmp_path, capsys, monkeypatch):
     # gpt on the digits: 12.8 MB of training state, and its forward makes over 1.4 MB an
-    # example (96 MB for a batch of 64): a 50 MB machine fits 8 examples at a time, not 64
+    # example, half of it counted (48 MB for a batch of 64): a 50 MB machine fits 8 examples
+    # at a time, not 64; nor in bf16 (2 bytes a number: 24 MB) would 64 be refused
     monkeypatch.setattr("darm.memory.memory_bytes", lambda device: 50 * 10**6)
     argv = ["train", "--data", "digits", "--model", "gpt", "--steps", "1", "--quiet",
             "--samples", "0"]  # fmt: skip
@@ -818,6 +819,8 @@ def test_a_batch_whose_activations_cannot_fit_is_refused(tmp_path, capsys, monke
     err = one_line_error(capsys, main([*argv, *out]), 1, "of activations for 64 examples of D=64")
     assert "try a smaller --batch-size, --grad-accum" in err and not (tmp_path / "r").exists()
     assert main([*argv, *out, "--grad-accum", "8"]) == 0  # 8 examples at a time
+    out = ["--out", str(tmp_path / "bf16")]
+    assert main([*argv, *out, "--dtype", "bf16"]) == 0
 
 
 def test_activations_are_counted_on_the_meta_device():

@@ -276,6 +276,7 @@ def test_sample_takes_python_labels_image_rows_as_a_prefix_and_a_cpu_generator()
         (dict(n=2, stop_token=-1), ValueError, "stop_token -1 is outside 0..4"),
         (dict(n=2, generator=5), TypeError, "generator must be a torch.Generator, got int"),
         (dict(n=2, prefix="ma"), TypeError, "prefix must be integer symbols, not text: data.vocab"),
+        (dict(n=2, cond="3"), TypeError, "cond must be class numbers, not text"),
     ],
 )
 def test_sample_names_a_bad_argument(kwargs, error, needle):

@@ -198,10 +198,10 @@ def _reload(
         name = "speech" if same_data("speech", source) else None
         return audio_dataset(Path(source["path"]), source["block"], name)
     if fmt == "memory":
-        raise DarmError(  # eval --data and complete --input read others; resume: Python's
+        raise DarmError(
             "the run was trained on arrays in memory (darm.data.from_arrays), which it cannot "
-            "read again: name a saved copy (np.save) with eval --data or complete --input, or "
-            "resume it from Python with the arrays (train(..., resume_from=...))"
+            "read again: name a saved copy (np.save / np.savez) with --data (eval, train "
+            "--init), or resume it from Python with the arrays (train(..., resume_from=...))"
         )
     raise DarmError(f"checkpoint names an unknown data source {source!r}")
 

@@ -195,7 +195,9 @@ def as_symbols(t: torch.Tensor | None, what: str) -> torch.Tensor | None:
     """Integer symbols as int64, the dtype embeddings and cross-entropy take (numpy's int32,
     uint8 pictures and bool masks come in as they are; Python ints and lists too); floating
     point is refused by name."""
-    if isinstance(t, str):  # a prompt as text: the model reads its symbols' numbers
+    if isinstance(t, str):  # a prompt as text, a label by name: the model reads numbers
+        if what in ("cond", "label"):
+            raise TypeError(f"{what} must be class numbers, not text (data.class_names: names)")
         raise TypeError(f"{what} must be integer symbols, not text: data.vocab.encode(text)")
     if t is not None and not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
