@@ -74,6 +74,14 @@ def typed_fields(cls: type, overrides: dict[str, Any], what: str = "config") -> 
     return {k: _coerce(k, v, hints[k]) for k, v in overrides.items()}
 
 
+def check_types(config: Any) -> None:
+    """A dataclass built directly (from Python) holds values of its fields' types, as
+    build_config would make them: TrainConfig(steps="100") gets 100, steps=2.5 an error."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        setattr(config, f.name, _coerce(f.name, getattr(config, f.name), hints[f.name]))
+
+
 def build_config(cls: type[C], overrides: dict[str, Any], what: str = "config") -> C:
     """Instantiate dataclass `cls` from `overrides`, rejecting unknown or mistyped fields."""
     values = typed_fields(cls, overrides, what)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from darm.config import check_types
 from darm.errors import DarmError
 
 
@@ -36,6 +37,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an average of the weights that eval and checkpoints use; 0: off
 
     def __post_init__(self):
+        check_types(self)  # from Python too: steps=2.5 is an error here, not a crash later
         if self.min_lr is None:  # a lower --lr alone must not be refused for min_lr > lr
             self.min_lr = self.lr / 10
         if self.warmup is None:  # a short run still decays (warmup 100 of 50 steps never did)

@@ -49,6 +49,15 @@ def test_default_warmup_fits_a_short_run():
         check_config(TrainConfig(steps=50, warmup=60))
 
 
+def test_a_config_built_from_python_holds_its_fields_types():
+    assert TrainConfig(steps="100", lr=1).steps == 100  # as from the command line
+    assert isinstance(TrainConfig(lr=1).lr, float)
+    for kw, needle in [(dict(steps=2.5), "steps must be an integer, got 2.5"),
+                       (dict(compile="maybe"), "compile must be true or false")]:  # fmt: skip
+        with pytest.raises(DarmError, match=needle):
+            TrainConfig(**kw)
+
+
 def test_a_non_finite_gradient_stops_before_the_update(tmp_path):
     """A finite loss whose backward overflows: stopped before the weights turn NaN, and the
     last checkpoint keeps finite weights."""
