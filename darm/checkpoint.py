@@ -321,6 +321,9 @@ def load_checkpoint(
     network mostly is; `train()` (or model.train()) switches it back for training.
     overrides: config fields to change that leave the weights as they are (dropout, say),
     for fine-tuning; a field that changes a weight's shape is refused by the strict load."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # torch's is an AssertionError
+        raise DarmError(f"device {device} asked for, but no CUDA device is available")
     path, record = read_record(path)
     model = model_of_record(record, path, overrides)
     tag = path.name.removesuffix(".json")

@@ -189,3 +189,11 @@ def test_a_full_disk_under_safetensors_is_the_systems_error(tmp_path):
         atomic_write(path, full)
     assert e.value.errno == 28 and e.value.filename == str(path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA loads it there")
+def test_loading_onto_a_missing_gpu_is_named(good):
+    from darm import DarmError, load_checkpoint
+
+    with pytest.raises(DarmError, match="device cuda asked for, but no CUDA device"):
+        load_checkpoint(good, device="cuda")
