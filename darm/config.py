@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from darm.errors import DarmError
 
 C = TypeVar("C")
+MAX_SIZE = 2**31 - 1  # past any size, count or length a config could use (seeds go further)
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -37,14 +38,16 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if annotation is int:
         if isinstance(value, bool):
             raise DarmError(f"{name} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
         if isinstance(value, str):
             try:
-                return int(value)
+                value = int(value)
             except ValueError:
                 pass
-        raise DarmError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(value, int):
+            raise DarmError(f"{name} must be an integer, got {value!r}")
+        if abs(value) > MAX_SIZE and not name.endswith("seed"):  # torch would overflow
+            raise DarmError(f"{name} must be at most {MAX_SIZE:,} in size, got {value}")
+        return value
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

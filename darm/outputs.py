@@ -194,11 +194,15 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
         check_clip_fits(model, len(levels), meta, text)
         return levels.tolist()
     try:
-        return [int(v) for v in text.split()]
+        symbols = [int(v) for v in text.split()]
     except ValueError:
         raise DarmError(
             f"{flag} of an array model is integers separated by spaces, e.g. '2 0 1'; got {text!r}"
         ) from None
+    outside = [v for v in symbols if not 0 <= v < model.vocab_size]  # before any tensor is made
+    if outside:
+        raise DarmError(f"{flag}: symbol {outside[0]} is outside 0..{model.vocab_size - 1}")
+    return symbols
 
 
 def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:

@@ -62,6 +62,8 @@ def read_log(path: Path) -> dict[str, np.ndarray]:
     """log.csv's columns as float arrays; an empty cell (no validation at that step) is NaN."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    if any(None in r for r in rows):  # DictReader files a row's extra cells under None
+        raise ValueError(f"{path} has a row with more cells than its header")
     return {k: np.array([float(r[k] or "nan") for r in rows]) for k in (rows[0] if rows else {})}
 
 

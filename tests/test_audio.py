@@ -214,3 +214,15 @@ def test_a_wav_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_path, caps
     assert "cut.wav is cut short: its header promises 100 samples, it holds 40" in err
     read_wav(tmp_path / "whole.wav")
     assert capsys.readouterr().err == ""  # a whole file: no word
+
+
+def test_a_wav_with_no_sample_rate_is_refused(tmp_path):
+    make_wav(tmp_path / "a.wav")
+    raw = bytearray((tmp_path / "a.wav").read_bytes())
+    raw[24:28] = (0).to_bytes(4, "little")  # the fmt chunk's sample rate
+    (tmp_path / "a.wav").write_bytes(bytes(raw))
+    with pytest.raises(DarmError, match="has a sample rate of 0 in its header"):
+        read_wav(tmp_path / "a.wav")
+    (tmp_path / "b.wav").write_bytes(b"RIFF")  # a header cut short: EOFError says nothing
+    with pytest.raises(DarmError, match="it ends before its header does"):
+        read_wav(tmp_path / "b.wav")

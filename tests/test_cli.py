@@ -72,6 +72,8 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
         ("step,lr\n", "is not a darm log.csv: no rows"),
         ("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n1,x,2,3,4,5\n",
          "is not a darm log.csv: could not convert"),
+        ("step,elapsed_s,train_nats_per_dim,valid_nats_per_dim\n1,2,3,4,5,6\n",
+         "has a row with more cells than its header"),
     ],
 )  # fmt: skip
 def test_plot_refuses_what_is_not_a_run(log, needle, tmp_path, capsys):
@@ -714,11 +716,23 @@ def test_digits_conditional_png_and_label(tmp_path, capsys):
     one_line_error(capsys, code, needle="--label must be in 0..9")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["sample", "x", "-n", "99999999999999999999"], ["train", "--threads", "3000000000"],
+     ["train", "--samples", "99999999999999999999"], ["complete", "x", "--length", "-3000000000"]],
+)  # fmt: skip
+def test_an_integer_option_past_any_size_is_refused_by_name(argv, capsys):
+    flag = argv[-2]  # past 2**31 - 1 torch overflows deep inside, with a C++ traceback
+    one_line_error(capsys, main(argv), 2, f"argument {flag}: must be at most 2,147,483,647 in")
+
+
 def test_bad_training_options_are_refused_before_any_work(capsys):
     one_line_error(capsys, main(["train", "--steps", "0"]), 1, "steps must be >= 1")
     assert capsys.readouterr().out == ""  # no data read, no model built
     # a negative value argparse would take for an option: refused by its own check instead
     one_line_error(capsys, main(["train", "--lr", "-1e-3"]), 1, "lr must be finite and >= 0")
+    huge = ["train", "--set", "n_hidden=99999999999999999999", "--model", "markov"]
+    one_line_error(capsys, main(huge), 1, "n_hidden must be at most 2,147,483,647 in size")
     assert capsys.readouterr().out == ""  # no data read, no model built
 
 

@@ -163,6 +163,18 @@ def test_arrays_in_memory_read_as_their_file_would(tmp_path):
         from_arrays({"train": x, "test": x})
     with pytest.raises(DarmError, match="arrays: y must have shape \\(40,\\)"):
         from_arrays(x, y[:5])
+    for kw, needle in [
+        (dict(levels=4.5), "levels must be an integer, got 4.5"),
+        (dict(levels=True), "levels must be an integer, got True"),
+        (dict(seed=1.5), "seed must be an integer in 0..2\\*\\*63-1"),
+        (dict(fractions=(float("nan"), 0.1)), "fractions must be"),
+        (dict(fractions=(-0.1, 0.1)), "fractions must be"),
+        (dict(y={"train": y}), "x and y must both be arrays, or both dicts"),
+    ]:
+        with pytest.raises(DarmError, match=needle):
+            from_arrays(x, **kw)
+    with pytest.raises(DarmError, match="x must hold integers, got torch.bfloat16"):
+        from_arrays(torch.from_numpy(x).bfloat16())
 
 
 def test_a_run_on_arrays_in_memory_asks_for_its_data_by_name(tmp_path, capsys):

@@ -158,6 +158,10 @@ def test_folder_of_rgb_pngs_with_classes(tmp_path):
     assert data.image_shape == (4, 5, 3) and data.seq_len == 60
     assert data.class_names == ["cat", "dog", "eel"] and "(0=cat, 1=dog, 2=eel)" in data.summary()
     assert data.num_classes == 3
+    _write_pngs(tmp_path / "imgs" / ".ipynb_checkpoints", 3, mode="RGB")  # hidden: no class
+    (tmp_path / "imgs" / "dog" / ".0.png").write_bytes(b"not a png")  # a hidden file: unread
+    again = load_data(str(tmp_path / "imgs"), levels=16)
+    assert again.class_names == data.class_names and torch.equal(again["test"].x, data["test"].x)
     # raster order, channels innermost: pixel (0, 1)'s green is x[:, (0 * 5 + 1) * 3 + 1]
     first = sorted((tmp_path / "imgs").rglob("*.png"))[0]
     rgb = quantise(np.asarray(Image.open(first)), 16)

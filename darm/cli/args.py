@@ -31,6 +31,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+MAX_COUNT = 2**31 - 1  # past any count, size or length darm could use; torch overflows later
+
+
+def integer(text: str) -> int:
+    """An integer option (a count, a size, a length): beyond +-MAX_COUNT it is refused here,
+    by name, where torch would overflow deep inside with a C++ traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if abs(value) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,} in size, got {text}")
+    return value
+
+
 def parse_duration(text: str) -> float:
     """'90' or '90s' -> 90.0, '5m' -> 300.0, '1.5h' -> 5400.0 seconds."""
     units = {"s": 1, "m": 60, "h": 3600}
@@ -103,7 +118,7 @@ def check_sampling_args(args) -> None:
 
 def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharpens")
-    p.add_argument("--top-k", type=int, help="keep the k most likely symbols")
+    p.add_argument("--top-k", type=integer, help="keep the k most likely symbols")
     p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
     p.add_argument("--seed", type=parse_seed, default=0, help="seed of the draws (default 0)")
     p.add_argument(
@@ -131,8 +146,10 @@ def add_family_data_args(p: argparse.ArgumentParser) -> None:
     """The data and the families of the commands that run every family: compare, bench."""
     p.add_argument("--data", default="digits", help="as for train (default: digits)")
     p.add_argument("--format", choices=FORMATS, help="as for train")
-    p.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
-    p.add_argument("--levels", type=int, help="symbols L of an array file, or image grey levels")
+    p.add_argument("--block", type=integer, help="corpus / audio block length D (default 64)")
+    p.add_argument(
+        "--levels", type=integer, help="symbols L of an array file, or image grey levels"
+    )
     p.add_argument("--data-seed", type=parse_data_seed, help="seed of the data split (default 42)")
     p.add_argument(
         "--models",
@@ -151,7 +168,7 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", default="auto", help="cpu | cuda | cuda:N | mps | auto (default: cuda if any)"
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=integer, help="torch CPU threads (default: torch's choice)")
 
 
 def device_of(args) -> torch.device:

@@ -11,6 +11,7 @@ from darm.cli.args import (
     add_family_data_args,
     add_force_arg,
     add_sampling_args,
+    integer,
     parse_data_seed,
     parse_duration,
     parse_seed,
@@ -109,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         "blocks), array (integers), images (uint8 pictures), audio (a WAV); default by the "
         "PATH: a folder is images, .npy/.npz array, .wav audio, anything else lines",
     )
-    t.add_argument("--block", type=int, help="corpus / audio block length D (default 64)")
+    t.add_argument("--block", type=integer, help="corpus / audio block length D (default 64)")
     t.add_argument(
         "--levels",
-        type=int,
+        type=integer,
         help="symbols L: of an array file, or grey levels images are quantised to "
         "(mnist, --format images; default 256)",
     )
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "seed":
             t.add_argument(flag, type=parse_seed, help=help)
         else:
-            t.add_argument(flag, type=type(default), help=help)
+            t.add_argument(flag, type=integer if type(default) is int else type(default), help=help)
     t.add_argument(
         "--budget",
         type=parse_duration,
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--samples",
-        type=int,
+        type=integer,
         help="samples to write at the end (default 64, or on --resume the run's own; 0: none; "
         "audio: at most 8 clips of a second, each a long draw)",
     )
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "text data",
     )
     add_force_arg(e, "--per-example")
-    e.add_argument("--batch-size", type=int, default=512, help="examples a pass (default 512)")
+    e.add_argument("--batch-size", type=integer, default=512, help="examples a pass (default 512)")
     add_device_arg(e)
     e.add_argument(
         "--json",
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples: a PNG grid for images, lines for text")
     s.add_argument("checkpoint", help="run folder or checkpoint .json")
-    s.add_argument("-n", type=int, default=16, help="number of samples (default 16)")
+    s.add_argument("-n", type=integer, default=16, help="number of samples (default 16)")
     add_sampling_args(s, "samples")
     s.add_argument(
         "--prompt",
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--length",
-        type=int,
+        type=integer,
         help="length of each sample, --prompt included (default: the model's D; for audio, "
         "one second past the prompt where the model goes on past D: markov, rnn, wavenet)",
     )
@@ -232,17 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="pictures (image models; a grid written by darm sample gives each of its "
         "pictures), WAV clips (audio) or prefixes",
     )
-    k.add_argument("--rows", type=int, help="image rows kept (default: half)")
+    k.add_argument("--rows", type=integer, help="image rows kept (default: half)")
     k.add_argument(
         "--dims",
-        type=int,
+        type=integer,
         help="sequence dimensions kept (default: half of D; of each item for one-per-line text)",
     )
-    k.add_argument("--count", type=int, help="test examples without --input (default 8)")
-    k.add_argument("-n", type=int, default=4, help="completions of each input (default 4)")
+    k.add_argument("--count", type=integer, help="test examples without --input (default 8)")
+    k.add_argument("-n", type=integer, default=4, help="completions of each input (default 4)")
     k.add_argument(
         "--length",
-        type=int,
+        type=integer,
         help="length of each completion, the kept part included (default: the model's D; "
         "for audio, one second past the kept part where the model goes on past D)",
     )
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("checkpoint", help="run folder or checkpoint .json")
     g.add_argument("--pixel", type=parse_pixel, metavar="ROW,COL", help="images: the pixel")
     g.add_argument(
-        "-n", "--n", type=int, help="examples to average over (default 16 to 1024, by D)"
+        "-n", "--n", type=integer, help="examples to average over (default 16 to 1024, by D)"
     )
     g.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
@@ -328,18 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="training time per family (90s, 5m; default 5m unless --steps)",
     )
-    c.add_argument("--steps", type=int, help="optimiser steps per family instead of a time")
-    c.add_argument("--batch-size", type=int, help="examples per step (default 64)")
+    c.add_argument("--steps", type=integer, help="optimiser steps per family instead of a time")
+    c.add_argument("--batch-size", type=integer, help="examples per step (default 64)")
     c.add_argument(
         "--valid-examples",
-        type=int,
+        type=integer,
         metavar="N",
         help="validation passes during training score the first N examples (default: all; "
         "the test NLL is always over the whole split)",
     )
-    c.add_argument("--samples", type=int, default=64, help="samples per family, timed (default 64)")
     c.add_argument(
-        "--deps-examples", type=int, help="examples per dependency map (default 16 to 1024, by D)"
+        "--samples", type=integer, default=64, help="samples per family, timed (default 64)"
+    )
+    c.add_argument(
+        "--deps-examples",
+        type=integer,
+        help="examples per dependency map (default 16 to 1024, by D)",
     )
     c.add_argument(
         "--seed",
@@ -374,12 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         "scores it.",
     )
     add_family_data_args(b)
-    b.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    b.add_argument("--batch-size", type=integer, default=32, help="examples per step (default 32)")
     b.add_argument("--dtype", choices=DTYPES, default="fp32", help="as for train (default fp32)")
     b.add_argument(
         "--seconds", type=float, default=2.0, help="training timed per family (default 2)"
     )
-    b.add_argument("-n", type=int, default=16, help="samples drawn, timed (default 16)")
+    b.add_argument("-n", type=integer, default=16, help="samples drawn, timed (default 16)")
     b.add_argument(
         "--naive",
         action="store_true",

@@ -99,11 +99,23 @@ def from_arrays(
     np.save / np.savez it to keep the data beside the run."""
 
     def numpy(a, what: str) -> np.ndarray:
+        if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex()):
+            raise DarmError(f"{what} must hold integers, got {a.dtype}")  # bfloat16 too
+        if isinstance(a, torch.Tensor) and a.is_meta:
+            raise DarmError(f"{what} is on the meta device: it holds no values")
         a = a.numpy(force=True) if isinstance(a, torch.Tensor) else np.asarray(a)
         if a.dtype == object:
             raise DarmError(f"{what} must be an array of integers, not of Python objects")
         return a
 
+    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
+        raise DarmError(f"levels must be an integer, got {levels!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise DarmError(f"seed must be an integer in 0..2**63-1, got {seed!r}")
+    if len(fractions) != 2 or not all(0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise DarmError(f"fractions must be (valid, test), each >= 0, summing below 1: {fractions}")
+    if isinstance(x, dict) != isinstance(y, dict) and y is not None:
+        raise DarmError("x and y must both be arrays, or both dicts of train, valid and test")
     if isinstance(x, dict):
         if set(x) != set(SPLITS) or (y is not None and set(y) != set(SPLITS)):
             raise DarmError(f"a dict of splits needs exactly the keys {', '.join(SPLITS)}")

@@ -74,7 +74,10 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     except wave.Error:  # a float or WAVE_FORMAT_EXTENSIBLE header, which `wave` refuses
         tag, channels, width, rate, frames = read_riff(path)
     except (EOFError, OSError) as e:
-        raise DarmError(f"cannot read {path} as a PCM WAV file: {e}") from None
+        why = str(e) or "it ends before its header does"  # an EOFError says nothing
+        raise DarmError(f"cannot read {path} as a PCM WAV file: {why}") from None
+    if rate < 1:  # a header that says no time passes between samples
+        raise DarmError(f"{path} has a sample rate of {rate} in its header")
     if (tag, width) not in SAMPLE_TYPES:
         kind = "float" if tag == IEEE_FLOAT else "PCM" if tag == PCM else f"format {tag}"
         raise DarmError(

@@ -125,6 +125,11 @@ def conversion_note(paths: list[Path], mode: str) -> str:
     return "; ".join(notes)
 
 
+def hidden(path: Path, folder: Path) -> bool:
+    """Whether a file under `folder` is hidden there: its name or a folder's starts with '.'."""
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def image_folder_dataset(
     folder: Path,
     levels: int = 256,
@@ -136,14 +141,17 @@ def image_folder_dataset(
     """Every image under `folder` (same size), grey or RGB, quantised to `levels`.
 
     Images directly in sub-folders take the sub-folder's name as their class label
-    (classes sorted by name), so `--conditional` works on a folder per class.
+    (classes sorted by name), so `--conditional` works on a folder per class. Hidden files
+    and folders (.ipynb_checkpoints, say) are skipped: they would be a class of their own.
     A seeded split, 80/10/10 by default. whole: every image in test (other data, scored
     whole by a trained model). channels: read every image with this many (a trained
     model's), rather than grey if all of them are, else RGB.
     """
     name = folder.name
     paths = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not hidden(p, folder)
     )
     if len(paths) < (1 if whole else 3):
         kinds = ", ".join(IMAGE_SUFFIXES)
