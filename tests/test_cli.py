@@ -64,6 +64,11 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     assert (other / "loss.png").exists()
 
 
+def test_plot_and_runs_refuse_a_run_named_twice_or_an_empty_folder(run, capsys):
+    one_line_error(capsys, main(["plot", str(run), str(run / "log.csv")]), 1, "is named twice")
+    one_line_error(capsys, main(["runs", ""]), 2, "argument FOLDER: expected a path, got ''")
+
+
 @pytest.mark.parametrize(
     "log, needle",
     [

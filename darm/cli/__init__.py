@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
         for dest in PATH_OPTIONS:  # `--data "$UNSET"` would quietly mean the default
+            if args.command == "runs" and "" in args.folders:  # `darm runs "$UNSET"`: not .
+                parser.commands["runs"].error("argument FOLDER: expected a path, got ''")
             if getattr(args, dest, None) == "":
                 flag = f"--{dest.replace('_', '-')}"
                 parser.commands[args.command].error(f"argument {flag}: expected a path, got ''")

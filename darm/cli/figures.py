@@ -42,6 +42,8 @@ def cmd_plot(args) -> None:
         if missing:
             missing = ", ".join(sorted(missing))
             raise DarmError(f"{log} is not a darm log.csv: no rows, or no {missing}")
+        if any(log.resolve() == seen.resolve() for seen in curves.values()):
+            raise DarmError(f"{run} is named twice: each run is drawn once")
         label = log.parent.name
         curves[str(log.parent) if label in curves else label] = log  # two folders named alike
     # one run: its own loss.png, whether its folder or its log.csv was named; several: one
