@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from darm.config import parse_assignments
+from darm.config import MAX_SIZE, parse_assignments
 from darm.data import FORMATS
 from darm.errors import DarmError
 from darm.models import get_entry
@@ -31,18 +31,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-MAX_COUNT = 2**31 - 1  # past any count, size or length darm could use; torch overflows later
-
-
 def integer(text: str) -> int:
-    """An integer option (a count, a size, a length): beyond +-MAX_COUNT it is refused here,
+    """An integer option (a count, a size, a length): beyond +-MAX_SIZE it is refused here,
     by name, where torch would overflow deep inside with a C++ traceback."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if abs(value) > MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,} in size, got {text}")
+    if abs(value) > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SIZE:,} in size, got {text}")
     return value
 
 
