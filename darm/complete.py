@@ -11,7 +11,7 @@ import torch
 from darm.checkpoint import atomic_write
 from darm.data.images import PIL_MODES, quantise, read_pixels
 from darm.errors import DarmError
-from darm.models.base import ARModel, as_symbols
+from darm.models.base import ARModel, as_symbols, labels_for
 from darm.plots import GRID_GREY, image_grid, pixel_levels
 from darm.plots import GRID_PAD as pad
 from darm.sampling import check_count, sample
@@ -35,8 +35,7 @@ def complete(
     if known.dim() < 2:  # named here: after the repeat the shapes would be k times theirs
         raise ValueError(f"known must be (N, P) symbols, got shape {tuple(known.shape)}")
     N = known.shape[0]
-    if cond is not None and cond.dim() == 0:
-        cond = cond.expand(N)  # one label for every example
+    cond = labels_for(cond, N)
     if cond is not None and cond.shape != (N,):
         raise ValueError(
             f"cond must be ({N},) labels, one an example of known, got {tuple(cond.shape)}"

@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from darm.models.base import ARModel, as_symbols, check_inputs, check_shape, eval_mode
+from darm.models.base import (
+    ARModel,
+    as_symbols,
+    check_inputs,
+    check_shape,
+    eval_mode,
+    labels_for,
+)
 
 # what one example and one dimension are called, per kind of data
 EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "window"}
@@ -44,8 +51,7 @@ def log_prob(
     x = as_symbols(x, "x (one-hot inputs go to model(x))")
     cond = as_symbols(cond, "label")
     check_shape(model, x, mask)
-    if cond is not None and cond.dim() == 0:
-        cond = cond.expand(x.shape[0])  # one label for every example, as `sample` takes it
+    cond = labels_for(cond, x.shape[0])
     check_inputs(model, x, cond)
     with eval_mode(model):
         return _log_prob(model, x, cond, mask)

@@ -13,6 +13,7 @@ from darm.models.base import (
     as_symbols,
     check_inputs,
     eval_mode,
+    labels_for,
     prefill_by_steps,
 )
 
@@ -116,8 +117,7 @@ def sample(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     prefix, cond = as_symbols(prefix, "prefix"), as_symbols(cond, "cond")
-    if cond is not None and cond.dim() == 0:
-        cond = cond.expand(n)  # one label for every sample
+    cond = labels_for(cond, n)
     rows = tuple(model.event_shape[1:])  # (W, C) of an image model; () for a sequence
     grey = rows[:1] if rows[1:] == (1,) else None  # (W,): a grey image's rows may omit C
     if prefix is not None and rows and tuple(prefix.shape[2:]) in (rows, grey):

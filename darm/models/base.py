@@ -208,6 +208,11 @@ def as_symbols(t: torch.Tensor | None, what: str) -> torch.Tensor | None:
     return t.long()
 
 
+def labels_for(cond: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """cond as (n,) labels: one label (a 0-d tensor, an int) stands for every example."""
+    return cond.expand(n) if cond is not None and cond.dim() == 0 else cond
+
+
 def check_step(x_prev: torch.Tensor | None, cache: Any) -> None:
     """The protocol's order of calls: step(None) on a fresh cache, then step(x_{t-1}) at every
     later t. A symbol fed at t = 0 would be written before the first position, silently."""
