@@ -47,7 +47,8 @@ def train_run(args, device, ctx) -> None:
     """`darm train`: the options checked, then the run in its folder (train_in)."""
     if args.init and args.conditional:
         raise DarmError("--init takes conditioning from the checkpoint; drop --conditional")
-    check_counts(args, threads=1, samples=0)
+    check_counts(args, samples=0)
+    check_threads(args)
     if args.model is not None:  # a mistyped (or not imported) family before a taken folder
         get_entry(args.model)
     # without --data: digits, or the data of the checkpoint --init or --resume reads; a file
@@ -538,6 +539,18 @@ def check_counts(args, **minimum: int) -> None:
         if value is not None and value < low:
             flag = "-n" if name == "n" else f"--{name.replace('_', '-')}"
             raise DarmError(f"{flag} must be >= {low}, got {value}")
+
+
+def check_threads(args) -> None:
+    """--threads at least 1 and at most 4 per CPU: PyTorch starts every thread it is given
+    (100,000 hung a 2-core machine), and past the CPUs they only wait on each other."""
+    check_counts(args, threads=1)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    most = 4 * (cpus or 1)
+    if args.threads is not None and args.threads > most:
+        raise DarmError(
+            f"--threads {args.threads} is over 4 per CPU of this machine ({cpus}): at most {most}"
+        )
 
 
 def default_run_dir(args) -> str:

@@ -569,6 +569,8 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--data-seed", "-1"], 2, "a seed is in 0..2**63-1, got -1"),
         (["compare", "--data-seed", "-1"], 2, "a seed is in 0..2**63-1, got -1"),
         (["compare", "--threads", "0"], 1, "--threads must be >= 1"),
+        (["train", "--threads", "100000"], 1, "--threads 100000 is over 4 per CPU"),
+        (["bench", "--threads", "100000"], 1, "--threads 100000 is over 4 per CPU"),
     ],
 )
 def test_bad_input(args, code, needle, capsys, tmp_path, monkeypatch):

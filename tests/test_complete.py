@@ -270,15 +270,20 @@ def test_conditional_array_samples_and_completions_name_their_class(tmp_path, ca
         assert len(line.split(" | ")[1].split()) == 3
 
 
-def test_eval_scores_each_picture_of_a_sample_grid(digits_run, tmp_path, capsys):
+@pytest.mark.parametrize("suffix", [".png", ".tif"])  # any picture complete --input reads
+def test_eval_scores_each_picture_of_a_sample_grid(suffix, digits_run, tmp_path, capsys):
+    from PIL import Image
+
     from darm import load_checkpoint, log_prob
     from darm.plots import save_image_grid
 
     x = torch.randint(0, 17, (3, 8, 8), generator=torch.Generator().manual_seed(1))
     x[:, 0, 0] = 0  # none all mid-grey
     save_image_grid(x, 17, tmp_path / "s.png")
+    picture = tmp_path / f"s{suffix}"
+    Image.open(tmp_path / "s.png").save(picture)
     capsys.readouterr()
-    argv = ["eval", str(digits_run), "--data", str(tmp_path / "s.png"), "--label", "2", "--json"]
+    argv = ["eval", str(digits_run), "--data", str(picture), "--label", "2", "--json"]
     assert main(argv) == 0
     got = json.loads(capsys.readouterr().out)
     model, _, _ = load_checkpoint(digits_run)

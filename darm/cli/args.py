@@ -11,7 +11,7 @@ from darm.config import MAX_SIZE, parse_assignments
 from darm.data import FORMATS
 from darm.errors import DarmError
 from darm.models import get_entry
-from darm.run import check_counts, model_overrides
+from darm.run import check_threads, model_overrides
 
 
 class Parser(argparse.ArgumentParser):
@@ -170,7 +170,7 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 def device_of(args) -> torch.device:
     """--device as a torch device, with --threads applied first."""
-    check_counts(args, threads=1)
+    check_threads(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     return device_named(args.device)

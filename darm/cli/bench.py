@@ -18,7 +18,7 @@ from darm.train_config import TrainConfig, bf16_warning
 def cmd_bench(args) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise DarmError("bench runs in one process")
-    check_counts(args, batch_size=1, n=1, threads=1)
+    check_counts(args, batch_size=1, n=1)
     if not 0 < args.seconds < math.inf:
         raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
     device = device_of(args)

@@ -14,7 +14,7 @@ from darm.data.arrays import make_dataset
 from darm.data.dataset import SPLITS, Dataset, seeded_split, split_note, whole_split
 from darm.errors import DarmError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def quantise(pixels: np.ndarray, levels: int) -> np.ndarray:
