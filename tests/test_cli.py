@@ -667,6 +667,33 @@ def test_console_script_no_traceback(tmp_path):
     assert proc.stderr.strip().startswith("darm eval: error:") and "Traceback" not in proc.stderr
 
 
+def test_a_ctrl_c_while_torch_loads_ends_in_one_line(monkeypatch, capsys):
+    """The console script imports the command (and torch) inside its own handler."""
+    import types
+
+    from darm import entry
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt  # as if Ctrl-C came while the module was being imported
+
+    monkeypatch.setitem(sys.modules, "darm.cli", Loading("darm.cli"))
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "darm: interrupted\n"
+
+
+def test_import_darm_leaves_torch_for_first_use():
+    code = (
+        "import sys, darm; assert 'torch' not in sys.modules; "
+        "assert darm.create_model('markov').family == 'markov'; print(sorted(darm.__all__))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "'sample'" in proc.stdout
+
+
 def test_help_explains_itself():
     proc = subprocess.run([sys.executable, "-m", "darm", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0

@@ -1,0 +1,16 @@
+"""The `darm` console script. Importing the command pulls in torch, which takes a second or
+two; a Ctrl-C meanwhile ends the command quietly, as one during the command itself does."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def main() -> None:
+    try:
+        from darm.cli import main as command
+    except KeyboardInterrupt:
+        print("darm: interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    sys.exit(command())
