@@ -512,6 +512,14 @@ def load_training_data(args, spec: str):
             f"{data.name}: examples of shape {shape} look like (C, H, W); darm reads channels "
             f"last, (H, W, C): save np.moveaxis(x, 1, -1)"
         )
+    x = data["train"].x
+    if x.numel() and x.min() == x.max() and os.environ.get("RANK", "0") == "0":  # rank 0 says it
+        why = " (16-bit pictures are scaled to 8 bits: values under 256 read as 0)" if shape else ""
+        print(
+            f"warning: {data.name}: every symbol of the training split is {int(x.min())}, so "
+            f"there is nothing to learn; check how the data was read{why}",
+            file=sys.stderr,
+        )
     return data
 
 

@@ -324,6 +324,33 @@ def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
     assert int(data["train"].x.max()) == 15 and int(data["train"].x.min()) == 0
 
 
+def test_float_and_32_bit_pictures_are_read_whole_or_refused(tmp_path):
+    from darm.data.images import read_pixels
+
+    levels = np.arange(0, 256, 17, dtype=np.float32).reshape(4, 4)
+    Image.fromarray(levels).save(tmp_path / "f.tif")  # mode F, whole values: read as they are
+    assert read_pixels(tmp_path / "f.tif", "L").ravel().tolist() == list(range(0, 256, 17))
+    Image.fromarray(levels / 255).save(tmp_path / "unit.tif")  # 0..1: convert("L") clips to 0
+    with pytest.raises(DarmError, match=r"floating-point pixels in 0\.\.1; darm reads whole"):
+        read_pixels(tmp_path / "unit.tif", "L")
+    Image.fromarray(levels.astype(np.int32) << 20).save(tmp_path / "i.tif")  # mode I, past 16 bits
+    with pytest.raises(DarmError, match=r"32-bit integer pixels in 0\.\.267386880; darm"):
+        read_pixels(tmp_path / "i.tif", "L")
+
+
+def test_a_training_split_of_one_symbol_is_warned_of(tmp_path, capsys):
+    (tmp_path / "pics").mkdir()
+    for i in range(4):  # 16-bit values under 256: all 0 once scaled to 8 bits
+        picture = np.full((4, 4), 200 + i, dtype=np.uint16)
+        Image.fromarray(picture).save(tmp_path / "pics" / f"{i}.png")
+    argv = ["train", "--data", str(tmp_path / "pics"), "--model", "markov", "--steps", "1",
+            "--out", str(tmp_path / "r"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "every symbol of the training split is 0, so there is nothing to learn" in err
+    assert "values under 256 read as 0" in err
+
+
 def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
     _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
     argv = ["train", "--data", str(tmp_path / "imgs"), "--model", "bigram", "--steps", "1",

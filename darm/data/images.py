@@ -70,14 +70,35 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            if img.mode.startswith("I"):  # I;16 from a 16-bit PNG (I from older Pillows)
-                wide = np.asarray(img).astype(np.int64)  # (H, W) in 0..65535
-                img = Image.fromarray((wide >> 8).astype(np.uint8), "L")
+            if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
+                img = Image.fromarray(eight_bits(np.asarray(img), path), "L")
             return np.asarray(img.convert(mode))
     except FileNotFoundError:
         raise DarmError(f"no image file {path}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DarmError(f"cannot read image {path}: {e}") from None
+
+
+def eight_bits(wide: np.ndarray, path: Path) -> np.ndarray:
+    """Grey pixels wider than 8 bits, (H, W), as uint8: 16-bit integers (I;16 from a PNG,
+    I from older Pillows) scaled by >> 8; floats that are whole numbers 0..255 as they are.
+    Anything else is refused: a cast would wrap it or clip it to a black picture."""
+    lo, hi = (wide.min(), wide.max()) if wide.size else (0, 0)
+    if wide.dtype.kind == "f":
+        if not (
+            np.isfinite(wide).all() and (wide == np.round(wide)).all() and lo >= 0 and hi <= 255
+        ):
+            raise DarmError(
+                f"{path} holds floating-point pixels in {lo:g}..{hi:g}; darm reads whole "
+                f"values 0..255 from a float image: save it scaled to 0..255, or as 8-bit"
+            )
+        return wide.astype(np.uint8)
+    if lo < 0 or hi > 65535:
+        raise DarmError(
+            f"{path} holds {8 * wide.dtype.itemsize}-bit integer pixels in {lo}..{hi}; darm "
+            f"reads 8- and 16-bit images: save it scaled to 0..65535 (16-bit) or 0..255"
+        )
+    return (wide.astype(np.int64) >> 8).astype(np.uint8)  # 0..65535 -> 0..255
 
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
