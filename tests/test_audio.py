@@ -77,11 +77,30 @@ def test_float_and_extensible_wavs_read_as_the_plain_pcm_one(tmp_path, tag, dtyp
     np.testing.assert_allclose(got, plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("width", [1, 3, 4])
+def test_8_24_and_32_bit_pcm_read_as_the_16_bit_one(tmp_path, width):
+    s = make_wav(tmp_path / "plain.wav")  # 16-bit
+    plain, rate = read_wav(tmp_path / "plain.wav")
+    top = 2 ** (8 * width - 1) - 1
+    ints = np.rint(plain * top).astype(np.int64)  # signed samples of this width
+    if width == 1:
+        frames = (ints + 128).astype(np.uint8).tobytes()  # 8-bit PCM is unsigned
+    else:  # little-endian, the low `width` bytes of each int64
+        frames = ints.astype("<i8").view(np.uint8).reshape(-1, 8)[:, :width].tobytes()
+    with wave.open(str(tmp_path / "w.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(width), w.setframerate(rate)
+        w.writeframes(frames)
+    got, got_rate = read_wav(tmp_path / "w.wav")
+    assert got_rate == rate and got.shape == s.shape
+    np.testing.assert_allclose(got, plain, atol=1.5 / 128 if width == 1 else 1e-6)
+    assert got.min() < -0.4 < 0.4 < got.max()  # a sign lost would fold the wave
+
+
 @pytest.mark.parametrize(
     "make, needle",
     [
-        (lambda p: make_wav(p, width=1), "8-bit PCM samples; darm reads 16-bit PCM or 32/64"),
-        (lambda p: riff_wav(p, np.zeros(8, "<i4"), 1, extensible=True), "32-bit PCM samples"),
+        (lambda p: riff_wav(p, np.zeros(8, "<i8"), 1), "64-bit PCM samples; darm reads 8/16/24"),
+        (lambda p: riff_wav(p, np.zeros(8, "u1"), 6), "8-bit format 6 samples"),  # A-law
         (lambda p: riff_wav(p, np.array([0, np.nan], "<f4"), 3), "NaN or infinite samples"),
         (lambda p: make_wav(p, seconds=0), "no samples"),
         (lambda p: p.write_bytes(b"RIFF1234WAVEjunk"), "cannot read"),

@@ -50,11 +50,27 @@ def mu_law_decode(q: np.ndarray, mu: int = MU) -> np.ndarray:
 
 
 PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE  # WAVE format tags
-SAMPLE_TYPES = {(PCM, 2): "<i2", (IEEE_FLOAT, 4): "<f4", (IEEE_FLOAT, 8): "<f8"}
+
+
+def decode_samples(frames: bytes, tag: int, width: int) -> np.ndarray | None:
+    """Interleaved samples as float64 in [-1, 1], or None for a format not read: PCM of 8
+    (unsigned, centred on 128), 16, 24 or 32 bits (signed, little-endian), or 32/64-bit float."""
+    frames = frames[: len(frames) - len(frames) % width]  # a last sample cut in half
+    if tag == IEEE_FLOAT and width in (4, 8):
+        return np.frombuffer(frames, f"<f{width}").astype(np.float64)
+    if tag != PCM or width not in (1, 2, 3, 4):
+        return None
+    if width == 1:
+        return (np.frombuffer(frames, np.uint8).astype(np.float64) - 128.0) / 128.0
+    if width == 3:  # no numpy dtype: three bytes, low first, widened to int32 and sign-extended
+        b = np.frombuffer(frames, np.uint8).reshape(-1, 3).astype(np.int32)  # (T * C, 3)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        return np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
+    return np.frombuffer(frames, f"<i{width}") / float(1 << (8 * width - 1))
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM or 32/64-bit float WAV -> (waveform (T,) float64 in [-1, 1], rate).
+    """An 8/16/24/32-bit PCM or 32/64-bit float WAV -> (waveform (T,) float64 in [-1, 1], rate).
 
     Stereo (or more channels) is mixed down to mono by averaging the channels, since the
     models see one stream of samples.
@@ -78,20 +94,19 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         raise DarmError(f"cannot read {path} as a PCM WAV file: {why}") from None
     if rate < 1:  # a header that says no time passes between samples
         raise DarmError(f"{path} has a sample rate of {rate} in its header")
-    if (tag, width) not in SAMPLE_TYPES:
+    samples = decode_samples(frames, tag, width)
+    if samples is None:
         kind = "float" if tag == IEEE_FLOAT else "PCM" if tag == PCM else f"format {tag}"
         raise DarmError(
-            f"{path} has {8 * width}-bit {kind} samples; darm reads 16-bit PCM or 32/64-bit "
-            f"float WAV"
+            f"{path} has {8 * width}-bit {kind} samples; darm reads 8/16/24/32-bit PCM or "
+            f"32/64-bit float WAV"
         )
-    samples = np.frombuffer(frames[: len(frames) - len(frames) % width], SAMPLE_TYPES[tag, width])
     if samples.size == 0 or samples.size < channels:
         raise DarmError(f"audio file {path} has no samples")
-    if tag == IEEE_FLOAT and not np.isfinite(samples).all():
+    if not np.isfinite(samples).all():  # a float file's NaN or inf
         raise DarmError(f"{path} holds NaN or infinite samples")
     samples = samples[: samples.size - samples.size % channels].reshape(-1, channels)  # (T, C)
-    scale = 32768.0 if tag == PCM else 1.0
-    return np.clip(samples.astype(np.float64).mean(axis=1) / scale, -1.0, 1.0), rate
+    return np.clip(samples.mean(axis=1), -1.0, 1.0), rate
 
 
 def read_riff(path: Path) -> tuple[int, int, int, int, bytes]:
