@@ -442,9 +442,13 @@ def check_new_report(out: Path) -> None:
         )
 
 
-def with_not_run(results: list[FamilyResult], names: list[str]) -> list[FamilyResult]:
-    """The report's rows: the families so far, then a "not run" row for each name left."""
-    return list(results) + [FamilyResult(n, "not run") for n in names]
+def with_not_run(
+    results: list[FamilyResult], names: list[str], order: list[str]
+) -> list[FamilyResult]:
+    """The report's rows, in --models order (`order`): the families so far, skipped ones
+    included, and a "not run" row for each name left."""
+    rows = list(results) + [FamilyResult(n, "not run") for n in names]
+    return sorted(rows, key=lambda r: order.index(r.model) if r.model in order else len(order))
 
 
 def compare(
@@ -530,7 +534,7 @@ def compare_families(
             if result.status == "done":
                 maps[name] = load_file(opts.out / name / "deps.safetensors")["deps"]
             current = None
-            write_report(data, opts, with_not_run(results, names[i + 1 :]), maps)
+            write_report(data, opts, with_not_run(results, names[i + 1 :], opts.models), maps)
             overall.update(1)
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signum", signal.SIGINT)
@@ -542,7 +546,7 @@ def compare_families(
                 row = replace(row, status="interrupted", note=note)
             results.append(row or FamilyResult(current, "interrupted", note=note))
         rest = [n for n in names if n not in done and n != current]
-        write_report(data, opts, with_not_run(results, rest), maps)
+        write_report(data, opts, with_not_run(results, rest, opts.models), maps)
         overall.close()
         raise Stopped(
             f"the report in {opts.out} keeps the finished families; --resume continues", signum

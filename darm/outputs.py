@@ -155,7 +155,10 @@ def write_samples(
     prefix = None
     if prompt:
         if meta.get("image_shape"):
-            raise DarmError("--prompt is for text, integer arrays and audio; complete an image")
+            raise DarmError(
+                "--prompt is for text, integer arrays and audio; an image's top rows are "
+                "completed by darm complete RUN --input PICTURE --rows N"
+            )
         prefix = torch.tensor([read_prefix(prompt, model, meta, "--prompt")] * n)  # (n, P)
     if length is not None and meta.get("image_shape") and length != model.num_dims:
         raise DarmError(f"--length: an image model draws whole images of {model.num_dims} values")

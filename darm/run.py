@@ -337,10 +337,8 @@ def check_fits(data, model, path, meta: dict | None = None, scoring: bool = True
     to be scored (eval, complete), where --label stands in for missing labels."""
     theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
     if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
-        size = "x".join(map(str, data.image_shape))
-        raise DarmError(
-            f"{data.name} holds {size} images; {path} was trained on {'x'.join(map(str, theirs))}"
-        )
+        size, trained = ("x".join(map(str, s[:2])) for s in (data.image_shape, theirs))
+        raise DarmError(f"{data.name} holds {size} images; {path} was trained on {trained}")
     rate = data.info.get("sample_rate")
     trained_rate = (meta or {}).get("source", {}).get("sample_rate")
     if rate and trained_rate and rate != trained_rate:  # the same samples, another sound

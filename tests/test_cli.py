@@ -544,6 +544,7 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["eval", "run", "--per-example", ""], 2, "argument --per-example: expected a path"),
         (["train", "--init", ""], 2, "argument --init: expected a path, got ''"),
         (["sample", "run", "--temperature", "nan"], 1, "--temperature must be > 0, got nan"),
+        (["sample", "run", "--temperature", "0"], 1, "(--top-k 1 draws the most likely symbol"),
         (["complete", "run", "--top-p", "0"], 1, "--top-p must be in (0, 1], got 0.0"),
         (["complete", "run", "--length", "0"], 1, "--length must be >= 1, got 0"),
         (["complete", "--input", "a.png", "run"], 2, "after --input, name the run first"),
@@ -578,10 +579,11 @@ def test_bad_input(args, code, needle, capsys, tmp_path, monkeypatch):
     one_line_error(capsys, main(args), code, needle)
 
 
-def test_empty_data_file(tmp_path, capsys):
-    (tmp_path / "e.txt").write_text("\n\n")
+@pytest.mark.parametrize("text, needle", [("", "is empty"), (" \n\t\n", "holds only blank lines")])
+def test_empty_data_file(text, needle, tmp_path, capsys):
+    (tmp_path / "e.txt").write_text(text)
     code = main(["train", "--data", str(tmp_path / "e.txt"), "--out", str(tmp_path / "r")])
-    one_line_error(capsys, code, needle="empty")
+    one_line_error(capsys, code, needle=f"data file {tmp_path / 'e.txt'} {needle}")
 
 
 def test_samples_zero_writes_none(names_file, tmp_path, capsys):

@@ -312,3 +312,8 @@ def test_a_grid_is_scored_whole_and_an_empty_prefix_completes_from_scratch(
     assert main(argv) == 0
     assert "--count 10: the test split holds 3; completing those" in capsys.readouterr().out
     assert len((tmp_path / "d.txt").read_text().splitlines()) == 3
+
+
+def test_a_prompt_for_an_image_model_points_at_complete(digits_run, capsys):
+    code = main(["sample", str(digits_run), "--prompt", "3", "-n", "1", "--label", "1"])
+    one_line_error(capsys, code, needle="completed by darm complete RUN --input PICTURE --rows N")

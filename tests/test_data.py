@@ -165,6 +165,7 @@ def test_arrays_in_memory_read_as_their_file_would(tmp_path):
         from_arrays(x, y[:5])
     for kw, needle in [
         (dict(levels=4.5), "levels must be an integer, got 4.5"),
+        (dict(levels=1), "levels must be in 2..16777216, got 1"),
         (dict(levels=True), "levels must be an integer, got True"),
         (dict(seed=1.5), "seed must be an integer in 0..2\\*\\*63-1"),
         (dict(fractions=(float("nan"), 0.1)), "fractions must be"),

@@ -295,7 +295,7 @@ def test_sample_names_a_bad_argument(kwargs, error, needle):
             "pixelcnn@2x3x1",
             torch.zeros(2, 5, dtype=torch.long),
             None,
-            "\\(B, 6\\) or \\(B, 2, 3, 1\\)",
+            "\\(B, 6\\), \\(B, 2, 3\\) or \\(B, 2, 3, 1\\)",
         ),
         ("pixelcnn@2x3x1", torch.zeros(2, 3, 2, dtype=torch.long), None, "got shape \\(2, 3, 2\\)"),
         ("gru", torch.zeros(2, 3, 2, dtype=torch.long), None, "x must be \\(B, T\\) symbols"),

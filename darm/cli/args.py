@@ -104,7 +104,10 @@ def check_sampling_args(args) -> None:
     if args.n < 1:
         raise DarmError(f"-n must be >= 1, got {args.n}")
     if not args.temperature > 0:  # nan too
-        raise DarmError(f"--temperature must be > 0, got {args.temperature}")
+        raise DarmError(
+            f"--temperature must be > 0, got {args.temperature} (--top-k 1 draws the most "
+            f"likely symbol every time)"
+        )
     if args.top_k is not None and args.top_k < 1:
         raise DarmError(f"--top-k must be >= 1, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:

@@ -201,7 +201,8 @@ def _reload(
         raise DarmError(
             "the run was trained on arrays in memory (darm.data.from_arrays), which it cannot "
             "read again: name a saved copy (np.save / np.savez) with --data (eval, train "
-            "--init), or resume it from Python with the arrays (train(..., resume_from=...))"
+            "--init), give complete its own --input, or resume it from Python with the arrays "
+            "(train(..., resume_from=...))"
         )
     raise DarmError(f"checkpoint names an unknown data source {source!r}")
 

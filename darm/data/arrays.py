@@ -28,8 +28,8 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
         )
     if a.shape[0] == 0 or a[0].size == 0:
         raise DarmError(f"{what} is empty (shape {a.shape})")
-    if levels is not None and not 1 <= levels <= MAX_LEVELS:
-        raise DarmError(f"levels must be in 1..{MAX_LEVELS}, got {levels}")
+    if levels is not None and not 2 <= levels <= MAX_LEVELS:  # one symbol says nothing
+        raise DarmError(f"levels must be in 2..{MAX_LEVELS}, got {levels}")
     lo, hi = int(a.min()), int(a.max())
     if lo < 0:
         raise DarmError(f"{what} has negative values (min {lo}); symbols must be 0..L-1")

@@ -26,7 +26,9 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as e:
         raise DarmError(f"{path} is not UTF-8 text (byte {e.start})") from None
     if not text.strip():
-        raise DarmError(f"data file {path} is empty")
+        raise DarmError(
+            f"data file {path} is empty" if not text else f"data file {path} holds only blank lines"
+        )
     return text
 
 

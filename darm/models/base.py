@@ -167,7 +167,8 @@ def check_shape(model: ARModel, x: torch.Tensor, mask: torch.Tensor | None = Non
         elif len(event) == 1:
             forms = f"(B, {D})" + (", or shorter," if model.takes_prefixes else "")
         else:
-            forms = f"(B, {D}) or (B, {', '.join(map(str, event))})"
+            grey = f", (B, {event[0]}, {event[1]})" if event[2:] == (1,) else ""
+            forms = f"(B, {D}){grey} or (B, {', '.join(map(str, event))})"
         raise ValueError(f"x must be {forms} symbols, got shape {tuple(x.shape)}")
     if mask is not None:
         try:
