@@ -918,7 +918,9 @@ def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, ca
     assert whole["nats_per_example"] * 24 == pytest.approx(3 * total)
     # the run's own data named again keeps its test split (train would flatter the NLL)
     assert main(["eval", str(run), "--data", str(names_file), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["split"] == "test"
+    said = capsys.readouterr()
+    assert json.loads(said.out.splitlines()[-1])["split"] == "test"
+    assert "names the run's own data: its test split; --split all scores it whole" in said.err
     # one name is data enough to score whole: exactly -log p(name + end) under the model
     (tmp_path / "one.txt").write_text("emma\n")
     assert main(["eval", str(run), "--data", str(tmp_path / "one.txt"), "--json"]) == 0

@@ -77,7 +77,11 @@ def cmd_eval(args) -> None:
         sum(data[s].num_dims() for s in scored),
     )
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
-    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}", file=human)
+    own = ""
+    if args.data and not other and args.split is None:  # not scored whole, as another file is
+        own = " (--data names the run's own data: its test split; --split all scores it whole)"
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}{own}",
+          file=human)  # fmt: skip
     print_nll(nll, split, data.kind, file=human)
     if args.per_example:
         # another file read whole sits in one split: its rows are the file's, not a test split
