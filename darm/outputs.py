@@ -147,9 +147,12 @@ def write_samples(
     device = model.device
     cond = label_tensor(model, label, n, meta.get("class_names"))
     cols = None
-    if cond is None and model.num_classes:  # every class in turn: a grid column per class
-        cond = torch.arange(n) % model.num_classes
-        cols = model.num_classes if model.num_classes <= n else None
+    if cond is None and model.num_classes:  # every class in turn: each grid column one class
+        K = model.num_classes
+        cond = torch.arange(n) % K
+        # the fewest whole rounds of the classes that make the grid near-square (2 classes of
+        # 64 samples: 8 columns, not a 2 x 32 strip)
+        cols = K * math.ceil(math.ceil(math.sqrt(n)) / K) if K <= n else None
     names = class_marks(cond, meta.get("class_names"))
     cond = None if cond is None else cond.to(device)
     prefix = None

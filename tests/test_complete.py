@@ -317,3 +317,16 @@ def test_a_grid_is_scored_whole_and_an_empty_prefix_completes_from_scratch(
 def test_a_prompt_for_an_image_model_points_at_complete(digits_run, capsys):
     code = main(["sample", str(digits_run), "--prompt", "3", "-n", "1", "--label", "1"])
     one_line_error(capsys, code, needle="completed by darm complete RUN --input PICTURE --rows N")
+
+
+@pytest.mark.parametrize("n, cols, rows", [(30, 10, 3), (144, 20, 8), (4, 2, 2)])
+def test_a_conditional_sample_grid_is_near_square_in_whole_rounds_of_classes(
+    n, cols, rows, digits_run, tmp_path
+):
+    from darm.plots import GRID_PAD
+
+    out = tmp_path / "s"  # 10 classes: each column one class while a round fits in n
+    assert main(["sample", str(digits_run), "-n", str(n), "--out", str(out)]) == 0
+    side = 8 + GRID_PAD
+    with Image.open(tmp_path / "s.png") as grid:
+        assert grid.size == ((cols * side + GRID_PAD) * 4, (rows * side + GRID_PAD) * 4)
