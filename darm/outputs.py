@@ -10,12 +10,13 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from darm.checkpoint import atomic_write_text, check_writable, load_checkpoint, read_record
 from darm.data.audio import wav_levels, write_levels_wav
 from darm.data.vocab import saved_vocab
-from darm.errors import DarmError
+from darm.errors import DarmError, first_line
 from darm.metrics import evaluate, units
 from darm.plots import plot_loss_curves, save_image_grid
 from darm.sampling import sample
@@ -191,7 +192,7 @@ def write_samples(
 def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
     """A prompt of a sequence model (`sample --prompt`, `complete --input`) as its known
     first symbols: text through the run's vocabulary, a WAV file's levels for audio, or
-    integers separated by spaces for arrays."""
+    integers separated by spaces (or an .npy of one row of them) for arrays."""
     vocab = saved_vocab(meta)
     if vocab is not None:
         return vocab.encode(text, flag)
@@ -199,16 +200,34 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
         levels = wav_levels(Path(text), meta["source"]["sample_rate"])
         check_clip_fits(model, len(levels), meta, text)
         return levels.tolist()
-    try:
-        symbols = [int(v) for v in text.split()]
-    except ValueError:
-        raise DarmError(
-            f"{flag} of an array model is integers separated by spaces, e.g. '2 0 1'; got {text!r}"
-        ) from None
+    if text.lower().endswith(".npy"):
+        symbols = npy_row(Path(text), flag)
+    else:
+        try:
+            symbols = [int(v) for v in text.split()]
+        except ValueError:
+            raise DarmError(
+                f"{flag} of an array model is integers separated by spaces, e.g. '2 0 1', or "
+                f"an .npy of one row of them; got {text!r}"
+            ) from None
     outside = [v for v in symbols if not 0 <= v < model.vocab_size]  # before any tensor is made
     if outside:
         raise DarmError(f"{flag}: symbol {outside[0]} is outside 0..{model.vocab_size - 1}")
     return symbols
+
+
+def npy_row(path: Path, flag: str) -> list[int]:
+    """One row of integer symbols saved by np.save: shape (P,) or (1, P)."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DarmError(f"{flag}: cannot read {path} as an .npy array: {first_line(e)}") from None
+    if a.dtype.kind not in "iub" or a.ndim not in (1, 2) or (a.ndim == 2 and len(a) != 1):
+        raise DarmError(
+            f"{flag}: {path} must hold one row of integer symbols, (P,) or (1, P); "
+            f"got {a.dtype} {a.shape}"
+        )
+    return a.reshape(-1).astype(np.int64).tolist()
 
 
 def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:

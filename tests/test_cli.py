@@ -952,7 +952,16 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     capsys.readouterr()
     one_line_error(capsys, main(["sample", str(out), "--prompt", "a,b"]), 1, "is integers")
     code = main(["complete", str(out), "--input", "2,2"])
-    one_line_error(capsys, code, 1, "integers separated by spaces, e.g. '2 0 1'; got '2,2'")
+    one_line_error(capsys, code, 1, "integers separated by spaces, e.g. '2 0 1', or an .npy")
+    np.save(tmp_path / "row.npy", np.array([[3, 0, 2]]))  # one row, as np.save keeps it
+    argv = ["complete", str(out), "--input", str(tmp_path / "row.npy"), "-n", "2"]
+    assert main([*argv, "--out", str(out / "c")]) == 0
+    rows = (out / "c.txt").read_text().splitlines()
+    assert len(rows) == 2 and all(r.startswith("3 0 2 ") for r in rows)
+    np.save(tmp_path / "two.npy", np.zeros((2, 3), dtype=np.int64))
+    capsys.readouterr()
+    code = main(["complete", str(out), "--input", str(tmp_path / "two.npy")])
+    one_line_error(capsys, code, 1, "must hold one row of integer symbols, (P,) or (1, P)")
 
 
 def test_eval_scores_one_array_row_whole(tmp_path, capsys):
