@@ -1,9 +1,7 @@
 """darm: deep autoregressive models, p(x) = prod_d p(x_d | x_<d) with one shared network."""
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -23,7 +21,7 @@ _HOMES = {
 }
 __all__ = list(_HOMES)
 
-if TYPE_CHECKING:  # what type checkers and editors see (__all__ is _HOMES', unseen by ruff)
+if _TYPE_CHECKING:  # what type checkers and editors see (__all__ is _HOMES', unseen by ruff)
     from darm.checkpoint import load_checkpoint  # noqa: F401
     from darm.errors import DarmError  # noqa: F401
     from darm.metrics import NLL, evaluate, example_nats, log_prob  # noqa: F401
@@ -32,9 +30,17 @@ if TYPE_CHECKING:  # what type checkers and editors see (__all__ is _HOMES', uns
 
 
 def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'darm' has no attribute {name!r}")
-    value = getattr(import_module(_HOMES[name]), name)
+    """A public name from its home module, or a sub-package (`darm.data` after `import
+    darm`, as an eager __init__ would have imported it)."""
+    if name in _HOMES:
+        value = getattr(_import_module(_HOMES[name]), name)
+    else:
+        try:
+            value = _import_module(f"darm.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"darm.{name}":  # a module that is there but fails to import
+                raise
+            raise AttributeError(f"module 'darm' has no attribute {name!r}") from None
     globals()[name] = value  # later lookups skip this function
     return value
 

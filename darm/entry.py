@@ -3,6 +3,7 @@ two; a Ctrl-C meanwhile ends the command quietly, as one during the command itse
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -11,6 +12,7 @@ def main() -> None:
     try:
         from darm.cli import main as command
     except KeyboardInterrupt:
-        print("darm: interrupted", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print("darm: interrupted", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     sys.exit(command())

@@ -10,13 +10,13 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from darm.checkpoint import atomic_write_text, check_writable, load_checkpoint, read_record
+from darm.data.arrays import npy_row
 from darm.data.audio import wav_levels, write_levels_wav
 from darm.data.vocab import saved_vocab
-from darm.errors import DarmError, first_line
+from darm.errors import DarmError
 from darm.metrics import evaluate, units
 from darm.plots import plot_loss_curves, save_image_grid
 from darm.sampling import sample
@@ -151,9 +151,7 @@ def write_samples(
     if cond is None and model.num_classes:  # every class in turn: each grid column one class
         K = model.num_classes
         cond = torch.arange(n) % K
-        # the fewest whole rounds of the classes that make the grid near-square (2 classes of
-        # 64 samples: 8 columns, not a 2 x 32 strip)
-        cols = K * math.ceil(math.ceil(math.sqrt(n)) / K) if K <= n else None
+        cols = class_columns(n, K) if K <= n else None
     names = class_marks(cond, meta.get("class_names"))
     cond = None if cond is None else cond.to(device)
     prefix = None
@@ -163,7 +161,8 @@ def write_samples(
                 "--prompt is for text, integer arrays and audio; an image's top rows are "
                 "completed by darm complete RUN --input PICTURE --rows N"
             )
-        prefix = torch.tensor([read_prefix(prompt, model, meta, "--prompt")] * n)  # (n, P)
+        symbols = read_prefix(prompt, model, meta, "--prompt")
+        prefix = torch.tensor([symbols] * n, dtype=torch.long)  # (n, P), P = 0 for " "
     if length is not None and meta.get("image_shape") and length != model.num_dims:
         raise DarmError(f"--length: an image model draws whole images of {model.num_dims} values")
     kept = 0 if prefix is None else prefix.shape[1]
@@ -214,20 +213,6 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
     if outside:
         raise DarmError(f"{flag}: symbol {outside[0]} is outside 0..{model.vocab_size - 1}")
     return symbols
-
-
-def npy_row(path: Path, flag: str) -> list[int]:
-    """One row of integer symbols saved by np.save: shape (P,) or (1, P)."""
-    try:
-        a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DarmError(f"{flag}: cannot read {path} as an .npy array: {first_line(e)}") from None
-    if a.dtype.kind not in "iub" or a.ndim not in (1, 2) or (a.ndim == 2 and len(a) != 1):
-        raise DarmError(
-            f"{flag}: {path} must hold one row of integer symbols, (P,) or (1, P); "
-            f"got {a.dtype} {a.shape}"
-        )
-    return a.reshape(-1).astype(np.int64).tolist()
 
 
 def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
@@ -313,6 +298,14 @@ def png_path(out: str | None, default: Path) -> Path:
 def with_ext(stem: Path, ext: str) -> Path:
     """stem + ext, keeping any dots already in the stem's name."""
     return stem.with_name(stem.name + ext)
+
+
+def class_columns(n: int, K: int) -> int:
+    """Columns of a grid of n samples whose classes cycle through K: a whole number of rounds
+    of the classes (each column one class), the grid nearest square (2 classes of 64
+    samples: 8 x 8, not a 2 x 32 strip)."""
+    rounds = range(1, math.ceil(n / K) + 1)
+    return K * min(rounds, key=lambda m: abs(math.log(m * K / math.ceil(n / (m * K)))))
 
 
 def class_marks(cond: torch.Tensor | None, class_names: list[str] | None) -> list[str] | None:

@@ -512,7 +512,8 @@ def load_training_data(args, spec: str):
         )
     x = data["train"].x
     if x.numel() and x.min() == x.max() and os.environ.get("RANK", "0") == "0":  # rank 0 says it
-        why = " (16-bit pictures are scaled to 8 bits: values under 256 read as 0)" if shape else ""
+        zeros = shape and int(x.min()) == 0  # what 16-bit pictures of small values read as
+        why = " (16-bit pictures are scaled to 8 bits: values under 256 read as 0)" if zeros else ""
         print(
             f"warning: {data.name}: every symbol of the training split is {int(x.min())}, so "
             f"there is nothing to learn; check how the data was read{why}",
@@ -539,7 +540,7 @@ def model_overrides(overrides: dict, flag: str) -> dict:
 
 
 def check_counts(args, **minimum: int) -> None:
-    """Integer options that have a floor, e.g. check_counts(args, threads=1): one line each."""
+    """Integer options that have a floor, e.g. check_counts(args, steps=1): one line each."""
     for name, low in minimum.items():
         value = getattr(args, name, None)
         if value is not None and value < low:

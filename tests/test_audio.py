@@ -77,6 +77,14 @@ def test_float_and_extensible_wavs_read_as_the_plain_pcm_one(tmp_path, tag, dtyp
     np.testing.assert_allclose(got, plain, atol=1e-6)
 
 
+def zero_bits(path) -> None:
+    """A PCM WAV whose header says 0 bits a sample."""
+    riff_wav(path, np.zeros(8, "<i2"), 1)
+    data = bytearray(path.read_bytes())
+    data[34:36] = bytes(2)  # RIFF, size, WAVE, "fmt ", its size, then bits at 14 in its body
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("width", [1, 3, 4])
 def test_8_24_and_32_bit_pcm_read_as_the_16_bit_one(tmp_path, width):
     s = make_wav(tmp_path / "plain.wav")  # 16-bit
@@ -100,7 +108,9 @@ def test_8_24_and_32_bit_pcm_read_as_the_16_bit_one(tmp_path, width):
     "make, needle",
     [
         (lambda p: riff_wav(p, np.zeros(8, "<i8"), 1), "64-bit PCM samples; darm reads 8/16/24"),
-        (lambda p: riff_wav(p, np.zeros(8, "u1"), 6), "8-bit format 6 samples"),  # A-law
+        (lambda p: riff_wav(p, np.zeros(8, "u1"), 6), "8-bit A-law samples; darm reads"),
+        (lambda p: riff_wav(p, np.zeros(8, "u1"), 9), "8-bit format 9 samples"),
+        (lambda p: zero_bits(p), "0-bit PCM samples"),
         (lambda p: riff_wav(p, np.array([0, np.nan], "<f4"), 3), "NaN or infinite samples"),
         (lambda p: make_wav(p, seconds=0), "no samples"),
         (lambda p: p.write_bytes(b"RIFF1234WAVEjunk"), "cannot read"),

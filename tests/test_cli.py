@@ -689,7 +689,9 @@ def test_a_ctrl_c_while_torch_loads_ends_in_one_line(monkeypatch, capsys):
 def test_import_darm_leaves_torch_for_first_use():
     code = (
         "import sys, darm; assert 'torch' not in sys.modules; "
-        "assert darm.create_model('markov').family == 'markov'; print(sorted(darm.__all__))"
+        "assert darm.data.from_arrays and darm.nn.attention.attend; "  # sub-packages too
+        "assert darm.create_model('markov').family == 'markov'; print(sorted(darm.__all__)); "
+        "assert not hasattr(darm, 'nope') and 'import_module' not in dir(darm)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -959,9 +961,20 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     rows = (out / "c.txt").read_text().splitlines()
     assert len(rows) == 2 and all(r.startswith("3 0 2 ") for r in rows)
     np.save(tmp_path / "two.npy", np.zeros((2, 3), dtype=np.int64))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "z.npz", x=np.zeros(3, dtype=np.int64))
+    (tmp_path / "z.npz").rename(tmp_path / "z.npy")
+    np.save(tmp_path / "huge.npy", np.array([2**64 - 1], dtype=np.uint64))
     capsys.readouterr()
-    code = main(["complete", str(out), "--input", str(tmp_path / "two.npy")])
-    one_line_error(capsys, code, 1, "must hold one row of integer symbols, (P,) or (1, P)")
+    for name, needle in [
+        ("two.npy", "must hold one row of integer symbols, (P,) or (1, P)"),
+        ("empty.npy", "cannot read"),
+        ("z.npy", "is an .npz archive; save the row with np.save"),
+        ("huge.npy", "symbol 18446744073709551615 is outside 0..3"),
+    ]:
+        code = main(["complete", str(out), "--input", str(tmp_path / name)])
+        one_line_error(capsys, code, 1, needle)
+    assert main(["sample", str(out), "-n", "2", "--prompt", " ", "--out", str(out / "e")]) == 0
 
 
 def test_eval_scores_one_array_row_whole(tmp_path, capsys):

@@ -319,7 +319,7 @@ def test_a_prompt_for_an_image_model_points_at_complete(digits_run, capsys):
     one_line_error(capsys, code, needle="completed by darm complete RUN --input PICTURE --rows N")
 
 
-@pytest.mark.parametrize("n, cols, rows", [(30, 10, 3), (144, 20, 8), (4, 2, 2)])
+@pytest.mark.parametrize("n, cols, rows", [(30, 10, 3), (144, 10, 15), (4, 2, 2)])
 def test_a_conditional_sample_grid_is_near_square_in_whole_rounds_of_classes(
     n, cols, rows, digits_run, tmp_path
 ):
@@ -330,3 +330,10 @@ def test_a_conditional_sample_grid_is_near_square_in_whole_rounds_of_classes(
     side = 8 + GRID_PAD
     with Image.open(tmp_path / "s.png") as grid:
         assert grid.size == ((cols * side + GRID_PAD) * 4, (rows * side + GRID_PAD) * 4)
+
+
+def test_class_columns_are_whole_rounds_nearest_square():
+    from darm.outputs import class_columns
+
+    cases = {(64, 2): 8, (50, 7): 7, (10, 3): 3, (20, 4): 4, (300, 10): 20, (16, 1): 4}
+    assert {k: class_columns(*k) for k in cases} == cases

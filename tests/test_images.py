@@ -333,9 +333,26 @@ def test_float_and_32_bit_pictures_are_read_whole_or_refused(tmp_path):
     Image.fromarray(levels / 255).save(tmp_path / "unit.tif")  # 0..1: convert("L") clips to 0
     with pytest.raises(DarmError, match=r"floating-point pixels in 0\.\.1; darm reads whole"):
         read_pixels(tmp_path / "unit.tif", "L")
-    Image.fromarray(levels.astype(np.int32) << 20).save(tmp_path / "i.tif")  # mode I, past 16 bits
-    with pytest.raises(DarmError, match=r"32-bit integer pixels in 0\.\.267386880; darm"):
-        read_pixels(tmp_path / "i.tif", "L")
+    Image.fromarray(levels * np.nan).save(tmp_path / "nan.tif")
+    with pytest.raises(DarmError, match="NaN or infinite pixels"):
+        read_pixels(tmp_path / "nan.tif", "L")
+    for name, wide in [
+        ("i.tif", levels.astype(np.int32) << 20),
+        ("low.tif", levels.astype(np.int32)),
+    ]:
+        Image.fromarray(wide).save(tmp_path / name)  # mode I, 32 bits a pixel, whatever it holds
+        with pytest.raises(DarmError, match="holds 32-bit integer pixels; darm reads 8- and 16"):
+            read_pixels(tmp_path / name, "L")
+
+
+def test_big_endian_16_bit_tiffs_are_grey(tmp_path):
+    wide = np.arange(0, 65536, 4369, dtype=">u2").reshape(4, 4)  # 0 .. 65535 in 16 steps
+    for i in range(4):
+        Image.frombytes("I;16B", (4, 4), wide.tobytes()).save(tmp_path / f"{i}.tif")
+    assert Image.open(tmp_path / "0.tif").mode == "I;16B"
+    data = load_data(str(tmp_path), levels=16)
+    assert tuple(data.image_shape) == (4, 4) and data.seq_len == 16  # not (4, 4, 3)
+    assert data["train"].x[0].tolist() == list(range(16))
 
 
 def test_a_training_split_of_one_symbol_is_warned_of(tmp_path, capsys):

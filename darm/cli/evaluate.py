@@ -79,7 +79,10 @@ def cmd_eval(args) -> None:
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     own = ""
     if args.data and not other and args.split is None:  # not scored whole, as another file is
-        own = " (--data names the run's own data: its test split; --split all scores it whole)"
+        own = (
+            " (--data names the run's own data: its test split; --split all scores it whole, "
+            "training examples too)"
+        )
     print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}{own}",
           file=human)  # fmt: skip
     print_nll(nll, split, data.kind, file=human)

@@ -10,7 +10,7 @@ import torch
 
 from darm.data.dataset import SPLITS, Dataset, seeded_split, split_note, whole_split
 from darm.data.splits import TensorSplit
-from darm.errors import DarmError
+from darm.errors import DarmError, first_line
 
 NPZ_SPLIT_KEYS = {"train": "x_train", "valid": "x_valid", "test": "x_test"}
 # one softmax over L symbols: far beyond any real alphabet, and values above 2^63 would
@@ -232,3 +232,20 @@ def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None) -> Dat
         class_names=class_names,
         notes=notes,
     )
+
+
+def npy_row(path: Path, flag: str) -> list[int]:
+    """One row of integer symbols saved by np.save, (P,) or (1, P): an array model's prompt."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
+        raise DarmError(f"{flag}: cannot read {path} as an .npy array: {first_line(e)}") from None
+    if not isinstance(a, np.ndarray):  # an .npz under an .npy name loads as its archive
+        raise DarmError(f"{flag}: {path} is an .npz archive; save the row with np.save")
+    one_row = a.ndim == 1 or (a.ndim == 2 and len(a) == 1)
+    if a.dtype.kind not in "iub" or not one_row or a.size == 0:
+        raise DarmError(
+            f"{flag}: {path} must hold one row of integer symbols, (P,) or (1, P); "
+            f"got {a.dtype} {a.shape}"
+        )
+    return [int(v) for v in a.reshape(-1)]  # (1, P) -> (P,); Python ints: uint64 cannot wrap

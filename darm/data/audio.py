@@ -55,6 +55,8 @@ PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE  # WAVE format tags
 def decode_samples(frames: bytes, tag: int, width: int) -> np.ndarray | None:
     """Interleaved samples as float64 in [-1, 1], or None for a format not read: PCM of 8
     (unsigned, centred on 128), 16, 24 or 32 bits (signed, little-endian), or 32/64-bit float."""
+    if width < 1:  # a header that says 0 bits a sample
+        return None
     frames = frames[: len(frames) - len(frames) % width]  # a last sample cut in half
     if tag == IEEE_FLOAT and width in (4, 8):
         return np.frombuffer(frames, f"<f{width}").astype(np.float64)
@@ -96,7 +98,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         raise DarmError(f"{path} has a sample rate of {rate} in its header")
     samples = decode_samples(frames, tag, width)
     if samples is None:
-        kind = "float" if tag == IEEE_FLOAT else "PCM" if tag == PCM else f"format {tag}"
+        kind = {IEEE_FLOAT: "float", PCM: "PCM", 6: "A-law", 7: "mu-law"}.get(tag, f"format {tag}")
         raise DarmError(
             f"{path} has {8 * width}-bit {kind} samples; darm reads 8/16/24/32-bit PCM or "
             f"32/64-bit float WAV"

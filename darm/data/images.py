@@ -65,13 +65,14 @@ def mnist_dataset(path: Path, levels: int = 256) -> Dataset:
 
 def read_pixels(path: Path, mode: str) -> np.ndarray:
     """An image file's 8-bit pixels in PIL `mode` (L, LA, RGB, RGBA): (H, W) or (H, W, C).
-    16-bit grey is scaled to 8 bits (Pillow's convert would clip it at 255)."""
+    Grey wider than 8 bits is scaled to 8 bits or refused (eight_bits): Pillow's convert
+    would clip it at 255."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
-                img = Image.fromarray(eight_bits(np.asarray(img), path), "L")
+                img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(img), path), "L")
             return np.asarray(img.convert(mode))
     except FileNotFoundError:
         raise DarmError(f"no image file {path}") from None
@@ -79,29 +80,43 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
         raise DarmError(f"cannot read image {path}: {e}") from None
 
 
-def eight_bits(wide: np.ndarray, path: Path) -> np.ndarray:
-    """Grey pixels wider than 8 bits, (H, W), as uint8: 16-bit integers (I;16 from a PNG,
-    I from older Pillows) scaled by >> 8; floats that are whole numbers 0..255 as they are.
-    Anything else is refused: a cast would wrap it or clip it to a black picture."""
-    lo, hi = (wide.min(), wide.max()) if wide.size else (0, 0)
+def sample_bits(img) -> int:
+    """Bits per pixel the file stores for a wide grey image: 16 for I;16* modes and for a PNG
+    in mode I (older Pillows), else the TIFF's BitsPerSample tag (32 where it has none)."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+        return 16
+    bits = getattr(img, "tag_v2", {}).get(258, 32)  # TIFF tag 258: BitsPerSample
+    return int(bits[0] if isinstance(bits, tuple) else bits)
+
+
+def eight_bits(wide: np.ndarray, bits: int, path: Path) -> np.ndarray:
+    """Grey pixels wider than 8 bits, (H, W), as uint8: 16-bit integers scaled by >> 8;
+    floats that are whole numbers 0..255 as they are. Wider integers are refused, whatever
+    their values: scaled by the file's depth they would read black, unscaled they would mean
+    one thing in one picture and another in the next."""
     if wide.dtype.kind == "f":
-        if not (
-            np.isfinite(wide).all() and (wide == np.round(wide)).all() and lo >= 0 and hi <= 255
-        ):
+        if not np.isfinite(wide).all():
+            raise DarmError(f"{path} holds NaN or infinite pixels")
+        lo, hi = (wide.min(), wide.max()) if wide.size else (0, 0)
+        if not ((wide == np.round(wide)).all() and lo >= 0 and hi <= 255):
             raise DarmError(
                 f"{path} holds floating-point pixels in {lo:g}..{hi:g}; darm reads whole "
                 f"values 0..255 from a float image: save it scaled to 0..255, or as 8-bit"
             )
         return wide.astype(np.uint8)
-    if lo < 0 or hi > 65535:
+    if bits > 16 or (wide.size and (wide.min() < 0 or wide.max() > 65535)):
         raise DarmError(
-            f"{path} holds {8 * wide.dtype.itemsize}-bit integer pixels in {lo}..{hi}; darm "
-            f"reads 8- and 16-bit images: save it scaled to 0..65535 (16-bit) or 0..255"
+            f"{path} holds {bits}-bit integer pixels; darm reads 8- and 16-bit images: save "
+            f"it as 8-bit (0..255) or 16-bit (0..65535)"
         )
     return (wide.astype(np.int64) >> 8).astype(np.uint8)  # 0..65535 -> 0..255
 
 
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+def grey_mode(mode: str) -> bool:
+    """A one-channel Pillow mode: 1, L, LA, F, and every integer one (I, I;16, I;16B, ...)."""
+    return mode in ("1", "L", "LA", "F") or mode.startswith("I")
+
+
 PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
 
@@ -121,7 +136,7 @@ def _image_mode(paths: list[Path]) -> str:
             with Image.open(p) as img:
                 if img.mode in ("P", "PA") and grey_palette(img):
                     continue
-                if img.mode not in GREY_MODES:
+                if not grey_mode(img.mode):
                     return "RGB"
         except OSError as e:
             raise DarmError(f"cannot read image {p}: {e}") from None
@@ -137,7 +152,7 @@ def conversion_note(paths: list[Path], mode: str) -> str:
     for p in paths:
         with Image.open(p) as img:
             alpha += img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-            grey += img.mode in GREY_MODES or (img.mode in ("P", "PA") and grey_palette(img))
+            grey += grey_mode(img.mode) or (img.mode in ("P", "PA") and grey_palette(img))
     notes = []
     if alpha and not mode.endswith("A"):
         notes.append(f"the transparency of {alpha} image{'s' * (alpha != 1)} dropped")
