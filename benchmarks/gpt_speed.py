@@ -190,8 +190,8 @@ def baseline_lr(it, steps):
     return MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (LR - MIN_LR)
 
 
-def train_baseline(train_data, vocab_size, steps, log_every=0):
-    """Returns (model, training seconds, last loss)."""
+def baseline_trainer(train_data, vocab_size, steps):
+    """(model, step): step(it) runs training step `it` of `steps` and returns its loss."""
     torch.manual_seed(SEED)
     model = MiniGPT(vocab_size, BLOCK, N_LAYER, N_HEAD, N_EMBD)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -208,9 +208,7 @@ def train_baseline(train_data, vocab_size, steps, log_every=0):
         y = torch.stack([train_data[i + 1 : i + 1 + BLOCK] for i in ix])
         return x, y
 
-    model.train()
-    t0 = time.perf_counter()
-    for it in range(steps):
+    def step(it):
         lr = baseline_lr(it, steps)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -220,7 +218,18 @@ def train_baseline(train_data, vocab_size, steps, log_every=0):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
-        lossf = loss.item()
+        return loss.item()
+
+    model.train()
+    return model, step
+
+
+def train_baseline(train_data, vocab_size, steps, log_every=0):
+    """Returns (model, training seconds, last loss)."""
+    model, step = baseline_trainer(train_data, vocab_size, steps)
+    t0 = time.perf_counter()
+    for it in range(steps):
+        lossf = step(it)
         if log_every and (it % log_every == 0 or it == steps - 1):
             print(f"  baseline step {it}: loss {lossf:.4f}", flush=True)
     return model, time.perf_counter() - t0, lossf

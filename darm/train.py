@@ -385,8 +385,8 @@ def train(
             nats = accumulate_gradients(net, micro, cfg, n_dims, ddp, conditional)
             # a finite loss can still back-propagate an overflow: one inf gradient would turn the
             # weights into NaN, and the next checkpoint would save them, so the norm is checked
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads)
+            trained = [p for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm([p.grad for p in trained])
             rank_nats, norm_value = torch.stack([nats, norm.float()]).tolist()  # one host sync
             elapsed = time.perf_counter() - t0
             out_of_time = max_seconds is not None and elapsed >= max_seconds
@@ -404,7 +404,9 @@ def train(
                     f"update, {kept()}"
                 )
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(grads, cfg.grad_clip, norm)
+                # (it takes the parameters and scales their .grad: given the gradients
+                # themselves, it finds no .grad on them and silently clips nothing)
+                torch.nn.utils.clip_grads_with_norm_(trained, cfg.grad_clip, norm)
             optimizer.step()
             if ema is not None:
                 ema.update(step)

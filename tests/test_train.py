@@ -110,6 +110,26 @@ def test_bad_cycles_are_refused(tmp_path):
             train(_digits_model(), "gpt", data, TrainConfig(**kw), tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("grad_clip", [0.05, 0.0])
+def test_the_gradient_reaching_the_optimizer_is_clipped(grad_clip, tmp_path, monkeypatch):
+    norms = []  # the global gradient norm at each optimizer step
+    step = torch.optim.AdamW.step
+
+    def recorded(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.nn.utils.get_total_norm(grads).item())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recorded)
+    cfg = TrainConfig(steps=4, batch_size=8, grad_clip=grad_clip, eval_every=4)
+    train(_digits_model(), "gpt", load_data("digits"), cfg, tmp_path, progress=False)
+    assert len(norms) == 4
+    if grad_clip:  # every step's gradient is well above 0.05 before clipping
+        assert max(norms) == pytest.approx(grad_clip, rel=1e-4)
+    else:
+        assert min(norms) > 0.1
+
+
 def test_short_training_lowers_validation_nll(tmp_path):
     data = load_data("digits")
     model = _digits_model()
