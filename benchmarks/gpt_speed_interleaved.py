@@ -9,9 +9,9 @@ as much as the code. Here both train side by side in one process: `--block` step
 baseline, then `--block` steps of darm, and so on until each has taken `--steps` steps, so a
 slow spell of the host falls on both. Each block is timed; the table gives each one's median
 ms/step and tokens/s, the ratio of the total times and the median of the per-block-pair
-ratios. The first block holds the start-up: with `--compile` (darm's model through
-torch.compile, as `darm train --compile` does), the compilation, which the ratio of totals
-counts and the median of block ratios does not. `TORCHINDUCTOR_CACHE_DIR` set to a new folder
+ratios. `--compile` adds a third, darm's model through torch.compile (as `darm train --compile`
+does), in turn with the other two; its first block holds the compilation, which the ratio of
+totals counts and the median of block ratios does not. `TORCHINDUCTOR_CACHE_DIR` set to a new folder
 compiles from cold; by default Inductor reuses what an earlier run compiled.
 
 darm's step is darm.train.train's inner loop, from the same functions (learning_rate, the
@@ -75,20 +75,22 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=50, help="steps of one before the other (50)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"), help="darm's (bf16)")
-    ap.add_argument("--compile", action="store_true", help="darm's model torch.compiled")
+    ap.add_argument("--compile", action="store_true", help="a third: darm's model torch.compiled")
     args = ap.parse_args(argv)
     if args.steps <= gpt_speed.WARMUP or not 0 < args.block <= args.steps:
         ap.error(f"--steps must be above {gpt_speed.WARMUP} and --block in 1..--steps")
     torch.set_num_threads(args.threads)
     data = load_data("shakespeare", block=gpt_speed.BLOCK)
+    cfg = gpt_speed.darm_config(args.dtype, args.steps)
     trainers = {
         "baseline (minimal GPT, eager, fp32)": gpt_speed.baseline_trainer(
             data["train"].stream, data.vocab_size, args.steps
         )[1],
-        f"darm gpt, {args.dtype}{', compiled' if args.compile else ''}": darm_trainer(
-            data, replace(gpt_speed.darm_config(args.dtype, args.steps), compile=args.compile)
-        )[1],
+        f"darm gpt, {args.dtype}": darm_trainer(data, cfg)[1],
     }
+    if args.compile:
+        compiled = darm_trainer(data, replace(cfg, compile=True))[1]
+        trainers[f"darm gpt, {args.dtype}, compiled"] = compiled
     ms = {name: [] for name in trainers}  # ms/step of each block
     seconds = dict.fromkeys(trainers, 0.0)
     losses = {}
@@ -101,23 +103,24 @@ def main(argv=None):
             took = time.perf_counter() - t0
             seconds[name] += took
             ms[name].append(took * 1e3 / len(block))
-    (base, b_ms), (_, d_ms) = ms.items()
+    base, b_ms = next(iter(ms.items()))
     tokens = gpt_speed.BATCH * gpt_speed.BLOCK
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, "
           f"{args.steps} steps each in blocks of {args.block}\n")  # fmt: skip
     print("| implementation | first block (s) | median ms/step | median tokens/s "
           "| ratio of totals | median of block ratios | last train loss |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|")
-    ratios = [b / d for b, d in zip(b_ms, d_ms)]
+    ratios = {name: [b / d for b, d in zip(b_ms, v)] for name, v in ms.items()}
     for name, v in ms.items():
-        first = name == base
-        total = 1.0 if first else seconds[base] / seconds[name]
-        median_ratio = 1.0 if first else statistics.median(ratios)
+        total = seconds[base] / seconds[name]
+        median_ratio = statistics.median(ratios[name])
         print(f"| {name} | {v[0] * args.block / 1e3:.1f}"
               f" | {statistics.median(v):.1f} | {tokens * 1e3 / statistics.median(v):,.0f}"
               f" | {total:.2f} | {median_ratio:.2f} | {losses[name]:.4f} |")  # fmt: skip
-    print(f"\nblock ratios from {min(ratios):.2f} to {max(ratios):.2f}; ms/step of the baseline "
-          f"from {min(b_ms):.1f} to {max(b_ms):.1f} (the host's drift)")  # fmt: skip
+    print()
+    for name, r in list(ratios.items())[1:]:
+        print(f"{name}: block ratios from {min(r):.2f} to {max(r):.2f}")
+    print(f"ms/step of the baseline from {min(b_ms):.1f} to {max(b_ms):.1f} (the host's drift)")
     command = ["python", "benchmarks/gpt_speed_interleaved.py", *map(shlex.quote, sys.argv[1:])]
     print("\n`" + " ".join(command) + "`")
 

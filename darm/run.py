@@ -415,11 +415,20 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
 
 def invocation(args, ctx) -> str:
     """This command line as a shell would take it again, from the folder it ran in (its
-    relative paths start there); under torchrun, how it was launched on each node."""
+    relative paths start there); under torchrun, how it was launched: on several nodes, the
+    command of this rank's node, with the address all of them met at (the others differ
+    only in --node-rank)."""
     words = ["darm", *getattr(args, "argv", sys.argv[1:])]
     if ctx.world_size > 1:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
-        nodes = [f"--nnodes={ctx.world_size // local}"] if local < ctx.world_size else []
+        nodes = []
+        if local < ctx.world_size:
+            nodes = [
+                f"--nnodes={ctx.world_size // local}",
+                f"--node-rank={os.environ.get('GROUP_RANK', ctx.rank // local)}",
+                f"--master-addr={os.environ.get('MASTER_ADDR', 'localhost')}",
+                f"--master-port={os.environ.get('MASTER_PORT', 29500)}",
+            ]
         words = ["torchrun", *nodes, f"--nproc-per-node={local}", "-m", *words]
     return in_folder(os.getcwd(), shlex.join(words))
 

@@ -137,7 +137,7 @@ def test_arrays_npz_own_split_and_labels(tmp_path):
     assert ds.num_classes == 2
     arrays["y_test"][2] = -3  # a class is an index: named with the value that is not
     np.savez(tmp_path / "a.npz", **arrays)
-    with pytest.raises(DarmError, match="a: test labels must be >= 0, got -3"):
+    with pytest.raises(DarmError, match="^a.npz: test labels must be >= 0, got -3"):
         load_data(str(tmp_path / "a.npz"))
 
 

@@ -210,6 +210,27 @@ def test_ranks_planned_again_agree_on_the_steps(tmp_path):
     assert states[0]["step"] == states[1]["step"]
 
 
+def test_a_multi_node_run_records_how_its_node_was_launched(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from darm.distributed import Context
+    from darm.run import invocation
+
+    monkeypatch.chdir(tmp_path)
+    args = SimpleNamespace(argv=["train", "--data", "names"])
+    one_node = {"LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.7", "MASTER_PORT": "29400"}
+    for name, value in one_node.items():
+        monkeypatch.setenv(name, value)
+    assert invocation(args, Context(0, 2)).endswith(
+        "torchrun --nproc-per-node=2 -m darm train --data names"
+    )  # one node: torchrun finds its own port, so none is recorded
+    monkeypatch.setenv("GROUP_RANK", "0")
+    assert invocation(args, Context(0, 8)).endswith(
+        "torchrun --nnodes=4 --node-rank=0 --master-addr=10.0.0.7 --master-port=29400 "
+        "--nproc-per-node=2 -m darm train --data names"
+    )
+
+
 def test_torchrun_cli_two_ranks(tmp_path):
     """`torchrun --nproc_per_node=2 -m darm train` ends cleanly, rank 0 alone reports, and
     its log matches one process on the same global batch."""

@@ -174,7 +174,7 @@ def keyed_dataset(
     event = {xs[s].shape[1:] for s in SPLITS}
     if len(event) != 1:
         raise DarmError(f"{where}: splits have different example shapes {sorted(event)}")
-    data = make_dataset(name, xs, ys, L, event.pop(), source, notes)
+    data = make_dataset(name, xs, ys, L, event.pop(), source, notes, where=where)
     if levels is None and L > 256:  # (a byte's levels are never worth the count)
         data.caveat = sparse_levels_note(L, [xs[s] for s in checked])
     return data
@@ -195,24 +195,27 @@ def sparse_levels_note(L: int, arrays: list[np.ndarray]) -> str:
     )
 
 
-def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None) -> Dataset:
-    """Flatten (N, *shape) arrays into raster-order sequences (N, D)."""
+def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None, where=None) -> Dataset:
+    """Flatten (N, *shape) arrays into raster-order sequences (N, D); `where` names the labels
+    in errors (a file name; the data's name by default)."""
+    where = where or name
     labelled = [s for s in SPLITS if ys[s] is not None]
     if labelled and len(labelled) < len(SPLITS):
-        raise DarmError(f"{name}: labels for {', '.join(labelled)} only; give all or none")
+        raise DarmError(f"{where}: labels for {', '.join(labelled)} only; give all or none")
     has_labels = bool(labelled)
     num_classes = 0
     if has_labels:
         for s in SPLITS:
             y = ys[s]
             if y.ndim != 1 or y.dtype.kind not in "iu":
-                raise DarmError(f"{name}: {s} labels must be 1-D integers, got {y.dtype} {y.shape}")
+                got = f"{y.dtype} {y.shape}"
+                raise DarmError(f"{where}: {s} labels must be 1-D integers, got {got}")
             if len(y) != len(xs[s]):
-                raise DarmError(f"{name}: {len(y)} labels for {len(xs[s])} {s} examples")
+                raise DarmError(f"{where}: {len(y)} labels for {len(xs[s])} {s} examples")
             if len(y) and int(y.min()) < 0:  # a class is an index 0..num_classes-1
-                raise DarmError(f"{name}: {s} labels must be >= 0, got {int(y.min())}")
+                raise DarmError(f"{where}: {s} labels must be >= 0, got {int(y.min())}")
             if len(y) and int(y.max()) >= MAX_LEVELS:  # one embedding row a class
-                raise DarmError(f"{name}: {s} label {int(y.max())} is over {MAX_LEVELS - 1}")
+                raise DarmError(f"{where}: {s} label {int(y.max())} is over {MAX_LEVELS - 1}")
         num_classes = int(max(int(ys[s].max()) for s in SPLITS if len(ys[s]))) + 1
     splits = {}
     for s in SPLITS:
