@@ -1326,3 +1326,26 @@ def test_a_budget_spent_compiling_says_so(names_file, tmp_path, capsys, monkeypa
     said = capsys.readouterr().out
     assert "--budget stopped the run at step" in said
     assert "its first step, torch.compile's, took 1s of the 1.5s" in said
+
+
+def test_under_torchrun_each_rank_says_its_error_in_one_write(monkeypatch, tmp_path):
+    """Ranks writing at once must not splice lines: each line goes out in one write, and a
+    rank other than 0 names itself."""
+    writes = []
+
+    class Recorder:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    missing = str(tmp_path / "missing")
+    for rank, head in (("0", ""), ("1", "[rank 1] ")):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        writes.clear()
+        assert main(["eval", missing]) == 1
+        assert len(writes) == 1 and writes[0].endswith("\n") and writes[0].count("\n") == 1
+        assert writes[0].startswith(f"{head}darm eval: error: ") and missing in writes[0]

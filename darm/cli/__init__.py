@@ -24,10 +24,19 @@ PATH_OPTIONS = ("data", "out", "init", "per_example")
 SMALLER = {"sample": "a smaller -n", "complete": "a smaller -n or --count", "deps": "a smaller -n"}
 
 
+def say(line: str) -> None:
+    """An error line on stderr in one write, so torchrun's ranks, each saying theirs, do not
+    splice each other's lines; a rank other than 0 names itself."""
+    rank = os.environ.get("RANK", "0")
+    if rank != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        line = f"[rank {rank}] {line}"
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def out_of_memory(command: str, e: BaseException) -> int:
     smaller = SMALLER.get(command, "a smaller model or --batch-size")
-    print(f"darm {command}: error: out of memory (try {smaller}): {first_line(e)}",
-          file=sys.stderr)  # fmt: skip
+    say(f"darm {command}: error: out of memory (try {smaller}): {first_line(e)}")
     return 1
 
 
@@ -54,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does
             args.func(args)
     except DarmError as e:
-        print(f"darm {args.command}: error: {e}", file=sys.stderr)
+        say(f"darm {args.command}: error: {e}")
         return 1
     except KeyboardInterrupt as e:  # training says where it saved the run
         signum = getattr(e, "signum", signal.SIGINT)  # a SIGTERM that training caught
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except OSError as e:  # a disk full, a folder made read-only mid-run: the system's words
         where = f": {e.filename}" if e.filename else ""
-        print(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}", file=sys.stderr)
+        say(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}")
         return 1
     except (MemoryError, torch.OutOfMemoryError) as e:
         return out_of_memory(args.command, e)
