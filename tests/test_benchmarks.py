@@ -16,7 +16,7 @@ SMOKE = [
     ["train_speed.py", "--steps", "3", "--warmup-steps", "1", "--only", "fp32"],
     ["gpt_speed.py", "--steps", "101", "--dtypes", "fp32", "--equal-time", ""],
     ["gpt_speed_repeat.py", "--rounds", "1", "--steps", "101", "--impls", "baseline,fp32"],
-    ["gpt_speed_interleaved.py", "--steps", "101", "--block", "50", "--dtype", "fp32"],
+    ["gpt_speed_interleaved.py", "--steps", "101", "--block", "50", "--dtype", "fp32", "--compile"],
     ["binarized_mnist.py", "--only", "pixelcnn", "--budget", "2"],  # a minute: the test pass
     ["bf16_speed.py", "--rounds", "1", "--reps", "1"],  # a minute or more on a CPU without bf16
 ]
