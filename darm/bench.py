@@ -146,7 +146,8 @@ def speed_table(speeds: list[Speed], where: dict) -> str:
             row += [f"{s.naive_samples_per_s:,.2f}", speedup]
         rows.append(row)
     table = "\n".join("| " + " | ".join(r) + " |" for r in rows)
-    threads = f", {where['threads']} threads" if where["device"] == "cpu" else ""
+    n = where["threads"]
+    threads = f", {n} thread{'s' * (n != 1)}" if where["device"] == "cpu" else ""
     return (
         f"{where['data']} (D = {where['D']}, L = {where['L']}) on {where['device']}{threads}: "
         f"training batch {where['batch_size']} in {where['training_dtype']}, "

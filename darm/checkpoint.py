@@ -331,6 +331,15 @@ def load_checkpoint(
         path.with_name(f"{tag}.safetensors"), record["sha256"].get("weights"), "weights"
     )
     load_weights(model, state, path)
+    if overrides:  # the record describes the model returned, as parsed (dropout "0.1": 0.1)
+        config = {k: getattr(model.config, k) for k in overrides}
+        record = {**record, "config": {**record["config"], **config}}
+    # what train() records as a fine-tune's start: the path, step and weights' hash
+    model.loaded_from = {
+        "path": os.path.realpath(path),
+        "step": record.get("step"),
+        "weights": record["sha256"].get("weights"),
+    }
     return model.to(device).eval(), record, path
 
 

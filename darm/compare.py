@@ -390,7 +390,10 @@ def check_models(names: list[str], data: Dataset) -> tuple[list[str], list[Famil
     for name in names:
         get_entry(name)  # an unknown name fails before anything trains
         if image_only(name) and not data.image_shape:
-            note = f"{name} reads images only; {data.name} is {data.kind} data"
+            note = (
+                f"{name} is an image model, compared on images only; {data.name} is "
+                f"{data.kind} data (`darm train --model {name}` trains it as one row)"
+            )
             skipped.append(FamilyResult(name, "skipped", note=note))
         else:
             run.append(name)

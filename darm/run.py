@@ -125,7 +125,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
         if args.init:
             model, model_name, data, path, step = init_from(args, device)
             say(f"starting from the weights of {path} ({model_name}, step {step})")
-            init = started_from(path, step)
+            init = model.loaded_from  # its path, step and weights' hash (load_checkpoint)
         else:
             data = load_training_data(args, args.data or "digits")
             model_name = args.model or "gpt"
@@ -431,13 +431,6 @@ def invocation(args, ctx) -> str:
             ]
         words = ["torchrun", *nodes, f"--nproc-per-node={local}", "-m", *words]
     return in_folder(os.getcwd(), shlex.join(words))
-
-
-def started_from(path: Path, step: int) -> dict:
-    """A fine-tuning run's record of the checkpoint it started from: where it was, its step,
-    and its weights' hash (which finds it again after the project moved)."""
-    weights = read_record(path)[1]["sha256"].get("weights")
-    return {"path": os.path.realpath(path), "step": step, "weights": weights}
 
 
 def check_same_start(init: str, start: dict | None) -> None:

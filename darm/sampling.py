@@ -27,6 +27,9 @@ def filter_logits(
     """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p.
     Symbols tied with the k-th, or with the nucleus's least likely symbol, all stay (which of
     them to drop would be arbitrary)."""
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(value, (str, bytes, bool)):  # "0.5" from a config file, say
+            raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k is not None:

@@ -239,7 +239,8 @@ def train(
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
     so the schedule still ends in time when the first timing was off. init: where a
     fine-tuning run's weights came from (that checkpoint's path, step, weights' hash), in
-    every checkpoint (a resumed run keeps its own record's). command: the command line
+    every checkpoint (a resumed run keeps its own record's); by default, for a model that
+    load_checkpoint returned, that checkpoint. command: the command line
     that runs this (`darm runs` shows them: the start, then each resume; None, from Python).
     finish: what the command does once training ends (`darm train`: the samples it draws),
     kept in every checkpoint so that a resumed run ends the same way (a resume's own replaces
@@ -249,6 +250,8 @@ def train(
     scored is in the checkpoints (`load_checkpoint(run_dir)`).
     """
     ctx = distributed.current()
+    if init is None:  # a checkpoint loaded in Python and fine-tuned: it says where from
+        init = getattr(model, "loaded_from", None)
     if plan is not None and max_seconds is None:
         raise ValueError("a plan needs max_seconds, the budget it was planned for")
     check_config(cfg, ctx.world_size)

@@ -1349,3 +1349,10 @@ def test_under_torchrun_each_rank_says_its_error_in_one_write(monkeypatch, tmp_p
         assert main(["eval", missing]) == 1
         assert len(writes) == 1 and writes[0].endswith("\n") and writes[0].count("\n") == 1
         assert writes[0].startswith(f"{head}darm eval: error: ") and missing in writes[0]
+
+
+def test_version(capsys):
+    import darm
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"darm {darm.__version__} (torch {torch.__version__})"

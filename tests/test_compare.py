@@ -113,7 +113,7 @@ def test_names_text_samples_and_image_only_skip(tmp_path, capsys):
     assert code == 0, captured.err
     report = (out / "report.md").read_text()
     assert "nats/item" in report and "bits/char" in report
-    assert "`pixelcnn`: skipped: pixelcnn reads images only" in report
+    assert "`pixelcnn`: skipped: pixelcnn is an image model, compared on images only" in report
     at = [report.index(f"| {name} |") for name in models.split(",")]
     assert at == sorted(at)  # the table's rows in --models order, skipped or not
     assert "skipping pixelcnn" in captured.out + captured.err

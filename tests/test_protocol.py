@@ -271,3 +271,44 @@ def test_a_split_where_a_dataset_is_wanted_is_named(tmp_path):
         create_model("gpt", data["train"])
     with pytest.raises(TypeError, match="data must be a darm.data Dataset"):
         train(create_model("gpt", data), "gpt", data["test"], TrainConfig(steps=1), tmp_path)
+
+
+def test_a_name_keeps_what_it_stands_for():
+    """bigram is markov with k=1 and no hidden layer, gru an rnn with a GRU cell: an override
+    that would make them something else is refused; other fields stay free."""
+    from darm.models import create_model
+
+    with pytest.raises(DarmError, match="bigram is markov with k=1, n_hidden=0.*for k=3"):
+        create_model("bigram", vocab_size=5, seq_len=4, k=3)
+    with pytest.raises(DarmError, match="gru is rnn with cell='gru'.*use the model 'rnn'"):
+        create_model("gru", vocab_size=5, seq_len=4, cell="lstm")
+    assert create_model("bigram", vocab_size=5, seq_len=4, k=1).config.k == 1  # no change
+    assert create_model("rnn", vocab_size=5, seq_len=4, cell="lstm").config.cell == "lstm"
+    assert create_model("gru", vocab_size=5, seq_len=4, n_hidden=8).config.n_hidden == 8
+
+
+def test_a_pixelcnn_that_would_see_nothing_is_refused():
+    from darm.models import create_model
+
+    with pytest.raises(DarmError, match="first_kernel must be >= 3"):
+        create_model("pixelcnn", vocab_size=2, seq_len=16, image_shape=(4, 4), first_kernel=1)
+    gated = create_model("gated_pixelcnn", vocab_size=2, seq_len=16, image_shape=(4, 4),
+                         first_kernel=1)  # fmt: skip
+    assert gated.config.first_kernel == 1  # its stacks see the past whatever the kernel
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_a_fresh_log_linear_table_starts_near_uniform(num_classes):
+    """Its entries are logits: N(0, 1) would start it far worse than guessing uniformly."""
+    import math
+
+    from darm.metrics import log_prob
+    from darm.models import create_model
+
+    torch.manual_seed(0)
+    L, D = 27, 16
+    model = create_model("bigram", vocab_size=L, seq_len=D, num_classes=num_classes)
+    x = torch.randint(0, L, (64, D))
+    y = torch.randint(0, 3, (64,)) if num_classes else None
+    per_symbol = -log_prob(model, x, y).mean() / D
+    assert abs(per_symbol - math.log(L)) < 0.05

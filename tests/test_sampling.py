@@ -277,6 +277,8 @@ def test_sample_takes_python_labels_image_rows_as_a_prefix_and_a_cpu_generator()
         (dict(n=2, generator=5), TypeError, "generator must be a torch.Generator, got int"),
         (dict(n=2, prefix="ma"), TypeError, "prefix must be integer symbols, not text: data.vocab"),
         (dict(n=2, cond="3"), TypeError, "cond must be class numbers, not text"),
+        (dict(n=2, temperature="0.5"), TypeError, "temperature must be a number, got str '0.5'"),
+        (dict(n=2, top_p="0.9"), TypeError, "top_p must be a number, got str"),
     ],
 )
 def test_sample_names_a_bad_argument(kwargs, error, needle):

@@ -473,6 +473,22 @@ def test_a_loaded_checkpoint_is_ready_to_score_and_train_switches_it_back(tmp_pa
     assert loaded.training
 
 
+def test_a_checkpoint_fine_tuned_from_python_records_where_it_began(tmp_path):
+    """load_checkpoint(overrides=...) returns the record of the model it built, and train()
+    on that model records the checkpoint as the run's start, as `darm train --init` does."""
+    data = load_data("digits")
+    model = tiny_model("gpt", vocab_size=17, seq_len=64)
+    train(model, "gpt", data, TrainConfig(steps=2, batch_size=4), tmp_path / "a", progress=False)
+    loaded, record, path = load_checkpoint(tmp_path / "a", overrides={"dropout": "0.25"})
+    assert loaded.config.dropout == record["config"]["dropout"] == 0.25
+    train(loaded, "gpt", data, TrainConfig(steps=1, batch_size=4), tmp_path / "b", progress=False)
+    init = read_record(tmp_path / "b" / "last.json")[1]["init"]
+    assert init == {"path": str(path.resolve()), "step": 2, "weights": record["sha256"]["weights"]}
+    fresh = tiny_model("gpt", vocab_size=17, seq_len=64)
+    train(fresh, "gpt", data, TrainConfig(steps=1, batch_size=4), tmp_path / "c", progress=False)
+    assert read_record(tmp_path / "c" / "last.json")[1]["init"] is None  # new weights
+
+
 def test_a_second_sigterm_in_training_ends_the_process_on_the_spot():
     """The first SIGTERM asks the loop to stop after its step; a second one must not wait
     for a Python handler (which a long native op would hold off): the default action."""

@@ -68,11 +68,11 @@ def cmd_deps(args) -> None:
     if args.pixel and not shape:
         raise DarmError("--pixel is for image models; this checkpoint's data is not images")
     plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
-    lower = bool((J.triu() == 0).all())
+    lower, lag = bool((J.triu() == 0).all()), max_lag(J)
     padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""
     print(
         f"{record['model']}: D={J.shape[0]}; on these {args.split} examples the conditionals "
-        f"reach back at most {max_lag(J)} positions{padded}; strictly lower triangular: "
+        f"reach back at most {lag} position{'s' * (lag != 1)}{padded}; strictly lower triangular: "
         f"{'yes' if lower else 'NO'}"
     )
     print(f"wrote {out}")

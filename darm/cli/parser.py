@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+import torch
+
+from darm import __version__
 from darm.cli.args import (
     Parser,
     add_device_arg,
@@ -86,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="a module or .py file to import first, for a family of your own it registers "
         "(darm --import my_family.py train --model trigram); repeatable",
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"darm {__version__} (torch {torch.__version__})",
+        help="print darm's and torch's versions and exit",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -286,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("checkpoint", help="run folder or checkpoint .json")
     g.add_argument("--pixel", type=parse_pixel, metavar="ROW,COL", help="images: the pixel")
-    g.add_argument(
-        "-n", "--n", type=integer, help="examples to average over (default 16 to 1024, by D)"
-    )
+    g.add_argument("-n", type=integer, help="examples to average over (default 16 to 1024, by D)")
     g.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     add_force_arg(g, "--out")

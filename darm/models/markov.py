@@ -79,6 +79,12 @@ class Markov(ARModel):
             # one (L+1, L) table per lag, summed: a log-linear k-gram
             self.tables = nn.Embedding(k * (L + 1), L)
             self.label = LabelEmbedding(config.num_classes, L) if config.num_classes else None
+            # the entries are logits: start near uniform (Embedding's N(0, 1) starts a
+            # 27-symbol bigram at 3.8 nats, above uniform's ln 27 = 3.30, and small learning
+            # rates take thousands of steps to come back)
+            for table in (self.tables, self.label and self.label.embedding):
+                if table is not None:
+                    nn.init.normal_(table.weight, std=0.02)
         else:
             self.wte = nn.Embedding(L + 1, config.n_embd)
             self.hidden = nn.Linear(k * config.n_embd, config.n_hidden)
@@ -142,5 +148,11 @@ register_model(
     "markov", Markov, MarkovConfig, "MLP over the embeddings of the last k symbols (Bengio 2003)"
 )
 register_model(
-    "bigram", Markov, MarkovConfig, "bigram table: markov with k=1, n_hidden=0", k=1, n_hidden=0
+    "bigram",
+    Markov,
+    MarkovConfig,
+    "bigram table: markov with k=1, n_hidden=0",
+    fixed=("k", "n_hidden"),
+    k=1,
+    n_hidden=0,
 )

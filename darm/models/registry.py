@@ -28,18 +28,28 @@ class ModelEntry:
     model_cls: type[ARModel]
     defaults: dict[str, Any]
     doc: str
+    fixed: tuple[str, ...] = ()  # defaults the name stands for: no override may change them
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, model_cls: type[ARModel], config_cls: type, doc: str | None = None, **defaults: Any
+    name: str,
+    model_cls: type[ARModel],
+    config_cls: type,
+    doc: str | None = None,
+    fixed: tuple[str, ...] = (),
+    **defaults: Any,
 ) -> None:
     """Register `name` as `model_cls(config_cls(**defaults, **overrides))`; `doc`, the line
-    `darm models` shows, defaults to the first line of the class's docstring. A class of the
-    same module and name may register again (a notebook cell run twice redefines it);
+    `darm models` shows, defaults to the first line of the class's docstring. `fixed` names
+    the defaults that make the model what its name says (a bigram's k=1): create_model
+    refuses to change them, where other defaults are only where a config starts. A class of
+    the same module and name may register again (a notebook cell run twice redefines it);
     another class under a taken name is refused."""
+    if set(fixed) - set(defaults):
+        raise ValueError(f"register_model({name!r}): fixed {fixed} must be among its defaults")
     if doc is None:
         doc = (model_cls.__doc__ or "").strip().split("\n")[0]
     if not (isinstance(model_cls, type) and issubclass(model_cls, ARModel)):
@@ -52,7 +62,9 @@ def register_model(
             f"model name {name!r} is taken by {qualified_name(taken.model_cls)}; register "
             f"{model_cls.__qualname__} under another name"
         )
-    _REGISTRY[name] = ModelEntry(name, model_cls.family, config_cls, model_cls, defaults, doc)
+    _REGISTRY[name] = ModelEntry(
+        name, model_cls.family, config_cls, model_cls, defaults, doc, tuple(fixed)
+    )
 
 
 def qualified_name(cls: type) -> str:
@@ -181,6 +193,13 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
             known["image_shape"] = tuple(data.image_shape)  # the 2-D view of the raster
         overrides = {**known, **overrides}
     config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
+    for key in entry.fixed:  # compared parsed: `--set k=1` on a bigram is no change
+        if getattr(config, key) != entry.defaults[key]:
+            kept = ", ".join(f"{k}={entry.defaults[k]!r}" for k in entry.fixed)
+            raise DarmError(
+                f"{name} is {entry.family} with {kept}, which it keeps: for "
+                f"{key}={getattr(config, key)!r} use the model {entry.family!r}"
+            )
     try:
         check_common_fields(config)
         return entry.model_cls(config)

@@ -111,5 +111,9 @@ class RNN(ARModel):
 
 
 register_model("rnn", RNN, RNNConfig, "recurrent network; cell=rnn|gru|lstm", cell="rnn")
-register_model("gru", RNN, RNNConfig, "recurrent network with a GRU cell", cell="gru")
-register_model("lstm", RNN, RNNConfig, "recurrent network with an LSTM cell", cell="lstm")
+register_model(
+    "gru", RNN, RNNConfig, "recurrent network with a GRU cell", fixed=("cell",), cell="gru"
+)
+register_model(
+    "lstm", RNN, RNNConfig, "recurrent network with an LSTM cell", fixed=("cell",), cell="lstm"
+)
