@@ -306,14 +306,25 @@ def check_init_keeps(model, settings: dict) -> None:
 
 
 def read_like(
-    spec, model, meta, fmt=None, block=None, levels=None, seed=42, whole=False, labels=True
+    spec,
+    model,
+    meta,
+    fmt=None,
+    block=None,
+    levels=None,
+    seed=42,
+    whole=False,
+    labels=True,
+    any_length=False,
 ):
     """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
     vocabulary, its L levels (a file whose largest value is below L is still L levels) and
     its image channels. whole: to be scored whole (see load_data). labels: the data's labels
     are put in the model's numbering (refused if they name classes it lacks); False when
-    they go unused (eval --label gives every example one)."""
+    they go unused (eval --label gives every example one). any_length: lines as long as the
+    file's longest, where the model scores any length (`max_dims` None: to be scored, not
+    trained on)."""
     if fmt is None:
         fmt = meta["source"].get("format")
         # a built-in's, or arrays in memory: the file is read by what it is
@@ -322,8 +333,9 @@ def read_like(
     D, L = model.num_dims, model.vocab_size
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
+    max_len = None if any_length and model.max_dims is None else D
     data = load_data(
-        spec, fmt, block or D, levels, seed, vocab, max_len=D, whole=whole,
+        spec, fmt, block or D, levels, seed, vocab, max_len=max_len, whole=whole,
         channels=image_channels(meta),
     )  # fmt: skip
     if not labels:
@@ -331,10 +343,14 @@ def read_like(
     return relabel_by_name(data, meta.get("class_names"), model.num_classes)
 
 
-def check_fits(data, model, path, meta: dict | None = None, scoring: bool = True) -> None:
+def check_fits(
+    data, model, path, meta: dict | None = None, scoring: bool = True, any_length: bool = False
+) -> None:
     """The data must have the checkpoint's L symbols and D dimensions (and its sample rate,
     for audio), and labels of its classes if the model is conditional. scoring: the data is
-    to be scored (eval, complete), where --label stands in for missing labels."""
+    to be scored (eval, complete), where --label stands in for missing labels. any_length:
+    any D will do for a model that scores any length (`max_dims` None), on data of the kind
+    it was trained on (lines, say: not pictures for a model of text)."""
     theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
     if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
         size, trained = ("x".join(map(str, s[:2])) for s in (data.image_shape, theirs))
@@ -347,6 +363,8 @@ def check_fits(data, model, path, meta: dict | None = None, scoring: bool = True
         )
     # only what differs: data read for a checkpoint is padded to its D where it can be
     ours = {"L": (data.vocab_size, model.vocab_size), "D": (data.seq_len, model.num_dims)}
+    if any_length and model.max_dims is None and data.kind == (meta or {}).get("kind"):
+        del ours["D"]
     differ = {k: v for k, v in ours.items() if v[0] != v[1]}
     if differ:
         raise DarmError(

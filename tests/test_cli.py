@@ -938,6 +938,15 @@ def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, ca
     assert one["nats_per_example"] == pytest.approx(-log_prob(model, x, mask=mask).item())
     one_line_error(capsys, main(["eval", str(run), "--data", str(tmp_path / "one.txt"),
                                  "--split", "test"]), 1, "need at least 3")  # fmt: skip
+    # a markov scores any length: a line longer than its D is scored whole, not refused
+    long = "emmaannaemma"
+    (tmp_path / "long.txt").write_text(long + "\n")
+    assert len(long) >= D and main(["eval", str(run), "--data", str(tmp_path / "long.txt"),
+                                    "--json"]) == 0  # fmt: skip
+    scored = json.loads(capsys.readouterr().out)
+    x = torch.tensor([[vocab.index(c) for c in long] + [vocab.index("\n")]])
+    assert scored["dims"] == len(long) + 1
+    assert scored["nats_per_example"] == pytest.approx(-log_prob(model, x).item())
 
 
 def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):

@@ -58,7 +58,8 @@ def cmd_eval(args) -> None:
             )
         data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
     elif other:  # scored whole: a line alone is data enough
-        data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None)
+        data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None,
+                         any_length=True)  # fmt: skip
     else:
         data = load_from_source(meta, model.num_dims, path.parent)
     as_class = ""
@@ -68,7 +69,7 @@ def cmd_eval(args) -> None:
             data[s].y = label.expand(len(data[s]))  # (N,) the one label
         data.num_classes, data.class_names = model.num_classes, meta.get("class_names")
         as_class = f", every example as class {args.label}"
-    check_fits(data, model, path, meta)
+    check_fits(data, model, path, meta, any_length=True)
     scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
     nats = {s: example_nats(model, data[s], args.batch_size, progress=True) for s in scored}
     nll = NLL(
