@@ -323,10 +323,13 @@ def save_samples(
     stem: Path,
     cols: int | None = None,
     classes: list[str] | None = None,
+    group: int | None = None,
 ) -> Path:
     """Write samples x (n, D) as stem.png (images), stem.wav (audio, the clips in a row
     with short silences) or stem.txt (text, integer arrays); returns the path. classes: each
-    row's class, written before an integer row as `3: 0 1 2` (a grid shows it by column)."""
+    row's class, written before an integer row as `3: 0 1 2` (a grid shows it by column).
+    group: items (lines) in groups of this many with a blank line between (the completions
+    of one input; reading the file as data skips blank lines)."""
     n = x.shape[0]
     vocab = saved_vocab(meta)
     path = with_ext(stem, sample_suffix(meta))
@@ -339,6 +342,9 @@ def save_samples(
         if vocab is not None:
             eos = meta.get("eos")
             lines = [vocab.decode(row, stop=eos) for row in x.tolist()]
+            if group and eos is not None:  # a blank line after each group but the last
+                lines = [f"{s}\n" if (i + 1) % group == 0 and i + 1 < n else s
+                         for i, s in enumerate(lines)]  # fmt: skip
             sep = "\n" if eos is not None else "\n" + "-" * 40 + "\n"
             text = sep.join(lines) + "\n"
         else:

@@ -190,8 +190,14 @@ def test_cli_completes_text(tmp_path, capsys):
     assert len(lines) == 8 and lines[0] == "'ma':" and lines[4] == "'jo':"
     assert all(line.startswith("  ma|") for line in lines[1:4])
     assert all(line.startswith("  jo|") for line in lines[5:8])
-    written = (out / "completions.txt").read_text().splitlines()  # the file: plain items
-    assert [w[:2] for w in written] == ["ma"] * 3 + ["jo"] * 3
+    # the file: plain items, each input's completions in a group (a blank line between,
+    # which reading it as data skips)
+    written = (out / "completions.txt").read_text().splitlines()
+    assert [w[:2] for w in written] == ["ma"] * 3 + [""] + ["jo"] * 3
+    from darm.data import load_data
+
+    again = load_data(str(out / "completions.txt"), whole=True)
+    assert len(again["test"]) == 6
     code = main(["complete", str(out), "--input", "M!"])
     one_line_error(capsys, code, 1, "not in the vocabulary")
     one_line_error(capsys, main(["complete", str(out), "--rows", "3"]), 1, "use --dims")

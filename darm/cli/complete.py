@@ -155,7 +155,7 @@ def cmd_complete(args) -> None:
         x = completions.flatten(0, 1)  # (N, n, length) -> (N*n, length), input by input
         marks = None if known.labels is None else known.labels.repeat_interleave(args.n)
         classes = class_marks(marks, meta.get("class_names"))
-        out = save_samples(x, meta, model.vocab_size, stem, classes=classes)
+        out = save_samples(x, meta, model.vocab_size, stem, classes=classes, group=args.n)
         if meta.get("eos") is not None:  # items: each input, then its completions
             print(
                 completion_view(
