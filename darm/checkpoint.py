@@ -48,7 +48,10 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # /proc, a read-only folder: the error names the file asked for
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         try:

@@ -6,6 +6,7 @@ import json
 import pickle
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,3 +198,12 @@ def test_loading_onto_a_missing_gpu_is_named(good):
 
     with pytest.raises(DarmError, match="device cuda asked for, but no CUDA device"):
         load_checkpoint(good, device="cuda")
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+def test_a_file_that_cannot_be_made_is_named_not_its_temporary():
+    from darm.checkpoint import atomic_write_text
+
+    with pytest.raises(OSError) as e:
+        atomic_write_text(Path("/proc/darm-test.txt"), "x")
+    assert e.value.filename == "/proc/darm-test.txt"
