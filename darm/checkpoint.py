@@ -35,8 +35,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from darm.errors import DarmError
-from darm.models import ARModel, create_model, get_entry, list_models
-from darm.models.registry import family_source
+from darm.models import ARModel, get_entry, list_models
+from darm.models.registry import build_model, family_source
 
 FORMAT_VERSION = 2  # 2 adds sha256.record; format 1 (no record hash) is still read
 STAGED = ".staged"  # suffix of tensor files written but not yet renamed into place
@@ -363,7 +363,8 @@ def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None =
         # to read it (e.g. markov: dropout on a table, which never acted)
         upgrade = getattr(get_entry(record["model"]).config_cls, "from_saved", None)
         config = upgrade(config) if upgrade else config
-        model = create_model(record["model"], **{**config, **(overrides or {})})
+        model = build_model(record["model"], None, {**config, **(overrides or {})},
+                            keep_fixed=False)  # fmt: skip
     except DarmError:  # its own words (an unknown model, a bad --set)
         raise
     except (TypeError, ValueError) as e:

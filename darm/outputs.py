@@ -342,7 +342,7 @@ def save_samples(
         if vocab is not None:
             eos = meta.get("eos")
             lines = [vocab.decode(row, stop=eos) for row in x.tolist()]
-            if group and eos is not None:  # a blank line after each group but the last
+            if (group or 0) > 1 and eos is not None:  # a blank line after each group but the last
                 lines = [f"{s}\n" if (i + 1) % group == 0 and i + 1 < n else s
                          for i, s in enumerate(lines)]  # fmt: skip
             sep = "\n" if eos is not None else "\n" + "-" * 40 + "\n"

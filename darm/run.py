@@ -433,9 +433,9 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
 
 def invocation(args, ctx) -> str:
     """This command line as a shell would take it again, from the folder it ran in (its
-    relative paths start there); under torchrun, how it was launched: on several nodes, the
-    command of this rank's node, with the address all of them met at (the others differ
-    only in --node-rank)."""
+    relative paths start there); under torchrun, how it was launched: on several nodes, a
+    static-rendezvous command for this rank's node at the address and port torchrun gave
+    its ranks (the other nodes' differ only in --node-rank)."""
     words = ["darm", *getattr(args, "argv", sys.argv[1:])]
     if ctx.world_size > 1:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))

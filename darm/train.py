@@ -250,8 +250,10 @@ def train(
     scored is in the checkpoints (`load_checkpoint(run_dir)`).
     """
     ctx = distributed.current()
-    if init is None:  # a checkpoint loaded in Python and fine-tuned: it says where from
-        init = getattr(model, "loaded_from", None)
+    loaded = getattr(model, "loaded_from", None)
+    if init is None:  # a checkpoint loaded in Python and fine-tuned: it says where from;
+        init = UNRECORDED if loaded is False else loaded  # trained since: unknown
+    model.loaded_from = False  # from here its weights are no longer the checkpoint's
     if plan is not None and max_seconds is None:
         raise ValueError("a plan needs max_seconds, the budget it was planned for")
     check_config(cfg, ctx.world_size)

@@ -312,3 +312,16 @@ def test_a_fresh_log_linear_table_starts_near_uniform(num_classes):
     y = torch.randint(0, 3, (64,)) if num_classes else None
     per_symbol = -log_prob(model, x, y).mean() / D
     assert abs(per_symbol - math.log(L)) < 0.05
+
+
+def test_a_colour_pixelcnn_with_a_1x1_first_layer_still_sees_the_past():
+    from darm.models import create_model
+
+    torch.manual_seed(0)  # (a unit that ReLU leaves dead for one input could hide it)
+    model = create_model("pixelcnn", vocab_size=2, seq_len=48, image_shape=(4, 4, 3),
+                         first_kernel=1, n_embd=4, n_hidden=24, n_layer=2)  # fmt: skip
+    check_causal(model, torch.randint(0, 2, (2, 48)))
+    x = torch.zeros(1, 48, dtype=torch.long)
+    bumped = x.clone()
+    bumped[0, 0] = 1  # pixel 0's red reaches the next pixel through the other channels
+    assert not torch.allclose(model(x)[0, 3:6], model(bumped)[0, 3:6])

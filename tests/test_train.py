@@ -484,9 +484,24 @@ def test_a_checkpoint_fine_tuned_from_python_records_where_it_began(tmp_path):
     train(loaded, "gpt", data, TrainConfig(steps=1, batch_size=4), tmp_path / "b", progress=False)
     init = read_record(tmp_path / "b" / "last.json")[1]["init"]
     assert init == {"path": str(path.resolve()), "step": 2, "weights": record["sha256"]["weights"]}
+    # trained on again, its weights are the checkpoint's no longer: where from is not said
+    train(loaded, "gpt", data, TrainConfig(steps=1, batch_size=4), tmp_path / "d", progress=False)
+    assert "init" not in read_record(tmp_path / "d" / "last.json")[1]
     fresh = tiny_model("gpt", vocab_size=17, seq_len=64)
     train(fresh, "gpt", data, TrainConfig(steps=1, batch_size=4), tmp_path / "c", progress=False)
     assert read_record(tmp_path / "c" / "last.json")[1]["init"] is None  # new weights
+
+
+def test_a_run_saved_before_its_names_fields_were_fixed_still_loads(tmp_path):
+    """`--model gru --set cell=lstm` was allowed once: such a checkpoint must still load (as
+    the LSTM it holds), though create_model("gru", cell="lstm") is refused now."""
+    data = load_data("digits")
+    lstm = darm.create_model("rnn", data, cell="lstm", n_embd=4, n_hidden=8)
+    train(lstm, "gru", data, TrainConfig(steps=1, batch_size=4), tmp_path, progress=False)
+    loaded, record, _ = load_checkpoint(tmp_path)
+    assert record["model"] == "gru" and loaded.config.cell == "lstm"
+    x = data["test"].x[:2]
+    torch.testing.assert_close(loaded(x), lstm.eval()(x))
 
 
 def test_a_second_sigterm_in_training_ends_the_process_on_the_spot():

@@ -28,7 +28,7 @@ def say(line: str) -> None:
     """An error line on stderr in one write, so torchrun's ranks, each saying theirs, do not
     splice each other's lines; a rank other than 0 names itself."""
     rank = os.environ.get("RANK", "0")
-    if rank != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if rank != "0" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
         line = f"[rank {rank}] {line}"
     sys.stderr.write(line + "\n")
     sys.stderr.flush()

@@ -82,9 +82,9 @@ class Markov(ARModel):
             # the entries are logits: start near uniform (Embedding's N(0, 1) starts a
             # 27-symbol bigram at 3.8 nats, above uniform's ln 27 = 3.30, and small learning
             # rates take thousands of steps to come back)
-            for table in (self.tables, self.label and self.label.embedding):
-                if table is not None:
-                    nn.init.normal_(table.weight, std=0.02)
+            nn.init.normal_(self.tables.weight, std=0.02)
+            if self.label is not None:
+                nn.init.normal_(self.label.embedding.weight, std=0.02)
         else:
             self.wte = nn.Embedding(L + 1, config.n_embd)
             self.hidden = nn.Linear(k * config.n_embd, config.n_hidden)

@@ -195,9 +195,11 @@ class ResidualBlock(nn.Module):
 class PixelCNN(RasterModel):
     def __init__(self, config: PixelCNNConfig):
         super().__init__(config)
-        if config.first_kernel < 3:  # mask B layers only widen what the first one sees
-            raise ValueError("first_kernel must be >= 3: a 1x1 mask-A layer sees no earlier pixel")
         C = config.hwc[2]
+        # mask B layers only widen what the first one sees: a grey 1x1 mask A sees nothing
+        # (with channels, it passes a pixel's earlier channels on, which later layers spread)
+        if config.first_kernel < 3 and C == 1:
+            raise ValueError("first_kernel must be >= 3: a 1x1 mask-A layer sees no earlier pixel")
         n, k = config.n_hidden, config.kernel_size
         self.first = raster_conv(C * config.n_embd, n, config.first_kernel, C, "A")
         self.blocks = nn.ModuleList(

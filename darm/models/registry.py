@@ -39,6 +39,7 @@ def register_model(
     model_cls: type[ARModel],
     config_cls: type,
     doc: str | None = None,
+    *,
     fixed: tuple[str, ...] = (),
     **defaults: Any,
 ) -> None:
@@ -48,7 +49,7 @@ def register_model(
     refuses to change them, where other defaults are only where a config starts. A class of
     the same module and name may register again (a notebook cell run twice redefines it);
     another class under a taken name is refused."""
-    if set(fixed) - set(defaults):
+    if isinstance(fixed, str) or set(fixed) - set(defaults):  # ("cell",), not "cell"
         raise ValueError(f"register_model({name!r}): fixed {fixed} must be among its defaults")
     if doc is None:
         doc = (model_cls.__doc__ or "").strip().split("\n")[0]
@@ -184,6 +185,12 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
     data: a darm Dataset whose shape the model takes: its vocab_size, its seq_len and, for a
     2-D family, its image_shape (explicit overrides win). A class-conditional model also
     needs num_classes=data.num_classes."""
+    return build_model(name, data, overrides)
+
+
+def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) -> ARModel:
+    """create_model; keep_fixed=False lets a saved config change a name's fixed fields (a
+    run of `--model gru --set cell=lstm` saved before they were fixed still loads)."""
     entry = get_entry(name)
     what = f"{name} config"
     if data is not None:
@@ -193,7 +200,8 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
             known["image_shape"] = tuple(data.image_shape)  # the 2-D view of the raster
         overrides = {**known, **overrides}
     config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
-    for key in entry.fixed:  # compared parsed: `--set k=1` on a bigram is no change
+    # compared parsed: `--set k=1` on a bigram is no change
+    for key in entry.fixed if keep_fixed else ():
         if getattr(config, key) != entry.defaults[key]:
             kept = ", ".join(f"{k}={entry.defaults[k]!r}" for k in entry.fixed)
             raise DarmError(
