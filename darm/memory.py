@@ -32,15 +32,54 @@ def check_memory(
     innermost modules, at 2 bytes a number under bf16 autocast, else 4 (some outputs are
     freed, e.g. a conv's that only feeds a tanh; measured on digits at batch 2048, wavenet
     kept 1167 MiB in fp32 and 603 MiB in bf16 against 1064 MiB of outputs at 4 bytes): a
-    lower bound, so a run refused surely does not fit; one let through may still not."""
+    lower bound, so a run refused surely does not fit; one let through may still not.
+    A deep stack (n_layer over DEEP) is sized from 2 and 3 of its layers first, since
+    building 10^5 blocks even on the meta device takes minutes."""
+    size = deep_size(name, data, config)
+    if size is None or fits(*size, device, rows, dtype):  # then sized exactly
+        size = meta_size(name, data, config)
+    if not fits(*size, device, rows, dtype):
+        refuse(name, *size, data, device, rows, dtype)
+
+
+def deep_size(name: str, data, config: dict) -> tuple[int, int] | None:
+    """meta_size of a stack of over DEEP layers, extrapolated from 2 and 3 (each block adds
+    the same parameters and numbers); None for a shallower one, or one not built so."""
+    layers = str(config.get("n_layer", ""))
+    if not layers.isdigit() or int(layers) <= DEEP:
+        return None
+    try:
+        (n2, f2), (n3, f3) = (meta_size(name, data, {**config, "n_layer": k}) for k in (2, 3))
+    except (DarmError, ValueError):  # a family that wants more layers: sized as asked
+        return None
+    extra = int(layers) - 2
+    return n2 + extra * (n3 - n2), f2 + extra * (f3 - f2)
+
+
+DEEP = 64  # layers past which a stack is first sized by extrapolation
+
+
+def meta_size(name: str, data, config: dict) -> tuple[int, int]:
+    """(parameters, numbers one example's forward makes) of the model, built on meta."""
     with torch.device("meta"):
         model = create_model(name, data, **config)
-        n, per_example = model.num_params(), forward_numbers(model)
+        return model.num_params(), forward_numbers(model)
+
+
+def need(n: int, per_example: int, rows: int, dtype: str) -> tuple[int, int]:
+    """Bytes of (weights, gradients and AdamW state; activations kept for the backward)."""
     width = 2 if dtype == "bf16" else 4  # bytes a number
-    weights, activations = 16 * n, width * per_example * rows // 2
+    return 16 * n, width * per_example * rows // 2
+
+
+def fits(n: int, per_example: int, device: torch.device, rows: int, dtype: str) -> bool:
     have = memory_bytes(device)
-    if have is None or weights + activations <= have:
-        return
+    return have is None or sum(need(n, per_example, rows, dtype)) <= have
+
+
+def refuse(name, n, per_example, data, device, rows, dtype) -> None:
+    weights, activations = need(n, per_example, rows, dtype)
+    have = memory_bytes(device)
     gib = 2**30
     if weights > have:
         raise DarmError(

@@ -887,6 +887,25 @@ def test_activations_are_counted_on_the_meta_device():
     assert forward_numbers(model) == 0  # uncounted: the check falls back on the parameters
 
 
+@pytest.mark.parametrize("name", ["gpt", "pixelcnn", "gated_pixelcnn"])
+def test_a_deep_stack_is_sized_from_two_of_its_layers(name):
+    """Building 10^5 blocks takes minutes even on meta: a stack over DEEP layers is sized
+    from 2 and 3 of them, exactly where its blocks are alike."""
+    from darm.memory import DEEP, deep_size, meta_size
+
+    data = load_data("digits")
+    assert deep_size(name, data, {"n_layer": DEEP}) is None  # shallow: built as asked
+    deep = {"n_layer": str(DEEP + 3)}  # as --set gives it
+    assert deep_size(name, data, deep) == meta_size(name, data, deep)
+
+
+def test_a_huge_stack_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("darm.memory.memory_bytes", lambda device: 64 * 2**30)  # any machine
+    argv = ["train", "--data", "names", "--model", "gpt", "--set", "n_layer=99999", "--steps",
+            "1", "--out", str(tmp_path / "r")]  # fmt: skip
+    one_line_error(capsys, main(argv), 1, "gpt with these settings has 19,686,208,896 parameters")
+
+
 def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
     # a text model and the digits (read at the model's L): D differs; no word of a --levels
     # nobody passed, nor of the L that matches
