@@ -110,3 +110,5 @@ def test_plot_and_cli(tmp_path, capsys):
     assert (out / "deps.png").exists()
     assert main(["deps", str(out), "--pixel", "9,9"]) == 1
     assert "outside the 8x8 image" in capsys.readouterr().err
+    assert main(["deps", str(out), "-n", "1000", "--force"]) == 0  # the test split holds 447
+    assert "-n 1000: the test split holds 447; averaging over those" in capsys.readouterr().out

@@ -63,7 +63,10 @@ def cmd_deps(args) -> None:
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
     data = load_from_source(meta, model.num_dims, path.parent)
-    J = checkpoint_maps(model, record, data[args.split], args.n)
+    split = data[args.split]
+    if args.n is not None and args.n > len(split):  # as complete --count says it
+        print(f"-n {args.n}: the {args.split} split holds {len(split)}; averaging over those")
+    J = checkpoint_maps(model, record, split, args.n)
     shape = image_shape_of(record)
     if args.pixel and not shape:
         raise DarmError("--pixel is for image models; this checkpoint's data is not images")
