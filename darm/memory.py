@@ -35,11 +35,37 @@ def check_memory(
     lower bound, so a run refused surely does not fit; one let through may still not.
     A deep stack (n_layer over DEEP) is sized from 2 and 3 of its layers first, since
     building 10^5 blocks even on the meta device takes minutes."""
-    size = deep_size(name, data, config)
-    if size is None or fits(*size, device, rows, dtype):  # then sized exactly
-        size = meta_size(name, data, config)
-    if not fits(*size, device, rows, dtype):
-        refuse(name, *size, data, device, rows, dtype)
+    have = memory_bytes(device)
+    if have is None:
+        return
+    n, per_example = deep_size(name, data, config) or (0, 0)
+    if 16 * n + held(per_example, rows, dtype) <= have:  # shallow, or deep and fits: exactly
+        n, per_example = meta_size(name, data, config)
+    weights, activations = 16 * n, held(per_example, rows, dtype)
+    if weights + activations <= have:
+        return
+    gib = 2**30
+    if weights > have:
+        raise DarmError(
+            f"{name} with these settings has {n:,} parameters: training needs over "
+            f"{weights / gib:.1f} GiB for weights, gradients and optimiser state, and this "
+            f"{device.type.upper()} has {have / gib:.1f} GiB"
+        )
+    raise DarmError(
+        f"{name} with these settings needs over {(weights + activations) / gib:.1f} GiB to "
+        f"train ({activations / gib:.1f} GiB of activations for {rows} examples of "
+        f"D={data.seq_len} at a time), and this {device.type.upper()} has {have / gib:.1f} "
+        f"GiB: try a smaller --batch-size, --grad-accum, or a smaller model"
+    )
+
+
+def held(per_example: int, rows: int, dtype: str) -> int:
+    """Bytes of activations the backward keeps: half of what `rows` examples' forward makes."""
+    width = 2 if dtype == "bf16" else 4  # bytes a number
+    return width * per_example * rows // 2
+
+
+DEEP = 64  # layers past which a stack is first sized by extrapolation
 
 
 def deep_size(name: str, data, config: dict) -> tuple[int, int] | None:
@@ -56,43 +82,11 @@ def deep_size(name: str, data, config: dict) -> tuple[int, int] | None:
     return n2 + extra * (n3 - n2), f2 + extra * (f3 - f2)
 
 
-DEEP = 64  # layers past which a stack is first sized by extrapolation
-
-
 def meta_size(name: str, data, config: dict) -> tuple[int, int]:
     """(parameters, numbers one example's forward makes) of the model, built on meta."""
     with torch.device("meta"):
         model = create_model(name, data, **config)
         return model.num_params(), forward_numbers(model)
-
-
-def need(n: int, per_example: int, rows: int, dtype: str) -> tuple[int, int]:
-    """Bytes of (weights, gradients and AdamW state; activations kept for the backward)."""
-    width = 2 if dtype == "bf16" else 4  # bytes a number
-    return 16 * n, width * per_example * rows // 2
-
-
-def fits(n: int, per_example: int, device: torch.device, rows: int, dtype: str) -> bool:
-    have = memory_bytes(device)
-    return have is None or sum(need(n, per_example, rows, dtype)) <= have
-
-
-def refuse(name, n, per_example, data, device, rows, dtype) -> None:
-    weights, activations = need(n, per_example, rows, dtype)
-    have = memory_bytes(device)
-    gib = 2**30
-    if weights > have:
-        raise DarmError(
-            f"{name} with these settings has {n:,} parameters: training needs over "
-            f"{weights / gib:.1f} GiB for weights, gradients and optimiser state, and this "
-            f"{device.type.upper()} has {have / gib:.1f} GiB"
-        )
-    raise DarmError(
-        f"{name} with these settings needs over {(weights + activations) / gib:.1f} GiB to "
-        f"train ({activations / gib:.1f} GiB of activations for {rows} examples of "
-        f"D={data.seq_len} at a time), and this {device.type.upper()} has {have / gib:.1f} "
-        f"GiB: try a smaller --batch-size, --grad-accum, or a smaller model"
-    )
 
 
 def forward_numbers(model) -> int:

@@ -531,7 +531,7 @@ def load_training_data(args, spec: str):
             f"last, (H, W, C): save np.moveaxis(x, 1, -1)"
         )
     x = data["train"].x
-    if x.numel() and x.min() == x.max() and os.environ.get("RANK", "0") == "0":  # rank 0 says it
+    if x.numel() and x.min() == x.max() and distributed.env_context().is_main:  # rank 0 says it
         zeros = shape and int(x.min()) == 0  # what 16-bit pictures of small values read as
         why = " (16-bit pictures are scaled to 8 bits: values under 256 read as 0)" if zeros else ""
         print(

@@ -24,7 +24,7 @@ PATH_OPTIONS = ("data", "out", "init", "per_example")
 SMALLER = {"sample": "a smaller -n", "complete": "a smaller -n or --count", "deps": "a smaller -n"}
 
 
-def say(line: str) -> None:
+def say_error(line: str) -> None:
     """An error line on stderr in one write, so torchrun's ranks, each saying theirs, do not
     splice each other's lines; a rank other than 0 names itself."""
     rank = os.environ.get("RANK", "0")
@@ -36,7 +36,7 @@ def say(line: str) -> None:
 
 def out_of_memory(command: str, e: BaseException) -> int:
     smaller = SMALLER.get(command, "a smaller model or --batch-size")
-    say(f"darm {command}: error: out of memory (try {smaller}): {first_line(e)}")
+    say_error(f"darm {command}: error: out of memory (try {smaller}): {first_line(e)}")
     return 1
 
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does
             args.func(args)
     except DarmError as e:
-        say(f"darm {args.command}: error: {e}")
+        say_error(f"darm {args.command}: error: {e}")
         return 1
     except KeyboardInterrupt as e:  # training says where it saved the run
         signum = getattr(e, "signum", signal.SIGINT)  # a SIGTERM that training caught
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except OSError as e:  # a disk full, a folder made read-only mid-run: the system's words
         where = f": {e.filename}" if e.filename else ""
-        say(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}")
+        say_error(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}")
         return 1
     except (MemoryError, torch.OutOfMemoryError) as e:
         return out_of_memory(args.command, e)
