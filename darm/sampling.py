@@ -42,7 +42,7 @@ def filter_logits(
             raise ValueError(f"top_k must be an integer >= 1, got {given!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    scaled = logits / temperature
+    scaled = logits if temperature == 1 else logits / temperature  # one op less a step
     # only T < 1 can overflow, so the usual T = 1 pays nothing for this on every step
     if temperature < 1:
         # a row whose logits / T overflow takes the limit of T -> 0, its argmax; the other

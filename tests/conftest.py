@@ -30,11 +30,12 @@ def image_families() -> list[str]:
 
 # Settings the defaults above never reach, each a code path of its own: "/key=value,..."
 # overrides integer config fields. The log-linear k-gram with k > 1, a repeated dilation
-# cycle, three rows of RGB (the vertical stack past row 1, channels across rows), and later
-# kernels wider than the first (the caches' padding).
+# cycle, a conv of three taps, three rows of RGB (the vertical stack past row 1, channels
+# across rows), and later kernels wider than the first (the caches' padding).
 VARIANTS = [
     "markov/n_hidden=0,k=3",
     "wavenet/n_cycles=2",
+    "wavenet/kernel_size=3",  # three taps a step: their order in the cached conv's matrix
     "pixelcnn@3x1x3",
     "gated_pixelcnn@3x1x3",
     # 2 columns: a 3x3 mask A reaches the pixel before the first of a row (up and right),

@@ -81,15 +81,17 @@ class ResidualLayer(nn.Module):
 class WaveNetCache:
     """One ConvQueue per residual layer; each keeps the last (kernel-1)*dilation+1 inputs.
 
-    outs: per layer, its 1x1 residual and skip convs stacked into one (C+S, C) matrix and
-    (C+S,) bias, so a step makes one product instead of two. They are copied from the
-    weights when the cache is made: a cache is for generating with fixed weights.
+    matrices: per layer, (conv, out, out_bias): its dilated conv as one (kernel*C, 2C)
+    matrix (CausalConv1d.step_matrix), and its 1x1 residual and skip convs stacked into one
+    (C, C+S) matrix and (C+S,) bias, so a step makes two products where the layer makes
+    three convs. They are copied from the weights when the cache is made: a cache is for
+    generating with fixed weights.
     """
 
-    def __init__(self, batch_size: int, queues: list, outs: list):
+    def __init__(self, batch_size: int, queues: list, matrices: list):
         self.batch_size = batch_size
         self.queues = queues
-        self.outs = outs
+        self.matrices = matrices
         self.t = 0
 
     def reset(self) -> None:
@@ -151,14 +153,15 @@ class WaveNet(ARModel):
         p = self.wte.weight
         queues = [layer.conv.init_queue(batch_size, p.device, p.dtype) for layer in self.layers]
         with torch.no_grad():
-            outs = [
+            matrices = [
                 (
-                    torch.cat([layer.res.weight, layer.skip.weight])[:, :, 0],  # (C+S, C)
+                    layer.conv.step_matrix(),  # (kernel*C, 2C)
+                    torch.cat([layer.res.weight, layer.skip.weight])[:, :, 0].t(),  # (C, C+S)
                     torch.cat([layer.res.bias, layer.skip.bias]),  # (C+S,)
                 )
                 for layer in self.layers
             ]
-        return WaveNetCache(batch_size, queues, outs)
+        return WaveNetCache(batch_size, queues, matrices)
 
     def step(self, x_prev, cache: WaveNetCache, cond=None) -> torch.Tensor:
         check_step(x_prev, cache)
@@ -166,14 +169,18 @@ class WaveNet(ARModel):
             x_prev = self.start_symbols(cache.batch_size)
         c = condition_vector(self.label, cond, x_prev.shape[0])
         h = self.wte(x_prev)  # (B, C)
-        C, skip = h.shape[1], 0
-        for layer, queue, (w, b) in zip(self.layers, cache.queues, cache.outs, strict=True):
-            z = layer.gated_unit(layer.conv.step(h, queue), c)  # (B, C)
-            out = F.linear(z, w, b)  # (B, C+S): the residual and the skip output at once
-            h = h + out[:, :C]
-            skip = skip + out[:, C:]
+        C, S = h.shape[1], self.config.n_skip
+        # state = [residual stream | skip sum], (B, C+S): one add per layer updates both
+        state = F.pad(h, (0, S))
+        for layer, queue, (conv, out, out_bias) in zip(
+            self.layers, cache.queues, cache.matrices, strict=True
+        ):
+            z = layer.gated_unit(layer.conv.step(h, queue, conv), c)  # (B, C)
+            state = state + torch.addmm(out_bias, z, out)  # (B, C+S)
+            h = state[:, :C]
         cache.t += 1
         # the 1x1 convs of the head as matrix products on (B, S): no conv call per step
+        skip = state[:, C:]  # (B, S)
         s = F.linear(F.relu(skip), self.out1.weight[:, :, 0], self.out1.bias)  # (B, S)
         return F.linear(F.relu(s), self.out2.weight[:, :, 0], self.out2.bias)  # (B, L)
 
