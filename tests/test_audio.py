@@ -104,6 +104,23 @@ def test_8_24_and_32_bit_pcm_read_as_the_16_bit_one(tmp_path, width):
     assert got.min() < -0.4 < 0.4 < got.max()  # a sign lost would fold the wave
 
 
+def test_24_bit_samples_in_4_byte_containers_read_by_block_align(tmp_path):
+    """A plain PCM header of 24 bits whose block_align gives each sample 4 bytes (the bits at
+    the top of each): read by the container, as the 16-bit file of the same sound."""
+    import struct
+
+    make_wav(tmp_path / "plain.wav")
+    plain, rate = read_wav(tmp_path / "plain.wav")
+    ints = (np.rint(plain * (2**23 - 1)).astype("<i4") << 8).astype("<i4")  # 24 bits, top
+    riff_wav(tmp_path / "w.wav", ints, 1, rate)
+    raw = bytearray((tmp_path / "w.wav").read_bytes())
+    raw[34:36] = struct.pack("<H", 24)  # bits a sample; block_align stays 4
+    (tmp_path / "w.wav").write_bytes(bytes(raw))
+    got, got_rate = read_wav(tmp_path / "w.wav")
+    assert got_rate == rate and got.shape == plain.shape
+    np.testing.assert_allclose(got, plain, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "make, needle",
     [

@@ -80,20 +80,11 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.exists():
         raise DarmError(f"audio file {path} does not exist")
-    try:
-        with wave.open(str(path), "rb") as w:
-            tag, channels, width, rate = PCM, w.getnchannels(), w.getsampwidth(), w.getframerate()
-            promised = w.getnframes()
-            frames = w.readframes(promised)
-        held = len(frames) // max(1, channels * width)
-        if held < promised:  # a recording cut off: what is there is still a clip, said so
-            print(f"warning: {path} is cut short: its header promises {promised} samples, "
-                  f"it holds {held}; read as they are", file=sys.stderr)  # fmt: skip
-    except wave.Error:  # a float or WAVE_FORMAT_EXTENSIBLE header, which `wave` refuses
-        tag, channels, width, rate, frames = read_riff(path)
-    except (EOFError, OSError) as e:
-        why = str(e) or "it ends before its header does"  # an EOFError says nothing
-        raise DarmError(f"cannot read {path} as a PCM WAV file: {why}") from None
+    tag, channels, width, rate, frames, promised = read_riff(path)
+    held = len(frames) // max(1, channels * width)
+    if promised is not None and held < promised:  # a recording cut off: still a clip, said so
+        print(f"warning: {path} is cut short: its header promises {promised} samples, "
+              f"it holds {held}; read as they are", file=sys.stderr)  # fmt: skip
     if rate < 1:  # a header that says no time passes between samples
         raise DarmError(f"{path} has a sample rate of {rate} in its header")
     samples = decode_samples(frames, tag, width)
@@ -111,17 +102,28 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return np.clip(samples.mean(axis=1), -1.0, 1.0), rate
 
 
-def read_riff(path: Path) -> tuple[int, int, int, int, bytes]:
-    """(format tag, channels, sample bytes, rate, sample data) from a WAV's RIFF chunks, for
-    the headers Python's `wave` does not read: IEEE float, and WAVE_FORMAT_EXTENSIBLE, whose
-    real format is the first two bytes of its sub-format GUID."""
+UNKNOWN_SIZE = 0xFFFFFFFF  # a data chunk's size left unset by a writer that streamed it
+
+
+def read_riff(path: Path) -> tuple[int, int, int, int, bytes, int | None]:
+    """(format tag, channels, bytes a sample, rate, sample data, frames its header promises)
+    from a WAV's RIFF chunks. Read here rather than by Python's `wave`, which refuses IEEE
+    float and WAVE_FORMAT_EXTENSIBLE headers (whose real format is the first two bytes of
+    the sub-format GUID) and sizes samples by their bits alone: a sample is as wide as its
+    frame's share (block_align / channels), 24 bits kept in 4 bytes included, its bits at
+    the top, so reading the whole container scales it right."""
     import struct
 
     def refuse(why: str):
         return DarmError(f"cannot read {path} as a PCM WAV file: {why}")
 
-    data = path.read_bytes()
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise refuse(e.strerror or str(e)) from None
+    if len(data) < 12:
+        raise refuse("it ends before its header does")
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise refuse("not a RIFF WAVE file")
     fmt = frames = None
     at = 12
@@ -129,18 +131,23 @@ def read_riff(path: Path) -> tuple[int, int, int, int, bytes]:
         chunk, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
         body = data[at + 8 : at + 8 + size]
         if chunk == b"fmt " and len(body) >= 16:
-            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
             if tag == EXTENSIBLE and len(body) >= 26:
                 tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID's first bytes
-            fmt = tag, channels, (bits + 7) // 8, rate
+            width = (bits + 7) // 8
+            container = block_align // channels if channels else 0
+            if bits > 8 and container > width and container * channels == block_align:
+                width = container  # e.g. 24-bit samples in 4-byte containers
+            fmt = tag, channels, width, rate
         elif chunk == b"data":
-            frames = body
+            frames, declared = body, size
         at += 8 + size + size % 2  # chunks are padded to an even length
     if fmt is None or frames is None:
         raise refuse(f"no {'fmt' if fmt is None else 'data'} chunk")
     if fmt[1] < 1:
         raise refuse("no channels")
-    return (*fmt, frames)
+    promised = None if declared == UNKNOWN_SIZE else declared // max(1, fmt[1] * fmt[2])
+    return (*fmt, frames, promised)
 
 
 def wav_levels(path: Path, rate: int) -> torch.Tensor:
