@@ -120,9 +120,10 @@ def check_deterministic(model: ARModel, x=None, cond=None, atol: float = 1e-6) -
         )
 
 
-def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
+def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5, at=None) -> None:
     """Change every x_j, j >= d, for each d in turn: the logits at positions <= d must not
-    move. x: (B, D) or (B, *event_shape) symbols, random by default."""
+    move. x: (B, D) or (B, *event_shape) symbols, random by default. at: the positions d to
+    try (default all D, a forward pass each)."""
     x, cond = _inputs(model, x, cond)
     L, D = model.vocab_size, model.num_dims
     g = torch.Generator().manual_seed(1)
@@ -133,7 +134,7 @@ def check_causal(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
             """(upto,) how far each position's logits moved."""
             return (_logits(model, changed, cond)[:, :upto] - base[:, :upto]).abs().amax((0, 2))
 
-        for d in range(D):
+        for d in range(D) if at is None else at:
             by_position = moved(_perturbed(x, slice(d, None), L, g), d + 1)
             if (by_position > atol).any():
                 k = int((by_position > atol).nonzero()[0])
@@ -267,8 +268,10 @@ def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
 
 def check_runs(model: ARModel, x=None, cond=None) -> None:
     """A quick look before a family of one's own trains: the forward pass's logits have the
-    protocol's shape and the first steps through the cache run and have it too, so a bug
-    shows now, not as a traceback after training (check_model runs every check)."""
+    protocol's shape, the first steps through the cache run and have it too, and causality
+    holds at the first, second, middle and last positions (four more forward passes), so
+    a bug shows now, not as a traceback after training or as an NLL that means nothing
+    (check_model runs every check, at every position)."""
     x, cond = _inputs(model, x, cond)
     with eval_mode(model), torch.no_grad():
         _logits(model, x, cond)
@@ -278,6 +281,8 @@ def check_runs(model: ARModel, x=None, cond=None) -> None:
         for d in range(min(2, x.shape[1])):
             _stepped(model, f"step {d}", len(x), model.step, prev, cache, cond)
             prev = x[:, d]
+    D = x.shape[1]
+    check_causal(model, x, cond, at=sorted({0, min(1, D - 1), D // 2, D - 1}))
 
 
 def check_model(model: ARModel, atol: float = 1e-5, seed: int = 0) -> list[str]:

@@ -1303,6 +1303,32 @@ WIDE = (  # logits for the start symbol too: L + 1 outputs
 )
 
 
+PEEK = (  # the shift forgotten: the logits at d see x_d itself
+    PLUGIN.replace("shift_right(x, self.config.vocab_size) * 0", "x").replace('"unigram"', '"peek"')
+)
+
+
+def test_a_family_of_ones_own_that_sees_the_future_is_stopped_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    """Its NLL would mean nothing: train and compare refuse it in one line, before a step."""
+    from darm.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    (tmp_path / "peek.py").write_text(PEEK)
+    out = tmp_path / "r"
+    argv = ["--import", str(tmp_path / "peek.py"), "train", "--data", "names", "--model", "peek",
+            "--steps", "2", "--out", str(out), "--quiet"]  # fmt: skip
+    one_line_error(capsys, main(argv), 1, "peek: the logits at position 0 moved by")
+    assert not (out / "last.json").exists()
+    argv = ["--import", str(tmp_path / "peek.py"), "compare", "--data", "names", "--models",
+            "peek", "--steps", "2", "--out", str(tmp_path / "c")]  # fmt: skip
+    code = main(argv)
+    assert code != 0 or "failed" in (tmp_path / "c" / "report.md").read_text()
+    assert "the logits at position 0 moved by" in capsys.readouterr().err
+
+
 def test_a_family_of_ones_own_that_breaks_the_protocol_is_stopped_before_training(
     tmp_path, capsys, monkeypatch
 ):
