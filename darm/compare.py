@@ -76,9 +76,16 @@ def wavenet_dilations(D: int) -> tuple[int, ...]:
 
 
 def default_config(name: str, data: Dataset) -> dict[str, Any]:
-    """Model config overrides for `name` on `data` (seq_len and vocab_size are added).
+    """Model config overrides for `name` on `data` (seq_len and vocab_size are added): its
+    family's configuration for the data, under the defaults the name was registered with
+    (a `register_model("tiny", GPT, GPTConfig, n_layer=2)` keeps its 2 layers)."""
+    entry = get_entry(name)
+    return {**family_config(name, entry.family, data), **entry.defaults}
+
+
+def family_config(name: str, family: str, data: Dataset) -> dict[str, Any]:
+    """A built-in family's configuration for the data, of similar size to the others.
     Dropout 0.1 everywhere: digits has only 1000 training images."""
-    family = get_entry(name).family
     dropout = 0.1
     if family == "markov":
         if name == "bigram":

@@ -589,3 +589,20 @@ def test_a_family_that_cannot_be_continued_keeps_its_row(tmp_path, monkeypatch, 
     (family,) = json.loads((out / "results.json").read_text())["families"]
     assert family["status"] == "interrupted" and family["steps"] == 2
     assert family["note"].startswith("not continued: ")
+
+
+def test_a_registered_variant_keeps_its_own_defaults(monkeypatch):
+    """compare's gpt has 4 layers; a name registered as gpt with n_layer=2 keeps its 2 (with
+    fixed=, it was refused as if the user had asked for 4), and the rest is compare's gpt."""
+    from darm.compare import build_family, default_config
+    from darm.models import registry
+    from darm.models.gpt import GPT, GPTConfig
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_model("tiny", GPT, GPTConfig, "a small gpt", fixed=("n_layer",), n_layer=2)
+    data = load_data("names")
+    tiny, gpt = default_config("tiny", data), default_config("gpt", data)
+    assert tiny == {**gpt, "n_layer": 2} and gpt["n_layer"] == 4
+    assert build_family("tiny", data).config.n_layer == 2
+    assert default_config("lstm", data)["cell"] == "lstm"
+    assert default_config("bigram", data) == {"k": 1, "n_hidden": 0}
