@@ -3,13 +3,14 @@ start of a text) and sample the rest from p(x_>P | x_<=P), several times each.""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from darm.checkpoint import atomic_write
-from darm.data.images import PIL_MODES, quantise, read_pixels
+from darm.data.images import PIL_MODES, conversion_note, quantise, read_pixels
 from darm.errors import DarmError
 from darm.models.base import ARModel, as_symbols, labels_for
 from darm.plots import GRID_GREY, image_grid, pixel_levels
@@ -82,6 +83,9 @@ def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor
     if C not in PIL_MODES:
         raise DarmError(f"the model reads {C}-channel images; picture files hold 1 to 4")
     pixels = read_pixels(path, PIL_MODES[C])
+    note = conversion_note([path], PIL_MODES[C])  # a colour picture for a grey model, say
+    if note:
+        print(f"note: {path}: {note}, as the model reads", file=sys.stderr)
     if pixels.shape[:2] == (H, W):  # a picture of one's own: binned as training images were
         return torch.from_numpy(quantise(pixels, levels).reshape(1, -1))  # (H, W, C) -> (1, D)
     # a grid shows 2 and 4 channels as grey and RGB, which cannot be read back
@@ -93,8 +97,8 @@ def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor
             else f"a sample grid of a {C}-channel model cannot be read back"
         )
         raise DarmError(
-            f"{path} is {pixels.shape[1]}x{pixels.shape[0]}; the model reads {W}x{H} images "
-            f"({grids})"
+            f"{path} is {pixels.shape[0]}x{pixels.shape[1]} (rows x columns); the model reads "
+            f"{H}x{W} images ({grids})"
         )
     # darm's own shading of each level, undone exactly
     return torch.from_numpy(pixel_levels(tiles, levels).reshape(len(tiles), -1))  # (N, H*W*C)

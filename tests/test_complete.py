@@ -84,7 +84,7 @@ def test_cli_completes_a_png(digits_run, tmp_path):
 def test_cli_complete_bad_input(digits_run, tmp_path, capsys):
     Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(tmp_path / "small.png")
     assert main(["complete", str(digits_run), "--input", str(tmp_path / "small.png")]) == 1
-    assert "5x5; the model reads 8x8" in capsys.readouterr().err
+    assert "5x5 (rows x columns); the model reads 8x8" in capsys.readouterr().err
     assert main(["complete", str(digits_run), "--rows", "9"]) == 1
     assert main(["complete", str(digits_run), "--label", "12"]) == 1
     assert main(["complete", str(digits_run), "--top-p", "0"]) == 1
@@ -141,7 +141,7 @@ def test_a_picture_of_another_size_is_refused_in_one_line(tmp_path):
     with pytest.raises(DarmError, match="a sample grid of a 2-channel model cannot be read"):
         read_images(tmp_path / "la.png", (3, 3, 2), 4)
     Image.fromarray(np.zeros((37, 37), dtype=np.uint8)).save(tmp_path / "black.png")
-    with pytest.raises(DarmError, match="37x37; the model reads 8x8"):
+    with pytest.raises(DarmError, match=r"37x37 \(rows x columns\); the model reads 8x8"):
         read_images(tmp_path / "black.png", (8, 8), 2)  # a grid's size, but no grey lines
 
 

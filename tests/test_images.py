@@ -133,6 +133,26 @@ def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, caps
     assert eval_json(capsys, out, "--data", tmp_path / "grey")["dims"] == 2 * 4 * 5 * 3
 
 
+def test_colour_pictures_read_by_a_grey_model_are_said_to_be_made_grey(tmp_path, capsys):
+    """eval and complete read another picture in the model's channels, and say so."""
+    _write_pngs(tmp_path / "grey", 6, size=(5, 4))
+    _write_pngs(tmp_path / "rgb", 2, size=(5, 4), mode="RGB")
+    out = tmp_path / "r"
+    _train_markov(tmp_path / "grey", out, "--levels", "4")
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "rgb")]) == 0
+    assert "on rgb (2 colour images read as grey)" in capsys.readouterr().out
+    assert main(["eval", str(out), "--data", str(tmp_path / "grey")]) == 0
+    assert "read as" not in capsys.readouterr().out  # grey read as grey: nothing to say
+    picture = tmp_path / "rgb" / "0.png"
+    argv = ["complete", str(out), "--input", str(picture), "--rows", "2", "--out",
+            str(tmp_path / "c")]  # fmt: skip
+    assert main(argv) == 0
+    assert f"note: {picture}: 1 colour image read as grey, as the model reads" in (
+        capsys.readouterr().err
+    )
+
+
 def test_palette_images_are_grey_when_their_colours_are(tmp_path):
     # GIFs (and P-mode PNGs) hold a palette: grey ones are one channel, coloured ones three
     rng = np.random.default_rng(0)
@@ -177,8 +197,8 @@ def test_folder_errors(tmp_path):
     with pytest.raises(DarmError, match="holds 0 images"):
         load_data(str(tmp_path / "empty"))
     _write_pngs(tmp_path / "mixed", 4)
-    Image.new("L", (7, 7)).save(tmp_path / "mixed" / "z.png")
-    with pytest.raises(DarmError, match="one size"):
+    Image.new("L", (7, 9)).save(tmp_path / "mixed" / "z.png")  # 9 rows of 7 among 4 of 5
+    with pytest.raises(DarmError, match=r"z.png is 9x7 \(rows x columns\), but 0.png is 4x5;"):
         load_data(str(tmp_path / "mixed"))
     (tmp_path / "mixed" / "z.png").write_bytes(b"not a png")
     with pytest.raises(DarmError, match="cannot read image"):

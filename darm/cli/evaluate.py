@@ -84,8 +84,11 @@ def cmd_eval(args) -> None:
             " (--data names the run's own data: its test split; --split all scores it whole, "
             "training examples too)"
         )
-    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}{own}",
-          file=human)  # fmt: skip
+    # what reading it did: colour made grey, repeated lines dropped (the run's own text is
+    # its deduplicated splits, where another file is scored line for line)
+    read = f" ({data.caveat})" if data.caveat else ""
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{read}{as_class}"
+          f"{own}", file=human)  # fmt: skip
     print_nll(nll, split, data.kind, file=human)
     if args.per_example:
         # another file read whole sits in one split: its rows are the file's, not a test split

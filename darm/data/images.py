@@ -145,19 +145,26 @@ def _image_mode(paths: list[Path]) -> str:
 
 def conversion_note(paths: list[Path], mode: str) -> str:
     """What reading every image in `mode` did that the files do not show: transparency
-    dropped, grey images given three equal channels. (Headers only: no pixels are read.)"""
+    dropped, grey images given three equal channels, colour images made grey (for a grey
+    model). (Headers only, and the colours of palette images: no other pixels are read.)"""
     from PIL import Image
+
+    def plural(n: int, what: str) -> str:
+        return f"{n} {what}{'s' * (n != 1)}"
 
     alpha = grey = 0
     for p in paths:
         with Image.open(p) as img:
             alpha += img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             grey += grey_mode(img.mode) or (img.mode in ("P", "PA") and grey_palette(img))
+    colour = len(paths) - grey
     notes = []
     if alpha and not mode.endswith("A"):
-        notes.append(f"the transparency of {alpha} image{'s' * (alpha != 1)} dropped")
-    if grey and mode != "L":
-        notes.append(f"{grey} grey image{'s' * (grey != 1)} read as {mode} (equal channels)")
+        notes.append(f"the transparency of {plural(alpha, 'image')} dropped")
+    if grey and not mode.startswith("L"):
+        notes.append(f"{plural(grey, 'grey image')} read as {mode} (equal channels)")
+    if colour and mode.startswith("L"):
+        notes.append(f"{plural(colour, 'colour image')} read as grey")
     return "; ".join(notes)
 
 
@@ -201,8 +208,8 @@ def image_folder_dataset(
     for p, img in zip(paths, images):
         if img.shape != shape:
             raise DarmError(
-                f"{p} is {img.shape[1]}x{img.shape[0]}, but {paths[0].name} is "
-                f"{shape[1]}x{shape[0]}; all images must have one size"
+                f"{p} is {img.shape[0]}x{img.shape[1]} (rows x columns), but "
+                f"{paths[0].name} is {shape[0]}x{shape[1]}; all images must have one size"
             )
     x = quantise(np.stack(images), levels)  # (N, H, W) or (N, H, W, 3)
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
