@@ -112,3 +112,29 @@ def test_plot_and_cli(tmp_path, capsys):
     assert "outside the 8x8 image" in capsys.readouterr().err
     assert main(["deps", str(out), "-n", "1000", "--force"]) == 0  # the test split holds 447
     assert "-n 1000: the test split holds 447; averaging over those" in capsys.readouterr().out
+
+
+def test_deps_draws_a_map_from_another_file(tmp_path, capsys):
+    """--data: examples from another file, read as the run's data was and whole; the way to
+    draw a run trained on arrays in memory, which cannot read its data again."""
+    import numpy as np
+
+    from darm.data import from_arrays
+    from darm.train import TrainConfig, train
+
+    x = np.random.default_rng(0).integers(0, 4, (40, 6))
+    data = from_arrays(x, levels=4)
+    model = create_model("markov", data, k=2, n_hidden=8)
+    out = tmp_path / "mem"
+    train(model, "markov", data, TrainConfig(steps=2, eval_every=2), out, progress=False)
+    capsys.readouterr()
+    assert main(["deps", str(out)]) == 1
+    assert "with --data (eval, deps, train --init)" in capsys.readouterr().err
+    np.save(tmp_path / "copy.npy", x)
+    assert main(["deps", str(out), "--data", str(tmp_path / "copy.npy"), "-n", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "-n 100: copy holds 40; averaging over those" in printed
+    assert "on these examples of copy the conditionals reach back at most 2 positions" in printed
+    code = main(["deps", str(out), "--data", str(tmp_path / "copy.npy"), "--split", "valid",
+                 "--force"])  # fmt: skip
+    assert code == 1 and "is read whole: drop --split" in capsys.readouterr().err

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from darm.checkpoint import load_checkpoint
 from darm.cli.args import device_of
-from darm.data import load_from_source
+from darm.data import load_from_source, same_data
 from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 from darm.errors import DarmError, first_line
 from darm.outputs import checked_png
 from darm.plots import plot_loss_curves, read_log
+from darm.run import check_fits, read_like
 
 
 def parse_pixel(text: str) -> tuple[int, int]:
@@ -62,10 +63,18 @@ def cmd_deps(args) -> None:
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
-    data = load_from_source(meta, model.num_dims, path.parent)
-    split = data[args.split]
+    if args.data and not same_data(args.data, meta["source"], path.parent):
+        if args.split:  # another file is read whole, as eval reads it
+            raise DarmError(f"{args.data} is read whole: drop --split (it picks the run's own)")
+        data = read_like(args.data, model, meta, whole=True)
+        check_fits(data, model, path, meta, scoring=False)
+        split, where, these = data["test"], data.name, f"examples of {data.name}"
+    else:  # the run's own data, found from the checkpoint (or named again)
+        data = load_from_source(meta, model.num_dims, path.parent)
+        name = args.split or "test"
+        split, where, these = data[name], f"the {name} split", f"{name} examples"
     if args.n is not None and args.n > len(split):  # as complete --count says it
-        print(f"-n {args.n}: the {args.split} split holds {len(split)}; averaging over those")
+        print(f"-n {args.n}: {where} holds {len(split)}; averaging over those")
     J = checkpoint_maps(model, record, split, args.n)
     shape = image_shape_of(record)
     if args.pixel and not shape:
@@ -74,7 +83,7 @@ def cmd_deps(args) -> None:
     lower, lag = bool((J.triu() == 0).all()), max_lag(J)
     padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""
     print(
-        f"{record['model']}: D={J.shape[0]}; on these {args.split} examples the conditionals "
+        f"{record['model']}: D={J.shape[0]}; on these {these} the conditionals "
         f"reach back at most {lag} position{'s' * (lag != 1)}{padded}; strictly lower triangular: "
         f"{'yes' if lower else 'NO'}"
     )

@@ -200,9 +200,9 @@ def _reload(
     if fmt == "memory":
         raise DarmError(
             "the run was trained on arrays in memory (darm.data.from_arrays), which it cannot "
-            "read again: name a saved copy (np.save / np.savez) with --data (eval, train "
-            "--init), give complete its own --input, or resume it from Python with the arrays "
-            "(train(..., resume_from=...))"
+            "read again: name a saved copy (np.save / np.savez) with --data (eval, deps, "
+            "train --init), give complete its own --input, or resume it from Python with the "
+            "arrays (train(..., resume_from=...))"
         )
     raise DarmError(f"checkpoint names an unknown data source {source!r}")
 
