@@ -117,13 +117,15 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     # the caller's modes come back even if scoring fails
     with eval_mode(model), contextlib.closing(bar):
         for x, y, mask in split.iter_batches(batch_size):
+            # on the host, as the data comes (no device sync), the shape first: data of
+            # another model's size is named as such, not by a label it happens to have
+            check_shape(model, x, mask)
+            check_inputs(model, x, None)
             if y is not None and model.num_classes:
-                check_inputs(model, None, y)  # on the host: an embedding names no value
+                check_inputs(model, None, y)  # an embedding would name no value
                 y = y.to(device)
             else:
                 y = None
-            check_shape(model, x, mask)  # on the host, as the data comes: no device sync
-            check_inputs(model, x, None)
             x = x.to(device)
             mask = None if mask is None else mask.to(device)
             nats.append(-_log_prob(model, x, y, mask).double())

@@ -268,3 +268,15 @@ def test_array_errors_name_the_file_or_its_own_splits_key(tmp_path):
              x_test=np.zeros((3, 2), int))  # fmt: skip
     with pytest.raises(DarmError, match=r"^s.npz x_valid must hold integers"):
         load_data(str(tmp_path / "s.npz"))
+
+
+def test_evaluate_names_the_shape_before_a_label(tmp_path):
+    """Another model's data with labels the model lacks: the shape is the mismatch named."""
+    from darm.metrics import evaluate
+    from darm.models import create_model
+
+    rng = np.random.default_rng(0)
+    data = from_arrays(rng.integers(0, 7, (50, 20)), rng.integers(0, 3, 50))
+    model = create_model("pixelcnn", num_classes=2, vocab_size=2, image_shape=(8, 8), seq_len=64)
+    with pytest.raises(ValueError, match=r"x must be \(B, 64\), .* got shape \(5, 20\)"):
+        evaluate(model, data["test"])
