@@ -104,6 +104,17 @@ def test_8_24_and_32_bit_pcm_read_as_the_16_bit_one(tmp_path, width):
     assert got.min() < -0.4 < 0.4 < got.max()  # a sign lost would fold the wave
 
 
+def test_float_samples_past_full_scale_are_clipped_with_a_warning(tmp_path, capsys):
+    riff_wav(tmp_path / "loud.wav", np.array([0.5, -4.0, 2.0, 0.0], "<f4"), 3)
+    x, _ = read_wav(tmp_path / "loud.wav")
+    assert x.tolist() == [0.5, -1.0, 1.0, 0.0]
+    err = capsys.readouterr().err
+    assert "2 of 4 samples lie outside full scale [-1, 1] (up to 4); clipped to it" in err
+    riff_wav(tmp_path / "ok.wav", np.array([0.5, -1.0, 1.0], "<f4"), 3)
+    read_wav(tmp_path / "ok.wav")
+    assert capsys.readouterr().err == ""
+
+
 def test_24_bit_samples_in_4_byte_containers_read_by_block_align(tmp_path):
     """A plain PCM header of 24 bits whose block_align gives each sample 4 bytes (the bits at
     the top of each): read by the container, as the 16-bit file of the same sound."""

@@ -98,6 +98,11 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         raise DarmError(f"audio file {path} has no samples")
     if not np.isfinite(samples).all():  # a float file's NaN or inf
         raise DarmError(f"{path} holds NaN or infinite samples")
+    loud = int((np.abs(samples) > 1).sum())  # only float samples can be: full scale is 1
+    if loud:
+        peak = np.abs(samples).max()
+        print(f"warning: {path}: {loud} of {samples.size} samples lie outside full scale "
+              f"[-1, 1] (up to {peak:.3g}); clipped to it", file=sys.stderr)  # fmt: skip
     samples = samples[: samples.size - samples.size % channels].reshape(-1, channels)  # (T, C)
     return np.clip(samples.mean(axis=1), -1.0, 1.0), rate
 
