@@ -580,11 +580,18 @@ def check_threads(args) -> None:
         )
 
 
+def data_stem(spec: str) -> str:
+    """A data option's name for a folder: a file's or folder's name without its suffix, the
+    folder's own name for `.` or `..` (whose stems are '' and '..'), or a built-in's name."""
+    path = Path(spec)
+    return (path.resolve() if path.exists() else path).stem or "data"
+
+
 def default_run_dir(args) -> str:
     """runs/DATA-MODEL; with --init, runs/DATA-MODEL-init named after the checkpoint."""
     if not args.init:
-        return f"runs/{Path(args.data or 'digits').stem}-{args.model or 'gpt'}"
+        return f"runs/{data_stem(args.data or 'digits')}-{args.model or 'gpt'}"
     _, record = read_record(args.init)
     source = record["data"].get("source", {})
     data = args.data or source.get("path") or source.get("name") or "data"
-    return f"runs/{Path(data).stem}-{record['model']}-init"
+    return f"runs/{data_stem(data)}-{record['model']}-init"

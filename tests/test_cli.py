@@ -1410,3 +1410,13 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"darm {darm.__version__} (torch {torch.__version__})"
+
+
+def test_the_default_run_folder_is_named_after_the_data_folder_even_as_dot(tmp_path, monkeypatch):
+    from darm.run import data_stem
+
+    (tmp_path / "pics").mkdir()
+    monkeypatch.chdir(tmp_path / "pics")
+    assert data_stem(".") == "pics" and data_stem("..") == tmp_path.name
+    assert data_stem("digits") == "digits" and data_stem("../pics/") == "pics"
+    assert data_stem("my.names.txt") == "my.names"  # not there: named as written

@@ -23,7 +23,7 @@ from darm.data import BUILTIN
 from darm.errors import DarmError
 from darm.models import get_entry
 from darm.models.registry import import_families
-from darm.run import check_counts, check_data_options, load_training_data
+from darm.run import check_counts, check_data_options, data_stem, load_training_data
 from darm.runs import in_folder
 
 
@@ -79,7 +79,7 @@ def cmd_compare(args) -> None:
 
 
 def report_folder(args) -> Path:
-    return Path(args.out or f"runs/compare-{Path(args.data).stem}")
+    return Path(args.out or f"runs/compare-{data_stem(args.data)}")
 
 
 def compare_command(args, names: list[str], overrides: dict[str, dict]) -> str:
