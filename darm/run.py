@@ -134,6 +134,12 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                 if not data.num_classes:
                     raise DarmError(f"--conditional needs labels, and {data.name} has none")
                 overrides["num_classes"] = data.num_classes
+                if data.num_classes == 1:  # trains, but as the unconditional model would
+                    say(
+                        f"warning: --conditional: {data.name} has 1 class, so the label tells "
+                        f"the model nothing (a folder per class makes classes)",
+                        file=sys.stderr,
+                    )
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
             check_memory(model_name, data, overrides, device, rows, cfg.dtype)
             model = create_model(model_name, data, **overrides).to(device)

@@ -418,3 +418,14 @@ def test_eval_scores_one_picture_file(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--data", str(picture), "--quiet"]) == 1  # training needs a folder
     assert "is one image; give the folder" in capsys.readouterr().err
+
+
+def test_conditional_on_one_class_is_warned_of(tmp_path, capsys):
+    _write_pngs(tmp_path / "one", 6, classes=["only"])
+    argv = ["train", "--data", str(tmp_path / "one"), "--levels", "2", "--model", "markov",
+            "--set", "n_hidden=8", "--conditional", "--steps", "1", "--out", str(tmp_path / "r"),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "1 class (0=only)" in out
+    assert "warning: --conditional: one has 1 class, so the label tells the model nothing" in err

@@ -37,7 +37,8 @@ class Dataset:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
-        labels = f", {self.num_classes} classes" if self.num_classes else ""
+        n = self.num_classes
+        labels = f", {n} class{'es' * (n != 1)}" if n else ""
         if self.class_names and len(self.class_names) <= 12:
             labels += f" ({', '.join(f'{i}={c}' for i, c in enumerate(self.class_names))})"
         caveat = f"; {self.caveat}" if self.caveat else ""

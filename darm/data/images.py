@@ -225,7 +225,8 @@ def image_folder_dataset(
     idx = whole_split(len(x)) if whole else seeded_split(len(x), fractions, seed)
     xs = {s: x[i.numpy()] for s, i in idx.items()}
     ys = {s: None if y is None else y[i.numpy()] for s, i in idx.items()}
-    labels = f", {len(classes)} classes from sub-folders" if y is not None else ""
+    n = len(classes)
+    labels = f", {n} class{'es' * (n != 1)} from sub-folders" if y is not None else ""
     data = make_dataset(
         name,
         xs,
