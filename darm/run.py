@@ -62,6 +62,20 @@ def train_run(args, device, ctx) -> None:
         train_in(run_dir, args, device, ctx)
 
 
+def training_config(settings: dict, world_size: int, planned: bool = False) -> TrainConfig:
+    """TrainConfig from the command line's settings, checked; a setting refused is named by
+    its flag (--batch-size, not the field batch_size that Python callers see)."""
+    try:
+        cfg = build_config(TrainConfig, settings, "training option")
+        check_config(cfg, world_size, planned)
+    except DarmError as e:
+        field, _, rest = str(e).partition(" ")
+        if field not in {f.name for f in fields(TrainConfig)}:
+            raise
+        raise DarmError(f"--{field.replace('_', '-')} {rest}") from None
+    return cfg
+
+
 def train_in(run_dir: Path, args, device, ctx) -> None:
     """train_run in its folder, with the folder's lock held: start the run (or resume it),
     train it, test it, sample it."""
@@ -96,8 +110,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             # a default warmup follows a new run length, as in a fresh run of that length
             if old["warmup"] == TrainConfig(steps=old["steps"], cycles=old.get("cycles", 1)).warmup:
                 train_overrides["warmup"] = None
-        cfg = build_config(TrainConfig, {**old, **train_overrides}, "training option")
-        check_config(cfg, ctx.world_size)
+        cfg = training_config({**old, **train_overrides}, ctx.world_size)
         if cfg.steps < record["step"]:
             raise DarmError(
                 f"{run_dir} is at step {record['step']}, past --steps {cfg.steps}; "
@@ -118,9 +131,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
         resume = (path, record)
     else:
         check_new_run_dir(run_dir)  # before any data is read or model built
-        cfg = build_config(TrainConfig, train_overrides, "training option")
         planned = bool(args.budget) and "steps" not in train_overrides  # checked once planned
-        check_config(cfg, ctx.world_size, planned)  # before any data is read or model built
+        cfg = training_config(train_overrides, ctx.world_size, planned)  # before the data
         torch.manual_seed(cfg.seed)  # the initial weights are a function of --seed
         if args.init:
             model, model_name, data, path, step = init_from(args, device)

@@ -537,7 +537,7 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--model", "rnn", "--set", "seq_len=32"], 1, "--set seq_len is not settable"),
         # training options
         (["train", "--beta2", "1.5"], 1, "beta2 must be in [0, 1)"),
-        (["train", "--lr", "-1"], 1, "lr must be finite and >= 0"),
+        (["train", "--lr", "-1"], 1, "--lr must be finite and >= 0"),
         (["train", "--data", ""], 2, "argument --data: expected a path, got ''"),
         (["eval", "run", "--data", ""], 2, "argument --data: expected a path, got ''"),
         (["sample", "run", "--out", ""], 2, "argument --out: expected a path, got ''"),
@@ -548,17 +548,19 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["complete", "run", "--top-p", "0"], 1, "--top-p must be in (0, 1], got 0.0"),
         (["complete", "run", "--length", "0"], 1, "--length must be >= 1, got 0"),
         (["complete", "--input", "a.png", "run"], 2, "after --input, name the run first"),
-        (["train", "--lr", "inf"], 1, "lr must be finite and >= 0, got inf"),
-        (["train", "--weight-decay", "inf"], 1, "weight_decay must be finite"),
+        (["train", "--lr", "inf"], 1, "--lr must be finite and >= 0, got inf"),
+        (["train", "--weight-decay", "inf"], 1, "--weight-decay must be finite"),
         (["train", "--seed", str(2**64)], 2, "a seed is in -2**63..2**64-1"),
         (["train", "--data-seed", "x"], 2, "a seed is an integer, got 'x'"),
         (["sample", "run", "--seed", str(-(2**63) - 1)], 2, "a seed is in -2**63..2**64-1"),
         (["complete", "run", "--seed", str(10**20)], 2, "a seed is in -2**63..2**64-1"),
         (["compare", "--seed", str(2**64)], 2, "a seed is in -2**63..2**64-1"),
-        (["train", "--min-lr", "-1"], 1, "min_lr must be in [0, lr="),
-        (["train", "--grad-clip", "-1"], 1, "grad_clip must be >= 0"),
-        (["train", "--grad-clip", "nan"], 1, "grad_clip must be >= 0"),
-        (["train", "--log-every", "0"], 1, "log_every must be >= 1"),
+        (["train", "--min-lr", "-1"], 1, "--min-lr must be in [0, lr="),
+        (["train", "--grad-clip", "-1"], 1, "--grad-clip must be >= 0"),
+        (["train", "--grad-clip", "nan"], 1, "--grad-clip must be >= 0"),
+        (["train", "--log-every", "0"], 1, "--log-every must be >= 1"),
+        (["train", "--batch-size", "0"], 1, "--batch-size must be >= 1, got 0"),
+        (["train", "--grad-accum", "0"], 1, "--grad-accum must be >= 1, got 0"),
         (["train", "--device", "gpu"], 1, "cpu, cuda, cuda:N or mps, got 'gpu'"),
         (["sample", "x", "--device", "tpu"], 1, "--device must be auto, cpu, cuda, cuda:N or mps"),
         (["eval", "x", "--device", "meta"], 1, "--device must be auto, cpu, cuda, cuda:N or mps"),
@@ -765,10 +767,10 @@ def test_an_integer_option_past_any_size_is_refused_by_name(argv, capsys):
 
 
 def test_bad_training_options_are_refused_before_any_work(capsys):
-    one_line_error(capsys, main(["train", "--steps", "0"]), 1, "steps must be >= 1")
+    one_line_error(capsys, main(["train", "--steps", "0"]), 1, "--steps must be >= 1")
     assert capsys.readouterr().out == ""  # no data read, no model built
     # a negative value argparse would take for an option: refused by its own check instead
-    one_line_error(capsys, main(["train", "--lr", "-1e-3"]), 1, "lr must be finite and >= 0")
+    one_line_error(capsys, main(["train", "--lr", "-1e-3"]), 1, "--lr must be finite and >= 0")
     huge = ["train", "--set", "n_hidden=99999999999999999999", "--model", "markov"]
     one_line_error(capsys, main(huge), 1, "n_hidden must be at most 2,147,483,647 in size")
     assert capsys.readouterr().out == ""  # no data read, no model built
