@@ -144,7 +144,11 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             overrides = model_overrides(parse_assignments(args.set or []), "--set ")
             if args.conditional:
                 if not data.num_classes:
-                    raise DarmError(f"--conditional needs labels, and {data.name} has none")
+                    npz = str(data.source.get("path", "")).lower().endswith(".npz")
+                    where = " (an .npz holds them under the key y, or y_train/y_valid/y_test)"
+                    raise DarmError(
+                        f"--conditional needs labels, and {data.name} has none{where * npz}"
+                    )
                 overrides["num_classes"] = data.num_classes
                 if data.num_classes == 1:  # trains, but as the unconditional model would
                     say(

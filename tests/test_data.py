@@ -280,3 +280,16 @@ def test_evaluate_names_the_shape_before_a_label(tmp_path):
     model = create_model("pixelcnn", num_classes=2, vocab_size=2, image_shape=(8, 8), seq_len=64)
     with pytest.raises(ValueError, match=r"x must be \(B, 64\), .* got shape \(5, 20\)"):
         evaluate(model, data["test"])
+
+
+def test_uint8_pictures_and_labels_under_another_key_get_a_hint(tmp_path, capsys):
+    from darm.cli import main
+
+    np.save(tmp_path / "u8.npy", np.full((20, 4, 4), 200, dtype=np.uint8))
+    assert main(["train", "--data", str(tmp_path / "u8.npy"), "--levels", "4"]) == 1
+    assert "(uint8 pictures? --format images bins 0..255 into the levels)" in (
+        capsys.readouterr().err
+    )
+    np.savez(tmp_path / "xl.npz", x=np.zeros((20, 5), int), labels=np.zeros(20, int))
+    assert main(["train", "--data", str(tmp_path / "xl.npz"), "--conditional"]) == 1
+    assert "has none (an .npz holds them under the key y, or y_train" in capsys.readouterr().err

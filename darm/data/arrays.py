@@ -34,7 +34,10 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
     if lo < 0:
         raise DarmError(f"{what} has negative values (min {lo}); symbols must be 0..L-1")
     if levels is not None and hi >= levels:
-        raise DarmError(f"{what} has value {hi}, outside the {levels} levels 0..{levels - 1}")
+        # uint8 pictures read as symbols: quantising them to the levels is the images format
+        pictures = " (uint8 pictures? --format images bins 0..255 into the levels)"
+        hint = pictures if a.dtype == np.uint8 and 2 < a.ndim and levels < 256 else ""
+        raise DarmError(f"{what} has value {hi}, outside the {levels} levels 0..{levels - 1}{hint}")
     if hi >= MAX_LEVELS:
         raise DarmError(f"{what} has value {hi}; at most {MAX_LEVELS} levels are supported")
     if a.dtype == bool:
