@@ -268,10 +268,11 @@ def check_cache(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None:
 
 def check_runs(model: ARModel, x=None, cond=None) -> None:
     """A quick look before a family of one's own trains: the forward pass's logits have the
-    protocol's shape, the first steps through the cache run and have it too, and causality
-    holds at the first, second, middle and last positions (four more forward passes), so
-    a bug shows now, not as a traceback after training or as an NLL that means nothing
-    (check_model runs every check, at every position)."""
+    protocol's shape, the first steps through the cache run and have it too, eval mode is
+    deterministic, and causality holds at the first, second, middle and last positions
+    (eight forward passes and two steps in all), so a bug shows now, not as a traceback
+    after training or as an NLL that means nothing (check_model runs every check, at every
+    position)."""
     x, cond = _inputs(model, x, cond)
     with eval_mode(model), torch.no_grad():
         _logits(model, x, cond)
@@ -282,6 +283,7 @@ def check_runs(model: ARModel, x=None, cond=None) -> None:
             _stepped(model, f"step {d}", len(x), model.step, prev, cache, cond)
             prev = x[:, d]
     D = x.shape[1]
+    check_deterministic(model, x, cond)  # noise left on would read as a causality leak
     check_causal(model, x, cond, at=sorted({0, min(1, D - 1), D // 2, D - 1}))
 
 

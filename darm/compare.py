@@ -77,10 +77,12 @@ def wavenet_dilations(D: int) -> tuple[int, ...]:
 
 def default_config(name: str, data: Dataset) -> dict[str, Any]:
     """Model config overrides for `name` on `data` (seq_len and vocab_size are added): its
-    family's configuration for the data, under the defaults the name was registered with
-    (a `register_model("tiny", GPT, GPTConfig, n_layer=2)` keeps its 2 layers)."""
+    family's configuration for the data, less the fields the name was registered with, which
+    create_model then sets as it does for train (a `register_model("tiny", GPT, GPTConfig,
+    n_layer=2)` keeps its 2 layers; one registered with a seq_len still takes the data's)."""
     entry = get_entry(name)
-    return {**family_config(name, entry.family, data), **entry.defaults}
+    own = entry.defaults
+    return {k: v for k, v in family_config(name, entry.family, data).items() if k not in own}
 
 
 def family_config(name: str, family: str, data: Dataset) -> dict[str, Any]:

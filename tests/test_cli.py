@@ -1308,6 +1308,35 @@ WIDE = (  # logits for the start symbol too: L + 1 outputs
 PEEK = (  # the shift forgotten: the logits at d see x_d itself
     PLUGIN.replace("shift_right(x, self.config.vocab_size) * 0", "x").replace('"unigram"', '"peek"')
 )
+LAST = PLUGIN.replace(  # causal but for the last position, which sees itself
+    "return self.logits(shift_right(x, self.config.vocab_size) * 0)  # (B, D, L)",
+    "out = self.logits(shift_right(x, self.config.vocab_size))  # (B, D, L)\n"
+    "        return torch.cat([out[:, :-1], out[:, -1:] + self.logits(x[:, -1:])], dim=1)",
+).replace("from torch import nn", "import torch\nfrom torch import nn")
+NOISY = PLUGIN.replace(  # causal, but dropout left on in eval mode
+    "return self.logits(shift_right(x, self.config.vocab_size) * 0)  # (B, D, L)",
+    "return nn.functional.dropout(self.logits(shift_right(x, self.config.vocab_size)), 0.5)",
+)
+
+
+def test_the_quick_look_finds_a_leak_at_the_last_position_and_names_noise_as_noise():
+    from darm.check import ProtocolError, check_runs
+    from darm.models import registry
+
+    saved = dict(registry._REGISTRY)
+    try:
+        for source, needle in [
+            (LAST, "the logits at position 5 moved by .* the conditional of x_5 sees x_5"),
+            (NOISY, "two forward passes of the same input in eval mode differ"),
+        ]:
+            namespace = {}
+            exec(source.replace('"unigram"', '"probe"'), namespace)
+            model = registry.create_model("probe", vocab_size=3, seq_len=6).eval()
+            with pytest.raises(ProtocolError, match=needle):
+                check_runs(model)
+    finally:
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(saved)
 
 
 def test_a_family_of_ones_own_that_sees_the_future_is_stopped_before_training(

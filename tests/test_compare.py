@@ -593,16 +593,20 @@ def test_a_family_that_cannot_be_continued_keeps_its_row(tmp_path, monkeypatch, 
 
 def test_a_registered_variant_keeps_its_own_defaults(monkeypatch):
     """compare's gpt has 4 layers; a name registered as gpt with n_layer=2 keeps its 2 (with
-    fixed=, it was refused as if the user had asked for 4), and the rest is compare's gpt."""
+    fixed=, it was refused as if the user had asked for 4), and the rest is compare's gpt;
+    a registered seq_len gives way to the data's, as in train."""
     from darm.compare import build_family, default_config
     from darm.models import registry
     from darm.models.gpt import GPT, GPTConfig
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     registry.register_model("tiny", GPT, GPTConfig, "a small gpt", fixed=("n_layer",), n_layer=2)
+    registry.register_model("long", GPT, GPTConfig, "a longer context", seq_len=128)
     data = load_data("names")
-    tiny, gpt = default_config("tiny", data), default_config("gpt", data)
-    assert tiny == {**gpt, "n_layer": 2} and gpt["n_layer"] == 4
-    assert build_family("tiny", data).config.n_layer == 2
-    assert default_config("lstm", data)["cell"] == "lstm"
-    assert default_config("bigram", data) == {"k": 1, "n_hidden": 0}
+    tiny, gpt = build_family("tiny", data).config, build_family("gpt", data).config
+    assert (tiny.n_layer, gpt.n_layer) == (2, 4) and (tiny.n_embd, tiny.dropout) == (64, 0.1)
+    assert build_family("long", data).config.seq_len == data.seq_len  # the data's D wins
+    assert build_family("lstm", data).config.cell == "lstm"
+    bigram = build_family("bigram", data).config
+    assert (bigram.k, bigram.n_hidden) == (1, 0)
+    assert "n_layer" not in default_config("tiny", data)
