@@ -151,9 +151,11 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                     )
                 overrides["num_classes"] = data.num_classes
                 if data.num_classes == 1:  # trains, but as the unconditional model would
+                    folder = Path(data.source.get("path", "")).is_dir()
+                    hint = " (a sub-folder per class makes classes)" if folder else ""
                     say(
                         f"warning: --conditional: {data.name} has 1 class, so the label tells "
-                        f"the model nothing (a folder per class makes classes)",
+                        f"the model nothing{hint}",
                         file=sys.stderr,
                     )
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
@@ -605,8 +607,7 @@ def check_threads(args) -> None:
 def data_stem(spec: str) -> str:
     """A data option's name for a folder: a file's or folder's name without its suffix, the
     folder's own name for `.` or `..` (whose stems are '' and '..'), or a built-in's name."""
-    path = Path(spec)
-    return (path.resolve() if path.exists() else path).stem or "data"
+    return Path(os.path.abspath(spec)).stem or "data"  # abspath: '..' gone, links kept
 
 
 def default_run_dir(args) -> str:

@@ -113,6 +113,23 @@ def test_float_samples_past_full_scale_are_clipped_with_a_warning(tmp_path, caps
     riff_wav(tmp_path / "ok.wav", np.array([0.5, -1.0, 1.0], "<f4"), 3)
     read_wav(tmp_path / "ok.wav")
     assert capsys.readouterr().err == ""
+    # stereo: each sample is clipped before the channels are mixed, as the warning says
+    riff_wav(tmp_path / "st.wav", np.array([3.0, -1.0, 0.5, 0.5], "<f4"), 3)
+    raw = bytearray((tmp_path / "st.wav").read_bytes())
+    raw[22:24], raw[32:34] = (2).to_bytes(2, "little"), (8).to_bytes(2, "little")  # 2 channels
+    (tmp_path / "st.wav").write_bytes(bytes(raw))
+    x, _ = read_wav(tmp_path / "st.wav")
+    assert x.tolist() == [0.0, 0.5]
+
+
+def test_a_data_size_left_unset_by_a_streaming_writer_is_not_called_cut_short(tmp_path, capsys):
+    make_wav(tmp_path / "a.wav", seconds=0.01, rate=1000)
+    raw = bytearray((tmp_path / "a.wav").read_bytes())
+    raw[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # the data chunk's size
+    (tmp_path / "s.wav").write_bytes(bytes(raw))
+    x, _ = read_wav(tmp_path / "s.wav")
+    assert np.array_equal(x, read_wav(tmp_path / "a.wav")[0])
+    assert capsys.readouterr().err == ""
 
 
 def test_24_bit_samples_in_4_byte_containers_read_by_block_align(tmp_path):
@@ -130,6 +147,12 @@ def test_24_bit_samples_in_4_byte_containers_read_by_block_align(tmp_path):
     got, got_rate = read_wav(tmp_path / "w.wav")
     assert got_rate == rate and got.shape == plain.shape
     np.testing.assert_allclose(got, plain, atol=1e-6)
+    # a 16-bit file whose block_align is wrong (4) is still read by its bits, as wave reads it
+    riff_wav(tmp_path / "b.wav", np.rint(plain * 32767).astype("<i2"), 1, rate)
+    raw = bytearray((tmp_path / "b.wav").read_bytes())
+    raw[32:34] = struct.pack("<H", 4)  # block_align
+    (tmp_path / "b.wav").write_bytes(bytes(raw))
+    np.testing.assert_allclose(read_wav(tmp_path / "b.wav")[0], plain, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -1451,3 +1451,5 @@ def test_the_default_run_folder_is_named_after_the_data_folder_even_as_dot(tmp_p
     assert data_stem(".") == "pics" and data_stem("..") == tmp_path.name
     assert data_stem("digits") == "digits" and data_stem("../pics/") == "pics"
     assert data_stem("my.names.txt") == "my.names"  # not there: named as written
+    (tmp_path / "pics" / "mine.txt").symlink_to(tmp_path / "pics" / "other.txt")
+    assert data_stem("mine.txt") == "mine"  # a link is named as the user named it

@@ -103,8 +103,9 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
         peak = np.abs(samples).max()
         print(f"warning: {path}: {loud} of {samples.size} samples lie outside full scale "
               f"[-1, 1] (up to {peak:.3g}); clipped to it", file=sys.stderr)  # fmt: skip
+        samples = np.clip(samples, -1.0, 1.0)  # each sample, before the channels are mixed
     samples = samples[: samples.size - samples.size % channels].reshape(-1, channels)  # (T, C)
-    return np.clip(samples.mean(axis=1), -1.0, 1.0), rate
+    return samples.mean(axis=1), rate
 
 
 UNKNOWN_SIZE = 0xFFFFFFFF  # a data chunk's size left unset by a writer that streamed it
@@ -114,9 +115,10 @@ def read_riff(path: Path) -> tuple[int, int, int, int, bytes, int | None]:
     """(format tag, channels, bytes a sample, rate, sample data, frames its header promises)
     from a WAV's RIFF chunks. Read here rather than by Python's `wave`, which refuses IEEE
     float and WAVE_FORMAT_EXTENSIBLE headers (whose real format is the first two bytes of
-    the sub-format GUID) and sizes samples by their bits alone: a sample is as wide as its
-    frame's share (block_align / channels), 24 bits kept in 4 bytes included, its bits at
-    the top, so reading the whole container scales it right."""
+    the sub-format GUID) and sizes samples by their bits alone: 24-bit PCM samples whose
+    frame gives each 4 bytes (block_align / channels) are read as 32-bit, their bits at the
+    top, so reading the whole container scales them right. The first data chunk counts, as
+    for `wave`."""
     import struct
 
     def refuse(why: str):
@@ -135,16 +137,17 @@ def read_riff(path: Path) -> tuple[int, int, int, int, bytes, int | None]:
     while at + 8 <= len(data):
         chunk, size = data[at : at + 4], struct.unpack("<I", data[at + 4 : at + 8])[0]
         body = data[at + 8 : at + 8 + size]
-        if chunk == b"fmt " and len(body) >= 16:
+        if chunk == b"fmt ":
+            if len(body) < 16:
+                raise refuse("its fmt chunk is cut short")
             tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
             if tag == EXTENSIBLE and len(body) >= 26:
                 tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID's first bytes
             width = (bits + 7) // 8
-            container = block_align // channels if channels else 0
-            if bits > 8 and container > width and container * channels == block_align:
-                width = container  # e.g. 24-bit samples in 4-byte containers
+            if tag == PCM and bits == 24 and block_align == 4 * channels:
+                width = 4  # 24-bit samples kept in 32-bit containers (a plain header's way)
             fmt = tag, channels, width, rate
-        elif chunk == b"data":
+        elif chunk == b"data" and frames is None:
             frames, declared = body, size
         at += 8 + size + size % 2  # chunks are padded to an even length
     if fmt is None or frames is None:
