@@ -64,11 +64,14 @@ def cmd_deps(args) -> None:
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
     if args.data and not same_data(args.data, meta["source"], path.parent):
-        if args.split:  # another file is read whole, as eval reads it
-            raise DarmError(f"{args.data} is read whole: drop --split (it picks the run's own)")
-        data = read_like(args.data, model, meta, whole=True)
+        # another file: read whole, as eval reads it, or split (seeded) when --split asks
+        data = read_like(args.data, model, meta, whole=args.split is None)
         check_fits(data, model, path, meta, scoring=False)
-        split, where, these = data["test"], data.name, f"examples of {data.name}"
+        if args.split is None:
+            split, where, these = data["test"], data.name, f"examples of {data.name}"
+        else:
+            name = f"{data.name}'s {args.split} split"
+            split, where, these = data[args.split], name, f"examples of {name}"
     else:  # the run's own data, found from the checkpoint (or named again)
         data = load_from_source(meta, model.num_dims, path.parent)
         name = args.split or "test"

@@ -296,11 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("checkpoint", help="run folder or checkpoint .json")
     g.add_argument("--pixel", type=parse_pixel, metavar="ROW,COL", help="images: the pixel")
     g.add_argument("-n", type=integer, help="examples to average over (default 16 to 1024, by D)")
-    g.add_argument("--split", choices=SPLITS, help="of the run's own data (default test)")
+    g.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="the split of the examples (default: test; with --data, the whole file)",
+    )
     g.add_argument(
         "--data",
-        help="examples from another file or folder instead, read as the run's data was and "
-        "whole (a run trained on arrays in memory needs a saved copy here)",
+        help="examples from another file or folder instead, read as the run's data was (a run "
+        "trained on arrays in memory needs a saved copy here)",
     )
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     add_force_arg(g, "--out")
