@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
+from darm.config import changed_fields
 from darm.errors import DarmError
 from darm.models import ARModel, get_entry, list_models
 from darm.models.registry import build_model, family_source
@@ -322,13 +323,23 @@ def load_checkpoint(
     """Rebuild the model of a checkpoint and load its weights -> (model, record, json_path).
     The model comes in eval mode (dropout off), ready to score and sample, as a loaded
     network mostly is; `train()` (or model.train()) switches it back for training.
-    overrides: config fields to change that leave the weights as they are (dropout, say),
-    for fine-tuning; a field that changes a weight's shape is refused by the strict load."""
+    overrides: config fields for fine-tuning: FREE_FIELDS (dropout) may change; any other
+    may only repeat its saved value (n_head=8 would load the same weights into another
+    network, so it is refused, as `darm train --init --set` refuses it)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():  # torch's is an AssertionError
         raise DarmError(f"device {device} asked for, but no CUDA device is available")
     path, record = read_record(path)
-    model = model_of_record(record, path, overrides)
+    overrides = overrides or {}
+    free = {k: v for k, v in overrides.items() if k in FREE_FIELDS}
+    model = model_of_record(record, path, free)
+    if changed := changed_fields(model.config, overrides, "override"):
+        k = changed[0]
+        raise DarmError(
+            f"{path}: overrides {k}={overrides[k]!r} would load its weights into another "
+            f"network (it has {k}={getattr(model.config, k)!r}); only "
+            f"{', '.join(FREE_FIELDS)} may change"
+        )
     tag = path.name.removesuffix(".json")
     state = _load_tensors(
         path.with_name(f"{tag}.safetensors"), record["sha256"].get("weights"), "weights"
@@ -344,6 +355,9 @@ def load_checkpoint(
         "weights": record["sha256"].get("weights"),
     }
     return model.to(device).eval(), record, path
+
+
+FREE_FIELDS = ("dropout",)  # regularisation: the loaded network computes what it did
 
 
 def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None = None):

@@ -113,3 +113,12 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
             raise DarmError(f"expected KEY=VALUE, got {item!r}")
         out[key.strip().replace("-", "_")] = value.strip()
     return out
+
+
+def changed_fields(config, settings: dict, what: str) -> list[str]:
+    """The fields of `settings` that change `config` (a dataclass), compared as typed values:
+    "dropout=0.10" is a run's 0.1, and repeating a saved value changes nothing."""
+    if not settings:
+        return []
+    asked = build_config(type(config), {**dataclasses.asdict(config), **settings}, what)
+    return [k for k in settings if getattr(asked, k) != getattr(config, k)]

@@ -9,15 +9,15 @@ import os
 import shlex
 import signal
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from darm import distributed
 from darm.budget import plan_run
-from darm.checkpoint import check_writable, load_checkpoint, read_record
-from darm.config import build_config, parse_assignments
+from darm.checkpoint import FREE_FIELDS, check_writable, load_checkpoint, read_record
+from darm.config import build_config, changed_fields, parse_assignments
 from darm.data import (
     BLOCKED,
     BUILTIN,
@@ -289,10 +289,10 @@ def init_from(args, device):
     data is the checkpoint's own unless --data names other data, which is then read as the
     checkpoint's was (`read_like`); --set may change dropout (other fields only repeat theirs)."""
     overrides = parse_assignments(args.set or [])
-    kept = {k: v for k, v in overrides.items() if k in INIT_FIELDS}
+    kept = {k: v for k, v in overrides.items() if k in FREE_FIELDS}
     model, record, path = load_checkpoint(args.init, device, kept)
     model_name = record["model"]
-    check_init_keeps(model, {k: v for k, v in overrides.items() if k not in INIT_FIELDS})
+    check_init_keeps(model, {k: v for k, v in overrides.items() if k not in FREE_FIELDS})
     if args.model and args.model != model_name:
         raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
     meta = record["data"]
@@ -305,18 +305,6 @@ def init_from(args, device):
     return model.to(device), model_name, data, path, record["step"]
 
 
-INIT_FIELDS = ("dropout",)  # regularisation: the loaded network computes what it did
-
-
-def changed_fields(config, settings: dict, what: str) -> list[str]:
-    """The --set fields that change `config` (a dataclass), compared as typed values:
-    "--set dropout=0.10" is a run's 0.1, and repeating a saved value changes nothing."""
-    if not settings:
-        return []
-    asked = build_config(type(config), {**asdict(config), **settings}, what)
-    return [k for k in settings if getattr(asked, k) != getattr(config, k)]
-
-
 def check_init_keeps(model, settings: dict) -> None:
     """--init --set may repeat a field's saved value, not change it: n_head, a dilation cycle
     or k would load the same weights into another network (or fail to fit them)."""
@@ -325,7 +313,7 @@ def check_init_keeps(model, settings: dict) -> None:
         k = changed[0]
         raise DarmError(
             f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
-            f"(it has {k}={getattr(config, k)}); only {', '.join(INIT_FIELDS)} may change"
+            f"(it has {k}={getattr(config, k)}); only {', '.join(FREE_FIELDS)} may change"
         )
 
 

@@ -481,6 +481,14 @@ def test_a_checkpoint_fine_tuned_from_python_records_where_it_began(tmp_path):
     train(model, "gpt", data, TrainConfig(steps=2, batch_size=4), tmp_path / "a", progress=False)
     loaded, record, path = load_checkpoint(tmp_path / "a", overrides={"dropout": "0.25"})
     assert loaded.config.dropout == record["config"]["dropout"] == 0.25
+    # a field of the network itself may only repeat its value, as --init --set allows
+    with pytest.raises(
+        DarmError,
+        match=r"overrides n_head=1 would load its weights into "
+        r"another network \(it has n_head=2\); only dropout may change",
+    ):
+        load_checkpoint(tmp_path / "a", overrides={"n_head": 1})
+    assert load_checkpoint(tmp_path / "a", overrides={"n_head": "2"})[0].config.n_head == 2
     train(loaded, "gpt", data, TrainConfig(steps=1, batch_size=4), tmp_path / "b", progress=False)
     init = read_record(tmp_path / "b" / "last.json")[1]["init"]
     assert init == {"path": str(path.resolve()), "step": 2, "weights": record["sha256"]["weights"]}
