@@ -231,6 +231,10 @@ def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: st
     """A prompt longer than the samples would be: refused naming the way on (--length) where
     the model has one, else the model's limit."""
     D = length or default_length(model, meta, kept)
+    if length is not None and length == kept:
+        raise DarmError(
+            f"--length {length} leaves nothing to draw after the {kept} symbols of {flag}"
+        )
     if kept <= D:
         return
     if length is not None:

@@ -343,3 +343,15 @@ def test_class_columns_are_whole_rounds_nearest_square():
 
     cases = {(64, 2): 8, (50, 7): 7, (10, 3): 3, (20, 4): 4, (300, 10): 20, (16, 1): 4}
     assert {k: class_columns(*k) for k in cases} == cases
+
+
+def test_a_length_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
+    (tmp_path / "names.txt").write_text("anna\nbob\ncarla\ndan\nemma\nfinn\ngus\nhal\n")
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "names.txt"), *TINY_MARKOV, "--steps", "1",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    code = main(["complete", str(out), "--input", "anna", "--length", "4"])
+    one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 symbols kept")
+    code = main(["sample", str(out), "--prompt", "anna", "--length", "4"])
+    one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 symbols of")

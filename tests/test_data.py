@@ -239,7 +239,7 @@ def test_vocabulary_rejects_unknown_symbols():
     with pytest.raises(DarmError, match="'z' \\(position 2\\) is not in the vocabulary"):
         v.encode("az")
     with pytest.raises(DarmError, match=r"^f.txt: symbol 'z' \(line 2, column 3\) is not in the "
-                       r"vocabulary of 4 symbols: 'abc' and the end of a line$"):  # fmt: skip
+                       r"vocabulary of 4 symbols: 'abc' and newline$"):  # fmt: skip
         v.encode("ab\nabz", "f.txt")
 
 
@@ -293,3 +293,12 @@ def test_uint8_pictures_and_labels_under_another_key_get_a_hint(tmp_path, capsys
     np.savez(tmp_path / "xl.npz", x=np.zeros((20, 5), int), labels=np.zeros(20, int))
     assert main(["train", "--data", str(tmp_path / "xl.npz"), "--conditional"]) == 1
     assert "has none (an .npz holds them under the key y, or y_train" in capsys.readouterr().err
+
+
+def test_a_backslash_n_typed_in_a_shell_is_explained():
+    from darm.data.vocab import Vocabulary
+
+    v = Vocabulary(["\n", "a", "b"])
+    with pytest.raises(DarmError, match=r"symbol '\\' \(position 2\) is not in the vocabulary "
+                       r"of 3 symbols: 'ab' and newline \(a shell passes \\n as two"):  # fmt: skip
+        v.encode("a\\nb", "--prompt")

@@ -117,9 +117,13 @@ def check_sampling_args(args) -> None:
 
 
 def add_sampling_args(p: argparse.ArgumentParser, out_stem: str) -> None:
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 sharpens")
-    p.add_argument("--top-k", type=integer, help="keep the k most likely symbols")
-    p.add_argument("--top-p", type=float, help="keep the smallest set of mass >= p")
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="> 0; below 1 sharpens (default 1)"
+    )
+    p.add_argument("--top-k", type=integer, help="keep the k most likely symbols (default: all)")
+    p.add_argument(
+        "--top-p", type=float, help="keep the smallest set of mass >= p (default: all, p = 1)"
+    )
     p.add_argument("--seed", type=parse_seed, default=0, help="seed of the draws (default 0)")
     p.add_argument(
         "--label",

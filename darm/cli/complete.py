@@ -104,6 +104,10 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
     kept = max(map(len, known.prefixes))
     if args.length is not None and args.length < kept:
         raise DarmError(f"--length {args.length} is shorter than the {kept} dimensions kept")
+    if args.length is not None and args.length <= min(map(len, known.prefixes)):
+        raise DarmError(
+            f"--length {args.length} leaves nothing to draw after the {kept} symbols kept"
+        )
     if args.input and not meta.get("image_shape"):
         check_prompt_fits(model, meta, kept, args.length, "--input")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)

@@ -42,9 +42,13 @@ class Vocabulary:
             return [self.index[c] for c in text]
         except KeyError as e:
             c = e.args[0]
+            shown = f"'{c}'" if c.isprintable() and c != "'" else repr(c)  # '\', not '\\'
+            # "\n" typed in a shell arrives as a backslash and an n
+            escaped = c == "\\" and any(f"\\{k}" in text for k in "nt")
+            hint = " (a shell passes \\n as two characters: $'...' makes it one)" * escaped
             raise DarmError(
-                f"{where}{': ' if where else ''}symbol {c!r} {place(text, text.index(c))}is not "
-                f"in the vocabulary of {len(self)} symbols{self.listed()}"
+                f"{where}{': ' if where else ''}symbol {shown} {place(text, text.index(c))}is "
+                f"not in the vocabulary of {len(self)} symbols{self.listed()}{hint}"
             ) from None
 
     def listed(self, most: int = 100) -> str:
@@ -52,7 +56,7 @@ class Vocabulary:
         if len(self) > most:
             return ""
         return f": {''.join(s for s in self.symbols if s != EOS)!r}" + (
-            " and the end of a line" if EOS in self.index else ""
+            " and newline" if EOS in self.index else ""
         )
 
     def decode(self, ids: Iterable[int], stop: int | None = None) -> str:
