@@ -62,6 +62,13 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     (other / "loss.png").unlink(missing_ok=True)
     assert main(["plot", str(other / "log.csv")]) == 0  # one run named by its log
     assert (other / "loss.png").exists()
+    # a folder of runs (a comparison's families) stands for the runs in it
+    for name in ("a", "b"):
+        (tmp_path / "many" / name).mkdir(parents=True)
+        (tmp_path / "many" / name / "log.csv").write_text((run / "log.csv").read_text())
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "many")]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'many' / 'loss.png'}"
 
 
 def test_plot_and_runs_refuse_a_run_named_twice_or_an_empty_folder(run, capsys):
@@ -72,7 +79,7 @@ def test_plot_and_runs_refuse_a_run_named_twice_or_an_empty_folder(run, capsys):
 @pytest.mark.parametrize(
     "log, needle",
     [
-        (None, "has no log.csv: give run folders of `darm train`"),
+        (None, "has no log.csv, nor runs in its sub-folders: give run folders of `darm train`"),
         ("missing", "does not exist"),
         ("step,lr\n", "is not a darm log.csv: no rows"),
         ("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n1,x,2,3,4,5\n",

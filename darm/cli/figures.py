@@ -26,15 +26,28 @@ def parse_pixel(text: str) -> tuple[int, int]:
     return r, c
 
 
+def runs_named(paths) -> list[Path]:
+    """The runs a list of paths names: a folder without a log.csv of its own stands for the
+    runs in its sub-folders (a comparison's families, a folder of runs), in name order."""
+    runs = []
+    for path in paths:
+        inner = [] if (path / "log.csv").exists() else sorted(path.glob("*/log.csv"))
+        runs += [log.parent for log in inner] if path.is_dir() and inner else [path]
+    return runs
+
+
 def cmd_plot(args) -> None:
     """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
     curves = {}
-    for run in map(Path, args.runs):
+    for run in runs_named(map(Path, args.runs)):
         log = run / "log.csv" if run.is_dir() else run
         if not run.exists():
             raise DarmError(f"{run} does not exist")
         if not log.is_file():
-            raise DarmError(f"{run} has no log.csv: give run folders of `darm train`")
+            raise DarmError(
+                f"{run} has no log.csv, nor runs in its sub-folders: give run folders of "
+                f"`darm train`, or a folder of them such as darm compare's"
+            )
         try:
             columns = read_log(log)
         except (OSError, ValueError, csv.Error) as e:
