@@ -773,7 +773,8 @@ def test_an_integer_option_past_any_size_is_refused_by_name(argv, capsys):
     one_line_error(capsys, main(argv), 2, f"argument {flag}: must be at most 2,147,483,647 in")
 
 
-def test_bad_training_options_are_refused_before_any_work(capsys):
+def test_bad_training_options_are_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder is under runs/ here, not the repository
     one_line_error(capsys, main(["train", "--steps", "0"]), 1, "--steps must be >= 1")
     assert capsys.readouterr().out == ""  # no data read, no model built
     # a negative value argparse would take for an option: refused by its own check instead
