@@ -282,8 +282,10 @@ def test_evaluate_names_the_shape_before_a_label(tmp_path):
         evaluate(model, data["test"])
 
 
-def test_uint8_pictures_and_labels_under_another_key_get_a_hint(tmp_path, capsys):
+def test_uint8_pictures_and_labels_under_another_key_get_a_hint(tmp_path, capsys, monkeypatch):
     from darm.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the refused runs' default folders: not in the repository
 
     np.save(tmp_path / "u8.npy", np.full((20, 4, 4), 200, dtype=np.uint8))
     assert main(["train", "--data", str(tmp_path / "u8.npy"), "--levels", "4"]) == 1

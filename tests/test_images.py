@@ -404,7 +404,8 @@ def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
     assert "is inside the data folder" in capsys.readouterr().err
 
 
-def test_eval_scores_one_picture_file(tmp_path, capsys):
+def test_eval_scores_one_picture_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the refused train's default run folder: not in the repository
     from darm.complete import read_images
 
     _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
