@@ -333,8 +333,7 @@ def load_checkpoint(
     overrides = overrides or {}
     free = {k: v for k, v in overrides.items() if k in FREE_FIELDS}
     model = model_of_record(record, path, free)
-    if changed := changed_fields(model.config, overrides, "override"):
-        k = changed[0]
+    if k := network_change(model.config, overrides):
         raise DarmError(
             f"{path}: overrides {k}={overrides[k]!r} would load its weights into another "
             f"network (it has {k}={getattr(model.config, k)!r}); only "
@@ -358,6 +357,15 @@ def load_checkpoint(
 
 
 FREE_FIELDS = ("dropout",)  # regularisation: the loaded network computes what it did
+
+
+def network_change(config, settings: dict, what: str = "override") -> str | None:
+    """The first of `settings` outside FREE_FIELDS that changes the network `config`
+    describes (compared as typed values: n_head="4" repeats 4), or None. what: how a bad
+    value is named (--set)."""
+    others = {k: v for k, v in settings.items() if k not in FREE_FIELDS}
+    changed = changed_fields(config, others, what)
+    return changed[0] if changed else None
 
 
 def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None = None):

@@ -16,7 +16,13 @@ import torch
 
 from darm import distributed
 from darm.budget import plan_run
-from darm.checkpoint import FREE_FIELDS, check_writable, load_checkpoint, read_record
+from darm.checkpoint import (
+    FREE_FIELDS,
+    check_writable,
+    load_checkpoint,
+    network_change,
+    read_record,
+)
 from darm.config import build_config, changed_fields, parse_assignments
 from darm.data import (
     BLOCKED,
@@ -292,7 +298,7 @@ def init_from(args, device):
     kept = {k: v for k, v in overrides.items() if k in FREE_FIELDS}
     model, record, path = load_checkpoint(args.init, device, kept)
     model_name = record["model"]
-    check_init_keeps(model, {k: v for k, v in overrides.items() if k not in FREE_FIELDS})
+    check_init_keeps(model, overrides)
     if args.model and args.model != model_name:
         raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
     meta = record["data"]
@@ -309,8 +315,7 @@ def check_init_keeps(model, settings: dict) -> None:
     """--init --set may repeat a field's saved value, not change it: n_head, a dilation cycle
     or k would load the same weights into another network (or fail to fit them)."""
     config = model.config
-    if changed := changed_fields(config, settings, "--set"):
-        k = changed[0]
+    if k := network_change(config, settings, "--set"):
         raise DarmError(
             f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
             f"(it has {k}={getattr(config, k)}); only {', '.join(FREE_FIELDS)} may change"
