@@ -23,14 +23,15 @@ LOCK_NAME = ".darm.lock"  # hidden: `darm runs` and image folders pass over it
 def folder_lock(folder: Path, held: bool = True, what: str = "run folder") -> Iterator[None]:
     """Hold an exclusive lock on `folder` (made if need be) while inside, or refuse at once
     if another process holds it. The lock goes with the process, however it ends; the lock
-    file goes on release, and a folder this made and left empty goes with it, so a command
+    file goes on release, and folders this made and left empty go with it, so a command
     refused later leaves nothing behind. held=False: nothing (torchrun's ranks other than
     0, which write nothing)."""
     if not held or fcntl is None:
         yield
         return
     folder = Path(folder)
-    made = not folder.exists()
+    # the folders this makes, deepest first: runs/ as well as runs/names-gru
+    made = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file in the way, a read-only parent
@@ -45,9 +46,9 @@ def folder_lock(folder: Path, held: bool = True, what: str = "run folder") -> It
     finally:
         path.unlink(missing_ok=True)  # while still held: a waiting opener fails, a new one
         os.close(fd)  # makes a new file (and releases the lock)
-        if made:
-            with contextlib.suppress(OSError):  # (not empty: kept)
-                folder.rmdir()
+        with contextlib.suppress(OSError):  # (the first one not empty is kept, and above it)
+            for made_folder in made:
+                made_folder.rmdir()
 
 
 def take(path: Path, folder: Path) -> int | None:

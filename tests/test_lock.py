@@ -84,6 +84,14 @@ def test_a_lock_is_released_and_a_folder_it_made_for_nothing_removed(tmp_path):
     with pytest.raises(KeyError), folder_lock(tmp_path / "failed"):
         raise KeyError  # a command that fails inside leaves no empty folder either
     assert not (tmp_path / "failed").exists()
+    with pytest.raises(KeyError), folder_lock(tmp_path / "runs" / "names-gru"):
+        raise KeyError  # nor the runs/ it made to hold the run
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "other").mkdir()
+    with folder_lock(tmp_path / "runs" / "a" / "b"):
+        pass
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["other"]  # runs/ kept: not empty
 
 
 def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch, capsys):
