@@ -376,9 +376,14 @@ def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None =
         raise DarmError(f"{path}: config must be a JSON object")
     if record["model"] not in list_models() and isinstance(record.get("family_from"), str):
         source = record["family_from"]  # a family of the user's own, not imported this time
+        if source == "__main__":
+            raise DarmError(
+                f"unknown model {record['model']!r}: its family was defined in a script or "
+                f"notebook; run that definition (its register_model) first"
+            )
         raise DarmError(
             f"unknown model {record['model']!r}: its family came from {source}; import it "
-            f"first (darm --import {shlex.quote(source)} ...)"
+            f"first (in Python, or darm --import {shlex.quote(source)} ...)"
         )
     try:
         # a config saved before a rule was added may break it harmlessly: the family says how

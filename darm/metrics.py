@@ -106,10 +106,16 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if not hasattr(split, "iter_batches"):
+        hint = "one of its splits" if hasattr(split, "splits") else "a tensor of examples: log_prob"
         raise TypeError(f"split must be a darm.data split, e.g. data['test'], got "
-                        f"{type(split).__name__} (a tensor of examples: log_prob)")  # fmt: skip
+                        f"{type(split).__name__} ({hint})")  # fmt: skip
     if len(split) == 0:
         raise ValueError("the split is empty: there is nothing to score")
+    if model.num_classes and getattr(split, "y", 0) is None:
+        raise ValueError(
+            f"this model is conditional on {model.num_classes} classes and the split has no "
+            f"labels: score labelled data, or log_prob(model, x, cond=labels)"
+        )
     nats = []  # per batch, on the device: read once at the end
     device = model.device
     bar = tqdm(total=len(split), desc="scoring", unit="ex", leave=False, dynamic_ncols=True,

@@ -107,6 +107,15 @@ def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
             f"model_name {model_name!r} is a {entry.model_cls.__qualname__}, but the model is "
             f"a {type(model).__qualname__}: its checkpoint could not be loaded"
         )
+    config = getattr(model, "config", None)
+    changed = [k for k in entry.fixed if getattr(config, k, entry.defaults[k]) != entry.defaults[k]]
+    if changed:  # a "bigram" with k=3 would be listed and reloaded as a bigram
+        kept = ", ".join(f"{k}={entry.defaults[k]!r}" for k in entry.fixed)
+        has = ", ".join(f"{k}={getattr(config, k)!r}" for k in changed)
+        raise DarmError(
+            f"model_name {model_name!r} is {entry.family} with {kept}, but the model has {has}: "
+            f"name it {entry.family!r}"
+        )
     if data.vocab_size > model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(
             f"{data.name} has L={data.vocab_size}, D={data.seq_len}; the model takes "
@@ -161,7 +170,8 @@ def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
         "num_classes": data.num_classes,
         "class_names": data.class_names,
         "notes": data.notes,
-        "digest": digest(data) if "path" in source else None,  # a file may change; built-ins not
+        # a file may change, and a built-in's splits may be cut down in Python before train()
+        "digest": digest(data),
     }
 
 
@@ -233,6 +243,8 @@ def train(
 
     Writes run_dir/{last,best}.{json,safetensors,optim.safetensors} and run_dir/log.csv
     (under torchrun, rank 0 alone writes and shows progress; the other ranks compute).
+    progress: the bar, on a terminal; a line at each evaluation is printed either way
+    (`contextlib.redirect_stdout` silences it in a sweep).
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
     this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)

@@ -296,6 +296,28 @@ def test_a_data_file_edited_after_training_is_noticed(tmp_path, capsys):
     one_line_error(capsys, code, needle="has changed since the run read it; --init starts")
 
 
+def test_a_builtin_cut_down_in_python_is_not_resumed_on_all_of_it(tmp_path, capsys):
+    from darm import load_checkpoint
+    from darm.train import train
+    from darm.train_config import TrainConfig
+
+    data = load_data("digits")
+    data.splits["train"] = data["train"].subset(0, 100)  # the user's own smaller run
+    model = create_model("markov", data, k=1, n_hidden=0)
+    out = tmp_path / "r"
+    cfg = TrainConfig(steps=2, batch_size=8, eval_every=2)
+    train(model, "markov", data, cfg, out, progress=False)
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert "other examples than the built-in 'digits'" in capsys.readouterr().err
+    code = main(["train", "--out", str(out), "--resume", "--steps", "4"])
+    one_line_error(capsys, code, needle="resume it in Python with the same Dataset")
+    # in Python, with the same Dataset, it resumes
+    model, record, path = load_checkpoint(out / "last.json")
+    cfg = TrainConfig(steps=4, batch_size=8, eval_every=2)
+    assert train(model, "markov", data, cfg, out, (path, record), progress=False)["step"] == 4
+
+
 def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
     """A new run (step 0, fresh schedule) from the best weights, dropout changed; with the
     learning rate at zero the weights stay exactly the checkpoint's."""
@@ -1205,6 +1227,41 @@ register_model("unigram", Unigram, UnigramConfig, "p(x_d): one table row")
 """
 
 
+def test_a_family_defined_in_a_script_is_looked_at_and_named_when_missing(tmp_path, capsys):
+    """A family registered in a script (`__main__`) gets the quick look before training (a
+    forgotten shift is refused), and its runs say where it was defined when it is missing."""
+    script = (
+        PLUGIN
+        + f"""
+import sys
+from darm import create_model
+from darm.data import load_data
+from darm.errors import DarmError
+from darm.train import TrainConfig, train
+
+class Peeking(Unigram):  # reads x_d itself: not causal
+    def forward(self, x, cond=None):
+        return self.logits(x)
+
+register_model("peeking", Peeking, UnigramConfig, "sees x_d")
+data = load_data("names")
+cfg = TrainConfig(steps=1, batch_size=4)
+try:
+    train(create_model("peeking", data), "peeking", data, cfg, {str(tmp_path / "p")!r})
+except DarmError as e:
+    print("refused:", e)
+train(create_model("unigram", data), "unigram", data, cfg, {str(tmp_path / "u")!r},
+      progress=False)
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "refused: peeking: the logits at position 0 moved" in done.stdout, done.stdout
+    err = one_line_error(capsys, main(["eval", str(tmp_path / "u")]), 1, "unknown model")
+    assert "its family was defined in a script or notebook; run that definition" in err
+
+
 def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, monkeypatch):
     from darm.models import registry
 
@@ -1232,7 +1289,7 @@ def test_a_family_of_ones_own_is_imported_by_the_command_line(tmp_path, capsys, 
         if getattr(module, "__file__", None) == str(plugin.resolve()):
             monkeypatch.delitem(sys.modules, name)
     err = one_line_error(capsys, main(["eval", out]), 1, "unknown model 'unigram'")
-    assert f"its family came from {plugin.resolve()}; import it first" in err
+    assert f"its family came from {plugin.resolve()}; import it first (in Python, or" in err
     # an unknown family is named before the folder it would train into
     one_line_error(capsys, main(argv), 1, "unknown model 'unigram'")
     assert main(["eval", out, "--import", str(plugin), "--json"]) == 0  # after the command too

@@ -292,6 +292,8 @@ def test_uint8_pictures_and_labels_under_another_key_get_a_hint(tmp_path, capsys
     assert "(uint8 pictures? --format images bins 0..255 into the levels)" in (
         capsys.readouterr().err
     )
+    with pytest.raises(DarmError, match=r"pictures\? darm.data.images.quantise\(x, levels\)"):
+        from_arrays(np.full((20, 4, 4), 200, dtype=np.uint8), levels=4)  # in Python's terms
     np.savez(tmp_path / "xl.npz", x=np.zeros((20, 5), int), labels=np.zeros(20, int))
     assert main(["train", "--data", str(tmp_path / "xl.npz"), "--conditional"]) == 1
     assert "has none (an .npz holds them under the key y, or y_train" in capsys.readouterr().err

@@ -112,6 +112,11 @@ def test_steps_out_of_order_are_refused(model_name):
             model.step(None, cache)
         with pytest.raises(ValueError, match="fresh cache"):
             model.prefill(x[:, None], cache)
+        # one symbol per sequence of the cache: not (B, 1), not another batch's
+        for wrong in (x[:, None], torch.zeros(3, dtype=torch.long)):
+            with pytest.raises(ValueError, match=r"cache's 2 sequences, shape \(2,\), got"):
+                model.step(wrong, cache)
+        model.step(x, cache)  # and the cache is still usable
 
 
 @pytest.mark.parametrize("conditional", [False, True])

@@ -338,6 +338,25 @@ def test_evaluate_names_data_the_model_cannot_read():
         evaluate(tiny_model("gru", seq_len=16), names["test"])  # goes on past D, but L = 5
     with pytest.raises(TypeError, match="split must be a darm.data split"):
         evaluate(tiny_model("gpt"), torch.zeros(2, 7, dtype=torch.long))
+    with pytest.raises(TypeError, match="got Dataset \\(one of its splits\\)"):
+        evaluate(tiny_model("gpt"), names)
+    conditional = tiny_model("gru", vocab_size=27, seq_len=16, num_classes=3)
+    with pytest.raises(ValueError, match="conditional on 3 classes and the split has no labels"):
+        evaluate(conditional, names["test"])
+
+
+def test_log_prob_refuses_a_mask_that_is_not_zeros_and_ones_and_an_empty_x():
+    model = tiny_model("gru")
+    x = torch.zeros(2, 7, dtype=torch.long)
+    kept = torch.ones(2, 7)
+    kept[:, 4:] = 0
+    assert torch.equal(log_prob(model, x, mask=kept), log_prob(model, x, mask=kept.bool()))
+    for weights in (2 * kept, -kept):  # would count a position twice, or subtract it
+        with pytest.raises(ValueError, match="mask must be bool, or 0 \\(padding\\) and 1"):
+            log_prob(model, x, mask=weights)
+    for name in ("gru", "markov"):  # alike, whether the family's forward could take it or not
+        with pytest.raises(ValueError, match="x holds no symbols to score, shape \\(2, 0\\)"):
+            log_prob(tiny_model(name), x[:, :0])
 
 
 def test_darm_errors_are_value_errors():

@@ -16,7 +16,7 @@ from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate
-from darm.train import train
+from darm.train import data_meta, train
 from darm.train_config import TrainConfig, check_config, learning_rate
 from tests.conftest import Terminal, tiny_model
 
@@ -505,7 +505,10 @@ def test_a_run_saved_before_its_names_fields_were_fixed_still_loads(tmp_path):
     the LSTM it holds), though create_model("gru", cell="lstm") is refused now."""
     data = load_data("digits")
     lstm = darm.create_model("rnn", data, cell="lstm", n_embd=4, n_hidden=8)
-    train(lstm, "gru", data, TrainConfig(steps=1, batch_size=4), tmp_path, progress=False)
+    with pytest.raises(DarmError, match="'gru' is rnn with cell='gru', but the model has "
+                       "cell='lstm': name it 'rnn'"):  # fmt: skip
+        train(lstm, "gru", data, TrainConfig(steps=1, batch_size=4), tmp_path, progress=False)
+    save_checkpoint(tmp_path, "best", lstm, "gru", {"step": 1, "data": data_meta(data)})
     loaded, record, _ = load_checkpoint(tmp_path)
     assert record["model"] == "gru" and loaded.config.cell == "lstm"
     x = data["test"].x[:2]

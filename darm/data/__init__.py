@@ -147,9 +147,14 @@ def load_from_source(
     data = _reload(source, saved_vocab(meta), seq_len, image_channels(meta))
     data = relabel_by_name(data, meta.get("class_names"))
     if meta.get("digest") and digest(data) != meta["digest"]:
-        what = f"{source['path']} has changed since the run read it"
+        if "path" in source:
+            what = f"{source['path']} has changed since the run read it"
+            way = "--init starts a new run on it from these weights"
+        else:  # a built-in whose splits were cut down (or replaced) in Python before train()
+            what = f"the run trained on other examples than the built-in {source['name']!r} holds"
+            way = "resume it in Python with the same Dataset, or --init a new run from its weights"
         if changed == "refuse":  # the run would go on over other splits
-            raise DarmError(f"{what}; --init starts a new run on it from these weights")
+            raise DarmError(f"{what}; {way}")
         print(
             f"warning: {what}: its splits differ, so test may hold examples the model trained on",
             file=sys.stderr,

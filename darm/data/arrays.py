@@ -18,8 +18,16 @@ NPZ_SPLIT_KEYS = {"train": "x_train", "valid": "x_valid", "test": "x_test"}
 MAX_LEVELS = 2**24
 
 
-def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
-    """Validate an (N, D...) integer array; return the number of levels L."""
+# uint8 pictures read as symbols: quantising them to the levels is what the images format does
+PICTURES_HINT = {
+    "file": "--format images bins 0..255 into the levels",
+    "memory": "darm.data.images.quantise(x, levels) bins 0..255 into the levels",
+}
+
+
+def _check_array(a: np.ndarray, what: str, levels: int | None, read: str = "file") -> int:
+    """Validate an (N, D...) integer array; return the number of levels L. read: "file" or
+    "memory" (from_arrays), for a hint in the reader's own terms."""
     if a.dtype.kind not in "iub":  # signed, unsigned, bool; not float, timedelta, object
         raise DarmError(f"{what} must hold integers, got dtype {a.dtype}")
     if not 2 <= a.ndim <= 4:
@@ -34,8 +42,7 @@ def _check_array(a: np.ndarray, what: str, levels: int | None) -> int:
     if lo < 0:
         raise DarmError(f"{what} has negative values (min {lo}); symbols must be 0..L-1")
     if levels is not None and hi >= levels:
-        # uint8 pictures read as symbols: quantising them to the levels is the images format
-        pictures = " (uint8 pictures? --format images bins 0..255 into the levels)"
+        pictures = f" (uint8 pictures? {PICTURES_HINT[read]})"
         hint = pictures if a.dtype == np.uint8 and 2 < a.ndim and levels < 256 else ""
         raise DarmError(f"{what} has value {hi}, outside the {levels} levels 0..{levels - 1}{hint}")
     if hi >= MAX_LEVELS:
@@ -173,7 +180,8 @@ def keyed_dataset(
         xs = {s: transform(xs[s], what[s]) for s in SPLITS}
     # scored whole, train and valid are empty on purpose; otherwise every split must hold rows
     checked = [s for s in SPLITS if len(xs[s])] if whole else SPLITS
-    L = max(_check_array(xs[s], what[s], levels) for s in checked)
+    read = "memory" if source.get("format") == "memory" else "file"
+    L = max(_check_array(xs[s], what[s], levels, read) for s in checked)
     event = {xs[s].shape[1:] for s in SPLITS}
     if len(event) != 1:
         raise DarmError(f"{where}: splits have different example shapes {sorted(event)}")

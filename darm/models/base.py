@@ -41,6 +41,7 @@ class PrefixCache:
     """Fallback cache: the tokens seen so far. x: (B, D) long, t: how many are filled."""
 
     def __init__(self, batch_size: int, num_dims: int, device: torch.device):
+        self.batch_size = batch_size
         self.x = torch.zeros(batch_size, num_dims, dtype=torch.long, device=device)
         self.t = 0
 
@@ -158,6 +159,8 @@ def check_shape(model: ARModel, x: torch.Tensor, mask: torch.Tensor | None = Non
     forward takes prefixes any length up to D. mask, if given, shaped as x."""
     if x.dim() < 2:
         raise ValueError(f"x must be a batch of examples, (B, D), got shape {tuple(x.shape)}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x holds no symbols to score, shape {tuple(x.shape)}")
     event, D = tuple(model.event_shape), model.num_dims
     if x.dim() == 2 and (model.max_dims is None or (model.takes_prefixes and x.shape[1] < D)):
         pass  # a sequence of any length, or a gpt's prefix
@@ -177,6 +180,9 @@ def check_shape(model: ARModel, x: torch.Tensor, mask: torch.Tensor | None = Non
             fits = False
         if not fits:
             raise ValueError(f"mask must be shaped as x, {tuple(x.shape)}, got {tuple(mask.shape)}")
+        # it multiplies each position's nats: a 2 would count one twice, a -1 subtract it
+        if mask.dtype != torch.bool and ((mask != 0) & (mask != 1)).any():
+            raise ValueError("mask must be bool, or 0 (padding) and 1 (scored)")
 
 
 @contextlib.contextmanager
@@ -220,6 +226,13 @@ def check_step(x_prev: torch.Tensor | None, cache: Any) -> None:
     if (x_prev is None) != (cache.t == 0):
         given = "None" if x_prev is None else "a symbol"
         raise ValueError(f"step got {given} at t = {cache.t}: None first, then the previous symbol")
+    # shapes only (no look at the values: that would wait for the device at every step)
+    B = getattr(cache, "batch_size", None)  # (a cache of one's own may not say)
+    if x_prev is not None and B is not None and x_prev.shape != (B,):
+        raise ValueError(
+            f"step takes the previous symbol of each of the cache's {B} sequences, shape "
+            f"({B},), got {tuple(x_prev.shape)}"
+        )
 
 
 def check_fresh(cache: Any) -> None:

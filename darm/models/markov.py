@@ -59,6 +59,7 @@ class MarkovWindow:
     """Cache: the last k inputs. window: (B, k) long, oldest first."""
 
     def __init__(self, batch_size: int, k: int, start: int, device: torch.device):
+        self.batch_size = batch_size
         self.start = start
         self.window = torch.full((batch_size, k), start, dtype=torch.long, device=device)
         self.t = 0

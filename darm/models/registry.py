@@ -78,10 +78,10 @@ _FILES: dict[str, str] = {}  # module name -> the .py file `--import` read it fr
 
 def family_source(cls: type) -> str | None:
     """How to import a family of one's own again, kept with a run for the hint when that
-    family is not registered: the file `--import` read, else the module's name; None for
-    darm's own and for classes defined in a script or notebook (`__main__`)."""
+    family is not registered: the file `--import` read, else the module's name ("__main__"
+    for a class defined in a script or notebook); None for darm's own."""
     module = cls.__module__
-    if module.split(".")[0] == "darm" or module == "__main__":
+    if module.split(".")[0] == "darm":
         return None
     return _FILES.get(module, module)
 
