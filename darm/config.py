@@ -24,11 +24,18 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner[0])
     if origin is tuple:
+        given = value
         if isinstance(value, str):  # 1,2,4 or (1, 2, 4) as `darm models -v` prints it, or 1 2 4
             value = value.strip().strip("()[]").replace(",", " ").split()
         if not isinstance(value, (list, tuple)):
             raise DarmError(f"{name} must be a comma-separated list, got {value!r}")
-        return tuple(_coerce(name, v, args[0]) for v in value)
+        try:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        except DarmError:  # name the list, not one of its items: "1,2,4", not "an integer"
+            of = {int: "integers", float: "numbers"}.get(args[0], "values")
+            raise DarmError(
+                f"{name} must be a comma-separated list of {of} (1,2,4), got {given!r}"
+            ) from None
     if annotation is bool:
         if isinstance(value, bool):
             return value

@@ -24,6 +24,11 @@ EXAMPLE_UNIT = {"lines": "item", "corpus": "block", "image": "image", "audio": "
 DIM_UNIT = {"lines": "char", "corpus": "char", "audio": "sample"}
 
 
+def symbols_word(kind: str) -> str:
+    """What a sequence of this kind is made of, in a message: samples, characters, symbols."""
+    return {"char": "characters", "sample": "samples"}.get(units(kind)[1], "symbols")
+
+
 def units(kind: str) -> tuple[str, str]:
     """(example, dimension) names for data of this kind: ('image', 'dim'), ('item', 'char')."""
     return EXAMPLE_UNIT.get(kind, "example"), DIM_UNIT.get(kind, "dim")

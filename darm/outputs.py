@@ -17,7 +17,7 @@ from darm.data.arrays import npy_row
 from darm.data.audio import wav_levels, write_levels_wav
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
-from darm.metrics import evaluate, units
+from darm.metrics import evaluate, symbols_word, units
 from darm.plots import plot_loss_curves, save_image_grid
 from darm.sampling import sample
 
@@ -231,20 +231,21 @@ def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: st
     """A prompt longer than the samples would be: refused naming the way on (--length) where
     the model has one, else the model's limit."""
     D = length or default_length(model, meta, kept)
+    symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
     if length is not None and length == kept:
         raise DarmError(
-            f"--length {length} leaves nothing to draw after the {kept} symbols of {flag}"
+            f"--length {length} leaves nothing to draw after the {kept} {symbols} of {flag}"
         )
     if kept <= D:
         return
     if length is not None:
-        raise DarmError(f"--length {length} is shorter than the {kept} symbols of {flag}")
+        raise DarmError(f"--length {length} is shorter than the {kept} {symbols} of {flag}")
     if model.max_dims is None:  # a window, a recurrent state, conv queues: it goes on
         raise DarmError(
-            f"{flag} has {kept} symbols, more than the {D} a sample has by default: give "
+            f"{flag} has {kept} {symbols}, more than the {D} a sample has by default: give "
             f"--length (over {kept}; this {model.family} goes on past D={D})"
         )
-    raise DarmError(f"{flag} has {kept} symbols; this {model.family} sees at most {D}")
+    raise DarmError(f"{flag} has {kept} {symbols}; this {model.family} sees at most {D}")
 
 
 def default_length(model, meta: dict, kept: int) -> int:

@@ -261,7 +261,7 @@ def test_a_clip_prompts_samples_and_completions(tmp_path, capsys):
     assert (
         main(["complete", str(out), "--input", str(tmp_path / "clip.wav"), "--length", "50"]) == 1
     )
-    assert "--length 50 is shorter than the 100 dimensions kept" in capsys.readouterr().err
+    assert "--length 50 is shorter than the 100 samples kept" in capsys.readouterr().err
 
 
 def test_a_clip_longer_than_a_gpts_context_is_refused_by_its_length(tmp_path, capsys):

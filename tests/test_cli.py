@@ -294,6 +294,16 @@ def test_a_data_file_edited_after_training_is_noticed(tmp_path, capsys):
     assert "items.txt has changed since the run read it" in capsys.readouterr().err
     code = main(["train", "--out", str(out), "--resume", "--steps", "4"])
     one_line_error(capsys, code, needle="has changed since the run read it; --init starts")
+    # a corpus (as audio) is split by position: no example moves into test by shuffling
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcab" * 40)
+    argv = ["train", "--data", str(corpus), "--format", "corpus", "--block", "8", *TINY_MARKOV,
+            "--steps", "1", "--out", str(tmp_path / "c"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    corpus.write_text("abcab" * 39 + "abcba")
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "c")]) == 0
+    assert "changed since the run read it: it is split by position" in capsys.readouterr().err
 
 
 def test_a_builtin_cut_down_in_python_is_not_resumed_on_all_of_it(tmp_path, capsys):
@@ -560,6 +570,11 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["train", "--model", "markov", "--set", "n_hidden=-4"], 1, "n_hidden must be >= 0"),
         (["train", "--model", "wavenet", "--set", "kernel_size=0"], 1, "kernel_size must be >="),
         (["train", "--model", "wavenet", "--set", "dilation_cycle=1,0"], 1, "dilations >= 1"),
+        (
+            ["train", "--model", "wavenet", "--set", "dilation_cycle=abc"],
+            1,
+            "dilation_cycle must be a comma-separated list of integers (1,2,4), got 'abc'",
+        ),
         # fields the data decides
         (["train", "--model", "bigram", "--set", "vocab_size=20"], 1, "vocab_size is not settable"),
         (["train", "--set", "num_classes=3"], 1, "--set num_classes is not settable"),
@@ -652,13 +667,13 @@ def test_tiny_data_gets_every_split(tmp_path, capsys):
 def test_a_prompt_longer_than_d_names_length_where_the_model_goes_on(tmp_path, capsys):
     long = "abcdefghijklmnopqrst"  # 20 symbols; names are D = 16
     for model, err in [("bigram", "more than the 16 a sample has by default: give --length"),
-                       ("gpt", "--prompt has 20 symbols; this gpt sees at most 16")]:  # fmt: skip
+                       ("gpt", "--prompt has 20 characters; this gpt sees at most")]:  # fmt: skip
         out = tmp_path / model
         args = ["train", "--data", "names", "--model", model, "--set", "n_embd=8", "--steps", "1"]
         assert main([*args, "--samples", "0", "--quiet", "--out", str(out)]) == 0
         one_line_error(capsys, main(["sample", str(out), "--prompt", long]), 1, err)
     one_line_error(capsys, main(["complete", str(tmp_path / "bigram"), "--input", long]), 1,
-                   "--input has 20 symbols, more than the 16")  # fmt: skip
+                   "--input has 20 characters, more than the 16")  # fmt: skip
     assert main(["sample", str(tmp_path / "bigram"), "--prompt", long, "--length", "24"]) == 0
     assert capsys.readouterr().out.startswith(long)
 
@@ -1496,9 +1511,18 @@ def test_under_torchrun_each_rank_says_its_error_in_one_write(monkeypatch, tmp_p
         monkeypatch.setenv("RANK", rank)
         monkeypatch.setenv("WORLD_SIZE", "2")
         writes.clear()
-        assert main(["eval", missing]) == 1
+        assert main(["train", "--device", "cuda:x"]) == 1  # (refused before the group forms)
         assert len(writes) == 1 and writes[0].endswith("\n") and writes[0].count("\n") == 1
-        assert writes[0].startswith(f"{head}darm eval: error: ") and missing in writes[0]
+        assert writes[0].startswith(f"{head}darm train: error: ") and "cuda:x" in writes[0]
+        writes.clear()  # a bad option too (argparse's report)
+        assert main(["train", "--bogus"]) == 2
+        assert len(writes) == 1 and writes[0].startswith(f"{head}darm train: error: unrecog")
+        # the other commands run in one process: refused, rank 0 alone saying so (and each
+        # rank exits at once: none would write the same file as another)
+        writes.clear()
+        assert main(["sample", missing, "--out", str(tmp_path / "s")]) == 1
+        assert writes == (["darm sample: error: runs in one process; torchrun is for "
+                           "`darm train`\n"] if rank == "0" else [])  # fmt: skip
 
 
 def test_version(capsys):

@@ -352,6 +352,6 @@ def test_a_length_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
             "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
     assert main(argv) == 0
     code = main(["complete", str(out), "--input", "anna", "--length", "4"])
-    one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 symbols kept")
+    one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 characters kept")
     code = main(["sample", str(out), "--prompt", "anna", "--length", "4"])
-    one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 symbols of")
+    one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 characters of")

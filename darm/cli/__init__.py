@@ -10,7 +10,7 @@ import sys
 import torch
 
 from darm.cli.parser import build_parser
-from darm.errors import DarmError, first_line
+from darm.errors import DarmError, first_line, ranked
 from darm.interrupt import sigterm_interrupts
 from darm.models.registry import import_families
 
@@ -27,10 +27,7 @@ SMALLER = {"sample": "a smaller -n", "complete": "a smaller -n or --count", "dep
 def say_error(line: str) -> None:
     """An error line on stderr in one write, so torchrun's ranks, each saying theirs, do not
     splice each other's lines; a rank other than 0 names itself."""
-    rank = os.environ.get("RANK", "0")
-    if rank != "0" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
-        line = f"[rank {rank}] {line}"
-    sys.stderr.write(line + "\n")
+    sys.stderr.write(ranked(line) + "\n")
     sys.stderr.flush()
 
 
@@ -55,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.commands[args.command].error(f"argument {flag}: expected a path, got ''")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
+    if args.command != "train" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        if os.environ.get("RANK", "0") == "0":  # (the others would only say it again)
+            say_error(f"darm {args.command}: error: runs in one process; torchrun is for "
+                      f"`darm train`")  # fmt: skip
+        return 1
     try:
         args.imports += args.imports_here  # before the command or after it
         if args.imports:

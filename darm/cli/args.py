@@ -9,7 +9,7 @@ import torch
 
 from darm.config import MAX_SIZE, parse_assignments
 from darm.data import FORMATS
-from darm.errors import DarmError
+from darm.errors import DarmError, ranked
 from darm.models import get_entry
 from darm.run import check_threads, model_overrides
 
@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
         if self.prog.endswith("complete") and message.endswith("required: checkpoint"):
             # `complete --input a.png RUN`: --input took RUN as one more input
             message += " (after --input, name the run first: --input takes every word after it)"
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, ranked(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
 
 
 def integer(text: str) -> int:

@@ -28,8 +28,6 @@ from darm.runs import in_folder
 
 
 def cmd_compare(args) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise DarmError("compare runs in one process; use torchrun with `darm train`")
     before = None  # the report of the comparison --resume continues
     if args.retry_failed and not args.resume:
         raise DarmError("--retry-failed goes with --resume (it retries a comparison's failures)")

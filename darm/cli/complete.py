@@ -14,6 +14,7 @@ from darm.complete import complete, completion_view, marked_view, read_images, s
 from darm.data import load_from_source
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.metrics import symbols_word
 from darm.outputs import (
     check_prompt_fits,
     checked_stem,
@@ -102,11 +103,12 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
     """-n completions of every prefix, (N, n, length): one batch when the prefixes share a
     length, else input by input."""
     kept = max(map(len, known.prefixes))
+    symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
     if args.length is not None and args.length < kept:
-        raise DarmError(f"--length {args.length} is shorter than the {kept} dimensions kept")
+        raise DarmError(f"--length {args.length} is shorter than the {kept} {symbols} kept")
     if args.length is not None and args.length <= min(map(len, known.prefixes)):
         raise DarmError(
-            f"--length {args.length} leaves nothing to draw after the {kept} symbols kept"
+            f"--length {args.length} leaves nothing to draw after the {kept} {symbols} kept"
         )
     if args.input and not meta.get("image_shape"):
         check_prompt_fits(model, meta, kept, args.length, "--input")

@@ -155,10 +155,11 @@ def load_from_source(
             way = "resume it in Python with the same Dataset, or --init a new run from its weights"
         if changed == "refuse":  # the run would go on over other splits
             raise DarmError(f"{what}; {way}")
-        print(
-            f"warning: {what}: its splits differ, so test may hold examples the model trained on",
-            file=sys.stderr,
-        )
+        if source.get("format") in ("corpus", "audio"):  # split by position, not shuffled
+            effect = "it is split by position, so scores on it may differ from the run's own"
+        else:
+            effect = "its splits differ, so test may hold examples the model trained on"
+        print(f"warning: {what}: {effect}", file=sys.stderr)
     return data
 
 
