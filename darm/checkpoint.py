@@ -323,9 +323,11 @@ def load_checkpoint(
     """Rebuild the model of a checkpoint and load its weights -> (model, record, json_path).
     The model comes in eval mode (dropout off), ready to score and sample, as a loaded
     network mostly is; `train()` (or model.train()) switches it back for training.
-    overrides: config fields for fine-tuning: FREE_FIELDS (dropout) may change; any other
-    may only repeat its saved value (n_head=8 would load the same weights into another
-    network, so it is refused, as `darm train --init --set` refuses it)."""
+    overrides: config fields for fine-tuning: FREE_FIELDS (dropout) may change, and seq_len
+    (D) for a model that goes on past D (max_dims None: markov, rnn, wavenet), whose weights
+    do not depend on it; any other may only repeat its saved value (n_head=8 would load the
+    same weights into another network, so it is refused, as `darm train --init --set`
+    refuses it)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():  # torch's is an AssertionError
         raise DarmError(f"device {device} asked for, but no CUDA device is available")
@@ -333,11 +335,15 @@ def load_checkpoint(
     overrides = overrides or {}
     free = {k: v for k, v in overrides.items() if k in FREE_FIELDS}
     model = model_of_record(record, path, free)
+    if "seq_len" in overrides and model.max_dims is None:  # a window, a state, conv queues:
+        free["seq_len"] = overrides["seq_len"]  # the same weights score any length D
+        model = model_of_record(record, path, free)
     if k := network_change(model.config, overrides):
         raise DarmError(
             f"{path}: overrides {k}={overrides[k]!r} would load its weights into another "
             f"network (it has {k}={getattr(model.config, k)!r}); only "
-            f"{', '.join(FREE_FIELDS)} may change"
+            f"{', '.join(FREE_FIELDS)} may change (and seq_len, for a model without a "
+            f"fixed context)"
         )
     tag = path.name.removesuffix(".json")
     state = _load_tensors(

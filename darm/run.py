@@ -27,11 +27,14 @@ from darm.config import build_config, changed_fields, parse_assignments
 from darm.data import (
     BLOCKED,
     BUILTIN,
+    BUNDLED_FILES,
     FIXED_LEVELS,
+    FORMATS,
     data_format,
     image_channels,
     load_data,
     load_from_source,
+    located,
     same_data,
 )
 from darm.data.dataset import relabel_by_name
@@ -302,13 +305,37 @@ def init_from(args, device):
     if args.model and args.model != model_name:
         raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
     meta = record["data"]
-    if args.data:
+    spec = args.data
+    if not spec and any(getattr(args, attr) is not None for _, attr, _ in SOURCE_OPTIONS):
+        spec = own_data(meta, path)  # its own data, read with --block (say) this time
+    if spec:
+        read_as = meta["source"].get("format")  # as read_like reads it
+        check_data_options(spec, args, read_as if read_as in FORMATS else None)
         block, levels, seed = data_options(args, block=model.num_dims)
-        data = read_like(args.data, model, meta, args.format, block, levels, seed)
+        data = read_like(spec, model, meta, args.format, block, levels, seed)
+        if data.seq_len != model.num_dims and model.max_dims is None and data.kind == meta["kind"]:
+            # longer (or shorter) windows of audio or text: the same weights, another D
+            kept["seq_len"] = data.seq_len
+            model, record, path = load_checkpoint(args.init, device, kept)
     else:
         data = load_from_source(meta, model.num_dims, path.parent)
     check_fits(data, model, path, meta, scoring=False)  # fine-tuning needs the labels
     return model.to(device), model_name, data, path, record["step"]
+
+
+def own_data(meta: dict, path: Path) -> str:
+    """The name or path of the data a checkpoint was trained on, to read it again with other
+    data options (--init --block 1024), checked as --data would be."""
+    source = located(meta["source"], path.parent)
+    spec = source.get("name") if source.get("format") == "builtin" else source.get("path")
+    bundled = [name for name in BUNDLED_FILES if same_data(name, source)]
+    spec = bundled[0] if bundled else spec  # `speech`, as it was named, not its file
+    if spec is None:
+        raise DarmError(
+            f"{path} was trained on arrays in memory: name them (saved with np.save) with "
+            f"--data to read them with other options"
+        )
+    return spec
 
 
 def check_init_keeps(model, settings: dict) -> None:
@@ -495,10 +522,11 @@ def check_same_start(init: str, start: dict | None) -> None:
     )
 
 
-def check_data_options(spec: str | None, args) -> None:
+def check_data_options(spec: str | None, args, read_as: str | None = None) -> None:
     """--format, --block, --levels and --data-seed where the data takes them; refused rather
     than silently ignored (a lines file has no blocks, audio no --levels, a corpus is split
-    in order without a seed)."""
+    in order without a seed). read_as: the format a file is read in unless --format says
+    otherwise (a checkpoint's: a corpus model reads a .txt as a corpus), else its suffix's."""
     if spec is None:  # the checkpoint's data (--init, --resume): read as it was
         return
     if spec in BUILTIN:
@@ -514,7 +542,7 @@ def check_data_options(spec: str | None, args) -> None:
         path = Path(spec)
         if not path.exists():
             return  # load_data names the missing file
-        fmt = data_format(path, args.format)
+        fmt = data_format(path, args.format or read_as)
         takes = {
             "--block": fmt in ("corpus", "audio"),
             "--levels": fmt in ("array", "images"),

@@ -416,6 +416,47 @@ def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
+    """markov, rnn, wavenet: the same weights score any D, so a fine-tune may read the text (or
+    audio) in longer blocks; a gpt's learned positions fix its D."""
+    from darm import load_checkpoint
+
+    (tmp_path / "a.txt").write_text("to be or not to be that is the question\n" * 20)
+    base = ["--steps", "2", "--eval-every", "2", "--quiet", "--samples", "0"]
+    corpus = ["--data", str(tmp_path / "a.txt"), "--format", "corpus", "--block", "16"]
+    for name in ("markov", "gpt"):
+        argv = [
+            "train",
+            *corpus,
+            "--model",
+            name,
+            "--set",
+            "n_embd=8",
+            "--out",
+            str(tmp_path / name),
+        ]
+        assert main([*argv, *base]) == 0
+    longer = ["--data", str(tmp_path / "a.txt"), "--block", "32", *base]
+    assert main(["train", "--init", str(tmp_path / "markov"), *longer, "--out",
+                 str(tmp_path / "m32")]) == 0  # fmt: skip
+    before, _, _ = load_checkpoint(tmp_path / "markov")
+    after, record, _ = load_checkpoint(tmp_path / "m32" / "last.json")
+    assert record["config"]["seq_len"] == 32 and record["data"]["source"]["block"] == 32
+    assert record["init"]["step"] == 2  # the weights it started from: the 16-block run's
+    assert before.state_dict().keys() == after.state_dict().keys()
+    code = main(["train", "--init", str(tmp_path / "gpt"), *longer, "--out", str(tmp_path / "g")])
+    one_line_error(capsys, code, 1, "has D=32; ")
+    # without --data, its own data in the blocks asked for (once silently ignored)
+    assert main(["train", "--init", str(tmp_path / "markov"), "--block", "24", *base,
+                 "--out", str(tmp_path / "m24")]) == 0  # fmt: skip
+    record = json.loads((tmp_path / "m24" / "last.json").read_text())
+    assert record["config"]["seq_len"] == 24 and record["data"]["source"]["block"] == 24
+    code = main(["train", "--init", str(tmp_path / "markov"), "--levels", "4", *base])
+    one_line_error(capsys, code, 1, "--levels does not apply to a.txt (read as corpus)")
+    code = main(["train", "--init", str(tmp_path / "markov"), *longer, "--data-seed", "3"])
+    one_line_error(capsys, code, 1, "--data-seed does not apply to a.txt (read as corpus)")
+
+
 def test_a_short_passage_is_scored_whole_by_a_corpus_model(tmp_path, capsys):
     # any passage, even one shorter than a block: one stream in blocks of D, each symbol once
     from darm import load_checkpoint, log_prob
