@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the top rows of images (or a prefix) and sample the rest",
         description="Completion from p(x_rest | x_known). Images: the first --count test "
         "images (or --input PNG files), the top --rows rows kept, a PNG grid with the "
-        "original first in each row. Sequences: --input prefixes (text, or integers for "
-        "arrays), or the first --dims of test examples.",
+        "original first in each row. Sequences: --input prefixes (text, integers for "
+        "arrays, WAV clips for audio), or the first --dims of test examples.",
     )
     k.add_argument("checkpoint", help="run folder or checkpoint .json")
     k.add_argument(
