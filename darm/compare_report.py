@@ -150,7 +150,7 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
             f"{shown} sample{'s' * (shown > 1)} of each family as waveforms: one-second "
             "clips from a family that goes on past its D (markov, rnn, wavenet), windows of D "
             "samples from one that cannot (gpt). The WAV files hold them in a row, each "
-            "followed by 0.1 s of silence. The table's windows/s times windows of D samples."
+            "followed by 0.1 s of silence. The table's windows/s counts windows of D samples."
         )
         doc.images([(r.model, r.files["waveforms"]) for r in done])
         doc.audio([(f"{r.model} samples.wav", r.files["samples"]) for r in done])

@@ -32,9 +32,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         try:
             return tuple(_coerce(name, v, args[0]) for v in value)
         except DarmError:  # name the list, not one of its items: "1,2,4", not "an integer"
-            of = {int: "integers", float: "numbers"}.get(args[0], "values")
+            of = {int: "integers (1,2,4)", float: "numbers (0.5,1)"}.get(args[0], "values")
             raise DarmError(
-                f"{name} must be a comma-separated list of {of} (1,2,4), got {given!r}"
+                f"{name} must be a comma-separated list of {of}, got {given!r}"
             ) from None
     if annotation is bool:
         if isinstance(value, bool):

@@ -44,6 +44,7 @@ from darm.interrupt import Stopped
 from darm.lock import folder_lock
 from darm.memory import check_memory
 from darm.models import create_model, get_entry
+from darm.models.registry import fixed_changes
 from darm.outputs import finish_run, finished
 from darm.runs import in_folder
 from darm.train import check_new_run_dir, train
@@ -304,10 +305,15 @@ def init_from(args, device):
     check_init_keeps(model, overrides)
     if args.model and args.model != model_name:
         raise DarmError(f"--init {path} holds a {model_name}, not a {args.model}")
+    entry = get_entry(model_name)
+    if fixed_changes(entry, model.config):  # a "gru" holding an LSTM, saved before names
+        model_name = entry.family  # fixed their fields: the new run is named for what it is
     meta = record["data"]
     spec = args.data
     if not spec and any(getattr(args, attr) is not None for _, attr, _ in SOURCE_OPTIONS):
         spec = own_data(meta, path)  # its own data, read with --block (say) this time
+        if args.format == meta["source"].get("format"):  # repeating the run's own command
+            args.format = None  # (a built-in's, named by its name, takes no --format)
     if spec:
         read_as = meta["source"].get("format")  # as read_like reads it
         check_data_options(spec, args, read_as if read_as in FORMATS else None)
@@ -379,7 +385,8 @@ def read_like(
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
     max_len = None if any_length and model.max_dims is None else D
     data = load_data(
-        spec, fmt, block or D, levels, seed, vocab, max_len=max_len, whole=whole,
+        spec, fmt, D if block is None else block, levels, seed, vocab, max_len=max_len,
+        whole=whole,
         channels=image_channels(meta),
     )  # fmt: skip
     if not labels:

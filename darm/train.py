@@ -30,13 +30,13 @@ from darm.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from darm.data import Dataset
+from darm.data import Dataset, as_built_in
 from darm.data.dataset import check_dataset, digest
 from darm.ema import WeightAverage
 from darm.errors import DarmError
 from darm.interrupt import Stopped, stop_on_signals
 from darm.models import ARModel, get_entry
-from darm.models.registry import family_source
+from darm.models.registry import family_source, fixed_changes, fixed_text
 from darm.step import (
     accumulate_gradients,
     data_parallel,
@@ -95,9 +95,11 @@ def has_run_log(run_dir: Path) -> bool:
         return False
 
 
-def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
+def check_model_fits(model: ARModel, model_name: str, data: Dataset, resumed: bool = False) -> None:
     """The name a checkpoint records must rebuild this model, and the data must have the
-    model's D symbols of at most L values (and its picture size, for a 2-D model)."""
+    model's D symbols of at most L values (and its picture size, for a 2-D model). resumed:
+    the run goes on under the name it has (one saved before names fixed their fields, a
+    "gru" holding an LSTM, keeps it)."""
     entry = get_entry(model_name)
     # by module and name, not class object: a notebook cell run again defines a new class
     # object of the same name, whose checkpoints load as well
@@ -108,13 +110,12 @@ def check_model_fits(model: ARModel, model_name: str, data: Dataset) -> None:
             f"a {type(model).__qualname__}: its checkpoint could not be loaded"
         )
     config = getattr(model, "config", None)
-    changed = [k for k in entry.fixed if getattr(config, k, entry.defaults[k]) != entry.defaults[k]]
+    changed = [] if resumed else fixed_changes(entry, config)
     if changed:  # a "bigram" with k=3 would be listed and reloaded as a bigram
-        kept = ", ".join(f"{k}={entry.defaults[k]!r}" for k in entry.fixed)
         has = ", ".join(f"{k}={getattr(config, k)!r}" for k in changed)
         raise DarmError(
-            f"model_name {model_name!r} is {entry.family} with {kept}, but the model has {has}: "
-            f"name it {entry.family!r}"
+            f"model_name {model_name!r} is {entry.family} with {fixed_text(entry)}, but the "
+            f"model has {has}: name it {entry.family!r}"
         )
     if data.vocab_size > model.vocab_size or data.seq_len != model.num_dims:
         raise DarmError(
@@ -171,7 +172,7 @@ def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
         "class_names": data.class_names,
         "notes": data.notes,
         # a file may change, and a built-in's splits may be cut down in Python before train()
-        "digest": digest(data),
+        "digest": None if as_built_in(data) else digest(data),
     }
 
 
@@ -270,7 +271,7 @@ def train(
         raise ValueError("a plan needs max_seconds, the budget it was planned for")
     check_config(cfg, ctx.world_size)
     check_dataset(data)
-    check_model_fits(model, model_name, data)
+    check_model_fits(model, model_name, data, resumed=resume_from is not None)
     run_dir = Path(run_dir)
     if resume_from is None:
         check_new_run_dir(run_dir)
@@ -315,7 +316,8 @@ def train(
         yields the training weights that must be saved beside them (None without EMA)."""
         return contextlib.nullcontext() if ema is None else ema.swapped()
 
-    data_record = data_meta(data, run_dir)  # once: its digest reads every example
+    # once, where checkpoints are written: its digest reads every example
+    data_record = data_meta(data, run_dir) if ctx.is_main else None
 
     def checkpoint(tag: str, step: int, best: float, raw: dict | None) -> None:
         if not ctx.is_main:

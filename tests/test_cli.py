@@ -308,7 +308,7 @@ def test_a_data_file_edited_after_training_is_noticed(tmp_path, capsys):
 
 def test_a_builtin_cut_down_in_python_is_not_resumed_on_all_of_it(tmp_path, capsys):
     from darm import load_checkpoint
-    from darm.train import train
+    from darm.train import data_meta, train
     from darm.train_config import TrainConfig
 
     data = load_data("digits")
@@ -317,6 +317,8 @@ def test_a_builtin_cut_down_in_python_is_not_resumed_on_all_of_it(tmp_path, caps
     out = tmp_path / "r"
     cfg = TrainConfig(steps=2, batch_size=8, eval_every=2)
     train(model, "markov", data, cfg, out, progress=False)
+    assert data_meta(data)["digest"] is not None
+    assert data_meta(load_data("digits"))["digest"] is None  # as loaded: nothing to check
     capsys.readouterr()
     assert main(["eval", str(out)]) == 0
     assert "other examples than the built-in 'digits'" in capsys.readouterr().err
@@ -1562,8 +1564,11 @@ def test_under_torchrun_each_rank_says_its_error_in_one_write(monkeypatch, tmp_p
         # rank exits at once: none would write the same file as another)
         writes.clear()
         assert main(["sample", missing, "--out", str(tmp_path / "s")]) == 1
-        assert writes == (["darm sample: error: runs in one process; torchrun is for "
-                           "`darm train`\n"] if rank == "0" else [])  # fmt: skip
+        assert writes == (["darm sample: error: runs in one process (WORLD_SIZE=2 says this "
+                           "is one of torchrun's); torchrun is for `darm train`\n"]
+                          if rank == "0" else [])  # fmt: skip
+        writes.clear()
+        assert main(["models"]) == 0 and writes == []  # a listing writes nothing: any rank
 
 
 def test_version(capsys):

@@ -11,12 +11,12 @@ import torch
 
 import darm.step
 import darm.train
-from darm.checkpoint import load_checkpoint, read_record, save_checkpoint
+from darm.checkpoint import load_checkpoint, read_record, record_sha256, save_checkpoint
 from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate
-from darm.train import data_meta, train
+from darm.train import train
 from darm.train_config import TrainConfig, check_config, learning_rate
 from tests.conftest import Terminal, tiny_model
 
@@ -508,11 +508,24 @@ def test_a_run_saved_before_its_names_fields_were_fixed_still_loads(tmp_path):
     with pytest.raises(DarmError, match="'gru' is rnn with cell='gru', but the model has "
                        "cell='lstm': name it 'rnn'"):  # fmt: skip
         train(lstm, "gru", data, TrainConfig(steps=1, batch_size=4), tmp_path, progress=False)
-    save_checkpoint(tmp_path, "best", lstm, "gru", {"step": 1, "data": data_meta(data)})
-    loaded, record, _ = load_checkpoint(tmp_path)
+    # such a run, made as it was then: trained, and its records named gru
+    old = tmp_path / "old"
+    train(lstm, "rnn", data, TrainConfig(steps=1, batch_size=4), old, progress=False)
+    for tag in ("best", "last"):
+        record = json.loads((old / f"{tag}.json").read_text())
+        record["model"] = "gru"
+        record["sha256"]["record"] = record_sha256(record)
+        (old / f"{tag}.json").write_text(json.dumps(record))
+    loaded, record, _ = load_checkpoint(old)
     assert record["model"] == "gru" and loaded.config.cell == "lstm"
     x = data["test"].x[:2]
     torch.testing.assert_close(loaded(x), lstm.eval()(x))
+    # it resumes under its name; a fine-tune (a new run) is named for what it holds
+    tiny = ["--batch-size", "4", "--quiet", "--samples", "0"]
+    assert main(["train", "--out", str(old), "--resume", "--steps", "2", *tiny]) == 0
+    assert main(["train", "--init", str(old), "--steps", "1", "--out", str(tmp_path / "ft"),
+                 *tiny]) == 0  # fmt: skip
+    assert read_record(tmp_path / "ft" / "last.json")[1]["model"] == "rnn"
 
 
 def test_a_second_sigterm_in_training_ends_the_process_on_the_spot():

@@ -20,6 +20,9 @@ __all__ = ["build_parser", "main"]
 # options naming a file or folder: an empty one (an unset variable) is an error, not a default
 PATH_OPTIONS = ("data", "out", "init", "per_example")
 
+# what may run as one of torchrun's ranks: training, and the listings that write nothing
+ANY_RANK = ("train", "models", "data", "runs")
+
 # what to make smaller when a command runs out of memory
 SMALLER = {"sample": "a smaller -n", "complete": "a smaller -n or --count", "deps": "a smaller -n"}
 
@@ -52,10 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.commands[args.command].error(f"argument {flag}: expected a path, got ''")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
-    if args.command != "train" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
-        if os.environ.get("RANK", "0") == "0":  # (the others would only say it again)
-            say_error(f"darm {args.command}: error: runs in one process; torchrun is for "
-                      f"`darm train`")  # fmt: skip
+    world = os.environ.get("WORLD_SIZE", "1")
+    if args.command not in ANY_RANK and world not in ("", "0", "1"):  # its ranks would write
+        if os.environ.get("RANK", "0") == "0":  # one file at once (the others say it again)
+            say_error(f"darm {args.command}: error: runs in one process (WORLD_SIZE={world} "
+                      f"says this is one of torchrun's); torchrun is for `darm train`")  # fmt: skip
         return 1
     try:
         args.imports += args.imports_here  # before the command or after it

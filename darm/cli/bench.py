@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 
 from darm.bench import bench, setting, speed_table
@@ -16,8 +15,6 @@ from darm.train_config import TrainConfig, bf16_warning
 
 
 def cmd_bench(args) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise DarmError("bench runs in one process")
     check_counts(args, batch_size=1, n=1)
     if not 0 < args.seconds < math.inf:
         raise DarmError(f"--seconds must be a positive number, got {args.seconds}")

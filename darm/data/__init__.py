@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from darm.data.arrays import array_dataset, from_arrays
 from darm.data.audio import audio_dataset
 from darm.data.dataset import SPLITS, Dataset, digest, relabel_by_name
@@ -161,6 +163,25 @@ def load_from_source(
             effect = "its splits differ, so test may hold examples the model trained on"
         print(f"warning: {what}: {effect}", file=sys.stderr)
     return data
+
+
+def as_built_in(data: Dataset) -> bool:
+    """Whether the data is a built-in as load_data gives it, its splits not cut down or
+    replaced in Python: then a checkpoint need not fingerprint it (hashing MNIST's splits
+    takes a second, at every reload)."""
+    source = data.source
+    if source.get("format") != "builtin":
+        return False
+    fresh = load_data(source["name"], levels=source.get("levels"), seed=source.get("seed", 42))
+
+    def same(a, b) -> bool:
+        return a is b or (a is not None and b is not None and torch.equal(a, b))
+
+    return all(
+        same(getattr(data.splits[s], t), getattr(fresh.splits[s], t))
+        for s in SPLITS
+        for t in ("x", "y", "mask")
+    )
 
 
 def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:

@@ -180,6 +180,17 @@ def check_common_fields(config: Any) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
 
 
+def fixed_changes(entry: ModelEntry, config: Any) -> list[str]:
+    """The fields a name stands for (`fixed`) that `config` sets otherwise: a "bigram" with
+    k=3 is a markov, whatever it is called."""
+    return [k for k in entry.fixed if getattr(config, k, entry.defaults[k]) != entry.defaults[k]]
+
+
+def fixed_text(entry: ModelEntry) -> str:
+    """What a name stands for, as `k=1, n_hidden=0`."""
+    return ", ".join(f"{k}={entry.defaults[k]!r}" for k in entry.fixed)
+
+
 def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
     """Build a registered model; unknown names or fields and bad values raise DarmError.
     data: a darm Dataset whose shape the model takes: its vocab_size, its seq_len and, for a
@@ -201,13 +212,12 @@ def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) 
         overrides = {**known, **overrides}
     config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
     # compared parsed: `--set k=1` on a bigram is no change
-    for key in entry.fixed if keep_fixed else ():
-        if getattr(config, key) != entry.defaults[key]:
-            kept = ", ".join(f"{k}={entry.defaults[k]!r}" for k in entry.fixed)
-            raise DarmError(
-                f"{name} is {entry.family} with {kept}, which it keeps: for "
-                f"{key}={getattr(config, key)!r} use the model {entry.family!r}"
-            )
+    if keep_fixed and (changed := fixed_changes(entry, config)):
+        key = changed[0]
+        raise DarmError(
+            f"{name} is {entry.family} with {fixed_text(entry)}, which it keeps: for "
+            f"{key}={getattr(config, key)!r} use the model {entry.family!r}"
+        )
     try:
         check_common_fields(config)
         return entry.model_cls(config)
