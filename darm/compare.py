@@ -148,6 +148,7 @@ class FamilyResult:
     train: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # relative to the report folder
     texts: list[str] = field(default_factory=list)  # text samples, for the report
+    threads: list[int] = field(default_factory=list)  # CPU threads of each turn (--resume)
 
 
 class FamilyInterrupted(Stopped):
@@ -196,11 +197,17 @@ def run_family(
         try:
             result, trained = continued_family(before, data, opts, device)
         except Exception as e:  # its checkpoint unreadable, say: the row stays as it was, for
-            # a later --resume once that is put right
-            return replace(before, note=f"not continued: {first_line(e)}")
+            # a later --resume once that is put right (or the folder moved away: from scratch)
+            return replace(
+                before,
+                note=f"not continued: {first_line(e)}; move {run_dir} away to train it again "
+                f"from the start",
+            )
         earlier = before.wall_s or 0.0
     else:
         result, trained = new_family(name, data, opts, device)
+    if result.threads[-1:] != [torch.get_num_threads()]:  # its speed depends on them
+        result.threads.append(torch.get_num_threads())
     state = None
     try:
         state = trained()
@@ -281,6 +288,7 @@ def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, 
         before.model, "interrupted", params=model.num_params(), config=model.config_dict(),
         steps=step, train=record["train"], train_s=spent,
         train_tokens_per_s=before.train_tokens_per_s or logged_rate(run_dir),
+        threads=list(before.threads),
     )  # fmt: skip
     tqdm.write(f"{before.model}: resuming from step {step} of {cfg.steps}")
 
@@ -445,12 +453,23 @@ def unfinished(report: dict[str, Any], retry_failed: bool = False) -> list[str]:
     return [n for n, r in report["families"].items() if r.status not in keep]
 
 
+# what a comparison writes in its folder, beside one folder per family
+REPORT_FILES = ("results.json", "report.md", "report.html", "loss.png", "deps.png")
+
+
 def check_new_report(out: Path) -> None:
-    """A new comparison does not write over another's report."""
+    """A new comparison does not write over another's report, nor over files of the same
+    names that are not one (a report.md of the user's own in the folder named)."""
     if (out / "results.json").exists():
         raise DarmError(
             f"{out} already holds a comparison (results.json); continue it (--resume), "
             f"or choose another --out, or remove the old one"
+        )
+    taken = [name for name in REPORT_FILES if (out / name).exists()]
+    if taken:
+        raise DarmError(
+            f"{out} already holds {taken[0]}, which the comparison's report would overwrite; "
+            f"choose another --out"
         )
 
 

@@ -54,6 +54,13 @@ def family_notes(results) -> list[str]:
                 f"`{r.model}`: cut by the budget at step {r.steps} of the {r.train['steps']} "
                 f"planned, before its learning rate schedule ended."
             )
+    # a --resume may run on another thread count: the speed columns then do not compare
+    counts = {tuple(r.threads) for r in results if r.threads}
+    if len(counts) > 1 or any(len(c) > 1 for c in counts):
+        each = "; ".join(
+            f"{r.model} {', then '.join(map(str, r.threads))}" for r in results if r.threads
+        )
+        notes.append(f"CPU threads differ between families ({each}): their speeds do not compare.")
     return notes
 
 

@@ -389,8 +389,8 @@ def read_like(
         whole=whole,
         channels=image_channels(meta),
     )  # fmt: skip
-    if not labels:
-        return data
+    if not labels or not model.num_classes:  # an unconditional model reads no labels: a
+        return data  # folder's sub-folders may be named anything
     return relabel_by_name(data, meta.get("class_names"), model.num_classes)
 
 

@@ -5,6 +5,7 @@ import re
 import wave
 
 import pytest
+import torch
 
 from darm.checkpoint import load_checkpoint
 from darm.cli import main
@@ -336,6 +337,21 @@ def test_reproduce_command_parses_back_to_the_same_options(tmp_path):
     assert "--budget 1234567.5s" in command  # every digit, as a plain word for the shell
     family = json.loads((out / "results.json").read_text())["families"][0]
     assert family["train"]["valid_examples"] == 4  # the family trained with it
+    assert family["threads"] == [torch.get_num_threads()]
+
+
+def test_families_run_on_other_thread_counts_are_noted():
+    from darm.compare import FamilyResult
+    from darm.compare_report import family_notes
+
+    rows = [FamilyResult("markov", "done", threads=[1]), FamilyResult("gru", "done", threads=[2])]
+    assert family_notes(rows) == [
+        "CPU threads differ between families (markov 1; gru 2): their speeds do not compare."
+    ]
+    rows[0].threads = [2]
+    assert family_notes(rows) == []  # all alike: nothing to say
+    rows[1].threads = [1, 2]  # resumed on another count
+    assert "gru 1, then 2" in family_notes(rows)[0]
 
 
 def test_refuses_to_overwrite(digits_report, capsys):
@@ -349,6 +365,14 @@ def test_refuses_to_overwrite(digits_report, capsys):
         assert err.startswith("darm compare: error: ") and "already holds a comparison" in err
     assert (digits_report / "report.md").read_text() == report
     assert not (digits_report / "bigram").exists()
+
+
+@pytest.mark.parametrize("name", ["report.md", "loss.png"])
+def test_a_folder_with_files_the_report_would_overwrite_is_refused(tmp_path, capsys, name):
+    (tmp_path / name).write_text("my notes")  # no comparison's: the user's own
+    code = main(["compare", "--models", "bigram", "--steps", "1", "--out", str(tmp_path)])
+    one_line_error(capsys, code, 1, f"already holds {name}, which the comparison's report")
+    assert (tmp_path / name).read_text() == "my notes" and not (tmp_path / "bigram").exists()
 
 
 def test_markov_default_memory_is_one_image_row():
@@ -589,6 +613,11 @@ def test_a_family_that_cannot_be_continued_keeps_its_row(tmp_path, monkeypatch, 
     (family,) = json.loads((out / "results.json").read_text())["families"]
     assert family["status"] == "interrupted" and family["steps"] == 2
     assert family["note"].startswith("not continued: ")
+    assert family["note"].endswith(f"move {out / 'markov'} away to train it again from the start")
+    (out / "markov").rename(tmp_path / "markov-damaged")  # as the note says: from scratch
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["status"] == "done" and family["steps"] == 4
 
 
 def test_a_registered_variant_keeps_its_own_defaults(monkeypatch):

@@ -280,6 +280,10 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
     (tmp_path / "sub" / "2").rename(tmp_path / "sub" / "7")
     assert main(["eval", str(out), "--data", str(tmp_path / "sub")]) == 1
     assert "classes the model was not trained on: 7" in capsys.readouterr().err
+    # a model without labels reads none: the folder's classes may be named anything
+    _train_markov(tmp_path / "imgs", tmp_path / "plain", "--levels", "2")
+    got = eval_json(capsys, tmp_path / "plain", "--data", tmp_path / "sub")
+    assert got["nats_per_example"] == pytest.approx(mean_nats(tmp_path / "plain", images), rel=1e-5)
 
 
 def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, capsys):
