@@ -230,7 +230,9 @@ def resolve(path: str | Path) -> Path:
         for tag in ("best", "last"):
             if (path / f"{tag}.json").exists():
                 return path / f"{tag}.json"
-        raise DarmError(f"no checkpoint (best.json or last.json) in {path}")
+        runs = sorted(p.parent.name for p in path.glob("*/best.json"))  # a comparison's
+        inside = f"; its runs: {', '.join(str(path / r) for r in runs[:4])}" if runs else ""
+        raise DarmError(f"no checkpoint (best.json or last.json) in {path}{inside}")
     if path.suffix == ".safetensors":
         path = path.with_name(
             path.name.removesuffix(".optim.safetensors").removesuffix(".safetensors") + ".json"

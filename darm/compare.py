@@ -264,6 +264,9 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
         train=asdict(cfg),
     )  # fmt: skip
     run_dir = opts.out / name
+    planned = f" (planned for {opts.budget:g} s)" if plan is not None else ""
+    # which family the step lines below are of
+    tqdm.write(f"{name}: {model.num_params():,} parameters; training {steps} steps{planned}")
 
     def trained():
         return train(

@@ -114,6 +114,11 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
         f"speed as it trained, so that its learning rate schedule ends within the budget"
     )
     doc.para(f"Data: {data.summary()}. {data.notes}.")
+    if data.num_classes:  # a comparison's families model p(x): the labels go unused
+        doc.para(
+            f"The families are unconditional, p(x): the data's {data.num_classes} classes are "
+            f"not used (`darm train --conditional` trains p(x | label))."
+        )
     doc.para(f"Budget: {budget}. Seed {opts.seed}. {environment()}. "
              f"Written {time.strftime('%Y-%m-%d %H:%M')}.")  # fmt: skip
 

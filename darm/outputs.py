@@ -376,9 +376,12 @@ def label_tensor(
     if not model.num_classes:
         raise DarmError("--label given, but this model is unconditional (train with --conditional)")
     if isinstance(label, str):  # a class's name first: folders may be named "1", "10", "2"
+        # where every class is named by a number, a number is a name (never a class's index:
+        # --label 0 would be the folder 1)
+        numbered = bool(class_names) and all(c.lstrip("-").isdigit() for c in class_names)
         if label in (class_names or []):
             label = class_names.index(label)
-        elif label.lstrip("-").isdigit():
+        elif label.lstrip("-").isdigit() and not numbered:
             label = int(label)
         else:
             known = f"its classes: {', '.join(class_names)}" if class_names else "numbers only"

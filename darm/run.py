@@ -168,6 +168,14 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                         f"the model nothing{hint}",
                         file=sys.stderr,
                     )
+                seen = int(torch.unique(data["train"].y).numel())
+                if 1 < data.num_classes and seen * 2 <= data.num_classes:  # labels 0 and 1000
+                    say(
+                        f"warning: --conditional: {data.name} has {data.num_classes} classes "
+                        f"(its largest label + 1), of which only {seen} occur in training: "
+                        f"number its labels 0..{seen - 1} (np.unique(y, return_inverse=True))",
+                        file=sys.stderr,
+                    )
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
             check_memory(model_name, data, overrides, device, rows, cfg.dtype)
             model = create_model(model_name, data, **overrides).to(device)
@@ -575,6 +583,9 @@ def load_training_data(args, spec: str):
     """--data for new models (train, compare, bench), in a layout refused if it looks like
     PyTorch's (N, C, H, W): a few channels first, then a picture wider than any channel count.
     (Data read again for a trained model is read as it was.)"""
+    if spec in BUILTIN and Path(spec).exists() and distributed.env_context().is_main:
+        print(f"warning: --data {spec} is the built-in {spec}; for the {spec} here, give "
+              f"--data ./{spec}", file=sys.stderr)  # fmt: skip
     data = load_data(spec, args.format, *data_options(args))
     shape = tuple(data.image_shape or ())
     if len(shape) == 3 and shape[0] in (1, 3, 4) and min(shape[1:]) > 4:

@@ -342,11 +342,11 @@ def train(
         """What a run stopped by a non-finite number leaves to resume from: the last checkpoint,
         with its validation NLL, which may itself be far from good (a huge lr's first pass)."""
         if not last_saved:
-            return f"before any checkpoint was saved in {run_dir} (try a lower --lr)"
+            return f"before any checkpoint was saved in {run_dir} (try a lower learning rate)"
         scored = f", validation {last_saved['val']:.4g} nats/dim" if "val" in last_saved else ""
         return (
             f"the last checkpoint in {run_dir} (step {last_saved['step']}{scored}) is kept "
-            f"(try a lower --lr)"
+            f"(try a lower learning rate)"
         )
 
     def log_row(step, lr, train_nll, val, tokens_per_s, elapsed) -> None:
@@ -416,10 +416,11 @@ def train(
             )
             loss, out_of_time, interrupted = total_nats / n_dims, late > 0, halted > 0
             if not math.isfinite(loss):
-                raise DarmError(f"loss is {loss} at step {step}; stopped, {kept()}")
+                # (counted as the log counts: the update this batch was for is step + 1)
+                raise DarmError(f"loss is {loss} at step {step + 1}; stopped, {kept()}")
             if not math.isfinite(norm_value):
                 raise DarmError(
-                    f"gradient norm is {norm_value} at step {step}; stopped before the "
+                    f"gradient norm is {norm_value} at step {step + 1}; stopped before the "
                     f"update, {kept()}"
                 )
             if cfg.grad_clip > 0:

@@ -11,6 +11,7 @@ import torch
 from darm.checkpoint import record_sha256
 from darm.cli import main
 from darm.data import load_data
+from darm.errors import DarmError
 from darm.memory import forward_numbers
 from darm.models import create_model
 from tests.conftest import NAMES, TINY_MARKOV, one_line_error, write_names
@@ -1158,7 +1159,9 @@ def test_labels_by_name_before_number():
     names = ["1", "10", "2"]  # sub-folders named by numbers, sorted as text
     assert label_tensor(model, "10", 2, names).tolist() == [1, 1]
     assert label_tensor(model, "2", 1, names).tolist() == [2]
-    assert label_tensor(model, "0", 1, names).tolist() == [0]  # no class "0": a number
+    with pytest.raises(DarmError, match="--label '0' is not a class"):  # every class is named
+        label_tensor(model, "0", 1, names)  # by a number: "0" is not an index (of folder 1)
+    assert label_tensor(model, "0", 1, ["cat", "dog", "2"]).tolist() == [0]  # an index here
 
 
 @pytest.mark.parametrize("text", ["1,2,4", "(1, 2, 4)", "1 2 4", "[1,2,4]"])
@@ -1230,6 +1233,17 @@ def test_data_options_a_file_would_ignore_are_refused(names_file, capsys, extra,
     said = capsys.readouterr()
     assert code == 1 and said.out == ""  # refused before any data is read
     assert said.err.count("\n") == 1 and needle in said.err, said.err
+
+
+def test_a_folder_named_like_a_builtin_is_pointed_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()  # the user's own pictures, say
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "1", "--quiet", "--samples",
+            "0", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: --data digits is the built-in digits; for the digits here, give --data " \
+        "./digits" in err  # fmt: skip
 
 
 def test_a_negative_seed_trains_and_resumes(names_file, tmp_path):

@@ -63,13 +63,28 @@ def digits_report(tmp_path_factory):
     return out
 
 
-def test_report_has_every_section(digits_report):
+def test_each_familys_lines_are_headed_by_its_name(tmp_path, capsys):
+    args = ["compare", "--data", "digits", "--models", "markov", "--steps", "2",
+            "--samples", "2", "--deps-examples", "2", "--out", str(tmp_path / "c"),
+            *tiny_sets("markov")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    head = out.index("markov: ")
+    assert re.match(r"markov: [\d,]+ parameters; training 2 steps\n", out[head:])
+    assert head < out.index("step 2: train")  # before its step lines
+
+
+def test_report_has_every_section(digits_report, capsys):
     out = digits_report
     report = (out / "report.md").read_text()
     assert report.startswith("# darm compare: digits")
     assert "darm compare --data digits --models markov,wavenet,gpt --steps 4" in report
     for section in SECTIONS:
         assert section in report, section
+    assert "The families are unconditional, p(x): the data's 10 classes are not used" in report
+    # the folder is no run: the runs in it are named (sample, eval, ... take one of them)
+    runs = ", ".join(str(out / m) for m in ("gpt", "markov", "wavenet"))
+    one_line_error(capsys, main(["eval", str(out)]), 1, f"in {out}; its runs: {runs}")
     for name in ("loss.png", "deps.png", "results.json", "report.html"):
         assert (out / name).stat().st_size > 0, name
     for model in ("markov", "wavenet", "gpt"):

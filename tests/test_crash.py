@@ -162,14 +162,14 @@ def test_nonfinite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, monkey
     def poisoned(logits, x, mask=None):
         calls.append(1)
         nll = real(logits, x, mask)
-        return nll * float("nan") if len(calls) > 6 else nll  # from step 6 on
+        return nll * float("nan") if len(calls) > 6 else nll  # from the 7th batch on
 
     monkeypatch.setattr(darm.step, "nll_per_dim", poisoned)
     cfg = TrainConfig(steps=20, batch_size=8, warmup=2, eval_every=4)
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(
         DarmError,
-        match=r"loss is nan at step 6; stopped, the last checkpoint in .* \(step 4, valid",
+        match=r"loss is nan at step 7; stopped, the last checkpoint in .* \(step 4, valid",
     ):
         train(model, "gru", data, cfg, tmp_path / "run", progress=False)
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored on errors

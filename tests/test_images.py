@@ -277,6 +277,13 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
     images, _ = every_split(load_data(str(tmp_path / "sub"), levels=2))
     label = torch.full((len(images),), 2)  # "2" is class 2 of ["1", "10", "2"], not class 0
     assert got["nats_per_example"] == pytest.approx(mean_nats(out, images, label), rel=1e-5)
+    # classes all named by numbers: a number is a name, never an index (0 would be folder 1)
+    got = eval_json(capsys, out, "--data", tmp_path / "sub", "--label", "2")
+    assert (got["label"], got["class"]) == (2, "2")
+    assert main(["eval", str(out), "--data", str(tmp_path / "sub"), "--label", "0"]) == 1
+    assert "--label '0' is not a class of this model (its classes: 1, 10, 2)" in (
+        capsys.readouterr().err
+    )
     (tmp_path / "sub" / "2").rename(tmp_path / "sub" / "7")
     assert main(["eval", str(out), "--data", str(tmp_path / "sub")]) == 1
     assert "classes the model was not trained on: 7" in capsys.readouterr().err
@@ -434,3 +441,19 @@ def test_conditional_on_one_class_is_warned_of(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "1 class (0=only)" in out
     assert "warning: --conditional: one has 1 class, so the label tells the model nothing" in err
+
+
+def test_conditional_on_labels_with_gaps_is_warned_of(tmp_path, capsys):
+    import numpy as np
+
+    y = np.where(np.arange(30) % 2, 1000, 0)  # two classes, numbered 0 and 1000
+    np.savez(tmp_path / "gaps.npz", x=np.zeros((30, 4), int) + (y[:, None] > 0), y=y)
+    argv = ["train", "--data", str(tmp_path / "gaps.npz"), "--model", "markov", "--set",
+            "n_hidden=8", "--conditional", "--steps", "1", "--out", str(tmp_path / "r"),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        "gaps has 1001 classes (its largest label + 1), of which only 2 occur in training: "
+        "number its labels 0..1" in err
+    ), err

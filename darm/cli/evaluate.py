@@ -96,5 +96,8 @@ def cmd_eval(args) -> None:
         write_per_example(Path(args.per_example), data, nats, whole)
         print(f"wrote {args.per_example} (one row per {units(data.kind)[0]})", file=human)
     if args.json:
-        given = {} if args.label is None else {"label": int(label[0])}
+        given = {}
+        if args.label is not None:  # the class's number in the model, and its name if it has one
+            names = meta.get("class_names") or []
+            given = {"label": int(label[0]), **({"class": names[int(label[0])]} if names else {})}
         print(json.dumps({"split": split, **given, **nll.as_dict()}))

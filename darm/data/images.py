@@ -199,7 +199,8 @@ def image_folder_dataset(
     if len(paths) < (1 if whole else 3):
         kinds = ", ".join(IMAGE_SUFFIXES)
         need = 1 if whole else 3
-        raise DarmError(f"{folder} holds {len(paths)} images ({kinds}); need at least {need}")
+        held = f"{len(paths)} image{'s' * (len(paths) != 1)}"
+        raise DarmError(f"{folder} holds {held} ({kinds}); need at least {need}")
     if channels is not None and channels not in PIL_MODES:
         raise DarmError(f"the model reads {channels}-channel images; picture files hold 1 to 4")
     mode = PIL_MODES[channels] if channels else _image_mode(paths)
@@ -209,7 +210,8 @@ def image_folder_dataset(
         if img.shape != shape:
             raise DarmError(
                 f"{p} is {img.shape[0]}x{img.shape[1]} (rows x columns), but "
-                f"{paths[0].name} is {shape[0]}x{shape[1]}; all images must have one size"
+                f"{paths[0].relative_to(folder)} is {shape[0]}x{shape[1]}; all images must "
+                f"have one size"
             )
     x = quantise(np.stack(images), levels)  # (N, H, W) or (N, H, W, 3)
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
