@@ -35,6 +35,9 @@ class RunSummary:
     test: dict[str, Any] | None = None  # results.json, when it scores the current checkpoint
     commands: list[str | None] = field(default_factory=list)  # the start, then each --resume
     init: dict[str, Any] | None = None  # the checkpoint a fine-tuning run started from
+    levels: int | None = None  # L: scores of other L (or of p(x | y)) do not compare
+    conditional: bool = False  # p(x | label)
+    source: str = ""  # the data's file, or a built-in's name: a folder named like it differs
 
 
 def in_folder(folder: str, command: str) -> str:
@@ -70,7 +73,7 @@ def find_runs(roots: list[Path]) -> list[Path]:
 def summarise(run_dir: Path) -> RunSummary:
     """What the run's last checkpoint and results.json say about it."""
     path, record = read_record(run_dir / "last.json")
-    data = record.get("data", {})
+    data, config = record.get("data", {}), record.get("config")
     test = None
     if finished(run_dir):
         test = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
@@ -92,6 +95,11 @@ def summarise(run_dir: Path) -> RunSummary:
         test=test,
         commands=record.get("commands", [None]),  # (an older darm's: not recorded)
         init=record.get("init"),
+        levels=config.get("vocab_size") if isinstance(config, dict) else None,
+        conditional=bool(config.get("num_classes")) if isinstance(config, dict) else False,
+        source=str(source.get("path") or source.get("name") or "")
+        if isinstance(source := data.get("source"), dict)
+        else "",
     )
     check_types(summary)
     return summary
@@ -99,7 +107,8 @@ def summarise(run_dir: Path) -> RunSummary:
 
 FIELD_TYPES = {"model": str, "data": str, "kind": str, "step": int, "steps": int,
                "train_s": (int, float), "params": (int, type(None)),
-               "best_valid_nats_per_dim": (int, float, type(None)), "commands": list}  # fmt: skip
+               "best_valid_nats_per_dim": (int, float, type(None)), "commands": list,
+               "levels": (int, type(None))}  # fmt: skip
 
 
 def check_types(s: RunSummary) -> None:
@@ -135,20 +144,21 @@ def summarise_all(roots: list[Path]) -> list[RunSummary]:
     return summaries
 
 
-ALIGN = "llrlrrrrr"  # run, model, params, data, steps, valid, test, bits, train s
+ALIGN = "llrlrrrrrr"  # run, model, params, data, L, steps, valid, test, bits, train s
 
 
 def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one run a row; test NLL per example in the data's own unit."""
-    header = ["run", "model", "params", "data", "steps", "valid nats/dim", "test nats/example",
-              "test bits/dim", "train s"]  # fmt: skip
+    header = ["run", "model", "params", "data", "L", "steps", "valid nats/dim",
+              "test nats/example", "test bits/dim", "train s"]  # fmt: skip
     rows = []
     for s in summaries:
         ex, dim = units(s.kind)
         test = s.test or {}
         per_example = test.get("nats_per_example")
         rows.append([
-            s.run, s.model, fmt(s.params, ","), s.data,
+            s.run, s.model + " | label" * s.conditional, fmt(s.params, ","), s.data,
+            fmt(s.levels, "d"),
             f"{s.step}" if s.step == s.steps else f"{s.step} of {s.steps}",
             fmt(s.best_valid_nats_per_dim, ".4f"),
             "–" if per_example is None else f"{per_example:.4f} /{ex}",
@@ -187,9 +197,10 @@ def runs_markdown(header: list[str], rows: list[list[str]], summaries) -> str:
 
 
 def by_test(s: RunSummary) -> tuple:
-    """Sort key: runs of one dataset together, the lowest test NLL first, untested last."""
+    """Sort key: runs of one dataset together (the same file, levels, and labels or none: other
+    scores do not compare), the lowest test NLL first, untested last."""
     nll = (s.test or {}).get("nats_per_example")
-    return s.data, nll is None, nll or 0.0, s.run
+    return s.data, s.source, s.levels or 0, s.conditional, nll is None, nll or 0.0, s.run
 
 
 def show_runs(roots: list[Path], style: str = "plain", sort: str = "run") -> str:

@@ -42,7 +42,8 @@ def test_table_shows_each_run_and_its_commands(runs, capsys):
     results = json.loads((root / "a" / "results.json").read_text())
     cells = a.split()
     assert cells[0] == str(root / "a") and cells[1] == "markov"
-    assert cells[2] == f"{model.num_params():,}" and cells[4] == "6"
+    assert cells[2] == f"{model.num_params():,}" and cells[4] == str(model.vocab_size)  # L
+    assert cells[5] == "6"
     assert f"{results['nats_per_example']:.4f} /item" in a  # the current checkpoint's test
     assert f"{results['bits_per_dim']:.4f} /char" in a
     assert b.split()[0] == str(root / "deep" / "b") and "2 of 4" in b
@@ -159,6 +160,23 @@ def test_sorted_by_test_nll_within_each_dataset(tmp_path, capsys):
     assert order == [str(tmp_path / n) for n in ("long", "short", "untested")]
     long, short = (json.loads((tmp_path / n / "results.json").read_text()) for n in order[:2])
     assert long["nats_per_example"] < short["nats_per_example"]  # (what the order rests on)
+
+
+def test_runs_of_another_kind_of_model_are_ranked_apart(tmp_path, capsys):
+    """p(x | label) scores lower than p(x) on the same data, but does not compare with it:
+    each is ranked among its own kind, and the table marks it."""
+    for name, extra in [("cond", ["--conditional"]), ("plain", [])]:
+        argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "30", "--samples", "0",
+                "--quiet", "--out", str(tmp_path / name), *extra]  # fmt: skip
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path), "--sort", "test", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["run"], r["conditional"], r["levels"]) for r in rows] == [
+        (str(tmp_path / "plain"), False, 17), (str(tmp_path / "cond"), True, 17)
+    ]  # fmt: skip
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "markov | label" in capsys.readouterr().out
 
 
 def test_an_edited_record_is_skipped_in_one_warning_and_odd_results_left_out(
