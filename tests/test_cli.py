@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +71,15 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "many")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'many' / 'loss.png'}"
+
+
+def test_plot_labels_runs_by_as_much_of_their_path_as_tells_them_apart():
+    from darm.cli.figures import curve_labels
+
+    folders = [Path("runs/cmp-a/markov"), Path("runs/cmp-a/gru"), Path("runs/cmp-b/markov")]
+    assert curve_labels(folders) == ["cmp-a/markov", "cmp-a/gru", "cmp-b/markov"]
+    assert curve_labels(folders[:2]) == ["markov", "gru"]
+    assert curve_labels([Path("x/a"), Path("y/x/a")]) == ["x/a", "y/x/a"]
 
 
 def test_plot_and_runs_refuse_a_run_named_twice_or_an_empty_folder(run, capsys):

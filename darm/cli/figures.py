@@ -36,6 +36,16 @@ def runs_named(paths) -> list[Path]:
     return runs
 
 
+def curve_labels(folders: list[Path]) -> list[str]:
+    """Each run's name in the legend: its folder's name, with as many folders above it as
+    tell it from the others (two comparisons' markov: cmp-a/markov, cmp-b/markov)."""
+    for depth in range(1, max(len(f.parts) for f in folders) + 1):
+        labels = ["/".join(f.parts[-depth:]) for f in folders]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(f) for f in folders]
+
+
 def cmd_plot(args) -> None:
     """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
     curves = {}
@@ -58,8 +68,8 @@ def cmd_plot(args) -> None:
             raise DarmError(f"{log} is not a darm log.csv: no rows, or no {missing}")
         if any(log.resolve() == seen.resolve() for seen in curves.values()):
             raise DarmError(f"{run} is named twice: each run is drawn once")
-        label = log.parent.name
-        curves[str(log.parent) if label in curves else label] = log  # two folders named alike
+        curves[str(log.parent)] = log
+    curves = dict(zip(curve_labels([Path(k) for k in curves]), curves.values()))
     # one run: its own loss.png, whether its folder or its log.csv was named; several: one
     # picture in the folder that holds them all
     folders = [Path(p).parent for p in curves.values()]
