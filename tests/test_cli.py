@@ -71,6 +71,13 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "many")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'many' / 'loss.png'}"
+    # a comparison's families in its own order (their colours as in its loss.png)
+    from darm.cli.figures import runs_named
+
+    assert [r.name for r in runs_named([tmp_path / "many"])] == ["a", "b"]  # by name
+    families = [{"model": "b"}, {"model": "a"}]
+    (tmp_path / "many" / "results.json").write_text(json.dumps({"families": families}))
+    assert [r.name for r in runs_named([tmp_path / "many"])] == ["b", "a"]
 
 
 def test_plot_labels_runs_by_as_much_of_their_path_as_tells_them_apart():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -28,12 +29,24 @@ def parse_pixel(text: str) -> tuple[int, int]:
 
 def runs_named(paths) -> list[Path]:
     """The runs a list of paths names: a folder without a log.csv of its own stands for the
-    runs in its sub-folders (a comparison's families, a folder of runs), in name order."""
+    runs in its sub-folders (a comparison's families, in its order, so each family keeps the
+    colour of the comparison's own loss.png; a folder of runs, in name order)."""
     runs = []
     for path in paths:
         inner = [] if (path / "log.csv").exists() else sorted(path.glob("*/log.csv"))
+        order = comparison_order(path)
+        inner.sort(key=lambda log: order.get(log.parent.name, len(order)))  # (stable: by name)
         runs += [log.parent for log in inner] if path.is_dir() and inner else [path]
     return runs
+
+
+def comparison_order(folder: Path) -> dict[str, int]:
+    """Family name -> its place in the comparison whose report is in `folder` ({} if none)."""
+    try:
+        families = json.loads((folder / "results.json").read_text(encoding="utf-8"))["families"]
+        return {row["model"]: i for i, row in enumerate(families)}
+    except (OSError, ValueError, KeyError, TypeError):  # no comparison's report there
+        return {}
 
 
 def curve_labels(folders: list[Path]) -> list[str]:
