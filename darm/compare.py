@@ -514,9 +514,10 @@ def compare_families(
     previous = {} if before is None else before["families"]
     if before is not None:
         if before["data"].get("digest") != opts.data_digest:
+            theirs = before["data"].get("summary") or before["data"].get("name")
             raise DarmError(
-                f"{data.name} does not read into the examples the comparison in {opts.out} "
-                f"ran on: a data option (--data, --format, --block, --levels, --data-seed) "
+                f"{data.summary()} is not the data the comparison in {opts.out} ran on "
+                f"({theirs}): a data option (--data, --format, --block, --levels, --data-seed) "
                 f"differs, or the file has changed since"
             )
     else:

@@ -496,7 +496,8 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     np.save(path, np.random.default_rng(1).integers(0, 4, size=(30, 6)))  # edited since
     code = main(["compare", "--out", str(out), "--resume"])
-    one_line_error(capsys, code, 1, "does not read into the examples the comparison")
+    err = one_line_error(capsys, code, 1, "is not the data the comparison in ")
+    assert "a: array, L=4, D=6 (train 24, valid 3, test 3) is not the data" in err
 
 
 def test_a_second_interruption_records_where_it_stopped(tmp_path, monkeypatch):
