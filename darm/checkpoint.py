@@ -231,7 +231,8 @@ def resolve(path: str | Path) -> Path:
             if (path / f"{tag}.json").exists():
                 return path / f"{tag}.json"
         runs = sorted(p.parent.name for p in path.glob("*/best.json"))  # a comparison's
-        inside = f"; its runs: {', '.join(str(path / r) for r in runs[:4])}" if runs else ""
+        more = ", ..." if len(runs) > 4 else ""
+        inside = f"; its runs: {', '.join(str(path / r) for r in runs[:4])}{more}" if runs else ""
         raise DarmError(f"no checkpoint (best.json or last.json) in {path}{inside}")
     if path.suffix == ".safetensors":
         path = path.with_name(

@@ -198,11 +198,9 @@ def run_family(
             result, trained = continued_family(before, data, opts, device)
         except Exception as e:  # its checkpoint unreadable, say: the row stays as it was, for
             # a later --resume once that is put right (or the folder moved away: from scratch)
-            return replace(
-                before,
-                note=f"not continued: {first_line(e)}; move {run_dir} away to train it again "
-                f"from the start",
-            )
+            way = f"; move {run_dir} away to train it again from the start"
+            unreadable = isinstance(e, UnreadableCheckpoint)
+            return replace(before, note=f"not continued: {first_line(e)}{way * unreadable}")
         earlier = before.wall_s or 0.0
     else:
         result, trained = new_family(name, data, opts, device)
@@ -277,13 +275,20 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     return result, trained
 
 
+class UnreadableCheckpoint(DarmError):
+    """A family's last checkpoint that cannot be loaded to go on from."""
+
+
 def continued_family(before: FamilyResult, data: Dataset, opts: CompareOptions, device):
     """An interrupted family's turn again, from its last checkpoint: the rest of its steps in
     what is left of its budget, planned again from its speed here as an uninterrupted run
     is (none left, or all steps trained: straight to the test pass) -> (row, train), where
     train() returns train's state or None."""
     run_dir = opts.out / before.model
-    model, record, path = load_checkpoint(run_dir / "last.json", device)
+    try:
+        model, record, path = load_checkpoint(run_dir / "last.json", device)
+    except DarmError as e:  # damaged, edited, cut short: not a state to train on from
+        raise UnreadableCheckpoint(str(e)) from None
     cfg = build_config(TrainConfig, record["train"], "training option")
     step, spent = record["step"], record.get("elapsed_s", 0.0)
     left = None if opts.budget is None else opts.budget - spent

@@ -30,6 +30,7 @@ from darm.data import (
     BUNDLED_FILES,
     FIXED_LEVELS,
     FORMATS,
+    SPLITS,
     data_format,
     image_channels,
     load_data,
@@ -103,7 +104,10 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             samples = recorded_samples(record)
         check_resume_matches(args, record, path.parent)
         meta = record["data"]
-        data = load_from_source(meta, record["config"]["seq_len"], path.parent, changed="refuse")
+        conditional = bool(record["config"].get("num_classes"))
+        data = load_from_source(
+            meta, record["config"]["seq_len"], path.parent, "refuse", conditional
+        )
 
         model, record, path = load_checkpoint(path, device)
         if (run_dir / "best.json").exists():  # the run ends on it: find out now, not then
@@ -168,12 +172,15 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                         f"the model nothing{hint}",
                         file=sys.stderr,
                     )
-                seen = int(torch.unique(data["train"].y).numel())
-                if 1 < data.num_classes and seen * 2 <= data.num_classes:  # labels 0 and 1000
+                # numbered labels (an array's; a folder's classes are its sub-folders) that
+                # leave most numbers unused: labels 0 and 1000 make 1001 classes
+                seen = int(torch.unique(torch.cat([data[s].y for s in SPLITS])).numel())
+                numbered = data.source.get("format") in ("array", "images", "memory")
+                if numbered and not data.class_names and seen * 2 <= data.num_classes:
                     say(
                         f"warning: --conditional: {data.name} has {data.num_classes} classes "
-                        f"(its largest label + 1), of which only {seen} occur in training: "
-                        f"number its labels 0..{seen - 1} (np.unique(y, return_inverse=True))",
+                        f"(its largest label + 1), of which only {seen} occur: number its "
+                        f"labels 0..{seen - 1} (np.unique(y, return_inverse=True))",
                         file=sys.stderr,
                     )
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
@@ -332,7 +339,9 @@ def init_from(args, device):
             kept["seq_len"] = data.seq_len
             model, record, path = load_checkpoint(args.init, device, kept)
     else:
-        data = load_from_source(meta, model.num_dims, path.parent)
+        data = load_from_source(
+            meta, model.num_dims, path.parent, conditional=model.num_classes > 0
+        )
     check_fits(data, model, path, meta, scoring=False)  # fine-tuning needs the labels
     return model.to(device), model_name, data, path, record["step"]
 
@@ -583,7 +592,9 @@ def load_training_data(args, spec: str):
     """--data for new models (train, compare, bench), in a layout refused if it looks like
     PyTorch's (N, C, H, W): a few channels first, then a picture wider than any channel count.
     (Data read again for a trained model is read as it was.)"""
-    if spec in BUILTIN and Path(spec).exists() and distributed.env_context().is_main:
+    words = getattr(args, "argv", [])  # --data given, not compare's default digits
+    named = any(w == "--data" or w.startswith("--data=") for w in words)
+    if named and spec in BUILTIN and Path(spec).exists() and distributed.env_context().is_main:
         print(f"warning: --data {spec} is the built-in {spec}; for the {spec} here, give "
               f"--data ./{spec}", file=sys.stderr)  # fmt: skip
     data = load_data(spec, args.format, *data_options(args))

@@ -40,6 +40,15 @@ class RunSummary:
     source: str = ""  # the data's file, or a built-in's name: a folder named like it differs
 
 
+def data_identity(source) -> str:
+    """Which examples a run's splits hold: its file (or built-in), and the options that cut
+    them otherwise (a corpus's blocks, a split's seed); runs alike in it compare."""
+    if not isinstance(source, dict):
+        return ""
+    where = str(source.get("path") or source.get("name") or "")
+    return " ".join([where, *(f"{k}={source[k]}" for k in ("block", "seed") if k in source)])
+
+
 def in_folder(folder: str, command: str) -> str:
     """A command as it is recorded: run from the folder its relative paths start in, so it
     can be pasted anywhere."""
@@ -97,9 +106,7 @@ def summarise(run_dir: Path) -> RunSummary:
         init=record.get("init"),
         levels=config.get("vocab_size") if isinstance(config, dict) else None,
         conditional=bool(config.get("num_classes")) if isinstance(config, dict) else False,
-        source=str(source.get("path") or source.get("name") or "")
-        if isinstance(source := data.get("source"), dict)
-        else "",
+        source=data_identity(data.get("source")),
     )
     check_types(summary)
     return summary

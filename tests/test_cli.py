@@ -86,7 +86,20 @@ def test_plot_labels_runs_by_as_much_of_their_path_as_tells_them_apart():
     folders = [Path("runs/cmp-a/markov"), Path("runs/cmp-a/gru"), Path("runs/cmp-b/markov")]
     assert curve_labels(folders) == ["cmp-a/markov", "cmp-a/gru", "cmp-b/markov"]
     assert curve_labels(folders[:2]) == ["markov", "gru"]
-    assert curve_labels([Path("x/a"), Path("y/x/a")]) == ["x/a", "y/x/a"]
+    here = Path.cwd().name  # relative paths are told apart as absolute ones
+    assert curve_labels([Path("x/a"), Path("y/x/a")]) == [f"{here}/x/a", "y/x/a"]
+    assert curve_labels([Path("."), Path("../gru")]) == [here, "gru"]
+
+
+def test_plot_draws_two_logs_of_one_folder(run, monkeypatch, tmp_path):
+    import darm.cli.figures
+
+    drawn = {}
+    monkeypatch.setattr(darm.cli.figures, "plot_loss_curves", lambda c, out, x: drawn.update(c))
+    (run / "log-before.csv").write_text((run / "log.csv").read_text())
+    argv = ["plot", str(run / "log.csv"), str(run / "log-before.csv"), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert list(drawn) == [run.name, "log-before"]  # both, told apart
 
 
 def test_plot_and_runs_refuse_a_run_named_twice_or_an_empty_folder(run, capsys):
@@ -1261,6 +1274,8 @@ def test_a_folder_named_like_a_builtin_is_pointed_out(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "warning: --data digits is the built-in digits; for the digits here, give --data " \
         "./digits" in err  # fmt: skip
+    assert main([*argv[:1], *argv[3:-1], str(tmp_path / "s")]) == 0  # digits as the default
+    assert "warning" not in capsys.readouterr().err  # (no --data named: nothing to mistake)
 
 
 def test_a_negative_seed_trains_and_resumes(names_file, tmp_path):

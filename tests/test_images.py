@@ -291,6 +291,9 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
     _train_markov(tmp_path / "imgs", tmp_path / "plain", "--levels", "2")
     got = eval_json(capsys, tmp_path / "plain", "--data", tmp_path / "sub")
     assert got["nats_per_example"] == pytest.approx(mean_nats(tmp_path / "plain", images), rel=1e-5)
+    shutil.copytree(tmp_path / "sub" / "7", tmp_path / "imgs" / "7")  # its own, with a class more
+    assert main(["eval", str(tmp_path / "plain")]) == 0
+    assert "has changed since the run read it" in capsys.readouterr().err  # (said, not refused)
 
 
 def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, capsys):
@@ -454,6 +457,6 @@ def test_conditional_on_labels_with_gaps_is_warned_of(tmp_path, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert (
-        "gaps has 1001 classes (its largest label + 1), of which only 2 occur in training: "
+        "gaps has 1001 classes (its largest label + 1), of which only 2 occur: "
         "number its labels 0..1" in err
     ), err

@@ -51,7 +51,7 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
         return torch.cat([read_images(Path(p), shape, L) for p in args.input]), None, None
     if args.input:
         return None, None, [read_prefix(s, model, meta, "--input") for s in args.input]
-    test = load_from_source(meta, model.num_dims, folder)["test"]
+    test = load_from_source(meta, model.num_dims, folder, conditional=model.num_classes > 0)["test"]
     if args.count is not None and args.count > len(test):
         print(f"--count {args.count}: the test split holds {len(test)}; completing those")
     n = 8 if args.count is None else args.count

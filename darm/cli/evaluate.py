@@ -61,7 +61,9 @@ def cmd_eval(args) -> None:
         data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None,
                          any_length=True)  # fmt: skip
     else:
-        data = load_from_source(meta, model.num_dims, path.parent)
+        data = load_from_source(
+            meta, model.num_dims, path.parent, conditional=model.num_classes > 0
+        )
     as_class = ""
     if args.label is not None:  # every example scored as this class: log p(x | y = label)
         label = label_tensor(model, args.label, 1, meta.get("class_names"))

@@ -52,8 +52,9 @@ def comparison_order(folder: Path) -> dict[str, int]:
 def curve_labels(folders: list[Path]) -> list[str]:
     """Each run's name in the legend: its folder's name, with as many folders above it as
     tell it from the others (two comparisons' markov: cmp-a/markov, cmp-b/markov)."""
+    folders = [Path(os.path.abspath(f)) for f in folders]  # `.` and `..` named
     for depth in range(1, max(len(f.parts) for f in folders) + 1):
-        labels = ["/".join(f.parts[-depth:]) for f in folders]
+        labels = ["/".join(f.parts[-depth:]).removeprefix("//") for f in folders]
         if len(set(labels)) == len(labels):
             return labels
     return [str(f) for f in folders]
@@ -81,8 +82,12 @@ def cmd_plot(args) -> None:
             raise DarmError(f"{log} is not a darm log.csv: no rows, or no {missing}")
         if any(log.resolve() == seen.resolve() for seen in curves.values()):
             raise DarmError(f"{run} is named twice: each run is drawn once")
-        curves[str(log.parent)] = log
-    curves = dict(zip(curve_labels([Path(k) for k in curves]), curves.values()))
+        curves[str(log)] = log
+    # a run by its folder; another log file beside its log.csv by its own name too
+    runs = [
+        log.parent if log.name == "log.csv" else log.parent / log.stem for log in curves.values()
+    ]
+    curves = dict(zip(curve_labels(runs), curves.values()))
     # one run: its own loss.png, whether its folder or its log.csv was named; several: one
     # picture in the folder that holds them all
     folders = [Path(p).parent for p in curves.values()]
@@ -109,7 +114,9 @@ def cmd_deps(args) -> None:
             name = f"{data.name}'s {args.split} split"
             split, where, these = data[args.split], name, f"examples of {name}"
     else:  # the run's own data, found from the checkpoint (or named again)
-        data = load_from_source(meta, model.num_dims, path.parent)
+        data = load_from_source(
+            meta, model.num_dims, path.parent, conditional=model.num_classes > 0
+        )
         name = args.split or "test"
         split, where, these = data[name], f"the {name} split", f"{name} examples"
     if args.n is not None and args.n > len(split):  # as complete --count says it

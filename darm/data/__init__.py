@@ -138,16 +138,22 @@ def same_data(spec: str, source: dict[str, Any], run_dir: Path | None = None) ->
 
 
 def load_from_source(
-    meta: dict[str, Any], seq_len: int, run_dir: Path | None = None, changed: str = "warn"
+    meta: dict[str, Any],
+    seq_len: int,
+    run_dir: Path | None = None,
+    changed: str = "warn",
+    conditional: bool = True,
 ) -> Dataset:
     """Reload the data a checkpoint was trained on from its data record `meta`: the same
     split, vocabulary and class numbering (a fine-tuned model's classes, numbered by name).
     run_dir: the checkpoint's folder, where a moved project's data is looked for.
     A file that no longer reads into the examples the run saw (edited since: its seeded
-    split moved) is named on stderr, or with changed="refuse" refused (--resume)."""
+    split moved) is named on stderr, or with changed="refuse" refused (--resume).
+    conditional: whether the model reads the labels, which are then numbered as it numbers them."""
     source = located(meta["source"], run_dir)
     data = _reload(source, saved_vocab(meta), seq_len, image_channels(meta))
-    data = relabel_by_name(data, meta.get("class_names"))
+    if conditional:  # (an unconditional model reads no labels: a class added since is fine)
+        data = relabel_by_name(data, meta.get("class_names"))
     if meta.get("digest") and digest(data) != meta["digest"]:
         if "path" in source:
             what = f"{source['path']} has changed since the run read it"
