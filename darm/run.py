@@ -27,10 +27,10 @@ from darm.config import build_config, changed_fields, parse_assignments
 from darm.data import (
     BLOCKED,
     BUILTIN,
-    BUNDLED_FILES,
     FIXED_LEVELS,
     FORMATS,
     SPLITS,
+    bundled_name,
     data_format,
     image_channels,
     load_data,
@@ -351,8 +351,7 @@ def own_data(meta: dict, path: Path) -> str:
     data options (--init --block 1024), checked as --data would be."""
     source = located(meta["source"], path.parent)
     spec = source.get("name") if source.get("format") == "builtin" else source.get("path")
-    bundled = [name for name in BUNDLED_FILES if same_data(name, source)]
-    spec = bundled[0] if bundled else spec  # `speech`, as it was named, not its file
+    spec = bundled_name(source) or spec  # `speech`, as it was named, not its file
     if spec is None:
         raise DarmError(
             f"{path} was trained on arrays in memory: name them (saved with np.save) with "
@@ -486,7 +485,9 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
         check_same_start(args.init, record["init"])
     source = record["data"]["source"]
     if args.data is not None and not same_data(args.data, source, run_dir):
-        theirs = source.get("name") or source.get("path") or "(arrays in memory)"
+        theirs = (
+            bundled_name(source) or source.get("name") or source.get("path") or "(arrays in memory)"
+        )
         refuse("--data", args.data, f"data {theirs}")
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)

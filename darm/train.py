@@ -298,7 +298,9 @@ def train(
     if saved_raw:
         restore_weights(model, saved_raw, resume_from[0])
     train_split, valid_split = data["train"], data["valid"]
+    part = ""  # the validation scored, where it is not the whole split
     if 0 < cfg.valid_examples < len(valid_split):  # a fixed subset: the curve stays comparable
+        part = f" (first {cfg.valid_examples} of {len(valid_split)})"
         valid_split = valid_split.subset(0, cfg.valid_examples)
     log_path = run_dir / "log.csv"
     if ctx.is_main:
@@ -366,7 +368,7 @@ def train(
                 raise DarmError(f"validation NLL is {val} at step {step}; stopped, {kept()}")
             log_row(step, lr, train_nll, val, tokens_per_s, elapsed)
             if ctx.is_main:  # tqdm.write prints even from a disabled bar
-                bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim")
+                bar.write(f"step {step}: train {train_nll:.4f}  valid {val:.4f} nats/dim{part}")
             if val < best:
                 best = val
                 checkpoint("best", step, best, raw)

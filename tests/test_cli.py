@@ -1265,6 +1265,49 @@ def test_data_options_a_file_would_ignore_are_refused(names_file, capsys, extra,
     assert said.err.count("\n") == 1 and needle in said.err, said.err
 
 
+def test_training_goes_on_when_the_reader_of_its_lines_leaves(names_file, tmp_path):
+    """`darm train ... | head -2`: the pipe closes while training prints; the run still ends
+    with its checkpoints and results (it died silently at its next line, its step unsaved)."""
+    out = tmp_path / "r"
+    argv = [
+        sys.executable,
+        "-m",
+        "darm",
+        "train",
+        "--data",
+        str(names_file),
+        *TINY_MARKOV,
+        "--steps",
+        "40",
+        "--eval-every",
+        "5",
+        "--quiet",
+        "--samples",
+        "2",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.readline()  # the first line, then the reader is gone
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads((out / "last.json").read_text())["step"] == 40
+    assert (out / "results.json").exists() and (out / "samples.txt").exists()
+
+
+def test_a_bundled_datasets_name_is_kept_when_its_run_reads_it_again(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["train", "--data", "shakespeare", *TINY_MARKOV, "--block", "16", "--steps", "1",
+            "--quiet", "--samples", "0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert " on shakespeare" in capsys.readouterr().out  # not tinyshakespeare, its file's name
+    code = main(["train", "--out", str(out), "--resume", "--data", "names"])
+    one_line_error(capsys, code, 1, "--data names differs from its data shakespeare")
+
+
 def test_a_folder_named_like_a_builtin_is_pointed_out(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits").mkdir()  # the user's own pictures, say

@@ -355,3 +355,16 @@ def test_a_length_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
     one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 characters kept")
     code = main(["sample", str(out), "--prompt", "anna", "--length", "4"])
     one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 characters of")
+    # --dims D of the test items keeps them whole; an item shorter than --dims is kept up to
+    # its end, not with its end symbol (whose completions would all be empty)
+    code = main(["complete", str(out), "--dims", "6"])  # names of up to 5 letters: D = 6
+    one_line_error(capsys, code, 1, "--dims 6 keeps every dimension of D = 6: nothing is left")
+    from darm import load_checkpoint
+    from darm.cli import build_parser
+    from darm.cli.complete import known_part
+
+    model, record, _ = load_checkpoint(out)
+    args = build_parser().parse_args(["complete", str(out), "--dims", "5"])
+    known = known_part(args, model, record["data"], out)
+    eos, names = record["data"]["eos"], known.originals.tolist()
+    assert known.prefixes == [x[: x.index(eos)] for x in names]  # whole names, no end symbol

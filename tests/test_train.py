@@ -414,7 +414,7 @@ def test_training_shows_its_bar_on_a_terminal_only(tmp_path, monkeypatch):
     assert "%|" not in shown["log"] and "tok_s" not in shown["log"]
 
 
-def test_valid_examples_scores_a_fixed_subset(tmp_path, monkeypatch):
+def test_valid_examples_scores_a_fixed_subset(tmp_path, monkeypatch, capsys):
     data = load_data("digits")
     scored = []
 
@@ -426,6 +426,7 @@ def test_valid_examples_scores_a_fixed_subset(tmp_path, monkeypatch):
     cfg = TrainConfig(steps=4, batch_size=8, eval_every=2, valid_examples=30)
     train(_digits_model(), "gpt", data, cfg, tmp_path, progress=False)
     assert len(scored) == 2 and all(torch.equal(x, data["valid"].x[:30]) for x in scored)
+    assert "nats/dim (first 30 of 350)\n" in capsys.readouterr().out  # not the whole split's
     with pytest.raises(DarmError, match="valid_examples must be >= 0"):
         check_config(TrainConfig(valid_examples=-1))
 

@@ -34,6 +34,37 @@ def say_error(line: str) -> None:
     sys.stderr.flush()
 
 
+class OutlivesReader:
+    """stdout for a long command (train, compare): when its reader leaves (`| head`), the
+    rest of the output goes to /dev/null and the work goes on, to its checkpoints and
+    results, instead of dying at the next line it prints."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.reader_left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.reader_left()
+
+    def reader_left(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def __getattr__(self, name):  # isatty, fileno, encoding ... as the stream's
+        return getattr(self.stream, name)
+
+
+LONG = ("train", "compare")  # work worth finishing when the reader of its lines is gone
+
+
 def out_of_memory(command: str, e: BaseException) -> int:
     smaller = SMALLER.get(command, "a smaller model or --batch-size")
     say_error(f"darm {command}: error: out of memory (try {smaller}): {first_line(e)}")
@@ -66,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.imports:
             for spec in args.imports:
                 import_families(spec)
-        with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does
-            args.func(args)
+        stdout = sys.stdout
+        if args.command in LONG:
+            sys.stdout = OutlivesReader(stdout)
+        try:
+            with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does
+                args.func(args)
+        finally:
+            sys.stdout = stdout
     except DarmError as e:
         say_error(f"darm {args.command}: error: {e}")
         return 1

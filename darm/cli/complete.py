@@ -89,7 +89,12 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
         P = D // 2 if args.dims is None else args.dims
         if not 0 <= P <= D:
             raise DarmError(f"--dims must be in 0..{D}, got {P}")
+        if P == D and (args.length or D) <= D:
+            raise DarmError(f"--dims {D} keeps every dimension of D = {D}: nothing is left to draw")
         known.prefixes = originals[:, :P].tolist()
+        eos = meta.get("eos")
+        if eos is not None:  # an item shorter than P: kept up to its end, which is drawn again
+            known.prefixes = [x[: x.index(eos)] if eos in x else x for x in known.prefixes]
     if args.label is not None:
         known.labels = label_tensor(model, args.label, len(known.prefixes), meta.get("class_names"))
     elif not model.num_classes:

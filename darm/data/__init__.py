@@ -190,6 +190,12 @@ def as_built_in(data: Dataset) -> bool:
     )
 
 
+def bundled_name(source: dict[str, Any]) -> str | None:
+    """The built-in name of a bundled file a run read (`shakespeare`, not tinyshakespeare),
+    so it is named alike on every command; None for a file of the user's."""
+    return next((name for name in BUNDLED_FILES if same_data(name, source)), None)
+
+
 def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
     """The source with the path that exists now: the recorded one, else the one relative to
     the run folder (the data moved together with the run), else the recorded one still, for
@@ -214,10 +220,13 @@ def _reload(
         return load_data(source["name"], levels=source.get("levels"), seed=source.get("seed", 42))
     if fmt == "lines":
         return lines_dataset(
-            Path(source["path"]), seed=source["seed"], vocab=vocab, max_len=seq_len
-        )
+            Path(source["path"]), bundled_name(source), source["seed"], vocab=vocab,
+            max_len=seq_len,
+        )  # fmt: skip
     if fmt == "corpus":
-        return corpus_dataset(Path(source["path"]), source["block"], vocab=vocab)
+        return corpus_dataset(
+            Path(source["path"]), source["block"], bundled_name(source), vocab=vocab
+        )
     if fmt == "array":
         return array_dataset(
             Path(source["path"]), levels=source.get("levels"), seed=source.get("seed", 42)
@@ -228,8 +237,7 @@ def _reload(
             channels=channels,
         )  # fmt: skip
     if fmt == "audio":
-        name = "speech" if same_data("speech", source) else None
-        return audio_dataset(Path(source["path"]), source["block"], name)
+        return audio_dataset(Path(source["path"]), source["block"], bundled_name(source))
     if fmt == "memory":
         raise DarmError(
             "the run was trained on arrays in memory (darm.data.from_arrays), which it cannot "
