@@ -39,8 +39,8 @@ def test_lines_are_trimmed_and_the_summary_says_so(tmp_path):
     )
     assert items == ["abc", "def f(x):", "pass", "return x"]
     assert ds.summary().endswith(
-        "; 1 repeated line dropped; 3 lines trimmed of the spaces around them "
-        "(--format corpus keeps text as written)"
+        "; 1 repeated line dropped; 3 lines trimmed of the spaces around them, which "
+        "--format corpus keeps"
     )
     where = {  # each item's line in the file: the first of a repeated one
         ds.decode(ds[s].x[i : i + 1])[0]: ds.info["lines"][s][i]

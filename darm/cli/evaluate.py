@@ -80,17 +80,17 @@ def cmd_eval(args) -> None:
         sum(data[s].num_dims() for s in scored),
     )
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
-    own = ""
-    if args.data and not other and args.split is None:  # not scored whole, as another file is
-        own = (
-            " (--data names the run's own data: its test split; --split all scores it whole, "
-            "training examples too)"
-        )
     # what reading it did: colour made grey, repeated lines dropped (the run's own text is
     # its deduplicated splits, where another file is scored line for line)
-    read = f" ({data.caveat})" if data.caveat else ""
-    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{read}{as_class}"
-          f"{own}", file=human)  # fmt: skip
+    notes = [data.caveat] if data.caveat else []
+    if args.data and not other and args.split is None:  # not scored whole, as another file is
+        notes.append(
+            "--data names the run's own data: its test split; --split all scores it whole, "
+            "training examples too"
+        )
+    read = f" ({'; '.join(notes)})" if notes else ""
+    print(f"{path} ({record['model']}, step {record['step']}) on {data.name}{as_class}{read}",
+          file=human)  # fmt: skip
     print_nll(nll, split, data.kind, file=human)
     if args.per_example:
         # another file read whole sits in one split: its rows are the file's, not a test split

@@ -84,7 +84,7 @@ def lines_dataset(
     caveats = [f"{repeats} repeated line{'s' * (repeats != 1)} dropped"] if repeats else []
     if trimmed:
         caveats.append(f"{trimmed} line{'s' * (trimmed != 1)} trimmed of the spaces around "
-                       "them (--format corpus keeps text as written)")  # fmt: skip
+                       "them, which --format corpus keeps")  # fmt: skip
     data = Dataset(
         name=name or path.stem,
         kind="lines",
