@@ -13,10 +13,15 @@ def first_line(e: BaseException) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 
+def several_ranks() -> str | None:
+    """WORLD_SIZE as torchrun set it for several ranks, else None (one process). Read from
+    the environment alone: an error is said before any process group is joined."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return None if world in ("", "0", "1") else world
+
+
 def ranked(line: str) -> str:
     """A line as a rank other than 0 of torchrun says it, headed `[rank N]` (rank 0, and a
     process of its own, as it is)."""
     rank = os.environ.get("RANK", "0")
-    if rank != "0" and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
-        return f"[rank {rank}] {line}"
-    return line
+    return f"[rank {rank}] {line}" if rank != "0" and several_ranks() else line

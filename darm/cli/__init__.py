@@ -10,7 +10,7 @@ import sys
 import torch
 
 from darm.cli.parser import build_parser
-from darm.errors import DarmError, first_line, ranked
+from darm.errors import DarmError, first_line, ranked, several_ranks
 from darm.interrupt import sigterm_interrupts
 from darm.models.registry import import_families
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.commands[args.command].error(f"argument {flag}: expected a path, got ''")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
-    world = os.environ.get("WORLD_SIZE", "1")
-    if args.command not in ANY_RANK and world not in ("", "0", "1"):  # its ranks would write
+    world = several_ranks()
+    if args.command not in ANY_RANK and world:  # its ranks would write
         if os.environ.get("RANK", "0") == "0":  # one file at once (the others say it again)
             say_error(f"darm {args.command}: error: runs in one process (WORLD_SIZE={world} "
                       f"says this is one of torchrun's); torchrun is for `darm train`")  # fmt: skip
