@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from darm.checkpoint import atomic_write_text, check_writable, load_checkpoint, read_record
-from darm.data.arrays import npy_row
+from darm.data.arrays import npy_row, npy_rows
 from darm.data.audio import wav_levels, write_levels_wav
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
@@ -209,7 +209,20 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
                 f"{flag} of an array model is integers separated by spaces, e.g. '2 0 1', or "
                 f"an .npy of one row of them; got {text!r}"
             ) from None
-    outside = [v for v in symbols if not 0 <= v < model.vocab_size]  # before any tensor is made
+    return check_symbols(symbols, model, flag)
+
+
+def read_prefixes(text: str, model, meta: dict, flag: str) -> list[list[int]]:
+    """The known starts one `complete --input` gives: one per row of an array model's .npy
+    (N, P), else the one `read_prefix` reads."""
+    if saved_vocab(meta) is None and meta.get("kind") != "audio" and text.lower().endswith(".npy"):
+        return [check_symbols(row, model, flag) for row in npy_rows(Path(text), flag)]
+    return [read_prefix(text, model, meta, flag)]
+
+
+def check_symbols(symbols: list[int], model, flag: str) -> list[int]:
+    """symbols, refused before any tensor is made where one is outside the vocabulary."""
+    outside = [v for v in symbols if not 0 <= v < model.vocab_size]
     if outside:
         raise DarmError(f"{flag}: symbol {outside[0]} is outside 0..{model.vocab_size - 1}")
     return symbols

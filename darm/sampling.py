@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -30,8 +31,8 @@ def filter_logits(
     for name, value in (("temperature", temperature), ("top_p", top_p)):
         if isinstance(value, (str, bytes, bool)):  # "0.5" from a config file, say
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < math.inf:  # nan too; at inf, logits / T is nan at -inf logits
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     if top_k is not None:
         given = top_k
         try:  # Python, numpy and 0-d torch integers; not 2.5, not True

@@ -661,7 +661,8 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["sample", "run", "--out", ""], 2, "argument --out: expected a path, got ''"),
         (["eval", "run", "--per-example", ""], 2, "argument --per-example: expected a path"),
         (["train", "--init", ""], 2, "argument --init: expected a path, got ''"),
-        (["sample", "run", "--temperature", "nan"], 1, "--temperature must be > 0, got nan"),
+        (["sample", "run", "--temperature", "nan"], 1, "--temperature must be finite and > 0"),
+        (["complete", "run", "--temperature", "inf"], 1, "must be finite and > 0, got inf"),
         (["sample", "run", "--temperature", "0"], 1, "(--top-k 1 draws the most likely symbol"),
         (["complete", "run", "--top-p", "0"], 1, "--top-p must be in (0, 1], got 0.0"),
         (["complete", "run", "--length", "0"], 1, "--length must be >= 1, got 0"),
@@ -1109,14 +1110,25 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     assert main([*argv, "--out", str(out / "c")]) == 0
     rows = (out / "c.txt").read_text().splitlines()
     assert len(rows) == 2 and all(r.startswith("3 0 2 ") for r in rows)
-    np.save(tmp_path / "two.npy", np.zeros((2, 3), dtype=np.int64))
+    np.save(tmp_path / "two.npy", np.array([[1, 1], [2, 0]]))  # two prefixes for complete
+    argv = ["complete", str(out), "--input", str(tmp_path / "two.npy"), str(tmp_path / "row.npy")]
+    assert main([*argv, "-n", "2", "--out", str(out / "c2")]) == 0
+    rows = (out / "c2.txt").read_text().splitlines()
+    starts = ["1 1 ", "1 1 ", "2 0 ", "2 0 ", "3 0 2 ", "3 0 2 "]  # each prefix -n 2 times
+    assert len(rows) == 6 and all(
+        r.startswith(s) and len(r.split()) == 6 for r, s in zip(rows, starts)
+    )
+    capsys.readouterr()
+    code = main(["sample", str(out), "--prompt", str(tmp_path / "two.npy")])
+    one_line_error(capsys, code, 1, "must hold one row of integer symbols, (P,) or (1, P); got 2")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 1), dtype=np.int64))
     (tmp_path / "empty.npy").write_bytes(b"")
     np.savez(tmp_path / "z.npz", x=np.zeros(3, dtype=np.int64))
     (tmp_path / "z.npz").rename(tmp_path / "z.npy")
     np.save(tmp_path / "huge.npy", np.array([2**64 - 1], dtype=np.uint64))
     capsys.readouterr()
     for name, needle in [
-        ("two.npy", "must hold one row of integer symbols, (P,) or (1, P)"),
+        ("cube.npy", "must hold rows of integer symbols, (P,) or (N, P); got int64 (2, 3, 1)"),
         ("empty.npy", "cannot read"),
         ("z.npy", "is an .npz archive; save the row with np.save"),
         ("huge.npy", "symbol 18446744073709551615 is outside 0..3"),

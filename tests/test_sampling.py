@@ -105,8 +105,9 @@ def test_nll_units():
         (dict(top_k=2.5), "top_k must be an integer >= 1, got 2.5"),
         (dict(top_p=0.0), "top_p must be in"),
         (dict(top_p=1.5), "top_p must be in"),
-        (dict(temperature=0.0), "temperature must be > 0"),
-        (dict(temperature=float("nan")), "temperature must be > 0"),
+        (dict(temperature=0.0), "temperature must be finite and > 0"),
+        (dict(temperature=float("nan")), "temperature must be finite and > 0"),
+        (dict(temperature=float("inf")), "temperature must be finite and > 0, got inf"),
     ],
 )
 def test_bad_filter_settings_are_refused(kw, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 import torch
@@ -103,10 +104,10 @@ def check_sampling_args(args) -> None:
     """The options `sample` and `complete` share: one line for a bad value."""
     if args.n < 1:
         raise DarmError(f"-n must be >= 1, got {args.n}")
-    if not args.temperature > 0:  # nan too
+    if not 0 < args.temperature < math.inf:  # nan too
         raise DarmError(
-            f"--temperature must be > 0, got {args.temperature} (--top-k 1 draws the most "
-            f"likely symbol every time)"
+            f"--temperature must be finite and > 0, got {args.temperature} (--top-k 1 draws "
+            f"the most likely symbol every time)"
         )
     if args.top_k is not None and args.top_k < 1:
         raise DarmError(f"--top-k must be >= 1, got {args.top_k}")

@@ -22,7 +22,7 @@ from darm.outputs import (
     count,
     default_length,
     label_tensor,
-    read_prefix,
+    read_prefixes,
     save_samples,
     with_ext,
 )
@@ -43,14 +43,14 @@ class Known:
 def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
     """The inputs as (originals, labels, prefixes): pictures (N, D) for an image model (each
     file one picture, or a sample grid's), else one list of known symbols per --input (a WAV
-    clip's levels, a text's symbols, an array's integers); without --input, the first --count
-    examples of the test split and their labels."""
+    clip's levels, a text's symbols, an array's integers, each row of an .npy); without
+    --input, the first --count examples of the test split and their labels."""
     shape = meta.get("image_shape")
     if args.input and shape:
         L = model.vocab_size
         return torch.cat([read_images(Path(p), shape, L) for p in args.input]), None, None
     if args.input:
-        return None, None, [read_prefix(s, model, meta, "--input") for s in args.input]
+        return None, None, [p for s in args.input for p in read_prefixes(s, model, meta, "--input")]
     test = load_from_source(meta, model.num_dims, folder, conditional=model.num_classes > 0)["test"]
     if args.count is not None and args.count > len(test):
         print(f"--count {args.count}: the test split holds {len(test)}; completing those")

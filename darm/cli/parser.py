@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         nargs="+",
         help="pictures (image models; a grid written by darm sample gives each of its "
-        "pictures), WAV clips (audio) or prefixes",
+        "pictures), WAV clips (audio) or prefixes (arrays: an .npy gives each of its rows)",
     )
     k.add_argument("--rows", type=integer, help="image rows kept (default: half)")
     k.add_argument(

@@ -250,16 +250,27 @@ def make_dataset(name, xs, ys, L, shape, source, notes, class_names=None, where=
 
 def npy_row(path: Path, flag: str) -> list[int]:
     """One row of integer symbols saved by np.save, (P,) or (1, P): an array model's prompt."""
+    rows = npy_rows(path, flag)
+    if len(rows) != 1:
+        raise DarmError(
+            f"{flag}: {path} must hold one row of integer symbols, (P,) or (1, P); "
+            f"got {len(rows)} rows"
+        )
+    return rows[0]
+
+
+def npy_rows(path: Path, flag: str) -> list[list[int]]:
+    """Rows of integer symbols saved by np.save, (P,) or (N, P): array models' prompts."""
     try:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
         raise DarmError(f"{flag}: cannot read {path} as an .npy array: {first_line(e)}") from None
     if not isinstance(a, np.ndarray):  # an .npz under an .npy name loads as its archive
         raise DarmError(f"{flag}: {path} is an .npz archive; save the row with np.save")
-    one_row = a.ndim == 1 or (a.ndim == 2 and len(a) == 1)
-    if a.dtype.kind not in "iub" or not one_row or a.size == 0:
+    if a.dtype.kind not in "iub" or a.ndim not in (1, 2) or a.size == 0:
         raise DarmError(
-            f"{flag}: {path} must hold one row of integer symbols, (P,) or (1, P); "
+            f"{flag}: {path} must hold rows of integer symbols, (P,) or (N, P); "
             f"got {a.dtype} {a.shape}"
         )
-    return [int(v) for v in a.reshape(-1)]  # (1, P) -> (P,); Python ints: uint64 cannot wrap
+    rows = a.reshape(-1, a.shape[-1]).tolist()  # (P,) -> (1, P)
+    return [[int(v) for v in row] for row in rows]  # Python ints (bools too): no uint64 wrap
