@@ -101,7 +101,8 @@ def write_per_example(
     path: Path, data, nats: dict[str, torch.Tensor], names: dict[str, str] | None = None
 ) -> None:
     """One CSV row per example scored: its split (as `names` renames it) and index there,
-    its line (a lines file's) or file (an image folder's), its label (by the data's class
+    its line (a lines file's), file (an image folder's) or offset (a block's first symbol in
+    a corpus or clip, and its time in seconds for audio), its label (by the data's class
     names, where it has them), -log p in nats, its dimensions and bits per dimension, and
     its text (text data)."""
     labelled = any(data[s].y is not None for s in nats)
@@ -109,7 +110,10 @@ def write_per_example(
     out = csv.writer(text, lineterminator="\n")
     files = data.info.get("files")  # an image folder's: which picture each example is
     lines = data.info.get("lines")  # a lines file's: which line each example is
+    starts = data.info.get("starts")  # a stream's: where each split begins in it
+    rate = data.info.get("sample_rate")
     header = ["split", "index", *(["line"] * bool(lines)), *(["file"] * bool(files))]
+    header += ["offset"] * bool(starts) + ["seconds"] * bool(starts and rate)
     header += ["label"] * labelled
     header += ["nats", "dims", "bits_per_dim"]
     out.writerow(header + ["text"] * (data.vocab is not None))
@@ -121,6 +125,9 @@ def write_per_example(
         for i, (n, d) in enumerate(zip(per_example.tolist(), dims)):
             row = [(names or {}).get(s, s), i, *([lines[s][i]] if lines else [])]
             row += [files[s][i]] if files else []
+            if starts:  # blocks of D follow each other from the split's start
+                offset = starts[s] + i * split.x.shape[1]
+                row += [offset] + ([f"{offset / rate:.4f}"] if rate else [])
             row += [labels[i]] if labelled else []
             row += [f"{n:.6f}", d, f"{n / d / math.log(2):.6f}"]
             if data.vocab is not None:  # the symbols scored (a corpus's last block is short)

@@ -1,5 +1,6 @@
 """Audio: mu-law round trip, WAV reading and writing, and training on a WAV end to end."""
 
+import csv
 import json
 import wave
 
@@ -207,8 +208,13 @@ def test_train_on_wav_writes_wav(tmp_path, capsys):
         assert w.getframerate() == 8000 and w.getnchannels() == 1
         # three clips of one second (a wavenet goes on past D = 32), each then 0.1 s of silence
         assert w.getnframes() == 3 * (8000 + 800)
-    assert main(["eval", str(out)]) == 0
+    assert main(["eval", str(out), "--per-example", str(tmp_path / "w.csv")]) == 0
     assert "bits/sample" in capsys.readouterr().out
+    # each window's place in the clip: the test split is its last 10% (400 of 4000 samples)
+    rows = list(csv.DictReader((tmp_path / "w.csv").open()))
+    assert [r["offset"] for r in rows] == [str(3600 + 32 * i) for i in range(13)]
+    assert [r["seconds"] for r in rows[:2]] == ["0.4500", "0.4540"]  # 3600 / 8000, 3632 / 8000
+    assert rows[-1]["dims"] == "16"  # 400 = 12 x 32 + 16
     assert main(["sample", str(out), "-n", "2", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s.wav").exists()
 

@@ -513,6 +513,28 @@ def test_a_short_passage_is_scored_whole_by_a_corpus_model(tmp_path, capsys):
         assert got["nats_per_example"] * len(blocks) == pytest.approx(want, rel=1e-5)
 
 
+def test_per_example_rows_of_a_corpus_name_each_blocks_place_in_the_file(tmp_path, capsys):
+    import csv
+
+    text = "".join(f"line {i}: to be or not to be\n" for i in range(40))
+    (tmp_path / "a.txt").write_text(text)
+    run = tmp_path / "a"
+    assert main(["train", "--data", str(tmp_path / "a.txt"), "--format", "corpus", "--block",
+                 "16", *TINY_MARKOV, "--out", str(run), "--steps", "2", "--quiet",
+                 "--samples", "0"]) == 0  # fmt: skip
+    out = tmp_path / "per.csv"
+    assert main(["eval", str(run), "--split", "all", "--per-example", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["split"] for r in rows} == {"train", "valid", "test"}
+    # every block is the file's text at its offset, and the blocks tile the file
+    for r in rows:
+        at, dims = int(r["offset"]), int(r["dims"])
+        assert text[at : at + dims] == r["text"]
+    assert sum(int(r["dims"]) for r in rows) == len(text)
+    assert len({int(r["offset"]) for r in rows}) == len(rows)
+    assert "seconds" not in rows[0]
+
+
 def test_eval_writes_every_examples_nats(run, tmp_path, capsys):
     import csv
 

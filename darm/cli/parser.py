@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-example",
         metavar="FILE",
         help="also write a CSV of every example scored: split, index, its line (a text "
-        "file's) or file (an image folder's), label, nats, dims, bits/dim, and the text of "
-        "text data",
+        "file's), file (an image folder's) or offset (a block's place in a corpus or clip), "
+        "label, nats, dims, bits/dim, and the text of text data",
     )
     add_force_arg(e, "--per-example")
     e.add_argument("--batch-size", type=integer, default=512, help="examples a pass (default 512)")

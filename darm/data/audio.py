@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from darm.data.dataset import Dataset
-from darm.data.splits import CorpusSplit
+from darm.data.splits import CorpusSplit, split_starts
 from darm.errors import DarmError
 
 MU = 255
@@ -226,5 +226,5 @@ def audio_dataset(path: Path, block: int, name: str | None = None, whole: bool =
         notes=f"{len(stream)} samples ({seconds:.2f} s at {rate} Hz), mu-law 256 levels; "
         + ("scored whole" if whole else "in time order 80% train / 10% valid / 10% test")
         + f"; windows of {block} samples",
-        info={"sample_rate": rate},
+        info={"sample_rate": rate, "starts": split_starts(parts)},
     )

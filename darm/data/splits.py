@@ -82,3 +82,13 @@ class CorpusSplit(TensorSplit):
         starts = torch.randint(len(self.stream) - self.block + 1, (batch_size,), generator=g)
         offsets = starts[:, None] + torch.arange(self.block)  # (B, D)
         return self.stream[offsets], None, None
+
+
+def split_starts(parts: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Where each split of one stream cut by position begins in it (train, valid, test in
+    that order): a block's place in the file, for people reading per-example results."""
+    starts, at = {}, 0
+    for name, part in parts.items():
+        starts[name] = at
+        at += len(part)
+    return starts

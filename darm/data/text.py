@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from darm.data.dataset import Dataset, seeded_split, split_note, whole_split
-from darm.data.splits import CorpusSplit, TensorSplit
+from darm.data.splits import CorpusSplit, TensorSplit, split_starts
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
 
@@ -139,6 +139,7 @@ def corpus_dataset(
         splits={k: CorpusSplit(v, block) for k, v in parts.items()},
         source={"format": "corpus", "path": str(path), "block": block},
         vocab=vocab,
+        info={"starts": split_starts(parts)},
         notes=f"{len(stream)} characters, scored whole in blocks of {block}"
         if whole
         else f"{len(stream)} characters; first {1 - holdout:.0%} train, last {holdout:.0%} "
