@@ -38,9 +38,9 @@ def test_lines_are_trimmed_and_the_summary_says_so(tmp_path):
         ds.decode(ds[s].x)[i] for s in ("train", "valid", "test") for i in range(len(ds[s]))
     )
     assert items == ["abc", "def f(x):", "pass", "return x"]
-    assert ds.summary().endswith(
-        "; 1 repeated line dropped; 3 lines trimmed of the spaces around them, which "
-        "--format corpus keeps"
+    assert (
+        "(train 2, valid 1, test 1); 1 repeated line dropped; 3 lines trimmed of the spaces "
+        "around them, which --format corpus keeps; " in ds.summary()  # then the unseen symbols
     )
     where = {  # each item's line in the file: the first of a repeated one
         ds.decode(ds[s].x[i : i + 1])[0]: ds.info["lines"][s][i]
@@ -48,6 +48,24 @@ def test_lines_are_trimmed_and_the_summary_says_so(tmp_path):
         for i in range(len(ds[s]))
     }
     assert where == {"def f(x):": 1, "return x": 2, "pass": 4, "abc": 5}
+
+
+def test_symbols_training_never_sees_are_pointed_out(tmp_path):
+    """A symbol of held-out items alone: the summary names it (lines and corpus)."""
+    names = [f"{a}{b}a" for a in "bcdfg" for b in "aeiou"] + ["zoë"]
+    (tmp_path / "n.txt").write_text("\n".join(names))
+    seen = set()
+    for seed in range(20):  # seeds that put zoë outside train, and seeds that keep it in
+        ds = load_data(str(tmp_path / "n.txt"), seed=seed)
+        trained = "zoë" in ds.decode(ds["train"].x)
+        held = "; 2 symbols only in valid / test ('z', 'ë'), never trained on"  # o is in bo
+        assert ds.summary().endswith(held) != trained
+        seen.add(trained)
+    assert seen == {True, False}
+    (tmp_path / "c.txt").write_text("abab" * 50 + "xyz")  # x, y, z in the last 10%: test
+    ds = load_data(str(tmp_path / "c.txt"), format="corpus", block=4)
+    assert ds.caveat == "3 symbols only in valid / test ('x', 'y', 'z'), never trained on"
+    assert load_data(str(tmp_path / "c.txt"), format="corpus", block=4, whole=True).caveat == ""
 
 
 def test_a_few_values_under_a_large_maximum_are_pointed_out(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from darm.data.dataset import Dataset, seeded_split, split_note, whole_split
 from darm.data.splits import CorpusSplit, TensorSplit, split_starts
-from darm.data.vocab import EOS, Vocabulary
+from darm.data.vocab import EOS, Vocabulary, unseen_in_training
 from darm.errors import DarmError
 
 # items are padded to the longest one: refuse a padded (N, D) table above this many symbols
@@ -85,6 +85,9 @@ def lines_dataset(
     if trimmed:
         caveats.append(f"{trimmed} line{'s' * (trimmed != 1)} trimmed of the spaces around "
                        "them, which --format corpus keeps")  # fmt: skip
+    if not whole:
+        train = idx["train"]
+        caveats.append(unseen_in_training(vocab, x[train][mask[train]], x[mask]))
     data = Dataset(
         name=name or path.stem,
         kind="lines",
@@ -97,7 +100,7 @@ def lines_dataset(
         notes=f"{len(items)} lines, scored whole"
         if whole
         else f"{len(items)} distinct lines (deduplicated), {split_note(fractions, seed)}",
-        caveat="; ".join(caveats),
+        caveat="; ".join(filter(None, caveats)),
     )
     # which line of the file each example is, for people reading per-example results
     data.info["lines"] = {k: [numbers[j] for j in v.tolist()] for k, v in idx.items()}
@@ -139,6 +142,7 @@ def corpus_dataset(
         splits={k: CorpusSplit(v, block) for k, v in parts.items()},
         source={"format": "corpus", "path": str(path), "block": block},
         vocab=vocab,
+        caveat="" if whole else unseen_in_training(vocab, parts["train"], stream),
         info={"starts": split_starts(parts)},
         notes=f"{len(stream)} characters, scored whole in blocks of {block}"
         if whole

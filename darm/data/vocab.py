@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
+
 from darm.errors import DarmError
 
 EOS = "\n"  # the end-of-item symbol of line datasets: every item ends with one
@@ -79,3 +81,17 @@ def place(text: str, i: int) -> str:
         line_start = text.rfind("\n", 0, i) + 1
         return f"(line {text.count(chr(10), 0, i) + 1}, column {i - line_start + 1}) "
     return f"(position {i + 1}) " if len(text) > 1 else ""
+
+
+def unseen_in_training(vocab: Vocabulary, train: torch.Tensor, every: torch.Tensor) -> str:
+    """A caveat naming the symbols of the data (`every`, indices) that the training split
+    (`train`) never holds: the model learns nothing of them but that they are rare, so the
+    held-out items that hold one score badly. "" when training sees them all."""
+    unseen = sorted(set(every.unique().tolist()) - set(train.unique().tolist()))
+    if not unseen:
+        return ""
+    shown = ", ".join(repr(vocab.symbols[i]) for i in unseen[:5]) + ", ..." * (len(unseen) > 5)
+    return (
+        f"{len(unseen)} symbol{'s' * (len(unseen) != 1)} only in valid / test ({shown}), "
+        "never trained on"
+    )
