@@ -20,6 +20,7 @@ from darm.data import Dataset
 from darm.errors import DarmError
 from darm.models import ARModel, config_fields
 from darm.models.registry import family_source
+from darm.report import markdown_table
 from darm.sampling import sample
 from darm.step import scored_dims
 from darm.train import check_own_family
@@ -137,7 +138,7 @@ def speed_table(speeds: list[Speed], where: dict) -> str:
     naive = any(s.naive_samples_per_s is not None for s in speeds)
     head = ["model", "params", "ms / training step", "training tokens/s", "samples/s (cached)"]
     head += ["samples/s (naive)", "cache speed-up"] if naive else []
-    rows = [head, ["---"] * len(head)]
+    rows = []
     for s in speeds:
         row = [s.model, f"{s.params:,}", f"{s.ms_per_step:.1f}", f"{s.tokens_per_s:,.0f}"]
         row += [f"{s.samples_per_s:,.2f}"]
@@ -145,7 +146,7 @@ def speed_table(speeds: list[Speed], where: dict) -> str:
             speedup = f"{s.cache_speedup:.1f}x" if s.has_cache else "- (no cache of its own)"
             row += [f"{s.naive_samples_per_s:,.2f}", speedup]
         rows.append(row)
-    table = "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    table = "\n".join(markdown_table(head, rows, "l" * len(head)))
     n = where["threads"]
     threads = f", {n} thread{'s' * (n != 1)}" if where["device"] == "cpu" else ""
     return (

@@ -378,8 +378,8 @@ def network_change(config, settings: dict, what: str = "override") -> str | None
 
 
 def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None = None):
-    """The network a checkpoint record describes, with new weights (built under
-    `torch.device("meta")`, none at all: its size, say)."""
+    """The network a checkpoint record describes, with new weights (a caller after its size
+    alone builds it under `torch.device("meta")`: no weights at all)."""
     config = record["config"]
     if not isinstance(config, dict):
         raise DarmError(f"{path}: config must be a JSON object")

@@ -13,8 +13,7 @@ from darm.checkpoint import atomic_write
 from darm.data.images import PIL_MODES, conversion_note, quantise, read_pixels
 from darm.errors import DarmError
 from darm.models.base import ARModel, as_symbols, labels_for
-from darm.plots import GRID_GREY, image_grid, pixel_levels
-from darm.plots import GRID_PAD as pad
+from darm.plots import GRID_GREY, GRID_PAD, image_grid, pixel_levels
 from darm.sampling import check_count, sample
 
 
@@ -114,8 +113,8 @@ def grid_tiles(pixels: np.ndarray, H: int, W: int) -> np.ndarray | None:
         if height % scale or width % scale:
             continue
         small = pixels[::scale, ::scale]  # one pixel per scale x scale block
-        rows, rem_r = divmod(small.shape[0] - pad, H + pad)
-        cols, rem_c = divmod(small.shape[1] - pad, W + pad)
+        rows, rem_r = divmod(small.shape[0] - GRID_PAD, H + GRID_PAD)
+        cols, rem_c = divmod(small.shape[1] - GRID_PAD, W + GRID_PAD)
         if rows < 1 or cols < 1 or rem_r or rem_c:
             continue
         if not np.array_equal(small.repeat(scale, 0).repeat(scale, 1), pixels):
@@ -124,7 +123,7 @@ def grid_tiles(pixels: np.ndarray, H: int, W: int) -> np.ndarray | None:
         tiles = []
         for r in range(rows):
             for c in range(cols):
-                top, left = pad + r * (H + pad), pad + c * (W + pad)
+                top, left = GRID_PAD + r * (H + GRID_PAD), GRID_PAD + c * (W + GRID_PAD)
                 inside[top : top + H, left : left + W] = True
                 tiles.append(small[top : top + H, left : left + W])
         if not (small[~inside] == GRID_GREY).all():
@@ -154,8 +153,8 @@ def save_completion_grid(
     grid = image_grid(tiles, levels, scale, cols=k + 1)
     grid = grid.convert("RGB")
     draw = ImageDraw.Draw(grid)
-    H, pad = image_shape[0], 1
+    H = image_shape[0]
     for n in range(N):
-        y = (pad + n * (H + pad) + known_rows) * scale
+        y = (GRID_PAD + n * (H + GRID_PAD) + known_rows) * scale
         draw.line([(0, y), (grid.width, y)], fill=(255, 0, 0), width=1)
     atomic_write(Path(path), lambda tmp: grid.save(tmp, format="PNG"))

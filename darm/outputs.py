@@ -243,7 +243,7 @@ def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
         raise DarmError(
             f"{name} is {samples} samples ({samples / rate:.3f} s); this {model.family} sees at "
             f"most {limit} ({limit / rate:.3f} s): give a shorter clip, or use a model without "
-            f"a context limit (wavenet, rnn)"
+            f"a context limit (wavenet, rnn, markov)"
         )
 
 

@@ -204,7 +204,7 @@ class RunState:
 
     step: int = 0
     best: float = math.inf
-    before: float = 0.0
+    earlier_s: float = 0.0
     average: float = 0.0
     running: float | None = None
 
@@ -283,15 +283,15 @@ def train(
         raise DarmError(f"a conditional model needs labels, and {data.name} has none")
     optimizer = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
-    stand, saved_raw = RunState(), {}
+    state, saved_raw = RunState(), {}
     commands = [command]  # None: started from Python (or, resumed, by an older darm)
     if resume_from is not None:
         commands = [*resume_from[1].get("commands", [None]), *([command] if command else [])]
-        stand, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
+        state, saved_raw = resumed_state(*resume_from, optimizer, model, cfg)
         init = resume_from[1].get("init", UNRECORDED)  # (an older darm's: unknown, and stays so)
         finish = resume_from[1].get("finish") if finish is None else finish
-    start, best, before = stand.step, stand.best, stand.before
-    average, running = stand.average, stand.running
+    start, best, earlier_s = state.step, state.best, state.earlier_s
+    average, running = state.average, state.running
     # the model holds a checkpoint's weights, which are the average when it kept one; the
     # training weights saved beside them come back into the model
     ema = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
@@ -327,7 +327,7 @@ def train(
         meta = {
             "step": step,
             "best_valid_nats_per_dim": best,
-            "elapsed_s": before + time.perf_counter() - t0,  # so a resumed log goes on
+            "elapsed_s": earlier_s + time.perf_counter() - t0,  # so a resumed log goes on
             "train_nats_per_dim": running,
             "train_loss_average": average,  # uncorrected: a resume goes on from it exactly
             "train": asdict(cfg),
@@ -354,7 +354,14 @@ def train(
     def log_row(step, lr, train_nll, val, tokens_per_s, elapsed) -> None:
         """One row of log.csv; val None (a step between evaluations) leaves its cell empty."""
         if ctx.is_main:
-            row = [step, lr, train_nll, "" if val is None else val, tokens_per_s, before + elapsed]
+            row = [
+                step,
+                lr,
+                train_nll,
+                "" if val is None else val,
+                tokens_per_s,
+                earlier_s + elapsed,
+            ]
             with open(log_path, "a", newline="") as f:
                 csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
 

@@ -272,5 +272,5 @@ def npy_rows(path: Path, flag: str) -> list[list[int]]:
             f"{flag}: {path} must hold rows of integer symbols, (P,) or (N, P); "
             f"got {a.dtype} {a.shape}"
         )
-    rows = a.reshape(-1, a.shape[-1]).tolist()  # (P,) -> (1, P)
+    rows = a.reshape(-1, a.shape[-1]).tolist()  # (P,) -> (1, P); (N, P) as it is
     return [[int(v) for v in row] for row in rows]  # Python ints (bools too): no uint64 wrap

@@ -57,7 +57,9 @@ class GatedLayer(nn.Module):
 class GatedCache(RasterCache):
     """Maps of the vertical inputs (rows, filled a whole row at a time) and of the
     horizontal inputs (pixels), plus each layer's vertical pre-activations for the link.
-    Layer 0's vertical and horizontal input is the same pixel embedding (map 0)."""
+    Layer 0's vertical and horizontal input is the same pixel embedding (map 0).
+
+    v_pre: (n_layer, B, 2 n_hidden, H + 1, W), row r at r + 1 (row 0 the shift's zeros)."""
 
     def __init__(self, model: GatedPixelCNN, batch_size: int):
         cfg = model.config
@@ -138,7 +140,7 @@ class GatedPixelCNN(RasterModel):
         P = cache.pad
         h = None
         for i, layer in enumerate(self.layers):  # i: the layer, as in forward
-            width = layer.rows
+            width = layer.h_conv.kernel_size[1]  # the row kernel: pixels <= col
             src = cache.maps[cache.h_map(i)]
             row = src[:, :, P + r : P + r + 1, P + col - width + 1 : P + col + 1]  # (B, n_in, 1, w)
             above = cache.v_pre[i, :, :, r, col]  # row r - 1's vertical pre-activations

@@ -132,7 +132,9 @@ class RasterModel(ARModel):
 class RasterCache:
     """Per-layer feature maps of the positions computed so far, zero-padded by `pad` on
     every side (the zeros are the full pass's padding), plus the image drawn so far.
-    Every position of every layer is computed once, when its pixel comes up."""
+    Every position of every layer is computed once, when its pixel comes up.
+
+    image: (B, H, W, C) symbols; maps[l]: (B, widths[l], H + 2 pad, W + 2 pad)."""
 
     def __init__(self, model: RasterModel, batch_size: int, widths: list[int], pad: int):
         H, W, C = model.config.hwc
