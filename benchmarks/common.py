@@ -14,7 +14,7 @@ import torch
 from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
 from darm.metrics import evaluate
-from darm.models import config_fields, create_model
+from darm.models import create_model, reads_images
 from darm.train import train
 from darm.train_config import TrainConfig, bf16_warning
 
@@ -39,7 +39,7 @@ def run_one(
     if warning := bf16_warning(cfg, torch.device("cpu")):
         print(f"{label}: {warning}", file=sys.stderr)
     out = Path(out_root or tempfile.mkdtemp(prefix="darm-bench-")) / label
-    if data.image_shape and "image_shape" in config_fields(model_name):
+    if data.image_shape and reads_images(model_name):
         model_kw = {"image_shape": data.image_shape, **model_kw}  # the 2-D view of images
     if resume and (out / "last.json").exists():
         model, record, path = load_checkpoint(out / "last.json")

@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from safetensors.torch import save_file
 
 from darm.config import changed_fields
 from darm.errors import DarmError
+from darm.files import atomic_write, atomic_write_text, fsync_folder
 from darm.models import ARModel, get_entry, list_models
 from darm.models.registry import build_model, family_source
 
@@ -44,79 +43,6 @@ STAGED = ".staged"  # suffix of tensor files written but not yet renamed into pl
 # first bytes of the files people mistake for checkpoints: pickle protocols 2-5, and zip
 # (torch.save); named in the error so nobody is tempted to "just unpickle it"
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:  # /proc, a read-only folder: the error names the file asked for
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    os.close(fd)
-    try:
-        try:
-            write(tmp)
-        except SafetensorError as e:  # a full disk, say, in safetensors' words: the system's
-            raise system_error(e, path) from None
-        # mkstemp makes 0600, and a writer may make its own file anew (safetensors does):
-        # the finished file gets the usual permissions
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def system_error(e: SafetensorError, path: Path) -> Exception:
-    """safetensors' failure to write as the OSError it wraps ("... (os error 28)"), so the
-    command says "No space left on device: PATH" in one line as for any other file."""
-    code = re.search(r"\(os error (\d+)\)", str(e))
-    if code:
-        errno = int(code.group(1))
-        return OSError(errno, os.strerror(errno), str(path))
-    return DarmError(f"cannot write {path}: {e}")
-
-
-def check_writable(path: Path) -> None:
-    """Refuse, before any work is done, a destination that cannot be written: a read-only
-    folder, or a file standing where a folder must be. (An atomic write renames inside the
-    folder, so the folder is what must be writable.)"""
-    folder = Path(path)
-    while not folder.exists() and folder != folder.parent:  # the nearest existing ancestor
-        folder = folder.parent
-    if not folder.is_dir():
-        raise DarmError(f"cannot write {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DarmError(f"cannot write {path}: {folder} is not writable")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames in `folder` durable across a power cut, not only a killed process
-    (POSIX; where a folder cannot be opened, e.g. on Windows, the rename stays as it is)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _sha256(path: Path) -> str:
@@ -193,7 +119,7 @@ def save_checkpoint(
     atomic_write_text(path, json.dumps(record, indent=1))  # the commit point
     for final in staged:
         os.replace(_staged(final), final)
-    _fsync_folder(run_dir)  # the renames, durable too (a lost one is recovered by its hash)
+    fsync_folder(run_dir)  # the renames, durable too (a lost one is recovered by its hash)
     return path
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from darm.budget import Plan, plan_run, synchronize, validation_passes
-from darm.checkpoint import atomic_write, atomic_write_text, load_checkpoint, read_record
+from darm.checkpoint import load_checkpoint, read_record
 from darm.compare_report import write_report
 from darm.config import build_config
 from darm.data import Dataset
@@ -32,10 +32,11 @@ from darm.data.audio import mu_law_decode
 from darm.data.dataset import digest
 from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
 from darm.errors import DarmError, first_line
+from darm.files import atomic_write, atomic_write_text
 from darm.interrupt import Stopped, sigterm_interrupts
 from darm.lock import folder_lock
 from darm.metrics import evaluate, units
-from darm.models import config_fields, create_model, get_entry, list_models
+from darm.models import config_fields, create_model, get_entry, list_models, reads_images
 from darm.outputs import AUDIO_CLIPS, default_length, save_samples
 from darm.plots import read_log
 from darm.runs import in_folder
@@ -48,11 +49,6 @@ IMAGE_MODELS = ("pixelcnn",)  # added to the default list on image data, when re
 
 
 # -- per-family defaults ----------------------------------------------------------------------
-
-
-def image_only(name: str) -> bool:
-    """Families with an image_shape field read 2-D images (pixelcnn, gated_pixelcnn)."""
-    return "image_shape" in config_fields(name)
 
 
 def default_models(data: Dataset) -> list[str]:
@@ -107,7 +103,7 @@ def family_config(name: str, family: str, data: Dataset) -> dict[str, Any]:
         )
     if family == "gpt":
         return dict(n_layer=4, n_head=4, n_embd=64, dropout=dropout)
-    if image_only(name):
+    if reads_images(name):
         extra = {"dropout": dropout} if "dropout" in config_fields(name) else {}
         return dict(image_shape=tuple(data.image_shape), **extra)
     return {}
@@ -414,7 +410,7 @@ def check_models(names: list[str], data: Dataset) -> tuple[list[str], list[Famil
     run, skipped = [], []
     for name in names:
         get_entry(name)  # an unknown name fails before anything trains
-        if image_only(name) and not data.image_shape:
+        if reads_images(name) and not data.image_shape:
             note = (
                 f"{name} is an image model, compared on images only; {data.name} is "
                 f"{data.kind} data (`darm train --model {name}` trains it as one row)"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from darm.checkpoint import atomic_write_text
 from darm.data import Dataset
 from darm.deps import default_examples, default_pixel, plot_dependency_maps
+from darm.files import atomic_write_text
 from darm.metrics import units
 from darm.plots import plot_loss_curves
 from darm.report import Doc, fmt

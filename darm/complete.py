@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from darm.checkpoint import atomic_write
 from darm.data.images import PIL_MODES, conversion_note, quantise, read_pixels
 from darm.errors import DarmError
+from darm.files import atomic_write
 from darm.models.base import ARModel, as_symbols, labels_for
 from darm.plots import GRID_GREY, GRID_PAD, image_grid, pixel_levels
 from darm.sampling import check_count, sample

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from darm.errors import DarmError
+from darm.files import atomic_write
 from darm.models.base import ARModel, eval_mode
 
 # positions (examples x dimensions) per backward pass: bounds memory for long sequences
@@ -129,8 +130,6 @@ def plot_dependency_maps(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
-
-    from darm.checkpoint import atomic_write
 
     if not maps:
         raise DarmError("no dependency maps to draw")

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from darm.checkpoint import atomic_write_text, check_writable, load_checkpoint, read_record
+from darm.checkpoint import load_checkpoint, read_record
 from darm.data.arrays import npy_row, npy_rows
 from darm.data.audio import wav_levels, write_levels_wav
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.files import atomic_write_text, check_writable
 from darm.metrics import evaluate, symbols_word, units
 from darm.plots import plot_loss_curves, save_image_grid
 from darm.sampling import sample

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from darm.checkpoint import atomic_write
+from darm.files import atomic_write
 
 GRID_PAD = 1  # pixels of background between pictures and around the grid
 GRID_GREY = 128  # the background: mid-grey, 0..255

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from darm.checkpoint import atomic_write_text
+from darm.files import atomic_write_text
 
 
 @dataclass

@@ -16,13 +16,7 @@ import torch
 
 from darm import distributed
 from darm.budget import plan_run
-from darm.checkpoint import (
-    FREE_FIELDS,
-    check_writable,
-    load_checkpoint,
-    network_change,
-    read_record,
-)
+from darm.checkpoint import FREE_FIELDS, load_checkpoint, network_change, read_record
 from darm.config import build_config, changed_fields, parse_assignments
 from darm.data import (
     BLOCKED,
@@ -41,6 +35,7 @@ from darm.data import (
 from darm.data.dataset import relabel_by_name
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.files import check_writable
 from darm.interrupt import Stopped
 from darm.lock import folder_lock
 from darm.memory import check_memory

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from darm.models import config_fields, create_model, get_entry, list_models
+from darm.models import create_model, get_entry, list_models, reads_images
 
 # Small widths per family so the registry-wide tests stay fast; a family not listed here is
 # tested with its defaults.
@@ -25,7 +25,7 @@ IMAGE_SHAPES = ("2x3x1", "2x2x2")
 
 
 def image_families() -> list[str]:
-    return [name for name in list_models() if "image_shape" in config_fields(name)]
+    return [name for name in list_models() if reads_images(name)]
 
 
 # Settings the defaults above never reach, each a code path of its own: "/key=value,..."

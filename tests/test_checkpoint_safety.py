@@ -179,7 +179,7 @@ def test_a_full_disk_under_safetensors_is_the_systems_error(tmp_path):
     which the command line says in one line, and no temporary file is left behind."""
     from safetensors import SafetensorError
 
-    from darm.checkpoint import atomic_write
+    from darm.files import atomic_write
 
     def full(tmp):
         raise SafetensorError("Error while serializing: I/O error: No space left on device "
@@ -202,7 +202,7 @@ def test_loading_onto_a_missing_gpu_is_named(good):
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
 def test_a_file_that_cannot_be_made_is_named_not_its_temporary():
-    from darm.checkpoint import atomic_write_text
+    from darm.files import atomic_write_text
 
     with pytest.raises(OSError) as e:
         atomic_write_text(Path("/proc/darm-test.txt"), "x")

@@ -84,7 +84,7 @@ def _rank_main(rank: int, world: int, port: int, folder: str) -> None:
 def _every_model_rank_main(rank: int, world: int, port: int, folder: str) -> None:
     """Two steps of every registered model, conditional, with micro-batches, on 2 ranks."""
     from darm import distributed
-    from darm.models import config_fields, list_models
+    from darm.models import list_models, reads_images
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -94,7 +94,7 @@ def _every_model_rank_main(rank: int, world: int, port: int, folder: str) -> Non
         data = load_data("digits")
         cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, grad_accum=2, eval_batch_size=400)
         for name in list_models():
-            extra = {"image_shape": (8, 8)} if "image_shape" in config_fields(name) else {}
+            extra = {"image_shape": (8, 8)} if reads_images(name) else {}
             model = tiny_model(name, vocab_size=17, seq_len=64, num_classes=10, **extra)
             train(model, name, data, cfg, Path(folder) / name, progress=False)
     finally:

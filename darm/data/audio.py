@@ -23,6 +23,7 @@ import torch
 from darm.data.dataset import Dataset
 from darm.data.splits import CorpusSplit, split_starts
 from darm.errors import DarmError
+from darm.files import atomic_write
 
 MU = 255
 LEVELS = MU + 1
@@ -178,7 +179,6 @@ def wav_bytes_writer(path: Path, s: np.ndarray, rate: int) -> None:
 
 def write_wav(path: Path, s: np.ndarray, rate: int) -> None:
     """Atomically write waveform s in [-1, 1] as a 16-bit mono PCM WAV."""
-    from darm.checkpoint import atomic_write  # late: checkpoint imports the models
 
     atomic_write(Path(path), lambda tmp: wav_bytes_writer(Path(tmp), s, rate))
 

@@ -2,6 +2,12 @@
 
 from darm.models import gated_pixelcnn, gpt, markov, pixelcnn, rnn, wavenet  # noqa: F401  (registration)
 from darm.models.base import ARModel
-from darm.models.registry import config_fields, create_model, get_entry, list_models
+from darm.models.registry import (
+    config_fields,
+    create_model,
+    get_entry,
+    list_models,
+    reads_images,
+)
 
-__all__ = ["ARModel", "create_model", "list_models", "get_entry", "config_fields"]
+__all__ = ["ARModel", "create_model", "list_models", "get_entry", "config_fields", "reads_images"]

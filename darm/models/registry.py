@@ -207,7 +207,7 @@ def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) 
     if data is not None:
         check_dataset(data)
         known = {"vocab_size": data.vocab_size, "seq_len": data.seq_len}
-        if data.image_shape and "image_shape" in {f.name for f in fields(entry.config_cls)}:
+        if data.image_shape and reads_images(name):
             known["image_shape"] = tuple(data.image_shape)  # the 2-D view of the raster
         overrides = {**known, **overrides}
     config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
@@ -225,6 +225,13 @@ def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) 
         raise
     except ValueError as e:  # a value the family cannot build
         raise DarmError(f"{what}: {e}") from None
+
+
+def reads_images(name: str) -> bool:
+    """Whether a registered family reads 2-D images: its config has an `image_shape` field,
+    which image data fills with its (H, W) or (H, W, C) (pixelcnn, gated_pixelcnn, and a
+    family of one's own that declares it)."""
+    return any(f.name == "image_shape" for f in fields(get_entry(name).config_cls))
 
 
 def config_fields(name: str) -> dict[str, Any]:
