@@ -265,6 +265,13 @@ class LabelEmbedding(nn.Module):
         return self.embedding(cond)
 
 
+def condition_embedding(num_classes: int, width: int) -> LabelEmbedding | None:
+    """The module every family maps its condition with: (B,) labels -> (B, width) where
+    num_classes > 0, None for an unconditional model (the one place a richer condition,
+    a sequence encoder say, would come in)."""
+    return LabelEmbedding(num_classes, width) if num_classes else None
+
+
 def condition_vector(
     label: LabelEmbedding | None, cond: torch.Tensor | None, batch_size: int
 ) -> torch.Tensor | None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from darm.models.base import LabelEmbedding
+from darm.models.base import condition_embedding
 from darm.models.pixelcnn import PixelCNNConfig, RasterCache, RasterModel
 from darm.models.registry import register_model
 from darm.nn.gate import gate
@@ -100,11 +100,7 @@ class GatedPixelCNN(RasterModel):
             for i in range(config.n_layer)
         )
         self.label_layers = config.n_layer  # the label shifts every gate
-        self.label = (
-            LabelEmbedding(config.num_classes, config.n_layer * 2 * n)
-            if config.num_classes
-            else None
-        )
+        self.label = condition_embedding(config.num_classes, config.n_layer * 2 * n)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         c = self.label_per_layer(cond, x.shape[0])  # (B, n_layer, 2n)

@@ -22,9 +22,9 @@ from torch import nn
 from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
-    LabelEmbedding,
     check_fresh,
     check_step,
+    condition_embedding,
     condition_vector,
     embed,
     pad_start,
@@ -98,7 +98,7 @@ class GPT(ARModel):
         self.start = config.vocab_size
         self.wte = nn.Embedding(config.vocab_size + 1, E)  # + the start token
         self.wpe = nn.Embedding(config.seq_len, E)
-        self.label = LabelEmbedding(config.num_classes, E) if config.num_classes else None
+        self.label = condition_embedding(config.num_classes, E)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(E, bias=config.bias)

@@ -18,9 +18,9 @@ from torch import nn
 from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
-    LabelEmbedding,
     check_fresh,
     check_step,
+    condition_embedding,
     condition_vector,
     embed,
     pad_start,
@@ -79,7 +79,7 @@ class Markov(ARModel):
         if config.n_hidden == 0:
             # one (L+1, L) table per lag, summed: a log-linear k-gram
             self.tables = nn.Embedding(k * (L + 1), L)
-            self.label = LabelEmbedding(config.num_classes, L) if config.num_classes else None
+            self.label = condition_embedding(config.num_classes, L)
             # the entries are logits: start near uniform (Embedding's N(0, 1) starts a
             # 27-symbol bigram at 3.8 nats, above uniform's ln 27 = 3.30, and small learning
             # rates take thousands of steps to come back)
@@ -91,9 +91,7 @@ class Markov(ARModel):
             self.hidden = nn.Linear(k * config.n_embd, config.n_hidden)
             self.head = nn.Linear(config.n_hidden, L)
             self.drop = nn.Dropout(config.dropout)
-            self.label = (
-                LabelEmbedding(config.num_classes, config.n_hidden) if config.num_classes else None
-            )
+            self.label = condition_embedding(config.num_classes, config.n_hidden)
 
     def _logits(self, context: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """context: (B, T, k) symbols, oldest first (or (B, T, k, L+1) one-hot/soft)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from darm.config import require_at_least
-from darm.models.base import ARModel, LabelEmbedding, check_step, condition_vector, embed
+from darm.models.base import ARModel, check_step, condition_embedding, condition_vector, embed
 from darm.models.registry import register_model
 from darm.nn.masked_conv import MaskedConv2d, pointwise, raster_conv
 
@@ -209,11 +209,7 @@ class PixelCNN(RasterModel):
         )
         # the label shifts the first layer's maps and the input of every block
         self.label_layers = config.n_layer + 1
-        self.label = (
-            LabelEmbedding(config.num_classes, (config.n_layer + 1) * n)
-            if config.num_classes
-            else None
-        )
+        self.label = condition_embedding(config.num_classes, (config.n_layer + 1) * n)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         c = self.label_per_layer(cond, x.shape[0])  # (B, n_layer + 1, n)

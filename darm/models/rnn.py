@@ -14,9 +14,9 @@ from torch import nn
 from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
-    LabelEmbedding,
     check_fresh,
     check_step,
+    condition_embedding,
     condition_vector,
     embed,
     pad_start,
@@ -64,9 +64,7 @@ class RNN(ARModel):
         super().__init__(config)
         self.start = config.vocab_size
         self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)
-        self.label = (
-            LabelEmbedding(config.num_classes, config.n_embd) if config.num_classes else None
-        )
+        self.label = condition_embedding(config.num_classes, config.n_embd)
         self.rnn = CELLS[config.cell](
             config.n_embd,
             config.n_hidden,

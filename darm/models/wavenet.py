@@ -21,9 +21,9 @@ from torch import nn
 from darm.config import require_at_least
 from darm.models.base import (
     ARModel,
-    LabelEmbedding,
     check_fresh,
     check_step,
+    condition_embedding,
     condition_vector,
     embed,
     pad_start,
@@ -112,7 +112,7 @@ class WaveNet(ARModel):
             ResidualLayer(C, S, config.kernel_size, d, config.dropout) for d in config.dilations
         )
         # global conditioning: one projection of the label into every layer's gate
-        self.label = LabelEmbedding(config.num_classes, 2 * C) if config.num_classes else None
+        self.label = condition_embedding(config.num_classes, 2 * C)
         self.out1 = nn.Conv1d(S, S, 1)
         self.out2 = nn.Conv1d(S, config.vocab_size, 1)
 
