@@ -37,8 +37,9 @@ from darm.interrupt import Stopped, sigterm_interrupts
 from darm.lock import folder_lock
 from darm.metrics import evaluate, units
 from darm.models import config_fields, create_model, get_entry, list_models, reads_images
-from darm.outputs import AUDIO_CLIPS, default_length, save_samples
+from darm.outputs import AUDIO_CLIPS, save_samples
 from darm.plots import read_log
+from darm.prompts import default_length
 from darm.runs import in_folder
 from darm.sampling import sample
 from darm.train import train

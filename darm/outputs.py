@@ -7,19 +7,19 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
 from darm.checkpoint import load_checkpoint, read_record
-from darm.data.arrays import npy_row, npy_rows
-from darm.data.audio import wav_levels, write_levels_wav
+from darm.data.audio import write_levels_wav
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
-from darm.files import atomic_write_text, check_writable
-from darm.metrics import evaluate, symbols_word, units
+from darm.files import atomic_write_text
+from darm.metrics import evaluate, units
+from darm.paths import sample_suffix, with_ext
 from darm.plots import plot_loss_curves, save_image_grid
+from darm.prompts import check_prompt_fits, default_length, label_tensor, read_prefix
 from darm.sampling import sample
 
 
@@ -71,31 +71,6 @@ def print_nll(nll, split: str, kind: str, file=None) -> None:
         f"({count(nll.examples, unit)}, {count(nll.dims, per_dim)})",
         file=file,
     )
-
-
-def check_file_target(path: Path, flag: str, force: bool = False) -> None:
-    """A file to be written later: refused now, before the work, if it cannot be."""
-    if path.is_dir():
-        raise DarmError(f"{flag} {path} is a folder; give a file name")
-    check_new(path, flag, force)
-    check_writable(path.parent)
-
-
-def check_new(path: Path, flag: str, force: bool) -> None:
-    """A file an option names is never replaced by accident (a picture of one's own, the
-    run's data): refused if it exists, unless --force."""
-    if path.exists() and not force:
-        lead = f"{flag}: " if flag else ""
-        raise DarmError(f"{lead}{path} already exists; pass --force to replace it")
-
-
-def check_output(path: Path, run_default: Path | None, given: bool, force: bool) -> None:
-    """A file a command is about to write: an existing one is replaced only where it is the
-    run's own output written again (`run_default`, e.g. RUN/samples.png, however it was
-    named) or with --force. given: named by --out (said in the refusal)."""
-    if run_default is not None and path.resolve() == run_default.resolve():
-        return
-    check_new(path, "--out" if given else "", force)
 
 
 def write_per_example(
@@ -196,134 +171,7 @@ def write_samples(
     return save_samples(x, meta, model.vocab_size, stem, cols, names)
 
 
-def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
-    """A prompt of a sequence model (`sample --prompt`, `complete --input`) as its known
-    first symbols: text through the run's vocabulary, a WAV file's levels for audio, or
-    integers separated by spaces (or an .npy of one row of them) for arrays."""
-    vocab = saved_vocab(meta)
-    if vocab is not None:
-        return vocab.encode(text, flag)
-    if meta.get("kind") == "audio":  # a clip to go on from
-        levels = wav_levels(Path(text), meta["source"]["sample_rate"])
-        check_clip_fits(model, len(levels), meta, text)
-        return levels.tolist()
-    if text.lower().endswith(".npy"):
-        symbols = npy_row(Path(text), flag)
-    else:
-        try:
-            symbols = [int(v) for v in text.split()]
-        except ValueError:
-            raise DarmError(
-                f"{flag} of an array model is integers separated by spaces, e.g. '2 0 1', or "
-                f"an .npy of one row of them; got {text!r}"
-            ) from None
-    return check_symbols(symbols, model, flag)
-
-
-def read_prefixes(text: str, model, meta: dict, flag: str) -> list[list[int]]:
-    """The known starts one `complete --input` gives: one per row of an array model's .npy
-    (N, P), else the one `read_prefix` reads."""
-    if saved_vocab(meta) is None and meta.get("kind") != "audio" and text.lower().endswith(".npy"):
-        return [check_symbols(row, model, flag) for row in npy_rows(Path(text), flag)]
-    return [read_prefix(text, model, meta, flag)]
-
-
-def check_symbols(symbols: list[int], model, flag: str) -> list[int]:
-    """symbols, refused before any tensor is made where one is outside the vocabulary."""
-    outside = [v for v in symbols if not 0 <= v < model.vocab_size]
-    if outside:
-        raise DarmError(f"{flag}: symbol {outside[0]} is outside 0..{model.vocab_size - 1}")
-    return symbols
-
-
-def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
-    """An audio prompt must fit the context of a model that has a limit (gpt)."""
-    limit = model.max_dims
-    if limit is not None and samples > limit:
-        rate = meta["source"]["sample_rate"]
-        raise DarmError(
-            f"{name} is {samples} samples ({samples / rate:.3f} s); this {model.family} sees at "
-            f"most {limit} ({limit / rate:.3f} s): give a shorter clip, or use a model without "
-            f"a context limit (wavenet, rnn, markov)"
-        )
-
-
-def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: str) -> None:
-    """A prompt longer than the samples would be: refused naming the way on (--length) where
-    the model has one, else the model's limit."""
-    D = length or default_length(model, meta, kept)
-    symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
-    if length is not None and length == kept:
-        raise DarmError(
-            f"--length {length} leaves nothing to draw after the {kept} {symbols} of {flag}"
-        )
-    if kept <= D:
-        return
-    if length is not None:
-        raise DarmError(f"--length {length} is shorter than the {kept} {symbols} of {flag}")
-    if model.max_dims is None:  # a window, a recurrent state, conv queues: it goes on
-        raise DarmError(
-            f"{flag} has {kept} {symbols}, more than the {D} a sample has by default: give "
-            f"--length (over {kept}; this {model.family} goes on past D={D})"
-        )
-    raise DarmError(f"{flag} has {kept} {symbols}; this {model.family} sees at most {D}")
-
-
-def default_length(model, meta: dict, kept: int) -> int:
-    """Length of a drawn sequence when --length is not given: the model's D, but audio from a
-    model that goes on past D runs one second past what is kept (a second to listen to, not
-    a D-sample click)."""
-    if meta.get("kind") == "audio" and model.max_dims is None:
-        return kept + meta["source"]["sample_rate"]
-    return model.num_dims
-
-
-SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
-OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
 AUDIO_CLIPS = 8  # clips written at the end of training an audio model
-
-
-def output_stem(out: str | None, default: Path) -> Path:
-    """The stem an output's suffix is added to: --out as given (a suffix of ours dropped, so
-    `--out s.png` still writes s.png; `--out names.v2` writes names.v2.txt, it does not replace
-    names.txt), a folder's `default.name` inside it, or `default`. Checked writable first."""
-    if out is None:
-        stem = default
-    elif out.endswith(("/", os.sep)) or Path(out).is_dir():
-        stem = Path(out) / default.name
-    else:
-        stem = Path(out)
-        if stem.suffix.lower() in OTHER_PICTURES:  # the file would hold PNG bytes
-            raise DarmError(f"--out {out}: pictures are written as PNG; name it {stem.stem}.png")
-        stem = stem.with_suffix("") if stem.suffix.lower() in SAMPLE_SUFFIXES else stem
-    check_writable(stem.parent)
-    return stem
-
-
-def checked_stem(out: str | None, default: Path, meta: dict, force: bool) -> Path:
-    """`output_stem` for samples of this data, refused now (before any drawing) where the
-    file it names exists and is not the run's own `default` (see check_output)."""
-    stem, ext = output_stem(out, default), sample_suffix(meta)
-    check_output(with_ext(stem, ext), with_ext(default, ext), out is not None, force)
-    return stem
-
-
-def checked_png(out: str | None, default: Path, force: bool, own: bool = True) -> Path:
-    """`png_path`, refused now where the picture exists and is not the run's own `default`
-    (own=False: a default that belongs to no one run, the loss.png of several)."""
-    path = png_path(out, default)
-    check_output(path, default if own else None, out is not None, force)
-    return path
-
-
-def png_path(out: str | None, default: Path) -> Path:
-    """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png."""
-    return with_ext(output_stem(out, default.with_suffix("")), ".png")
-
-
-def with_ext(stem: Path, ext: str) -> Path:
-    """stem + ext, keeping any dots already in the stem's name."""
-    return stem.with_name(stem.name + ext)
 
 
 def class_columns(n: int, K: int) -> int:
@@ -380,33 +228,3 @@ def save_samples(
             text = "\n".join(rows) + "\n"
         atomic_write_text(path, text)
     return path
-
-
-def sample_suffix(meta: dict) -> str:
-    """How samples of this data are written: pictures, a WAV, or lines of text."""
-    return ".png" if meta.get("image_shape") else ".wav" if meta.get("kind") == "audio" else ".txt"
-
-
-def label_tensor(
-    model, label: int | str | None, n: int, class_names: list[str] | None = None
-) -> torch.Tensor | None:
-    """--label as n labels (None when not given): a class number, or a class name where the
-    data had names (an image folder's sub-folders); checked against the model."""
-    if label is None:
-        return None
-    if not model.num_classes:
-        raise DarmError("--label given, but this model is unconditional (train with --conditional)")
-    if isinstance(label, str):  # a class's name first: folders may be named "1", "10", "2"
-        # where every class is named by a number, a number is a name (never a class's index:
-        # --label 0 would be the folder 1)
-        numbered = bool(class_names) and all(c.lstrip("-").isdigit() for c in class_names)
-        if label in (class_names or []):
-            label = class_names.index(label)
-        elif label.lstrip("-").isdigit() and not numbered:
-            label = int(label)
-        else:
-            known = f"its classes: {', '.join(class_names)}" if class_names else "numbers only"
-            raise DarmError(f"--label {label!r} is not a class of this model ({known})")
-    if not 0 <= label < model.num_classes:
-        raise DarmError(f"--label must be in 0..{model.num_classes - 1}, got {label}")
-    return torch.full((n,), label)

@@ -1,6 +1,5 @@
-"""`darm train` as a procedure: a new, resumed (--resume) or fine-tuned (--init) run, planned
-to a --budget when asked; and the checks of data and model options that other commands share
-with it (a checkpoint's data read again, its fit to the model, options refused, not ignored)."""
+"""`darm train` as a procedure: a new, resumed (--resume) or fine-tuned (--init) run,
+planned to a --budget when asked, in its locked run folder."""
 
 from __future__ import annotations
 
@@ -19,21 +18,14 @@ from darm.budget import plan_run
 from darm.checkpoint import FREE_FIELDS, load_checkpoint, network_change, read_record
 from darm.config import build_config, changed_fields, parse_assignments
 from darm.data import (
-    BLOCKED,
     BUILTIN,
     FIXED_LEVELS,
     FORMATS,
     SPLITS,
     bundled_name,
-    data_format,
-    image_channels,
-    load_data,
     load_from_source,
-    located,
     same_data,
 )
-from darm.data.dataset import relabel_by_name
-from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.files import check_writable
 from darm.interrupt import Stopped
@@ -41,7 +33,17 @@ from darm.lock import folder_lock
 from darm.memory import check_memory
 from darm.models import create_model, get_entry
 from darm.models.registry import fixed_changes
+from darm.options import (
+    check_counts,
+    check_data_options,
+    check_threads,
+    data_options,
+    data_stem,
+    load_training_data,
+    model_overrides,
+)
 from darm.outputs import finish_run, finished
+from darm.reread import check_fits, own_data, read_like
 from darm.runs import in_folder
 from darm.train import check_new_run_dir, train
 from darm.train_config import TrainConfig, bf16_warning, check_config, learning_rate
@@ -341,20 +343,6 @@ def init_from(args, device):
     return model.to(device), model_name, data, path, record["step"]
 
 
-def own_data(meta: dict, path: Path) -> str:
-    """The name or path of the data a checkpoint was trained on, to read it again with other
-    data options (--init --block 1024), checked as --data would be."""
-    source = located(meta["source"], path.parent)
-    spec = source.get("name") if source.get("format") == "builtin" else source.get("path")
-    spec = bundled_name(source) or spec  # `speech`, as it was named, not its file
-    if spec is None:
-        raise DarmError(
-            f"{path} was trained on arrays in memory: name them (saved with np.save) with "
-            f"--data to read them with other options"
-        )
-    return spec
-
-
 def check_init_keeps(model, settings: dict) -> None:
     """--init --set may repeat a field's saved value, not change it: n_head, a dilation cycle
     or k would load the same weights into another network (or fail to fit them)."""
@@ -363,86 +351,6 @@ def check_init_keeps(model, settings: dict) -> None:
         raise DarmError(
             f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
             f"(it has {k}={getattr(config, k)}); only {', '.join(FREE_FIELDS)} may change"
-        )
-
-
-def read_like(
-    spec,
-    model,
-    meta,
-    fmt=None,
-    block=None,
-    levels=None,
-    seed=42,
-    whole=False,
-    labels=True,
-    any_length=False,
-):
-    """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
-    (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
-    vocabulary, its L levels (a file whose largest value is below L is still L levels) and
-    its image channels. whole: to be scored whole (see load_data). labels: the data's labels
-    are put in the model's numbering (refused if they name classes it lacks); False when
-    they go unused (eval --label gives every example one). any_length: lines as long as the
-    file's longest, where the model scores any length (`max_dims` None: to be scored, not
-    trained on)."""
-    if fmt is None:
-        fmt = meta["source"].get("format")
-        # a built-in's, or arrays in memory: the file is read by what it is
-        fmt = None if fmt in ("builtin", "memory") or spec in BUILTIN else fmt
-    vocab = saved_vocab(meta)
-    D, L = model.num_dims, model.vocab_size
-    if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
-        levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
-    max_len = None if any_length and model.max_dims is None else D
-    data = load_data(
-        spec, fmt, D if block is None else block, levels, seed, vocab, max_len=max_len,
-        whole=whole,
-        channels=image_channels(meta),
-    )  # fmt: skip
-    if not labels or not model.num_classes:  # an unconditional model reads no labels: a
-        return data  # folder's sub-folders may be named anything
-    return relabel_by_name(data, meta.get("class_names"), model.num_classes)
-
-
-def check_fits(
-    data, model, path, meta: dict | None = None, scoring: bool = True, any_length: bool = False
-) -> None:
-    """The data must have the checkpoint's L symbols and D dimensions (and its sample rate,
-    for audio), and labels of its classes if the model is conditional. scoring: the data is
-    to be scored (eval, complete), where --label stands in for missing labels. any_length:
-    any D will do for a model that scores any length (`max_dims` None), on data of the kind
-    it was trained on (lines, say: not pictures for a model of text)."""
-    theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
-    if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
-        size, trained = ("x".join(map(str, s[:2])) for s in (data.image_shape, theirs))
-        raise DarmError(f"{data.name} holds {size} images; {path} was trained on {trained}")
-    rate = data.info.get("sample_rate")
-    trained_rate = (meta or {}).get("source", {}).get("sample_rate")
-    if rate and trained_rate and rate != trained_rate:  # the same samples, another sound
-        raise DarmError(
-            f"{data.name} is {rate} Hz audio; {path} was trained on {trained_rate} Hz audio"
-        )
-    # only what differs: data read for a checkpoint is padded to its D where it can be
-    ours = {"L": (data.vocab_size, model.vocab_size), "D": (data.seq_len, model.num_dims)}
-    if any_length and model.max_dims is None and data.kind == (meta or {}).get("kind"):
-        del ours["D"]
-    differ = {k: v for k, v in ours.items() if v[0] != v[1]}
-    if differ:
-        raise DarmError(
-            f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "
-            f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}"
-        )
-    # a file's class count is its largest label + 1: fewer classes than the model's is fine
-    if model.num_classes and not 1 <= data.num_classes <= model.num_classes:
-        raise DarmError(
-            f"{path} is conditional on {model.num_classes} classes; the data has "
-            f"{data.num_classes or 'no labels'}"
-            + (
-                " (eval and complete take --label for all of it)"
-                if scoring and not data.num_classes
-                else ""
-            )
         )
 
 
@@ -540,120 +448,6 @@ def check_same_start(init: str, start: dict | None) -> None:
         f"--resume continues the run as it was: --init {init} is not the checkpoint it "
         f"started from, {start['path']} (step {start['step']})"
     )
-
-
-def check_data_options(spec: str | None, args, read_as: str | None = None) -> None:
-    """--format, --block, --levels and --data-seed where the data takes them; refused rather
-    than silently ignored (a lines file has no blocks, audio no --levels, a corpus is split
-    in order without a seed). read_as: the format a file is read in unless --format says
-    otherwise (a checkpoint's: a corpus model reads a .txt as a corpus), else its suffix's."""
-    if spec is None:  # the checkpoint's data (--init, --resume): read as it was
-        return
-    if spec in BUILTIN:
-        if args.format is not None:
-            raise DarmError(f"--format reads a PATH; the built-in {spec} has its own format")
-        takes = {
-            "--block": spec in BLOCKED,
-            "--levels": spec == "mnist" or spec in FIXED_LEVELS,  # these name their own L
-            "--data-seed": spec in ("digits", "names"),  # the others have fixed splits
-        }
-        what = f"the built-in {spec}"
-    else:
-        path = Path(spec)
-        if not path.exists():
-            return  # load_data names the missing file
-        fmt = data_format(path, args.format or read_as)
-        takes = {
-            "--block": fmt in ("corpus", "audio"),
-            "--levels": fmt in ("array", "images"),
-            "--data-seed": fmt in ("lines", "array", "images"),
-        }
-        what = f"{path.name} (read as {fmt})"
-    given = {"--block": args.block, "--levels": args.levels, "--data-seed": args.data_seed}
-    for flag, value in given.items():
-        if value is not None and not takes[flag]:
-            why = {
-                "--block": "it has its own length; --block cuts a corpus or audio into blocks",
-                "--levels": "its symbols are its own; --levels quantises images and arrays",
-                "--data-seed": "it is split in order, not by a seeded shuffle",
-            }[flag]
-            raise DarmError(f"{flag} does not apply to {what}: {why}")
-
-
-# config fields the data decides: L, D, the image shape, and (with --conditional) the classes
-DATA_FIELDS = ("vocab_size", "seq_len", "image_shape", "num_classes")
-
-
-def load_training_data(args, spec: str):
-    """--data for new models (train, compare, bench), in a layout refused if it looks like
-    PyTorch's (N, C, H, W): a few channels first, then a picture wider than any channel count.
-    (Data read again for a trained model is read as it was.)"""
-    words = getattr(args, "argv", [])  # --data given, not compare's default digits
-    named = any(w == "--data" or w.startswith("--data=") for w in words)
-    if named and spec in BUILTIN and Path(spec).exists() and distributed.env_context().is_main:
-        print(f"warning: --data {spec} is the built-in {spec}; for the {spec} here, give "
-              f"--data ./{spec}", file=sys.stderr)  # fmt: skip
-    data = load_data(spec, args.format, *data_options(args))
-    shape = tuple(data.image_shape or ())
-    if len(shape) == 3 and shape[0] in (1, 3, 4) and min(shape[1:]) > 4:
-        raise DarmError(
-            f"{data.name}: examples of shape {shape} look like (C, H, W); darm reads channels "
-            f"last, (H, W, C): save np.moveaxis(x, 1, -1)"
-        )
-    x = data["train"].x
-    if x.numel() and x.min() == x.max() and distributed.env_context().is_main:  # rank 0 says it
-        zeros = shape and int(x.min()) == 0  # what 16-bit pictures of small values read as
-        why = " (16-bit pictures are scaled to 8 bits: values under 256 read as 0)" if zeros else ""
-        print(
-            f"warning: {data.name}: every symbol of the training split is {int(x.min())}, so "
-            f"there is nothing to learn; check how the data was read{why}",
-            file=sys.stderr,
-        )
-    return data
-
-
-def data_options(args, block: int = 64) -> tuple:
-    """(block, levels, seed) of `load_data` from --block, --levels, --data-seed."""
-    block = block if args.block is None else args.block
-    return block, args.levels, 42 if args.data_seed is None else args.data_seed
-
-
-def model_overrides(overrides: dict, flag: str) -> dict:
-    """--set fields, refusing those the data decides."""
-    taken = [k for k in overrides if k in DATA_FIELDS]
-    if taken:
-        raise DarmError(
-            f"{flag}{taken[0]} is not settable: vocab_size, seq_len and image_shape come from "
-            f"the data (--block sets D of a corpus), num_classes from --conditional"
-        )
-    return overrides
-
-
-def check_counts(args, **minimum: int) -> None:
-    """Integer options that have a floor, e.g. check_counts(args, steps=1): one line each."""
-    for name, low in minimum.items():
-        value = getattr(args, name, None)
-        if value is not None and value < low:
-            flag = "-n" if name == "n" else f"--{name.replace('_', '-')}"
-            raise DarmError(f"{flag} must be >= {low}, got {value}")
-
-
-def check_threads(args) -> None:
-    """--threads at least 1 and at most 4 per CPU: PyTorch starts every thread it is given
-    (100,000 hung a 2-core machine), and past the CPUs they only wait on each other."""
-    check_counts(args, threads=1)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    most = 4 * (cpus or 1)
-    if args.threads is not None and args.threads > most:
-        raise DarmError(
-            f"--threads {args.threads} is over 4 per CPU of this machine ({cpus}): at most {most}"
-        )
-
-
-def data_stem(spec: str) -> str:
-    """A data option's name for a folder: a file's or folder's name without its suffix, the
-    folder's own name for `.` or `..` (whose stems are '' and '..'), or a built-in's name."""
-    return Path(os.path.abspath(spec)).stem or "data"  # abspath: '..' gone, links kept
 
 
 def default_run_dir(args) -> str:

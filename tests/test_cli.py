@@ -620,7 +620,7 @@ def test_check_fits_takes_data_with_fewer_classes():
     from types import SimpleNamespace as NS
 
     from darm.errors import DarmError
-    from darm.run import check_fits
+    from darm.reread import check_fits
 
     model = NS(vocab_size=5, num_dims=7, num_classes=10)
     check_fits(NS(vocab_size=5, seq_len=7, num_classes=9, image_shape=None, info={}), model, "m")
@@ -1217,7 +1217,7 @@ def test_out_of_memory_is_one_line(run, capsys, monkeypatch):
 def test_labels_by_name_before_number():
     from types import SimpleNamespace as NS
 
-    from darm.outputs import label_tensor
+    from darm.prompts import label_tensor
 
     model = NS(num_classes=3)
     names = ["1", "10", "2"]  # sub-folders named by numbers, sorted as text
@@ -1702,7 +1702,7 @@ def test_version(capsys):
 
 
 def test_the_default_run_folder_is_named_after_the_data_folder_even_as_dot(tmp_path, monkeypatch):
-    from darm.run import data_stem
+    from darm.options import data_stem
 
     (tmp_path / "pics").mkdir()
     monkeypatch.chdir(tmp_path / "pics")

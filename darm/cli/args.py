@@ -12,7 +12,7 @@ from darm.config import MAX_SIZE, parse_assignments
 from darm.data import FORMATS
 from darm.errors import DarmError, ranked
 from darm.models import get_entry
-from darm.run import check_threads, model_overrides
+from darm.options import check_threads, model_overrides
 
 
 class Parser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ from darm.bench import bench, setting, speed_table
 from darm.cli.args import device_of, family_overrides, model_names
 from darm.compare import default_models
 from darm.errors import DarmError
-from darm.run import check_counts, check_data_options, load_training_data
+from darm.options import check_counts, check_data_options, load_training_data
 from darm.train_config import TrainConfig, bf16_warning
 
 

@@ -23,7 +23,7 @@ from darm.data import BUILTIN
 from darm.errors import DarmError
 from darm.models import get_entry
 from darm.models.registry import import_families
-from darm.run import check_counts, check_data_options, data_stem, load_training_data
+from darm.options import check_counts, check_data_options, data_stem, load_training_data
 from darm.runs import in_folder
 
 

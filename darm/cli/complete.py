@@ -15,18 +15,10 @@ from darm.data import load_from_source
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.metrics import symbols_word
-from darm.outputs import (
-    check_prompt_fits,
-    checked_stem,
-    class_marks,
-    count,
-    default_length,
-    label_tensor,
-    read_prefixes,
-    save_samples,
-    with_ext,
-)
-from darm.run import check_counts
+from darm.options import check_counts
+from darm.outputs import class_marks, count, save_samples
+from darm.paths import checked_stem, with_ext
+from darm.prompts import check_prompt_fits, default_length, label_tensor, read_prefixes
 
 
 @dataclass

@@ -14,8 +14,11 @@ from darm.data.arrays import make_dataset
 from darm.data.images import IMAGE_SUFFIXES
 from darm.errors import DarmError
 from darm.metrics import NLL, example_nats, units
-from darm.outputs import check_file_target, label_tensor, print_nll, write_per_example
-from darm.run import check_counts, check_fits, read_like
+from darm.options import check_counts
+from darm.outputs import print_nll, write_per_example
+from darm.paths import check_file_target
+from darm.prompts import label_tensor
+from darm.reread import check_fits, read_like
 
 
 def is_picture_file(spec: str) -> bool:

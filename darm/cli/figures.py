@@ -13,9 +13,9 @@ from darm.cli.args import device_of
 from darm.data import load_from_source, same_data
 from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 from darm.errors import DarmError, first_line
-from darm.outputs import checked_png
+from darm.paths import checked_png
 from darm.plots import plot_loss_curves, read_log
-from darm.run import check_fits, read_like
+from darm.reread import check_fits, read_like
 
 
 def parse_pixel(text: str) -> tuple[int, int]:

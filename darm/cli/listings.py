@@ -6,7 +6,7 @@ from pathlib import Path
 
 from darm.data import BUILTIN
 from darm.models import config_fields, get_entry, list_models
-from darm.run import DATA_FIELDS
+from darm.options import DATA_FIELDS
 from darm.runs import show_runs
 
 

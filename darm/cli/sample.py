@@ -6,7 +6,8 @@ import sys
 
 from darm.checkpoint import load_checkpoint
 from darm.cli.args import check_sampling_args, device_of
-from darm.outputs import checked_stem, write_samples
+from darm.outputs import write_samples
+from darm.paths import checked_stem
 
 
 def cmd_sample(args) -> None:

@@ -1,0 +1,89 @@
+"""Where a command's output goes (--out, or the run's own default), refused before any work
+where it would overwrite a file that is not the run's own (unless --force)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from darm.errors import DarmError
+from darm.files import check_writable
+
+
+def check_file_target(path: Path, flag: str, force: bool = False) -> None:
+    """A file to be written later: refused now, before the work, if it cannot be."""
+    if path.is_dir():
+        raise DarmError(f"{flag} {path} is a folder; give a file name")
+    check_new(path, flag, force)
+    check_writable(path.parent)
+
+
+def check_new(path: Path, flag: str, force: bool) -> None:
+    """A file an option names is never replaced by accident (a picture of one's own, the
+    run's data): refused if it exists, unless --force."""
+    if path.exists() and not force:
+        lead = f"{flag}: " if flag else ""
+        raise DarmError(f"{lead}{path} already exists; pass --force to replace it")
+
+
+def check_output(path: Path, run_default: Path | None, given: bool, force: bool) -> None:
+    """A file a command is about to write: an existing one is replaced only where it is the
+    run's own output written again (`run_default`, e.g. RUN/samples.png, however it was
+    named) or with --force. given: named by --out (said in the refusal)."""
+    if run_default is not None and path.resolve() == run_default.resolve():
+        return
+    check_new(path, "--out" if given else "", force)
+
+
+SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
+
+
+OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
+
+
+def output_stem(out: str | None, default: Path) -> Path:
+    """The stem an output's suffix is added to: --out as given (a suffix of ours dropped, so
+    `--out s.png` still writes s.png; `--out names.v2` writes names.v2.txt, it does not replace
+    names.txt), a folder's `default.name` inside it, or `default`. Checked writable first."""
+    if out is None:
+        stem = default
+    elif out.endswith(("/", os.sep)) or Path(out).is_dir():
+        stem = Path(out) / default.name
+    else:
+        stem = Path(out)
+        if stem.suffix.lower() in OTHER_PICTURES:  # the file would hold PNG bytes
+            raise DarmError(f"--out {out}: pictures are written as PNG; name it {stem.stem}.png")
+        stem = stem.with_suffix("") if stem.suffix.lower() in SAMPLE_SUFFIXES else stem
+    check_writable(stem.parent)
+    return stem
+
+
+def checked_stem(out: str | None, default: Path, meta: dict, force: bool) -> Path:
+    """`output_stem` for samples of this data, refused now (before any drawing) where the
+    file it names exists and is not the run's own `default` (see check_output)."""
+    stem, ext = output_stem(out, default), sample_suffix(meta)
+    check_output(with_ext(stem, ext), with_ext(default, ext), out is not None, force)
+    return stem
+
+
+def checked_png(out: str | None, default: Path, force: bool, own: bool = True) -> Path:
+    """`png_path`, refused now where the picture exists and is not the run's own `default`
+    (own=False: a default that belongs to no one run, the loss.png of several)."""
+    path = png_path(out, default)
+    check_output(path, default if own else None, out is not None, force)
+    return path
+
+
+def png_path(out: str | None, default: Path) -> Path:
+    """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png."""
+    return with_ext(output_stem(out, default.with_suffix("")), ".png")
+
+
+def with_ext(stem: Path, ext: str) -> Path:
+    """stem + ext, keeping any dots already in the stem's name."""
+    return stem.with_name(stem.name + ext)
+
+
+def sample_suffix(meta: dict) -> str:
+    """How samples of this data are written: pictures, a WAV, or lines of text."""
+    return ".png" if meta.get("image_shape") else ".wav" if meta.get("kind") == "audio" else ".txt"

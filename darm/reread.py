@@ -1,0 +1,112 @@
+"""Data read again for a trained model: a checkpoint's own data, or another file read as
+the checkpoint's was (its vocabulary, levels, blocks and labels), checked against the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from darm.data import (
+    BUILTIN,
+    FIXED_LEVELS,
+    bundled_name,
+    image_channels,
+    load_data,
+    located,
+)
+from darm.data.dataset import relabel_by_name
+from darm.data.vocab import saved_vocab
+from darm.errors import DarmError
+
+
+def own_data(meta: dict, path: Path) -> str:
+    """The name or path of the data a checkpoint was trained on, to read it again with other
+    data options (--init --block 1024), checked as --data would be."""
+    source = located(meta["source"], path.parent)
+    spec = source.get("name") if source.get("format") == "builtin" else source.get("path")
+    spec = bundled_name(source) or spec  # `speech`, as it was named, not its file
+    if spec is None:
+        raise DarmError(
+            f"{path} was trained on arrays in memory: name them (saved with np.save) with "
+            f"--data to read them with other options"
+        )
+    return spec
+
+
+def read_like(
+    spec,
+    model,
+    meta,
+    fmt=None,
+    block=None,
+    levels=None,
+    seed=42,
+    whole=False,
+    labels=True,
+    any_length=False,
+):
+    """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
+    (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
+    vocabulary, its L levels (a file whose largest value is below L is still L levels) and
+    its image channels. whole: to be scored whole (see load_data). labels: the data's labels
+    are put in the model's numbering (refused if they name classes it lacks); False when
+    they go unused (eval --label gives every example one). any_length: lines as long as the
+    file's longest, where the model scores any length (`max_dims` None: to be scored, not
+    trained on)."""
+    if fmt is None:
+        fmt = meta["source"].get("format")
+        # a built-in's, or arrays in memory: the file is read by what it is
+        fmt = None if fmt in ("builtin", "memory") or spec in BUILTIN else fmt
+    vocab = saved_vocab(meta)
+    D, L = model.num_dims, model.vocab_size
+    if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
+        levels = L  # check_fits then names the mismatch (not a --levels nobody passed)
+    max_len = None if any_length and model.max_dims is None else D
+    data = load_data(
+        spec, fmt, D if block is None else block, levels, seed, vocab, max_len=max_len,
+        whole=whole,
+        channels=image_channels(meta),
+    )  # fmt: skip
+    if not labels or not model.num_classes:  # an unconditional model reads no labels: a
+        return data  # folder's sub-folders may be named anything
+    return relabel_by_name(data, meta.get("class_names"), model.num_classes)
+
+
+def check_fits(
+    data, model, path, meta: dict | None = None, scoring: bool = True, any_length: bool = False
+) -> None:
+    """The data must have the checkpoint's L symbols and D dimensions (and its sample rate,
+    for audio), and labels of its classes if the model is conditional. scoring: the data is
+    to be scored (eval, complete), where --label stands in for missing labels. any_length:
+    any D will do for a model that scores any length (`max_dims` None), on data of the kind
+    it was trained on (lines, say: not pictures for a model of text)."""
+    theirs = tuple((meta or {}).get("image_shape") or ())  # the images it was trained on
+    if data.image_shape and theirs and tuple(data.image_shape)[:2] != theirs[:2]:
+        size, trained = ("x".join(map(str, s[:2])) for s in (data.image_shape, theirs))
+        raise DarmError(f"{data.name} holds {size} images; {path} was trained on {trained}")
+    rate = data.info.get("sample_rate")
+    trained_rate = (meta or {}).get("source", {}).get("sample_rate")
+    if rate and trained_rate and rate != trained_rate:  # the same samples, another sound
+        raise DarmError(
+            f"{data.name} is {rate} Hz audio; {path} was trained on {trained_rate} Hz audio"
+        )
+    # only what differs: data read for a checkpoint is padded to its D where it can be
+    ours = {"L": (data.vocab_size, model.vocab_size), "D": (data.seq_len, model.num_dims)}
+    if any_length and model.max_dims is None and data.kind == (meta or {}).get("kind"):
+        del ours["D"]
+    differ = {k: v for k, v in ours.items() if v[0] != v[1]}
+    if differ:
+        raise DarmError(
+            f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "
+            f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}"
+        )
+    # a file's class count is its largest label + 1: fewer classes than the model's is fine
+    if model.num_classes and not 1 <= data.num_classes <= model.num_classes:
+        raise DarmError(
+            f"{path} is conditional on {model.num_classes} classes; the data has "
+            f"{data.num_classes or 'no labels'}"
+            + (
+                " (eval and complete take --label for all of it)"
+                if scoring and not data.num_classes
+                else ""
+            )
+        )
