@@ -116,6 +116,8 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
                         f"{type(split).__name__} ({hint})")  # fmt: skip
     if len(split) == 0:
         raise ValueError("the split is empty: there is nothing to score")
+    if isinstance(getattr(split, "x", None), torch.Tensor):  # the split's shape, not a batch's
+        check_shape(model, split.x, split.mask)
     if model.num_classes and getattr(split, "y", 0) is None:
         raise ValueError(
             f"this model is conditional on {model.num_classes} classes and the split has no "

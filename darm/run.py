@@ -204,7 +204,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     ranks = f" on {ctx.world_size} ranks" if ctx.world_size > 1 else ""
     to_train = resume is None or cfg.steps > resume[1]["step"]  # else stopped in its test pass
     if to_train:
-        say(f"{model_name}: {model.num_params():,} parameters; training {cfg.steps} steps{ranks}")
+        params = f"{model.num_params():,} parameters{set_apart(model, cfg)}"
+        say(f"{model_name}: {params}; training {cfg.steps} steps{ranks}")
     if warning := bf16_warning(cfg, device):
         say(warning, file=sys.stderr)
     state = train(
@@ -243,6 +244,15 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                 f"--resume {then}",
                 signum,
             ) from None
+
+
+def set_apart(model, cfg: TrainConfig) -> str:
+    """What sets a run apart from a plain one, for its first line: ' (p(x | label) of 10
+    classes, bf16 autocast, ...)', or '' (a conditional or bf16 run looks like any other)."""
+    parts = [f"p(x | label) of {model.num_classes} classes"] if model.num_classes else []
+    parts += ["bf16 autocast"] * (cfg.dtype == "bf16") + ["torch.compile"] * cfg.compile
+    parts += [f"{cfg.grad_accum} micro-batches a step"] * (cfg.grad_accum > 1)
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def recorded_samples(record: dict) -> int:

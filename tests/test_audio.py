@@ -246,9 +246,14 @@ def test_a_clip_prompts_samples_and_completions(tmp_path, capsys):
                  "--length", "150", "--out", str(tmp_path / "c")]) == 0  # fmt: skip
     assert len(frames_of(tmp_path / "c.wav")) == 3 * (150 + gap)
     # test windows: their first --dims samples kept, a second drawn after them
+    capsys.readouterr()
     assert main(["complete", str(out), "--count", "2", "-n", "1", "--dims", "16",
                  "--out", str(tmp_path / "t")]) == 0  # fmt: skip
     assert len(frames_of(tmp_path / "t.wav")) == 2 * (16 + rate + gap)
+    assert capsys.readouterr().out == (  # a WAV shows nothing on the screen: what it holds
+        "kept the first 16 samples (0.016 s) of 2 clips; 1 completion each, 1.016 s long "
+        "with what was kept, clip by clip\n"
+    )
     capsys.readouterr()
     assert main(["sample", str(out), "--prompt", str(tmp_path / "other.wav")]) == 1
     assert "is 4000 Hz; the model was trained on 1000 Hz audio" in capsys.readouterr().err

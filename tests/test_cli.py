@@ -51,7 +51,7 @@ def test_train_writes_everything(run):
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
-def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
+def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
     other = tmp_path / run.name  # a second folder of the same name: labelled by its path
@@ -71,6 +71,9 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "many")]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'many' / 'loss.png'}"
+    monkeypatch.chdir(tmp_path)  # runs named from here: the picture said from here too
+    assert main(["plot", "many/a", "many/b", "--force"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {Path('many') / 'loss.png'}"
     # a comparison's families in its own order (their colours as in its loss.png)
     from darm.cli.figures import runs_named
 
@@ -578,9 +581,14 @@ def test_eval_per_example_of_a_conditional_model_names_each_label(tmp_path, caps
 
     out = tmp_path / "r"
     argv = ["train", "--data", "digits", *TINY_MARKOV, "--conditional", "--steps", "2",
-            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+            "--out", str(out), "--quiet", "--samples", "0", "--grad-accum", "2"]  # fmt: skip
+    capsys.readouterr()
     assert main(argv) == 0
+    # the first line says what sets the run apart: its conditioning, its micro-batches
+    said = "parameters (p(x | label) of 10 classes, 2 micro-batches a step); training 2 steps\n"
+    assert said in capsys.readouterr().out
     assert main(["eval", str(out), "--per-example", str(tmp_path / "d.csv")]) == 0
+    assert "on digits, each example as its own class: log p(x | y)\n" in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "d.csv").open()))
     test = load_data("digits")["test"]
     assert len(rows) == len(test) == 447 and "text" not in rows[0]

@@ -324,3 +324,19 @@ def test_a_backslash_n_typed_in_a_shell_is_explained():
     with pytest.raises(DarmError, match=r"symbol '\\' \(position 2\) is not in the vocabulary "
                        r"of 3 symbols: 'ab' and newline \(a shell passes \\n as two"):  # fmt: skip
         v.encode("a\\nb", "--prompt")
+
+
+def test_a_dataset_prints_as_its_summary_and_a_split_as_its_shapes():
+    """print(data) in a notebook: one line (a lines file's info holds a number per item)."""
+    data = load_data("names")
+    assert repr(data) == f"<Dataset {data.summary()}>"
+    test = data["test"]
+    n, D = test.x.shape
+    scored = int(test.mask.sum())
+    assert (
+        repr(test)
+        == f"<TensorSplit of {n} examples: x ({n}, {D}), {scored} of {n * D} dims scored>"
+    )
+    assert repr(load_data("digits")["test"]) == (
+        "<TensorSplit of 447 examples: x (447, 64), labels (447,)>"
+    )

@@ -333,8 +333,12 @@ def test_log_prob_takes_one_label_for_every_example():
 
 def test_evaluate_names_data_the_model_cannot_read():
     names = load_data("names")  # L = 27, D = 16
-    with pytest.raises(ValueError, match="x must be \\(B, 7\\), or shorter, symbols, got shape"):
-        evaluate(tiny_model("gpt"), names["test"])  # L = 5, D = 7
+    # the split's own shape, (2949, 16), not that of a batch of it
+    shape = f"\\({len(names['test'])}, 16\\)"
+    with pytest.raises(
+        ValueError, match=f"x must be \\(B, 7\\), or shorter, symbols, got shape {shape}"
+    ):
+        evaluate(tiny_model("gpt"), names["test"], batch_size=100)  # L = 5, D = 7
     with pytest.raises(ValueError, match="x 26 is outside 0..4"):
         evaluate(tiny_model("gru", seq_len=16), names["test"])  # goes on past D, but L = 5
     with pytest.raises(TypeError, match="split must be a darm.data split"):

@@ -168,4 +168,15 @@ def cmd_complete(args) -> None:
         elif out.suffix == ".txt":  # the file holds the rows; the screen marks the kept part
             kept = list(map(len, known.prefixes))
             print(marked_view(x, kept, args.n, saved_vocab(meta), classes))
+        else:  # a WAV: nothing to show, so what it holds, as for images
+            rate = meta["source"]["sample_rate"]
+            lo, hi = min(map(len, known.prefixes)), max(map(len, known.prefixes))
+            kept = f"{lo} samples ({lo / rate:.3f} s)"
+            if lo != hi:
+                kept = f"{lo} to {hi} samples (up to {hi / rate:.3f} s)"
+            print(
+                f"kept the first {kept} of "
+                f"{count(N, 'clip')}; {args.n} completion{'s' * (args.n != 1)} each, "
+                f"{x.shape[1] / rate:.3f} s long with what was kept, clip by clip"
+            )
     print(f"wrote {out}", file=sys.stderr)

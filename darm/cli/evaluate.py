@@ -74,6 +74,8 @@ def cmd_eval(args) -> None:
             data[s].y = label.expand(len(data[s]))  # (N,) the one label
         data.num_classes, data.class_names = model.num_classes, meta.get("class_names")
         as_class = f", every example as class {args.label}"
+    elif model.num_classes:  # a conditional model scores each example under its own label
+        as_class = ", each example as its own class: log p(x | y)"
     check_fits(data, model, path, meta, any_length=True)
     scored = [s for s in SPLITS if len(data[s])] if split == "all" else [split]
     nats = {s: example_nats(model, data[s], args.batch_size, progress=True) for s in scored}

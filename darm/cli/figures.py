@@ -93,6 +93,9 @@ def cmd_plot(args) -> None:
     folders = [Path(p).parent for p in curves.values()]
     if len(folders) > 1:
         common = Path(os.path.commonpath([f.resolve() for f in folders]))
+        here = Path.cwd().resolve()
+        if common.is_relative_to(here):  # said as the runs were named: runs/loss.png
+            common = common.relative_to(here)
         folders = [Path(".") if common == Path(common.anchor) else common]
     # several runs' picture is no one run's own: an existing one is refused without --force
     out = checked_png(args.out, folders[0] / "loss.png", args.force, own=len(curves) == 1)

@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("folders", nargs="*", metavar="FOLDER", help="where to look (default runs)")
     style = r.add_mutually_exclusive_group()
     style.add_argument("--markdown", action="store_true", help="a Markdown table, commands in it")
-    style.add_argument("--json", action="store_true", help="one JSON object a run")
+    style.add_argument("--json", action="store_true", help="a JSON array, one object a run")
     r.add_argument(
         "--sort",
         choices=("run", "test"),

@@ -35,6 +35,10 @@ class Dataset:
     def __getitem__(self, split: str) -> TensorSplit:
         return self.splits[split]
 
+    def __repr__(self) -> str:
+        # the summary, not every field: a lines file's `info` holds a number per item
+        return f"<Dataset {self.summary()}>"
+
     def summary(self) -> str:
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         n = self.num_classes

@@ -30,6 +30,12 @@ class TensorSplit:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    def __repr__(self) -> str:
+        parts = [f"x {tuple(self.x.shape)}"]
+        parts += [] if self.y is None else [f"labels {tuple(self.y.shape)}"]
+        parts += [] if self.mask is None else [f"{self.num_dims()} of {self.x.numel()} dims scored"]
+        return f"<{type(self).__name__} of {len(self)} examples: {', '.join(parts)}>"
+
     def num_dims(self) -> int:
         return self.x[0].numel() * len(self) if self.mask is None else int(self.mask.sum())
 
