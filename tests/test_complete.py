@@ -259,6 +259,7 @@ def test_conditional_array_samples_and_completions_name_their_class(tmp_path, ca
     assert main(["sample", str(out), "-n", "2", "--label", "2", "--out", str(tmp_path / "t")]) == 0
     assert [r.split(": ")[0] for r in (tmp_path / "t.txt").read_text().splitlines()] == ["2", "2"]
     # completions of test rows carry those rows' labels, each repeated for its -n draws
+    capsys.readouterr()  # (the training's lines: "p(x | label)" has a | too)
     assert (
         main(["complete", str(out), "--count", "2", "-n", "2", "--out", str(tmp_path / "c")]) == 0
     )
