@@ -32,12 +32,12 @@ from darm.data.audio import mu_law_decode
 from darm.data.dataset import digest
 from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
 from darm.errors import DarmError, first_line
-from darm.files import atomic_write, atomic_write_text
+from darm.files import atomic_write
 from darm.interrupt import Stopped, sigterm_interrupts
 from darm.lock import folder_lock
 from darm.metrics import evaluate, units
 from darm.models import config_fields, create_model, get_entry, list_models, reads_images
-from darm.outputs import AUDIO_CLIPS, save_samples
+from darm.outputs import AUDIO_CLIPS, save_samples, write_results
 from darm.plots import read_log
 from darm.prompts import default_length
 from darm.runs import in_folder
@@ -340,10 +340,7 @@ def finish_family(result, data, opts, device, run_dir) -> None:
     result.checkpoint_step = record["step"]
     result.nats_per_example, result.nats_per_dim = nll.nats_per_example, nll.nats_per_dim
     result.bits_per_dim = nll.bits_per_dim
-    atomic_write_text(
-        run_dir / "results.json",
-        json.dumps({"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}, indent=1),
-    )
+    write_results(run_dir, record["step"], nll)
 
     # cached sampling, timed alone (writing the files is not part of it), after a short
     # untimed draw that warms up allocations and kernels

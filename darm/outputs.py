@@ -37,10 +37,15 @@ def finish_run(
     if n_samples:
         stem = run_dir / "samples"
         written.insert(0, write_samples(model, record, n_samples, stem, seed, progress=progress))
-    # last: a results.json says this checkpoint's run was finished (see `finished`)
-    results = {"split": "test", "checkpoint_step": record["step"], **nll.as_dict()}
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    write_results(run_dir, record["step"], nll)  # last: it says the run was finished
     print(f"wrote {', '.join(map(str, written))}")
+
+
+def write_results(run_dir: Path, step: int, nll) -> None:
+    """run_dir/results.json: the test NLL of the checkpoint of `step`, which `finished` and
+    `darm runs` read as the run's result (train and compare write it alike)."""
+    results = {"split": "test", "checkpoint_step": step, **nll.as_dict()}
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
 
 
 def finished(run_dir: Path) -> bool:
