@@ -118,6 +118,47 @@ def test_table_numbers_are_the_evaluation(digits_report):
         assert float(cells[7].replace(",", "")) > 0  # samples/s
 
 
+def test_the_table_scores_the_best_checkpoint_not_the_last(tmp_path, monkeypatch):
+    """Validation that only gets worse after the first pass: the best checkpoint is the
+    first one, and the table, results.json and the test NLL are that checkpoint's."""
+    import darm.train
+    from darm.metrics import NLL
+
+    passes = []
+
+    def worse_each_time(model, split, batch_size, progress=False):
+        passes.append(1)
+        return NLL(float(len(passes)) * 1000, 1, 1000)  # nats/dim 1, 2, 3, ...
+
+    monkeypatch.setattr(darm.train, "evaluate_split", worse_each_time)
+    out = tmp_path / "c"
+    args = [
+        "compare",
+        "--data",
+        "digits",
+        "--models",
+        "markov",
+        "--steps",
+        "10",
+        "--samples",
+        "2",
+        "--deps-examples",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        *TINY[:4],
+    ]
+    assert main(args) == 0
+    best, record, _ = load_checkpoint(out / "markov" / "best.json")
+    last = json.loads((out / "markov" / "last.json").read_text())
+    assert len(passes) > 1 and record["step"] < last["step"] == 10
+    result = json.loads((out / "results.json").read_text())["families"][0]
+    assert result["checkpoint_step"] == record["step"]
+    want = evaluate(best, load_data("digits")["test"]).nats_per_example
+    assert result["nats_per_example"] == pytest.approx(want, rel=1e-9)
+
+
 def test_names_text_samples_and_image_only_skip(tmp_path, capsys):
     out = tmp_path / "names"
     models = "markov,rnn,pixelcnn"
@@ -655,3 +696,14 @@ def test_a_registered_variant_keeps_its_own_defaults(monkeypatch):
     bigram = build_family("bigram", data).config
     assert (bigram.k, bigram.n_hidden) == (1, 0)
     assert "n_layer" not in default_config("tiny", data)
+
+
+@pytest.mark.parametrize("D", [2, 3, 16, 64, 784])
+def test_compares_wavenet_sees_all_of_the_past_with_no_layer_to_spare(D):
+    from darm.compare import wavenet_dilations
+
+    dilations = wavenet_dilations(D)
+    assert dilations == tuple(2**i for i in range(len(dilations)))
+    field = 1 + sum(dilations)  # kernel 2: each layer reaches back its dilation more
+    assert field >= D - 1  # x_0 .. x_{D-2} all reach the last conditional
+    assert field // 2 < D  # the smallest power of two that covers D: no layer to spare

@@ -139,6 +139,31 @@ def test_training_batches_are_a_function_of_step():
     assert torch.equal(ds["train"].batch(17, 32, seed=4)[0], b) and not torch.equal(a, b)
 
 
+def test_an_epoch_of_training_batches_shows_every_example_once():
+    from darm.data.splits import TensorSplit
+
+    N, B = 103, 10  # 10 batches an epoch, the last 3 examples of each epoch's order dropped
+    split = TensorSplit(torch.arange(N)[:, None])  # each row its own index
+    epochs = [torch.cat([split.batch(s, B, 0)[0][:, 0] for s in range(e * 10, e * 10 + 10)])
+              for e in range(2)]  # fmt: skip
+    for seen in epochs:
+        assert len(seen) == 100 and len(set(seen.tolist())) == 100  # no example twice
+    assert not torch.equal(epochs[0], epochs[1])  # each epoch shuffled anew
+
+
+def test_corpus_training_crops_are_windows_of_the_stream(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "c.txt").write_text("".join(rng.choice(list("abcdefgh \n"), size=3000)))
+    split = load_data(str(tmp_path / "c.txt"), format="corpus", block=32)["train"]
+    windows = {tuple(w) for w in split.stream.unfold(0, 32, 1).tolist()}  # (n - 31, 32)
+    starts = set()
+    for step in range(3):
+        x, _, _ = split.batch(step, 16, seed=0)
+        assert all(tuple(row) in windows for row in x.tolist())  # the text as it reads
+        starts |= {tuple(row) for row in x.tolist()}
+    assert len(starts) == 48  # 48 different crops, not one repeated
+
+
 def test_arrays_npz_own_split_and_labels(tmp_path):
     rng = np.random.default_rng(0)
     arrays = {

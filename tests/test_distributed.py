@@ -3,6 +3,7 @@ batch; only rank 0 writes; gradient accumulation changes memory, not the result.
 
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -197,10 +198,18 @@ def test_every_model_trains_on_two_ranks(tmp_path):
     """DDP waits forever for a parameter that gets no gradient unless told: each family,
     whatever its unused parameters, must train under 2 ranks."""
     spawn_ranks(_every_model_rank_main, tmp_path)
-    from darm.models import list_models
+    from darm.models import list_models, reads_images
 
     for name in list_models():
         assert (tmp_path / name / "last.json").exists(), name
+        # trained: its weights moved from the ones it started with, and stayed finite
+        extra = {"image_shape": (8, 8)} if reads_images(name) else {}
+        start = tiny_model(name, vocab_size=17, seq_len=64, num_classes=10, **extra)
+        weights = load_file(tmp_path / name / "last.safetensors")
+        assert all(w.isfinite().all() for w in weights.values()), name
+        assert any(not torch.equal(weights[k], v) for k, v in start.state_dict().items()), name
+        log = (tmp_path / name / "log.csv").read_text().splitlines()
+        assert math.isfinite(float(log[-1].split(",")[3])), name  # validation NLL at step 2
 
 
 def test_ranks_planned_again_agree_on_the_steps(tmp_path):

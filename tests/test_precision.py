@@ -6,6 +6,7 @@ import torch
 from darm.cli import build_parser, main
 from darm.data import load_data
 from darm.errors import DarmError
+from darm.metrics import evaluate
 from darm.nn.attention import attend
 from darm.train import train
 from darm.train_config import TrainConfig, bf16_warning, check_config
@@ -77,6 +78,11 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
         moved = max(moved, (v - start[k]).abs().max().item())
         apart = max(apart, (w - v).abs().max().item())
     assert 0 < apart < 0.5 * moved, (apart, moved)  # bf16 rounding, not a different model
+    # and the two score the data alike, far closer than training moved the score
+    valid = data["valid"]
+    first = tiny_model("gpt", vocab_size=data.vocab_size, seq_len=data.seq_len)
+    nll = [evaluate(m, valid).nats_per_dim for m in (first, fp32, bf16)]
+    assert abs(nll[2] - nll[1]) < 0.02 * (nll[0] - nll[1]), nll
 
 
 @pytest.mark.slow  # the first torch.compile takes 20-40 s on 2 cores

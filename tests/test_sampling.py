@@ -165,6 +165,18 @@ def test_seed_reproduces_and_stop_token_pads():
     assert not steps  # the first draw (from prefill) stopped every row: no step was taken
 
 
+def test_a_stop_token_inside_the_prompt_ends_that_row_there():
+    model = tiny_model("markov")  # L = 5, D = 7
+    with torch.no_grad():  # a stop token the model would never draw itself
+        model.head.bias[0] -= 50.0
+    prefix = torch.tensor([[1, 0, 3], [1, 2, 3]])
+    for use_cache in (True, False):
+        x = sample(model, 2, prefix=prefix, stop_token=0, use_cache=use_cache,
+                   generator=torch.Generator().manual_seed(0))  # fmt: skip
+        assert x[0].tolist() == [1] + [0] * 6  # stopped at its prompt's stop token
+        assert x[1, :3].tolist() == [1, 2, 3] and 0 not in x[1].tolist()  # drawn on
+
+
 def test_evaluate_is_the_sum_of_log_prob():
     ds = load_data("names")
     model = tiny_model("markov", vocab_size=ds.vocab_size, seq_len=ds.seq_len)
