@@ -17,6 +17,14 @@ from darm.data import (
 )
 from darm.errors import DarmError
 
+# data options of `train` and the data-source field each ends up in: (flag, attribute, key)
+SOURCE_OPTIONS = [
+    ("--format", "format", "format"),
+    ("--block", "block", "block"),
+    ("--levels", "levels", "levels"),
+    ("--data-seed", "data_seed", "seed"),
+]
+
 
 def check_data_options(spec: str | None, args, read_as: str | None = None) -> None:
     """--format, --block, --levels and --data-seed where the data takes them; refused rather
@@ -45,7 +53,7 @@ def check_data_options(spec: str | None, args, read_as: str | None = None) -> No
             "--data-seed": fmt in ("lines", "array", "images"),
         }
         what = f"{path.name} (read as {fmt})"
-    given = {"--block": args.block, "--levels": args.levels, "--data-seed": args.data_seed}
+    given = {flag: getattr(args, attr) for flag, attr, _ in SOURCE_OPTIONS if flag in takes}
     for flag, value in given.items():
         if value is not None and not takes[flag]:
             why = {

@@ -34,6 +34,7 @@ from darm.memory import check_memory
 from darm.models import create_model, get_entry
 from darm.models.registry import fixed_changes
 from darm.options import (
+    SOURCE_OPTIONS,
     check_counts,
     check_data_options,
     check_threads,
@@ -362,15 +363,6 @@ def check_init_keeps(model, settings: dict) -> None:
             f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
             f"(it has {k}={getattr(config, k)}); only {', '.join(FREE_FIELDS)} may change"
         )
-
-
-# data options of `train` and the data-source field each ends up in: (flag, attribute, key)
-SOURCE_OPTIONS = [
-    ("--format", "format", "format"),
-    ("--block", "block", "block"),
-    ("--levels", "levels", "levels"),
-    ("--data-seed", "data_seed", "seed"),
-]
 
 
 def check_resume_matches(args, record: dict, run_dir: Path) -> None:

@@ -23,7 +23,13 @@ from darm.data import BUILTIN
 from darm.errors import DarmError
 from darm.models import get_entry
 from darm.models.registry import import_families
-from darm.options import check_counts, check_data_options, data_stem, load_training_data
+from darm.options import (
+    SOURCE_OPTIONS,
+    check_counts,
+    check_data_options,
+    data_stem,
+    load_training_data,
+)
 from darm.runs import in_folder
 
 
@@ -108,7 +114,7 @@ def compare_command(args, names: list[str], overrides: dict[str, dict]) -> str:
 RESUME_OWN = ("out", "quiet", "resume", "retry_failed", "threads", "device")
 # the data's options are checked by what they read (the examples' digest, in compare), not as
 # typed: a default given explicitly (--data-seed 42), a file named from another folder
-DATA_OPTIONS = ("data", "format", "block", "levels", "data_seed")
+DATA_OPTIONS = ("data", *(attr for _, attr, _ in SOURCE_OPTIONS))
 
 
 def resumed_args(args) -> tuple[argparse.Namespace, dict]:
