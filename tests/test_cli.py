@@ -1,9 +1,12 @@
 """The command line end to end, and every kind of bad input: one line, non-zero exit."""
 
+import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -831,10 +834,64 @@ def test_a_ctrl_c_while_torch_loads_ends_in_one_line(monkeypatch, capsys):
             raise KeyboardInterrupt  # as if Ctrl-C came while the module was being imported
 
     monkeypatch.setitem(sys.modules, "darm.cli", Loading("darm.cli"))
-    with pytest.raises(SystemExit) as stop:
+    with kept_signal_handlers(), pytest.raises(SystemExit) as stop:
         entry.main()
+        # on its way out: a second Ctrl-C (or timeout's SIGTERM to the group) is ignored
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert stop.value.code == 130
     assert capsys.readouterr().err == "darm: interrupted\n"
+
+
+@contextlib.contextmanager
+def kept_signal_handlers():
+    """The test process's SIGINT and SIGTERM handlers, put back after the console script's."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_the_console_script_takes_one_ctrl_c_and_ignores_the_next(monkeypatch):
+    """A double Ctrl-C printed a traceback from the interpreter's exit: the first interrupts
+    (KeyboardInterrupt, as Python's own handler), the ones after it find nothing to do."""
+    import os
+
+    from darm import entry
+
+    def command():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # interrupted long before
+        os.kill(os.getpid(), signal.SIGINT)  # the second: ignored
+        time.sleep(0.05)
+        return 130
+
+    monkeypatch.setattr("darm.cli.main", command)
+    with kept_signal_handlers(), pytest.raises(SystemExit) as stop:
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        entry.main()
+    assert stop.value.code == 130
+
+
+def test_a_console_that_cannot_show_the_data_or_is_closed_does_not_stop_train(tmp_path):
+    """An ASCII console (PYTHONIOENCODING=ascii, a cp1252 redirect) prints é escaped; a
+    closed stdout (`darm train >&-`) is /dev/null: either way the run trains and is saved."""
+    import os
+
+    (tmp_path / "u.txt").write_text("ééé\nüüü\nñññ\nööö\nààà\n")
+    argv = [sys.executable, "-m", "darm", "train", "--data", str(tmp_path / "u.txt"), "--model",
+            "markov", "--set", "n_hidden=8", "--steps", "2", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([*argv, "--out", str(tmp_path / "a"), "--samples", "4"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "\\x" in proc.stdout and (tmp_path / "a" / "results.json").exists()
+    proc = subprocess.run([*argv, "--out", str(tmp_path / "b")], stderr=subprocess.PIPE,
+                          text=True, preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b" / "results.json").exists()
 
 
 def test_import_darm_leaves_torch_for_first_use():

@@ -1,5 +1,3 @@
-import sys
+from darm.entry import main
 
-from darm.cli import main
-
-sys.exit(main())
+main()
