@@ -117,3 +117,40 @@ def forward_numbers(model) -> int:
         for hook in hooks:
             hook.remove()
     return total
+
+
+def cache_bytes(cache, depth: int = 3) -> int:
+    """Bytes of the tensors a generation cache holds (in its attributes, lists of them, and
+    objects in them: a GPTCache's KVCaches)."""
+    if isinstance(cache, torch.Tensor):
+        return cache.numel() * cache.element_size()
+    if depth == 0:
+        return 0
+    if isinstance(cache, (list, tuple)):
+        return sum(cache_bytes(c, depth - 1) for c in cache)
+    if isinstance(cache, dict):
+        return sum(cache_bytes(c, depth - 1) for c in cache.values())
+    if hasattr(cache, "__dict__"):
+        return sum(cache_bytes(c, depth - 1) for c in vars(cache).values())
+    return 0
+
+
+def check_sample_memory(model, n: int, D: int, asked: str | None = None) -> None:
+    """Refuse, in one line, drawing n samples of D symbols at once where that alone outgrows
+    the machine (the system would kill the process with no word, after a whole training run
+    when it is train's --samples): the samples (int64), a few float32 copies of each step's
+    logits, and the model's cache, sized from one row's (init_cache(1)). A lower bound.
+    asked: the option that asked for them, as the message names it (default `-n N`)."""
+    have = memory_bytes(model.device)
+    if have is None:
+        return
+    per_row = 8 * D + 3 * 4 * model.vocab_size + cache_bytes(model.init_cache(1))
+    need = n * per_row
+    if need > have:
+        gib = 2**30
+        raise DarmError(
+            f"{asked or f'-n {n:,}'}: drawing {n:,} samples of {D} at once needs over "
+            f"{need / gib:.1f} GiB, "
+            f"and this {model.device.type.upper()} has {have / gib:.1f} GiB: draw fewer at a "
+            f"time (darm sample with other --seed values)"
+        )

@@ -16,6 +16,7 @@ from darm.data.audio import write_levels_wav
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.files import atomic_write_text
+from darm.memory import check_sample_memory
 from darm.metrics import evaluate, units
 from darm.paths import sample_suffix, with_ext
 from darm.plots import plot_loss_curves, save_image_grid
@@ -156,6 +157,7 @@ def write_samples(
     kept = 0 if prefix is None else prefix.shape[1]
     check_prompt_fits(model, meta, kept, length, "--prompt")
     D = length or default_length(model, meta, kept)
+    check_sample_memory(model, n, D)
     gen = torch.Generator(device=device).manual_seed(seed)
     try:
         x = sample(

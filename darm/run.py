@@ -30,7 +30,7 @@ from darm.errors import DarmError
 from darm.files import check_writable
 from darm.interrupt import Stopped
 from darm.lock import folder_lock
-from darm.memory import check_memory
+from darm.memory import check_memory, check_sample_memory
 from darm.models import create_model, get_entry
 from darm.models.registry import fixed_changes
 from darm.options import (
@@ -43,10 +43,11 @@ from darm.options import (
     load_training_data,
     model_overrides,
 )
-from darm.outputs import finish_run, finished
+from darm.outputs import AUDIO_CLIPS, finish_run, finished
+from darm.prompts import default_length
 from darm.reread import check_fits, own_data, read_like
 from darm.runs import in_folder
-from darm.train import check_new_run_dir, train
+from darm.train import check_new_run_dir, has_run_log, train
 from darm.train_config import TrainConfig, bf16_warning, check_config, learning_rate
 
 DEFAULT_SAMPLES = 64  # drawn at the end of a run unless --samples says otherwise
@@ -97,6 +98,12 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     init = None  # a new run's record of where its weights came from (--init)
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     if args.resume:
+        if not (run_dir / "last.json").exists() and has_run_log(run_dir):
+            raise DarmError(
+                f"{run_dir} has no last checkpoint to resume: the run stopped before its first "
+                f"save was whole (a full disk, say); the same command without --resume trains "
+                f"it again there"
+            )
         path, record = read_record(run_dir / "last.json")
         if args.samples is None:  # as the run was started (or last resumed) with
             samples = recorded_samples(record)
@@ -185,6 +192,10 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             check_memory(model_name, data, overrides, device, rows, cfg.dtype)
             model = create_model(model_name, data, **overrides).to(device)
         resume = None
+    if samples:  # drawn at the end: a number that cannot be is refused before the training
+        n = min(samples, AUDIO_CLIPS) if data.kind == "audio" else samples
+        D = default_length(model, {"kind": data.kind, "source": data.source}, 0)
+        check_sample_memory(model, n, D, f"--samples {samples:,}")
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())

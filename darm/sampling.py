@@ -62,6 +62,7 @@ def filter_logits(
         # drop a symbol when the mass before it already reaches top_p (the first always
         # stays); every symbol as likely as the least likely one kept stays with it
         drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
+        drop_sorted[..., 0] = False  # even where top_p rounds to 0 in the logits' dtype
         least = sorted_logits.masked_fill(drop_sorted, float("inf")).amin(dim=-1, keepdim=True)
         logits = logits.masked_fill(logits < least, float("-inf"))
     return logits

@@ -18,7 +18,7 @@ from darm.data import load_data
 from darm.errors import DarmError
 from darm.memory import forward_numbers
 from darm.models import create_model
-from tests.conftest import NAMES, TINY_MARKOV, one_line_error, write_names
+from tests.conftest import NAMES, TINY_MARKOV, one_line_error, tiny_model, write_names
 
 
 @pytest.fixture(scope="module")
@@ -894,6 +894,25 @@ def test_a_console_that_cannot_show_the_data_or_is_closed_does_not_stop_train(tm
     assert (tmp_path / "b" / "results.json").exists()
 
 
+def test_samples_that_cannot_fit_in_memory_are_refused_before_any_work(tmp_path, capsys):
+    """--samples 10^8 once trained a whole run, then filled the memory and was killed (no
+    results.json); sample and complete were killed alike."""
+    from darm.memory import cache_bytes
+
+    out = tmp_path / "r"
+    argv = ["train", "--data", "names", *TINY_MARKOV, "--steps", "1", "--out", str(out), "--quiet"]
+    code = main([*argv, "--samples", "100000000"])
+    one_line_error(capsys, code, 1, "--samples 100,000,000: drawing 100,000,000 samples of 16")
+    assert not out.exists()  # refused before the folder was made
+    assert main([*argv, "--samples", "0"]) == 0
+    one_line_error(capsys, main(["sample", str(out), "-n", "2000000000"]), 1, "GiB, and this CPU")
+    code = main(["complete", str(out), "--count", "2", "-n", "1000000000"])
+    one_line_error(capsys, code, 1, "-n 1,000,000,000 for 2 inputs: drawing 2,000,000,000")
+    # the cache counted: a gpt's keys and values, 2 x layers x positions x width floats a row
+    gpt = tiny_model("gpt", vocab_size=5, seq_len=7)  # 2 layers of width 16
+    assert cache_bytes(gpt.init_cache(1)) == 2 * 2 * 7 * 16 * 4
+
+
 def test_import_darm_leaves_torch_for_first_use():
     code = (
         "import sys, darm; assert 'torch' not in sys.modules; "
@@ -1339,8 +1358,11 @@ def test_a_new_run_does_not_overwrite_files_already_in_its_folder(names_file, tm
         (other / name).write_bytes((out / name).read_bytes())
     argv[argv.index(str(out))] = str(other)
     one_line_error(capsys, main(argv), 1, "already holds log.csv, results.json, best.json, ")
-    # a save cut short (a full disk) left part of a checkpoint beside the log: retried
+    # a save cut short (a full disk) left part of a checkpoint beside the log: not to be
+    # resumed (there is no last), but retried
     (other / "results.json").unlink()
+    code = main([*argv, "--resume"])
+    one_line_error(capsys, code, 1, "has no last checkpoint to resume: the run stopped before")
     assert main(argv) == 0
     lone = tmp_path / "lone"
     lone.mkdir()

@@ -263,6 +263,11 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.txt").write_text("  \n\n")
     with pytest.raises(DarmError, match="empty"):
         load_data(str(tmp_path / "empty.txt"))
+    for device in ("/dev/zero", "/dev/null"):  # /dev/zero once filled the memory, endlessly
+        if Path(device).exists():
+            for format in (None, "corpus", "images"):
+                with pytest.raises(DarmError, match=f"{device} is a device, not a data file"):
+                    load_data(device, format=format)
 
 
 def test_a_bom_is_not_a_symbol_and_text_is_not_an_array(tmp_path):

@@ -165,6 +165,12 @@ def test_seed_reproduces_and_stop_token_pads():
     assert not steps  # the first draw (from prefill) stopped every row: no step was taken
 
 
+def test_a_top_p_below_the_dtypes_smallest_keeps_the_most_likely_symbol():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 3.0, 0.0]])
+    kept = filter_logits(logits, top_p=1e-300) > float("-inf")  # 1e-300 is 0 in float32
+    assert kept.tolist() == [[False, True, False], [True, True, False]]  # (ties stay)
+
+
 def test_a_stop_token_inside_the_prompt_ends_that_row_there():
     model = tiny_model("markov")  # L = 5, D = 7
     with torch.no_grad():  # a stop token the model would never draw itself

@@ -14,6 +14,7 @@ from darm.complete import complete, completion_view, marked_view, read_images, s
 from darm.data import load_from_source
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.memory import check_sample_memory
 from darm.metrics import symbols_word
 from darm.options import check_counts
 from darm.outputs import class_marks, count, save_samples
@@ -114,6 +115,8 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
               num_dims=args.length or default_length(model, meta, kept), progress=True)  # fmt: skip
     if not meta.get("image_shape"):  # an item ends at its end symbol: nothing after it is drawn
         kw["stop_token"] = meta.get("eos")
+    N = len(known.prefixes)
+    check_sample_memory(model, N * args.n, kw["num_dims"], f"-n {args.n:,} for {count(N, 'input')}")
     labels = None if known.labels is None else known.labels.to(model.device)
     batches = (  # (prefixes (B, P), labels (B,)) of one length each; [] too: from scratch
         [(known.prefixes, labels)]

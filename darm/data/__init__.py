@@ -87,6 +87,8 @@ def load_data(
             f"no data file {spec!r} and no built-in dataset of that name; "
             f"built-in: {', '.join(BUILTIN)}"
         )
+    if path.is_char_device() or path.is_block_device():  # /dev/zero would be read forever
+        raise DarmError(f"{spec} is a device, not a data file (a file, a folder, or a pipe)")
     # absolute, so a run records where its data is, whichever folder it is used from later
     # (abspath, not resolve: a symlink the user named stays the name recorded)
     path = Path(os.path.abspath(path))
