@@ -69,7 +69,7 @@ def count(n: int, thing: str) -> str:
 
 
 def print_nll(nll, split: str, kind: str, file=None) -> None:
-
+    """The NLL line: nats per example, nats and bits per dimension, and how many of each."""
     unit, per_dim = units(kind)
     print(
         f"{split}: {nll.nats_per_example:.4f} nats/{unit}  {nll.nats_per_dim:.4f} nats/{per_dim}  "
