@@ -462,6 +462,11 @@ REPORT_FILES = ("results.json", "report.md", "report.html", "loss.png", "deps.pn
 def check_new_report(out: Path) -> None:
     """A new comparison does not write over another's report, nor over files of the same
     names that are not one (a report.md of the user's own in the folder named)."""
+    if (out / "last.json").exists():  # a run's results.json is not a comparison's
+        raise DarmError(
+            f"{out} is the folder of a training run (its last.json); a comparison writes a "
+            f"folder of its own: choose another --out"
+        )
     if (out / "results.json").exists():
         raise DarmError(
             f"{out} already holds a comparison (results.json); continue it (--resume), "

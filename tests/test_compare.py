@@ -421,6 +421,10 @@ def test_refuses_to_overwrite(digits_report, capsys):
         assert err.startswith("darm compare: error: ") and "already holds a comparison" in err
     assert (digits_report / "report.md").read_text() == report
     assert not (digits_report / "bigram").exists()
+    # a training run's folder (its results.json is no comparison's) is named as what it is
+    run = digits_report / "markov"
+    code = main(["compare", "--models", "markov", "--steps", "1", "--out", str(run)])
+    one_line_error(capsys, code, 1, f"{run} is the folder of a training run (its last.json)")
 
 
 @pytest.mark.parametrize("name", ["report.md", "loss.png"])
