@@ -181,8 +181,14 @@ def start_log(log_path: Path, start: int) -> None:
     after logging a step but before checkpointing it will log that step again)."""
     rows = []
     if start > 0 and log_path.exists():
-        with open(log_path, newline="") as f:
-            rows = list(csv.reader(f))[1:]
+        if not has_run_log(log_path.parent):  # edited by hand, say: kept, not written over
+            old = log_path.with_name("log.csv.old")
+            os.replace(log_path, old)
+            print(f"warning: {log_path} is not a darm log (its header); moved to {old.name}, "
+                  f"and the log starts again at step {start}", file=sys.stderr)  # fmt: skip
+        else:
+            with open(log_path, newline="") as f:
+                rows = list(csv.reader(f))[1:]
         rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= start]
     text = io.StringIO()
     csv.writer(text).writerows([LOG_FIELDS, *rows])

@@ -1798,3 +1798,17 @@ def test_the_default_run_folder_is_named_after_the_data_folder_even_as_dot(tmp_p
     assert data_stem("my.names.txt") == "my.names"  # not there: named as written
     (tmp_path / "pics" / "mine.txt").symlink_to(tmp_path / "pics" / "other.txt")
     assert data_stem("mine.txt") == "mine"  # a link is named as the user named it
+
+
+def test_a_log_edited_by_hand_is_kept_aside_on_resume(tmp_path, capsys):
+    out = tmp_path / "r"
+    start = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--eval-every", "1",
+             "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(start) == 0
+    (out / "log.csv").write_text("my notes\n1,2,3\n")
+    capsys.readouterr()
+    assert main([*start, "--resume", "--steps", "4"]) == 0
+    assert "is not a darm log (its header); moved to log.csv.old" in capsys.readouterr().err
+    assert (out / "log.csv.old").read_text() == "my notes\n1,2,3\n"
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,lr,") and [r.split(",")[0] for r in log[1:]] == ["3", "4"]
