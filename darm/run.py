@@ -104,6 +104,11 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                 f"save was whole (a full disk, say); the same command without --resume trains "
                 f"it again there"
             )
+        if not (run_dir / "last.json").exists() and args.init:
+            raise DarmError(
+                f"nothing to resume in {run_dir} (no last.json); without --resume, --init "
+                f"{args.init} starts a new run there from its weights"
+            )
         path, record = read_record(run_dir / "last.json")
         if args.samples is None:  # as the run was started (or last resumed) with
             samples = recorded_samples(record)

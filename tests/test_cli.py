@@ -1812,3 +1812,13 @@ def test_a_log_edited_by_hand_is_kept_aside_on_resume(tmp_path, capsys):
     assert (out / "log.csv.old").read_text() == "my notes\n1,2,3\n"
     log = (out / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,lr,") and [r.split(",")[0] for r in log[1:]] == ["3", "4"]
+
+
+def test_resume_with_init_where_nothing_was_started_says_which_to_drop(tmp_path, capsys):
+    run = tmp_path / "r"
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "1", "--out", str(run),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    code = main(["train", "--resume", "--init", str(run), "--out", str(tmp_path / "new")])
+    needle = f"nothing to resume in {tmp_path / 'new'} (no last.json); without --resume, --init"
+    one_line_error(capsys, code, 1, needle)
