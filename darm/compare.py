@@ -37,7 +37,7 @@ from darm.interrupt import Stopped, sigterm_interrupts
 from darm.lock import folder_lock
 from darm.metrics import evaluate, units
 from darm.models import config_fields, create_model, get_entry, list_models, reads_images
-from darm.outputs import AUDIO_CLIPS, save_samples, write_results
+from darm.outputs import AUDIO_CLIPS, count, save_samples, write_results
 from darm.plots import read_log
 from darm.prompts import default_length
 from darm.runs import in_folder
@@ -261,7 +261,8 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     run_dir = opts.out / name
     planned = f" (planned for {opts.budget:g} s)" if plan is not None else ""
     # which family the step lines below are of
-    tqdm.write(f"{name}: {model.num_params():,} parameters; training {steps} steps{planned}")
+    params = f"{model.num_params():,} parameters"
+    tqdm.write(f"{name}: {params}; training {count(steps, 'step')}{planned}")
 
     def trained():
         return train(

@@ -43,7 +43,7 @@ from darm.options import (
     load_training_data,
     model_overrides,
 )
-from darm.outputs import AUDIO_CLIPS, finish_run, finished
+from darm.outputs import AUDIO_CLIPS, count, finish_run, finished
 from darm.prompts import default_length
 from darm.reread import check_fits, own_data, read_like
 from darm.runs import in_folder
@@ -222,7 +222,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     to_train = resume is None or cfg.steps > resume[1]["step"]  # else stopped in its test pass
     if to_train:
         params = f"{model.num_params():,} parameters{set_apart(model, cfg)}"
-        say(f"{model_name}: {params}; training {cfg.steps} steps{ranks}")
+        say(f"{model_name}: {params}; training {count(cfg.steps, 'step')}{ranks}")
     if warning := bf16_warning(cfg, device):
         say(warning, file=sys.stderr)
     state = train(

@@ -1819,6 +1819,7 @@ def test_resume_with_init_where_nothing_was_started_says_which_to_drop(tmp_path,
     argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "1", "--out", str(run),
             "--quiet", "--samples", "0"]  # fmt: skip
     assert main(argv) == 0
+    assert " parameters; training 1 step\n" in capsys.readouterr().out  # not "1 steps"
     code = main(["train", "--resume", "--init", str(run), "--out", str(tmp_path / "new")])
     needle = f"nothing to resume in {tmp_path / 'new'} (no last.json); without --resume, --init"
     one_line_error(capsys, code, 1, needle)
