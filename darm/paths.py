@@ -54,7 +54,10 @@ def output_stem(out: str | None, default: Path) -> Path:
         if stem.suffix.lower() in OTHER_PICTURES:  # the file would hold PNG bytes
             raise DarmError(f"--out {out}: pictures are written as PNG; name it {stem.stem}.png")
         stem = stem.with_suffix("") if stem.suffix.lower() in SAMPLE_SUFFIXES else stem
-    check_writable(stem.parent)
+    try:
+        check_writable(stem.parent)
+    except DarmError as e:  # a run folder one may read but not write (a shared one, say)
+        raise DarmError(f"{e} (--out names another place)" if out is None else str(e)) from None
     return stem
 
 

@@ -1823,3 +1823,18 @@ def test_resume_with_init_where_nothing_was_started_says_which_to_drop(tmp_path,
     code = main(["train", "--resume", "--init", str(run), "--out", str(tmp_path / "new")])
     needle = f"nothing to resume in {tmp_path / 'new'} (no last.json); without --resume, --init"
     one_line_error(capsys, code, 1, needle)
+
+
+def test_a_run_folder_that_cannot_be_written_points_sample_at_out(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "r"
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "1", "--out", str(run),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    import darm.files
+
+    shared = str(run)  # a run one may read but not write (as root, chmod would not show it)
+    real = darm.files.os.access
+    monkeypatch.setattr(darm.files.os, "access", lambda p, m: str(p) != shared and real(p, m))
+    code = main(["sample", str(run), "-n", "2"])
+    one_line_error(capsys, code, 1, f"cannot write {run}: {run} is not writable (--out names")
+    assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s")]) == 0
