@@ -116,7 +116,10 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
                         f"{type(split).__name__} ({hint})")  # fmt: skip
     if len(split) == 0:
         raise ValueError("the split is empty: there is nothing to score")
-    if isinstance(getattr(split, "x", None), torch.Tensor):  # the split's shape, not a batch's
+    # the shape first: data of another model's size is named as such, not by a label it
+    # happens to have; the split's whole shape where it has one (not a batch's)
+    whole = isinstance(getattr(split, "x", None), torch.Tensor)
+    if whole:
         check_shape(model, split.x, split.mask)
     if model.num_classes and getattr(split, "y", 0) is None:
         raise ValueError(
@@ -130,9 +133,8 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     # the caller's modes come back even if scoring fails
     with eval_mode(model), contextlib.closing(bar):
         for x, y, mask in split.iter_batches(batch_size):
-            # on the host, as the data comes (no device sync), the shape first: data of
-            # another model's size is named as such, not by a label it happens to have
-            check_shape(model, x, mask)
+            if not whole:  # on the host, as the data comes (no device sync)
+                check_shape(model, x, mask)
             check_inputs(model, x, None)
             if y is not None and model.num_classes:
                 check_inputs(model, None, y)  # an embedding would name no value

@@ -98,17 +98,18 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     init = None  # a new run's record of where its weights came from (--init)
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     if args.resume:
-        if not (run_dir / "last.json").exists() and has_run_log(run_dir):
-            raise DarmError(
-                f"{run_dir} has no last checkpoint to resume: the run stopped before its first "
-                f"save was whole (a full disk, say); the same command without --resume trains "
-                f"it again there"
-            )
-        if not (run_dir / "last.json").exists() and args.init:
-            raise DarmError(
-                f"nothing to resume in {run_dir} (no last.json); without --resume, --init "
-                f"{args.init} starts a new run there from its weights"
-            )
+        if not (run_dir / "last.json").exists():  # nothing to resume: say which way on
+            if has_run_log(run_dir):
+                raise DarmError(
+                    f"{run_dir} has no last checkpoint to resume: the run stopped before its "
+                    f"first save was whole (a full disk, say); the same command without "
+                    f"--resume trains it again there"
+                )
+            if args.init:
+                raise DarmError(
+                    f"nothing to resume in {run_dir} (no last.json); without --resume, --init "
+                    f"{args.init} starts a new run there from its weights"
+                )
         path, record = read_record(run_dir / "last.json")
         if args.samples is None:  # as the run was started (or last resumed) with
             samples = recorded_samples(record)
