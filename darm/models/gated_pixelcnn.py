@@ -18,6 +18,7 @@ from torch import nn
 from darm.models.base import condition_embedding
 from darm.models.pixelcnn import PixelCNNConfig, RasterCache, RasterModel
 from darm.models.registry import register_model
+from darm.nn.dropout import Dropout
 from darm.nn.gate import gate
 from darm.nn.masked_conv import channel_groups, pointwise, row_conv
 
@@ -30,7 +31,7 @@ def shift_down(v: torch.Tensor) -> torch.Tensor:
 class GatedLayer(nn.Module):
     def __init__(self, n_in: int, n: int, k: int, channels: int, first: bool, dropout: float):
         super().__init__()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.k, self.rows = k, k // 2 + 1  # vertical kernel: rows r - k//2 .. r
         groups = channel_groups(n, channels)
         gate_groups = torch.cat([groups, groups])  # both halves of a gate share the order

@@ -32,6 +32,7 @@ from darm.models.base import (
 )
 from darm.models.registry import register_model
 from darm.nn.attention import CausalSelfAttention, KVCache
+from darm.nn.dropout import Dropout
 
 
 @dataclass
@@ -56,7 +57,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
         self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         return self.dropout(self.proj(F.gelu(self.fc(x))))
@@ -99,7 +100,7 @@ class GPT(ARModel):
         self.wte = nn.Embedding(config.vocab_size + 1, E)  # + the start token
         self.wpe = nn.Embedding(config.seq_len, E)
         self.label = condition_embedding(config.num_classes, E)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(E, bias=config.bias)
         self.apply(self._init_weights)

@@ -26,6 +26,7 @@ from darm.models.base import (
     pad_start,
 )
 from darm.models.registry import register_model
+from darm.nn.dropout import Dropout
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Markov(ARModel):
             self.wte = nn.Embedding(L + 1, config.n_embd)
             self.hidden = nn.Linear(k * config.n_embd, config.n_hidden)
             self.head = nn.Linear(config.n_hidden, L)
-            self.drop = nn.Dropout(config.dropout)
+            self.drop = Dropout(config.dropout)
             self.label = condition_embedding(config.num_classes, config.n_hidden)
 
     def _logits(self, context: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 from darm.config import require_at_least
 from darm.models.base import ARModel, check_step, condition_embedding, condition_vector, embed
 from darm.models.registry import register_model
+from darm.nn.dropout import Dropout
 from darm.nn.masked_conv import MaskedConv2d, pointwise, raster_conv
 
 
@@ -184,7 +185,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.reduce = pointwise(n, n // 2, channels)
         self.conv = raster_conv(n // 2, n // 2, k, channels, "B")
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.expand = pointwise(n // 2, n, channels)
 
     def inner(self, h: torch.Tensor) -> torch.Tensor:  # the k x k conv's input, (B, n/2, ...)

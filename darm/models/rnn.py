@@ -23,6 +23,7 @@ from darm.models.base import (
     shift_right,
 )
 from darm.models.registry import register_model
+from darm.nn.dropout import Dropout
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -72,7 +73,7 @@ class RNN(ARModel):
             batch_first=True,
             dropout=config.dropout if config.n_layer > 1 else 0.0,
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.head = nn.Linear(config.n_hidden, config.vocab_size)
 
     def _embed(self, inputs: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from darm.models.base import (
 )
 from darm.models.registry import register_model
 from darm.nn.causal_conv import CausalConv1d
+from darm.nn.dropout import Dropout
 from darm.nn.gate import gate
 
 
@@ -64,7 +65,7 @@ class ResidualLayer(nn.Module):
     def __init__(self, channels: int, skip: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.conv = CausalConv1d(channels, 2 * channels, kernel_size, dilation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.res = nn.Conv1d(channels, channels, 1)
         self.skip = nn.Conv1d(channels, skip, 1)
 

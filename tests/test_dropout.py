@@ -1,0 +1,146 @@
+"""darm.nn.dropout: the CPU mask cut from random bits behaves as dropout does."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from darm.nn.dropout import LEVELS, Dropout, dropout, levels_dropped, uniform_levels
+
+
+def test_uniform_levels_are_uniform_in_every_16_bit_lane():
+    torch.manual_seed(0)
+    u = uniform_levels(torch.empty(4 * 50_000)).long()
+    assert u.min() >= 0 and u.max() <= LEVELS - 1
+    # an int64 draw's top lane has its sign bit forced to 0; the others would be signed
+    # without the AND: every lane must span the same range with the same mean
+    lanes = u.view(-1, 4)  # (draws, lane)
+    sd = LEVELS / math.sqrt(12) / math.sqrt(lanes.shape[0])  # of a lane's mean
+    for lane in lanes.T:
+        assert abs(lane.float().mean() - (LEVELS - 1) / 2) < 5 * sd
+        assert abs((lane >= LEVELS // 2).float().mean() - 0.5) < 0.01  # the top bit is random
+
+
+def test_levels_dropped_is_within_a_thousandth_of_p_or_refused():
+    assert levels_dropped(0.2) == round(0.2 * LEVELS)
+    assert abs(levels_dropped(0.5) / LEVELS - 0.5) == 0
+    assert levels_dropped(0.001) is None  # 15 bits hold it only to 0.7%
+    assert levels_dropped(1.0) is None
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p):
+    torch.manual_seed(1)
+    x = torch.ones(200_000)
+    y = dropout(x, p)
+    k = levels_dropped(p)
+    scale = LEVELS / (LEVELS - k)
+    dropped = y == 0
+    assert torch.all(dropped | (y == scale))  # nothing else
+    sd = math.sqrt(p * (1 - p) / x.numel())
+    assert abs(dropped.float().mean() - p) < 5 * sd
+    assert abs(y.mean() - 1) < 5 * sd * scale
+
+
+def test_gradient_is_the_mask():
+    torch.manual_seed(2)
+    x = torch.randn(64, 100, requires_grad=True)
+    y = dropout(x, 0.3)
+    y.sum().backward()
+    scale = LEVELS / (LEVELS - levels_dropped(0.3))
+    assert torch.equal(x.grad == 0, y == 0)
+    assert torch.allclose(x.grad[y != 0], torch.tensor(scale))
+
+
+def test_same_seed_same_mask_and_another_seed_another():
+    x = torch.randn(1000)
+    torch.manual_seed(3)
+    a = dropout(x, 0.2)
+    torch.manual_seed(3)
+    b = dropout(x, 0.2)
+    torch.manual_seed(4)
+    c = dropout(x, 0.2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_identity_when_evaluating_or_p_is_zero():
+    x = torch.randn(10)
+    assert dropout(x, 0.2, training=False) is x
+    assert dropout(x, 0.0) is x
+    layer = Dropout(0.2).eval()
+    assert layer(x) is x
+
+
+def test_channels_last_and_sliced_inputs_keep_shape_layout_and_rate():
+    torch.manual_seed(5)
+    x = torch.ones(8, 32, 20, 20).contiguous(memory_format=torch.channels_last)
+    y = dropout(x, 0.25)
+    assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
+    assert abs((y == 0).float().mean() - 0.25) < 0.01
+    # every channel is dropped at the same rate (a layout bug would leave some untouched)
+    per_channel = (y == 0).float().mean(dim=(0, 2, 3))
+    assert per_channel.min() > 0.2 and per_channel.max() < 0.3
+    sliced = torch.ones(8, 64, 20, 20)[:, ::2]  # not dense: the mask is laid out plainly
+    z = dropout(sliced, 0.25)
+    assert z.shape == sliced.shape and abs((z == 0).float().mean() - 0.25) < 0.01
+
+
+def test_bf16_stays_bf16():
+    y = dropout(torch.ones(1000, dtype=torch.bfloat16), 0.2)
+    assert y.dtype == torch.bfloat16
+
+
+def test_a_p_fifteen_bits_cannot_hold_is_torch_dropout():
+    x = torch.randn(10_000)
+    torch.manual_seed(6)
+    a = dropout(x, 0.001)
+    torch.manual_seed(6)
+    assert torch.equal(a, F.dropout(x, 0.001))
+
+
+def test_module_is_an_nn_dropout_with_no_state():
+    layer = Dropout(0.2)
+    assert isinstance(layer, nn.Dropout) and layer.state_dict() == {}
+    x = torch.ones(1000)
+    inplace = Dropout(0.5, inplace=True)
+    out = inplace(x)
+    assert out is x and (x == 0).any()  # nn.Dropout's inplace contract
+
+
+def test_attention_with_dropout_is_sdpa_but_for_the_dropout(monkeypatch):
+    from darm.nn import attention
+
+    monkeypatch.setattr(attention, "dropout", lambda x, p: x)  # the weights undropped
+    q, k, v = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    causal = attention.attention_with_dropout(q, k, v, 0.1, is_causal=True)
+    assert torch.allclose(causal, F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                          atol=1e-6)  # fmt: skip
+    visible = torch.ones(2, 5, dtype=torch.bool).tril(3)  # 2 new queries after 3 cached keys
+    masked = attention.attention_with_dropout(q[:, :, 3:], k, v, 0.1, attn_mask=visible)
+    ref = F.scaled_dot_product_attention(q[:, :, 3:], k, v, attn_mask=visible)
+    assert torch.allclose(masked, ref, atol=1e-6)
+
+
+def test_gpt_training_with_dropout_is_causal_and_drops_attention_weights():
+    from darm.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("gpt", vocab_size=5, seq_len=8, n_layer=2, n_head=2, n_embd=16,
+                         dropout=0.3).train()  # fmt: skip
+    x = torch.randint(0, 5, (3, 8))
+    torch.manual_seed(7)
+    logits = model(x)
+    for d in range(8):
+        changed = x.clone()
+        changed[:, d:] = (changed[:, d:] + 1) % 5
+        torch.manual_seed(7)  # the same masks, drawn in the same order
+        # logits[:, j] depend on x_<j only: those at j <= d keep still
+        assert torch.equal(model(changed)[:, : d + 1], logits[:, : d + 1]), d
+    torch.manual_seed(8)
+    assert not torch.equal(model(x), logits)  # other masks: dropout is on
+    # and under bf16 autocast, where attention runs in float32
+    with torch.autocast("cpu", torch.bfloat16):
+        torch.manual_seed(7)
+        assert torch.isfinite(model(x)).all()
