@@ -85,12 +85,16 @@ def cases():
                                (mlp, torch.float32, 100)]:  # fmt: skip
         label = f"layer {tuple(shape)} {str(dtype).removeprefix('torch.')}, fwd+bwd"
         yield label, reps, {k: layer_step(shape, dtype, kind(0.2)) for k, kind in kinds.items()}
-    yield "gated_pixelcnn training step, bf16", 3, {
-        k: model_step(kind, images, "gated_pixelcnn", **gated) for k, kind in kinds.items()
-    }
-    yield "gpt training step, bf16", 20, {
-        k: model_step(kind, text, "gpt", **gpt) for k, kind in kinds.items()
-    }
+    yield (
+        "gated_pixelcnn training step, bf16",
+        3,
+        {k: model_step(kind, images, "gated_pixelcnn", **gated) for k, kind in kinds.items()},
+    )
+    yield (
+        "gpt training step, bf16",
+        20,
+        {k: model_step(kind, text, "gpt", **gpt) for k, kind in kinds.items()},
+    )
 
 
 def main():
