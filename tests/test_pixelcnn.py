@@ -122,3 +122,15 @@ def test_image_shape_must_match_seq_len():
 
     with pytest.raises(DarmError, match="image_shape"):
         create_model("pixelcnn", vocab_size=2, seq_len=10, image_shape=(3, 3))
+
+
+def test_gate_of_channels_last_maps_is_the_gate_of_the_same_maps():
+    from darm.nn.gate import gate
+
+    h = torch.randn(2, 6, 4, 5)
+    last = h.contiguous(memory_format=torch.channels_last)
+    out = gate(last)
+    a, b = h[:, :3], h[:, 3:]
+    assert torch.allclose(out, torch.tanh(a) * torch.sigmoid(b))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(gate(h), out)
