@@ -13,6 +13,7 @@ import torch
 
 from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
+from darm.interrupt import Stopped
 from darm.metrics import evaluate
 from darm.models import create_model, reads_images
 from darm.train import train
@@ -71,6 +72,8 @@ def run_one(
             model, model_name, data, cfg, out, resume_from, progress, max_seconds=budget_s
         )
     except DarmError as e:  # a folder holding an earlier run, say: one line, not a traceback
+        raise SystemExit(f"{label}: {e}") from None
+    except Stopped as e:  # Ctrl-C or SIGTERM: `last` is saved, the test pass is skipped
         raise SystemExit(f"{label}: {e}") from None
     wall = time.perf_counter() - t0
     best, record, _ = load_checkpoint(out)

@@ -19,6 +19,7 @@ SMOKE = [
     ["gpt_speed_interleaved.py", "--steps", "101", "--block", "50", "--dtype", "fp32", "--compile"],
     ["binarized_mnist.py", "--only", "pixelcnn", "--budget", "2"],  # a minute: the test pass
     ["bf16_speed.py", "--rounds", "1", "--reps", "1"],  # a minute or more on a CPU without bf16
+    ["dropout_speed.py", "--rounds", "1"],
 ]
 
 
@@ -60,3 +61,22 @@ def test_the_interleaved_darm_step_is_train_s_step(tmp_path):
     train(theirs, "gpt", data, cfg, tmp_path / "r", progress=False, stop_at=3)
     for (name, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_quality_benchmark_stopped_by_a_signal_says_so_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import common
+
+    from darm.data import load_data
+    from darm.interrupt import Stopped
+
+    def stopped(*args, **kwargs):
+        raise Stopped("stopped after step 3, saved in x/last.json; --resume continues")
+
+    monkeypatch.setattr(common, "train", stopped)
+    data = load_data("digits")
+    with pytest.raises(SystemExit) as e:
+        common.run_one("bigram", "markov", data, dict(k=1), dict(steps=5), 10, tmp_path)
+    assert str(e.value.code) == (
+        "bigram: stopped after step 3, saved in x/last.json; --resume continues"
+    )
