@@ -134,3 +134,17 @@ def test_gate_of_channels_last_maps_is_the_gate_of_the_same_maps():
     assert torch.allclose(out, torch.tanh(a) * torch.sigmoid(b))
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(gate(h), out)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_shift_down_moves_rows_and_its_gradient_back_in_the_same_layout(layout):
+    from darm.models.gated_pixelcnn import shift_down
+
+    v = torch.randn(2, 3, 4, 5).contiguous(memory_format=layout).requires_grad_()
+    out = shift_down(v)
+    assert torch.equal(out, F.pad(v, (0, 0, 1, 0))[:, :, :-1])
+    assert out.is_contiguous(memory_format=layout)
+    g = torch.randn(2, 3, 4, 5).contiguous(memory_format=layout)
+    (grad,) = torch.autograd.grad(out, v, g)
+    expected = torch.cat([g[:, :, 1:], torch.zeros(2, 3, 1, 5)], dim=2)
+    assert torch.equal(grad, expected) and grad.is_contiguous(memory_format=layout)

@@ -23,9 +23,28 @@ from darm.nn.gate import gate
 from darm.nn.masked_conv import channel_groups, pointwise, row_conv
 
 
+class ShiftDown(torch.autograd.Function):
+    """Row r gets row r-1, zeros into row 0; the gradient shifts back up. Both keep the
+    input's memory layout: F.pad then a slice did the same in the forward, but its backward
+    made the gradient plain NCHW, and adding it to the vertical stack's channels-last
+    gradient ran strided: the gated PixelCNN's training step is ~1.18x faster this way."""
+
+    @staticmethod
+    def forward(ctx, v):
+        out = torch.zeros_like(v)  # v's layout, channels-last included
+        out[:, :, 1:] = v[:, :, :-1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        up = torch.zeros_like(grad)
+        up[:, :, :-1] = grad[:, :, 1:]
+        return up
+
+
 def shift_down(v: torch.Tensor) -> torch.Tensor:
     """(B, n, H, W): row r gets row r-1 (zeros into row 0)."""
-    return F.pad(v, (0, 0, 1, 0))[:, :, :-1]
+    return ShiftDown.apply(v)
 
 
 class GatedLayer(nn.Module):
