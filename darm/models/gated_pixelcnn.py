@@ -31,13 +31,15 @@ class ShiftDown(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v):
-        out = torch.zeros_like(v)  # v's layout, channels-last included
+        out = torch.empty_like(v)  # v's layout, channels-last included
+        out[:, :, :1] = 0
         out[:, :, 1:] = v[:, :, :-1]
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        up = torch.zeros_like(grad)
+        up = torch.empty_like(grad)
+        up[:, :, -1:] = 0
         up[:, :, :-1] = grad[:, :, 1:]
         return up
 
