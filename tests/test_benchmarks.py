@@ -20,6 +20,7 @@ SMOKE = [
     ["binarized_mnist.py", "--only", "pixelcnn", "--budget", "2"],  # a minute: the test pass
     ["bf16_speed.py", "--rounds", "1", "--reps", "1"],  # a minute or more on a CPU without bf16
     ["dropout_speed.py", "--rounds", "1"],
+    ["gated_step_speed.py", "--rounds", "1", "--reps", "1"],
 ]
 
 

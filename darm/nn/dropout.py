@@ -2,10 +2,10 @@
 
 torch's CPU dropout draws one Bernoulli variable per element (`bernoulli_`, one call of the
 generator each): on a 2-core Xeon it takes ~15 ms for the (32, 48, 28, 28) maps of a gated
-PixelCNN layer, a quarter of the whole training step. One 64-bit draw holds four 15-bit
+PixelCNN layer, about a fifth of its training step. One 64-bit draw holds four 15-bit
 uniform integers, so the same mask costs a quarter of the draws and two cheap integer ops:
-the step runs ~1.3x faster (benchmarks/dropout_speed.py). Elsewhere (CUDA's fused kernel is
-already fast) it is F.dropout.
+the layer runs 2.4-3x and the step 1.2x as fast (benchmarks/dropout_speed.py). Elsewhere
+(CUDA's fused kernel is already fast) it is F.dropout.
 
 The drop probability is k / 2^15 with k = round(p * 2^15), within 1e-3 of p relative
 (p = 0.2: 0.20001), and kept values are scaled by 2^15 / (2^15 - k), so the layer's mean is
