@@ -4,7 +4,9 @@ nn.Dropout (one bernoulli_ draw per element), timed in interleaved rounds in one
     .venv/bin/python benchmarks/dropout_speed.py [--threads 2] [--rounds 5]
 
 Cases: the layer alone, forward + backward, on a gated PixelCNN layer's maps (32, 48, 28, 28)
-in float32 and bf16 and on a gpt MLP's (12, 64, 512); then one training step (bf16 autocast,
+in float32 and bf16 and on a gpt MLP's (12, 64, 512); causal attention with dropout 0.1 on
+gpt_speed.py's heads (12, 4, 64, 32), float32, SDPA's dropout against darm's
+attention_with_dropout; then one training step (bf16 autocast,
 forward, backward, fused AdamW) of the gated PixelCNN of binarized_mnist.py (48 maps x 12
 layers, dropout 0.2, batch 32 of 28x28 binary images) and of gpt_speed.py's gpt with
 dropout 0.1, with every dropout layer of the model one kind or the other, and the gpt's
@@ -37,6 +39,16 @@ def layer_step(shape, dtype, layer: nn.Module):
 
     def step() -> None:
         layer(x).sum().backward()
+
+    return step
+
+
+def attention_step(own: bool):
+    q, k, v = (torch.randn(12, 4, 64, 32, requires_grad=True) for _ in range(3))
+    attend = attention.attention_with_dropout if own else sdpa_with_dropout
+
+    def step() -> None:
+        attend(q, k, v, 0.1, is_causal=True).sum().backward()
 
     return step
 
@@ -85,6 +97,11 @@ def cases():
                                (mlp, torch.float32, 100)]:  # fmt: skip
         label = f"layer {tuple(shape)} {str(dtype).removeprefix('torch.')}, fwd+bwd"
         yield label, reps, {k: layer_step(shape, dtype, kind(0.2)) for k, kind in kinds.items()}
+    yield (
+        "attention (12, 4, 64, 32) float32, p=0.1, fwd+bwd",
+        50,
+        {k: attention_step(kind is Dropout) for k, kind in kinds.items()},
+    )
     yield (
         "gated_pixelcnn training step, bf16",
         3,

@@ -73,6 +73,14 @@ def test_identity_when_evaluating_or_p_is_zero():
     assert layer(x) is x
 
 
+def test_the_mask_is_laid_out_in_memory_as_a_dense_input_is():
+    for like in [torch.empty(4, 6, 5, 3).contiguous(memory_format=torch.channels_last),
+                 torch.empty(7, 9).t(), torch.empty(3, 4)]:  # fmt: skip
+        assert uniform_levels(like).stride() == like.stride()
+    sliced = torch.empty(4, 6, 5, 3)[:, ::2]  # not dense: a dense layout of its shape
+    assert uniform_levels(sliced).is_contiguous()
+
+
 def test_channels_last_and_sliced_inputs_keep_shape_layout_and_rate():
     torch.manual_seed(5)
     x = torch.ones(8, 32, 20, 20).contiguous(memory_format=torch.channels_last)
@@ -144,3 +152,51 @@ def test_gpt_training_with_dropout_is_causal_and_drops_attention_weights():
     with torch.autocast("cpu", torch.bfloat16):
         torch.manual_seed(7)
         assert torch.isfinite(model(x)).all()
+
+
+def test_attention_weights_are_dropped_at_rate_p_and_rescaled():
+    from darm.nn import attention
+
+    S, p = 64, 0.3
+    torch.manual_seed(9)
+    q, k = torch.randn(2, 2, S, 8), torch.randn(2, 2, S, 8)
+    eye = torch.eye(S).expand(2, 2, S, S)  # v = I: the output is the weight matrix itself
+    weights = attention.attention_with_dropout(q, k, eye, p, is_causal=True)
+    clean = F.scaled_dot_product_attention(q, k, eye, is_causal=True)
+    visible = torch.ones(S, S, dtype=torch.bool).tril().expand(2, 2, S, S)
+    dropped = (weights == 0) & visible
+    n = int(visible.sum())
+    assert abs(dropped.sum() / n - p) < 5 * math.sqrt(p * (1 - p) / n)
+    scale = LEVELS / (LEVELS - levels_dropped(p))
+    kept = visible & ~dropped
+    assert torch.allclose(weights[kept], clean[kept] * scale, rtol=1e-5)
+    assert torch.all(weights[~visible] == 0)  # nothing past the causal mask
+
+
+def test_attention_with_dropout_refuses_what_it_does_not_do():
+    from darm.nn import attention
+
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(ValueError, match="not both"):
+        attention.attention_with_dropout(q, q, q, 0.1, is_causal=True,
+                                         attn_mask=torch.ones(3, 3, dtype=torch.bool))  # fmt: skip
+    with pytest.raises(ValueError, match="must be bool"):
+        attention.attention_with_dropout(q, q, q, 0.1, attn_mask=torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize(
+    "name, config, x",
+    [
+        ("gpt", dict(vocab_size=5, seq_len=8, n_layer=2, n_head=2, n_embd=16, dropout=0.2),
+         torch.randint(0, 5, (2, 8))),
+        ("gated_pixelcnn", dict(vocab_size=2, seq_len=16, image_shape=(4, 4), n_embd=4, n_hidden=8,
+                                n_layer=2, dropout=0.2), torch.randint(0, 2, (2, 16))),
+    ],
+)  # fmt: skip
+def test_a_model_training_with_dropout_compiles_in_one_graph(name, config, x):
+    """torch.compile cannot trace random_(): darm's masks step aside for Inductor's."""
+    from darm.models import create_model
+
+    model = create_model(name, **config).train()
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, explained.break_reasons

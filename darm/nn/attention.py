@@ -39,22 +39,27 @@ def attend(q, k, v, dropout_p: float = 0.0, **mask) -> torch.Tensor:
     """scaled_dot_product_attention, in float32 under CPU bf16 autocast: there the matmuls
     gain from bf16, but bf16 attention (forward + backward) takes ~2.6x as long as float32's
     (benchmarks/bf16_speed.py, torch 2.13 on AVX-512 BF16 cores). With dropout on the CPU,
-    `attention_with_dropout`."""
+    `attention_with_dropout` (not while torch.compile traces: it cannot trace darm's masks)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
     if torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
             return attend(q.float(), k.float(), v.float(), dropout_p, **mask)
-    if dropout_p:
+    if dropout_p and not torch.compiler.is_compiling():
         return attention_with_dropout(q, k, v, dropout_p, **mask)
-    return F.scaled_dot_product_attention(q, k, v, **mask)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
 
 
 def attention_with_dropout(q, k, v, p: float, is_causal=False, attn_mask=None) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs), masked) with darm's dropout on the weights, times v. SDPA's
-    CPU attention with dropout runs its unfused path anyway, with a bernoulli_ mask: this
-    one trains a gpt layer's attention ~1.5x faster (benchmarks/dropout_speed.py).
-    q: (B, nh, T, hs); k, v: (B, nh, S, hs); attn_mask: (T, S) bool, True where visible."""
+    CPU attention with dropout runs its unfused path anyway, with a bernoulli_ mask; this
+    one is faster (benchmarks/dropout_speed.py). Only what darm's attention asks of SDPA:
+    q: (B, nh, T, hs); k, v: (B, nh, S, hs); is_causal, or attn_mask (T, S) bool, True where
+    visible, and every query seeing at least one key (a row seeing none would be nan)."""
+    if is_causal and attn_mask is not None:
+        raise ValueError("pass is_causal or attn_mask, not both")
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        raise ValueError(f"attn_mask must be bool (True where visible), got {attn_mask.dtype}")
     T, S = q.shape[-2], k.shape[-2]
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, nh, T, S)
     if is_causal:  # as SDPA's: query i sees keys 0..i

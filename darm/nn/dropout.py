@@ -9,8 +9,9 @@ the layer runs 2.4-3x and the step 1.2x as fast (benchmarks/dropout_speed.py). E
 
 The drop probability is k / 2^15 with k = round(p * 2^15), within 1e-3 of p relative
 (p = 0.2: 0.20001), and kept values are scaled by 2^15 / (2^15 - k), so the layer's mean is
-exactly preserved. A p that 15 bits cannot hold that closely (some p below 0.016) goes to
-F.dropout.
+preserved (exactly in float32; bf16 rounds the scale, as it does torch's). A p that 15 bits
+cannot hold that closely (some p below 0.016) goes to F.dropout, and so does a model being
+compiled: torch.compile cannot trace random_(), and Inductor makes its own fast masks.
 """
 
 from __future__ import annotations
@@ -37,16 +38,18 @@ def uniform_levels(like: torch.Tensor) -> torch.Tensor:
     # 16-bit lanes, sign bit dropped by the AND, is a uniform 15-bit integer
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_()
     u = bits.view(torch.int16)[:n].bitwise_and_(LEVELS - 1)  # (n,)
-    dense = like.is_contiguous() or like.is_contiguous(memory_format=torch.channels_last)
-    # i.i.d. bits may fill memory in any order: follow like's strides where they are dense
-    return u.as_strided(like.shape, like.stride()) if dense else u.view(like.shape)
+    # i.i.d. bits may fill memory in any order: in like's own where it is dense (channels-
+    # last, transposed, ...), else a plain one; empty_like on "meta" says which, for free
+    strides = torch.empty_like(like, dtype=torch.int16, device="meta").stride()
+    return u.as_strided(like.shape, strides)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """F.dropout(x, p, training), with the mask cut from random bits on the CPU."""
     if not training or p == 0.0:
         return x
-    k = levels_dropped(p) if x.device.type == "cpu" else None
+    ours = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    k = levels_dropped(p) if ours else None
     if k is None:
         return F.dropout(x, p, training=True)
     keep = uniform_levels(x) >= k
