@@ -155,3 +155,19 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
     print()
     print(markdown_table(rows, columns))
     print(f"\n`{command_line()}`")
+
+
+def interleaved_ms(steps: dict, rounds: int, reps: int) -> dict[str, list[float]]:
+    """ms per call of each of `steps` (name -> a no-argument callable) in every round: one
+    warm-up call each, then `rounds` rounds of `reps` calls of each in turn, so a slow spell
+    of the host falls on all of them alike."""
+    for step in steps.values():
+        step()
+    ms = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            ms[name].append((time.perf_counter() - t0) * 1e3 / reps)
+    return ms

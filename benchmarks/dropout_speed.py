@@ -20,11 +20,11 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from common import interleaved_ms
 from torch import nn
 
 from darm.metrics import nll_per_dim
@@ -122,15 +122,7 @@ def main():
     torch.set_num_threads(args.threads)
     rows = []
     for case, reps, steps in cases():
-        for step in steps.values():  # warm-up
-            step()
-        ms = {k: [] for k in steps}
-        for _ in range(args.rounds):
-            for k, step in steps.items():
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    step()
-                ms[k].append((time.perf_counter() - t0) * 1e3 / reps)
+        ms = interleaved_ms(steps, args.rounds, reps)
         ratio = statistics.median(a / b for a, b in zip(ms["torch"], ms["darm"]))
         rows.append([case, f"{statistics.median(ms['torch']):.2f}",
                      f"{statistics.median(ms['darm']):.2f}", f"{ratio:.2f}x"])  # fmt: skip

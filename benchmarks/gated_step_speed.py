@@ -21,12 +21,12 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 from contextlib import ExitStack
 from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from common import interleaved_ms
 from torch import nn
 
 from darm.metrics import nll_per_dim
@@ -88,15 +88,7 @@ def main():
     cases = {"as it is": (), **{f"{n} undone": (n,) for n in ("dropout", "gate", "shift_down")}}
     cases["all three undone"] = ("dropout", "gate", "shift_down")
     steps = {case: training_step(undone, x) for case, undone in cases.items()}
-    for step in steps.values():  # warm-up
-        step()
-    ms = {case: [] for case in steps}
-    for _ in range(args.rounds):
-        for case, step in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(args.reps):
-                step()
-            ms[case].append((time.perf_counter() - t0) * 1e3 / args.reps)
+    ms = interleaved_ms(steps, args.rounds, args.reps)
     rows = []
     for case, times in ms.items():
         ratio = statistics.median(a / b for a, b in zip(times, ms["as it is"]))
