@@ -14,7 +14,7 @@ import torch
 from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
 from darm.interrupt import Stopped
-from darm.metrics import evaluate
+from darm.metrics import evaluate, nll_per_dim
 from darm.models import create_model, reads_images
 from darm.train import train
 from darm.train_config import TrainConfig, bf16_warning
@@ -171,3 +171,12 @@ def interleaved_ms(steps: dict, rounds: int, reps: int) -> dict[str, list[float]
                 step()
             ms[name].append((time.perf_counter() - t0) * 1e3 / reps)
     return ms
+
+
+def bf16_training_step(model, opt, x) -> None:
+    """One maximum-likelihood step on the batch x under CPU bf16 autocast, fused AdamW's."""
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        logits = model(x)
+    nll_per_dim(logits, x, None).mean().backward()
+    opt.step()

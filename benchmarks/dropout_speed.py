@@ -24,10 +24,9 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
-from common import interleaved_ms
+from common import bf16_training_step, interleaved_ms
 from torch import nn
 
-from darm.metrics import nll_per_dim
 from darm.models import create_model
 from darm.nn import attention
 from darm.nn.dropout import Dropout
@@ -74,12 +73,8 @@ def model_step(kind, x, name, **config):
     own = attention.attention_with_dropout if kind is Dropout else sdpa_with_dropout
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
         with mock.patch.object(attention, "attention_with_dropout", own):
-            with torch.autocast("cpu", torch.bfloat16):
-                logits = model(x)
-        nll_per_dim(logits, x, None).mean().backward()
-        opt.step()
+            bf16_training_step(model, opt, x)
 
     return step
 

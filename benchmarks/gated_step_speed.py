@@ -26,10 +26,9 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
-from common import interleaved_ms
+from common import bf16_training_step, interleaved_ms
 from torch import nn
 
-from darm.metrics import nll_per_dim
 from darm.models import create_model, gated_pixelcnn
 from darm.nn.dropout import Dropout
 from darm.report import markdown_table
@@ -68,11 +67,7 @@ def training_step(undone: tuple[str, ...], x: torch.Tensor):
                 if name in UNDO:
                     module, attr, old = UNDO[name]
                     swaps.enter_context(mock.patch.object(module, attr, old))
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", torch.bfloat16):
-                logits = model(x)
-            nll_per_dim(logits, x, None).mean().backward()
-            opt.step()
+            bf16_training_step(model, opt, x)
 
     return step
 
