@@ -13,6 +13,7 @@ import torch
 
 from darm.checkpoint import load_checkpoint
 from darm.errors import DarmError
+from darm.heap import retain_freed_memory
 from darm.interrupt import Stopped
 from darm.metrics import evaluate, nll_per_dim
 from darm.models import create_model, reads_images
@@ -139,6 +140,7 @@ def run_benchmark(description, data, configs, eval_every, annotate, columns):
         p.error(f"unknown config {unknown[0]!r}; valid: {', '.join(configs)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as the `darm` command does
     print(data.summary(), "-", data.notes)
     rows = []
     for label in labels:

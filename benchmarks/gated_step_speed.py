@@ -1,15 +1,17 @@
-"""The gated PixelCNN's training step as it is, against the same step with each of three CPU
-speed-ups undone in turn, and with all three undone: interleaved rounds in one process.
+"""The gated PixelCNN's training step as it is, against the same step with each of its CPU
+speed-ups undone in turn, and with all undone: interleaved rounds in one process.
 
     .venv/bin/python benchmarks/gated_step_speed.py [--threads 2] [--rounds 5]
 
 The model and batch are binarized_mnist.py's (48 maps x 12 layers, dropout 0.2, batch 32 of
 28x28 binary images; bf16 autocast, forward, backward, fused AdamW). Its maps are
 channels-last (the pixel embedding is permuted, and oneDNN's convolutions keep that layout).
-The three, each undone here by swapping one function back to what it was:
+Each is undone here by swapping one function back to what it was:
 - dropout: darm's mask from random bits (darm/nn/dropout.py), undone: torch's nn.Dropout;
-- gate: tanh and sigmoid of dense copies of the two halves (darm/nn/gate.py), undone: of
-  the strided halves themselves;
+- float32 tanh: the gate's tanh of bf16 maps taken in float32 (darm/nn/gate.py: BF16Gate),
+  undone: bf16 tanh and sigmoid of dense copies of the two halves;
+- gate: both the float32 tanh and the dense copies undone: bf16 tanh and sigmoid of the
+  strided halves themselves;
 - shift_down: an autograd Function that keeps the layout both ways
   (darm/models/gated_pixelcnn.py), undone: F.pad then a slice, whose backward is plain NCHW.
 """
@@ -31,6 +33,7 @@ from torch import nn
 
 from darm.models import create_model, gated_pixelcnn
 from darm.nn.dropout import Dropout
+from darm.nn.gate import dense
 from darm.report import markdown_table
 
 GATED = dict(vocab_size=2, image_shape=(28, 28), n_embd=8, n_hidden=48, n_layer=12,
@@ -42,11 +45,17 @@ def strided_gate(h: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
+def dense_gate(h: torch.Tensor) -> torch.Tensor:
+    a, b = (dense(t) for t in h.chunk(2, dim=1))
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
 def pad_and_slice(v: torch.Tensor) -> torch.Tensor:
     return F.pad(v, (0, 0, 1, 0))[:, :, :-1]
 
 
 UNDO = {  # what each speed-up replaced: (module attribute to swap, the old function)
+    "float32 tanh": (gated_pixelcnn, "gate", dense_gate),
     "gate": (gated_pixelcnn, "gate", strided_gate),
     "shift_down": (gated_pixelcnn, "shift_down", pad_and_slice),
 }
@@ -80,8 +89,9 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x = (torch.rand(32, 784, generator=torch.Generator().manual_seed(0)) < 0.2).long()
-    cases = {"as it is": (), **{f"{n} undone": (n,) for n in ("dropout", "gate", "shift_down")}}
-    cases["all three undone"] = ("dropout", "gate", "shift_down")
+    speedups = ("dropout", "float32 tanh", "gate", "shift_down")
+    cases = {"as it is": (), **{f"{n} undone": (n,) for n in speedups}}
+    cases["all undone"] = ("dropout", "gate", "shift_down")  # "gate" undoes the tanh too
     steps = {case: training_step(undone, x) for case, undone in cases.items()}
     ms = interleaved_ms(steps, args.rounds, args.reps)
     rows = []

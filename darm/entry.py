@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+from darm.heap import retain_freed_memory
+
 
 def leaving() -> None:
     """Ignore further Ctrl-C and SIGTERM: the command has stopped and is on its way out, and a
@@ -39,6 +41,7 @@ def main() -> None:
         signal.signal(signal.SIGINT, interrupt_once)
     speakable("stdout")
     speakable("stderr")
+    retain_freed_memory()  # the whole process's allocator: the command's to choose, not darm's
     try:
         from darm.cli import main as command
     except KeyboardInterrupt:

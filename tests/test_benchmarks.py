@@ -21,6 +21,7 @@ SMOKE = [
     ["bf16_speed.py", "--rounds", "1", "--reps", "1"],  # a minute or more on a CPU without bf16
     ["dropout_speed.py", "--rounds", "1"],
     ["gated_step_speed.py", "--rounds", "1", "--reps", "1"],
+    ["heap_speed.py", "--rounds", "1", "--steps", "1"],
 ]
 
 

@@ -193,10 +193,13 @@ def test_attention_with_dropout_refuses_what_it_does_not_do():
                                 n_layer=2, dropout=0.2), torch.randint(0, 2, (2, 16))),
     ],
 )  # fmt: skip
-def test_a_model_training_with_dropout_compiles_in_one_graph(name, config, x):
-    """torch.compile cannot trace random_(): darm's masks step aside for Inductor's."""
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_model_training_with_dropout_compiles_in_one_graph(name, config, x, bf16):
+    """torch.compile cannot trace random_(): darm's masks step aside for Inductor's (and,
+    under bf16 autocast, the gate's BF16Gate and the attention's float32 casts trace too)."""
     from darm.models import create_model
 
     model = create_model(name, **config).train()
-    explained = torch._dynamo.explain(model)(x)
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        explained = torch._dynamo.explain(model)(x)
     assert explained.graph_break_count == 0, explained.break_reasons

@@ -137,6 +137,27 @@ def test_gate_of_channels_last_maps_is_the_gate_of_the_same_maps():
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bf16_gate_is_the_plain_expression_to_the_bit_with_its_gradient(layout):
+    """gate() on CPU bf16 maps takes tanh in float32 (BF16Gate): the same bits forward and
+    backward as autograd through the plain expression, and the input's layout kept."""
+    from darm.nn.gate import gate
+
+    torch.manual_seed(0)
+    h = (3 * torch.randn(2, 8, 5, 6)).bfloat16().contiguous(memory_format=layout)
+    h.requires_grad_()
+    out = gate(h)
+    assert out.grad_fn is not None and type(out.grad_fn).__name__ == "BF16GateBackward"
+    a, b = h.chunk(2, dim=1)
+    plain = torch.tanh(a) * torch.sigmoid(b)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, plain)
+    assert out.is_contiguous(memory_format=layout)
+    g = torch.randn_like(plain)
+    (grad,) = torch.autograd.grad(out, h, g)
+    (expected,) = torch.autograd.grad(plain, h, g)
+    assert torch.equal(grad, expected) and grad.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_shift_down_moves_rows_and_its_gradient_back_in_the_same_layout(layout):
     from darm.models.gated_pixelcnn import shift_down
 
