@@ -10,6 +10,11 @@ round starts one fresh process per implementation, alternating which goes first,
 table gives each round's tokens/s, the median tokens/s, the ratio of the medians and the
 median of the per-round ratios. tokens/s counts the training steps only (batches, forward,
 backward, optimizer), not start-up, data loading or evaluation.
+
+darm's processes keep freed memory for reuse, as the `darm` command does (darm/heap.py);
+the baseline's use glibc's default, as the minimal GPT's own script does. `baseline-kept`
+(in --impls) is the baseline given darm's setting and `bf16-glibc` darm without it: what the
+setting alone is worth.
 """
 
 from __future__ import annotations
@@ -30,18 +35,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpt_speed  # noqa: E402
 
 from darm.data import load_data  # noqa: E402
+from darm.heap import retain_freed_memory  # noqa: E402
 
-IMPLEMENTATIONS = ("baseline", "fp32", "bf16")
+IMPLEMENTATIONS = ("baseline", "baseline-kept", "fp32", "bf16", "bf16-glibc")
+LABELS = {
+    "baseline": "baseline (minimal GPT, eager, fp32)",
+    "baseline-kept": "baseline, freed memory kept (darm's setting)",
+    "bf16-glibc": "darm gpt, bf16, glibc's default (not the darm command's setting)",
+}
 
 
 def worker(impl: str, steps: int) -> float:
-    """Train one implementation for `steps` steps in this process; its training tokens/s."""
+    """Train one implementation for `steps` steps in this process; its training tokens/s.
+    darm's run as the `darm` command runs them, with freed memory kept for reuse
+    (darm/heap.py); the baseline as a script of its own runs, with glibc's default, and
+    `baseline-kept` is the baseline with darm's setting, `bf16-glibc` darm without it: what
+    that setting alone does."""
+    if impl not in ("baseline", "bf16-glibc"):
+        retain_freed_memory()
     data = load_data("shakespeare", block=gpt_speed.BLOCK)
-    if impl == "baseline":
+    if impl.startswith("baseline"):
         _, seconds, _ = gpt_speed.train_baseline(data["train"].stream, data.vocab_size, steps)
         return steps * gpt_speed.BATCH * gpt_speed.BLOCK / seconds
     model = gpt_speed.darm_gpt(data.vocab_size)
-    _, last = gpt_speed.train_logged(model, data, gpt_speed.darm_config(impl, steps))
+    dtype = impl.removesuffix("-glibc")
+    _, last = gpt_speed.train_logged(model, data, gpt_speed.darm_config(dtype, steps))
     return float(last["tokens_per_s"])
 
 
@@ -96,7 +114,7 @@ def main(argv=None):
           "| median of round ratios |")  # fmt: skip
     print("|---|---|---:|---:|---:|")
     for impl in impls:
-        label = "baseline (minimal GPT, eager, fp32)" if impl == "baseline" else f"darm gpt, {impl}"
+        label = LABELS.get(impl, f"darm gpt, {impl}")
         median = statistics.median(speeds[impl])
         ratios = [s / b for s, b in zip(speeds[impl], base)]
         per_round = ", ".join(f"{s:,.0f}" for s in speeds[impl])
