@@ -47,10 +47,7 @@ LABELS = {
 
 def worker(impl: str, steps: int) -> float:
     """Train one implementation for `steps` steps in this process; its training tokens/s.
-    darm's run as the `darm` command runs them, with freed memory kept for reuse
-    (darm/heap.py); the baseline as a script of its own runs, with glibc's default, and
-    `baseline-kept` is the baseline with darm's setting, `bf16-glibc` darm without it: what
-    that setting alone does."""
+    Freed memory kept or not as the module's docstring says."""
     if impl not in ("baseline", "bf16-glibc"):
         retain_freed_memory()
     data = load_data("shakespeare", block=gpt_speed.BLOCK)

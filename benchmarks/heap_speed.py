@@ -71,7 +71,8 @@ def measure(model_name: str, setting: str, args) -> dict:
            "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(done.stderr.strip().splitlines()[-1])
+        said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        sys.exit(f"heap_speed: the {model_name} process ({setting}) failed: {said[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

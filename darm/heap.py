@@ -13,20 +13,25 @@ call it, not the library: a program that imports darm decides for itself.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1  # keep up to this much free memory at the heap's top
 M_MMAP_THRESHOLD = -3  # blocks at least this large get their own mapping, unmapped on free
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit: bigger blocks (data) still unmap
 TRIM_THRESHOLD = 2**30
+OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 
 def retain_freed_memory() -> bool:
     """Keep blocks under 32 MiB, and up to 1 GiB free at the heap's top, in the process for
     reuse. Memory then stays at its peak until exit, as a training run's does anyway.
-    False, and nothing changed, where the C library is not glibc (macOS, musl, Windows)."""
+    False, and nothing changed, where the C library is not glibc (macOS, musl, Windows) or
+    another allocator is preloaded (jemalloc, tcmalloc, mimalloc: glibc's mallopt would
+    return success and change nothing; they keep freed memory of their own accord)."""
     libc = glibc()
-    if libc is None:
+    preload = os.environ.get("LD_PRELOAD", "")
+    if libc is None or any(name in preload for name in OTHER_ALLOCATORS):
         return False
     # setting either threshold turns off glibc's own adjustment of both, so set both
     mmap_set = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)

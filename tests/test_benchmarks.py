@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from darm.heap import glibc
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = [
@@ -21,7 +23,10 @@ SMOKE = [
     ["bf16_speed.py", "--rounds", "1", "--reps", "1"],  # a minute or more on a CPU without bf16
     ["dropout_speed.py", "--rounds", "1"],
     ["gated_step_speed.py", "--rounds", "1", "--reps", "1"],
-    ["heap_speed.py", "--rounds", "1", "--steps", "1"],
+    pytest.param(
+        ["heap_speed.py", "--rounds", "1", "--steps", "1"],
+        marks=pytest.mark.skipif(glibc() is None, reason="glibc's allocator only"),
+    ),
 ]
 
 

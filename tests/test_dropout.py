@@ -195,8 +195,9 @@ def test_attention_with_dropout_refuses_what_it_does_not_do():
 )  # fmt: skip
 @pytest.mark.parametrize("bf16", [False, True])
 def test_a_model_training_with_dropout_compiles_in_one_graph(name, config, x, bf16):
-    """torch.compile cannot trace random_(): darm's masks step aside for Inductor's (and,
-    under bf16 autocast, the gate's BF16Gate and the attention's float32 casts trace too)."""
+    """torch.compile cannot trace random_(): darm's masks step aside for Inductor's. Under
+    bf16 autocast too: the attention's float32 casts trace, and the gate's BF16Gate steps
+    aside for the plain expression, which Inductor fuses anyway."""
     from darm.models import create_model
 
     model = create_model(name, **config).train()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -33,8 +34,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """python -c code with glibc's defaults, whatever this shell's allocator settings are."""
+    preloads = ("GLIBC_TUNABLES", "LD_PRELOAD")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in preloads}
+    cmd = [sys.executable, "-c", code, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
 def page_faults(setting: str) -> int:
-    done = subprocess.run([sys.executable, "-c", STEPS, setting], capture_output=True, text=True)
+    done = run_python(STEPS, setting)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.split()[-1])
 
@@ -65,6 +74,6 @@ except SystemExit as e:
 
 
 def test_the_darm_command_keeps_freed_memory():
-    done = subprocess.run([sys.executable, "-c", COMMAND], capture_output=True, text=True)
+    done = run_python(COMMAND)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == f"calls [{glibc() is not None}] exit 0"

@@ -136,14 +136,23 @@ def test_gate_of_channels_last_maps_is_the_gate_of_the_same_maps():
     assert torch.allclose(gate(h), out)
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_bf16_gate_is_the_plain_expression_to_the_bit_with_its_gradient(layout):
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ((2, 8, 5, 6), torch.contiguous_format),  # the PixelCNNs' maps, either layout
+        ((2, 8, 5, 6), torch.channels_last),
+        ((2, 8, 7), torch.contiguous_format),  # WaveNet's (B, 2C, T)
+        ((2, 8), torch.contiguous_format),  # WaveNet's cached step, (B, 2C)
+    ],
+)
+def test_bf16_gate_is_the_plain_expression_to_the_bit_with_its_gradient(shape, layout):
     """gate() on CPU bf16 maps takes tanh in float32 (BF16Gate): the same bits forward and
-    backward as autograd through the plain expression, and the input's layout kept."""
+    backward as autograd through the plain expression, and the input's layout kept. A
+    second derivative raises rather than come out wrong."""
     from darm.nn.gate import gate
 
     torch.manual_seed(0)
-    h = (3 * torch.randn(2, 8, 5, 6)).bfloat16().contiguous(memory_format=layout)
+    h = (3 * torch.randn(shape)).bfloat16().contiguous(memory_format=layout)
     h.requires_grad_()
     out = gate(h)
     assert out.grad_fn is not None and type(out.grad_fn).__name__ == "BF16GateBackward"
@@ -155,6 +164,9 @@ def test_bf16_gate_is_the_plain_expression_to_the_bit_with_its_gradient(layout):
     (grad,) = torch.autograd.grad(out, h, g)
     (expected,) = torch.autograd.grad(plain, h, g)
     assert torch.equal(grad, expected) and grad.is_contiguous(memory_format=layout)
+    (grad,) = torch.autograd.grad(gate(h).square().sum(), h, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

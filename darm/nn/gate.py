@@ -14,8 +14,8 @@ def gate(h: torch.Tensor) -> torch.Tensor:
 
 def dense(half: torch.Tensor) -> torch.Tensor:
     """A channels-last half is a strided view (C of every 2C values), on which the CPU's tanh
-    and sigmoid run ~2x slower than on a dense copy, copy included: the gated PixelCNN's
-    training step (its maps are channels-last) runs 1.11-1.19x faster with the copies."""
+    and sigmoid run slower than on a dense copy, copy included (the gated PixelCNN's maps are
+    channels-last; benchmarks/gated_step_speed.py times its step with and without)."""
     if half.is_contiguous() or not half.is_contiguous(memory_format=torch.channels_last):
         return half
     return half.contiguous(memory_format=torch.channels_last)
@@ -24,9 +24,11 @@ def dense(half: torch.Tensor) -> torch.Tensor:
 class BF16Gate(torch.autograd.Function):
     """The gate on CPU bf16 maps (autocast training), with tanh taken in float32: the CPU's
     bf16 tanh computes in float32 too, so the result is the same to the bit, but its kernel
-    runs ~2.3x as long as the float32 one and the two casts together (the first of which is
-    the dense copy anyway). The backward is autograd's for the plain expression, op for op;
-    it keeps the bf16 tanh, as autograd would, not a float32 one that costs two more casts."""
+    is slower than the float32 one and the two casts together (the first of which is the
+    dense copy anyway). The backward is autograd's for the plain expression, op for op; it
+    keeps the bf16 tanh, as autograd would, not a float32 one that costs two more casts.
+    Once differentiable: a second derivative raises (t and s are not in the graph), and
+    torch.func transforms do not apply to it."""
 
     @staticmethod
     def forward(ctx, h):
@@ -38,6 +40,7 @@ class BF16Gate(torch.autograd.Function):
         return t * s
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         t, s = ctx.saved_tensors
         grad_a = torch.ops.aten.tanh_backward(grad * s, t)
