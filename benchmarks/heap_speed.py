@@ -29,7 +29,7 @@ from darm.heap import retain_freed_memory
 from darm.models import create_model
 from darm.report import markdown_table
 
-MODELS = {  # name: (family, config, batch shape, vocabulary)
+MODELS = {  # name: (family, config, batch shape)
     "gated_pixelcnn": ("gated_pixelcnn", dict(vocab_size=2, image_shape=(28, 28), n_embd=8,
                        n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3, dropout=0.2),
                        (32, 784)),
