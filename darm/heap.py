@@ -4,8 +4,7 @@ glibc's malloc hands a large freed block back to the kernel (munmap, or a trim o
 top), and the next step's tensor of the same size then faults in fresh zeroed pages: a
 gated PixelCNN at batch 32 took 12,000-15,000 page faults a step (benchmarks/heap_speed.py),
 each page zeroed by the kernel. PyTorch's CPU tuning guide suggests preloading jemalloc or
-tcmalloc for this;
-glibc's own `mallopt` does it without a new dependency or a launcher.
+tcmalloc for this; glibc's own `mallopt` does it without a new dependency or a launcher.
 
 This changes the whole process's allocator, so the `darm` command (and the benchmarks)
 call it, not the library: a program that imports darm decides for itself.
