@@ -24,15 +24,14 @@ import time
 
 import torch
 from common import bf16_training_step
+from gated_step_speed import GATED
 
 from darm.heap import retain_freed_memory
 from darm.models import create_model
 from darm.report import markdown_table
 
 MODELS = {  # name: (family, config, batch shape)
-    "gated_pixelcnn": ("gated_pixelcnn", dict(vocab_size=2, image_shape=(28, 28), n_embd=8,
-                       n_hidden=48, n_layer=12, first_kernel=7, kernel_size=3, dropout=0.2),
-                       (32, 784)),
+    "gated_pixelcnn": ("gated_pixelcnn", GATED, (32, 784)),
     "gpt": ("gpt", dict(vocab_size=65, seq_len=64, n_layer=4, n_head=4, n_embd=128), (12, 64)),
 }  # fmt: skip
 SETTINGS = ("glibc default", "freed memory kept")
