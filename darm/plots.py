@@ -78,8 +78,8 @@ def plot_loss_curves(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for i, (label, log) in enumerate(curves.items()):
-        data = read_log(log)
+    logs = {label: read_log(log) for label, log in curves.items()}
+    for i, (label, data) in enumerate(logs.items()):
         if not data:
             continue
         color = f"C{i}"
@@ -87,6 +87,8 @@ def plot_loss_curves(
         scored = ~np.isnan(data["valid_nats_per_dim"])  # the rows of an evaluation
         valid_x, valid_y = data[x][scored], data["valid_nats_per_dim"][scored]
         ax.plot(valid_x, valid_y, "o-" if len(valid_y) < 30 else "-", color=color, label=label)
+    if limits := focus_ylim([data for data in logs.values() if data]):
+        ax.set_ylim(*limits)
     ax.set_xlabel({"step": "step", "elapsed_s": "training time (s)"}.get(x, x))
     ax.set_ylabel(ylabel)
     ax.set_title("validation (solid) and training (dashed) NLL")
@@ -95,3 +97,24 @@ def plot_loss_curves(
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def focus_ylim(logs: list[dict[str, np.ndarray]], margin: float = 0.05):
+    """(bottom, top) of the loss axis, or None to leave matplotlib's. The first steps fall
+    from log L nats (a random init) to a fraction of it; on an axis that holds them, the
+    curves of a long run, and the gaps between runs, are flat lines at the bottom. So the
+    top is the highest NLL from the first evaluation on (it comes after some training), or
+    without one after the first tenth of the log; the early steps run off the top."""
+    tops, bottoms = [], []
+    for data in logs:
+        train, valid = data["train_nats_per_dim"], data["valid_nats_per_dim"]
+        scored = np.flatnonzero(np.isfinite(valid))  # the rows of an evaluation
+        first = scored[0] if len(scored) else len(train) // 10
+        later = np.concatenate([train[first:], valid[first:]])
+        tops += list(later[np.isfinite(later)])
+        bottoms += [v for v in (*train, *valid) if math.isfinite(v)]
+    if not tops or max(tops) <= min(bottoms):
+        return None
+    top, bottom = max(tops), min(bottoms)
+    pad = margin * (top - bottom)
+    return bottom - pad, top + pad
