@@ -197,6 +197,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
             check_memory(model_name, data, overrides, device, rows, cfg.dtype)
             model = create_model(model_name, data, **overrides).to(device)
+            if hasattr(model, "short_sight") and (note := model.short_sight()):
+                say(f"note: {model_name} {note}", file=sys.stderr)
         resume = None
     if samples:  # drawn at the end: a number that cannot be is refused before the training
         n = min(samples, AUDIO_CLIPS) if data.kind == "audio" else samples

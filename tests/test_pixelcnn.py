@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from darm.cli import main
 from darm.models import create_model
 from darm.nn.masked_conv import MaskedConv2d, channel_groups, raster_mask, row_conv
 
@@ -181,3 +182,40 @@ def test_shift_down_moves_rows_and_its_gradient_back_in_the_same_layout(layout):
     (grad,) = torch.autograd.grad(out, v, g)
     expected = torch.cat([g[:, :, 1:], torch.zeros(2, 3, 1, 5)], dim=2)
     assert torch.equal(grad, expected) and grad.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+@pytest.mark.parametrize(
+    "first_kernel,kernel_size,n_layer", [(3, 3, 1), (7, 3, 3), (3, 5, 2), (5, 7, 2)]
+)
+def test_rows_above_is_how_far_up_the_last_row_sees(name, first_kernel, kernel_size, n_layer):
+    """The reach the note on short sight reports, against the gradients of a pixel of the last
+    row: the highest row with any influence on its logits is rows_above up, none higher."""
+    torch.manual_seed(0)
+    H, W, L = 16, 5, 3
+    shape = dict(vocab_size=L, seq_len=H * W, image_shape=(H, W), n_embd=4, n_hidden=8)
+    kernels = dict(first_kernel=first_kernel, kernel_size=kernel_size)
+    model = create_model(name, **shape, **kernels, n_layer=n_layer).double()
+    x = F.one_hot(torch.randint(L, (4, H * W)), L).double().requires_grad_()  # (B, D, L)
+    model(x)[:, (H - 1) * W + W // 2].sum().backward()
+    touched = x.grad.abs().sum((0, 2)).view(H, W).sum(1) > 0  # (H,): rows with influence
+    top = int(touched.nonzero()[0])
+    assert top == max(0, H - 1 - model.rows_above)
+
+
+def test_a_model_blind_to_the_top_of_its_images_says_so(tmp_path, capsys):
+    """`darm train` notes when the last rows cannot see the top ones; not when they see all
+    but a row or two."""
+    from tests.test_images import _write_pngs
+
+    _write_pngs(tmp_path / "tall", 12, size=(3, 24))
+    base = ["train", "--data", str(tmp_path / "tall"), "--levels", "2", "--model",
+            "gated_pixelcnn", "--set", "n_hidden=4", "--set", "n_embd=2", "--steps", "1",
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0  # 6 layers of 3x3: 9 rows
+    err = capsys.readouterr().err
+    assert ("note: gated_pixelcnn sees 9 rows above a pixel: the last rows of the 24-row "
+            "images never see the first 14") in err  # fmt: skip
+    wide = ["--set", "kernel_size=5", "--set", "n_layer=10"]  # 1 + 3 + 9 * 2 = 22 of 23
+    assert main([*base, *wide, "--out", str(tmp_path / "b")]) == 0
+    assert "note:" not in capsys.readouterr().err

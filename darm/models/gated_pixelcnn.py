@@ -132,6 +132,11 @@ class GatedPixelCNN(RasterModel):
             v, h = layer(v, h, None if c is None else c[:, i])
         return self.image_logits(h, x)
 
+    @property
+    def rows_above(self) -> int:
+        cfg = self.config  # the vertical stack's reach, then its shift down one row
+        return 1 + cfg.first_kernel // 2 + (cfg.n_layer - 1) * (cfg.kernel_size // 2)
+
     def init_cache(self, batch_size: int) -> GatedCache:
         return GatedCache(self, batch_size)
 

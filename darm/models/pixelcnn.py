@@ -76,6 +76,25 @@ class RasterModel(ARModel):
     def event_shape(self) -> tuple[int, ...]:
         return self.config.hwc
 
+    @property
+    def rows_above(self) -> int:
+        """How many rows above a pixel its conditional reaches: each layer's kernel adds
+        its half-height. Below H - 1, the last rows never see the image's top."""
+        raise NotImplementedError
+
+    def short_sight(self) -> str | None:
+        """What the model misses when its last row cannot see the top tenth of the image (a
+        sentence with no subject, for the model's name), else None. A row or two short of
+        the top edge, often a blank margin, is not worth a note."""
+        H, above = self.config.hwc[0], self.rows_above
+        if H - 1 - above <= (H - 1) // 10:
+            return None
+        return (
+            f"sees {above} rows above a pixel: the last rows of the {H}-row images never see "
+            f"the first {H - 1 - above} (each layer reaches kernel_size//2 rows further: "
+            f"raise kernel_size or n_layer)"
+        )
+
     def embed_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """(B, ..., C) symbols or (B, ..., C, L) one-hot -> (B, ..., C * E), channel-major."""
         e = embed(self.wte, x) + self.channel  # (B, ..., C, E)
@@ -222,6 +241,11 @@ class PixelCNN(RasterModel):
         if c is not None:
             h = h + c[:, -1, :, None, None]
         return self.image_logits(h, x)
+
+    @property
+    def rows_above(self) -> int:
+        cfg = self.config  # the mask-A conv, then one k x k mask-B conv a block
+        return cfg.first_kernel // 2 + cfg.n_layer * (cfg.kernel_size // 2)
 
     def init_cache(self, batch_size: int) -> RasterCache:
         cfg = self.config
