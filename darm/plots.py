@@ -99,22 +99,28 @@ def plot_loss_curves(
     plt.close(fig)
 
 
-def focus_ylim(logs: list[dict[str, np.ndarray]], margin: float = 0.05):
+def focus_ylim(
+    logs: list[dict[str, np.ndarray]], margin: float = 0.05
+) -> tuple[float, float] | None:
     """(bottom, top) of the loss axis, or None to leave matplotlib's. The first steps fall
     from log L nats (a random init) to a fraction of it; on an axis that holds them, the
     curves of a long run, and the gaps between runs, are flat lines at the bottom. So the
     top is the highest NLL from the first evaluation on (it comes after some training), or
-    without one after the first tenth of the log; the early steps run off the top."""
-    tops, bottoms = [], []
+    from the end of the log's first tenth if that is sooner (a run scored only at its end);
+    the early steps run off the top."""
+    later, every = [], []
     for data in logs:
         train, valid = data["train_nats_per_dim"], data["valid_nats_per_dim"]
         scored = np.flatnonzero(np.isfinite(valid))  # the rows of an evaluation
-        first = scored[0] if len(scored) else len(train) // 10
-        later = np.concatenate([train[first:], valid[first:]])
-        tops += list(later[np.isfinite(later)])
-        bottoms += [v for v in (*train, *valid) if math.isfinite(v)]
-    if not tops or max(tops) <= min(bottoms):
+        first = min(scored[0], len(train) // 10) if len(scored) else len(train) // 10
+        later += [train[first:], valid[first:]]
+        every += [train, valid]
+    later, every = (np.concatenate(a) if a else np.array([]) for a in (later, every))
+    later, every = later[np.isfinite(later)], every[np.isfinite(every)]
+    if not len(later):
         return None
-    top, bottom = max(tops), min(bottoms)
+    top, bottom = float(later.max()), float(every.min())
+    if top <= bottom:
+        return None
     pad = margin * (top - bottom)
     return bottom - pad, top + pad

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from darm.models import create_model, get_entry, list_models, reads_images
 
@@ -116,3 +117,13 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+def write_pngs(folder, n, size=(5, 4), mode="L", classes=None):
+    """n random pictures of `size` (W, H) into folder, or cycled over its class sub-folders."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = folder / classes[i % len(classes)] if classes else folder
+        sub.mkdir(parents=True, exist_ok=True)
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(sub / f"{i}.png")

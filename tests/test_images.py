@@ -14,7 +14,7 @@ from darm.data import load_data
 from darm.data.images import quantise
 from darm.errors import DarmError
 from darm.plots import image_grid
-from tests.conftest import one_line_error
+from tests.conftest import one_line_error, write_pngs
 
 
 def eval_json(capsys, *argv) -> dict:
@@ -63,15 +63,6 @@ def test_mnist_levels_and_labels():
     assert int(data["train"].x.max()) == 7
 
 
-def _write_pngs(folder, n, size=(5, 4), mode="L", classes=None):
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        sub = folder / classes[i % len(classes)] if classes else folder
-        sub.mkdir(parents=True, exist_ok=True)
-        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(sub / f"{i}.png")
-
-
 def _train_markov(data, out, *extra):
     """A tiny markov, two steps on `data` into `out`: a checkpoint for the reading tests."""
     argv = ["train", "--data", str(data), "--model", "markov", "--set", "n_hidden=8",
@@ -80,7 +71,7 @@ def _train_markov(data, out, *extra):
 
 
 def test_folder_of_grey_pngs(tmp_path):
-    _write_pngs(tmp_path / "imgs", 20)
+    write_pngs(tmp_path / "imgs", 20)
     data = load_data(str(tmp_path / "imgs"), levels=4)
     assert data.kind == "image" and data.image_shape == (4, 5) and data.vocab_size == 4
     assert sum(len(data[s]) for s in ("train", "valid", "test")) == 20
@@ -90,11 +81,11 @@ def test_folder_of_grey_pngs(tmp_path):
 def test_the_summary_says_what_reading_the_pictures_changed(tmp_path):
     """Transparency dropped and grey pictures read as RGB are said; a grey folder, or an RGB
     one, read as it is says nothing."""
-    _write_pngs(tmp_path / "grey", 3)
+    write_pngs(tmp_path / "grey", 3)
     assert "read as" not in load_data(str(tmp_path / "grey")).summary()
-    _write_pngs(tmp_path / "rgb", 3, mode="RGB")
+    write_pngs(tmp_path / "rgb", 3, mode="RGB")
     assert load_data(str(tmp_path / "rgb")).caveat == ""
-    _write_pngs(tmp_path / "mixed", 3)  # grey, then a colour and a transparent picture
+    write_pngs(tmp_path / "mixed", 3)  # grey, then a colour and a transparent picture
     rgba = np.random.default_rng(1).integers(0, 256, (4, 5, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "mixed" / "t.png")
     Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "mixed" / "c.png")
@@ -126,8 +117,8 @@ def test_channels_first_arrays_are_refused_for_a_new_model(tmp_path, capsys):
 
 
 def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, capsys):
-    _write_pngs(tmp_path / "rgb", 6, size=(5, 4), mode="RGB")
-    _write_pngs(tmp_path / "grey", 2, size=(5, 4))
+    write_pngs(tmp_path / "rgb", 6, size=(5, 4), mode="RGB")
+    write_pngs(tmp_path / "grey", 2, size=(5, 4))
     out = tmp_path / "r"
     _train_markov(tmp_path / "rgb", out, "--levels", "4")
     assert eval_json(capsys, out, "--data", tmp_path / "grey")["dims"] == 2 * 4 * 5 * 3
@@ -135,8 +126,8 @@ def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, caps
 
 def test_colour_pictures_read_by_a_grey_model_are_said_to_be_made_grey(tmp_path, capsys):
     """eval and complete read another picture in the model's channels, and say so."""
-    _write_pngs(tmp_path / "grey", 6, size=(5, 4))
-    _write_pngs(tmp_path / "rgb", 2, size=(5, 4), mode="RGB")
+    write_pngs(tmp_path / "grey", 6, size=(5, 4))
+    write_pngs(tmp_path / "rgb", 2, size=(5, 4), mode="RGB")
     out = tmp_path / "r"
     _train_markov(tmp_path / "grey", out, "--levels", "4")
     capsys.readouterr()
@@ -173,12 +164,12 @@ def test_palette_images_are_grey_when_their_colours_are(tmp_path):
 
 
 def test_folder_of_rgb_pngs_with_classes(tmp_path):
-    _write_pngs(tmp_path / "imgs", 12, mode="RGB", classes=["cat", "dog", "eel"])
+    write_pngs(tmp_path / "imgs", 12, mode="RGB", classes=["cat", "dog", "eel"])
     data = load_data(str(tmp_path / "imgs"), levels=16)
     assert data.image_shape == (4, 5, 3) and data.seq_len == 60
     assert data.class_names == ["cat", "dog", "eel"] and "(0=cat, 1=dog, 2=eel)" in data.summary()
     assert data.num_classes == 3
-    _write_pngs(tmp_path / "imgs" / ".ipynb_checkpoints", 3, mode="RGB")  # hidden: no class
+    write_pngs(tmp_path / "imgs" / ".ipynb_checkpoints", 3, mode="RGB")  # hidden: no class
     (tmp_path / "imgs" / "dog" / ".0.png").write_bytes(b"not a png")  # a hidden file: unread
     again = load_data(str(tmp_path / "imgs"), levels=16)
     assert again.class_names == data.class_names and torch.equal(again["test"].x, data["test"].x)
@@ -196,15 +187,15 @@ def test_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DarmError, match="holds 0 images"):
         load_data(str(tmp_path / "empty"))
-    _write_pngs(tmp_path / "mixed", 4)
+    write_pngs(tmp_path / "mixed", 4)
     Image.new("L", (7, 9)).save(tmp_path / "mixed" / "z.png")  # 9 rows of 7 among 4 of 5
     with pytest.raises(DarmError, match=r"z.png is 9x7 \(rows x columns\), but 0.png is 4x5;"):
         load_data(str(tmp_path / "mixed"))
     (tmp_path / "mixed" / "z.png").write_bytes(b"not a png")
     with pytest.raises(DarmError, match="cannot read image"):
         load_data(str(tmp_path / "mixed"))
-    _write_pngs(tmp_path / "both", 4, classes=["a"])
-    _write_pngs(tmp_path / "both", 3)  # and some at the top
+    write_pngs(tmp_path / "both", 4, classes=["a"])
+    write_pngs(tmp_path / "both", 3)  # and some at the top
     with pytest.raises(DarmError, match="images at its top and in sub-folders"):
         load_data(str(tmp_path / "both"))
     (tmp_path / "my.txt").write_text("hello\n")
@@ -248,7 +239,7 @@ def test_rgb_grid_is_colour():
 
 
 def test_cli_trains_pixelcnn_on_a_png_folder(tmp_path, capsys):
-    _write_pngs(tmp_path / "imgs", 24, size=(4, 4), mode="RGB", classes=["a", "b"])
+    write_pngs(tmp_path / "imgs", 24, size=(4, 4), mode="RGB", classes=["a", "b"])
     out = tmp_path / "run"
     args = ["train", "--data", str(tmp_path / "imgs"), "--levels", "4", "--model", "pixelcnn"]
     args += ["--set", "n_hidden=12", "--set", "n_layer=1", "--steps", "3", "--batch-size", "8"]
@@ -269,7 +260,7 @@ def test_cli_trains_pixelcnn_on_a_png_folder(tmp_path, capsys):
 def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
     import shutil
 
-    _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
+    write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
     out = tmp_path / "run"
     _train_markov(tmp_path / "imgs", out, "--levels", "2", "--conditional")
     shutil.copytree(tmp_path / "imgs" / "2", tmp_path / "sub" / "2")  # one class of three
@@ -299,7 +290,7 @@ def test_eval_on_another_folder_matches_classes_by_name(tmp_path, capsys):
 def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, capsys):
     out = tmp_path / "run"  # digits' classes are numbers, without names
     _train_markov("digits", out, "--conditional")
-    _write_pngs(tmp_path / "mine", 4, size=(8, 8), classes=["3", "7"])
+    write_pngs(tmp_path / "mine", 4, size=(8, 8), classes=["3", "7"])
     got = eval_json(capsys, out, "--data", tmp_path / "mine")
     images, y = every_split(load_data(str(tmp_path / "mine"), levels=17))
     want = mean_nats(out, images, torch.tensor([3, 7])[y])  # not classes 0 and 1
@@ -325,7 +316,7 @@ def test_sub_folders_name_the_classes_of_a_model_that_numbers_them(tmp_path, cap
 def test_a_run_fine_tuned_on_some_classes_reloads_them_by_name(tmp_path, capsys):
     import shutil
 
-    _write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
+    write_pngs(tmp_path / "imgs", 24, size=(3, 3), classes=["1", "10", "2"])
     base = ["--levels", "2", "--quiet", "--samples", "0"]
     argv = ["train", "--data", str(tmp_path / "imgs"), "--model", "markov", "--set", "n_hidden=8",
             "--conditional", "--steps", "2", "--out", str(tmp_path / "a"), *base]  # fmt: skip
@@ -403,7 +394,7 @@ def test_a_training_split_of_one_symbol_is_warned_of(tmp_path, capsys):
 
 
 def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path, capsys):
-    _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
+    write_pngs(tmp_path / "imgs", 6, size=(3, 3))
     argv = ["train", "--data", str(tmp_path / "imgs"), "--model", "bigram", "--steps", "1",
             "--out", str(tmp_path / "imgs" / "run"), "--quiet", "--samples", "0"]  # fmt: skip
     assert main(argv) == 1
@@ -422,7 +413,7 @@ def test_eval_scores_one_picture_file(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the refused train's default run folder: not in the repository
     from darm.complete import read_images
 
-    _write_pngs(tmp_path / "imgs", 6, size=(3, 3))
+    write_pngs(tmp_path / "imgs", 6, size=(3, 3))
     out = tmp_path / "run"
     _train_markov(tmp_path / "imgs", out, "--levels", "4")
     picture = tmp_path / "imgs" / "0.png"
@@ -436,7 +427,7 @@ def test_eval_scores_one_picture_file(tmp_path, capsys, monkeypatch):
 
 
 def test_conditional_on_one_class_is_warned_of(tmp_path, capsys):
-    _write_pngs(tmp_path / "one", 6, classes=["only"])
+    write_pngs(tmp_path / "one", 6, classes=["only"])
     argv = ["train", "--data", str(tmp_path / "one"), "--levels", "2", "--model", "markov",
             "--set", "n_hidden=8", "--conditional", "--steps", "1", "--out", str(tmp_path / "r"),
             "--quiet", "--samples", "0"]  # fmt: skip

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from darm.cli import main
 from darm.models import create_model
 from darm.nn.masked_conv import MaskedConv2d, channel_groups, raster_mask, row_conv
+from tests.conftest import write_pngs
 
 H = W = 8
 
@@ -204,11 +205,9 @@ def test_rows_above_is_how_far_up_the_last_row_sees(name, first_kernel, kernel_s
 
 
 def test_a_model_blind_to_the_top_of_its_images_says_so(tmp_path, capsys):
-    """`darm train` notes when the last rows cannot see the top ones; not when they see all
-    but a row or two."""
-    from tests.test_images import _write_pngs
-
-    _write_pngs(tmp_path / "tall", 12, size=(3, 24))
+    """`darm train` notes when the last rows cannot see the top ones: for a new run only, and
+    not when they see all but a row or two."""
+    write_pngs(tmp_path / "tall", 12, size=(3, 24))
     base = ["train", "--data", str(tmp_path / "tall"), "--levels", "2", "--model",
             "gated_pixelcnn", "--set", "n_hidden=4", "--set", "n_embd=2", "--steps", "1",
             "--quiet", "--samples", "0"]  # fmt: skip
@@ -216,6 +215,31 @@ def test_a_model_blind_to_the_top_of_its_images_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert ("note: gated_pixelcnn sees 9 rows above a pixel: the last rows of the 24-row "
             "images never see the first 14") in err  # fmt: skip
+    later = ["--quiet", "--samples", "0", "--steps", "2"]
+    assert main(["train", "--out", str(tmp_path / "a"), "--resume", *later]) == 0
+    assert "note:" not in capsys.readouterr().err  # said when the model was made
+    init = ["--init", str(tmp_path / "a"), "--out", str(tmp_path / "i")]
+    assert main(["train", *init, *later]) == 0
+    assert "note:" not in capsys.readouterr().err
     wide = ["--set", "kernel_size=5", "--set", "n_layer=10"]  # 1 + 3 + 9 * 2 = 22 of 23
     assert main([*base, *wide, "--out", str(tmp_path / "b")]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "H,above,noted", [(8, 4, True), (8, 5, False), (28, 24, True), (28, 25, False)]
+)
+def test_the_note_passes_over_two_rows_or_a_tenth(H, above, noted, monkeypatch):
+    model = create_model("gated_pixelcnn", vocab_size=2, seq_len=H * 3, image_shape=(H, 3))
+    monkeypatch.setattr(type(model), "rows_above", above)
+    assert (model.short_sight() is not None) == noted
+
+
+def test_a_family_of_ones_own_that_does_not_say_its_reach_gets_no_note():
+    from darm.models.pixelcnn import PixelCNN, RasterModel
+
+    class Mine(PixelCNN):
+        rows_above = RasterModel.rows_above  # the base's: not known
+
+    model = Mine(create_model("pixelcnn", vocab_size=2, seq_len=784, image_shape=(28, 28)).config)
+    assert model.rows_above is None and model.short_sight() is None

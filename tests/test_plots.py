@@ -14,25 +14,51 @@ def log(train, valid):
     return {"train_nats_per_dim": np.array(train), "valid_nats_per_dim": np.array(valid)}
 
 
+def run(rows=100, start=0.7, end=0.1, every=25, gap=0.0):
+    """A log.csv's curves: training falling from `start` to near `end` (fast, then slowly, as
+    from a random init), validated every `every` rows at `gap` above training."""
+    train = end + (start - end) * np.exp(-np.arange(rows) / 3.0) + 0.02 * np.linspace(1, 0, rows)
+    valid = np.full(rows, NAN)
+    valid[every - 1 :: every] = train[every - 1 :: every] + gap
+    return log(train, valid)
+
+
 def test_the_axis_tops_at_the_first_evaluation_not_the_random_init():
-    run = log([0.69, 0.30, 0.13, 0.12, 0.115, 0.11], [NAN, NAN, 0.125, NAN, NAN, 0.108])
-    bottom, top = focus_ylim([run])
-    assert 0.13 < top < 0.14  # the training loss from the first evaluation's step on
-    assert bottom < 0.108 < top
-    assert top - bottom < 0.05  # so a gap of 0.01 between runs is a fifth of the picture
+    curves = run(every=25)
+    bottom, top = focus_ylim([curves])
+    trained = curves["train_nats_per_dim"][10:]  # from the first tenth (before row 24)
+    assert trained.max() < top < trained.max() + 0.01 and top < 0.2  # the init's 0.7 is off
+    assert bottom < curves["train_nats_per_dim"].min()
 
 
-def test_every_run_and_every_score_after_the_first_evaluation_is_inside():
-    a = log([0.7, 0.2, 0.10], [NAN, 0.15, 0.11])
-    b = log([0.7, 0.3, 0.18, 0.09], [NAN, 0.20, NAN, 0.095])  # overfits: train < valid
+def test_every_run_from_the_first_tenth_on_is_inside():
+    a, b = run(end=0.10), run(end=0.09, gap=0.05)  # b overfits: validation well above
     bottom, top = focus_ylim([a, b])
-    assert bottom < 0.09 and 0.3 < top < 0.4
+    for curves in (a, b):
+        for key in curves:
+            values = curves[key][10:]
+            values = values[np.isfinite(values)]
+            assert bottom < values.min() and values.max() < top
 
 
 def test_without_validation_the_first_tenth_runs_off_the_top():
-    train = [0.7] + [0.2 - 0.001 * i for i in range(19)]
-    bottom, top = focus_ylim([log(train, [NAN] * 20)])
-    assert 0.199 < top < 0.21 and bottom < 0.182
+    curves = run(every=1000)  # no evaluation in 100 rows
+    bottom, top = focus_ylim([curves])
+    train = curves["train_nats_per_dim"]
+    assert train[10] < top < train[9]  # row 10 in view, row 9 not
+
+
+def test_a_run_scored_only_at_its_end_keeps_its_training_curve_in_view():
+    curves = run(rows=20, every=20)  # one evaluation, on the last row
+    bottom, top = focus_ylim([curves])
+    assert top > curves["train_nats_per_dim"][2]  # from the first tenth, not the last row
+
+
+def test_nan_and_inf_in_the_training_column_are_passed_over():
+    curves = run()
+    curves["train_nats_per_dim"][[40, 60]] = [math.inf, NAN]
+    limits = focus_ylim([curves])
+    assert limits is not None and all(map(math.isfinite, limits)) and limits[1] < 0.2
 
 
 @pytest.mark.parametrize("logs", [[], [log([0.5], [NAN])], [log([NAN], [NAN])]])
@@ -42,15 +68,15 @@ def test_nothing_to_focus_on_leaves_the_axis_alone(logs):
 
 def test_the_picture_uses_it(tmp_path, monkeypatch):
     path = tmp_path / "log.csv"
-    path.write_text(
-        "step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n"
-        "10,1e-3,0.69,,1,1\n20,1e-3,0.2,0.15,1,2\n30,1e-3,0.1,0.11,1,3\n"
-    )
+    curves = run(rows=30, every=10)
+    rows = [f"{10 * (i + 1)},1e-3,{t},{'' if math.isnan(v) else v},1,{i}"
+            for i, (t, v) in enumerate(zip(*curves.values()))]  # fmt: skip
+    path.write_text("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n"
+                    + "\n".join(rows) + "\n")  # fmt: skip
     import matplotlib.axes
 
     seen = []
     monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", lambda ax, *a: seen.append(a))
     plot_loss_curves({"run": path}, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
-    ((bottom, top),) = seen
-    assert top < 0.69 and bottom < 0.1
+    assert seen == [focus_ylim([curves])]

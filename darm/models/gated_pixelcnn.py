@@ -134,8 +134,8 @@ class GatedPixelCNN(RasterModel):
 
     @property
     def rows_above(self) -> int:
-        cfg = self.config  # the vertical stack's reach, then its shift down one row
-        return 1 + cfg.first_kernel // 2 + (cfg.n_layer - 1) * (cfg.kernel_size // 2)
+        # each vertical conv reaches k//2 rows up; the link's shift down adds one
+        return 1 + sum(layer.k // 2 for layer in self.layers)
 
     def init_cache(self, batch_size: int) -> GatedCache:
         return GatedCache(self, batch_size)

@@ -77,17 +77,18 @@ class RasterModel(ARModel):
         return self.config.hwc
 
     @property
-    def rows_above(self) -> int:
+    def rows_above(self) -> int | None:
         """How many rows above a pixel its conditional reaches: each layer's kernel adds
-        its half-height. Below H - 1, the last rows never see the image's top."""
-        raise NotImplementedError
+        its half-height. Below H - 1, the last rows never see the image's top. None: not
+        known (a family of one's own that does not say)."""
+        return None
 
     def short_sight(self) -> str | None:
-        """What the model misses when its last row cannot see the top tenth of the image (a
-        sentence with no subject, for the model's name), else None. A row or two short of
-        the top edge, often a blank margin, is not worth a note."""
+        """What the model misses when its last row cannot see the top of the image (a
+        sentence with no subject, for the model's name), else None. Two rows short of the
+        top edge, or a tenth of a tall image, often a blank margin, is not worth a note."""
         H, above = self.config.hwc[0], self.rows_above
-        if H - 1 - above <= (H - 1) // 10:
+        if above is None or H - 1 - above <= max(2, (H - 1) // 10):
             return None
         return (
             f"sees {above} rows above a pixel: the last rows of the {H}-row images never see "
@@ -244,8 +245,8 @@ class PixelCNN(RasterModel):
 
     @property
     def rows_above(self) -> int:
-        cfg = self.config  # the mask-A conv, then one k x k mask-B conv a block
-        return cfg.first_kernel // 2 + cfg.n_layer * (cfg.kernel_size // 2)
+        convs = [self.first, *(block.conv for block in self.blocks)]  # mask A, then B
+        return sum(conv.kernel_size[0] // 2 for conv in convs)
 
     def init_cache(self, batch_size: int) -> RasterCache:
         cfg = self.config
