@@ -11,7 +11,7 @@ from darm.checkpoint import load_checkpoint
 from darm.cli import main
 from darm.data import load_data
 from darm.metrics import evaluate
-from tests.conftest import make_wav, one_line_error
+from tests.conftest import make_wav, one_line_error, write_pngs
 
 TINY = ["--set", "markov.n_hidden=16", "--set", "markov.n_embd=4",
         "--set", "wavenet.n_embd=8", "--set", "wavenet.n_skip=8",
@@ -700,6 +700,26 @@ def test_a_registered_variant_keeps_its_own_defaults(monkeypatch):
     bigram = build_family("bigram", data).config
     assert (bigram.k, bigram.n_hidden) == (1, 0)
     assert "n_layer" not in default_config("tiny", data)
+
+
+@pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])
+def test_compare_gives_a_pixelcnn_the_reach_of_the_whole_image(name, tmp_path):
+    """On images taller than the defaults see (6 layers of 3x3: 9 rows), compare's PixelCNNs
+    take 5x5 kernels, the fewest layers that reach the top, and no more parameters; on the
+    8x8 digits they keep the defaults."""
+    from darm.compare import build_family, default_config
+    from darm.models import create_model
+
+    write_pngs(tmp_path / "tall", 12, size=(3, 24))
+    data = load_data(str(tmp_path / "tall"), levels=2)
+    default = create_model(name, data)
+    assert default.short_sight() is not None  # 9 rows of 23
+    model = build_family(name, data)
+    assert model.short_sight() is None and model.config.kernel_size == 5
+    assert model.num_params() <= default.num_params()
+    one_fewer = {"n_layer": model.config.n_layer - 1}
+    assert build_family(name, data, one_fewer).short_sight() is not None
+    assert "kernel_size" not in default_config(name, load_data("digits"))
 
 
 @pytest.mark.parametrize("D", [2, 3, 16, 64, 784])
