@@ -36,15 +36,17 @@ def dependency_map(
 ) -> torch.Tensor:
     """(D, D) float map J[d, j] (zero for j >= d), averaged over the B examples of x.
 
-    x: (B, D) or (B, *event_shape) long; cond: (B,) labels of a conditional model;
-    mask: (B, D) bool, rows d averaged only over examples where d is scored (padding
-    after an item's end says nothing about the model).
+    x: (B, D) or (B, *event_shape) long, or (B, D') sequences of another length for a model
+    that takes any (`max_dims` None: the map is then D' x D'); cond: (B,) labels of a
+    conditional model; mask: (B, D) bool, rows d averaged only over examples where d is
+    scored (padding after an item's end says nothing about the model).
 
     One backward pass serves K rows at once: the batch is repeated K times and copy k
     asks only for the gradient of log p(x_{d_k} | ...), so the copies cannot mix.
     """
     device = model.device
-    B, D = x.shape[0], model.num_dims
+    B, D = x.shape[0], x[0].numel()
+    event = model.event_shape if D == model.num_dims else (D,)  # another length: a sequence
     x = x.reshape(B, D)  # (B, D): raster order for images
     weight = torch.ones(B, D) if mask is None else mask.reshape(B, D).float()  # (B, D)
     sums, counts = torch.zeros(D, D), torch.zeros(D)
@@ -54,14 +56,15 @@ def dependency_map(
             part = slice(i, i + chunk)
             y = None if cond is None else cond[part].to(device)
             w = weight[part].to(device)
-            s, c = _map_sums(model, x[part].to(device), y, w, tokens_per_pass)
+            s, c = _map_sums(model, x[part].to(device), y, w, event, tokens_per_pass)
             sums, counts = sums + s, counts + c
     return sums / counts.clamp(min=1)[:, None]
 
 
-def _map_sums(model, x, cond, weight, tokens_per_pass) -> tuple[torch.Tensor, torch.Tensor]:
+def _map_sums(model, x, cond, weight, event, tokens_per_pass) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over the examples of x (B, D) of the weighted gradient norms (D, D), and the
-    weights per row (D,): is row d scored in example b."""
+    weights per row (D,): is row d scored in example b. event: the shape x's rows are read in
+    (the model's event_shape, or (D,))."""
     device = x.device
     (B, D), L = x.shape, model.vocab_size
     sums = torch.zeros(D, D)
@@ -72,7 +75,7 @@ def _map_sums(model, x, cond, weight, tokens_per_pass) -> tuple[torch.Tensor, to
         xk = x.repeat(K, 1)  # (K*B, D): copy k is the batch again, for row ds[k]
         soft = F.one_hot(xk, L).float().requires_grad_()  # (K*B, D, L)
         yk = None if cond is None else cond.repeat(K)  # (B,) -> (K*B,), like xk
-        logits = model(soft.view(K * B, *model.event_shape, L), yk)  # soft as (K*B, *event, L)
+        logits = model(soft.view(K * B, *event, L), yk)  # soft as (K*B, *event, L)
         logits = logits.reshape(K * B, D, L).float()  # (K*B, D, L)
         logp = logits.log_softmax(-1).gather(-1, xk[..., None])[..., 0]  # (K*B, D)
         picked = logp.view(K, B, D)[torch.arange(K, device=device), :, ds]  # (K, B)

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from darm.complete import read_images
 from darm.data import (
     BUILTIN,
     FIXED_LEVELS,
+    SPLITS,
     bundled_name,
     image_channels,
     load_data,
     located,
 )
+from darm.data.arrays import make_dataset
 from darm.data.dataset import relabel_by_name
+from darm.data.images import IMAGE_SUFFIXES
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
+from darm.prompts import label_tensor
 
 
 def own_data(meta: dict, path: Path) -> str:
@@ -105,8 +110,40 @@ def check_fits(
             f"{path} is conditional on {model.num_classes} classes; the data has "
             f"{data.num_classes or 'no labels'}"
             + (
-                " (eval and complete take --label for all of it)"
+                " (eval, complete and deps take --label for all of it)"
                 if scoring and not data.num_classes
                 else ""
             )
         )
+
+
+def is_picture_file(spec: str) -> bool:
+    """Whether --data names one picture file (a picture, or a grid `darm sample` wrote)."""
+    return Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_pictures(path: Path, model, meta: dict):
+    """A picture file as test data for an image model: the picture, or each picture of a
+    grid `darm sample` wrote (as `complete --input` reads them)."""
+    shape = tuple(meta["image_shape"])
+    x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
+    empty = x[:0]
+    return make_dataset(
+        path.name,
+        {"train": empty, "valid": empty, "test": x},
+        dict.fromkeys(("train", "valid", "test")),
+        model.vocab_size,
+        shape,
+        {"format": "images", "path": str(path.resolve())},
+        f"{len(x)} picture{'s' * (len(x) != 1)} from {path.name}, scored whole",
+    )
+
+
+def label_all(data, model, label: str, meta: dict):
+    """Give every example of every split the one class `label` (a name or a number, as
+    --label takes it), to be scored or mapped as p(x | y = label); returns it as (1,)."""
+    y = label_tensor(model, label, 1, meta.get("class_names"))
+    for s in SPLITS:
+        data[s].y = y.expand(len(data[s]))  # (N,) the one label
+    data.num_classes, data.class_names = model.num_classes, meta.get("class_names")
+    return y

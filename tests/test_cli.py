@@ -2,10 +2,12 @@
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -1838,3 +1840,26 @@ def test_a_run_folder_that_cannot_be_written_points_sample_at_out(tmp_path, caps
     code = main(["sample", str(run), "-n", "2"])
     one_line_error(capsys, code, 1, f"cannot write {run}: {run} is not writable (--out names")
     assert main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "s")]) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_run_trained_from_a_pipe_is_not_read_again(tmp_path, capsys):
+    """A pipe is read once: eval of the run then refuses in one line, where opening the pipe
+    again would wait forever for a writer."""
+    text = write_names(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(text), *TINY_MARKOV, "--steps", "2", "--eval-every", "2",
+            "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    text.unlink()
+    os.mkfifo(text)  # the run's data path is now a pipe
+    # a writer that lets a reader through with an empty read, so that a regression fails
+    # here (other data) instead of waiting forever
+    writer = threading.Thread(target=lambda: open(text, "w").close(), daemon=True)
+    writer.start()
+    capsys.readouterr()
+    try:
+        one_line_error(capsys, main(["eval", str(out)]), needle="came from the pipe")
+    finally:  # no reader came: open one, so the writer's open returns and its thread ends
+        os.close(os.open(text, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(5)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from darm.cli import main
 from darm.deps import dependency_map, max_lag, pixel_map, plot_dependency_maps
 from darm.models import create_model
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, write_pngs
 
 
 def random_x(B, D, L, seed=0):
@@ -139,3 +139,54 @@ def test_deps_draws_a_map_from_another_file(tmp_path, capsys):
                  "-n", "100", "--force"])  # fmt: skip
     assert code == 0  # split as eval splits it: 40 rows, 4 of them valid
     assert "-n 100: copy's valid split holds 4; averaging over those" in capsys.readouterr().out
+
+
+def test_a_map_of_longer_sequences_for_a_model_of_any_length():
+    """A model that takes any length (max_dims None) maps sequences longer than its D whole."""
+    model = create_model("gru", vocab_size=4, seq_len=5, n_hidden=8)
+    J = dependency_map(model, random_x(3, 9, 4))
+    assert J.shape == (9, 9)
+    assert torch.equal(J.triu(), torch.zeros(9, 9))
+    assert (J.diagonal(-1) > 0).all() and J[8, 0] > 0  # the state carries x_0 to the end
+
+
+def test_deps_maps_lines_longer_than_the_run_s_on_a_model_of_any_length(tmp_path, capsys):
+    """As eval scores them: a gru's map of another file's longer lines is drawn whole."""
+    names = tmp_path / "names.txt"
+    names.write_text("ann\nbob\ncid\ndee\neve\nfay\ngus\nhal\nivy\njon\n")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(names), "--model", "gru", "--set", "n_hidden=8", "--steps",
+            "2", "--eval-every", "2", "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    (tmp_path / "long.txt").write_text("abcabcabcabcab\nbob\n")
+    capsys.readouterr()
+    assert main(["deps", str(out), "--data", str(tmp_path / "long.txt")]) == 0
+    assert "gru: D=15; on these examples of long" in capsys.readouterr().out
+
+
+def test_deps_maps_a_sample_grid_and_takes_a_label(tmp_path, capsys):
+    """Pictures as eval reads them (a picture, or a grid darm sample wrote), and --label for a
+    conditional model on pictures without labels of its classes."""
+    write_pngs(tmp_path / "pics", 20, size=(4, 4), classes=["cat", "dog"])
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "pics"), "--model", "gated_pixelcnn",
+            "--conditional", "--levels", "2", "--set", "n_layer=2", "--set", "n_hidden=4",
+            "--steps", "2", "--eval-every", "2", "--out", str(out), "--quiet",
+            "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert (
+        main(["sample", str(out), "-n", "3", "--label", "dog", "--out", str(tmp_path / "g")]) == 0
+    )
+    capsys.readouterr()
+    grid = str(tmp_path / "g.png")
+    assert main(["deps", str(out), "--data", grid]) == 1
+    assert "no labels (eval, complete and deps take --label" in capsys.readouterr().err
+    assert main(["deps", str(out), "--data", grid, "--label", "dog", "--pixel", "3,1"]) == 0
+    printed = capsys.readouterr().out
+    assert "on these pictures of g.png, as class dog" in printed
+    assert "lower triangular: yes" in printed
+    assert main(["deps", str(out), "--data", grid, "--label", "dog", "--split", "test"]) == 1
+    assert "read whole (a picture, or a grid of them): drop --split" in capsys.readouterr().err
+    assert main(["deps", str(out), "--data", str(tmp_path / "pics" / "cat"), "--label", "cow",
+                 "--force"]) == 1  # fmt: skip
+    assert "--label 'cow' is not a class of this model" in capsys.readouterr().err

@@ -8,38 +8,13 @@ from pathlib import Path
 
 from darm.checkpoint import load_checkpoint
 from darm.cli.args import device_of
-from darm.complete import read_images
 from darm.data import SPLITS, load_from_source, same_data
-from darm.data.arrays import make_dataset
-from darm.data.images import IMAGE_SUFFIXES
 from darm.errors import DarmError
 from darm.metrics import NLL, example_nats, units
 from darm.options import check_counts
 from darm.outputs import print_nll, write_per_example
 from darm.paths import check_file_target
-from darm.prompts import label_tensor
-from darm.reread import check_fits, read_like
-
-
-def is_picture_file(spec: str) -> bool:
-    return Path(spec).is_file() and Path(spec).suffix.lower() in IMAGE_SUFFIXES
-
-
-def pictures(path: Path, model, meta: dict):
-    """A picture file as test data for an image model: the picture, or each picture of a
-    grid `darm sample` wrote (as `complete --input` reads them)."""
-    shape = tuple(meta["image_shape"])
-    x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
-    empty = x[:0]
-    return make_dataset(
-        path.name,
-        {"train": empty, "valid": empty, "test": x},
-        dict.fromkeys(("train", "valid", "test")),
-        model.vocab_size,
-        shape,
-        {"format": "images", "path": str(path.resolve())},
-        f"{len(x)} picture{'s' * (len(x) != 1)} from {path.name}, scored whole",
-    )
+from darm.reread import check_fits, is_picture_file, label_all, read_like, read_pictures
 
 
 def cmd_eval(args) -> None:
@@ -59,7 +34,7 @@ def cmd_eval(args) -> None:
             raise DarmError(
                 f"{args.data} is scored whole (a picture, or a grid of them): drop --split"
             )
-        data = pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
+        data = read_pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
     elif other:  # scored whole: a line alone is data enough
         data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None,
                          any_length=True)  # fmt: skip
@@ -69,10 +44,7 @@ def cmd_eval(args) -> None:
         )
     as_class = ""
     if args.label is not None:  # every example scored as this class: log p(x | y = label)
-        label = label_tensor(model, args.label, 1, meta.get("class_names"))
-        for s in SPLITS:
-            data[s].y = label.expand(len(data[s]))  # (N,) the one label
-        data.num_classes, data.class_names = model.num_classes, meta.get("class_names")
+        label = label_all(data, model, args.label, meta)
         as_class = f", every example as class {args.label}"
     elif model.num_classes:  # a conditional model scores each example under its own label
         as_class = ", each example as its own class: log p(x | y)"

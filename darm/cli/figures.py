@@ -15,7 +15,7 @@ from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_
 from darm.errors import DarmError, first_line
 from darm.paths import checked_png
 from darm.plots import plot_loss_curves, read_log
-from darm.reread import check_fits, read_like
+from darm.reread import check_fits, is_picture_file, label_all, read_like, read_pictures
 
 
 def parse_pixel(text: str) -> tuple[int, int]:
@@ -107,10 +107,20 @@ def cmd_deps(args) -> None:
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
-    if args.data and not same_data(args.data, meta["source"], path.parent):
-        # another file: read whole, as eval reads it, or split (seeded) when --split asks
-        data = read_like(args.data, model, meta, whole=args.split is None)
-        check_fits(data, model, path, meta, scoring=False)
+    other = args.data and not same_data(args.data, meta["source"], path.parent)
+    if other and meta.get("image_shape") and is_picture_file(args.data):
+        if args.split is not None:
+            raise DarmError(
+                f"{args.data} is read whole (a picture, or a grid of them): drop --split"
+            )
+        data = read_pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
+        split, these = data["test"], f"pictures of {Path(args.data).name}"
+        where = f"the file {Path(args.data).name}"
+    elif other:
+        # another file: read whole, as eval reads it, or split (seeded) when --split asks;
+        # lines as long as its longest where the model takes any length
+        data = read_like(args.data, model, meta, whole=args.split is None,
+                         labels=args.label is None, any_length=True)  # fmt: skip
         if args.split is None:
             split, where, these = data["test"], data.name, f"examples of {data.name}"
         else:
@@ -122,6 +132,10 @@ def cmd_deps(args) -> None:
         )
         name = args.split or "test"
         split, where, these = data[name], f"the {name} split", f"{name} examples"
+    if args.label is not None:  # every example mapped as this class: p(x | y = label)
+        label_all(data, model, args.label, meta)
+        these += f", as class {args.label}"
+    check_fits(data, model, path, meta, any_length=True)
     if args.n is not None and args.n > len(split):  # as complete --count says it
         print(f"-n {args.n}: {where} holds {len(split)}; averaging over those")
     J = checkpoint_maps(model, record, split, args.n)

@@ -306,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="examples from another file or folder instead, read as the run's data was (a run "
         "trained on arrays in memory needs a saved copy here)",
     )
+    g.add_argument(
+        "--label",
+        help="a conditional model: map every example as this class (a name or a number), for "
+        "data without labels of the model's classes",
+    )
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     add_force_arg(g, "--out")
     add_device_arg(g)

@@ -153,6 +153,11 @@ def load_from_source(
     split moved) is named on stderr, or with changed="refuse" refused (--resume).
     conditional: whether the model reads the labels, which are then numbered as it numbers them."""
     source = located(meta["source"], run_dir)
+    if "path" in source and Path(source["path"]).is_fifo():  # opening it would wait forever
+        raise DarmError(
+            f"the run's data came from the pipe {source['path']}, which cannot be read twice: "
+            f"copy the data to a file and train from that, or score a copy with eval --data"
+        )
     data = _reload(source, saved_vocab(meta), seq_len, image_channels(meta))
     if conditional:  # (an unconditional model reads no labels: a class added since is fine)
         data = relabel_by_name(data, meta.get("class_names"))
