@@ -6,6 +6,7 @@ import math
 import operator
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from darm.models.base import (
@@ -27,7 +28,8 @@ def filter_logits(
 ) -> torch.Tensor:
     """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p.
     Symbols tied with the k-th, or with the nucleus's least likely symbol, all stay (which of
-    them to drop would be arbitrary)."""
+    them to drop would be arbitrary); so do a row's most likely symbols as T -> 0, where
+    logits / T overflows."""
     for name, value in (("temperature", temperature), ("top_p", top_p)):
         if isinstance(value, (str, bytes, bool)):  # "0.5" from a config file, say
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -46,11 +48,12 @@ def filter_logits(
     scaled = logits if temperature == 1 else logits / temperature  # one op less a step
     # only T < 1 can overflow, so the usual T = 1 pays nothing for this on every step
     if temperature < 1:
-        # a row whose logits / T overflow takes the limit of T -> 0, its argmax; the other
-        # rows keep their distributions (branch-free: no host sync on a GPU)
+        # a row whose logits / T overflow takes the limit of T -> 0: uniform over its most
+        # likely symbols (ties all stay); the other rows keep their distributions
+        # (branch-free: no host sync on a GPU)
         overflow = (~scaled.isfinite() & (logits > float("-inf"))).any(dim=-1, keepdim=True)
-        best = logits.argmax(dim=-1, keepdim=True)
-        limit = torch.full_like(logits, float("-inf")).scatter(-1, best, 0.0)
+        best = logits == logits.amax(dim=-1, keepdim=True)
+        limit = torch.zeros_like(logits).masked_fill(~best, float("-inf"))
         scaled = torch.where(overflow, limit, scaled)
     logits = scaled
     if top_k is not None and top_k < logits.shape[-1]:
@@ -58,11 +61,16 @@ def filter_logits(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # drop a symbol when the mass before it already reaches top_p (the first always
-        # stays); every symbol as likely as the least likely one kept stays with it
-        drop_sorted = (cum - sorted_logits.softmax(dim=-1)) >= top_p
-        drop_sorted[..., 0] = False  # even where top_p rounds to 0 in the logits' dtype
+        # summed in float32 at least (a bf16 model's logits: its rounding is near a percent)
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        probs = sorted_logits.softmax(dim=-1, dtype=dtype)
+        before = F.pad(probs.cumsum(dim=-1)[..., :-1], (1, 0))  # mass of the symbols before
+        # drop a symbol when the mass before it already reaches top_p, to within rounding
+        # (0.6 + 0.3 is 0.8999999999999999 in float64, and a nucleus of p = 0.9 holds those
+        # two); the first always stays, and so does every symbol as likely as the least
+        # likely one kept
+        drop_sorted = before >= top_p - 16 * torch.finfo(dtype).eps
+        drop_sorted[..., 0] = False  # even for a top_p within rounding of 0
         least = sorted_logits.masked_fill(drop_sorted, float("inf")).amin(dim=-1, keepdim=True)
         logits = logits.masked_fill(logits < least, float("-inf"))
     return logits

@@ -24,6 +24,12 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert kept.tolist() == [[True, True, False, False]]
     kept = filter_logits(probs.log(), top_p=0.5).isfinite()
     assert kept.tolist() == [[True, False, False, False]]
+    # a nucleus whose mass is p exactly, up to the rounding of the sums (0.5 is 0.49999997
+    # through float32's log and softmax; 0.6 + 0.3 is 0.8999999999999999 in float64)
+    exact = filter_logits(torch.tensor([[0.5, 0.4, 0.1]]).log(), top_p=0.5).isfinite()
+    assert exact.tolist() == [[True, False, False]]
+    probs64 = torch.tensor([[0.6, 0.3, 0.1]], dtype=torch.float64)
+    assert filter_logits(probs64.log(), top_p=0.9).isfinite().tolist() == [[True, True, False]]
     for k in (np.int64(2), torch.tensor(2)):  # integers of numpy and torch are integers
         assert filter_logits(probs.log(), top_k=k).isfinite().sum() == 2
     # symbols as likely as the nucleus's last one stay with it, as top-k keeps its ties
@@ -39,6 +45,10 @@ def test_temperature_sharpens():
     # so low that logits / T overflows: its limit, all mass on the argmax (no NaN)
     frozen = filter_logits(torch.tensor([[1.0, 2.0, float("-inf")]]), temperature=1e-45)
     assert frozen.softmax(-1).tolist() == [[0.0, 1.0, 0.0]]
+    # the limit keeps ties, as it does before the overflow and as top_k=1 does
+    tied = torch.tensor([[3.0, 3.0, 1.0]])
+    for T in (1e-30, 1e-45):
+        assert filter_logits(tied, temperature=T).softmax(-1).tolist() == [[0.5, 0.5, 0.0]]
     # per row: a row beside an overflowing one keeps its own distribution
     rows = filter_logits(torch.tensor([[0.0, 0.0], [1.0, 2.0]]), temperature=1e-45)
     assert rows.softmax(-1).tolist() == [[0.5, 0.5], [0.0, 1.0]]
