@@ -11,6 +11,7 @@ from darm.data import (
     FIXED_LEVELS,
     SPLITS,
     bundled_name,
+    check_rereadable,
     image_channels,
     load_data,
     located,
@@ -27,6 +28,7 @@ def own_data(meta: dict, path: Path) -> str:
     """The name or path of the data a checkpoint was trained on, to read it again with other
     data options (--init --block 1024), checked as --data would be."""
     source = located(meta["source"], path.parent)
+    check_rereadable(source)
     spec = source.get("name") if source.get("format") == "builtin" else source.get("path")
     spec = bundled_name(source) or spec  # `speech`, as it was named, not its file
     if spec is None:

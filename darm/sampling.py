@@ -26,10 +26,11 @@ def filter_logits(
     top_k: int | None = None,
     top_p: float | None = None,
 ) -> torch.Tensor:
-    """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p.
-    Symbols tied with the k-th, or with the nucleus's least likely symbol, all stay (which of
-    them to drop would be arbitrary); so do a row's most likely symbols as T -> 0, where
-    logits / T overflows."""
+    """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p (to within
+    rounding: a nucleus short of top_p by 4 float32 eps, 5e-7, has reached it). Symbols tied
+    with the k-th, or with the nucleus's least likely symbol, all stay (which of them to drop
+    would be arbitrary); so do a row's most likely symbols as T -> 0, where logits / T
+    overflows."""
     for name, value in (("temperature", temperature), ("top_p", top_p)):
         if isinstance(value, (str, bytes, bool)):  # "0.5" from a config file, say
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -61,7 +62,7 @@ def filter_logits(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        # summed in float32 at least (a bf16 model's logits: its rounding is near a percent)
+        # summed in float32 at least: bf16's rounding (0.4%) would move the nucleus's edge
         dtype = torch.promote_types(logits.dtype, torch.float32)
         probs = sorted_logits.softmax(dim=-1, dtype=dtype)
         before = F.pad(probs.cumsum(dim=-1)[..., :-1], (1, 0))  # mass of the symbols before
@@ -69,7 +70,7 @@ def filter_logits(
         # (0.6 + 0.3 is 0.8999999999999999 in float64, and a nucleus of p = 0.9 holds those
         # two); the first always stays, and so does every symbol as likely as the least
         # likely one kept
-        drop_sorted = before >= top_p - 16 * torch.finfo(dtype).eps
+        drop_sorted = before >= top_p - 4 * torch.finfo(dtype).eps
         drop_sorted[..., 0] = False  # even for a top_p within rounding of 0
         least = sorted_logits.masked_fill(drop_sorted, float("inf")).amin(dim=-1, keepdim=True)
         logits = logits.masked_fill(logits < least, float("-inf"))

@@ -1844,22 +1844,33 @@ def test_a_run_folder_that_cannot_be_written_points_sample_at_out(tmp_path, caps
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_run_trained_from_a_pipe_is_not_read_again(tmp_path, capsys):
-    """A pipe is read once: eval of the run then refuses in one line, where opening the pipe
-    again would wait forever for a writer."""
+    """A pipe is read once: every command that reads a run's data again (eval, --resume,
+    --init with other data options) refuses in one line, where opening the pipe again would
+    wait forever for a writer; other data named with --data is still scored."""
     text = write_names(tmp_path)
+    copy = tmp_path / "copy.txt"
+    copy.write_text(text.read_text())
     out = tmp_path / "run"
     args = ["train", "--data", str(text), *TINY_MARKOV, "--steps", "2", "--eval-every", "2",
             "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
     assert main(args) == 0
     text.unlink()
     os.mkfifo(text)  # the run's data path is now a pipe
-    # a writer that lets a reader through with an empty read, so that a regression fails
-    # here (other data) instead of waiting forever
-    writer = threading.Thread(target=lambda: open(text, "w").close(), daemon=True)
-    writer.start()
-    capsys.readouterr()
-    try:
-        one_line_error(capsys, main(["eval", str(out)]), needle="came from the pipe")
-    finally:  # no reader came: open one, so the writer's open returns and its thread ends
-        os.close(os.open(text, os.O_RDONLY | os.O_NONBLOCK))
-        writer.join(5)
+    again = [
+        ["eval", str(out)],
+        ["train", "--resume", "--out", str(out), "--steps", "4", "--quiet", "--samples", "0"],
+        ["train", "--init", str(out), "--format", "lines", "--steps", "1",
+         "--out", str(tmp_path / "ft"), "--quiet", "--samples", "0"],
+    ]  # fmt: skip
+    for argv in again:
+        # a writer that lets a reader through with an empty read, so that a regression
+        # fails here (other data) instead of waiting forever
+        writer = threading.Thread(target=lambda: open(text, "w").close(), daemon=True)
+        writer.start()
+        capsys.readouterr()
+        try:
+            one_line_error(capsys, main(argv), needle="came from the pipe")
+        finally:  # no reader came: open one, so the writer's open returns and its thread ends
+            os.close(os.open(text, os.O_RDONLY | os.O_NONBLOCK))
+            writer.join(5)
+    assert main(["eval", str(out), "--data", str(copy)]) == 0

@@ -183,7 +183,7 @@ def test_deps_maps_a_sample_grid_and_takes_a_label(tmp_path, capsys):
     assert "no labels (eval, complete and deps take --label" in capsys.readouterr().err
     assert main(["deps", str(out), "--data", grid, "--label", "dog", "--pixel", "3,1"]) == 0
     printed = capsys.readouterr().out
-    assert "on these pictures of g.png, as class dog" in printed
+    assert "on these pictures of g.png (as class dog) the conditionals" in printed
     assert "lower triangular: yes" in printed
     assert main(["deps", str(out), "--data", grid, "--label", "dog", "--split", "test"]) == 1
     assert "read whole (a picture, or a grid of them): drop --split" in capsys.readouterr().err

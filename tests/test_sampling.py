@@ -30,6 +30,10 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert exact.tolist() == [[True, False, False]]
     probs64 = torch.tensor([[0.6, 0.3, 0.1]], dtype=torch.float64)
     assert filter_logits(probs64.log(), top_p=0.9).isfinite().tolist() == [[True, True, False]]
+    # bf16 logits' nucleus summed in float32: log 0.3 in bf16 leaves the first three 0.8996
+    bf16 = torch.tensor([[0.3, 0.3, 0.3, 0.1]]).log().bfloat16()
+    assert bf16.double().softmax(-1)[0, :3].sum() < 0.9  # so all four stay
+    assert filter_logits(bf16, top_p=0.9).isfinite().all()
     for k in (np.int64(2), torch.tensor(2)):  # integers of numpy and torch are integers
         assert filter_logits(probs.log(), top_k=k).isfinite().sum() == 2
     # symbols as likely as the nucleus's last one stay with it, as top-k keeps its ties

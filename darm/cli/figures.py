@@ -134,7 +134,7 @@ def cmd_deps(args) -> None:
         split, where, these = data[name], f"the {name} split", f"{name} examples"
     if args.label is not None:  # every example mapped as this class: p(x | y = label)
         label_all(data, model, args.label, meta)
-        these += f", as class {args.label}"
+        these += f" (as class {args.label})"
     check_fits(data, model, path, meta, any_length=True)
     if args.n is not None and args.n > len(split):  # as complete --count says it
         print(f"-n {args.n}: {where} holds {len(split)}; averaging over those")

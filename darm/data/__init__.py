@@ -153,11 +153,7 @@ def load_from_source(
     split moved) is named on stderr, or with changed="refuse" refused (--resume).
     conditional: whether the model reads the labels, which are then numbered as it numbers them."""
     source = located(meta["source"], run_dir)
-    if "path" in source and Path(source["path"]).is_fifo():  # opening it would wait forever
-        raise DarmError(
-            f"the run's data came from the pipe {source['path']}, which cannot be read twice: "
-            f"copy the data to a file and train from that, or score a copy with eval --data"
-        )
+    check_rereadable(source)
     data = _reload(source, saved_vocab(meta), seq_len, image_channels(meta))
     if conditional:  # (an unconditional model reads no labels: a class added since is fine)
         data = relabel_by_name(data, meta.get("class_names"))
@@ -211,6 +207,16 @@ def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
         return source
     moved = Path(os.path.normpath(Path(run_dir).absolute() / source["from_run"]))
     return {**source, "path": str(moved)} if moved.exists() else source
+
+
+def check_rereadable(source: dict[str, Any]) -> None:
+    """Refuse, before opening it, a run's data that came from a pipe: read once when the run
+    trained, it would wait forever for a second writer."""
+    if "path" in source and Path(source["path"]).is_fifo():
+        raise DarmError(
+            f"the run's data came from the pipe {source['path']}, which cannot be read twice: "
+            f"copy the data to a file and train from that, or score a copy with eval --data"
+        )
 
 
 def image_channels(meta: dict[str, Any]) -> int | None:
