@@ -27,10 +27,10 @@ def filter_logits(
     top_p: float | None = None,
 ) -> torch.Tensor:
     """Temperature, then keep the top-k and/or the smallest nucleus of mass >= top_p (to within
-    rounding: a nucleus short of top_p by 4 float32 eps, 5e-7, has reached it). Symbols tied
-    with the k-th, or with the nucleus's least likely symbol, all stay (which of them to drop
-    would be arbitrary); so do a row's most likely symbols as T -> 0, where logits / T
-    overflows."""
+    rounding: short of top_p by 4 eps of the sum's dtype, 5e-7 in float32, has reached it).
+    Symbols tied with the k-th, or with the nucleus's least likely symbol, all stay (which of
+    them to drop would be arbitrary); so do a row's most likely symbols as T -> 0, where logits
+    / T overflows."""
     for name, value in (("temperature", temperature), ("top_p", top_p)):
         if isinstance(value, (str, bytes, bool)):  # "0.5" from a config file, say
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
