@@ -184,7 +184,7 @@ def default_examples(D: int) -> int:
 def checkpoint_maps(model: ARModel, record: dict, split, n: int | None = None) -> torch.Tensor:
     """The dependency map of a loaded checkpoint on the first n examples of a split
     (default: `default_examples`)."""
-    n = default_examples(split.x[0].numel()) if n is None else n  # (lines may outrun D)
+    n = default_examples(math.prod(split.x.shape[1:])) if n is None else n  # lines may outrun D
     if n < 1:
         raise DarmError(f"-n must be >= 1, got {n}")
     x, y, mask = next(split.iter_batches(n))  # the first n (all, if the split is smaller)
