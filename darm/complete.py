@@ -81,6 +81,11 @@ def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor
     C = shape[2] if len(shape) == 3 else 1
     if C not in PIL_MODES:
         raise DarmError(f"the model reads {C}-channel images; picture files hold 1 to 4")
+    if levels > 256:  # 8-bit pixels cannot tell its levels apart, in a grid or not
+        raise DarmError(
+            f"the model's pixels have {levels} levels and a picture file's 256 at most: "
+            f"give {path.name}'s symbols as an .npy array"
+        )
     pixels = read_pixels(path, PIL_MODES[C])
     note = conversion_note([path], PIL_MODES[C])  # a colour picture for a grey model, say
     if note:

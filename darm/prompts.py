@@ -9,7 +9,7 @@ import torch
 
 from darm.data.arrays import npy_row, npy_rows
 from darm.data.audio import wav_levels
-from darm.data.vocab import saved_vocab
+from darm.data.vocab import EOS, saved_vocab
 from darm.errors import DarmError
 from darm.metrics import symbols_word
 
@@ -20,6 +20,11 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
     integers separated by spaces (or an .npy of one row of them) for arrays."""
     vocab = saved_vocab(meta)
     if vocab is not None:
+        if meta.get("eos") is not None and EOS in text:  # the rest would be cut off unseen
+            raise DarmError(
+                f"{flag} holds a newline, which ends an item of this model's data (one item "
+                f"a line): give the start of one item"
+            )
         return vocab.encode(text, flag)
     if meta.get("kind") == "audio":  # a clip to go on from
         levels = wav_levels(Path(text), meta["source"]["sample_rate"])
@@ -74,6 +79,12 @@ def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: st
     if length is not None and length == kept:
         raise DarmError(
             f"--length {length} leaves nothing to draw after the {kept} {symbols} of {flag}"
+        )
+    if length is None and kept == D:  # the prompt alone, echoed, would pass for a sample
+        longer = f" or --length over {kept}" if model.max_dims is None else ""
+        raise DarmError(
+            f"{flag} has {kept} {symbols}, all a sample has (D={D}): nothing is left to draw; "
+            f"give a shorter {flag}{longer}"
         )
     if kept <= D:
         return

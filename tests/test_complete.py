@@ -346,7 +346,7 @@ def test_class_columns_are_whole_rounds_nearest_square():
     assert {k: class_columns(*k) for k in cases} == cases
 
 
-def test_a_length_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
+def test_a_prompt_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
     (tmp_path / "names.txt").write_text("anna\nbob\ncarla\ndan\nemma\nfinn\ngus\nhal\n")
     out = tmp_path / "r"
     argv = ["train", "--data", str(tmp_path / "names.txt"), *TINY_MARKOV, "--steps", "1",
@@ -356,6 +356,13 @@ def test_a_length_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
     one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 characters kept")
     code = main(["sample", str(out), "--prompt", "anna", "--length", "4"])
     one_line_error(capsys, code, 1, "--length 4 leaves nothing to draw after the 4 characters of")
+    # names of up to 5 letters: D = 6; a 6-letter prompt was echoed as if it were a sample
+    code = main(["sample", str(out), "--prompt", "annaaa"])
+    one_line_error(capsys, code, 1, "--prompt has 6 characters, all a sample has (D=6)")
+    # a newline ends an item: what followed it was drawn after, then cut off unseen
+    for cmd, flag in (("sample", "--prompt"), ("complete", "--input")):
+        code = main([cmd, str(out), flag, "an\nna"])
+        one_line_error(capsys, code, 1, f"{flag} holds a newline, which ends an item")
     # --dims D of the test items keeps them whole; an item shorter than --dims is kept up to
     # its end, not with its end symbol (whose completions would all be empty)
     code = main(["complete", str(out), "--dims", "6"])  # names of up to 5 letters: D = 6
@@ -369,3 +376,14 @@ def test_a_length_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
     known = known_part(args, model, record["data"], out)
     eos, names = record["data"]["eos"], known.originals.tolist()
     assert known.prefixes == [x[: x.index(eos)] for x in names]  # whole names, no end symbol
+
+
+def test_pictures_cannot_hold_more_than_256_levels(tmp_path):
+    from darm.complete import read_images
+    from darm.errors import DarmError
+
+    Image.new("L", (4, 4)).save(tmp_path / "one.png")
+    # 8-bit pixels would read back as other symbols than were drawn, without a word
+    with pytest.raises(DarmError, match="have 1000 levels and a picture file's 256 at most"):
+        read_images(tmp_path / "one.png", (4, 4), 1000)
+    assert read_images(tmp_path / "one.png", (4, 4), 256).shape == (1, 16)

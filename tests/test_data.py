@@ -1,3 +1,4 @@
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 import torch
 
 from darm.data import from_arrays, load_data
+from darm.data.arrays import npy_rows
 from darm.data.vocab import EOS, Vocabulary
 from darm.errors import DarmError
 
@@ -66,6 +68,13 @@ def test_symbols_training_never_sees_are_pointed_out(tmp_path):
     ds = load_data(str(tmp_path / "c.txt"), format="corpus", block=4)
     assert ds.caveat == "3 symbols only in valid / test ('x', 'y', 'z'), never trained on"
     assert load_data(str(tmp_path / "c.txt"), format="corpus", block=4, whole=True).caveat == ""
+    # read for a trained model (its vocabulary), the file's own training split is not the
+    # model's: eval --data OTHER --split test once named symbols the model had trained on
+    vocab = ds.vocab
+    assert load_data(str(tmp_path / "c.txt"), format="corpus", block=4, vocab=vocab).caveat == ""
+    seed = next(s for s in range(20) if load_data(str(tmp_path / "n.txt"), seed=s).caveat)
+    lines = load_data(str(tmp_path / "n.txt"), seed=seed)
+    assert load_data(str(tmp_path / "n.txt"), seed=seed, vocab=lines.vocab).caveat == ""
 
 
 def test_a_few_values_under_a_large_maximum_are_pointed_out(tmp_path):
@@ -249,6 +258,22 @@ def test_arrays_bad_input(tmp_path, array, message):
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(DarmError, match=message):
         load_data(str(tmp_path / "bad.npy"))
+
+
+def test_archives_that_hold_more_than_arrays_are_refused_in_a_line(tmp_path):
+    with zipfile.ZipFile(tmp_path / "notes.npz", "w") as z:  # np.load reads x.txt as bytes
+        z.writestr("x.txt", "hello")
+    with pytest.raises(DarmError, match=r"notes.npz: the archive's member 'x.txt' is not an"):
+        load_data(str(tmp_path / "notes.npz"))
+    np.savez(tmp_path / "a.npz", x=np.zeros((5, 3), int))
+    (tmp_path / "a.npy").write_bytes((tmp_path / "a.npz").read_bytes())
+    with pytest.raises(DarmError, match="a.npy is an .npz archive under an .npy name"):
+        load_data(str(tmp_path / "a.npy"))
+    (tmp_path / "t.npy").write_text("hello\n")
+    with pytest.raises(DarmError, match="not a NumPy array file .* darm never unpickles"):
+        load_data(str(tmp_path / "t.npy"))
+    with pytest.raises(DarmError, match="--prompt: .*t.npy is not a NumPy array file"):
+        npy_rows(tmp_path / "t.npy", "--prompt")  # not numpy's advice to allow pickles
 
 
 def test_array_levels_too_small(tmp_path):

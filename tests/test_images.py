@@ -203,6 +203,15 @@ def test_folder_errors(tmp_path):
         load_data(str(tmp_path / "my.txt"), format="images")
 
 
+def test_pictures_too_large_for_pillow_are_refused_in_a_line(tmp_path, capsys, monkeypatch):
+    write_pngs(tmp_path / "big", 4)  # 4x5: "large" once Pillow's limit is 5 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5)  # refused above twice the limit
+    with pytest.raises(DarmError, match="cannot read image .*0.png: Image size"):
+        load_data(str(tmp_path / "big"))
+    code = main(["train", "--data", str(tmp_path / "big"), "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, needle="could be decompression bomb")
+
+
 def test_uint8_npz_images_are_quantised(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (30, 6, 6, 3), dtype=np.uint8)

@@ -59,15 +59,27 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         raise DarmError(f"integer arrays come in .npy or .npz files, not {path.name}")
     try:
         if path.suffix.lower() == ".npy":
-            return {"x": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            arrays = {"x": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        if "pickle" in str(e):  # numpy's guess for any file without its header
-            raise DarmError(
-                f"{path} is not a NumPy array file (text or a pickle? darm never unpickles)"
-            ) from None
-        raise DarmError(f"cannot read {path} as a NumPy array file: {e}") from None
+        raise DarmError(not_an_array_file(path, e)) from None
+    for key, a in arrays.items():
+        if isinstance(a, np.ndarray):
+            continue
+        if path.suffix.lower() == ".npy":  # np.load reads an archive by its content
+            raise DarmError(f"{path} is an .npz archive under an .npy name: rename it .npz")
+        # a member that is not an .npy file loads as raw bytes
+        raise DarmError(f"{path}: the archive's member {key!r} is not an .npy array")
+    return arrays
+
+
+def not_an_array_file(path: Path, e: Exception) -> str:
+    """What np.load's error means, in a line (numpy's own words would advise unpickling)."""
+    if "pickle" in str(e):  # numpy's guess for any file without its header
+        return f"{path} is not a NumPy array file (text or a pickle? darm never unpickles)"
+    return f"cannot read {path} as a NumPy array file: {first_line(e)}"
 
 
 def array_dataset(
@@ -264,7 +276,7 @@ def npy_rows(path: Path, flag: str) -> list[list[int]]:
     try:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
-        raise DarmError(f"{flag}: cannot read {path} as an .npy array: {first_line(e)}") from None
+        raise DarmError(f"{flag}: {not_an_array_file(path, e)}") from None
     if not isinstance(a, np.ndarray):  # an .npz under an .npy name loads as its archive
         raise DarmError(f"{flag}: {path} is an .npz archive; save the row with np.save")
     if a.dtype.kind not in "iub" or a.ndim not in (1, 2) or a.size == 0:

@@ -6,6 +6,7 @@ innermost (R, G, B of a pixel in turn), the order every family and `pixelcnn` sh
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,16 +68,26 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
     """An image file's 8-bit pixels in PIL `mode` (L, LA, RGB, RGBA): (H, W) or (H, W, C).
     Grey wider than 8 bits is scaled to 8 bits or refused (eight_bits): Pillow's convert
     would clip it at 255."""
+    from PIL import Image
+
+    with open_image(path) as img:
+        if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
+            img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(img), path), "L")
+        return np.asarray(img.convert(mode))
+
+
+@contextmanager
+def open_image(path: Path):
+    """Image.open, with what can go wrong in reading it (a missing or broken file, one too
+    large for Pillow's decompression-bomb guard) as one DarmError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
-                img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(img), path), "L")
-            return np.asarray(img.convert(mode))
+            yield img
     except FileNotFoundError:
         raise DarmError(f"no image file {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DarmError(f"cannot read image {path}: {e}") from None
 
 
@@ -129,17 +140,12 @@ def grey_palette(img) -> bool:
 def _image_mode(paths: list[Path]) -> str:
     """'L' when every image is grey, else 'RGB'. A palette image (GIF, P-mode PNG) is grey
     when its colours are: grey pictures saved as GIF must not become three equal channels."""
-    from PIL import Image
-
     for p in paths:
-        try:
-            with Image.open(p) as img:
-                if img.mode in ("P", "PA") and grey_palette(img):
-                    continue
-                if not grey_mode(img.mode):
-                    return "RGB"
-        except OSError as e:
-            raise DarmError(f"cannot read image {p}: {e}") from None
+        with open_image(p) as img:
+            if img.mode in ("P", "PA") and grey_palette(img):
+                continue
+            if not grey_mode(img.mode):
+                return "RGB"
     return "L"
 
 
@@ -147,14 +153,13 @@ def conversion_note(paths: list[Path], mode: str) -> str:
     """What reading every image in `mode` did that the files do not show: transparency
     dropped, grey images given three equal channels, colour images made grey (for a grey
     model). (Headers only, and the colours of palette images: no other pixels are read.)"""
-    from PIL import Image
 
     def plural(n: int, what: str) -> str:
         return f"{n} {what}{'s' * (n != 1)}"
 
     alpha = grey = 0
     for p in paths:
-        with Image.open(p) as img:
+        with open_image(p) as img:
             alpha += img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             grey += grey_mode(img.mode) or (img.mode in ("P", "PA") and grey_palette(img))
     colour = len(paths) - grey

@@ -44,7 +44,9 @@ def lines_dataset(
     """Items one per line, each ended by the end symbol; duplicates dropped before the
     seeded split (a repeated item in train and test would flatter test NLL). whole: every
     item in test (other data, scored whole by a trained model: one item is enough), repeats
-    kept: each line is scored as often as the file holds it."""
+    kept: each line is scored as often as the file holds it. With a `vocab` (a trained
+    model's) the summary does not name symbols this file's training split lacks: the model
+    was trained on other data, or on this split already (and was told so then)."""
     # "\n" alone ends an item (read_text turned \r\n and \r into it): splitlines() would
     # also cut at U+2028, U+0085, form feeds and the like inside a line
     raw = read_text(path).split("\n")
@@ -60,6 +62,7 @@ def lines_dataset(
     if len(items) < 3 and not whole:
         found = "one distinct non-empty line" if len(items) == 1 else f"{len(items)} distinct lines"
         raise DarmError(f"{path} has {found}; need at least 3 (train, valid, test)")
+    own_vocab = vocab is None
     vocab = vocab or Vocabulary.from_text(items, eos=True)
     D = max(len(s) for s in items) + 1
     if len(items) * D > MAX_PADDED:
@@ -85,7 +88,7 @@ def lines_dataset(
     if trimmed:
         caveats.append(f"{trimmed} line{'s' * (trimmed != 1)} trimmed of the spaces around "
                        "them, which --format corpus keeps")  # fmt: skip
-    if not whole:
+    if not whole and own_vocab:
         train = idx["train"]
         caveats.append(unseen_in_training(vocab, x[train][mask[train]], x[mask]))
     data = Dataset(
@@ -117,10 +120,12 @@ def corpus_dataset(
 ) -> Dataset:
     """One continuous text: the first 90% trains, the last 10% is held out, its first half
     for validation and its second half for test. Models see blocks of `block` symbols.
-    whole: all of it in test (a passage scored by a trained model: any length will do)."""
+    whole: all of it in test (a passage scored by a trained model: any length will do).
+    With a `vocab`, no caveat of unseen symbols, as for lines_dataset."""
     if block < 1:
         raise DarmError(f"block length must be >= 1, got {block}")
     text = read_text(path)
+    own_vocab = vocab is None
     vocab = vocab or Vocabulary.from_text([text])
     stream = torch.tensor(vocab.encode(text, str(path)), dtype=torch.long)
     n_train = 0 if whole else int(len(stream) * (1 - holdout))
@@ -142,7 +147,7 @@ def corpus_dataset(
         splits={k: CorpusSplit(v, block) for k, v in parts.items()},
         source={"format": "corpus", "path": str(path), "block": block},
         vocab=vocab,
-        caveat="" if whole else unseen_in_training(vocab, parts["train"], stream),
+        caveat=unseen_in_training(vocab, parts["train"], stream) if own_vocab and not whole else "",
         info={"starts": split_starts(parts)},
         notes=f"{len(stream)} characters, scored whole in blocks of {block}"
         if whole
