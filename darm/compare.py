@@ -533,7 +533,9 @@ def compare_families(
         raise DarmError("give a --budget (time per family) or --steps")
     for name in opts.overrides:
         if name not in opts.models:
-            raise DarmError(f"--set for {name!r}, which is not in --models")
+            raise DarmError(
+                f"--set for {name!r}, which is not among the models run: {', '.join(opts.models)}"
+            )
     names, skipped = check_models(opts.models, data)
     if not names:
         raise DarmError(f"no model in --models can run on {data.name}: {skipped[0].note}")

@@ -74,6 +74,15 @@ def environment() -> str:
     )
 
 
+def config_text(config: dict) -> str:
+    """A family's config for the report, less what the data sets (L, D, classes). A family
+    finished before a --resume comes back from JSON, its tuples as lists: shown alike."""
+    skip = {"vocab_size", "seq_len", "num_classes"}
+    return ", ".join(
+        f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in config.items() if k not in skip
+    )
+
+
 def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Path:
     """Write every file of the report into opts.out (rows: a FamilyResult per family, those
     not run yet included); returns report.md."""
@@ -161,8 +170,9 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
         doc.para(
             f"{shown} sample{'s' * (shown > 1)} of each family as waveforms: one-second "
             "clips from a family that goes on past its D (markov, rnn, wavenet), windows of D "
-            "samples from one that cannot (gpt). The WAV files hold them in a row, each "
-            "followed by 0.1 s of silence. The table's windows/s counts windows of D samples."
+            f"samples from one that cannot (gpt). The WAV files hold all {opts.samples} "
+            "samples in a row, each followed by 0.1 s of silence. The table's windows/s counts "
+            "windows of D samples."
         )
         doc.images([(r.model, r.files["waveforms"]) for r in done])
         doc.audio([(f"{r.model} samples.wav", r.files["samples"]) for r in done])
@@ -200,8 +210,7 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
     doc.heading("Configurations")
     cfg_rows = []
     for r in done:
-        skip = {"vocab_size", "seq_len", "num_classes"}
-        model_cfg = ", ".join(f"{k}={v}" for k, v in r.config.items() if k not in skip)
+        model_cfg = config_text(r.config)
         t = r.train
         train_cfg = (
             f"steps={t['steps']}, batch={t['batch_size']}, lr={t['lr']:g}->{t['min_lr']:g}, "

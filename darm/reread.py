@@ -78,6 +78,11 @@ def read_like(
     return relabel_by_name(data, meta.get("class_names"), model.num_classes)
 
 
+TEXT = ("lines", "corpus")
+KINDS = {"lines": "text, one item a line", "corpus": "text", "array": "integer arrays",
+         "image": "images", "audio": "audio"}  # fmt: skip
+
+
 def check_fits(
     data, model, path, meta: dict | None = None, scoring: bool = True, any_length: bool = False
 ) -> None:
@@ -101,6 +106,11 @@ def check_fits(
     if any_length and model.max_dims is None and data.kind == (meta or {}).get("kind"):
         del ours["D"]
     differ = {k: v for k, v in ours.items() if v[0] != v[1]}
+    trained_kind = (meta or {}).get("kind")
+    if differ and trained_kind in KINDS and (data.kind in TEXT) != (trained_kind in TEXT):
+        # text for a model of pictures, say: the kinds say more than the sizes
+        raise DarmError(f"{data.name} is {KINDS[data.kind]}; {path} was trained on "
+                        f"{KINDS[trained_kind]}")  # fmt: skip
     if differ:
         raise DarmError(
             f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "

@@ -195,7 +195,12 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                         file=sys.stderr,
                     )
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
-            check_memory(model_name, data, overrides, device, rows, cfg.dtype)
+            try:
+                check_memory(model_name, data, overrides, device, rows, cfg.dtype)
+            except DarmError as e:  # the data's summary, not yet shown, may name the cause:
+                if not data.caveat:  # L from one huge value among a few small ones, say
+                    raise
+                raise DarmError(f"{e} ({data.name}: {data.caveat})") from None
             model = create_model(model_name, data, **overrides).to(device)
             if hasattr(model, "short_sight") and (note := model.short_sight()):
                 say(f"note: {model_name} {note}", file=sys.stderr)

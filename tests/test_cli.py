@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -393,7 +394,7 @@ def test_init_fine_tunes_from_the_weights(run, tmp_path, capsys):
         (["--set", "n_layers=2"], "unknown --set field(s) n_layers"),
         (["--model", "gpt"], "holds a markov, not a gpt"),
         (["--resume"], "last.json"),
-        (["--data", "digits"], "was trained with D="),
+        (["--data", "digits"], "digits is images; "),
     ],
 )
 def test_init_bad_input(run, extra, needle, tmp_path, capsys):
@@ -1136,12 +1137,27 @@ def test_a_huge_stack_is_refused_at_once(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, main(argv), 1, "gpt with these settings has 19,686,208,896 parameters")
 
 
+def test_a_refusal_for_memory_names_a_cause_in_the_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("darm.memory.memory_bytes", lambda device: 64 * 2**30)  # any machine
+    x = np.arange(400).reshape(50, 8) % 10
+    x[0, 0] = 2**24 - 1  # one ID among the digits: L = 2^24, a table of L x L
+    np.save(tmp_path / "ids.npy", x)
+    argv = ["train", "--data", str(tmp_path / "ids.npy"), "--model", "markov", "--steps", "1",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    err = one_line_error(capsys, main(argv), 1, "parameters: training needs over")
+    assert err.endswith(
+        "(ids: L = 16777216 from the largest value, but only 11 distinct values "
+        "occur: map them to 0..10 first (np.unique(x, return_inverse=True)))"
+    )
+
+
 def test_eval_on_built_in_data_of_another_kind_names_the_mismatch(run, capsys):
     # a text model and the digits (read at the model's L): D differs; no word of a --levels
     # nobody passed, nor of the L that matches
-    err = one_line_error(
-        capsys, main(["eval", str(run), "--data", "digits"]), 1, "digits has D=64;"
-    )
+    err = one_line_error(capsys, main(["eval", str(run), "--data", "digits"]), 1, "digits is ")
+    assert err.endswith(
+        "digits is images; " + str(run / "best.json") + " was trained on text, one item a line"
+    )  # the kinds, where they differ, say more than L, D
     assert "--levels" not in err and "L=" not in err
 
 
@@ -1150,8 +1166,13 @@ def test_init_from_other_data_names_only_what_differs(tmp_path, capsys):
     args = ["train", "--model", "bigram", "--steps", "1", "--samples", "0", "--quiet"]
     assert main([*args, "--out", str(digits)]) == 0
     argv = [*args, "--init", str(digits), "--data", "names", "--out", str(tmp_path / "ft")]
-    err = one_line_error(capsys, main(argv), 1, "names has L=27; ")
-    assert err.endswith("was trained with L=17") and "D=" not in err  # names read as D=64
+    err = one_line_error(capsys, main(argv), 1, "names is text, one item a line; ")
+    assert err.endswith("was trained on images")
+    np.save(tmp_path / "rows.npy", np.arange(30 * 32).reshape(30, 32) % 17)  # read at L=17
+    argv = [*args, "--init", str(digits), "--data", str(tmp_path / "rows.npy"), "--out",
+            str(tmp_path / "ft")]  # fmt: skip
+    err = one_line_error(capsys, main(argv), 1, "rows has D=32; ")
+    assert err.endswith("was trained with D=64") and "L=" not in err
 
 
 def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, capsys):
@@ -1610,7 +1631,7 @@ def test_bench_times_each_family_and_its_cache(capsys):
     one_line_error(capsys, main(["bench", "-n", "0"]), 1, "-n must be >= 1, got 0")
     one_line_error(capsys, main(["bench", "--models", "nope"]), 1, "unknown model 'nope'")
     code = main(["bench", "--models", "bigram", "--set", "gpt.n_layer=2"])
-    one_line_error(capsys, code, 1, "--set for 'gpt', which is not in --models")
+    one_line_error(capsys, code, 1, "--set for 'gpt', which is not among the models run: bigram")
     # a bad setting of a later family fails before the first is timed
     code = main(["bench", "--models", "bigram,gpt", "--set", "gpt.n_head=3"])
     err = one_line_error(capsys, code, 1, "gpt")
@@ -1843,6 +1864,18 @@ def test_a_run_folder_that_cannot_be_written_points_sample_at_out(tmp_path, caps
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_pipes_gone_or_read_as_arrays_are_named(tmp_path):
+    from darm.data import check_rereadable
+
+    # bash's <(...) is /dev/fd/N in the shell that trained; later it is simply missing
+    with pytest.raises(DarmError, match="came from the pipe /dev/fd/987, which cannot be read"):
+        check_rereadable({"format": "lines", "path": "/dev/fd/987"})
+    check_rereadable({"format": "lines", "path": str(tmp_path / "moved.txt")})  # said later
+    os.mkfifo(tmp_path / "fifo")  # refused before it is opened: no writer is needed
+    with pytest.raises(DarmError, match="fifo is a pipe: NumPy arrays are read from an .npy"):
+        load_data(str(tmp_path / "fifo"), format="array")
+
+
 def test_a_run_trained_from_a_pipe_is_not_read_again(tmp_path, capsys):
     """A pipe is read once: every command that reads a run's data again (eval, --resume,
     --init with other data options) refuses in one line, where opening the pipe again would

@@ -332,7 +332,8 @@ def test_budget_plans_steps_and_audio(tmp_path):
     "extra, needle",
     [
         (["--models", "markov,nope"], "unknown model 'nope'"),
-        (["--models", "markov", "--set", "gpt.n_layer=1"], "not in --models"),
+        (["--models", "markov", "--set", "gpt.n_layer=1"], "not among the models run: markov"),
+        (["--set", "gtp.n_layer=1"], "--set gtp.n_layer: unknown model 'gtp'; valid: "),
         (["--models", "markov", "--set", "n_layer=1"], "MODEL.KEY=VALUE"),
         (["--models", "markov", "--set", "markov.k=two"], "k must be an integer"),
         (["--models", ","], "--models names no model"),
@@ -408,6 +409,14 @@ def test_families_run_on_other_thread_counts_are_noted():
     assert family_notes(rows) == []  # all alike: nothing to say
     rows[1].threads = [1, 2]  # resumed on another count
     assert "gru 1, then 2" in family_notes(rows)[0]
+
+
+def test_configs_read_back_from_json_are_shown_as_built():
+    from darm.compare_report import config_text
+
+    built = {"vocab_size": 17, "dilation_cycle": (1, 2, 4), "dropout": 0.1}
+    again = json.loads(json.dumps(built))  # a family finished before --resume
+    assert config_text(again) == config_text(built) == "dilation_cycle=(1, 2, 4), dropout=0.1"
 
 
 def test_refuses_to_overwrite(digits_report, capsys):

@@ -317,7 +317,7 @@ def test_a_grid_is_scored_whole_and_an_empty_prefix_completes_from_scratch(
     # asking for more test rows than there are (3 of 30) completes those, and says so
     argv = ["complete", str(out), "--count", "10", "-n", "1", "--out", str(tmp_path / "d")]
     assert main(argv) == 0
-    assert "--count 10: the test split holds 3; completing those" in capsys.readouterr().out
+    assert "note: --count 10: the test split holds 3; completing those" in capsys.readouterr().err
     assert len((tmp_path / "d.txt").read_text().splitlines()) == 3
 
 

@@ -191,6 +191,10 @@ def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
         model, dot, field = key.partition(".")
         if not dot or not field:
             raise DarmError(f"--set takes MODEL.KEY=VALUE (e.g. gpt.n_layer=2), got {key!r}")
+        try:  # a typo costs no loading: refused before the data
+            get_entry(model)
+        except DarmError as e:
+            raise DarmError(f"--set {key}: {e}") from None
         model_overrides({field: value}, f"--set {model}.")
         overrides.setdefault(model, {})[field] = value
     return overrides

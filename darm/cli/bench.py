@@ -21,12 +21,14 @@ def cmd_bench(args) -> None:
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
     listed = None if args.models is None else model_names(args.models)  # before the data
+    overrides = family_overrides(args.set)
     data = load_training_data(args, args.data)
     names = listed or default_models(data)
-    overrides = family_overrides(args.set)
     for name in overrides:
         if name not in names:
-            raise DarmError(f"--set for {name!r}, which is not in --models")
+            raise DarmError(
+                f"--set for {name!r}, which is not among the models run: {', '.join(names)}"
+            )
     if args.batch_size > len(data["train"]):
         raise DarmError(
             f"--batch-size {args.batch_size} is more than the {len(data['train'])} training "

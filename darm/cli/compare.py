@@ -53,9 +53,9 @@ def cmd_compare(args) -> None:
     listed = None if args.models is None else model_names(args.models)  # before the data
     if before is None:  # (compare checks again; a taken folder is refused before the data)
         check_new_report(report_folder(args))
+    overrides = family_overrides(args.set)
     data = load_training_data(args, args.data)
     names = listed or default_models(data)
-    overrides = family_overrides(args.set)
     out = report_folder(args)
     opts = CompareOptions(
         models=names,

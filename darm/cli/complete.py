@@ -46,7 +46,10 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
         return None, None, [p for s in args.input for p in read_prefixes(s, model, meta, "--input")]
     test = load_from_source(meta, model.num_dims, folder, conditional=model.num_classes > 0)["test"]
     if args.count is not None and args.count > len(test):
-        print(f"--count {args.count}: the test split holds {len(test)}; completing those")
+        print(
+            f"note: --count {args.count}: the test split holds {len(test)}; completing those",
+            file=sys.stderr,  # stdout holds the completions alone
+        )
     n = 8 if args.count is None else args.count
     return test.x[:n], None if test.y is None else test.y[:n], None
 

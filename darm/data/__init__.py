@@ -211,8 +211,11 @@ def located(source: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
 
 def check_rereadable(source: dict[str, Any]) -> None:
     """Refuse, before opening it, a run's data that came from a pipe: read once when the run
-    trained, it would wait forever for a second writer."""
-    if "path" in source and Path(source["path"]).is_fifo():
+    trained, it would wait forever for a second writer (or, gone, be called missing)."""
+    path = source.get("path")
+    # a pipe, or one gone with the shell that made it (bash's <(...) is /dev/fd/N)
+    gone = path is not None and path.startswith(("/dev/fd/", "/proc/")) and not Path(path).exists()
+    if path is not None and (Path(path).is_fifo() or gone):
         raise DarmError(
             f"the run's data came from the pipe {source['path']}, which cannot be read twice: "
             f"copy the data to a file and train from that, or score a copy with eval --data"

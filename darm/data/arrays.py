@@ -55,6 +55,8 @@ def _check_array(a: np.ndarray, what: str, levels: int | None, read: str = "file
 def _load(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DarmError(f"data file {path} does not exist")
+    if path.is_fifo():  # text streams through a pipe; np.load seeks back in its file
+        raise DarmError(f"{path} is a pipe: NumPy arrays are read from an .npy or .npz file")
     if path.suffix.lower() not in (".npy", ".npz"):  # numpy's own words would be about pickles
         raise DarmError(f"integer arrays come in .npy or .npz files, not {path.name}")
     try:
