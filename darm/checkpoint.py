@@ -169,6 +169,15 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
+def weights_intact(path: Path, record: dict[str, Any]) -> bool:
+    """Whether the weights of the checkpoint `path` (its .json) are there as saved, by the
+    hash its record holds (or as the staged twin a cut-short save left): what loading checks,
+    without parsing them."""
+    weights = path.with_name(path.name.removesuffix(".json") + ".safetensors")
+    expected = record.get("sha256", {}).get("weights")
+    return any(p.is_file() and _sha256(p) == expected for p in (weights, _staged(weights)))
+
+
 def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, torch.Tensor]:
     """The tensors of `path`, or of its staged twin when a save was cut short after its
     commit point; whichever has the hash the JSON records."""

@@ -93,6 +93,24 @@ def test_a_broken_run_is_named_and_the_rest_listed(runs, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("no runs (folders with a last.json) under")
 
 
+def test_a_run_with_damaged_weights_is_listed_with_a_warning(runs, tmp_path, capsys):
+    import shutil
+
+    root, _ = runs
+    shutil.copytree(root / "a", tmp_path / "a")
+    assert main(["runs", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""  # intact: nothing to say
+    weights = tmp_path / "a" / "last.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short, by hand or a full disk
+    assert main(["runs", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1].startswith(str(tmp_path / "a"))  # still listed
+    assert captured.err.strip() == (
+        f"warning: {tmp_path / 'a' / 'last.json'}: its weights do not match the hash it "
+        "records (truncated or altered): eval, sample and --resume refuse it"
+    )
+
+
 def test_a_run_from_an_older_darm_keeps_what_it_did_not_record(runs, tmp_path, capsys):
     """Resumed, a checkpoint without init or commands (written before darm recorded them)
     does not gain a false record: its start is shown as not recorded, and --init is not
