@@ -178,6 +178,24 @@ def weights_intact(path: Path, record: dict[str, Any]) -> bool:
     return any(p.is_file() and _sha256(p) == expected for p in (weights, _staged(weights)))
 
 
+def _weights_of(path: Path, record: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """(record, tensors): the weights `record` names. A save that commits while they are
+    read (a run training beside `darm sample`, say) replaces them: then the record is read
+    again and its new weights taken, where the old would be called corrupt. Only a record
+    that stays the same while its weights do not match is refused."""
+    weights = path.with_name(path.name.removesuffix(".json") + ".safetensors")
+    for _ in range(5):
+        try:
+            return record, _load_tensors(weights, record["sha256"].get("weights"), "weights")
+        except DarmError:
+            _, again = read_record(path)
+            same = again["sha256"].get("weights") == record["sha256"].get("weights")
+            if same or again["config"] != record["config"]:  # not a later save of this run
+                raise
+            record = again
+    return record, _load_tensors(weights, record["sha256"].get("weights"), "weights")
+
+
 def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, torch.Tensor]:
     """The tensors of `path`, or of its staged twin when a save was cut short after its
     commit point; whichever has the hash the JSON records."""
@@ -189,7 +207,10 @@ def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, 
     for candidate in candidates:
         # parse the very bytes that were hashed; and no mmap (safetensors' load_file), whose
         # tensors die with SIGBUS if someone rewrites the file in place while we train
-        blob = candidate.read_bytes()
+        try:
+            blob = candidate.read_bytes()
+        except FileNotFoundError:  # a staged file renamed into place since is_file()
+            continue
         if hashlib.sha256(blob).hexdigest() == expected_sha:
             try:
                 return load_tensors(blob)
@@ -234,7 +255,8 @@ def read_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"{path} is not a darm checkpoint (missing {', '.join(sorted(REQUIRED - set(record)))})"
             if isinstance(record, dict) else f"{path} is not a darm checkpoint (not an object)"
         )  # fmt: skip
-    if record.get("format") not in (1, FORMAT_VERSION):
+    # not a bool: True == 1 in Python, and `true` would pass for format 1 (no record hash)
+    if isinstance(record.get("format"), bool) or record.get("format") not in (1, FORMAT_VERSION):
         raise DarmError(
             f"{path} has checkpoint format {record.get('format')!r}, expected 1 or {FORMAT_VERSION}"
         )
@@ -283,10 +305,7 @@ def load_checkpoint(
             f"{', '.join(FREE_FIELDS)} may change (and seq_len, for a model without a "
             f"fixed context)"
         )
-    tag = path.name.removesuffix(".json")
-    state = _load_tensors(
-        path.with_name(f"{tag}.safetensors"), record["sha256"].get("weights"), "weights"
-    )
+    record, state = _weights_of(path, record)
     load_weights(model, state, path)
     if overrides:  # the record describes the model returned, as parsed (dropout "0.1": 0.1)
         config = {k: getattr(model.config, k) for k in overrides}

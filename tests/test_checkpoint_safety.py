@@ -142,6 +142,14 @@ def test_an_edited_record_is_refused_in_one_line(bad, capsys, edit, needle, form
         one_line_error(capsys, main(command), needle=needle)
 
 
+def test_a_format_of_true_is_not_format_1(bad, capsys):
+    record = json.loads((bad / "best.json").read_text())
+    record["format"] = True  # == 1 in Python: it would skip the record's hash
+    record["sha256"].pop("record")
+    (bad / "best.json").write_text(json.dumps(record))
+    one_line_error(capsys, main(["eval", str(bad)]), needle="has checkpoint format True")
+
+
 def test_wrong_architecture(bad, capsys):
     record = json.loads((bad / "best.json").read_text())
     record["model"] = "gru"

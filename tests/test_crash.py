@@ -49,6 +49,30 @@ def save_cut_short(monkeypatch, renames: int, *save_args) -> None:
     monkeypatch.undo()
 
 
+def test_a_save_that_commits_while_a_reader_loads_is_not_called_corruption(tmp_path, monkeypatch):
+    """`darm sample RUN` beside a run that is training: the reader took the JSON of step 1,
+    then a save of step 2 committed before it read the weights. It loads step 2, where it
+    once said the weights were "truncated or altered"."""
+    old, new = tiny_model("markov"), tiny_model("markov")
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path, "last", old, "markov", {"step": 1, "data": {}})
+    real_read, saved = darm.checkpoint.read_record, []
+
+    def read_then_save(path):  # the reader's first look, then the trainer's next save
+        result = real_read(path)
+        if not saved:
+            saved.append(save_checkpoint(tmp_path, "last", new, "markov", {"step": 2, "data": {}}))
+        return result
+
+    monkeypatch.setattr(darm.checkpoint, "read_record", read_then_save)
+    loaded, record, _ = load_checkpoint(tmp_path / "last.json")
+    assert saved and record["step"] == 2
+    for k, v in new.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
 @pytest.mark.parametrize("survive", range(5))
 def test_save_cut_short_at_any_rename_leaves_old_or_new(tmp_path, monkeypatch, survive):
     """A save does five renames (staged weights, staged optimiser, JSON, two final

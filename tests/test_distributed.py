@@ -278,3 +278,21 @@ def test_torchrun_budget_plans_one_step_count_for_both_ranks(tmp_path):
     assert done.stdout.count("--budget 4s: planned ") == 1  # rank 0 alone
     assert f"planned {planned} steps" in done.stdout or f"again as {planned}," in done.stdout
     assert 0 < record["step"] <= planned
+
+
+def test_a_rank_lost_is_said_in_one_line(monkeypatch):
+    """A rank killed (out of memory, say) breaks the others' next all-reduce with gloo's
+    RuntimeError: said as the group's failure, in a line, not as a traceback of darm's."""
+    from darm.cli import rank_lost
+
+    gloo = RuntimeError(
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+        "[127.0.0.1]:28554: Connection reset by peer. This is typically caused by a remote "
+        "worker hanging or bugs in the application."
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert rank_lost(gloo) == "Read error [127.0.0.1]:28554: Connection reset by peer"
+    assert rank_lost(torch.distributed.DistNetworkError("timed out")) == "timed out"
+    assert rank_lost(RuntimeError("shape mismatch")) is None  # darm's own bugs still show
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert rank_lost(gloo) is None  # one process: no group to blame

@@ -4,10 +4,12 @@ data, runs. One module per command; the parser and its help in parser.py."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 
 import torch
+import torch.distributed as dist
 
 from darm.cli.parser import build_parser
 from darm.errors import DarmError, first_line, ranked, several_ranks
@@ -71,6 +73,20 @@ def out_of_memory(command: str, e: BaseException) -> int:
     return 1
 
 
+def rank_lost(e: RuntimeError) -> str | None:
+    """What stopped a rank's partner, where the failure is the process group's (a rank
+    killed for memory, a node lost: the others' next all-reduce breaks, in gloo's words, a
+    plain RuntimeError, or NCCL's); None for any other failure."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):  # no group (and it is left by now)
+        return None
+    text = first_line(e)
+    if not (isinstance(e, dist.DistError) or "gloo" in text or "Connection reset" in text):
+        return None
+    # "[.../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:28554: Connection reset
+    # by peer. This is typically caused by ...": the failure, not where or the advice
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -124,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     except (MemoryError, torch.OutOfMemoryError) as e:
         return out_of_memory(args.command, e)
     except RuntimeError as e:  # the CPU allocator's failure is a plain RuntimeError
+        if cause := rank_lost(e):
+            say_error(
+                f"darm {args.command}: error: another rank stopped ({cause}); the run's last "
+                f"checkpoint is whole: --resume continues from it"
+            )
+            return 1
         if "DefaultCPUAllocator" not in str(e):
             raise
         return out_of_memory(args.command, e)
