@@ -12,17 +12,17 @@ from darm.files import check_writable
 
 def check_file_target(path: Path, flag: str, force: bool = False) -> None:
     """A file to be written later: refused now, before the work, if it cannot be."""
-    if path.is_dir():
-        raise DarmError(f"{flag} {path} is a folder; give a file name")
     check_new(path, flag, force)
     check_writable(path.parent)
 
 
 def check_new(path: Path, flag: str, force: bool) -> None:
     """A file an option names is never replaced by accident (a picture of one's own, the
-    run's data): refused if it exists, unless --force."""
+    run's data): refused if it exists, unless --force; a folder of that name always."""
+    lead = f"{flag}: " if flag else ""
+    if path.is_dir():  # --force cannot replace a folder with a file
+        raise DarmError(f"{lead}{path} is a folder; give a file name")
     if path.exists() and not force:
-        lead = f"{flag}: " if flag else ""
         raise DarmError(f"{lead}{path} already exists; pass --force to replace it")
 
 

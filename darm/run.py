@@ -418,6 +418,11 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
             bundled_name(source) or source.get("name") or source.get("path") or "(arrays in memory)"
         )
         refuse("--data", args.data, f"data {theirs}")
+    # the best checkpoint is the lowest validation NLL so far: on other examples, the
+    # NLLs of before and after would not compare
+    given, theirs = getattr(args, "valid_examples", None), record.get("train", {})
+    if given is not None and given != theirs.get("valid_examples", 0):
+        refuse("--valid-examples", given, f"{theirs.get('valid_examples', 0)}, which chose best.*")
     for flag, attr, key in SOURCE_OPTIONS:
         value = getattr(args, attr)
         if value is not None and key == "levels" and "levels" not in source:

@@ -193,6 +193,12 @@ def test_an_existing_file_is_replaced_only_with_force(run, tmp_path, capsys, arg
     assert mine.read_bytes() != b"keep me"
 
 
+def test_force_cannot_put_a_file_where_a_folder_is(run, tmp_path, capsys):
+    (tmp_path / "q.txt").mkdir()  # --out q writes q.txt: a folder, which --force cannot replace
+    code = main(["sample", str(run), "-n", "2", "--out", str(tmp_path / "q"), "--force"])
+    one_line_error(capsys, code, 1, f"--out: {tmp_path / 'q.txt'} is a folder; give a file name")
+
+
 def test_per_example_rows_keep_the_splits_of_a_file_that_has_its_own(tmp_path, capsys):
     """Another .npz with x_train / x_valid / x_test is scored split by split, and its rows
     say which; a file without splits is one split, `all`."""
@@ -301,6 +307,7 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(names_file, tmp_path, capsys
         (["--data", "names"], "--data names differs from its data"),
         (["--levels", "5"], "--levels 5 differs from its data, which takes no --levels"),
         (["--block", "16"], "--block 16 differs from its data, which takes no --block"),
+        (["--valid-examples", "3"], "--valid-examples 3 differs from its 0, which chose best.*"),
     ],
 )
 def test_resume_refuses_a_changed_model_or_data(run, extra, needle, capsys):
