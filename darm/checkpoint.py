@@ -169,20 +169,37 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def weights_intact(path: Path, record: dict[str, Any]) -> bool:
-    """Whether the weights of the checkpoint `path` (its .json) are there as saved, by the
-    hash its record holds (or as the staged twin a cut-short save left): what loading checks,
-    without parsing them."""
+def weights_cut_short(path: Path) -> str | None:
+    """What is wrong with the weights file of the checkpoint `path` (its .json) where it is
+    missing, or shorter than its own header says (a copy or a full disk cut it); None if
+    whole. Reads the header alone, not the hash of every weight, which loading checks: a
+    listing of many large runs stays quick, and a file replaced by a save meanwhile (a run
+    training beside) is whole either way."""
     weights = path.with_name(path.name.removesuffix(".json") + ".safetensors")
-    expected = record.get("sha256", {}).get("weights")
-    return any(p.is_file() and _sha256(p) == expected for p in (weights, _staged(weights)))
+    try:
+        with open(weights, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = int.from_bytes(f.read(8), "little")  # safetensors: u64 header length, JSON
+            if size < 8 + n:
+                return f"{weights.name} is cut short ({size:,} bytes, inside its header)"
+            header = json.loads(f.read(n))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except FileNotFoundError:
+        return f"{weights.name} is missing"
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, IndexError):
+        return f"{weights.name} is not readable as safetensors"
+    expected = 8 + n + max(ends, default=0)
+    return (
+        f"{weights.name} is cut short ({size:,} of {expected:,} bytes)" if size < expected else None
+    )
 
 
 def _weights_of(path: Path, record: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """(record, tensors): the weights `record` names. A save that commits while they are
     read (a run training beside `darm sample`, say) replaces them: then the record is read
-    again and its new weights taken, where the old would be called corrupt. Only a record
-    that stays the same while its weights do not match is refused."""
+    again and its new weights taken, where the old would be called corrupt. Refused: a
+    record that stays the same while its weights do not match, one whose config changed
+    (not a later save of the same network), and weights still moving after 5 tries."""
     weights = path.with_name(path.name.removesuffix(".json") + ".safetensors")
     for _ in range(5):
         try:

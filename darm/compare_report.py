@@ -18,6 +18,7 @@ from darm.data import Dataset
 from darm.deps import default_examples, default_pixel, plot_dependency_maps
 from darm.files import atomic_write_text
 from darm.metrics import units
+from darm.outputs import AUDIO_CLIPS
 from darm.plots import plot_loss_curves
 from darm.report import Doc, fmt
 
@@ -170,9 +171,9 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
         doc.para(
             f"{shown} sample{'s' * (shown > 1)} of each family as waveforms: one-second "
             "clips from a family that goes on past its D (markov, rnn, wavenet), windows of D "
-            f"samples from one that cannot (gpt). The WAV files hold all {opts.samples} "
-            "samples in a row, each followed by 0.1 s of silence. The table's windows/s counts "
-            "windows of D samples."
+            f"samples from one that cannot (gpt). The WAV files hold every sample drawn in a "
+            f"row (up to {AUDIO_CLIPS} clips; gpt's all {opts.samples} windows), each followed "
+            "by 0.1 s of silence. The table's windows/s counts windows of D samples."
         )
         doc.images([(r.model, r.files["waveforms"]) for r in done])
         doc.audio([(f"{r.model} samples.wav", r.files["samples"]) for r in done])

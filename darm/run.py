@@ -197,10 +197,10 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             rows = math.ceil(cfg.batch_size / (ctx.world_size * cfg.grad_accum))  # a micro-batch
             try:
                 check_memory(model_name, data, overrides, device, rows, cfg.dtype)
-            except DarmError as e:  # the data's summary, not yet shown, may name the cause:
-                if not data.caveat:  # L from one huge value among a few small ones, say
+            except DarmError as e:  # L from one huge value among a few small ones: the
+                if not data.info.get("sparse_levels"):  # summary, not yet shown, says so
                     raise
-                raise DarmError(f"{e} ({data.name}: {data.caveat})") from None
+                raise DarmError(f"{e} ({data.name}: {data.info['sparse_levels']})") from None
             model = create_model(model_name, data, **overrides).to(device)
             if hasattr(model, "short_sight") and (note := model.short_sight()):
                 say(f"note: {model_name} {note}", file=sys.stderr)

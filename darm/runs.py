@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from darm.checkpoint import model_of_record, read_record, weights_intact
+from darm.checkpoint import model_of_record, read_record, weights_cut_short
 from darm.errors import DarmError, first_line
 from darm.metrics import units
 from darm.outputs import finished
@@ -109,12 +109,8 @@ def summarise(run_dir: Path) -> RunSummary:
         source=data_identity(data.get("source")),
     )
     check_types(summary)
-    if not weights_intact(path, record):  # listed (its record is whole), but not loadable
-        print(
-            f"warning: {path}: its weights do not match the hash it records (truncated or "
-            f"altered): eval, sample and --resume refuse it",
-            file=sys.stderr,
-        )
+    if damage := weights_cut_short(path):  # listed (its record is whole), but not loadable
+        print(f"warning: {path}: {damage}: --resume refuses it", file=sys.stderr)
     return summary
 
 

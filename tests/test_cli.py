@@ -1883,6 +1883,7 @@ def test_pipes_gone_or_read_as_arrays_are_named(tmp_path):
         load_data(str(tmp_path / "fifo"), format="array")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_run_trained_from_a_pipe_is_not_read_again(tmp_path, capsys):
     """A pipe is read once: every command that reads a run's data again (eval, --resume,
     --init with other data options) refuses in one line, where opening the pipe again would

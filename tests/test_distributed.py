@@ -292,7 +292,8 @@ def test_a_rank_lost_is_said_in_one_line(monkeypatch):
     )
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert rank_lost(gloo) == "Read error [127.0.0.1]:28554: Connection reset by peer"
-    assert rank_lost(torch.distributed.DistNetworkError("timed out")) == "timed out"
+    assert rank_lost(torch.distributed.DistBackendError("NCCL watchdog")) == "NCCL watchdog"
+    assert rank_lost(torch.distributed.DistNetworkError("port in use")) is None  # joining
     assert rank_lost(RuntimeError("shape mismatch")) is None  # darm's own bugs still show
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert rank_lost(gloo) is None  # one process: no group to blame

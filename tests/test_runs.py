@@ -106,9 +106,17 @@ def test_a_run_with_damaged_weights_is_listed_with_a_warning(runs, tmp_path, cap
     captured = capsys.readouterr()
     assert captured.out.splitlines()[1].startswith(str(tmp_path / "a"))  # still listed
     assert captured.err.strip() == (
-        f"warning: {tmp_path / 'a' / 'last.json'}: its weights do not match the hash it "
-        "records (truncated or altered): eval, sample and --resume refuse it"
+        f"warning: {tmp_path / 'a' / 'last.json'}: last.safetensors is cut short (100 bytes, "
+        "inside its header): --resume refuses it"
     )
+    whole = (tmp_path / "a" / "best.safetensors").read_bytes()
+    weights.write_bytes(whole[:-4])  # the header whole, the last weight not
+    assert main(["runs", str(tmp_path)]) == 0
+    end = f"is cut short ({len(whole) - 4:,} of {len(whole):,} bytes): --resume refuses it"
+    assert capsys.readouterr().err.strip().endswith(end)
+    weights.unlink()
+    assert main(["runs", str(tmp_path)]) == 0
+    assert "last.safetensors is missing: --resume refuses it" in capsys.readouterr().err
 
 
 def test_a_run_from_an_older_darm_keeps_what_it_did_not_record(runs, tmp_path, capsys):

@@ -75,12 +75,13 @@ def out_of_memory(command: str, e: BaseException) -> int:
 
 def rank_lost(e: RuntimeError) -> str | None:
     """What stopped a rank's partner, where the failure is the process group's (a rank
-    killed for memory, a node lost: the others' next all-reduce breaks, in gloo's words, a
-    plain RuntimeError, or NCCL's); None for any other failure."""
-    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):  # no group (and it is left by now)
+    killed for memory, a node lost: the others' next collective breaks, in gloo's words, a
+    plain RuntimeError, or as a DistBackendError); None for any other failure, those of
+    joining the group (a port in use, a rendezvous timeout) included."""
+    if not several_ranks():  # (the group itself is left by now)
         return None
     text = first_line(e)
-    if not (isinstance(e, dist.DistError) or "gloo" in text or "Connection reset" in text):
+    if not (isinstance(e, dist.DistBackendError) or "gloo" in text or "Connection reset" in text):
         return None
     # "[.../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:28554: Connection reset
     # by peer. This is typically caused by ...": the failure, not where or the advice
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # the CPU allocator's failure is a plain RuntimeError
         if cause := rank_lost(e):
             say_error(
-                f"darm {args.command}: error: another rank stopped ({cause}); the run's last "
-                f"checkpoint is whole: --resume continues from it"
+                f"darm {args.command}: error: another rank stopped ({cause}); --resume "
+                f"continues from the last checkpoint, if one was saved"
             )
             return 1
         if "DefaultCPUAllocator" not in str(e):

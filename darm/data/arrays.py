@@ -71,6 +71,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         if isinstance(a, np.ndarray):
             continue
         if path.suffix.lower() == ".npy":  # np.load reads an archive by its content
+            a.close()
             raise DarmError(f"{path} is an .npz archive under an .npy name: rename it .npz")
         # a member that is not an .npy file loads as raw bytes
         raise DarmError(f"{path}: the archive's member {key!r} is not an .npy array")
@@ -202,6 +203,7 @@ def keyed_dataset(
     data = make_dataset(name, xs, ys, L, event.pop(), source, notes, where=where)
     if levels is None and L > 256:  # (a byte's levels are never worth the count)
         data.caveat = sparse_levels_note(L, [xs[s] for s in checked])
+        data.info["sparse_levels"] = data.caveat  # the cause of a model too large, if one is
     return data
 
 
