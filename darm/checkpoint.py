@@ -169,13 +169,19 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
+def beside(path: Path, suffix: str) -> Path:
+    """The file of checkpoint `path` (its .json) with this suffix: .safetensors, the weights;
+    .optim.safetensors, the optimiser state."""
+    return path.with_name(path.name.removesuffix(".json") + suffix)
+
+
 def weights_cut_short(path: Path) -> str | None:
     """What is wrong with the weights file of the checkpoint `path` (its .json) where it is
     missing, or shorter than its own header says (a copy or a full disk cut it); None if
     whole. Reads the header alone, not the hash of every weight, which loading checks: a
     listing of many large runs stays quick, and a file replaced by a save meanwhile (a run
     training beside) is whole either way."""
-    weights = path.with_name(path.name.removesuffix(".json") + ".safetensors")
+    weights = beside(path, ".safetensors")
     try:
         with open(weights, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -199,18 +205,19 @@ def _weights_of(path: Path, record: dict[str, Any]) -> tuple[dict[str, Any], dic
     read (a run training beside `darm sample`, say) replaces them: then the record is read
     again and its new weights taken, where the old would be called corrupt. Refused: a
     record that stays the same while its weights do not match, one whose config changed
-    (not a later save of the same network), and weights still moving after 5 tries."""
-    weights = path.with_name(path.name.removesuffix(".json") + ".safetensors")
-    for _ in range(5):
+    (not a later save of the same network), and weights still moving after 5 retries."""
+    retries = 5
+    while True:
         try:
-            return record, _load_tensors(weights, record["sha256"].get("weights"), "weights")
+            return record, _load_tensors(
+                beside(path, ".safetensors"), record["sha256"].get("weights"), "weights"
+            )
         except DarmError:
             _, again = read_record(path)
             same = again["sha256"].get("weights") == record["sha256"].get("weights")
-            if same or again["config"] != record["config"]:  # not a later save of this run
-                raise
-            record = again
-    return record, _load_tensors(weights, record["sha256"].get("weights"), "weights")
+            if not retries or same or again["config"] != record["config"]:  # (not a later
+                raise  # save of this run's network)
+            record, retries = again, retries - 1
 
 
 def _load_tensors(path: Path, expected_sha: str | None, what: str) -> dict[str, torch.Tensor]:
@@ -410,9 +417,8 @@ def load_training_state(
 ) -> dict[str, torch.Tensor]:
     """Restore the optimiser and the RNG of a checkpoint saved during training; returns the
     training weights saved beside them when the weights file holds an average (else {})."""
-    tag = path.name.removesuffix(".json")
     tensors = _load_tensors(
-        path.with_name(f"{tag}.optim.safetensors"), record["sha256"].get("optim"), "optimiser"
+        beside(path, ".optim.safetensors"), record["sha256"].get("optim"), "optimiser"
     )
     if "optimizer" not in record:
         raise DarmError(f"{path} holds no optimiser state; it cannot be resumed")
