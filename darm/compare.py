@@ -488,6 +488,8 @@ REPORT_FILES = ("results.json", "report.md", "report.html", "loss.png", "deps.pn
 def check_new_report(out: Path) -> None:
     """A new comparison does not write over another's report, nor over files of the same
     names that are not one (a report.md of the user's own in the folder named)."""
+    if out.exists() and not out.is_dir():
+        raise DarmError(f"{out} is a file; a comparison writes a folder: choose another --out")
     if (out / "last.json").exists():  # a run's results.json is not a comparison's
         raise DarmError(
             f"{out} is the folder of a training run (its last.json); a comparison writes a "

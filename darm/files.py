@@ -31,7 +31,10 @@ def atomic_write(path: Path, write) -> None:
         # the finished file gets the usual permissions
         os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+            try:
+                os.fsync(f.fileno())
+            except OSError as e:  # EIO, a full disk on NFS: named by the file asked for
+                raise OSError(e.errno, e.strerror, str(path)) from None
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -71,9 +71,11 @@ def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
         )
 
 
-def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: str) -> None:
+def check_prompt_fits(
+    model, meta: dict, kept: int, length: int | None, flag: str, which: str = ""
+) -> None:
     """A prompt longer than the samples would be: refused naming the way on (--length) where
-    the model has one, else the model's limit."""
+    the model has one, else the model's limit. which: the prompt among several (" 3 of 5")."""
     D = length or default_length(model, meta, kept)
     symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
     if length is not None and length == kept:
@@ -83,8 +85,8 @@ def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: st
     if length is None and kept == D:  # the prompt alone, echoed, would pass for a sample
         longer = f" or --length over {kept}" if model.max_dims is None else ""
         raise DarmError(
-            f"{flag} has {kept} {symbols}, all a sample has (D={D}): nothing is left to draw; "
-            f"give a shorter {flag}{longer}"
+            f"{flag}{which} has {kept} {symbols}, all a sample has (D={D}): nothing is left to "
+            f"draw; give a shorter {flag}{longer}"
         )
     if kept <= D:
         return
@@ -92,10 +94,10 @@ def check_prompt_fits(model, meta: dict, kept: int, length: int | None, flag: st
         raise DarmError(f"--length {length} is shorter than the {kept} {symbols} of {flag}")
     if model.max_dims is None:  # a window, a recurrent state, conv queues: it goes on
         raise DarmError(
-            f"{flag} has {kept} {symbols}, more than the {D} a sample has by default: give "
+            f"{flag}{which} has {kept} {symbols}, more than the {D} a sample has by default: give "
             f"--length (over {kept}; this {model.family} goes on past D={D})"
         )
-    raise DarmError(f"{flag} has {kept} {symbols}; this {model.family} sees at most {D}")
+    raise DarmError(f"{flag}{which} has {kept} {symbols}; this {model.family} sees at most {D}")
 
 
 def default_length(model, meta: dict, kept: int) -> int:

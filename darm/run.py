@@ -98,7 +98,13 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     init = None  # a new run's record of where its weights came from (--init)
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     if args.resume:
-        if not (run_dir / "last.json").exists():  # nothing to resume: say which way on
+        source = run_dir / "last.json"
+        if not source.exists() and (run_dir / "best.json").exists():
+            # stopped between its first best and last saves (they hold the same step): best
+            # is where the run stands
+            source = run_dir / "best.json"
+            say(f"note: {run_dir} has no last.json; resuming from best.json")
+        if not source.exists():  # nothing to resume: say which way on
             if has_run_log(run_dir):
                 raise DarmError(
                     f"{run_dir} has no last checkpoint to resume: the run stopped before its "
@@ -110,7 +116,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
                     f"nothing to resume in {run_dir} (no last.json); without --resume, --init "
                     f"{args.init} starts a new run there from its weights"
                 )
-        path, record = read_record(run_dir / "last.json")
+        path, record = read_record(source)
         if args.samples is None:  # as the run was started (or last resumed) with
             samples = recorded_samples(record)
         check_resume_matches(args, record, path.parent)

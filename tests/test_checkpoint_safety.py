@@ -3,6 +3,7 @@ refused with one line on stderr, never a traceback, and nothing is ever unpickle
 
 import hashlib
 import json
+import os
 import pickle
 import random
 import shutil
@@ -198,6 +199,27 @@ def test_a_full_disk_under_safetensors_is_the_systems_error(tmp_path):
         atomic_write(path, full)
     assert e.value.errno == 28 and e.value.filename == str(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_fsync_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """An I/O error when the data reaches the disk (fsync) names the file being written, so
+    the command's one line says which; the old file stays and the temporary goes."""
+    import errno
+
+    import darm.files
+    from darm.files import atomic_write_text
+
+    path = tmp_path / "log.csv"
+    path.write_text("old")
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(darm.files.os, "fsync", failing_fsync)
+    with pytest.raises(OSError) as e:
+        atomic_write_text(path, "new")
+    assert e.value.errno == errno.EIO and e.value.filename == str(path)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["log.csv"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA loads it there")

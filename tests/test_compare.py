@@ -364,8 +364,10 @@ def test_a_budget_is_a_positive_finite_time(command, budget, capsys):
 def test_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     code = main(["compare", "--models", "bigram", "--steps", "1", "--out", str(tmp_path / "f")])
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and "cannot create the report folder" in err
+    out, err = capsys.readouterr()
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "f is a file; a comparison writes a folder" in err
+    assert out == ""  # refused before the data is loaded (its summary printed)
 
 
 def test_reproduce_command_parses_back_to_the_same_options(tmp_path):

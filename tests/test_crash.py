@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import darm.checkpoint
 import darm.step
+import darm.train
 from darm.checkpoint import load_checkpoint, load_training_state, read_record, save_checkpoint
 from darm.cli import main
 from darm.data import load_data
@@ -199,3 +200,28 @@ def test_nonfinite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, monkey
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C handling restored on errors
     _, record, _ = load_checkpoint(tmp_path / "run" / "last.json")
     assert record["step"] == 4
+
+
+def test_a_kill_between_the_first_best_and_last_saves_resumes_from_best(tmp_path, monkeypatch):
+    """Killed after its first best save, before its first last: --resume goes on from best
+    (the same step) and ends at the weights of an uninterrupted run."""
+    data = write_names(tmp_path)
+    args = [*_train_args(data, tmp_path / "cut"), "--steps", "6", "--samples", "0"]
+    real_save = darm.train.save_checkpoint
+
+    def killed_at_first_last(run_dir, tag, *rest):
+        if tag == "last":
+            raise Killed
+        real_save(run_dir, tag, *rest)
+
+    monkeypatch.setattr(darm.train, "save_checkpoint", killed_at_first_last)
+    with pytest.raises(Killed):
+        main(args)
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    assert (cut / "best.json").exists() and not (cut / "last.json").exists()
+    assert main([*args, "--resume"]) == 0
+    assert main([*_train_args(data, tmp_path / "full"), "--steps", "6", "--samples", "0"]) == 0
+    a = load_file(tmp_path / "full" / "last.safetensors")
+    b = load_file(cut / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
