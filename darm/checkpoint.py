@@ -317,6 +317,10 @@ def load_checkpoint(
         raise DarmError(f"device {device} asked for, but no CUDA device is available")
     path, record = read_record(path)
     overrides = overrides or {}
+    if not isinstance(overrides, dict):
+        raise TypeError(
+            f"overrides must be a dict of config fields, got {type(overrides).__name__}"
+        )
     free = {k: v for k, v in overrides.items() if k in FREE_FIELDS}
     model = model_of_record(record, path, free)
     if "seq_len" in overrides and model.max_dims is None:  # a window, a state, conv queues:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,8 @@ def log_prob(
     nll_per_dim.)"""
     x = as_symbols(x, "x (one-hot inputs go to model(x))")
     cond = as_symbols(cond, "label")
+    if mask is not None and not isinstance(mask, torch.Tensor):  # numpy, lists: as x is read
+        mask = torch.as_tensor(mask, device=x.device)
     check_shape(model, x, mask)
     cond = labels_for(cond, x.shape[0])
     check_inputs(model, x, cond)
@@ -108,6 +111,8 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     """-log p(x | y) in nats of every example of `split` (a darm.data Split), in its order:
     (N,) float64 on the CPU. progress: a bar of examples scored, on a terminal only (10,000
     MNIST images take minutes on a CPU), cleared when done."""
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if not hasattr(split, "iter_batches"):

@@ -99,7 +99,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     if args.resume:
         source = run_dir / "last.json"
-        if not source.exists() and (run_dir / "best.json").exists():
+        if not source.exists() and loads(run_dir / "best.json"):
             # stopped between its first best and last saves (they hold the same step): best
             # is where the run stands
             source = run_dir / "best.json"
@@ -393,6 +393,16 @@ def check_init_keeps(model, settings: dict) -> None:
             f"--init keeps the network it loads: --set {k}={settings[k]} would change it "
             f"(it has {k}={getattr(config, k)}); only {', '.join(FREE_FIELDS)} may change"
         )
+
+
+def loads(checkpoint: Path) -> bool:
+    """Whether a checkpoint exists and loads whole (a save cut short may have left its
+    record without its weights)."""
+    try:
+        load_checkpoint(checkpoint)
+    except (DarmError, OSError):
+        return False
+    return True
 
 
 def check_resume_matches(args, record: dict, run_dir: Path) -> None:

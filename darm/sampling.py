@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 
 import torch
@@ -126,6 +127,10 @@ def sample(
     check_count(n, "n")
     if num_dims is not None:
         check_count(num_dims, "num_dims")
+    if stop_token is not None and (
+        not isinstance(stop_token, numbers.Integral) or isinstance(stop_token, bool)
+    ):  # 1.5 would never match, and True would stop at symbol 1
+        raise TypeError(f"stop_token must be a symbol (an int), got {stop_token!r}")
     if stop_token is not None and not 0 <= stop_token < model.vocab_size:
         raise ValueError(f"stop_token {stop_token} is outside 0..{model.vocab_size - 1}")
     if generator is not None and not isinstance(generator, torch.Generator):

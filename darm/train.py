@@ -28,6 +28,7 @@ from darm.checkpoint import (
     atomic_write_text,
     load_training_state,
     load_weights,
+    read_record,
     save_checkpoint,
 )
 from darm.data import Dataset, as_built_in
@@ -176,6 +177,17 @@ def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
     }
 
 
+def same_examples(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Whether two data records (data_meta) hold the same examples in the same splits: by
+    their digests, or, for a built-in as load_data gives it (no digest), by its name, seed
+    and levels. A record from before darm kept digests is taken as the same."""
+    if "digest" not in theirs:
+        return True
+    if mine["digest"] or theirs["digest"]:
+        return mine["digest"] == theirs["digest"]
+    return mine["source"] == theirs["source"]
+
+
 def start_log(log_path: Path, start: int) -> None:
     """A new log.csv, or on resume the old one without rows past `start` (a run killed
     after logging a step but before checkpointing it will log that step again)."""
@@ -231,13 +243,32 @@ def resumed_state(path: Path, record: dict, optimizer, model: ARModel, cfg) -> t
     return RunState(step, best, record.get("elapsed_s", 0.0), average, running), saved_raw
 
 
+def resume_point(resume_from, loaded: dict | None) -> tuple[Path, dict]:
+    """train's resume_from as (path, record). The model must hold that checkpoint's weights
+    (`loaded`: its loaded_from), or its optimiser state would go on from other weights."""
+    if isinstance(resume_from, (str, os.PathLike)):
+        resume_from = read_record(resume_from)
+    if not (isinstance(resume_from, tuple) and len(resume_from) == 2):
+        raise TypeError(
+            f"resume_from must be a checkpoint's (path, record), as load_checkpoint returns "
+            f"them, or its path; got {type(resume_from).__name__}"
+        )
+    path, record = Path(resume_from[0]), resume_from[1]
+    if not loaded or loaded.get("weights") != record["sha256"].get("weights"):
+        raise DarmError(
+            f"resume_from {path}: the model does not hold its weights; resume the model "
+            f"load_checkpoint({str(path)!r}) returns"
+        )
+    return path, record
+
+
 def train(
     model: ARModel,
     model_name: str,
     data: Dataset,
     cfg: TrainConfig,
     run_dir: Path,
-    resume_from: tuple[Path, dict] | None = None,
+    resume_from: tuple[Path, dict] | str | Path | None = None,
     progress: bool = True,
     stop_at: int | None = None,
     max_seconds: float | None = None,
@@ -253,7 +284,9 @@ def train(
     progress: the bar, on a terminal; a line at each evaluation is printed either way
     (`contextlib.redirect_stdout` silences it in a sweep).
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
-    so `--resume` later continues exactly as if never stopped. max_seconds: likewise, once
+    so `--resume` later continues exactly as if never stopped. resume_from: the checkpoint
+    (path, record) or its path that `model` was loaded from (load_checkpoint), whose
+    optimiser state and step the run goes on from, on the same data. max_seconds: likewise, once
     this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
     so the schedule still ends in time when the first timing was off. init: where a
@@ -270,6 +303,8 @@ def train(
     """
     ctx = distributed.current()
     loaded = getattr(model, "loaded_from", None)
+    if resume_from is not None:
+        resume_from = resume_point(resume_from, loaded)
     if init is None:  # a checkpoint loaded in Python and fine-tuned: it says where from;
         init = UNRECORDED if loaded is False else loaded  # trained since: unknown
     model.loaded_from = False  # from here its weights are no longer the checkpoint's
@@ -278,15 +313,15 @@ def train(
     check_config(cfg, ctx.world_size)
     check_dataset(data)
     check_model_fits(model, model_name, data, resumed=resume_from is not None)
+    conditional = model.num_classes > 0
+    if conditional and data.num_classes == 0:
+        raise DarmError(f"a conditional model needs labels, and {data.name} has none")
     run_dir = Path(run_dir)
     if resume_from is None:
         check_new_run_dir(run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device = model.device
-    conditional = model.num_classes > 0
-    if conditional and data.num_classes == 0:
-        raise DarmError(f"a conditional model needs labels, and {data.name} has none")
     optimizer = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
     state, saved_raw = RunState(), {}
@@ -326,6 +361,13 @@ def train(
 
     # once, where checkpoints are written: its digest reads every example
     data_record = data_meta(data, run_dir) if ctx.is_main else None
+    if resume_from is not None and ctx.is_main:  # (the command line refused it already)
+        if not same_examples(data_record, resume_from[1]["data"]):
+            raise DarmError(
+                f"resume_from {resume_from[0]}: the run trained on other examples or splits "
+                f"than {data.name}'s; resume it on the same data (a new run may start from "
+                f"its weights)"
+            )
 
     def checkpoint(tag: str, step: int, best: float, raw: dict | None) -> None:
         if not ctx.is_main:

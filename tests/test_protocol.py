@@ -216,6 +216,15 @@ def test_prefill_equals_steps(model_name, conditional, P):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_prefill_names_a_prefix_of_the_wrong_shape(model_name):
+    """A (P,) prefix, or one for another number of sequences than the cache holds, is
+    refused by name, not by an indexing error deep in a family."""
+    model = tiny_model(model_name)
+    for prefix in (torch.zeros(3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long)):
+        with pytest.raises(ValueError, match="prefill takes a prefix for each of the cache"):
+            model.prefill(prefix, model.init_cache(4))
+
+
 @pytest.mark.parametrize("conditional", [False, True])
 def test_cached_sampling_with_prefix_equals_naive(model_name, conditional):
     model = tiny_model(model_name, num_classes=3 if conditional else 0)

@@ -382,6 +382,30 @@ def test_evaluate_names_data_the_model_cannot_read():
         evaluate(conditional, names["test"])
 
 
+def test_python_mistakes_are_named():
+    """Plausible slips in Python give a TypeError or ValueError that names them, not an
+    error from deep inside (or a silent wrong result, for a stop token of 1.5)."""
+    model = tiny_model("gru")
+    x = torch.zeros(2, 7, dtype=torch.long)
+    mask = np.ones((2, 7), bool)
+    mask[:, 5:] = False  # a numpy or list mask is read as x is
+    want = log_prob(model, x, mask=torch.from_numpy(mask))
+    assert torch.equal(log_prob(model, x, mask=mask), want)
+    assert torch.equal(log_prob(model, x, mask=mask.tolist()), want)
+    names = load_data("names")
+    for batch_size in (2.5, "64"):
+        with pytest.raises(TypeError, match="batch_size must be an int"):
+            evaluate(tiny_model("gru", vocab_size=27), names["test"], batch_size=batch_size)
+    for stop in (1.5, True):
+        with pytest.raises(TypeError, match="stop_token must be a symbol"):
+            sample(model, 2, stop_token=stop)
+    assert names.decode(np.array([1, 2])) == names.decode(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="cannot decode 99: symbols are ints in 0..26"):
+        names.decode([99])
+    with pytest.raises(ValueError, match="decode takes symbols of one example"):
+        names.decode(torch.zeros(2, 2, 2, dtype=torch.long))
+
+
 def test_log_prob_refuses_a_mask_that_is_not_zeros_and_ones_and_an_empty_x():
     model = tiny_model("gru")
     x = torch.zeros(2, 7, dtype=torch.long)

@@ -1,5 +1,6 @@
 import copy
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate, nll_per_dim
-from darm.train import train
+from darm.train import data_meta, same_examples, train
 from darm.train_config import TrainConfig, check_config, learning_rate
 from tests.conftest import Terminal, tiny_model
 
@@ -230,6 +231,40 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         return [float(r.split(",")[2]) for r in (run / "log.csv").read_text().split()[1:]]
 
     assert train_column(tmp_path / "part") == pytest.approx(train_column(tmp_path / "full"))
+
+
+def test_resume_from_needs_the_checkpoints_weights_and_data(tmp_path):
+    """train(resume_from=...) goes on from the optimiser state of a checkpoint: a model that
+    does not hold its weights (a new one, or one trained since) or other data is refused;
+    the checkpoint's path alone will do."""
+    data = load_data("digits")
+    cfg = TrainConfig(steps=4, batch_size=8, eval_every=2)
+    run = tmp_path / "run"
+    new = tiny_model("markov", vocab_size=17, seq_len=64)
+    train(new, "markov", data, cfg, run, progress=False, stop_at=2)
+    last = run / "last.json"
+    fresh = tiny_model("markov", vocab_size=17, seq_len=64)
+    with pytest.raises(DarmError, match="the model does not hold its weights"):
+        train(fresh, "markov", data, cfg, run, read_record(last), progress=False)
+    other = dataclasses.replace(data, splits={**data.splits, "train": data["train"].subset(0, 500)})
+    model, record, path = load_checkpoint(last)
+    with pytest.raises(DarmError, match="the run trained on other examples or splits"):
+        train(model, "markov", other, cfg, run, (path, record), progress=False)
+    model, record, path = load_checkpoint(last)
+    with pytest.raises(TypeError, match="resume_from must be a checkpoint's"):
+        train(model, "markov", data, cfg, run, record, progress=False)
+    assert train(model, "markov", data, cfg, run, str(last), progress=False)["step"] == 4
+    # a built-in (no digest) is known by its name and seed
+    a, b = load_data("names"), load_data("names", seed=1)
+    assert same_examples(data_meta(a), data_meta(load_data("names")))
+    assert not same_examples(data_meta(a), data_meta(b))
+
+
+def test_a_conditional_model_on_unlabelled_data_makes_no_run_folder(tmp_path):
+    model = tiny_model("gru", vocab_size=27, seq_len=16, num_classes=3)
+    with pytest.raises(DarmError, match="a conditional model needs labels, and names has none"):
+        train(model, "gru", load_data("names"), TrainConfig(steps=2), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def sigint_during_step(monkeypatch, step: int, signum: int = signal.SIGINT) -> None:

@@ -59,6 +59,12 @@ class Dataset:
                 f"{self.name} is {self.kind} data, not text: there is nothing to decode "
                 f"(x.tolist() gives its symbols)"
             )
+        x = torch.as_tensor(x)  # a list, a numpy array: as a tensor
+        if x.dim() > 2 or x.is_floating_point():
+            raise ValueError(
+                f"decode takes symbols of one example (D,) or a batch (B, D), got "
+                f"{x.dtype} of shape {tuple(x.shape)}"
+            )
         if x.dim() == 2:
             return [self.vocab.decode(row, stop=self.eos) for row in x.tolist()]
         return self.vocab.decode(x.tolist(), stop=self.eos)

@@ -72,7 +72,8 @@ def lines_dataset(
         )
     if max_len is not None and D > max_len:
         raise DarmError(
-            f"{path}: the longest line has {D - 1} symbols; the model holds {max_len - 1}"
+            f"{path}: the longest line has {D - 1} symbols; at most {max_len - 1} fit (D = "
+            f"{max_len} with the end symbol)"
         )
     D = max_len or D
     x = torch.full((len(items), D), vocab.index[EOS], dtype=torch.long)

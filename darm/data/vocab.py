@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -66,6 +67,10 @@ class Vocabulary:
         ids = list(ids)
         if stop is not None and stop in ids:
             ids = ids[: ids.index(stop)]
+        L = len(self.symbols)
+        bad = next((i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= i < L), None)
+        if bad is not None:  # a float, a nested row, a symbol of another vocabulary
+            raise ValueError(f"cannot decode {bad!r}: symbols are ints in 0..{L - 1}")
         return "".join(self.symbols[i] for i in ids)
 
 

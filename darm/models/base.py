@@ -136,7 +136,7 @@ class ARModel(nn.Module):
     def prefill(self, prefix: torch.Tensor, cache: Any, cond: torch.Tensor | None = None):
         """Feed a known prefix (B, P) long, P >= 0, into a fresh cache; -> logits (B, L) of
         position P, cache at t = P + 1. Default: one step per symbol."""
-        check_fresh(cache)
+        check_fresh(cache, prefix)
         return prefill_by_steps(self.step, prefix, cache, cond)
 
 
@@ -235,10 +235,17 @@ def check_step(x_prev: torch.Tensor | None, cache: Any) -> None:
         )
 
 
-def check_fresh(cache: Any) -> None:
-    """A prefill starts from the first position: it fills the whole cache from the prefix."""
+def check_fresh(cache: Any, prefix: torch.Tensor) -> None:
+    """A prefill starts from the first position: it fills the whole cache from the prefix,
+    (B, P) symbols for the cache's B sequences."""
     if cache.t:
         raise ValueError(f"prefill needs a fresh cache (t = 0), got t = {cache.t}")
+    B = getattr(cache, "batch_size", None)  # (a cache of one's own may not say)
+    if prefix.dim() != 2 or (B is not None and prefix.shape[0] != B):
+        raise ValueError(
+            f"prefill takes a prefix for each of the cache's sequences, (B, P)"
+            f"{'' if B is None else f' with B = {B}'}, got shape {tuple(prefix.shape)}"
+        )
 
 
 def prefill_by_steps(step, prefix: torch.Tensor, cache: Any, cond: torch.Tensor | None = None):

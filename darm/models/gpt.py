@@ -158,7 +158,7 @@ class GPT(ARModel):
 
     def prefill(self, prefix, cache: GPTCache, cond=None) -> torch.Tensor:
         """One parallel pass over [start, prefix] at positions 0..P fills every KVCache."""
-        check_fresh(cache)
+        check_fresh(cache, prefix)
         P = prefix.shape[1]
         self._check_context(P + 1)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d

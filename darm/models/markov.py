@@ -137,7 +137,7 @@ class Markov(ARModel):
 
     def prefill(self, prefix, cache: MarkovWindow, cond=None) -> torch.Tensor:
         """The window after a prefix is just its last k symbols (start symbols before it)."""
-        check_fresh(cache)
+        check_fresh(cache, prefix)
         k = self.config.k
         cache.window = pad_start(prefix, k, self.start)[:, -k:]  # (B, k), oldest first
         cache.t = prefix.shape[1] + 1

@@ -158,6 +158,8 @@ def user_frame(tb) -> str:
 
 
 def list_models() -> list[str]:
+    """The registered model names, sorted: the families' own and their presets (bigram,
+    gru, ...), and any registered by an imported module of one's own."""
     return sorted(_REGISTRY)
 
 

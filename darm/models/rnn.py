@@ -102,7 +102,7 @@ class RNN(ARModel):
 
     def prefill(self, prefix, cache: RNNState, cond=None) -> torch.Tensor:
         """One fused RNN pass over [start, prefix]; its final state is the cache."""
-        check_fresh(cache)
+        check_fresh(cache, prefix)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
         out, cache.h = self.rnn(self._embed(inputs, cond))  # (B, P+1, H)
         cache.t = inputs.shape[1]

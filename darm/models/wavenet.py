@@ -140,7 +140,7 @@ class WaveNet(ARModel):
 
     def prefill(self, prefix, cache: WaveNetCache, cond=None) -> torch.Tensor:
         """One causal pass over [start, prefix] fills every layer's queue."""
-        check_fresh(cache)
+        check_fresh(cache, prefix)
         inputs = pad_start(prefix, 1, self.start)  # (B, P+1): x_{d-1} at position d
         skip = self._stack(inputs, cond, cache.queues)  # (B, S, P+1)
         cache.t = inputs.shape[1]
