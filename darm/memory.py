@@ -152,5 +152,5 @@ def check_sample_memory(model, n: int, D: int, asked: str | None = None) -> None
             f"{asked or f'-n {n:,}'}: drawing {n:,} samples of {D} at once needs over "
             f"{need / gib:.1f} GiB, "
             f"and this {model.device.type.upper()} has {have / gib:.1f} GiB: draw fewer at a "
-            f"time (darm sample with other --seed values)"
+            f"time (the same command again with other --seed values)"
         )

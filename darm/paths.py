@@ -35,16 +35,17 @@ def check_output(path: Path, run_default: Path | None, given: bool, force: bool)
     check_new(path, "--out" if given else "", force)
 
 
-SAMPLE_SUFFIXES = (".png", ".wav", ".txt")
+SAMPLE_SUFFIXES = {".png": "pictures, as PNG", ".wav": "audio, as WAV", ".txt": "text"}
 
 
 OTHER_PICTURES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf")
 
 
-def output_stem(out: str | None, default: Path) -> Path:
-    """The stem an output's suffix is added to: --out as given (a suffix of ours dropped, so
-    `--out s.png` still writes s.png; `--out names.v2` writes names.v2.txt, it does not replace
-    names.txt), a folder's `default.name` inside it, or `default`. Checked writable first."""
+def output_stem(out: str | None, default: Path, ext: str) -> Path:
+    """The stem the output's suffix `ext` is added to: --out as given (its own suffix dropped,
+    so `--out s.png` still writes s.png, and another of ours refused: `--out s.wav` would
+    write s.png; `--out names.v2` writes names.v2.txt, it does not replace names.txt), a
+    folder's `default.name` inside it, or `default`. Checked writable first."""
     if out is None:
         stem = default
     elif out.endswith(("/", os.sep)) or Path(out).is_dir():
@@ -53,7 +54,12 @@ def output_stem(out: str | None, default: Path) -> Path:
         stem = Path(out)
         if stem.suffix.lower() in OTHER_PICTURES:  # the file would hold PNG bytes
             raise DarmError(f"--out {out}: pictures are written as PNG; name it {stem.stem}.png")
-        stem = stem.with_suffix("") if stem.suffix.lower() in SAMPLE_SUFFIXES else stem
+        suffix = stem.suffix.lower()
+        if suffix in SAMPLE_SUFFIXES and suffix != ext:
+            raise DarmError(
+                f"--out {out}: this writes {SAMPLE_SUFFIXES[ext]}; name it {stem.stem}{ext}"
+            )
+        stem = stem.with_suffix("") if suffix == ext else stem
     try:
         check_writable(stem.parent)
     except DarmError as e:  # a run folder one may read but not write (a shared one, say)
@@ -64,7 +70,8 @@ def output_stem(out: str | None, default: Path) -> Path:
 def checked_stem(out: str | None, default: Path, meta: dict, force: bool) -> Path:
     """`output_stem` for samples of this data, refused now (before any drawing) where the
     file it names exists and is not the run's own `default` (see check_output)."""
-    stem, ext = output_stem(out, default), sample_suffix(meta)
+    ext = sample_suffix(meta)
+    stem = output_stem(out, default, ext)
     check_output(with_ext(stem, ext), with_ext(default, ext), out is not None, force)
     return stem
 
@@ -79,7 +86,7 @@ def checked_png(out: str | None, default: Path, force: bool, own: bool = True) -
 
 def png_path(out: str | None, default: Path) -> Path:
     """A picture's path (`default` ends in .png): --out as `output_stem` reads it, then .png."""
-    return with_ext(output_stem(out, default.with_suffix("")), ".png")
+    return with_ext(output_stem(out, default.with_suffix(""), ".png"), ".png")
 
 
 def with_ext(stem: Path, ext: str) -> Path:

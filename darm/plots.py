@@ -83,7 +83,9 @@ def plot_loss_curves(
         if not data:
             continue
         color = f"C{i}"
-        ax.plot(data[x], data["train_nats_per_dim"], "--", color=color, alpha=0.6)
+        lone = len(data[x]) == 1  # one row logged so far: a point, where a line shows nothing
+        ax.plot(data[x], data["train_nats_per_dim"], "--", marker="x" if lone else None,
+                color=color, alpha=0.6)  # fmt: skip
         scored = ~np.isnan(data["valid_nats_per_dim"])  # the rows of an evaluation
         valid_x, valid_y = data[x][scored], data["valid_nats_per_dim"][scored]
         ax.plot(valid_x, valid_y, "o-" if len(valid_y) < 30 else "-", color=color, label=label)

@@ -25,7 +25,13 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
                 f"{flag} holds a newline, which ends an item of this model's data (one item "
                 f"a line): give the start of one item"
             )
-        return vocab.encode(text, flag)
+        try:
+            return vocab.encode(text, flag)
+        except DarmError as e:  # a file of prompts, say: a text model's prompt is the text
+            if not is_file(text):
+                raise
+            raise DarmError(f"{e} ({text} is a file: {flag} of a text model is the text "
+                            f"itself, e.g. {flag} 'ma')") from None  # fmt: skip
     if meta.get("kind") == "audio":  # a clip to go on from
         levels = wav_levels(Path(text), meta["source"]["sample_rate"])
         check_clip_fits(model, len(levels), meta, text)
@@ -41,6 +47,13 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
                 f"an .npy of one row of them; got {text!r}"
             ) from None
     return check_symbols(symbols, model, flag)
+
+
+def is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL in it: no file of that name
+        return False
 
 
 def read_prefixes(text: str, model, meta: dict, flag: str) -> list[list[int]]:

@@ -321,6 +321,30 @@ def test_a_grid_is_scored_whole_and_an_empty_prefix_completes_from_scratch(
     assert len((tmp_path / "d.txt").read_text().splitlines()) == 3
 
 
+def test_out_with_another_kind_of_file_is_refused(digits_run, tmp_path, capsys):
+    """--out of ours but not what this run writes (a .wav for pictures) is refused, not
+    swapped for .png unseen; a suffix not of ours stays part of the name."""
+    code = main(["sample", str(digits_run), "-n", "2", "--out", str(tmp_path / "s.wav")])
+    one_line_error(capsys, code, 1, "s.wav: this writes pictures, as PNG; name it s.png")
+    code = main(["complete", str(digits_run), "--out", str(tmp_path / "c.txt"), "--count", "1"])
+    one_line_error(capsys, code, 1, "c.txt: this writes pictures, as PNG; name it c.png")
+    code = main(["plot", str(digits_run), "--out", str(tmp_path / "l.txt")])
+    one_line_error(capsys, code, 1, "l.txt: this writes pictures, as PNG; name it l.png")
+    assert main(["sample", str(digits_run), "-n", "2", "--out", str(tmp_path / "s.v2")]) == 0
+    assert main(["sample", str(digits_run), "-n", "2", "--out", str(tmp_path / "t.PNG")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.v2.png", "t.png"]
+
+
+def test_complete_names_a_folder_given_for_a_picture_and_count_with_input(
+    digits_run, tmp_path, capsys
+):
+    code = main(["complete", str(digits_run), "--input", str(tmp_path), "--label", "1"])
+    one_line_error(capsys, code, 1, f"{tmp_path} is a folder: give its picture files")
+    (tmp_path / "one.png").write_bytes((digits_run / "samples.png").read_bytes())
+    code = main(["complete", str(digits_run), "--input", str(tmp_path / "one.png"), "--count", "3"])
+    one_line_error(capsys, code, 1, "--count picks test examples; with --input, the inputs are")
+
+
 def test_a_prompt_for_an_image_model_points_at_complete(digits_run, capsys):
     code = main(["sample", str(digits_run), "--prompt", "3", "-n", "1", "--label", "1"])
     one_line_error(capsys, code, needle="completed by darm complete RUN --input PICTURE --rows N")
@@ -369,6 +393,12 @@ def test_a_prompt_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
     # its end, not with its end symbol (whose completions would all be empty)
     code = main(["complete", str(out), "--dims", "6"])  # names of up to 5 letters: D = 6
     one_line_error(capsys, code, 1, "--dims 6 keeps every dimension of D = 6: nothing is left")
+    code = main(["complete", str(out), "--dims", "9"])  # the range it names holds no D
+    one_line_error(capsys, code, 1, "--dims must be in 0..5, got 9")
+    # a file of prompts is not read: a text model's prompt is the text itself
+    (tmp_path / "prompts.txt").write_text("an\nbo\n")
+    code = main(["complete", str(out), "--input", str(tmp_path / "prompts.txt")])
+    one_line_error(capsys, code, 1, "prompts.txt is a file: --input of a text model is the text")
     from darm import load_checkpoint
     from darm.cli import build_parser
     from darm.cli.complete import known_part

@@ -80,3 +80,24 @@ def test_the_picture_uses_it(tmp_path, monkeypatch):
     plot_loss_curves({"run": path}, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert seen == [focus_ylim([curves])]
+
+
+def test_a_log_of_one_row_is_drawn_as_a_point(tmp_path, monkeypatch):
+    """A run that has logged once: a dashed line through one point shows nothing, so the
+    point gets a marker; longer curves stay plain lines."""
+    import matplotlib.axes
+
+    header = "step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n"
+    (tmp_path / "one.csv").write_text(header + "10,1e-3,2.5,,1000,1.0\n")
+    (tmp_path / "two.csv").write_text(header + "10,1e-3,2.5,,1000,1.0\n20,1e-3,2.4,,1000,2.0\n")
+    markers, real = [], matplotlib.axes.Axes.plot
+
+    def plot(ax, *args, **kwargs):
+        lines = real(ax, *args, **kwargs)
+        markers.append(lines[0].get_marker())
+        return lines
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    plot_loss_curves({"one": tmp_path / "one.csv", "two": tmp_path / "two.csv"}, tmp_path / "l.png")
+    # each run: its training curve, then its (here empty) validation curve
+    assert markers[0] == "x" and markers[2] in ("None", "", None)

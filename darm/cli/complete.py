@@ -63,6 +63,8 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
         raise DarmError("--rows keeps image rows; this model reads sequences: use --dims")
     if args.length is not None and shape:
         raise DarmError("--length is for sequences; an image model completes whole images")
+    if args.count is not None and args.input:
+        raise DarmError("--count picks test examples; with --input, the inputs are completed")
     if args.dims is not None and (shape or args.input):
         why = "an image model keeps --rows" if shape else "with --input the whole input is kept"
         raise DarmError(f"--dims keeps the first dimensions of test examples; {why}")
@@ -83,10 +85,11 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
         known.originals = None  # the padded rows are not worth showing
     elif originals is not None:
         P = D // 2 if args.dims is None else args.dims
-        if not 0 <= P <= D:
-            raise DarmError(f"--dims must be in 0..{D}, got {P}")
-        if P == D and (args.length or D) <= D:
+        whole = (args.length or D) > D  # all D kept, and more drawn after them
+        if P == D and not whole:
             raise DarmError(f"--dims {D} keeps every dimension of D = {D}: nothing is left to draw")
+        if not 0 <= P <= D:
+            raise DarmError(f"--dims must be in 0..{D if whole else D - 1}, got {P}")
         known.prefixes = originals[:, :P].tolist()
         eos = meta.get("eos")
         if eos is not None:  # an item shorter than P: kept up to its end, which is drawn again

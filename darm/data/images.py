@@ -87,6 +87,8 @@ def open_image(path: Path):
             yield img
     except FileNotFoundError:
         raise DarmError(f"no image file {path}") from None
+    except IsADirectoryError:  # (a folder of a class's pictures, say)
+        raise DarmError(f"{path} is a folder: give its picture files ({path}/*.png)") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DarmError(f"cannot read image {path}: {e}") from None
 
