@@ -16,7 +16,7 @@ import torch
 from darm import distributed
 from darm.budget import plan_run
 from darm.checkpoint import FREE_FIELDS, load_checkpoint, network_change, read_record
-from darm.config import build_config, changed_fields, parse_assignments
+from darm.config import MAX_SIZE, build_config, changed_fields, parse_assignments
 from darm.data import (
     BUILTIN,
     FIXED_LEVELS,
@@ -26,6 +26,7 @@ from darm.data import (
     load_from_source,
     same_data,
 )
+from darm.data.splits import CorpusSplit
 from darm.errors import DarmError
 from darm.files import check_writable
 from darm.interrupt import Stopped
@@ -107,8 +108,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
         if not source.exists():  # nothing to resume: say which way on
             if has_run_log(run_dir):
                 raise DarmError(
-                    f"{run_dir} has no last checkpoint to resume: the run stopped before its "
-                    f"first save was whole (a full disk, say); the same command without "
+                    f"{run_dir} has no last checkpoint to resume: the run stopped before one "
+                    f"was saved whole (stopped early, or a full disk); the same command without "
                     f"--resume trains it again there"
                 )
             if args.init:
@@ -218,6 +219,14 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
+    N = len(data["train"])  # (a corpus's or a clip's batches are crops: any number fits)
+    if (
+        args.batch_size is not None
+        and args.batch_size > N
+        and not isinstance(data["train"], CorpusSplit)
+    ):
+        say(f"note: --batch-size {args.batch_size} is more than the {N} training examples: "
+            f"each step takes all {N}", file=sys.stderr)  # fmt: skip
     plan = None  # a --budget run's plan of its length, planned again as it trains
     if args.budget and not resume and "steps" not in train_overrides:
         cfg, plan = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
@@ -271,7 +280,7 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
             signum = getattr(e, "signum", signal.SIGINT)
             then = "tests it" if step == steps else "trains the rest and tests it"
             raise Stopped(
-                f"stopped in the test pass; the trained run in {run_dir} is saved, and "
+                f"stopped while testing and sampling; the trained run in {run_dir} is saved, and "
                 f"--resume {then}",
                 signum,
             ) from None
@@ -311,6 +320,11 @@ def budget_config(model, data, cfg, overrides: dict, budget: float, world_size: 
     ends within the budget rather than being cut off halfway -> (config, plan)."""
     plan = plan_run(model, data, cfg, budget, overrides.get("eval_every"))  # same on all ranks
     steps = max(cfg.cycles, plan.steps - plan.steps % cfg.cycles)  # whole cosine cycles
+    if steps > MAX_SIZE:
+        raise DarmError(
+            f"--budget {budget:g}s affords {steps:,} steps here, more than a run's "
+            f"{MAX_SIZE:,}: give less time, or --steps"
+        )
     planned = {"steps": steps}
     if "eval_every" not in overrides:  # points on the curve, as many as the budget affords
         # rounded up, so the last of them falls on the last step, not a few steps before it
@@ -370,6 +384,15 @@ def init_from(args, device):
     if spec:
         read_as = meta["source"].get("format")  # as read_like reads it
         check_data_options(spec, args, read_as if read_as in FORMATS else None)
+        theirs = meta["source"].get("seed")
+        if theirs is not None and same_data(spec, meta["source"], path.parent):
+            # its own data again: split as it was, so that test holds no example it trained on
+            if args.data_seed is None:
+                args.data_seed = theirs
+            elif args.data_seed != theirs and distributed.current().is_main:
+                print(f"warning: --data-seed {args.data_seed} splits {spec} otherwise than "
+                      f"--init's run did (--data-seed {theirs}): its test split may hold "
+                      f"examples that run trained on", file=sys.stderr)  # fmt: skip
         block, levels, seed = data_options(args, block=model.num_dims)
         data = read_like(spec, model, meta, args.format, block, levels, seed)
         if data.seq_len != model.num_dims and model.max_dims is None and data.kind == meta["kind"]:

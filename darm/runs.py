@@ -38,6 +38,7 @@ class RunSummary:
     levels: int | None = None  # L: scores of other L (or of p(x | y)) do not compare
     conditional: bool = False  # p(x | label)
     source: str = ""  # the data's file, or a built-in's name: a folder named like it differs
+    valid_examples: int = 0  # > 0: its validation scored the first N examples, not the split
 
 
 def data_identity(source) -> str:
@@ -107,6 +108,7 @@ def summarise(run_dir: Path) -> RunSummary:
         levels=config.get("vocab_size") if isinstance(config, dict) else None,
         conditional=bool(config.get("num_classes")) if isinstance(config, dict) else False,
         source=data_identity(data.get("source")),
+        valid_examples=record.get("train", {}).get("valid_examples") or 0,
     )
     check_types(summary)
     if damage := weights_cut_short(path):  # listed (its record is whole), but not loadable
@@ -117,7 +119,7 @@ def summarise(run_dir: Path) -> RunSummary:
 FIELD_TYPES = {"model": str, "data": str, "kind": str, "step": int, "steps": int,
                "train_s": (int, float), "params": (int, type(None)),
                "best_valid_nats_per_dim": (int, float, type(None)), "commands": list,
-               "levels": (int, type(None))}  # fmt: skip
+               "levels": (int, type(None)), "valid_examples": int}  # fmt: skip
 
 
 def check_types(s: RunSummary) -> None:
@@ -156,6 +158,17 @@ def summarise_all(roots: list[Path]) -> list[RunSummary]:
 ALIGN = "llrlrrrrrr"  # run, model, params, data, L, steps, valid, test, bits, train s
 
 
+PART = "*"  # beside a validation NLL of part of the split (--valid-examples)
+
+
+def part_note(summaries: list[RunSummary]) -> list[str]:
+    """The footnote of PART, where a run has one."""
+    if not any(s.valid_examples for s in summaries):
+        return []
+    return ["", f"{PART} validation over its first --valid-examples only: it does not compare "
+                f"with a whole split's"]  # fmt: skip
+
+
 def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: one run a row; test NLL per example in the data's own unit."""
     header = ["run", "model", "params", "data", "L", "steps", "valid nats/dim",
@@ -169,7 +182,7 @@ def runs_table(summaries: list[RunSummary]) -> tuple[list[str], list[list[str]]]
             s.run, s.model + " | label" * s.conditional, fmt(s.params, ","), s.data,
             fmt(s.levels, "d"),
             f"{s.step}" if s.step == s.steps else f"{s.step} of {s.steps}",
-            fmt(s.best_valid_nats_per_dim, ".4f"),
+            fmt(s.best_valid_nats_per_dim, ".4f") + PART * (s.valid_examples > 0),
             "–" if per_example is None else f"{per_example:.4f} /{ex}",
             "–" if test.get("bits_per_dim") is None else f"{test['bits_per_dim']:.4f} /{dim}",
             f"{s.train_s:.0f}",
@@ -224,11 +237,11 @@ def show_runs(roots: list[Path], style: str = "plain", sort: str = "run") -> str
         return f"no runs (folders with a last.json) under {', '.join(map(str, roots))}"
     header, rows = runs_table(summaries)
     if style == "markdown":
-        return runs_markdown(header, rows, summaries)
+        return "\n".join([runs_markdown(header, rows, summaries), *part_note(summaries)])
     width, commands = max(len(s.run) for s in summaries), []
     for s in summaries:
         for i, command in enumerate(s.commands):
             where = s.run if i == 0 else ""
             commands.append(f"{where:{width}s}  {NOT_RECORDED if command is None else command}")
     made = ["", "made by:", *commands] if commands else []
-    return "\n".join([plain_table(header, rows), *made])
+    return "\n".join([plain_table(header, rows), *part_note(summaries), *made])

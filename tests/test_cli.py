@@ -465,6 +465,22 @@ def test_init_reads_other_data_as_the_checkpoint_did(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_init_on_its_own_data_keeps_its_split(names_file, tmp_path, capsys):
+    """--init RUN --data SAME splits the data as RUN did (its --data-seed), so that the new
+    run's test split holds no example RUN trained on; another seed, asked for, is warned of."""
+    base = ["--data", str(names_file), *TINY_MARKOV, "--steps", "2", "--eval-every", "2",
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(["train", *base, "--data-seed", "7", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--init", str(tmp_path / "a"), *base, "--out", str(tmp_path / "b")]) == 0
+    source = json.loads((tmp_path / "b" / "last.json").read_text())["data"]["source"]
+    assert source["seed"] == 7
+    assert "warning" not in capsys.readouterr().err
+    argv = ["train", "--init", str(tmp_path / "a"), *base, "--data-seed", "8"]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --data-seed 8 splits" in err and "(--data-seed 7)" in err
+
+
 def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
     """markov, rnn, wavenet: the same weights score any D, so a fine-tune may read the text (or
     audio) in longer blocks; a gpt's learned positions fix its D."""

@@ -228,3 +228,21 @@ def test_an_edited_record_is_skipped_in_one_warning_and_odd_results_left_out(
         ]
         assert sorted(skipped) == [str(tmp_path / "named"), str(tmp_path / "said")]
         assert str(tmp_path / "odd") in out
+
+
+def test_a_validation_of_part_of_the_split_is_marked(tmp_path, capsys):
+    """--valid-examples N: its best validation NLL is of N examples, marked as such, so it is
+    not read against a whole split's."""
+    names = write_names(tmp_path)
+    base = ["train", "--data", str(names), *TINY_MARKOV, "--steps", "2", "--eval-every", "2",
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*base, "--valid-examples", "2", "--out", str(tmp_path / "part")]) == 0
+    capsys.readouterr()
+    for style in ([], ["--markdown"]):
+        assert main(["runs", str(tmp_path), *style]) == 0
+        out = capsys.readouterr().out
+        part = next(line for line in out.splitlines() if "part" in line and "markov" in line)
+        whole = next(line for line in out.splitlines() if "whole" in line and "markov" in line)
+        assert "*" in part and "*" not in whole
+        assert "* validation over its first --valid-examples only" in out

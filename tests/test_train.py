@@ -381,8 +381,8 @@ def test_sigterm_after_training_stops_the_command_as_ctrl_c_does(tmp_path, monke
     before = signal.getsignal(signal.SIGTERM)
     assert main(args) == 143
     assert capsys.readouterr().err.strip() == (
-        f"darm train: terminated: stopped in the test pass; the trained run in {out} is saved, "
-        "and --resume tests it"
+        f"darm train: terminated: stopped while testing and sampling; the trained run in {out} is "
+        "saved, and --resume tests it"
     )
     assert signal.getsignal(signal.SIGTERM) == before and not (out / "results.json").exists()
     monkeypatch.undo()

@@ -47,9 +47,10 @@ EPILOG = """examples:
 TRAIN_HELP = {
     "steps": "optimiser steps",
     "batch_size": "examples per step",
-    "lr": "peak learning rate of AdamW",
+    "lr": "peak learning rate of AdamW (0 trains nothing: the run only evaluates)",
     "min_lr": "learning rate at the end of the cosine decay (default --lr / 10)",
-    "warmup": "steps of linear warmup (default 100, at most half of each cycle)",
+    "warmup": "steps of linear warmup (default: 100, or half of each cycle if that is less; "
+    "given, shorter than a cycle)",
     "cycles": "cosine cycles over --steps, each restarting warm (SGDR); --resume --steps 2N "
     "--cycles 2 extends a finished N-step run by a second cycle",
     "cycle_decay": "peak learning rate of each later cycle, as a fraction of the one before",
