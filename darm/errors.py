@@ -1,11 +1,23 @@
 """The one exception type users see: the CLI prints its message on one line and exits non-zero."""
 
+import operator
 import os
 
 
 class DarmError(ValueError):
     """A problem with the user's input (data, options, checkpoint), not a bug in darm. A
     ValueError, so Python code catches it with the API's other bad-argument errors."""
+
+
+def is_int(value) -> bool:
+    """An integer argument: Python's, numpy's or a 0-d torch integer; not 2.0, not True."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def first_line(e: BaseException) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from darm.errors import is_int
 from darm.models.base import (
     ARModel,
     as_symbols,
@@ -111,7 +111,7 @@ def example_nats(model: ARModel, split, batch_size: int = 256, progress: bool = 
     """-log p(x | y) in nats of every example of `split` (a darm.data Split), in its order:
     (N,) float64 on the CPU. progress: a bar of examples scored, on a terminal only (10,000
     MNIST images take minutes on a CPU), cleared when done."""
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool):
+    if not is_int(batch_size):
         raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")

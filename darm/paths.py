@@ -52,10 +52,9 @@ def output_stem(out: str | None, default: Path, ext: str) -> Path:
         stem = Path(out) / default.name
     else:
         stem = Path(out)
-        if stem.suffix.lower() in OTHER_PICTURES:  # the file would hold PNG bytes
-            raise DarmError(f"--out {out}: pictures are written as PNG; name it {stem.stem}.png")
         suffix = stem.suffix.lower()
-        if suffix in SAMPLE_SUFFIXES and suffix != ext:
+        if suffix != ext and (suffix in SAMPLE_SUFFIXES or suffix in OTHER_PICTURES):
+            # a .jpg would hold PNG bytes, a .png a text's lines, or a WAV's samples
             raise DarmError(
                 f"--out {out}: this writes {SAMPLE_SUFFIXES[ext]}; name it {stem.stem}{ext}"
             )

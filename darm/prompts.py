@@ -88,7 +88,8 @@ def check_prompt_fits(
     model, meta: dict, kept: int, length: int | None, flag: str, which: str = ""
 ) -> None:
     """A prompt longer than the samples would be: refused naming the way on (--length) where
-    the model has one, else the model's limit. which: the prompt among several (" 3 of 5")."""
+    the model has one, else the model's limit. which: the prompt among several, as
+    " (prompt 3 of 5)"."""
     D = length or default_length(model, meta, kept)
     symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
     if length is not None and length == kept:

@@ -3,6 +3,7 @@ planned to a --budget when asked, in its locked run folder."""
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import shlex
@@ -100,11 +101,10 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     samples = DEFAULT_SAMPLES if args.samples is None else args.samples
     if args.resume:
         source = run_dir / "last.json"
-        if not source.exists() and loads(run_dir / "best.json"):
-            # stopped between its first best and last saves (they hold the same step): best
-            # is where the run stands
+        if not source.exists() and (step := stands_at_best(run_dir)) is not None:
             source = run_dir / "best.json"
-            say(f"note: {run_dir} has no last.json; resuming from best.json")
+            say(f"note: {run_dir} has no last.json; resuming from best.json (step {step})",
+                file=sys.stderr)  # fmt: skip
         if not source.exists():  # nothing to resume: say which way on
             if has_run_log(run_dir):
                 raise DarmError(
@@ -418,14 +418,18 @@ def check_init_keeps(model, settings: dict) -> None:
         )
 
 
-def loads(checkpoint: Path) -> bool:
-    """Whether a checkpoint exists and loads whole (a save cut short may have left its
-    record without its weights)."""
+def stands_at_best(run_dir: Path) -> int | None:
+    """The step of a run's best.json where, without a last.json, that is where the run
+    stands: killed between its first best and last saves (they hold the same step), so
+    best loads whole and is of the last step logged. Else None (a save cut short left a
+    record without weights; last.* moved aside, and best is of an earlier step)."""
     try:
-        load_checkpoint(checkpoint)
+        _, record, _ = load_checkpoint(run_dir / "best.json")
+        with open(run_dir / "log.csv", newline="") as f:
+            logged = [int(r[0]) for r in list(csv.reader(f))[1:] if r and r[0].isdigit()]
     except (DarmError, OSError):
-        return False
-    return True
+        return None
+    return record["step"] if logged and record["step"] == max(logged) else None
 
 
 def check_resume_matches(args, record: dict, run_dir: Path) -> None:

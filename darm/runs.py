@@ -108,12 +108,19 @@ def summarise(run_dir: Path) -> RunSummary:
         levels=config.get("vocab_size") if isinstance(config, dict) else None,
         conditional=bool(config.get("num_classes")) if isinstance(config, dict) else False,
         source=data_identity(data.get("source")),
-        valid_examples=record.get("train", {}).get("valid_examples") or 0,
+        valid_examples=scored_part(record),
     )
     check_types(summary)
     if damage := weights_cut_short(path):  # listed (its record is whole), but not loadable
         print(f"warning: {path}: {damage}: --resume refuses it", file=sys.stderr)
     return summary
+
+
+def scored_part(record: dict) -> int:
+    """The validation examples a run scored where --valid-examples cut the split, else 0 (a
+    record from before `valid_part`: as asked, though that may have been the whole split)."""
+    asked = record.get("train", {}).get("valid_examples") or 0
+    return asked if record.get("valid_part", True) else 0
 
 
 FIELD_TYPES = {"model": str, "data": str, "kind": str, "step": int, "steps": int,

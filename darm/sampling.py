@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from darm.errors import is_int
 from darm.models.base import (
     ARModel,
     PrefixCache,
@@ -38,13 +38,9 @@ def filter_logits(
     if not 0 < temperature < math.inf:  # nan too; at inf, logits / T is nan at -inf logits
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     if top_k is not None:
-        given = top_k
-        try:  # Python, numpy and 0-d torch integers; not 2.5, not True
-            top_k = -1 if isinstance(top_k, bool) else operator.index(top_k)
-        except TypeError:
-            top_k = -1
-        if top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {given!r}")
+        if not is_int(top_k) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        top_k = operator.index(top_k)
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scaled = logits if temperature == 1 else logits / temperature  # one op less a step
@@ -80,7 +76,7 @@ def filter_logits(
 
 def check_count(value, name: str) -> None:
     """A count (samples, dimensions): a positive integer (numpy's too), not 2.0 or True."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
@@ -127,9 +123,7 @@ def sample(
     check_count(n, "n")
     if num_dims is not None:
         check_count(num_dims, "num_dims")
-    if stop_token is not None and (
-        not isinstance(stop_token, numbers.Integral) or isinstance(stop_token, bool)
-    ):  # 1.5 would never match, and True would stop at symbol 1
+    if stop_token is not None and not is_int(stop_token):  # 1.5 would never match
         raise TypeError(f"stop_token must be a symbol (an int), got {stop_token!r}")
     if stop_token is not None and not 0 <= stop_token < model.vocab_size:
         raise ValueError(f"stop_token {stop_token} is outside 0..{model.vocab_size - 1}")

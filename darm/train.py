@@ -177,15 +177,17 @@ def data_meta(data: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
     }
 
 
-def same_examples(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
-    """Whether two data records (data_meta) hold the same examples in the same splits: by
-    their digests, or, for a built-in as load_data gives it (no digest), by its name, seed
-    and levels. A record from before darm kept digests is taken as the same."""
+def same_examples(data: Dataset, mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Whether `data` (its record `mine`, data_meta's) holds the examples, in the same splits,
+    of the data record `theirs`: by the digests, or, for a built-in as load_data gives it (no
+    digest), by its name, seed and levels. A record from before darm kept digests is taken as
+    the same; one of a built-in with a digest (as a darm of a while recorded them) is
+    compared with the built-in's digest."""
     if "digest" not in theirs:
         return True
-    if mine["digest"] or theirs["digest"]:
-        return mine["digest"] == theirs["digest"]
-    return mine["source"] == theirs["source"]
+    if theirs["digest"]:
+        return (mine["digest"] or digest(data)) == theirs["digest"]
+    return mine["digest"] is None and mine["source"] == theirs["source"]
 
 
 def start_log(log_path: Path, start: int) -> None:
@@ -246,8 +248,9 @@ def resumed_state(path: Path, record: dict, optimizer, model: ARModel, cfg) -> t
 def resume_point(resume_from, loaded: dict | None) -> tuple[Path, dict]:
     """train's resume_from as (path, record). The model must hold that checkpoint's weights
     (`loaded`: its loaded_from), or its optimiser state would go on from other weights."""
-    if isinstance(resume_from, (str, os.PathLike)):
-        resume_from = read_record(resume_from)
+    if isinstance(resume_from, (str, os.PathLike)):  # a run folder: its last, as --resume
+        last = Path(resume_from) / "last.json"
+        resume_from = read_record(last if last.exists() else resume_from)
     if not (isinstance(resume_from, tuple) and len(resume_from) == 2):
         raise TypeError(
             f"resume_from must be a checkpoint's (path, record), as load_checkpoint returns "
@@ -303,11 +306,6 @@ def train(
     """
     ctx = distributed.current()
     loaded = getattr(model, "loaded_from", None)
-    if resume_from is not None:
-        resume_from = resume_point(resume_from, loaded)
-    if init is None:  # a checkpoint loaded in Python and fine-tuned: it says where from;
-        init = UNRECORDED if loaded is False else loaded  # trained since: unknown
-    model.loaded_from = False  # from here its weights are no longer the checkpoint's
     if plan is not None and max_seconds is None:
         raise ValueError("a plan needs max_seconds, the budget it was planned for")
     check_config(cfg, ctx.world_size)
@@ -319,6 +317,19 @@ def train(
     run_dir = Path(run_dir)
     if resume_from is None:
         check_new_run_dir(run_dir)
+    # once, where checkpoints are written: its digest reads every example
+    data_record = data_meta(data, run_dir) if ctx.is_main else None
+    if resume_from is not None:  # refused before anything changes (the model stays loaded)
+        resume_from = resume_point(resume_from, loaded)
+        if ctx.is_main and not same_examples(data, data_record, resume_from[1]["data"]):
+            raise DarmError(  # (the command line refused it already, when reading the data)
+                f"resume_from {resume_from[0]}: the run trained on other examples or splits "
+                f"than {data.name}'s; resume it on the same data (a new run may start from "
+                f"its weights)"
+            )
+    if init is None:  # a checkpoint loaded in Python and fine-tuned: it says where from;
+        init = UNRECORDED if loaded is False else loaded  # trained since: unknown
+    model.loaded_from = False  # from here its weights are no longer the checkpoint's
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     device = model.device
@@ -359,16 +370,6 @@ def train(
         yields the training weights that must be saved beside them (None without EMA)."""
         return contextlib.nullcontext() if ema is None else ema.swapped()
 
-    # once, where checkpoints are written: its digest reads every example
-    data_record = data_meta(data, run_dir) if ctx.is_main else None
-    if resume_from is not None and ctx.is_main:  # (the command line refused it already)
-        if not same_examples(data_record, resume_from[1]["data"]):
-            raise DarmError(
-                f"resume_from {resume_from[0]}: the run trained on other examples or splits "
-                f"than {data.name}'s; resume it on the same data (a new run may start from "
-                f"its weights)"
-            )
-
     def checkpoint(tag: str, step: int, best: float, raw: dict | None) -> None:
         if not ctx.is_main:
             return
@@ -379,6 +380,7 @@ def train(
             "train_nats_per_dim": running,
             "train_loss_average": average,  # uncorrected: a resume goes on from it exactly
             "train": asdict(cfg),
+            "valid_part": bool(part),  # --valid-examples under the split's size: a part scored
             "data": data_record,
             **({} if init is UNRECORDED else {"init": init}),  # None: from new weights
             "commands": commands,

@@ -145,9 +145,13 @@ def test_outputs_refuse_unwritable_places_before_any_work(run, tmp_path, capsys)
     argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--out", str(blocker / "r")]
     one_line_error(capsys, main(argv), 1, "is a file, not a folder")
     assert capsys.readouterr().out == ""  # refused before the data was read
-    for command in ("plot", "sample", "deps"):  # one rule for every output
+    for command, writes in (
+        ("plot", "pictures, as PNG; name it a.png"),
+        ("deps", "pictures, as PNG; name it a.png"),
+        ("sample", "text; name it a.txt"),
+    ):  # one rule for every output
         one_line_error(capsys, main([command, str(run), "--out", str(tmp_path / "a.jpg")]), 1,
-                       "pictures are written as PNG")  # fmt: skip
+                       f"a.jpg: this writes {writes}")  # fmt: skip
     assert blocker.read_text() == "keep me"
     # a missing folder is made; --out without a suffix gets .png, and so does another suffix
     assert main(["plot", str(run), "--out", str(tmp_path / "new" / "curves")]) == 0

@@ -384,7 +384,7 @@ def test_a_prompt_that_leaves_nothing_to_draw_is_refused(tmp_path, capsys):
     code = main(["sample", str(out), "--prompt", "annaaa"])
     one_line_error(capsys, code, 1, "--prompt has 6 characters, all a sample has (D=6)")
     code = main(["complete", str(out), "--input", "an", "annaaa"])  # which of them
-    one_line_error(capsys, code, 1, "--input 2 of 2 has 6 characters, all a sample has (D=6)")
+    one_line_error(capsys, code, 1, "--input (prompt 2 of 2) has 6 characters, all a sample has")
     # a newline ends an item: what followed it was drawn after, then cut off unseen
     for cmd, flag in (("sample", "--prompt"), ("complete", "--input")):
         code = main([cmd, str(out), flag, "an\nna"])

@@ -22,6 +22,7 @@ from darm.checkpoint import load_checkpoint, load_training_state, read_record, s
 from darm.cli import main
 from darm.data import load_data
 from darm.errors import DarmError
+from darm.run import stands_at_best
 from darm.step import make_optimizer
 from darm.train import train
 from darm.train_config import TrainConfig
@@ -220,6 +221,11 @@ def test_a_kill_between_the_first_best_and_last_saves_resumes_from_best(tmp_path
     monkeypatch.undo()
     cut = tmp_path / "cut"
     assert (cut / "best.json").exists() and not (cut / "last.json").exists()
+    assert stands_at_best(cut) == 2  # the first evaluation's step, the last logged
+    log = (cut / "log.csv").read_text()
+    (cut / "log.csv").write_text(log + "4,0.001,1.0,,100,1.0\n")  # logged past best:
+    assert stands_at_best(cut) is None  # last.* moved aside, not a kill between the saves
+    (cut / "log.csv").write_text(log)
     assert main([*args, "--resume"]) == 0
     assert main([*_train_args(data, tmp_path / "full"), "--steps", "6", "--samples", "0"]) == 0
     a = load_file(tmp_path / "full" / "last.safetensors")

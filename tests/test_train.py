@@ -15,10 +15,10 @@ import darm.step
 import darm.train
 from darm.checkpoint import load_checkpoint, read_record, record_sha256, save_checkpoint
 from darm.cli import main
-from darm.data import load_data
+from darm.data import digest, load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate, nll_per_dim
-from darm.train import data_meta, same_examples, train
+from darm.train import data_meta, resume_point, same_examples, train
 from darm.train_config import TrainConfig, check_config, learning_rate
 from tests.conftest import Terminal, tiny_model
 
@@ -250,14 +250,20 @@ def test_resume_from_needs_the_checkpoints_weights_and_data(tmp_path):
     model, record, path = load_checkpoint(last)
     with pytest.raises(DarmError, match="the run trained on other examples or splits"):
         train(model, "markov", other, cfg, run, (path, record), progress=False)
-    model, record, path = load_checkpoint(last)
     with pytest.raises(TypeError, match="resume_from must be a checkpoint's"):
         train(model, "markov", data, cfg, run, record, progress=False)
-    assert train(model, "markov", data, cfg, run, str(last), progress=False)["step"] == 4
-    # a built-in (no digest) is known by its name and seed
-    a, b = load_data("names"), load_data("names", seed=1)
-    assert same_examples(data_meta(a), data_meta(load_data("names")))
-    assert not same_examples(data_meta(a), data_meta(b))
+    # refused, the model still holds the checkpoint's weights; a run folder means its last
+    # (as --resume), not the best.json load_checkpoint(folder) would read
+    assert resume_point(run, model.loaded_from)[0].name == "last.json"
+    assert train(model, "markov", data, cfg, run, str(run), progress=False)["step"] == 4
+    # a built-in as load_data gives it (no digest) is known by its name and seed; a record
+    # of one with a digest (as a darm of a while wrote them) by the digest
+    meta = data_meta(data)
+    assert meta["digest"] is None
+    assert same_examples(data, meta, data_meta(load_data("digits")))
+    assert not same_examples(data, meta, data_meta(load_data("digits", seed=1)))
+    assert same_examples(data, meta, {**meta, "digest": digest(data)})
+    assert not same_examples(data, meta, {**meta, "digest": "0" * 32})
 
 
 def test_a_conditional_model_on_unlabelled_data_makes_no_run_folder(tmp_path):

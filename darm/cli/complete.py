@@ -116,7 +116,7 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
         )
     if args.input and not meta.get("image_shape"):  # named by the longest of several inputs
         lengths = list(map(len, known.prefixes))
-        which = f" {lengths.index(kept) + 1} of {len(lengths)}" if len(lengths) > 1 else ""
+        which = f" (prompt {lengths.index(kept) + 1} of {len(lengths)})" if len(lengths) > 1 else ""
         check_prompt_fits(model, meta, kept, args.length, "--input", which)
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=gen,

@@ -67,7 +67,7 @@ def load_data(
     as they are."""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
-        raise DarmError(f"{spec} has its own {fixed} levels; it cannot be read in {levels}")
+        raise DarmError(f"{spec} has its own {fixed} levels; it cannot be read in {levels} levels")
     if spec == "digits":
         return digits_dataset(seed)
     if spec == "names":

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
 
 import torch
 
-from darm.errors import DarmError
+from darm.errors import DarmError, is_int
 
 EOS = "\n"  # the end-of-item symbol of line datasets: every item ends with one
 
@@ -68,7 +67,7 @@ class Vocabulary:
         if stop is not None and stop in ids:
             ids = ids[: ids.index(stop)]
         L = len(self.symbols)
-        bad = next((i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= i < L), None)
+        bad = next((i for i in ids if not is_int(i) or not 0 <= i < L), None)
         if bad is not None:  # a float, a nested row, a symbol of another vocabulary
             raise ValueError(f"cannot decode {bad!r}: symbols are ints in 0..{L - 1}")
         return "".join(self.symbols[i] for i in ids)
