@@ -50,6 +50,7 @@ def read_prefix(text: str, model, meta: dict, flag: str) -> list[int]:
 
 
 def is_file(text: str) -> bool:
+    """Whether a prompt names a file (which, for a text model, it is not read as)."""
     try:
         return Path(text).is_file()
     except (OSError, ValueError):  # a name too long, a NUL in it: no file of that name

@@ -288,8 +288,9 @@ def train(
     (`contextlib.redirect_stdout` silences it in a sweep).
     stop_at: end early after this step (saving `last`); the schedule still spans cfg.steps,
     so `--resume` later continues exactly as if never stopped. resume_from: the checkpoint
-    (path, record) or its path that `model` was loaded from (load_checkpoint), whose
-    optimiser state and step the run goes on from, on the same data. max_seconds: likewise, once
+    (path, record), or its path (a run folder: its last.json), that `model` was loaded from
+    (load_checkpoint), whose optimiser state and step the run goes on from, on the same
+    data. max_seconds: likewise, once
     this much training time has passed. plan: cfg.steps was planned (darm.budget.plan_run)
     to fit max_seconds; the count is planned again as the run trains (darm.budget.Replanner),
     so the schedule still ends in time when the first timing was off. init: where a
