@@ -234,8 +234,9 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
         ends = "; the schedule ends in time" if fits else ""
         say(f"--budget {args.budget:g}s: planned {cfg.steps} steps{ends}")
         if not fits:  # the plan's floor of steps does not fit: the budget will cut it
+            took = f"{plan.seconds:.0f}" if plan.seconds >= 1 else f"{plan.seconds:.1g}"
             say(
-                f"warning: even {cfg.steps} steps take ~{plan.seconds:.0f}s here, so the run "
+                f"warning: even {cfg.steps} steps take ~{took}s here, so the run "
                 f"stops at the budget before its schedule ends (give more time, or --steps)",
                 file=sys.stderr,
             )

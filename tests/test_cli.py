@@ -1079,6 +1079,12 @@ def test_a_budget_too_small_for_the_fewest_steps_is_said(names_file, tmp_path, c
     said = capsys.readouterr()
     assert "--budget 5s: planned 20 steps\n" in said.out
     assert "warning: even 20 steps take ~20s here, so the run stops at the budget" in said.err
+    # under a second: not "~0s"
+    monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 0.002)
+    monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.001)
+    argv[argv.index("5s")], argv[argv.index(str(tmp_path / "cut"))] = "0.01s", str(tmp_path / "c2")
+    assert main(argv) == 0
+    assert "warning: even 20 steps take ~0.04s here" in capsys.readouterr().err
 
 
 def test_a_budget_plans_a_conditional_run(tmp_path, capsys):
