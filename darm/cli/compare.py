@@ -41,9 +41,12 @@ def cmd_compare(args) -> None:
         args, before = resumed_args(args)
         if not unfinished(before, args.retry_failed):
             failed = [n for n, r in before["families"].items() if r.status == "failed"]
-            retry = f" ({', '.join(failed)} failed: --retry-failed runs them again)"
-            print(f"every family of the comparison in {args.out} has finished: nothing to do"
-                  + (retry if failed else ""))  # fmt: skip
+            if failed:  # still failed: a script that checks the exit status is told
+                raise DarmError(
+                    f"every family of the comparison in {args.out} has finished, and "
+                    f"{', '.join(failed)} failed: --retry-failed runs them again"
+                )
+            print(f"every family of the comparison in {args.out} has finished: nothing to do")
             return
     if args.budget is None and args.steps is None:
         args.budget = 300.0
