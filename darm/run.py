@@ -3,7 +3,6 @@ planned to a --budget when asked, in its locked run folder."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shlex
@@ -46,6 +45,7 @@ from darm.options import (
     model_overrides,
 )
 from darm.outputs import AUDIO_CLIPS, count, finish_run, finished
+from darm.plots import read_log
 from darm.prompts import default_length
 from darm.reread import check_fits, own_data, read_like
 from darm.runs import in_folder
@@ -128,7 +128,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
         )
 
         model, record, path = load_checkpoint(path, device)
-        if (run_dir / "best.json").exists():  # the run ends on it: find out now, not then
+        if source.name != "best.json" and (run_dir / "best.json").exists():
+            # the run ends on it: find out now, not then
             try:
                 load_checkpoint(run_dir / "best.json")
             except DarmError as e:
@@ -426,11 +427,10 @@ def stands_at_best(run_dir: Path) -> int | None:
     record without weights; last.* moved aside, and best is of an earlier step)."""
     try:
         _, record, _ = load_checkpoint(run_dir / "best.json")
-        with open(run_dir / "log.csv", newline="") as f:
-            logged = [int(r[0]) for r in list(csv.reader(f))[1:] if r and r[0].isdigit()]
-    except (DarmError, OSError):
+        logged = read_log(run_dir / "log.csv").get("step", ())
+    except (OSError, ValueError):  # (a DarmError is a ValueError)
         return None
-    return record["step"] if logged and record["step"] == max(logged) else None
+    return record["step"] if len(logged) and record["step"] == max(logged) else None
 
 
 def check_resume_matches(args, record: dict, run_dir: Path) -> None:

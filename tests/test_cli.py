@@ -1087,6 +1087,23 @@ def test_a_budget_too_small_for_the_fewest_steps_is_said(names_file, tmp_path, c
     assert "warning: even 20 steps take ~0.04s here" in capsys.readouterr().err
 
 
+def test_a_budget_past_a_runs_steps_is_refused_naming_it(names_file, tmp_path, capsys,
+                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setattr("darm.budget.seconds_per_step", lambda *a: 1e-6)
+    monkeypatch.setattr("darm.budget.seconds_per_validation", lambda *a: 0.0)
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--quiet", "--samples", "0",
+            "--out", str(tmp_path / "r"), "--budget", "1000000h"]  # fmt: skip
+    one_line_error(capsys, main(argv), 1, "steps here, more than a run's 2,147,483,647: give less")
+    assert not (tmp_path / "r" / "last.json").exists()
+
+
+def test_a_batch_over_the_training_examples_is_noted(names_file, tmp_path, capsys):
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "1", "--quiet",
+            "--samples", "0", "--out", str(tmp_path / "r"), "--batch-size", "5000"]  # fmt: skip
+    assert main(argv) == 0
+    assert "note: --batch-size 5000 is more than the " in capsys.readouterr().err
+
+
 def test_a_budget_plans_a_conditional_run(tmp_path, capsys):
     # the real timing probe, through the labels of a class-conditional model
     out = tmp_path / "cond"

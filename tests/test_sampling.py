@@ -399,6 +399,10 @@ def test_python_mistakes_are_named():
     for stop in (1.5, True):
         with pytest.raises(TypeError, match="stop_token must be a symbol"):
             sample(model, 2, stop_token=stop)
+    # numpy's and 0-d torch integers are integers
+    for stop, k in ((np.int64(0), np.int64(2)), (torch.tensor(0), torch.tensor(2))):
+        assert sample(model, 2, stop_token=stop, top_k=k).shape == (2, 7)
+    assert names.vocab.decode([torch.tensor(1), np.int64(2)]) == names.decode([1, 2])
     assert names.decode(np.array([1, 2])) == names.decode(torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="cannot decode 99: symbols are ints in 0..26"):
         names.decode([99])
