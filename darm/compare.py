@@ -30,6 +30,7 @@ from darm.config import build_config
 from darm.data import Dataset
 from darm.data.audio import mu_law_decode
 from darm.data.dataset import digest
+from darm.data.splits import examples_per_step
 from darm.deps import checkpoint_maps, image_shape_of, plot_dependency_maps
 from darm.errors import DarmError, first_line
 from darm.files import atomic_write
@@ -262,8 +263,9 @@ def new_family(name: str, data: Dataset, opts: CompareOptions, device):
     torch.manual_seed(opts.seed)  # the same initial weights for the same seed
     model = build_family(name, data, opts.overrides.get(name)).to(device)
     train_overrides = {**default_train(name), "seed": opts.seed}
-    if opts.batch_size:
-        train_overrides["batch_size"] = opts.batch_size
+    # on data of fewer examples, each step takes them all: the report says so
+    batch_size = opts.batch_size or train_overrides["batch_size"]
+    train_overrides["batch_size"] = examples_per_step(data["train"], batch_size)
     if opts.valid_examples:  # cheaper passes, so the plan fits more steps; test stays whole
         train_overrides["valid_examples"] = opts.valid_examples
     cfg = build_config(TrainConfig, train_overrides, "training option")

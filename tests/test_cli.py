@@ -1688,6 +1688,24 @@ def test_bench_times_each_family_and_its_cache(capsys):
     assert "bigram:" not in err
 
 
+def test_bench_batches_fit_small_data(tmp_path, capsys):
+    """Its default batch of 32 shrinks to data of fewer items (a larger --batch-size is
+    refused: it would count tokens no step trains on); a corpus's crops fit any batch."""
+    items = tmp_path / "few.txt"
+    items.write_text("".join(f"{w}\n" for w in ("ab", "ba", "abba", "baab", "aab", "bba",
+                                                  "abab", "bab", "aba", "bb")))  # fmt: skip
+    argv = ["bench", "--models", "bigram", "--seconds", "0.05", "-n", "1", "--json"]
+    assert main([*argv, "--data", str(items)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["batch_size"] == 8  # the 8 training items of 10 (80/10/10)
+    code = main([*argv, "--data", str(items), "--batch-size", "9"])
+    one_line_error(capsys, code, 1, "--batch-size 9 is more than the 8 training examples of few")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abracadabra " * 30)  # 20 blocks of training text
+    code = main([*argv, "--data", str(corpus), "--format", "corpus", "--block", "16"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["batch_size"] == 32
+
+
 def test_bench_says_when_a_family_has_no_cache_of_its_own(monkeypatch):
     import darm.bench
     from darm.data import load_data

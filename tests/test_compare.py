@@ -455,6 +455,20 @@ def test_markov_default_memory_is_one_image_row():
     assert markov_memory(SimpleNamespace(image_shape=(4, 5, 3))) == 15  # W pixels x C channels
 
 
+def test_the_report_gives_the_batch_each_step_took(tmp_path):
+    """On data of fewer training items than the batch, each step takes them all, and the
+    report says that number, not the configured one."""
+    few = tmp_path / "few.txt"
+    few.write_text("".join(f"{a}{b}\n" for a in "abcd" for b in "abcde"))  # 20 items
+    out = tmp_path / "few"
+    args = ["compare", "--data", str(few), "--models", "bigram", "--steps", "2", "--samples",
+            "1", "--deps-examples", "1", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    (family,) = json.loads((out / "results.json").read_text())["families"]
+    assert family["train"]["batch_size"] == 16  # the 16 training items of 20 (80/10/10)
+    assert "batch=16," in (out / "report.md").read_text()
+
+
 def test_a_one_step_comparison_runs(tmp_path):
     out = tmp_path / "one"
     args = ["compare", "--models", "markov", "--steps", "1", "--samples", "1", "--deps-examples",

@@ -9,6 +9,7 @@ import sys
 from darm.bench import bench, setting, speed_table
 from darm.cli.args import device_of, family_overrides, model_names
 from darm.compare import default_models
+from darm.data.splits import examples_per_step
 from darm.errors import DarmError
 from darm.options import check_counts, check_data_options, load_training_data
 from darm.train_config import TrainConfig, bf16_warning
@@ -29,12 +30,7 @@ def cmd_bench(args) -> None:
             raise DarmError(
                 f"--set for {name!r}, which is not among the models run: {', '.join(names)}"
             )
-    if args.batch_size > len(data["train"]):
-        raise DarmError(
-            f"--batch-size {args.batch_size} is more than the {len(data['train'])} training "
-            f"examples of {data.name}"
-        )
-    cfg = TrainConfig(batch_size=args.batch_size, dtype=args.dtype)
+    cfg = TrainConfig(batch_size=batch_size(args.batch_size, data), dtype=args.dtype)
     human = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     print(data.summary(), file=human)
     if warning := bf16_warning(cfg, device):
@@ -47,3 +43,14 @@ def cmd_bench(args) -> None:
     print(speed_table(speeds, where), file=human)
     if args.json:
         print(json.dumps({**where, "speeds": [s.as_dict() for s in speeds]}))
+
+
+def batch_size(asked: int | None, data) -> int:
+    """--batch-size, or 32 where the training split holds that many: a batch of examples not
+    there would count tokens no step trains on."""
+    fits = examples_per_step(data["train"], asked or 32)
+    if asked is not None and asked > fits:
+        raise DarmError(
+            f"--batch-size {asked} is more than the {fits} training examples of {data.name}"
+        )
+    return fits

@@ -401,7 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scores it.",
     )
     add_family_data_args(b)
-    b.add_argument("--batch-size", type=integer, default=32, help="examples per step (default 32)")
+    b.add_argument(
+        "--batch-size",
+        type=integer,
+        help="examples per step (default 32, or every training example where fewer)",
+    )
     b.add_argument("--dtype", choices=DTYPES, default="fp32", help="as for train (default fp32)")
     b.add_argument(
         "--seconds", type=float, default=2.0, help="training timed per family (default 2)"

@@ -90,6 +90,12 @@ class CorpusSplit(TensorSplit):
         return self.stream[offsets], None, None
 
 
+def examples_per_step(split: TensorSplit, batch_size: int) -> int:
+    """The examples a training step of `batch_size` takes: every one of a split of fewer
+    (a corpus's or a clip's batches are crops of one stream, so any number)."""
+    return batch_size if isinstance(split, CorpusSplit) else min(batch_size, len(split))
+
+
 def split_starts(parts: dict[str, torch.Tensor]) -> dict[str, int]:
     """Where each split of one stream cut by position begins in it (train, valid, test in
     that order): a block's place in the file, for people reading per-example results."""
