@@ -5,6 +5,7 @@ import torch
 
 from darm.check import check_cache, check_causal, check_normalised
 from darm.errors import DarmError
+from darm.metrics import log_prob
 from darm.sampling import sample
 from tests.conftest import tiny_model
 
@@ -24,6 +25,18 @@ def test_causality(model_name, conditional):
         x3 = x.clone()
         x3[:, d - 1] = (x[:, d - 1] + 1) % L
         assert not torch.allclose(model(x3, y).reshape(4, D, L)[:, d], base[:, d], atol=1e-6)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_every_weight_is_trained(model_name, conditional):
+    """Every parameter gets a gradient from the NLL: one that gets none is dead weight, in
+    the model's size, in each step's work, and under DDP (a search for unused parameters
+    every step)."""
+    model = tiny_model(model_name, num_classes=3 if conditional else 0)
+    x = torch.randint(0, 5, (4, model.num_dims), generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 2, 1]) if conditional else None
+    log_prob(model, x, cond=y).sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
 def test_label_changes_logits(model_name):

@@ -233,6 +233,38 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     assert train_column(tmp_path / "part") == pytest.approx(train_column(tmp_path / "full"))
 
 
+def test_a_wavenet_saved_with_its_unused_last_residual_loads_and_resumes(tmp_path):
+    """Runs saved before WaveNet dropped the last layer's residual conv (nothing reads its
+    output) hold its weights and its place in the optimiser: they load in that layout, and
+    resume to the weights of a run never stopped. A new WaveNet has the same seeded weights
+    less that conv."""
+    data = load_data("digits")
+    cfg = TrainConfig(steps=6, batch_size=8, warmup=2, eval_every=3, seed=5)
+    old = dict(vocab_size=17, seq_len=64, dilation_cycle=(1, 2), last_res=True)
+    full = tiny_model("wavenet", **old)
+    new = tiny_model("wavenet", **{**old, "last_res": False})
+    assert full.num_params() - new.num_params() == sum(
+        p.numel() for p in full.layers[-1].res.parameters()
+    )
+    for k, v in new.state_dict().items():
+        assert torch.equal(v, full.state_dict()[k])
+    train(full, "wavenet", data, cfg, tmp_path / "full", progress=False)
+
+    part = tiny_model("wavenet", **old)
+    train(part, "wavenet", data, cfg, tmp_path / "part", progress=False, stop_at=4)
+    for tag in ("best", "last"):  # as an older darm saved them: no such field
+        path = tmp_path / "part" / f"{tag}.json"
+        record = json.loads(path.read_text())
+        del record["config"]["last_res"]
+        record["sha256"]["record"] = record_sha256(record)
+        path.write_text(json.dumps(record))
+    resumed, record, path = load_checkpoint(tmp_path / "part" / "last.json")
+    assert resumed.config.last_res and resumed.num_params() == record["params"]
+    train(resumed, "wavenet", data, cfg, tmp_path / "part", (path, record), progress=False)
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
 def test_resume_from_needs_the_checkpoints_weights_and_data(tmp_path):
     """train(resume_from=...) goes on from the optimiser state of a checkpoint: a model that
     does not hold its weights (a new one, or one trained since) or other data is refused;

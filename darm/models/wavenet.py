@@ -46,11 +46,19 @@ class WaveNetConfig:
     n_cycles: int = 1  # the dilation cycle is repeated this many times
     dropout: float = 0.0  # on each layer's gated units, during training
     num_classes: int = 0
+    # the last layer's residual 1x1 conv, whose output nothing reads: only runs saved before
+    # it was dropped have it, so that they load and resume as they were saved
+    last_res: bool = False
 
     def __post_init__(self):
         require_at_least(self, 1, "n_embd", "n_skip", "kernel_size", "n_cycles")
         if not self.dilation_cycle or min(self.dilation_cycle) < 1:
             raise ValueError(f"dilation_cycle must be dilations >= 1, got {self.dilation_cycle}")
+
+    @staticmethod
+    def from_saved(config: dict) -> dict:
+        """A checkpoint's config: one saved before `last_res` has that conv's weights."""
+        return {"last_res": True, **config}
 
     @property
     def dilations(self) -> tuple[int, ...]:
@@ -62,11 +70,17 @@ class WaveNetConfig:
 
 
 class ResidualLayer(nn.Module):
-    def __init__(self, channels: int, skip: int, kernel_size: int, dilation: int, dropout: float):
+    def __init__(
+        self, channels: int, skip: int, kernel_size: int, dilation: int, dropout: float,
+        residual: bool = True,
+    ):  # fmt: skip
         super().__init__()
         self.conv = CausalConv1d(channels, 2 * channels, kernel_size, dilation)
         self.dropout = Dropout(dropout)
-        self.res = nn.Conv1d(channels, channels, 1)
+        # made even where dropped (the last layer's residual is read by no later layer), so
+        # the seeded weights after it come out as they did when every layer kept one
+        res = nn.Conv1d(channels, channels, 1)
+        self.res = res if residual else None
         self.skip = nn.Conv1d(channels, skip, 1)
 
     def gated_unit(self, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
@@ -76,7 +90,7 @@ class ResidualLayer(nn.Module):
 
     def forward(self, x, c):  # x: (B, C, T) -> (B, C, T), (B, S, T)
         z = self.gated_unit(self.conv(x), c)
-        return x + self.res(z), self.skip(z)
+        return (x if self.res is None else x + self.res(z)), self.skip(z)
 
 
 class WaveNetCache:
@@ -109,8 +123,10 @@ class WaveNet(ARModel):
         C, S = config.n_embd, config.n_skip
         self.start = config.vocab_size
         self.wte = nn.Embedding(config.vocab_size + 1, C)
+        n = len(config.dilations)
         self.layers = nn.ModuleList(
-            ResidualLayer(C, S, config.kernel_size, d, config.dropout) for d in config.dilations
+            ResidualLayer(C, S, config.kernel_size, d, config.dropout, i < n - 1 or config.last_res)
+            for i, d in enumerate(config.dilations)
         )
         # global conditioning: one projection of the label into every layer's gate
         self.label = condition_embedding(config.num_classes, 2 * C)
@@ -154,14 +170,7 @@ class WaveNet(ARModel):
         p = self.wte.weight
         queues = [layer.conv.init_queue(batch_size, p.device, p.dtype) for layer in self.layers]
         with torch.no_grad():
-            matrices = [
-                (
-                    layer.conv.step_matrix(),  # (kernel*C, 2C)
-                    torch.cat([layer.res.weight, layer.skip.weight])[:, :, 0].t(),  # (C, C+S)
-                    torch.cat([layer.res.bias, layer.skip.bias]),  # (C+S,)
-                )
-                for layer in self.layers
-            ]
+            matrices = [(layer.conv.step_matrix(), *_out_matrix(layer)) for layer in self.layers]
         return WaveNetCache(batch_size, queues, matrices)
 
     def step(self, x_prev, cache: WaveNetCache, cond=None) -> torch.Tensor:
@@ -184,6 +193,17 @@ class WaveNet(ARModel):
         skip = state[:, C:]  # (B, S)
         s = F.linear(F.relu(skip), self.out1.weight[:, :, 0], self.out1.bias)  # (B, S)
         return F.linear(F.relu(s), self.out2.weight[:, :, 0], self.out2.bias)  # (B, L)
+
+
+def _out_matrix(layer: ResidualLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's residual and skip 1x1 convs as one (C, C+S) matrix and (C+S,) bias (zeros in
+    the residual's place where the layer has none: the stream goes on unchanged)."""
+    res, skip = layer.res, layer.skip
+    C = skip.weight.shape[1]
+    w_res = skip.weight.new_zeros(C, C, 1) if res is None else res.weight  # (C, C, 1)
+    b_res = skip.bias.new_zeros(C) if res is None else res.bias  # (C,)
+    weight = torch.cat([w_res, skip.weight])[:, :, 0].t()  # (C+S, C, 1) -> (C, C+S)
+    return weight, torch.cat([b_res, skip.bias])  # (C+S,)
 
 
 register_model("wavenet", WaveNet, WaveNetConfig, "dilated causal 1-D conv stack (WaveNet)")
