@@ -56,7 +56,7 @@ def log_prob(
     nll_per_dim.)"""
     x = as_symbols(x, "x (one-hot inputs go to model(x))")
     cond = as_symbols(cond, "label")
-    if mask is not None and not isinstance(mask, torch.Tensor):  # numpy, lists: as x is read
+    if mask is not None:  # numpy, lists, a tensor on another device: beside x, as x is read
         mask = torch.as_tensor(mask, device=x.device)
     check_shape(model, x, mask)
     cond = labels_for(cond, x.shape[0])

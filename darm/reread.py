@@ -46,7 +46,7 @@ def read_like(
     fmt=None,
     block=None,
     levels=None,
-    seed=42,
+    seed=None,
     whole=False,
     labels=True,
     any_length=False,
@@ -54,7 +54,9 @@ def read_like(
     """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
     vocabulary, its L levels (a file whose largest value is below L is still L levels) and
-    its image channels. whole: to be scored whole (see load_data). labels: the data's labels
+    its image channels, split with its seed unless `seed` says otherwise (the same
+    examples, under another name, split as the run split them: its test split is its test
+    split). whole: to be scored whole (see load_data). labels: the data's labels
     are put in the model's numbering (refused if they name classes it lacks); False when
     they go unused (eval --label gives every example one). any_length: lines as long as the
     file's longest, where the model scores any length (`max_dims` None: to be scored, not
@@ -64,6 +66,7 @@ def read_like(
         # a built-in's, or arrays in memory: the file is read by what it is
         fmt = None if fmt in ("builtin", "memory") or spec in BUILTIN else fmt
     vocab = saved_vocab(meta)
+    seed = meta["source"].get("seed", 42) if seed is None else seed
     D, L = model.num_dims, model.vocab_size
     if levels is None and spec not in FIXED_LEVELS:  # a built-in with its own L keeps it, and
         levels = L  # check_fits then names the mismatch (not a --levels nobody passed)

@@ -485,6 +485,22 @@ def test_init_on_its_own_data_keeps_its_split(names_file, tmp_path, capsys):
     assert "warning: --data-seed 8 splits" in err and "(--data-seed 7)" in err
 
 
+def test_eval_of_other_data_splits_it_with_the_runs_seed(names_file, tmp_path, capsys):
+    """eval RUN --data COPY --split test: a copy of the run's data under another name is split
+    as the run split it (its --data-seed), so its test split is the run's own."""
+    argv = ["train", "--data", str(names_file), *TINY_MARKOV, "--steps", "2", "--quiet",
+            "--samples", "0", "--data-seed", "7", "--out", str(tmp_path / "a")]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "a"), "--split", "test", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(names_file.read_bytes())
+    argv = ["eval", str(tmp_path / "a"), "--data", str(copy), "--split", "test", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["nats_per_example"] == own["nats_per_example"]
+
+
 def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
     """markov, rnn, wavenet: the same weights score any D, so a fine-tune may read the text (or
     audio) in longer blocks; a gpt's learned positions fix its D."""

@@ -269,6 +269,21 @@ def test_archives_that_hold_more_than_arrays_are_refused_in_a_line(tmp_path):
     (tmp_path / "a.npy").write_bytes((tmp_path / "a.npz").read_bytes())
     with pytest.raises(DarmError, match="a.npy is an .npz archive under an .npy name"):
         load_data(str(tmp_path / "a.npy"))
+    np.save(tmp_path / "b.npy", np.zeros((5, 3), int))
+    (tmp_path / "b.npz").write_bytes((tmp_path / "b.npy").read_bytes())
+    with pytest.raises(DarmError, match="b.npz is an .npy array under an .npz name"):
+        load_data(str(tmp_path / "b.npz"))
+    # labels under y beside the data's own split: which split each belongs to is unknown
+    rows = {f"x_{s}": np.zeros((3, 2), int) for s in ("train", "valid", "test")}
+    np.savez(tmp_path / "own.npz", **rows, y=np.zeros(9, int))
+    with pytest.raises(DarmError, match="labels under y: give them as y_train/y_valid/y_test"):
+        load_data(str(tmp_path / "own.npz"))
+    np.savez(tmp_path / "labels.npz", y=np.zeros(9, int))
+    with pytest.raises(DarmError, match="labels.npz holds only y, the labels: the examples go"):
+        load_data(str(tmp_path / "labels.npz"))
+    np.savez(tmp_path / "objects.npz", x=np.array([[1, "a"]], dtype=object))
+    with pytest.raises(DarmError, match="objects.npz holds an object array .*: save integers"):
+        load_data(str(tmp_path / "objects.npz"))
     (tmp_path / "t.npy").write_text("hello\n")
     with pytest.raises(DarmError, match="not a NumPy array file .* darm never unpickles"):
         load_data(str(tmp_path / "t.npy"))
@@ -295,11 +310,34 @@ def test_missing_and_empty_files(tmp_path):
                     load_data(device, format=format)
 
 
+def test_text_that_is_not_utf8_or_too_short_says_what_would_do(tmp_path):
+    import gzip
+
+    path = tmp_path / "t.txt"
+    path.write_text("anna\nbob\ncarla\n", encoding="utf-16")
+    with pytest.raises(DarmError, match=r"not UTF-8 text \(byte 0\): it looks like UTF-16 text"):
+        load_data(str(path))
+    path.write_bytes(gzip.compress(b"anna\nbob\ncarla\n"))
+    with pytest.raises(DarmError, match="it looks like gzip-compressed data: decompress it"):
+        load_data(str(path))
+    path.write_bytes(b"caf\xe9\n")  # latin-1: no guess
+    with pytest.raises(DarmError, match=r"t.txt is not UTF-8 text \(byte 3\)$"):
+        load_data(str(path))
+    path.write_text("abcdefghij" * 10)  # 100 symbols: 5 each for valid and test
+    with pytest.raises(DarmError, match="its 100 symbols leave 5 to the smallest split; --block 4"):
+        load_data(str(path), "corpus", block=8)
+    assert load_data(str(path), "corpus", block=4).seq_len == 4  # and so it is
+
+
 def test_a_bom_is_not_a_symbol_and_text_is_not_an_array(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_bytes(b"\xef\xbb\xbfanna\nbob\ncarla\n")  # as some editors save UTF-8
     data = load_data(str(path))
     assert "\ufeff" not in data.vocab.symbols
+    # two such files joined by cat: the second's BOM starts a line, and is no symbol either
+    path.write_bytes(b"\xef\xbb\xbfanna\nbob\n\xef\xbb\xbfanna\ncarla\ndan\n")
+    joined = load_data(str(path))
+    assert "\ufeff" not in joined.vocab.symbols and "1 repeated line dropped" in joined.summary()
     with pytest.raises(DarmError, match="integer arrays come in .npy or .npz files, not bom.txt"):
         load_data(str(path), "array")
     with pytest.raises(DarmError, match="is a folder, not an .npy/.npz"):

@@ -183,6 +183,18 @@ def test_folder_of_rgb_pngs_with_classes(tmp_path):
     )
 
 
+def test_a_class_folder_linked_in_is_a_class(tmp_path):
+    """A class sub-folder that is a link to a folder elsewhere is read as the others are (a
+    link back up the tree is walked once, not forever)."""
+    write_pngs(tmp_path / "imgs", 8, mode="RGB", classes=["cat", "dog"])
+    write_pngs(tmp_path / "elsewhere" / "eel", 4, mode="RGB")
+    (tmp_path / "imgs" / "eel").symlink_to(tmp_path / "elsewhere" / "eel")
+    (tmp_path / "imgs" / "cat" / "up").symlink_to(tmp_path / "imgs")  # a cycle
+    data = load_data(str(tmp_path / "imgs"), levels=16)
+    assert data.class_names == ["cat", "dog", "eel"]
+    assert sum(len(data[s]) for s in ("train", "valid", "test")) == 12
+
+
 def test_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DarmError, match="holds 0 images"):
@@ -194,6 +206,11 @@ def test_folder_errors(tmp_path):
     (tmp_path / "mixed" / "z.png").write_bytes(b"not a png")
     with pytest.raises(DarmError, match="cannot read image"):
         load_data(str(tmp_path / "mixed"))
+    frames = [Image.new("L", (5, 4), v) for v in (0, 80, 160)]
+    frames[0].save(tmp_path / "mixed" / "z.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "mixed" / "z.png").unlink()
+    with pytest.raises(DarmError, match="z.gif holds 3 pictures .*save each frame as its own"):
+        load_data(str(tmp_path / "mixed"))  # not the first frame alone, two dropped unseen
     write_pngs(tmp_path / "both", 4, classes=["a"])
     write_pngs(tmp_path / "both", 3)  # and some at the top
     with pytest.raises(DarmError, match="images at its top and in sub-folders"):
@@ -236,7 +253,7 @@ def test_uint8_npz_images_are_quantised(tmp_path):
     with pytest.raises(DarmError, match="N >= 3"):  # but a split needs three
         load_data(str(tmp_path / "one.npy"), format="images", levels=4)
     np.save(tmp_path / "hw.npy", x[0, ..., 0])  # one grey (H, W) picture: no split to name
-    with pytest.raises(DarmError, match=r"^hw.npy: images must be \(N, H, W\)"):
+    with pytest.raises(DarmError, match=r"^hw.npy: .* got rows of 6 values \(one picture is "):
         load_data(str(tmp_path / "hw.npy"), format="images", whole=True)
 
 

@@ -59,27 +59,31 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         raise DarmError(f"{path} is a pipe: NumPy arrays are read from an .npy or .npz file")
     if path.suffix.lower() not in (".npy", ".npz"):  # numpy's own words would be about pickles
         raise DarmError(f"integer arrays come in .npy or .npz files, not {path.name}")
+    npy = path.suffix.lower() == ".npy"
     try:
-        if path.suffix.lower() == ".npy":
-            arrays = {"x": np.load(path, allow_pickle=False)}
-        else:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)  # read by its content, whatever its name
+        if isinstance(loaded, np.ndarray):
+            if not npy:
+                raise DarmError(f"{path} is an .npy array under an .npz name: rename it .npy")
+            return {"x": loaded}
+        with loaded as f:
+            if npy:
+                raise DarmError(f"{path} is an .npz archive under an .npy name: rename it .npz")
+            arrays = {k: f[k] for k in f.files}
+    except DarmError:
+        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DarmError(not_an_array_file(path, e)) from None
     for key, a in arrays.items():
-        if isinstance(a, np.ndarray):
-            continue
-        if path.suffix.lower() == ".npy":  # np.load reads an archive by its content
-            a.close()
-            raise DarmError(f"{path} is an .npz archive under an .npy name: rename it .npz")
-        # a member that is not an .npy file loads as raw bytes
-        raise DarmError(f"{path}: the archive's member {key!r} is not an .npy array")
+        if not isinstance(a, np.ndarray):  # a member that is not an .npy file: raw bytes
+            raise DarmError(f"{path}: the archive's member {key!r} is not an .npy array")
     return arrays
 
 
 def not_an_array_file(path: Path, e: Exception) -> str:
     """What np.load's error means, in a line (numpy's own words would advise unpickling)."""
+    if "Object arrays" in str(e):  # a file of Python objects: only unpickling reads them
+        return f"{path} holds an object array (darm never unpickles): save integers"
     if "pickle" in str(e):  # numpy's guess for any file without its header
         return f"{path} is not a NumPy array file (text or a pickle? darm never unpickles)"
     return f"cannot read {path} as a NumPy array file: {first_line(e)}"
@@ -167,12 +171,19 @@ def keyed_dataset(
     """A Dataset from arrays under .npz keys (x and y, or x_train / y_train ...), as
     array_dataset describes; `where` names them in errors (a file name)."""
     own = all(k in arrays for k in NPZ_SPLIT_KEYS.values())  # the data's own split
+    if own and "y" in arrays and not any(f"y_{s}" in arrays for s in SPLITS):
+        raise DarmError(
+            f"{where} has its own split (x_train/x_valid/x_test) and labels under y: give "
+            f"them as y_train/y_valid/y_test, one per split"
+        )
     if own:
         xs = {s: arrays[NPZ_SPLIT_KEYS[s]] for s in SPLITS}
         ys = {s: arrays.get(f"y_{s}") for s in SPLITS}
         notes = "its own train/valid/test split"
     else:
         key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
+        if key == "y":
+            raise DarmError(f"{where} holds only y, the labels: the examples go under x")
         if key is None:
             raise DarmError(
                 f"{where} has keys {sorted(arrays)}; expected x (and y), or x_train/x_valid/x_test"

@@ -6,6 +6,8 @@ innermost (R, G, B of a pixel in turn), the order every family and `pixelcnn` sh
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +73,12 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
     from PIL import Image
 
     with open_image(path) as img:
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:  # Pillow would read the first alone, the rest dropped unseen
+            raise DarmError(
+                f"{path} holds {frames} pictures (an animation or a stack); darm reads one a "
+                f"file: save each frame as its own file"
+            )
         if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
             img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(img), path), "L")
         return np.asarray(img.convert(mode))
@@ -180,6 +188,20 @@ def hidden(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
+def files_under(folder: Path) -> Iterator[Path]:
+    """Every file under `folder`, through linked folders too: a class folder linked in from
+    elsewhere is a class (Path.rglob before Python 3.13 does not enter links, so it would
+    vanish). A link back to a folder already walked is not walked again."""
+    walked = set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            folders.clear()
+            continue
+        walked.add(real)
+        yield from (Path(root, f) for f in files)
+
+
 def image_folder_dataset(
     folder: Path,
     levels: int = 256,
@@ -200,7 +222,7 @@ def image_folder_dataset(
     name = folder.name
     paths = sorted(
         p
-        for p in folder.rglob("*")
+        for p in files_under(folder)
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not hidden(p, folder)
     )
     if len(paths) < (1 if whole else 3):
@@ -266,6 +288,11 @@ def image_array_dataset(
     def to_levels(a: np.ndarray, what: str) -> np.ndarray:
         if a.dtype != np.uint8:
             raise DarmError(f"{what}: images must be uint8 intensities 0..255, got {a.dtype}")
+        if a.ndim == 2:  # (a split of) rows: one picture saved as (H, W), say
+            raise DarmError(
+                f"{what}: images must be (N, H, W) or (N, H, W, C), got rows of {a.shape[1]} "
+                f"values (one picture is saved as (1, H, W): x[None])"
+            )
         if a.ndim not in (3, 4):
             raise DarmError(f"{what}: images must be (N, H, W) or (N, H, W, C), got {a.shape}")
         return quantise(a, levels)

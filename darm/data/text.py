@@ -24,12 +24,26 @@ def read_text(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM marks the encoding, not a symbol
     except UnicodeDecodeError as e:
-        raise DarmError(f"{path} is not UTF-8 text (byte {e.start})") from None
+        raise DarmError(
+            f"{path} is not UTF-8 text (byte {e.start}){what_it_is(e.object)}"
+        ) from None
     if not text.strip():
         raise DarmError(
             f"data file {path} is empty" if not text else f"data file {path} holds only blank lines"
         )
     return text
+
+
+# the first bytes of files often mistaken for text, and what to do with each
+MAGIC = {b"\xff\xfe": "UTF-16 text: save it as UTF-8", b"\xfe\xff": "UTF-16 text: save it as UTF-8",
+         b"\x1f\x8b": "gzip-compressed data: decompress it first",
+         b"PK\x03\x04": "a zip archive: unpack it first"}  # fmt: skip
+
+
+def what_it_is(head: bytes) -> str:
+    """A hint from the first bytes of a file that is not UTF-8: ': it looks ...', or ''."""
+    kind = next((v for k, v in MAGIC.items() if head.startswith(k)), None)
+    return f": it looks like {kind}" if kind else ""
 
 
 def lines_dataset(
@@ -50,7 +64,9 @@ def lines_dataset(
     # "\n" alone ends an item (read_text turned \r\n and \r into it): splitlines() would
     # also cut at U+2028, U+0085, form feeds and the like inside a line
     raw = read_text(path).split("\n")
-    lines = [s.strip() for s in raw]  # an item is its text: spaces around it are not
+    # an item is its text: the spaces around it are not, nor a BOM at a line's start (files
+    # joined by cat keep each one's BOM: 'ann' and '\ufeffann' would be two items)
+    lines = [s.lstrip("\ufeff").strip() for s in raw]
     trimmed = sum(1 for s, r in zip(lines, raw) if s and s != r)
     numbers = [i + 1 for i, s in enumerate(lines) if s]  # each item's line in the file
     lines = [s for s in lines if s]  # blank lines separate nothing
@@ -139,7 +155,12 @@ def corpus_dataset(
     if whole and not len(stream):
         raise DarmError(f"{path} holds no text")
     if not whole and min(len(p) for p in parts.values()) < block + 1:
-        raise DarmError(f"{path} is too short for blocks of {block} symbols in every split")
+        fits = min(len(p) for p in parts.values()) - 1  # a block and the symbol after it
+        most = f"; --block {fits} at most" if fits >= 1 else ""
+        raise DarmError(
+            f"{path} is too short for blocks of {block} symbols in every split (its "
+            f"{len(stream):,} symbols leave {fits + 1:,} to the smallest split{most})"
+        )
     return Dataset(
         name=name or path.stem,
         kind="corpus",
