@@ -1,9 +1,9 @@
 """Causal convolution (WaveNet): stacked dilated causal 1-D convolutions.
 
 Each residual layer: a dilated causal conv to 2C channels, a gated unit tanh(a) * sigmoid(b),
-then a 1x1 conv back into the residual stream and a 1x1 conv into the skip sum. The input at
-position d is the embedding of x_{d-1}, so the receptive field is
-1 + (kernel_size - 1) * sum(dilations) previous symbols.
+then a 1x1 conv back into the residual stream (but in the last layer, whose stream nothing
+reads) and a 1x1 conv into the skip sum. The input at position d is the embedding of
+x_{d-1}, so the receptive field is 1 + (kernel_size - 1) * sum(dilations) previous symbols.
 
 Generation (fast WaveNet): each layer's causal conv keeps a queue of the last
 (kernel-1)*dilation+1 inputs it reads, so a step costs O(layers), whatever the receptive
