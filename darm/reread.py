@@ -76,6 +76,14 @@ def read_like(
         whole=whole,
         channels=image_channels(meta),
     )  # fmt: skip
+    read = [data[s].x for s in SPLITS if len(data[s])]
+    intensities = fmt == "images" and Path(spec).suffix.lower() in (".npy", ".npz")
+    if intensities and not any(x.any() for x in read):  # values under 256 / L all bin to 0
+        blank = (
+            f"every value read as 0: as intensities 0..255 binned into {L} levels; if they "
+            f"are the model's symbols already, --format array reads them as they are"
+        )
+        data.caveat = "; ".join(filter(None, [data.caveat, blank]))
     if not labels or not model.num_classes:  # an unconditional model reads no labels: a
         return data  # folder's sub-folders may be named anything
     return relabel_by_name(data, meta.get("class_names"), model.num_classes)

@@ -14,6 +14,7 @@ too, so a resumed run replays an uninterrupted one exactly.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -88,6 +89,10 @@ def data_parallel(model: ARModel, split, seed: int):
     device = model.device
     ids = [device.index] if device.type == "cuda" else None
     unused = has_unused_parameters(model, split.batch(0, 1, seed), model.num_classes > 0)
+    # a 1x1 conv's weight gradient (gated_pixelcnn's link) comes back with other strides in
+    # its size-1 dimensions: the same memory layout, copied into DDP's bucket as fast, but
+    # its literal stride check warned of it on every rank
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=ids, find_unused_parameters=unused
     )

@@ -501,6 +501,32 @@ def test_eval_of_other_data_splits_it_with_the_runs_seed(names_file, tmp_path, c
     assert json.loads(capsys.readouterr().out)["nats_per_example"] == own["nats_per_example"]
 
 
+def test_eval_and_deps_read_uint8_pictures_with_format_images(tmp_path, capsys):
+    """A .npy of uint8 pictures for a model of digits (17 levels): read as symbols it is
+    refused, naming --format images, which eval and deps take for --data's own file."""
+    out = tmp_path / "d"
+    argv = ["train", "--data", "digits", *TINY_MARKOV, "--steps", "2", "--out", str(out),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    pictures = np.arange(3 * 64, dtype=np.uint8).reshape(3, 8, 8)  # intensities 0..191
+    np.save(tmp_path / "u8.npy", pictures)
+    code = main(["eval", str(out), "--data", str(tmp_path / "u8.npy")])
+    one_line_error(capsys, code, 1, "--format images bins 0..255 into the levels")
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "u8.npy"), "--format", "images",
+                 "--json"]) == 0  # fmt: skip
+    scored = json.loads(capsys.readouterr().out)
+    np.save(tmp_path / "sym.npy", pictures.astype(int) * 17 // 256)  # binned by hand
+    assert main(["eval", str(out), "--data", str(tmp_path / "sym.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == scored  # the same NLL
+    deps = ["deps", str(out), "--data", str(tmp_path / "u8.npy"), "--format", "images",
+            "-n", "3", "--out", str(tmp_path / "deps.png")]  # fmt: skip
+    assert main(deps) == 0
+    for bad in (["--data", "digits"], []):  # a built-in, or the run's own: read as they are
+        code = main(["eval", str(out), *bad, "--format", "images"])
+        one_line_error(capsys, code, 1, "--format says how to read a file given as --data")
+
+
 def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
     """markov, rnn, wavenet: the same weights score any D, so a fine-tune may read the text (or
     audio) in longer blocks; a gpt's learned positions fix its D."""

@@ -264,6 +264,18 @@ def test_torchrun_cli_two_ranks(tmp_path):
     assert not list((tmp_path / "two").glob("*.staged")) and not list((tmp_path / "two").glob(".*"))
 
 
+def test_torchrun_says_nothing_of_a_1x1_convs_gradient_strides(tmp_path):
+    """gated_pixelcnn's 1x1 link gets its weight gradient with other strides in its size-1
+    dimensions (at this width and batch): the same memory layout, which PyTorch's DDP warned
+    of on every rank."""
+    args = ["train", "--data", "digits", "--model", "gated_pixelcnn", "--set", "n_layer=2",
+            "--steps", "1", "--valid-examples", "8", "--quiet", "--samples", "0",
+            "--threads", "1"]  # fmt: skip
+    done = torchrun(args, tmp_path / "gated")
+    assert done.returncode == 0, done.stderr
+    assert "Grad strides" not in done.stderr
+
+
 def test_torchrun_budget_plans_one_step_count_for_both_ranks(tmp_path):
     """--budget without --steps under torchrun: the ranks time the probe through DDP and stop
     it together (a rank that stopped alone would leave the other waiting in an all-reduce)."""

@@ -124,6 +124,25 @@ def test_a_trained_model_reads_other_pictures_in_its_own_channels(tmp_path, caps
     assert eval_json(capsys, out, "--data", tmp_path / "grey")["dims"] == 2 * 4 * 5 * 3
 
 
+def test_symbols_read_as_intensities_all_zero_are_said_to_be(tmp_path, capsys):
+    """A model of pictures reads a uint8 .npy as intensities: its own symbols (0..3 of 4
+    levels) would bin to 0 everywhere, and eval says so, naming --format array, which reads
+    them as symbols."""
+    write_pngs(tmp_path / "grey", 6, size=(5, 4))
+    out = tmp_path / "r"
+    _train_markov(tmp_path / "grey", out, "--levels", "4")
+    symbols = np.random.default_rng(0).integers(0, 4, (3, 4, 5)).astype(np.uint8)
+    np.save(tmp_path / "sym.npy", symbols)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(tmp_path / "sym.npy")]) == 0
+    said = capsys.readouterr().out
+    assert "every value read as 0: as intensities 0..255 binned into 4 levels; if they" in said
+    assert "are the model's symbols already, --format array reads them as they are" in said
+    argv = ["eval", str(out), "--data", str(tmp_path / "sym.npy"), "--format", "array"]
+    assert main(argv) == 0
+    assert "read as 0" not in capsys.readouterr().out
+
+
 def test_colour_pictures_read_by_a_grey_model_are_said_to_be_made_grey(tmp_path, capsys):
     """eval and complete read another picture in the model's channels, and say so."""
     write_pngs(tmp_path / "grey", 6, size=(5, 4))

@@ -9,7 +9,7 @@ import re
 import torch
 
 from darm.config import MAX_SIZE, parse_assignments
-from darm.data import FORMATS
+from darm.data import BUILTIN, FORMATS
 from darm.errors import DarmError, ranked
 from darm.models import get_entry
 from darm.options import check_threads, model_overrides
@@ -167,6 +167,27 @@ def add_family_data_args(p: argparse.ArgumentParser) -> None:
         metavar="MODEL.KEY=VALUE",
         help="config field of one family, repeatable (e.g. --set gpt.n_layer=2)",
     )
+
+
+def add_reread_format_arg(p: argparse.ArgumentParser) -> None:
+    """--format of eval and deps: how to read another file given as --data."""
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="how to read --data's file where not as the run's data was read: images for a "
+        ".npy/.npz of uint8 pictures (0..255, binned into the model's levels), say",
+    )
+
+
+def check_reread_format(args, other: bool) -> None:
+    """--format only for a file of the user's own as --data (the run's own data, or a
+    built-in, is read as it is)."""
+    if args.format is None:
+        return
+    if not args.data or args.data in BUILTIN:
+        raise DarmError("--format says how to read a file given as --data")
+    if not other:
+        raise DarmError(f"--format: {args.data} is the run's own data, read as it was")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

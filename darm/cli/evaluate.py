@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from darm.checkpoint import load_checkpoint
-from darm.cli.args import device_of
+from darm.cli.args import check_reread_format, device_of
 from darm.data import SPLITS, load_from_source, same_data
 from darm.errors import DarmError
 from darm.metrics import NLL, example_nats, units
@@ -28,6 +28,7 @@ def cmd_eval(args) -> None:
     # another file is scored whole by default (its own split would leave 90% of it out); the
     # run's own data, named again, keeps its test split
     other = args.data and not same_data(args.data, meta["source"], path.parent)
+    check_reread_format(args, other)
     split = args.split or ("all" if other else "test")
     if other and meta.get("image_shape") and is_picture_file(args.data):
         if split != "all":
@@ -36,8 +37,8 @@ def cmd_eval(args) -> None:
             )
         data = read_pictures(Path(args.data), model, meta)  # one picture, or a sample grid's
     elif other:  # scored whole: a line alone is data enough
-        data = read_like(args.data, model, meta, whole=split == "all", labels=args.label is None,
-                         any_length=True)  # fmt: skip
+        data = read_like(args.data, model, meta, args.format, whole=split == "all",
+                         labels=args.label is None, any_length=True)  # fmt: skip
     else:
         data = load_from_source(
             meta, model.num_dims, path.parent, conditional=model.num_classes > 0

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from darm.checkpoint import load_checkpoint
-from darm.cli.args import device_of
+from darm.cli.args import check_reread_format, device_of
 from darm.data import load_from_source, same_data
 from darm.deps import checkpoint_maps, image_shape_of, max_lag, plot_dependency_maps
 from darm.errors import DarmError, first_line
@@ -108,6 +108,7 @@ def cmd_deps(args) -> None:
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
     other = args.data and not same_data(args.data, meta["source"], path.parent)
+    check_reread_format(args, other)
     if other and meta.get("image_shape") and is_picture_file(args.data):
         if args.split is not None:
             raise DarmError(
@@ -119,7 +120,7 @@ def cmd_deps(args) -> None:
     elif other:
         # another file: read whole, as eval reads it, or split (seeded) when --split asks;
         # lines as long as its longest where the model takes any length
-        data = read_like(args.data, model, meta, whole=args.split is None,
+        data = read_like(args.data, model, meta, args.format, whole=args.split is None,
                          labels=args.label is None, any_length=True)  # fmt: skip
         if args.split is None:
             split, where, these = data["test"], data.name, f"examples of {data.name}"

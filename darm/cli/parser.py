@@ -13,6 +13,7 @@ from darm.cli.args import (
     add_device_arg,
     add_family_data_args,
     add_force_arg,
+    add_reread_format_arg,
     add_sampling_args,
     integer,
     parse_data_seed,
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file's), file (an image folder's) or offset (a block's place in a corpus or clip), "
         "label, nats, dims, bits/dim, and the text of text data",
     )
+    add_reread_format_arg(e)
     add_force_arg(e, "--per-example")
     e.add_argument("--batch-size", type=integer, default=512, help="examples a pass (default 512)")
     add_device_arg(e)
@@ -312,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a conditional model: map every example as this class (a name or a number), for "
         "data without labels of the model's classes",
     )
+    add_reread_format_arg(g)
     g.add_argument("--out", help="output PNG (default RUN/deps.png)")
     add_force_arg(g, "--out")
     add_device_arg(g)
