@@ -3,12 +3,14 @@ start of a text) and sample the rest from p(x_>P | x_<=P), several times each.""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from darm.data.arrays import npy_symbols
 from darm.data.images import PIL_MODES, conversion_note, quantise, read_pixels
 from darm.errors import DarmError
 from darm.files import atomic_write
@@ -71,6 +73,31 @@ def marked_view(x: torch.Tensor, kept: list[int], k: int, vocab=None, classes=No
             lead = "" if classes is None else f"{classes[i]}: "
             out.append(f"{lead}{' '.join(map(str, row[:P]))} | {' '.join(map(str, row[P:]))}")
     return ("\n" + "-" * 40 + "\n" if vocab is not None else "\n").join(out)
+
+
+def read_symbol_pictures(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
+    """Pictures as the model's symbols from an .npy, (N, D): pictures (N, *shape) or one of
+    `shape`, or raster rows (N, D) or one (D,). Symbols, not intensities: they must be 0..L-1
+    (a picture file is what bins intensities into the levels)."""
+    D = math.prod(shape)
+    a = npy_symbols(path, "--input").astype(np.int64)  # (bools and unsigned: no wrap)
+    if a.shape[-len(shape) :] == tuple(shape) and a.ndim <= len(shape) + 1:
+        a = a.reshape(-1, D)  # (N, *shape) or shape -> (N, D)
+    elif a.shape[-1] == D and a.ndim <= 2:
+        a = a.reshape(-1, D)  # (D,) -> (1, D)
+    else:
+        size = "x".join(map(str, shape))
+        raise DarmError(
+            f"--input {path} is {a.shape}; the model completes {size} pictures: (N, "
+            f"{', '.join(map(str, shape))}) or (N, {D}) of its symbols"
+        )
+    if a.min() < 0 or a.max() >= levels:
+        raise DarmError(
+            f"--input {path} has value {a.max() if a.max() >= levels else a.min()}, outside "
+            f"the model's {levels} levels 0..{levels - 1} (intensities 0..255 go in a picture "
+            f"file, which bins them)"
+        )
+    return torch.from_numpy(a)
 
 
 def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:

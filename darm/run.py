@@ -291,7 +291,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
 def set_apart(model, cfg: TrainConfig) -> str:
     """What sets a run apart from a plain one, for its first line: ' (p(x | label) of 10
     classes, bf16 autocast, ...)', or '' (a conditional or bf16 run looks like any other)."""
-    parts = [f"p(x | label) of {model.num_classes} classes"] if model.num_classes else []
+    n = model.num_classes
+    parts = [f"p(x | label) of {n} class{'es' * (n != 1)}"] if n else []
     parts += ["bf16 autocast"] * (cfg.dtype == "bf16") + ["torch.compile"] * cfg.compile
     parts += [f"{cfg.grad_accum} micro-batches a step"] * (cfg.grad_accum > 1)
     return f" ({', '.join(parts)})" if parts else ""

@@ -1351,7 +1351,7 @@ def test_sample_prompt_of_an_array_model_is_integers(tmp_path, capsys):
     for name, needle in [
         ("cube.npy", "must hold rows of integer symbols, (P,) or (N, P); got int64 (2, 3, 1)"),
         ("empty.npy", "cannot read"),
-        ("z.npy", "is an .npz archive; save the row with np.save"),
+        ("z.npy", "is an .npz archive; save the array with np.save"),
         ("huge.npy", "symbol 18446744073709551615 is outside 0..3"),
     ]:
         code = main(["complete", str(out), "--input", str(tmp_path / name)])

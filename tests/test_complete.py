@@ -81,6 +81,27 @@ def test_cli_completes_a_png(digits_run, tmp_path):
     assert (tmp_path / "c.png").exists()
 
 
+def test_cli_completes_pictures_of_symbols_from_an_npy(digits_run, tmp_path, capsys):
+    """An image model's --input may be an .npy of its symbols (what a picture file cannot hold
+    past 256 levels): pictures (N, H, W), one (H, W), or raster rows (N, D), read alike;
+    values outside its levels, or pictures of another size, refused in a line."""
+    x = np.random.default_rng(0).integers(0, 17, (2, 8, 8))
+    np.save(tmp_path / "two.npy", x)
+    np.save(tmp_path / "rows.npy", x.reshape(2, 64))
+    for name in ("two.npy", "rows.npy"):
+        argv = ["complete", str(digits_run), "--input", str(tmp_path / name), "--rows", "3",
+                "--label", "1", "--out", str(tmp_path / name)]  # fmt: skip
+        assert main(argv) == 0
+    kept = np.asarray(Image.open(tmp_path / "two.npy.png"))
+    assert np.array_equal(kept, np.asarray(Image.open(tmp_path / "rows.npy.png")))
+    capsys.readouterr()
+    for bad, needle in [(x + 17, "has value 33, outside the model's 17 levels 0..16"),
+                        (x[:, :4], "is (2, 4, 8); the model completes 8x8 pictures")]:  # fmt: skip
+        np.save(tmp_path / "bad.npy", bad)
+        code = main(["complete", str(digits_run), "--input", str(tmp_path / "bad.npy")])
+        one_line_error(capsys, code, 1, needle)
+
+
 def test_cli_complete_bad_input(digits_run, tmp_path, capsys):
     Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(tmp_path / "small.png")
     assert main(["complete", str(digits_run), "--input", str(tmp_path / "small.png")]) == 1

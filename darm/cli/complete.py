@@ -10,7 +10,14 @@ import torch
 
 from darm.checkpoint import load_checkpoint
 from darm.cli.args import check_sampling_args, device_of
-from darm.complete import complete, completion_view, marked_view, read_images, save_completion_grid
+from darm.complete import (
+    complete,
+    completion_view,
+    marked_view,
+    read_images,
+    read_symbol_pictures,
+    save_completion_grid,
+)
 from darm.data import load_from_source
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
@@ -41,7 +48,12 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
     shape = meta.get("image_shape")
     if args.input and shape:
         L = model.vocab_size
-        return torch.cat([read_images(Path(p), shape, L) for p in args.input]), None, None
+        read = [
+            read_symbol_pictures(Path(p), shape, L) if p.lower().endswith(".npy")
+            else read_images(Path(p), shape, L)
+            for p in args.input
+        ]  # fmt: skip
+        return torch.cat(read), None, None
     if args.input:
         return None, None, [p for s in args.input for p in read_prefixes(s, model, meta, "--input")]
     test = load_from_source(meta, model.num_dims, folder, conditional=model.num_classes > 0)["test"]

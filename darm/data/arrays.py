@@ -286,15 +286,23 @@ def npy_row(path: Path, flag: str) -> list[int]:
     return rows[0]
 
 
-def npy_rows(path: Path, flag: str) -> list[list[int]]:
-    """Rows of integer symbols saved by np.save, (P,) or (N, P): array models' prompts."""
+def npy_symbols(path: Path, flag: str) -> np.ndarray:
+    """An integer array saved by np.save, as a user gives it to `flag`."""
     try:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
         raise DarmError(f"{flag}: {not_an_array_file(path, e)}") from None
     if not isinstance(a, np.ndarray):  # an .npz under an .npy name loads as its archive
-        raise DarmError(f"{flag}: {path} is an .npz archive; save the row with np.save")
-    if a.dtype.kind not in "iub" or a.ndim not in (1, 2) or a.size == 0:
+        raise DarmError(f"{flag}: {path} is an .npz archive; save the array with np.save")
+    if a.dtype.kind not in "iub" or a.size == 0:
+        raise DarmError(f"{flag}: {path} must hold integer symbols; got {a.dtype} {a.shape}")
+    return a
+
+
+def npy_rows(path: Path, flag: str) -> list[list[int]]:
+    """Rows of integer symbols saved by np.save, (P,) or (N, P): array models' prompts."""
+    a = npy_symbols(path, flag)
+    if a.ndim not in (1, 2):
         raise DarmError(
             f"{flag}: {path} must hold rows of integer symbols, (P,) or (N, P); "
             f"got {a.dtype} {a.shape}"
