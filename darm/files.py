@@ -4,6 +4,7 @@ a torn one; and a destination that cannot be written is refused before any work 
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
@@ -17,8 +18,11 @@ from darm.errors import DarmError
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # the writer's process id in the name tells a later write whether it is still alive
+        prefix = f".{path.name}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     except OSError as e:  # /proc, a read-only folder: the error names the file asked for
         raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
@@ -40,6 +44,29 @@ def atomic_write(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries that earlier writes of `path` left when their process was
+    killed mid-write (kill -9, a power cut): those of a process that is gone. A live one's
+    are being written; on a system without POSIX signals none is removed."""
+    if os.name != "posix":
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]  # .NAME.PID.XXXXXXXX.tmp
+        if pid.isdigit() and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's, or no such number: keep it
+        return True
+    return True
 
 
 def system_error(e: SafetensorError, path: Path) -> Exception:

@@ -222,6 +222,27 @@ def test_a_failed_fsync_names_the_file_and_leaves_no_temporary(tmp_path, monkeyp
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["log.csv"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a process is told alive by POSIX signal 0")
+def test_a_write_removes_the_temporaries_of_writers_killed_before(tmp_path):
+    """A process killed mid-write leaves its temporary (.NAME.PID.XXXX.tmp); the next write
+    of NAME removes it, and keeps those of a writer still alive, and of other files."""
+    import subprocess
+    import sys
+
+    from darm.files import atomic_write_text
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead, live = int(gone.stdout), os.getpid()
+    stale = tmp_path / f".samples.png.{dead}.a1b2c3d4.tmp"
+    kept = [tmp_path / f".samples.png.{live}.e5f6g7h8.tmp", tmp_path / f".log.csv.{dead}.x.tmp"]
+    for p in (stale, *kept):
+        p.write_bytes(b"half a file")
+    atomic_write_text(tmp_path / "samples.png", "new")
+    assert not stale.exists() and all(p.exists() for p in kept)
+    assert (tmp_path / "samples.png").read_text() == "new"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA loads it there")
 def test_loading_onto_a_missing_gpu_is_named(good):
     from darm import DarmError, load_checkpoint
