@@ -18,7 +18,7 @@ from darm.data import Dataset
 from darm.deps import default_examples, default_pixel, plot_dependency_maps
 from darm.files import atomic_write_text
 from darm.metrics import units
-from darm.outputs import AUDIO_CLIPS
+from darm.outputs import AUDIO_CLIPS, count
 from darm.plots import plot_loss_curves
 from darm.report import Doc, fmt
 
@@ -136,10 +136,10 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
     header, table = results_table(rows, data.kind)
     doc.table(header, table)
     doc.para(
-        f"Test NLL is exact, over all {len(data['test'])} {ex}s of the test split, with each "
+        f"Test NLL is exact, over all {count(len(data['test']), ex)} of the test split, with each "
         f"family's best-validation checkpoint (as `darm eval` computes it); bits/{dim} = "
         f"nats/{dim} / ln 2. Train tokens/s: scored dimensions per second over the training "
-        f"time, validation passes included. {ex.capitalize()}s/s: {opts.samples} {ex}s drawn "
+        f"time, validation passes included. {ex.capitalize()}s/s: {count(opts.samples, ex)} drawn "
         f"at once with the family's cache (`model.step`), timed alone after a short untimed "
         f"warm-up draw. Wall s: the family's whole "
         f"turn (step timing, training, test evaluation, sampling, dependency map)."
