@@ -200,6 +200,29 @@ def test_cli_complete_text_stops_at_the_end_symbol(tmp_path, monkeypatch, capsys
     assert seen["stop_token"] == 0  # the names vocabulary's end symbol "\n"
 
 
+def test_a_partial_last_block_is_continued_from_its_text_not_its_padding(tmp_path, monkeypatch):
+    """A corpus's test split ends in a block padded past the file's end: complete keeps at
+    most its real symbols (the padding, symbol 0, is no part of the text)."""
+    text = "".join(chr(97 + (i * 7) % 26) for i in range(260))  # test: its last 13 symbols
+    (tmp_path / "c.txt").write_text(text)
+    out = tmp_path / "c"
+    args = ["train", "--data", str(tmp_path / "c.txt"), "--format", "corpus", "--block", "8",
+            *TINY_MARKOV, "--steps", "2", "--samples", "0", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    prefixes = []
+
+    def spy(model, known, *a, **kw):
+        prefixes.extend(known.tolist())  # (B, P) of one length
+        return complete(model, known, *a, **kw)
+
+    monkeypatch.setattr("darm.cli.complete.complete", spy)
+    assert main(["complete", str(out), "--count", "2", "--dims", "7", "-n", "1"]) == 0
+    vocab = sorted(set(text))
+    kept = ["".join(vocab[i] for i in row) for row in prefixes]
+    assert kept == [text[-13:-6], text[-5:]]  # 7 of the full block; the partial one's 5
+
+
 def test_cli_completes_text(tmp_path, capsys):
     out = tmp_path / "names"
     args = ["train", "--data", "names", "--model", "gru", "--set", "n_hidden=16", "--steps", "2"]

@@ -38,10 +38,11 @@ class Known:
     originals: torch.Tensor | None = None  # (N, D)
     labels: torch.Tensor | None = None  # (N,) for a conditional model
     rows: int | None = None  # images: the whole rows kept
+    real: list[int] | None = None  # each original's length before padding (a partial block)
 
 
-def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
-    """The inputs as (originals, labels, prefixes): pictures (N, D) for an image model (each
+def complete_inputs(args, model, meta: dict, folder: Path) -> Known:
+    """The inputs, their prefixes still to cut: pictures (N, D) for an image model (each
     file one picture, or a sample grid's), else one list of known symbols per --input (a WAV
     clip's levels, a text's symbols, an array's integers, each row of an .npy); without
     --input, the first --count examples of the test split and their labels."""
@@ -53,9 +54,9 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
             else read_images(Path(p), shape, L)
             for p in args.input
         ]  # fmt: skip
-        return torch.cat(read), None, None
+        return Known([], torch.cat(read))
     if args.input:
-        return None, None, [p for s in args.input for p in read_prefixes(s, model, meta, "--input")]
+        return Known([p for s in args.input for p in read_prefixes(s, model, meta, "--input")])
     test = load_from_source(meta, model.num_dims, folder, conditional=model.num_classes > 0)["test"]
     if args.count is not None and args.count > len(test):
         print(
@@ -63,7 +64,10 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> tuple:
             file=sys.stderr,  # stdout holds the completions alone
         )
     n = 8 if args.count is None else args.count
-    return test.x[:n], None if test.y is None else test.y[:n], None
+    known = Known([], test.x[:n], None if test.y is None else test.y[:n])
+    if test.mask is not None and meta.get("eos") is None:  # a corpus's or clip's last block
+        known.real = test.mask[:n].sum(1).tolist()  # its data, before the padding
+    return known
 
 
 def known_part(args, model, meta: dict, folder: Path) -> Known:
@@ -80,10 +84,10 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
     if args.dims is not None and (shape or args.input):
         why = "an image model keeps --rows" if shape else "with --input the whole input is kept"
         raise DarmError(f"--dims keeps the first dimensions of test examples; {why}")
-    originals, labels, prefixes = complete_inputs(args, model, meta, folder)
-    if not len(prefixes if originals is None else originals):
+    known = complete_inputs(args, model, meta, folder)
+    originals = known.originals
+    if not len(known.prefixes if originals is None else originals):
         raise DarmError("nothing to complete: the test split is empty")
-    known = Known(prefixes, originals, labels)
     if shape:
         H = shape[0]
         known.rows = H // 2 if args.rows is None else args.rows
@@ -102,7 +106,8 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
             raise DarmError(f"--dims {D} keeps every dimension of D = {D}: nothing is left to draw")
         if not 0 <= P <= D:
             raise DarmError(f"--dims must be in 0..{D if whole else D - 1}, got {P}")
-        known.prefixes = originals[:, :P].tolist()
+        real = known.real or [D] * len(originals)  # never the padding of a partial block
+        known.prefixes = [x[: min(P, n)] for x, n in zip(originals.tolist(), real)]
         eos = meta.get("eos")
         if eos is not None:  # an item shorter than P: kept up to its end, which is drawn again
             known.prefixes = [x[: x.index(eos)] if eos in x else x for x in known.prefixes]
