@@ -90,7 +90,7 @@ def read_like(
 
 
 TEXT = ("lines", "corpus")
-KINDS = {"lines": "text, one item a line", "corpus": "text", "array": "integer arrays",
+KINDS = {"lines": "text, one item a line", "corpus": "continuous text", "array": "integer arrays",
          "image": "images", "audio": "audio"}  # fmt: skip
 
 
@@ -123,9 +123,12 @@ def check_fits(
         raise DarmError(f"{data.name} is {KINDS[data.kind]}; {path} was trained on "
                         f"{KINDS[trained_kind]}")  # fmt: skip
     if differ:
+        kinds = ""  # lines for a model of a corpus, say: the sizes differ by the reading
+        if trained_kind in KINDS and data.kind != trained_kind:
+            kinds = f" (read as {KINDS[data.kind]}; it was trained on {KINDS[trained_kind]})"
         raise DarmError(
             f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "
-            f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}"
+            f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}{kinds}"
         )
     # a file's class count is its largest label + 1: fewer classes than the model's is fine
     if model.num_classes and not 1 <= data.num_classes <= model.num_classes:

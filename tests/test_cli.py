@@ -527,6 +527,20 @@ def test_eval_and_deps_read_uint8_pictures_with_format_images(tmp_path, capsys):
         one_line_error(capsys, code, 1, "--format says how to read a file given as --data")
 
 
+def test_a_size_that_differs_by_the_reading_says_so(tmp_path, capsys):
+    """Lines for a model of a corpus are another D because they are read otherwise: said."""
+    (tmp_path / "c.txt").write_text("to be or not to be\n" * 20)
+    out = tmp_path / "c"
+    argv = ["train", "--data", str(tmp_path / "c.txt"), "--format", "corpus", "--block", "16",
+            *TINY_MARKOV, "--steps", "2", "--samples", "0", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    (tmp_path / "l.txt").write_text("to be\nor not\n")
+    code = main(["eval", str(out), "--data", str(tmp_path / "l.txt"), "--format", "lines"])
+    why = "(read as text, one item a line; it was trained on continuous text)"
+    one_line_error(capsys, code, 1, f"has D=7; {out / 'best.json'} was trained with D=16 {why}")
+
+
 def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
     """markov, rnn, wavenet: the same weights score any D, so a fine-tune may read the text (or
     audio) in longer blocks; a gpt's learned positions fix its D."""

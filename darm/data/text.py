@@ -37,7 +37,9 @@ def read_text(path: Path) -> str:
 # the first bytes of files often mistaken for text, and what to do with each
 MAGIC = {b"\xff\xfe": "UTF-16 text: save it as UTF-8", b"\xfe\xff": "UTF-16 text: save it as UTF-8",
          b"\x1f\x8b": "gzip-compressed data: decompress it first",
-         b"PK\x03\x04": "a zip archive: unpack it first"}  # fmt: skip
+         b"PK\x03\x04": "a zip archive (an .npz?), not text",
+         b"RIFF": "a WAV file, not text", b"\x89PNG": "a PNG picture, not text",
+         b"\x93NUMPY": "an .npy array, not text"}  # fmt: skip
 
 
 def what_it_is(head: bytes) -> str:
