@@ -320,7 +320,9 @@ def test_text_that_is_not_utf8_or_too_short_says_what_would_do(tmp_path):
     path.write_bytes(gzip.compress(b"anna\nbob\ncarla\n"))
     with pytest.raises(DarmError, match="it looks like gzip-compressed data: decompress it"):
         load_data(str(path))
-    path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")  # what a .wav begins with
+    path.write_bytes(
+        b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00\x80\x3e"
+    )  # a .wav's start
     with pytest.raises(DarmError, match="it looks like a WAV file, not text"):
         load_data(str(path))
     path.write_bytes(b"caf\xe9\n")  # latin-1: no guess
