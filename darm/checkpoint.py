@@ -377,10 +377,7 @@ def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None =
             f"first (in Python, or darm --import {shlex.quote(source)} ...)"
         )
     try:
-        # a config saved before a rule was added may break it harmlessly: the family says how
-        # to read it (e.g. markov: dropout on a table, which never acted)
-        upgrade = getattr(get_entry(record["model"]).config_cls, "from_saved", None)
-        config = upgrade(config) if upgrade else config
+        config = saved_config(record["model"], config)
         model = build_model(record["model"], None, {**config, **(overrides or {})},
                             keep_fixed=False)  # fmt: skip
     except DarmError:  # its own words (an unknown model, a bad --set)
@@ -388,6 +385,14 @@ def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None =
     except (TypeError, ValueError) as e:
         raise DarmError(f"{path}: invalid model config: {e}") from None
     return model
+
+
+def saved_config(name: str, config: dict) -> dict:
+    """A checkpoint's config as the family reads it now: one saved before a rule was added
+    may break it harmlessly, or lack a field that says how an older darm built the network
+    (markov: dropout on a table, which never acted; wavenet: last_res)."""
+    upgrade = getattr(get_entry(name).config_cls, "from_saved", None)
+    return upgrade(config) if upgrade else config
 
 
 def load_weights(model: ARModel, state: dict[str, torch.Tensor], where: Path) -> None:

@@ -18,6 +18,8 @@ from darm.data import Dataset
 from darm.deps import default_examples, default_pixel, plot_dependency_maps
 from darm.files import atomic_write_text
 from darm.metrics import units
+from darm.models import get_entry, list_models
+from darm.models.registry import saved_only
 from darm.outputs import AUDIO_CLIPS, count
 from darm.plots import plot_loss_curves
 from darm.report import Doc, fmt
@@ -75,10 +77,13 @@ def environment() -> str:
     )
 
 
-def config_text(config: dict) -> str:
-    """A family's config for the report, less what the data sets (L, D, classes). A family
-    finished before a --resume comes back from JSON, its tuples as lists: shown alike."""
+def config_text(config: dict, name: str | None = None) -> str:
+    """A family's config for the report, less what the data sets (L, D, classes) and what
+    only saved configs set (name: the registered model's, to know them). A family finished
+    before a --resume comes back from JSON, its tuples as lists: shown alike."""
     skip = {"vocab_size", "seq_len", "num_classes"}
+    if name in list_models():
+        skip |= saved_only(get_entry(name).config_cls)
     return ", ".join(
         f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in config.items() if k not in skip
     )
@@ -211,7 +216,7 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
     doc.heading("Configurations")
     cfg_rows = []
     for r in done:
-        model_cfg = config_text(r.config)
+        model_cfg = config_text(r.config, r.model)
         t = r.train
         train_cfg = (
             f"steps={t['steps']}, batch={t['batch_size']}, lr={t['lr']:g}->{t['min_lr']:g}, "

@@ -80,7 +80,7 @@ def read_symbol_pictures(path: Path, shape: tuple[int, ...], levels: int) -> tor
     `shape`, or raster rows (N, D) or one (D,). Symbols, not intensities: they must be 0..L-1
     (a picture file is what bins intensities into the levels)."""
     D = math.prod(shape)
-    a = npy_symbols(path, "--input").astype(np.int64)  # (bools and unsigned: no wrap)
+    a = npy_symbols(path, "--input")
     if a.shape[-len(shape) :] == tuple(shape) and a.ndim <= len(shape) + 1:
         a = a.reshape(-1, D)  # (N, *shape) or shape -> (N, D)
     elif a.shape[-1] == D and a.ndim <= 2:
@@ -91,13 +91,13 @@ def read_symbol_pictures(path: Path, shape: tuple[int, ...], levels: int) -> tor
             f"--input {path} is {a.shape}; the model completes {size} pictures: (N, "
             f"{', '.join(map(str, shape))}) or (N, {D}) of its symbols"
         )
-    if a.min() < 0 or a.max() >= levels:
+    if a.min() < 0 or a.max() >= levels:  # (compared as stored: a uint64 does not wrap)
         raise DarmError(
             f"--input {path} has value {a.max() if a.max() >= levels else a.min()}, outside "
             f"the model's {levels} levels 0..{levels - 1} (intensities 0..255 go in a picture "
             f"file, which bins them)"
         )
-    return torch.from_numpy(a)
+    return torch.from_numpy(a.astype(np.int64))
 
 
 def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ import glob
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -48,14 +49,26 @@ def atomic_write(path: Path, write) -> None:
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporaries that earlier writes of `path` left when their process was
-    killed mid-write (kill -9, a power cut): those of a process that is gone. A live one's
-    are being written; on a system without POSIX signals none is removed."""
+    killed mid-write (kill -9, a power cut): this user's, of a process no longer running on
+    this machine, untouched for a minute (a writer on another machine sharing the folder is
+    still writing within that). Best effort: one that cannot be removed stays. On a system
+    without POSIX signals none is removed."""
     if os.name != "posix":
         return
+    own = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")  # .NAME.PID.XXXX.tmp
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]  # .NAME.PID.XXXXXXXX.tmp
-        if pid.isdigit() and not alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+        found = own.fullmatch(tmp.name)
+        try:
+            info = tmp.stat()
+            if (
+                found
+                and info.st_uid == os.getuid()
+                and time.time() - info.st_mtime > 60
+                and not alive(int(found.group(1)))
+            ):
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def alive(pid: int) -> bool:

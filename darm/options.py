@@ -15,6 +15,7 @@ from darm.data import (
     data_format,
     load_data,
 )
+from darm.data.splits import examples_per_step
 from darm.errors import DarmError
 
 # data options of `train` and the data-source field each ends up in: (flag, attribute, key)
@@ -111,6 +112,20 @@ def model_overrides(overrides: dict, flag: str) -> dict:
             f"the data (--block sets D of a corpus), num_classes from --conditional"
         )
     return overrides
+
+
+def batch_note(batch_size: int | None, data) -> str | None:
+    """The note for a --batch-size over the training examples (each step takes them all;
+    a corpus's or a clip's batches are crops of one stream, so any number fits), or None."""
+    if batch_size is None:
+        return None
+    fits = examples_per_step(data["train"], batch_size)
+    if fits == batch_size:
+        return None
+    return (
+        f"note: --batch-size {batch_size} is more than the {fits} training examples: each step "
+        f"takes all {fits}"
+    )
 
 
 def check_counts(args, **minimum: int) -> None:

@@ -54,13 +54,12 @@ def read_like(
     """Other data read the way a checkpoint's was: in its format unless `fmt` says otherwise
     (a corpus model reads a .txt as a corpus, not as lines), in blocks of its D, with its
     vocabulary, its L levels (a file whose largest value is below L is still L levels) and
-    its image channels, split with its seed unless `seed` says otherwise (the same
-    examples, under another name, split as the run split them: its test split is its test
-    split). whole: to be scored whole (see load_data). labels: the data's labels
-    are put in the model's numbering (refused if they name classes it lacks); False when
-    they go unused (eval --label gives every example one). any_length: lines as long as the
-    file's longest, where the model scores any length (`max_dims` None: to be scored, not
-    trained on)."""
+    its image channels, split with its seed unless `seed` says otherwise (so eval and deps
+    of a copy of the run's data under another name split it as the run did). whole: to be
+    scored whole (see load_data). labels: the data's labels are put in the model's
+    numbering (refused if they name classes it lacks); False when they go unused (eval
+    --label gives every example one). any_length: lines as long as the file's longest,
+    where the model scores any length (`max_dims` None: to be scored, not trained on)."""
     if fmt is None:
         fmt = meta["source"].get("format")
         # a built-in's, or arrays in memory: the file is read by what it is
@@ -76,9 +75,8 @@ def read_like(
         whole=whole,
         channels=image_channels(meta),
     )  # fmt: skip
-    read = [data[s].x for s in SPLITS if len(data[s])]
     intensities = fmt == "images" and Path(spec).suffix.lower() in (".npy", ".npz")
-    if intensities and not any(x.any() for x in read):  # values under 256 / L all bin to 0
+    if intensities and not any(data[s].x.any() for s in SPLITS):  # values < 256 / L bin to 0
         blank = (
             f"every value read as 0: as intensities 0..255 binned into {L} levels; if they "
             f"are the model's symbols already, --format array reads them as they are"

@@ -15,7 +15,13 @@ import torch
 
 from darm import distributed
 from darm.budget import plan_run
-from darm.checkpoint import FREE_FIELDS, load_checkpoint, network_change, read_record
+from darm.checkpoint import (
+    FREE_FIELDS,
+    load_checkpoint,
+    network_change,
+    read_record,
+    saved_config,
+)
 from darm.config import MAX_SIZE, build_config, changed_fields, parse_assignments
 from darm.data import (
     BUILTIN,
@@ -26,7 +32,6 @@ from darm.data import (
     load_from_source,
     same_data,
 )
-from darm.data.splits import CorpusSplit
 from darm.errors import DarmError
 from darm.files import check_writable
 from darm.interrupt import Stopped
@@ -36,6 +41,7 @@ from darm.models import create_model, get_entry
 from darm.models.registry import fixed_changes
 from darm.options import (
     SOURCE_OPTIONS,
+    batch_note,
     check_counts,
     check_data_options,
     check_threads,
@@ -220,14 +226,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     check_out_of_data(run_dir, data.source.get("path"))  # before anything is written
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
-    N = len(data["train"])  # (a corpus's or a clip's batches are crops: any number fits)
-    if (
-        args.batch_size is not None
-        and args.batch_size > N
-        and not isinstance(data["train"], CorpusSplit)
-    ):
-        say(f"note: --batch-size {args.batch_size} is more than the {N} training examples: "
-            f"each step takes all {N}", file=sys.stderr)  # fmt: skip
+    if note := batch_note(args.batch_size, data):
+        say(note, file=sys.stderr)
     plan = None  # a --budget run's plan of its length, planned again as it trains
     if args.budget and not resume and "steps" not in train_overrides:
         cfg, plan = budget_config(model, data, cfg, train_overrides, args.budget, ctx.world_size)
@@ -452,9 +452,9 @@ def check_resume_matches(args, record: dict, run_dir: Path) -> None:
     what = f"{name} config"
     settings = parse_assignments(args.set or [])
     if settings:  # (an old run's config is built only when asked: it may need upgrading)
-        theirs = build_config(get_entry(name).config_cls, config, what)
+        theirs = build_config(get_entry(name).config_cls, saved_config(name, config), what)
         for key in changed_fields(theirs, settings, what):
-            refuse("--set", f"{key}={settings[key]}", f"{key}={config.get(key)}")
+            refuse("--set", f"{key}={settings[key]}", f"{key}={getattr(theirs, key)}")
     if args.init and "init" in record:  # (a run saved before darm recorded it: unknown)
         check_same_start(args.init, record["init"])
     source = record["data"]["source"]

@@ -91,8 +91,12 @@ def data_parallel(model: ARModel, split, seed: int):
     unused = has_unused_parameters(model, split.batch(0, 1, seed), model.num_classes > 0)
     # a 1x1 conv's weight gradient (gated_pixelcnn's link) comes back with other strides in
     # its size-1 dimensions: the same memory layout, copied into DDP's bucket as fast, but
-    # its literal stride check warned of it on every rank
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    # its literal stride check warned of it on every rank (only that case is silenced)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"(?s)Grad strides do not match bucket view strides.*"
+        r"grad\.sizes\(\) = \[\d+, \d+, 1, 1\]",
+    )
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=ids, find_unused_parameters=unused
     )

@@ -224,10 +224,12 @@ def test_a_failed_fsync_names_the_file_and_leaves_no_temporary(tmp_path, monkeyp
 
 @pytest.mark.skipif(os.name != "posix", reason="a process is told alive by POSIX signal 0")
 def test_a_write_removes_the_temporaries_of_writers_killed_before(tmp_path):
-    """A process killed mid-write leaves its temporary (.NAME.PID.XXXX.tmp); the next write
-    of NAME removes it, and keeps those of a writer still alive, and of other files."""
+    """A process killed mid-write leaves its temporary (.NAME.PID.XXXX.tmp); a later write of
+    NAME removes it once a minute old, and keeps those of a writer still alive, of a minute
+    ago (perhaps on another machine), and of other files (NAME.2024's too)."""
     import subprocess
     import sys
+    import time
 
     from darm.files import atomic_write_text
 
@@ -235,9 +237,17 @@ def test_a_write_removes_the_temporaries_of_writers_killed_before(tmp_path):
                           capture_output=True, text=True, check=True)  # fmt: skip
     dead, live = int(gone.stdout), os.getpid()
     stale = tmp_path / f".samples.png.{dead}.a1b2c3d4.tmp"
-    kept = [tmp_path / f".samples.png.{live}.e5f6g7h8.tmp", tmp_path / f".log.csv.{dead}.x.tmp"]
+    kept = [
+        tmp_path / f".samples.png.{live}.e5f6g7h8.tmp",  # alive
+        tmp_path / f".log.csv.{dead}.x.tmp",  # another file
+        tmp_path / f".samples.png.2024.{dead}.k3j2h1g0.tmp",  # samples.png.2024's
+    ]
     for p in (stale, *kept):
         p.write_bytes(b"half a file")
+        os.utime(p, (time.time() - 120, time.time() - 120))
+    recent = tmp_path / f".samples.png.{dead}.m4n5p6q7.tmp"  # written a moment ago
+    recent.write_bytes(b"half a file")
+    kept.append(recent)
     atomic_write_text(tmp_path / "samples.png", "new")
     assert not stale.exists() and all(p.exists() for p in kept)
     assert (tmp_path / "samples.png").read_text() == "new"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from darm.checkpoint import record_sha256
 from darm.cli import main
@@ -525,6 +526,9 @@ def test_eval_and_deps_read_uint8_pictures_with_format_images(tmp_path, capsys):
     for bad in (["--data", "digits"], []):  # a built-in, or the run's own: read as they are
         code = main(["eval", str(out), *bad, "--format", "images"])
         one_line_error(capsys, code, 1, "--format says how to read a file given as --data")
+    Image.fromarray(pictures[0]).save(tmp_path / "p.png")  # a picture file: read as one
+    code = main(["eval", str(out), "--data", str(tmp_path / "p.png"), "--format", "lines"])
+    one_line_error(capsys, code, 1, "p.png is a picture file, read as pictures")
 
 
 def test_a_size_that_differs_by_the_reading_says_so(tmp_path, capsys):
@@ -1278,7 +1282,8 @@ def test_init_from_other_data_names_only_what_differs(tmp_path, capsys):
     argv = [*args, "--init", str(digits), "--data", str(tmp_path / "rows.npy"), "--out",
             str(tmp_path / "ft")]  # fmt: skip
     err = one_line_error(capsys, main(argv), 1, "rows has D=32; ")
-    assert err.endswith("was trained with D=64") and "L=" not in err
+    assert "L=" not in err  # only what differs, and why: the data is read as rows
+    assert err.endswith("was trained with D=64 (read as integer arrays; it was trained on images)")
 
 
 def test_eval_scores_another_file_whole_by_default(run, names_file, tmp_path, capsys):

@@ -419,6 +419,9 @@ def test_configs_read_back_from_json_are_shown_as_built():
     built = {"vocab_size": 17, "dilation_cycle": (1, 2, 4), "dropout": 0.1}
     again = json.loads(json.dumps(built))  # a family finished before --resume
     assert config_text(again) == config_text(built) == "dilation_cycle=(1, 2, 4), dropout=0.1"
+    # a field only saved configs set (wavenet's last_res) says nothing of a new run
+    saved = {**built, "last_res": False}
+    assert config_text(saved, "wavenet") == "dilation_cycle=(1, 2, 4), dropout=0.1"
 
 
 def test_refuses_to_overwrite(digits_report, capsys):
@@ -455,9 +458,9 @@ def test_markov_default_memory_is_one_image_row():
     assert markov_memory(SimpleNamespace(image_shape=(4, 5, 3))) == 15  # W pixels x C channels
 
 
-def test_the_report_gives_the_batch_each_step_took(tmp_path):
+def test_the_report_gives_the_batch_each_step_took(tmp_path, capsys):
     """On data of fewer training items than the batch, each step takes them all, and the
-    report says that number, not the configured one."""
+    report says that number, not the configured one (a --batch-size given is noted)."""
     few = tmp_path / "few.txt"
     few.write_text("".join(f"{a}{b}\n" for a in "abcd" for b in "abcde"))  # 20 items
     out = tmp_path / "few"
@@ -467,6 +470,13 @@ def test_the_report_gives_the_batch_each_step_took(tmp_path):
     (family,) = json.loads((out / "results.json").read_text())["families"]
     assert family["train"]["batch_size"] == 16  # the 16 training items of 20 (80/10/10)
     assert "batch=16," in (out / "report.md").read_text()
+    assert "note" not in capsys.readouterr().err
+    args[args.index(str(out))] = str(tmp_path / "given")
+    assert main([*args, "--batch-size", "40"]) == 0
+    assert (
+        "note: --batch-size 40 is more than the 16 training examples: each step takes all 16"
+        in (capsys.readouterr().err)
+    )
 
 
 def test_a_one_step_comparison_runs(tmp_path):

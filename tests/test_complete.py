@@ -96,7 +96,9 @@ def test_cli_completes_pictures_of_symbols_from_an_npy(digits_run, tmp_path, cap
     assert np.array_equal(kept, np.asarray(Image.open(tmp_path / "rows.npy.png")))
     capsys.readouterr()
     for bad, needle in [(x + 17, "has value 33, outside the model's 17 levels 0..16"),
-                        (x[:, :4], "is (2, 4, 8); the model completes 8x8 pictures")]:  # fmt: skip
+                        (x[:, :4], "is (2, 4, 8); the model completes 8x8 pictures"),
+                        (np.full((8, 8), 2**64 - 1, dtype=np.uint64),
+                         "has value 18446744073709551615, outside")]:  # fmt: skip
         np.save(tmp_path / "bad.npy", bad)
         code = main(["complete", str(digits_run), "--input", str(tmp_path / "bad.npy")])
         one_line_error(capsys, code, 1, needle)

@@ -343,6 +343,7 @@ def test_a_bom_is_not_a_symbol_and_text_is_not_an_array(tmp_path):
     path.write_bytes(b"\xef\xbb\xbfanna\nbob\n\xef\xbb\xbfanna\ncarla\ndan\n")
     joined = load_data(str(path))
     assert "\ufeff" not in joined.vocab.symbols and "1 repeated line dropped" in joined.summary()
+    assert "trimmed" not in joined.summary()  # no spaces were: a BOM is no part of a line
     with pytest.raises(DarmError, match="integer arrays come in .npy or .npz files, not bom.txt"):
         load_data(str(path), "array")
     with pytest.raises(DarmError, match="is a folder, not an .npy/.npz"):

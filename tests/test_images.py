@@ -204,7 +204,7 @@ def test_folder_of_rgb_pngs_with_classes(tmp_path):
 
 def test_a_class_folder_linked_in_is_a_class(tmp_path):
     """A class sub-folder that is a link to a folder elsewhere is read as the others are (a
-    link back up the tree is walked once, not forever)."""
+    link back up the tree is not walked; a class linked in under a second name is refused)."""
     write_pngs(tmp_path / "imgs", 8, mode="RGB", classes=["cat", "dog"])
     write_pngs(tmp_path / "elsewhere" / "eel", 4, mode="RGB")
     (tmp_path / "imgs" / "eel").symlink_to(tmp_path / "elsewhere" / "eel")
@@ -212,6 +212,9 @@ def test_a_class_folder_linked_in_is_a_class(tmp_path):
     data = load_data(str(tmp_path / "imgs"), levels=16)
     assert data.class_names == ["cat", "dog", "eel"]
     assert sum(len(data[s]) for s in ("train", "valid", "test")) == 12
+    (tmp_path / "imgs" / "kitty").symlink_to(tmp_path / "imgs" / "cat")  # one class, two names
+    with pytest.raises(DarmError, match=r"imgs/(kitty|cat) and .*imgs/(cat|kitty) are one folder"):
+        load_data(str(tmp_path / "imgs"), levels=16)
 
 
 def test_folder_errors(tmp_path):

@@ -18,9 +18,10 @@ from darm.cli import main
 from darm.data import digest, load_data
 from darm.errors import DarmError
 from darm.metrics import evaluate, nll_per_dim
+from darm.models import config_fields, create_model
 from darm.train import data_meta, resume_point, same_examples, train
 from darm.train_config import TrainConfig, check_config, learning_rate
-from tests.conftest import Terminal, tiny_model
+from tests.conftest import TINY, Terminal, tiny_model
 
 
 def _digits_model(seed=0):
@@ -240,9 +241,15 @@ def test_a_wavenet_saved_with_its_unused_last_residual_loads_and_resumes(tmp_pat
     less that conv."""
     data = load_data("digits")
     cfg = TrainConfig(steps=6, batch_size=8, warmup=2, eval_every=3, seed=5)
+    from darm.models.registry import build_model
+
+    def wavenet(**config):  # as a checkpoint's config builds it: last_res may be set
+        torch.manual_seed(0)
+        return build_model("wavenet", None, {**TINY["wavenet"], **config}, keep_fixed=False)
+
     old = dict(vocab_size=17, seq_len=64, dilation_cycle=(1, 2), last_res=True)
-    full = tiny_model("wavenet", **old)
-    new = tiny_model("wavenet", **{**old, "last_res": False})
+    full = wavenet(**old)
+    new = wavenet(**{**old, "last_res": False})
     assert full.num_params() - new.num_params() == sum(
         p.numel() for p in full.layers[-1].res.parameters()
     )
@@ -250,7 +257,7 @@ def test_a_wavenet_saved_with_its_unused_last_residual_loads_and_resumes(tmp_pat
         assert torch.equal(v, full.state_dict()[k])
     train(full, "wavenet", data, cfg, tmp_path / "full", progress=False)
 
-    part = tiny_model("wavenet", **old)
+    part = wavenet(**old)
     train(part, "wavenet", data, cfg, tmp_path / "part", progress=False, stop_at=4)
     for tag in ("best", "last"):  # as an older darm saved them: no such field
         path = tmp_path / "part" / f"{tag}.json"
@@ -263,6 +270,10 @@ def test_a_wavenet_saved_with_its_unused_last_residual_loads_and_resumes(tmp_pat
     train(resumed, "wavenet", data, cfg, tmp_path / "part", (path, record), progress=False)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+    # a new model cannot ask for that conv: it is no setting, only what old runs hold
+    with pytest.raises(DarmError, match="last_res is not settable: it describes runs saved by"):
+        create_model("wavenet", vocab_size=17, seq_len=64, last_res=True)
+    assert "last_res" not in config_fields("wavenet")  # nor listed by `darm models -v`
 
 
 def test_resume_from_needs_the_checkpoints_weights_and_data(tmp_path):

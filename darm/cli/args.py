@@ -179,15 +179,17 @@ def add_reread_format_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_reread_format(args, other: bool) -> None:
+def check_reread_format(args, other: bool, picture: bool) -> None:
     """--format only for a file of the user's own as --data (the run's own data, or a
-    built-in, is read as it is)."""
+    built-in, is read as it is; a picture file for an image model, as a picture)."""
     if args.format is None:
         return
     if not args.data or args.data in BUILTIN:
         raise DarmError("--format says how to read a file given as --data")
     if not other:
         raise DarmError(f"--format: {args.data} is the run's own data, read as it was")
+    if picture:
+        raise DarmError(f"--format: {args.data} is a picture file, read as pictures")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from darm.cli.args import device_of, family_overrides, model_names
@@ -25,6 +26,7 @@ from darm.models import get_entry
 from darm.models.registry import import_families
 from darm.options import (
     SOURCE_OPTIONS,
+    batch_note,
     check_counts,
     check_data_options,
     data_stem,
@@ -58,6 +60,8 @@ def cmd_compare(args) -> None:
         check_new_report(report_folder(args))
     overrides = family_overrides(args.set)
     data = load_training_data(args, args.data)
+    if note := batch_note(args.batch_size, data):
+        print(note, file=sys.stderr)
     names = listed or default_models(data)
     out = report_folder(args)
     opts = CompareOptions(

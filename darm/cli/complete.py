@@ -43,9 +43,10 @@ class Known:
 
 def complete_inputs(args, model, meta: dict, folder: Path) -> Known:
     """The inputs, their prefixes still to cut: pictures (N, D) for an image model (each
-    file one picture, or a sample grid's), else one list of known symbols per --input (a WAV
-    clip's levels, a text's symbols, an array's integers, each row of an .npy); without
-    --input, the first --count examples of the test split and their labels."""
+    file one picture, or a sample grid's; an .npy, its symbols), else one list of known
+    symbols per --input (a WAV clip's levels, a text's symbols, an array's integers, each
+    row of an .npy); without --input, the first --count examples of the test split and
+    their labels."""
     shape = meta.get("image_shape")
     if args.input and shape:
         L = model.vocab_size

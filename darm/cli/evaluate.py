@@ -28,9 +28,10 @@ def cmd_eval(args) -> None:
     # another file is scored whole by default (its own split would leave 90% of it out); the
     # run's own data, named again, keeps its test split
     other = args.data and not same_data(args.data, meta["source"], path.parent)
-    check_reread_format(args, other)
+    picture = other and meta.get("image_shape") and is_picture_file(args.data)
+    check_reread_format(args, other, picture)
     split = args.split or ("all" if other else "test")
-    if other and meta.get("image_shape") and is_picture_file(args.data):
+    if picture:
         if split != "all":
             raise DarmError(
                 f"{args.data} is scored whole (a picture, or a grid of them): drop --split"

@@ -108,8 +108,9 @@ def cmd_deps(args) -> None:
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
     other = args.data and not same_data(args.data, meta["source"], path.parent)
-    check_reread_format(args, other)
-    if other and meta.get("image_shape") and is_picture_file(args.data):
+    picture = other and meta.get("image_shape") and is_picture_file(args.data)
+    check_reread_format(args, other, picture)
+    if picture:
         if args.split is not None:
             raise DarmError(
                 f"{args.data} is read whole (a picture, or a grid of them): drop --split"

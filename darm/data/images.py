@@ -189,16 +189,25 @@ def hidden(path: Path, folder: Path) -> bool:
 
 
 def files_under(folder: Path) -> Iterator[Path]:
-    """Every file under `folder`, through linked folders too: a class folder linked in from
-    elsewhere is a class (Path.rglob before Python 3.13 does not enter links, so it would
-    vanish). A link back to a folder already walked is not walked again."""
-    walked = set()
+    """Every file under `folder`, through linked folders too (Path.rglob does not follow
+    links): a class folder linked in from elsewhere is a class. Hidden folders are not
+    walked, nor a link back up the tree (a cycle); a folder reached under two names (a
+    link to a class beside it) is refused, since which class it is cannot be told."""
+    walked = {}  # real folder -> the name it was first walked under
     for root, folders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
         if real in walked:
-            folders.clear()
-            continue
-        walked.add(real)
+            raise DarmError(
+                f"{root} and {walked[real]} are one folder (a link): its pictures would be "
+                f"read twice, in two classes; remove one"
+            )
+        walked[real] = root
+        folders[:] = sorted(  # walked in name order, whatever order the file system keeps
+            name
+            for name in folders
+            if not name.startswith(".")
+            and not (real + os.sep).startswith(os.path.realpath(os.path.join(root, name)) + os.sep)
+        )
         yield from (Path(root, f) for f in files)
 
 

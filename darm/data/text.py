@@ -69,7 +69,7 @@ def lines_dataset(
     # an item is its text: the spaces around it are not, nor a BOM at a line's start (files
     # joined by cat keep each one's BOM: 'ann' and '\ufeffann' would be two items)
     lines = [s.lstrip("\ufeff").strip() for s in raw]
-    trimmed = sum(1 for s, r in zip(lines, raw) if s and s != r)
+    trimmed = sum(1 for s, r in zip(lines, raw) if s and s != r.lstrip("\ufeff"))
     numbers = [i + 1 for i, s in enumerate(lines) if s]  # each item's line in the file
     lines = [s for s in lines if s]  # blank lines separate nothing
     first = {}  # item -> the line it first appears on

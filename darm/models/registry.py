@@ -202,10 +202,16 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
 
 
 def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) -> ARModel:
-    """create_model; keep_fixed=False lets a saved config change a name's fixed fields (a
-    run of `--model gru --set cell=lstm` saved before they were fixed still loads)."""
+    """create_model; keep_fixed=False (a saved config) lets it change a name's fixed fields
+    (a run of `--model gru --set cell=lstm` saved before they were fixed still loads) and
+    set the fields only saved configs set (saved_only)."""
     entry = get_entry(name)
     what = f"{name} config"
+    if keep_fixed and (kept := saved_only(entry.config_cls) & set(overrides)):
+        raise DarmError(
+            f"{what}: {sorted(kept)[0]} is not settable: it describes runs saved by an older "
+            f"darm, read from their checkpoints"
+        )
     if data is not None:
         check_dataset(data)
         known = {"vocab_size": data.vocab_size, "seq_len": data.seq_len}
@@ -237,8 +243,16 @@ def reads_images(name: str) -> bool:
 
 
 def config_fields(name: str) -> dict[str, Any]:
-    """Field -> default value for a registered model (for `darm models`)."""
+    """Field -> default value for a registered model (for `darm models`), less the fields
+    only saved configs set."""
     entry = get_entry(name)
-    out = {f.name: f.default for f in fields(entry.config_cls)}
+    hidden = saved_only(entry.config_cls)
+    out = {f.name: f.default for f in fields(entry.config_cls) if f.name not in hidden}
     out.update(entry.defaults)
     return out
+
+
+def saved_only(config_cls: type) -> set[str]:
+    """The config fields that only a saved config sets (metadata saved_only): what an older
+    darm built, kept so its runs load as they were saved (wavenet's last_res)."""
+    return {f.name for f in fields(config_cls) if f.metadata.get("saved_only")}

@@ -12,7 +12,7 @@ field; `prefill` fills every queue from one full causal pass over the prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ class WaveNetConfig:
     num_classes: int = 0
     # the last layer's residual 1x1 conv, whose output nothing reads: only runs saved before
     # it was dropped have it, so that they load and resume as they were saved
-    last_res: bool = False
+    last_res: bool = field(default=False, metadata={"saved_only": True})
 
     def __post_init__(self):
         require_at_least(self, 1, "n_embd", "n_skip", "kernel_size", "n_cycles")
