@@ -93,6 +93,13 @@ def check_prompt_fits(
     " (prompt 3 of 5)"."""
     D = length or default_length(model, meta, kept)
     symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
+    if length is not None and model.max_dims is not None and length > model.max_dims:
+        limit, rate = model.max_dims, meta.get("source", {}).get("sample_rate")
+        secs = f" ({limit / rate:.3f} s)" if meta.get("kind") == "audio" and rate else ""
+        raise DarmError(
+            f"--length {length}: this {model.family} generates at most {limit} {symbols}{secs}, "
+            f"its context, prompt included"
+        )
     if length is not None and length == kept:
         raise DarmError(
             f"--length {length} leaves nothing to draw after the {kept} {symbols} of {flag}"

@@ -124,6 +124,8 @@ def check_fits(
         kinds = ""  # lines for a model of a corpus, say: the sizes differ by the reading
         if trained_kind in KINDS and data.kind != trained_kind:
             kinds = f" (read as {KINDS[data.kind]}; it was trained on {KINDS[trained_kind]})"
+        elif "D" in differ and model.max_dims is not None:  # a gpt's learned positions, say
+            kinds = f" (a {model.family} reads exactly its D, unlike markov, rnn and wavenet)"
         raise DarmError(
             f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "
             f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}{kinds}"

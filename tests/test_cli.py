@@ -543,6 +543,14 @@ def test_a_size_that_differs_by_the_reading_says_so(tmp_path, capsys):
     code = main(["eval", str(out), "--data", str(tmp_path / "l.txt"), "--format", "lines"])
     why = "(read as text, one item a line; it was trained on continuous text)"
     one_line_error(capsys, code, 1, f"has D=7; {out / 'best.json'} was trained with D=16 {why}")
+    # a gpt's learned positions fix its D, where a markov reads other blocks of the text
+    gpt = ["train", "--data", str(tmp_path / "c.txt"), "--format", "corpus", "--model", "gpt",
+           "--set", "n_layer=1", "--set", "n_embd=8", "--set", "n_head=1", "--steps", "1",
+           "--samples", "0", "--quiet"]  # fmt: skip
+    assert main([*gpt, "--block", "16", "--out", str(tmp_path / "g")]) == 0
+    code = main(["train", "--init", str(tmp_path / "g"), "--block", "8", "--steps", "1",
+                 "--samples", "0", "--quiet", "--out", str(tmp_path / "g8")])  # fmt: skip
+    one_line_error(capsys, code, 1, "trained with D=16 (a gpt reads exactly its D, unlike markov")
 
 
 def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
