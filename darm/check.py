@@ -193,6 +193,23 @@ def check_one_hot(model: ARModel, x=None, cond=None, atol: float = 1e-5) -> None
     off = float((got - want).abs().max())
     if off > atol:
         raise ProtocolError(f"one-hot input gives logits {off:.3g} away from those of the symbols")
+    if model.num_dims < 2:  # the first conditional reads no symbol: no gradient to ask for
+        return
+    soft.requires_grad_()
+    with eval_mode(model), exact_float32():
+        got = _logits(model, soft, cond, "model(one-hot x)", hint)
+        # a random weighting: logits normalised to a constant sum would have no gradient
+        weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(0))
+        grad = None
+        if got.requires_grad:
+            (grad,) = torch.autograd.grad((got * weights.to(got.device)).sum(), soft,
+                                          allow_unused=True)  # fmt: skip
+    if grad is None or not grad.any():
+        raise ProtocolError(
+            f"no gradient reaches the one-hot input from the logits (dependency maps "
+            f"differentiate through it: a symbol read back from the floats, by argmax, say, "
+            f"cuts it); {hint}"
+        )
 
 
 def check_normalised(model: ARModel, atol: float = 1e-5, chunk: int = 4096) -> None:

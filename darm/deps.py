@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from darm.errors import DarmError
+from darm.errors import DarmError, first_line
 from darm.files import atomic_write
 from darm.models.base import ARModel, eval_mode
 
@@ -75,11 +75,20 @@ def _map_sums(model, x, cond, weight, event, tokens_per_pass) -> tuple[torch.Ten
         xk = x.repeat(K, 1)  # (K*B, D): copy k is the batch again, for row ds[k]
         soft = F.one_hot(xk, L).float().requires_grad_()  # (K*B, D, L)
         yk = None if cond is None else cond.repeat(K)  # (B,) -> (K*B,), like xk
-        logits = model(soft.view(K * B, *event, L), yk)  # soft as (K*B, *event, L)
-        logits = logits.reshape(K * B, D, L).float()  # (K*B, D, L)
-        logp = logits.log_softmax(-1).gather(-1, xk[..., None])[..., 0]  # (K*B, D)
-        picked = logp.view(K, B, D)[torch.arange(K, device=device), :, ds]  # (K, B)
-        (grad,) = torch.autograd.grad(picked.sum(), soft)  # (K*B, D, L)
+        try:  # a family of one's own may not take one-hot floats, or cut their gradient
+            logits = model(soft.view(K * B, *event, L), yk)  # soft as (K*B, *event, L)
+            logits = logits.reshape(K * B, D, L).float()  # (K*B, D, L)
+            logp = logits.log_softmax(-1).gather(-1, xk[..., None])[..., 0]  # (K*B, D)
+            picked = logp.view(K, B, D)[torch.arange(K, device=device), :, ds]  # (K, B)
+            (grad,) = torch.autograd.grad(picked.sum(), soft)  # (K*B, D, L)
+        except RuntimeError as e:
+            if "memory" in str(e).lower():  # (said as such by the command)
+                raise
+            raise DarmError(
+                f"{type(model).__name__}: a dependency map differentiates the logits through "
+                f"one-hot input, which failed ({first_line(e)}); darm.check.check_model says "
+                f"what the family lacks"
+            ) from None
         norms = grad.view(K, B, D, L).norm(dim=-1)  # (K, B, D): one value per x_j
         w = weight[:, ds].T  # (K, B): is row ds[k] scored in example b
         sums[ds.cpu()] = (norms * w[..., None]).sum(1).cpu()

@@ -14,6 +14,7 @@ from darm.check import (
     check_model,
     check_normalised,
 )
+from darm.errors import DarmError
 from darm.models.base import ARModel, embed, shift_right
 from tests.conftest import tiny_model
 
@@ -160,6 +161,13 @@ class NoOneHot(Bigram):
         return self.table(shift_right(x, self.config.vocab_size))  # nn.Embedding: symbols only
 
 
+class ArgmaxOneHot(Bigram):
+    """Reads one-hot floats back as symbols: the right logits, but no gradient to the input."""
+
+    def forward(self, x, cond=None):
+        return super().forward(x.argmax(-1) if x.is_floating_point() else x)
+
+
 class NeedsAllPositions(Bigram):
     """A MADE-style model: forward takes exactly D positions."""
 
@@ -197,6 +205,7 @@ class StepOfWrongShape(Bigram):
         (BatchNormalised(Config()), "row 0's logits alone differ .* rows depend on each other"),
         (IgnoresLabel(Config(num_classes=3)), "do not depend on the label: .* ignores cond"),
         (NoOneHot(Config()), "model\\(one-hot x\\) failed: RuntimeError: .*embed and shift_right"),
+        (ArgmaxOneHot(Config()), "no gradient reaches the one-hot input from the logits"),
         (NeedsAllPositions(Config()), "step 0 failed: AssertionError: .* fixed_length = True"),
         (NoStartRow(Config()), "model\\(x\\) failed: IndexError: .* vocab_size \\+ 1 rows"),
     ],
@@ -207,6 +216,7 @@ class StepOfWrongShape(Bigram):
         "batch",
         "label",
         "one-hot",
+        "one-hot-gradient",
         "fixed-length",
         "start-row",
     ],  # fmt: skip
@@ -214,6 +224,17 @@ class StepOfWrongShape(Bigram):
 def test_each_rule_broken_is_named(model, message):
     with pytest.raises(ProtocolError, match=message):
         check_model(model)
+
+
+@pytest.mark.parametrize("family", [NoOneHot, ArgmaxOneHot])
+def test_a_dependency_map_of_a_family_without_one_hot_gradients_is_one_line(family):
+    """darm deps (and compare's maps) differentiate through one-hot input: a family that
+    cannot take it, or cuts its gradient, gets a DarmError naming check_model."""
+    from darm.deps import dependency_map
+
+    with pytest.raises(DarmError, match="differentiates the logits through one-hot input.*"
+                       "check_model says what the family lacks"):  # fmt: skip
+        dependency_map(family(Config()), torch.randint(0, 3, (2, 4)))
 
 
 def test_a_fixed_length_model_steps_through_the_padded_prefix():

@@ -269,8 +269,17 @@ def test_a_redefined_family_registers_again_another_class_does_not(monkeypatch):
     registry.register_model("mine", define(), MarkovConfig, "a test family, again")
     assert registry.get_entry("mine").doc == "a test family, again"
     check_model_fits(before, "mine", load_data("digits"))  # made before the cell ran again
-    with pytest.raises(ValueError, match="model name 'gpt' is taken by darm.models.gpt.GPT"):
+    with pytest.raises(ValueError, match="model name 'mine' is taken by .*Mine; register Lin"):
+        registry.register_model("mine", type("Lin", (Markov,), {}), MarkovConfig, "another")
+    # darm's own names are darm's, even for one of its classes (a bigram of k=3 would load,
+    # without the import, as darm's k=1 bigram)
+    with pytest.raises(ValueError, match="model name 'gpt' is darm's own; register yours"):
         registry.register_model("gpt", define(), MarkovConfig, "not a gpt")
+    with pytest.raises(ValueError, match="model name 'bigram' is darm's own"):
+        registry.register_model("bigram", Markov, MarkovConfig, "hijacked", k=3, n_hidden=0)
+    entry = registry.get_entry("bigram")  # as darm registers it: accepted, changing nothing
+    registry.register_model("bigram", Markov, MarkovConfig, entry.doc, fixed=entry.fixed,
+                            **entry.defaults)  # fmt: skip
     with pytest.raises(ValueError, match="the config <class 'dict'> is not a dataclass"):
         registry.register_model("mine", define(), dict, "a config darm cannot build")
     with pytest.raises(ValueError, match="is not an ARModel subclass"):

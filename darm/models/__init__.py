@@ -8,6 +8,9 @@ from darm.models.registry import (
     get_entry,
     list_models,
     reads_images,
+    seal_built_ins,
 )
+
+seal_built_ins()
 
 __all__ = ["ARModel", "create_model", "list_models", "get_entry", "config_fields", "reads_images"]

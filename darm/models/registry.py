@@ -32,6 +32,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_BUILT_IN: dict[str, ModelEntry] = {}  # darm's own names, as darm registers them (seal)
 
 
 def register_model(
@@ -57,15 +58,30 @@ def register_model(
         raise ValueError(f"register_model({name!r}): {model_cls!r} is not an ARModel subclass")
     if not dataclasses.is_dataclass(config_cls):
         raise ValueError(f"register_model({name!r}): the config {config_cls!r} is not a dataclass")
+    entry = ModelEntry(name, model_cls.family, config_cls, model_cls, defaults, doc, tuple(fixed))
+    if name in _BUILT_IN and what_it_builds(entry) != what_it_builds(_BUILT_IN[name]):
+        raise ValueError(f"model name {name!r} is darm's own; register yours under another name")
     taken = _REGISTRY.get(name)
     if taken and qualified_name(taken.model_cls) != qualified_name(model_cls):
         raise ValueError(
             f"model name {name!r} is taken by {qualified_name(taken.model_cls)}; register "
             f"{model_cls.__qualname__} under another name"
         )
-    _REGISTRY[name] = ModelEntry(
-        name, model_cls.family, config_cls, model_cls, defaults, doc, tuple(fixed)
-    )
+    _REGISTRY[name] = entry
+
+
+def seal_built_ins() -> None:
+    """Mark every name registered so far as darm's own (darm.models calls it once its
+    families are in): another registration under one of them is refused, or a run of it
+    would load, without the import, as darm's."""
+    _BUILT_IN.update(_REGISTRY)
+
+
+def what_it_builds(entry: ModelEntry) -> tuple:
+    """A registration as what it builds: its classes by where they are defined (a module
+    loaded again makes new class objects of the same code), its defaults and fixed fields."""
+    classes = qualified_name(entry.model_cls), qualified_name(entry.config_cls)
+    return (*classes, sorted(entry.defaults.items()), entry.fixed)
 
 
 def qualified_name(cls: type) -> str:
