@@ -77,10 +77,18 @@ def test_plot_draws_several_runs_in_one_picture(run, tmp_path, capsys, monkeypat
         (tmp_path / "many" / name / "log.csv").write_text((run / "log.csv").read_text())
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "many")]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'many' / 'loss.png'}"
+    said = capsys.readouterr()
+    assert said.out.strip() == f"wrote {tmp_path / 'many' / 'loss.png'}"
+    assert "warning" not in said.err  # logs alone: no data to tell apart
+    for name, data in (("a", "names"), ("b", "digits")):  # runs of two datasets: said
+        record = json.loads((run / "last.json").read_text())
+        record["data"]["name"] = data
+        (tmp_path / "many" / name / "last.json").write_text(json.dumps(record))
     monkeypatch.chdir(tmp_path)  # runs named from here: the picture said from here too
     assert main(["plot", "many/a", "many/b", "--force"]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {Path('many') / 'loss.png'}"
+    said = capsys.readouterr()
+    assert said.out.strip() == f"wrote {Path('many') / 'loss.png'}"
+    assert "warning: these runs trained on different data (digits, names): " in said.err
     # a comparison's families in its own order (their colours as in its loss.png)
     from darm.cli.figures import runs_named
 

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 
 from darm.checkpoint import load_checkpoint
@@ -60,6 +61,18 @@ def curve_labels(folders: list[Path]) -> list[str]:
     return [str(f) for f in folders]
 
 
+def data_name(run: Path) -> str | None:
+    """The name of the data a run folder's checkpoint was trained on, or None (no readable
+    checkpoint: a log alone says nothing of its data)."""
+    for tag in ("last", "best"):
+        try:
+            record = json.loads((run / f"{tag}.json").read_text(encoding="utf-8"))
+            return str(record["data"]["name"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 def cmd_plot(args) -> None:
     """Loss curves of one or more runs in one picture (each run's own loss.png has one)."""
     curves = {}
@@ -99,6 +112,10 @@ def cmd_plot(args) -> None:
         folders = [Path(".") if common == Path(common.anchor) else common]
     # several runs' picture is no one run's own: an existing one is refused without --force
     out = checked_png(args.out, folders[0] / "loss.png", args.force, own=len(curves) == 1)
+    data = {name for log in curves.values() if (name := data_name(log.parent))}
+    if len(data) > 1:  # nats per character against nats per pixel, say
+        print(f"warning: these runs trained on different data ({', '.join(sorted(data))}): "
+              f"their nats per dimension are not of the same thing", file=sys.stderr)  # fmt: skip
     plot_loss_curves(curves, out, x={"step": "step", "time": "elapsed_s"}[args.x])
     print(f"wrote {out}")
 
