@@ -131,6 +131,8 @@ def test_plot_and_runs_refuse_a_run_named_twice_or_an_empty_folder(run, capsys):
         (None, "has no log.csv, nor runs in its sub-folders: give run folders of `darm train`"),
         ("missing", "does not exist"),
         ("step,lr\n", "is not a darm log.csv: no rows"),
+        ("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n",
+         "has no rows yet: its run stopped before its first"),
         ("step,lr,train_nats_per_dim,valid_nats_per_dim,tokens_per_s,elapsed_s\n1,x,2,3,4,5\n",
          "is not a darm log.csv: could not convert"),
         ("step,elapsed_s,train_nats_per_dim,valid_nats_per_dim\n1,2,3,4,5,6\n",

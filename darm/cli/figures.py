@@ -89,8 +89,11 @@ def cmd_plot(args) -> None:
             columns = read_log(log)
         except (OSError, ValueError, csv.Error) as e:
             raise DarmError(f"{log} is not a darm log.csv: {first_line(e)}") from None
-        missing = {"step", "elapsed_s", "train_nats_per_dim", "valid_nats_per_dim"} - set(columns)
-        if missing:
+        needed = {"step", "elapsed_s", "train_nats_per_dim", "valid_nats_per_dim"}
+        if missing := needed - set(columns):
+            header = log.read_text(encoding="utf-8", errors="replace").partition("\n")[0]
+            if needed <= set(header.strip().split(",")):  # the header alone
+                raise DarmError(f"{log} has no rows yet: its run stopped before its first")
             missing = ", ".join(sorted(missing))
             raise DarmError(f"{log} is not a darm log.csv: no rows, or no {missing}")
         if any(log.resolve() == seen.resolve() for seen in curves.values()):
