@@ -108,11 +108,11 @@ def test_cli_complete_bad_input(digits_run, tmp_path, capsys):
     Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(tmp_path / "small.png")
     assert main(["complete", str(digits_run), "--input", str(tmp_path / "small.png")]) == 1
     assert "5x5 (rows x columns); the model reads 8x8" in capsys.readouterr().err
-    assert main(["complete", str(digits_run), "--rows", "9"]) == 1
+    assert main(["complete", str(digits_run), "--rows", "8"]) == 1  # every row: none drawn
     assert main(["complete", str(digits_run), "--label", "12"]) == 1
     assert main(["complete", str(digits_run), "--top-p", "0"]) == 1
     err = capsys.readouterr().err
-    assert "--rows must be in 0..8" in err and "--label must be in 0..9" in err
+    assert "--rows must be in 0..7, got 8" in err and "--label must be in 0..9" in err
     assert "--top-p must be in (0, 1]" in err
     assert "Traceback" not in err
 

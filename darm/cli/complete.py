@@ -92,8 +92,8 @@ def known_part(args, model, meta: dict, folder: Path) -> Known:
     if shape:
         H = shape[0]
         known.rows = H // 2 if args.rows is None else args.rows
-        if not 0 <= known.rows <= H:
-            raise DarmError(f"--rows must be in 0..{H}, got {known.rows}")
+        if not 0 <= known.rows < H:  # H rows kept would leave nothing to draw
+            raise DarmError(f"--rows must be in 0..{H - 1}, got {known.rows}")
         known.prefixes = originals[:, : known.rows * D // H].tolist()  # whole rows, all channels
     elif originals is not None and args.dims is None and meta.get("eos") is not None:
         # items padded to D (names): keep the first half of each item, not of the padding
