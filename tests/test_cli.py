@@ -563,6 +563,12 @@ def test_a_size_that_differs_by_the_reading_says_so(tmp_path, capsys):
     one_line_error(capsys, code, 1, "trained with D=16 (a gpt reads exactly its D, unlike markov")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA has one")
+def test_a_cuda_device_asked_for_is_named_as_asked(capsys):
+    code = main(["train", "--device", "cuda:1", "--steps", "1"])
+    one_line_error(capsys, code, 1, "--device cuda:1 asked for, but no CUDA device is available")
+
+
 def test_init_takes_other_windows_where_the_model_goes_on_past_d(tmp_path, capsys):
     """markov, rnn, wavenet: the same weights score any D, so a fine-tune may read the text (or
     audio) in longer blocks; a gpt's learned positions fix its D."""

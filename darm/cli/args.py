@@ -94,7 +94,7 @@ def device_named(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DarmError("--device mps asked for, but this machine has no Apple GPU (MPS)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DarmError("--device cuda asked for, but no CUDA device is available")
+        raise DarmError(f"--device {name} asked for, but no CUDA device is available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise DarmError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
     return device
