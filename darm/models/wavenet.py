@@ -197,7 +197,9 @@ class WaveNet(ARModel):
 
 def _out_matrix(layer: ResidualLayer) -> tuple[torch.Tensor, torch.Tensor]:
     """A layer's residual and skip 1x1 convs as one (C, C+S) matrix and (C+S,) bias (zeros in
-    the residual's place where the layer has none: the stream goes on unchanged)."""
+    the residual's place where the layer has none: the stream goes on unchanged). The last
+    layer's zero block keeps its update one product and one add, as every layer's: a (C, S)
+    product alone would need a pad or a cat more, and op calls are most of a cached step."""
     res, skip = layer.res, layer.skip
     C = skip.weight.shape[1]
     w_res = skip.weight.new_zeros(C, C, 1) if res is None else res.weight  # (C, C, 1)
