@@ -5,10 +5,11 @@ process so both precisions see the same machine.
     .venv/bin/python benchmarks/bf16_speed.py [--threads 2] [--rounds 5] [--reps N]
 
 Cases: darm's gpt in the gpt_speed.py shape (4 layers x 4 heads x 128, batch 12 x 64, 65
-symbols; attention stays float32 under autocast, see darm/nn/attention.py); the gated
-PixelCNN of binarized_mnist.py (48 maps x 12 layers, batch 32 of 28x28 binary images); and
-scaled_dot_product_attention alone (forward + backward, the gpt's (12, 4, 64, 32) heads) in
-each dtype, which is why darm keeps attention in float32 on the CPU.
+symbols); the gated PixelCNN of binarized_mnist.py (48 maps x 12 layers, batch 32 of 28x28
+binary images); and causal attention alone (forward + backward, the gpt's (12, 4, 64, 32)
+heads), once through scaled_dot_product_attention in each dtype and once through darm's
+`attend`, which calls SDPA in float32 and writes the attention out in bf16 under autocast
+(see darm/nn/attention.py): these two rows are why.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from darm.metrics import nll_per_dim
 from darm.models import create_model
+from darm.nn.attention import attend
 
 
 def model_step(name: str, x: torch.Tensor, **config):
@@ -39,12 +41,17 @@ def model_step(name: str, x: torch.Tensor, **config):
     return step
 
 
-def attention_step():
+def attention_step(darm: bool):
+    """SDPA in each dtype, or darm's `attend`: SDPA in float32, written out under autocast."""
     q, k, v = (torch.randn(12, 4, 64, 32, requires_grad=True) for _ in range(3))
 
     def step(bf16: bool) -> None:
-        dtype = torch.bfloat16 if bf16 else torch.float32
-        y = F.scaled_dot_product_attention(*(t.to(dtype) for t in (q, k, v)), is_causal=True)
+        if darm:
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                y = attend(*(t.bfloat16() if bf16 else t for t in (q, k, v)), is_causal=True)
+        else:
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            y = F.scaled_dot_product_attention(*(t.to(dtype) for t in (q, k, v)), is_causal=True)
         y.float().sum().backward()
 
     return step
@@ -77,7 +84,8 @@ def main():
             ),
             2,
         ),  # fmt: skip
-        "attention alone, forward + backward": (attention_step(), 50),
+        "attention alone (SDPA), forward + backward": (attention_step(darm=False), 50),
+        "attention alone (darm's attend), forward + backward": (attention_step(darm=True), 50),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds")
     print("\n| case | fp32 ms | bf16 ms | bf16 speed-up |\n|---|---:|---:|---:|")

@@ -6,11 +6,11 @@ nn.Dropout (one bernoulli_ draw per element), timed in interleaved rounds in one
 Cases: the layer alone, forward + backward, on a gated PixelCNN layer's maps (32, 48, 28, 28)
 in float32 and bf16 and on a gpt MLP's (12, 64, 512); causal attention with dropout 0.1 on
 gpt_speed.py's heads (12, 4, 64, 32), float32, SDPA's dropout against darm's
-attention_with_dropout; then one training step (bf16 autocast,
+attention_written_out; then one training step (bf16 autocast,
 forward, backward, fused AdamW) of the gated PixelCNN of binarized_mnist.py (48 maps x 12
 layers, dropout 0.2, batch 32 of 28x28 binary images) and of gpt_speed.py's gpt with
 dropout 0.1, with every dropout layer of the model one kind or the other, and the gpt's
-attention through SDPA's dropout (torch) or darm's attention_with_dropout (darm).
+attention through SDPA's dropout (torch) or darm's attention_written_out (darm).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def layer_step(shape, dtype, layer: nn.Module):
 
 def attention_step(own: bool):
     q, k, v = (torch.randn(12, 4, 64, 32, requires_grad=True) for _ in range(3))
-    attend = attention.attention_with_dropout if own else sdpa_with_dropout
+    attend = attention.attention_written_out if own else sdpa_with_dropout
 
     def step() -> None:
         attend(q, k, v, 0.1, is_causal=True).sum().backward()
@@ -62,7 +62,7 @@ def with_dropout(model: nn.Module, kind: type[nn.Dropout]) -> nn.Module:
 
 
 def sdpa_with_dropout(q, k, v, p, **mask):
-    """What attend() ran before darm's attention_with_dropout: SDPA's own dropout."""
+    """What attend() ran before darm's attention_written_out: SDPA's own dropout."""
     return F.scaled_dot_product_attention(q, k, v, dropout_p=p, **mask)
 
 
@@ -70,10 +70,10 @@ def model_step(kind, x, name, **config):
     torch.manual_seed(0)
     model = with_dropout(create_model(name, **config), kind).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    own = attention.attention_with_dropout if kind is Dropout else sdpa_with_dropout
+    own = attention.attention_written_out if kind is Dropout else sdpa_with_dropout
 
     def step() -> None:
-        with mock.patch.object(attention, "attention_with_dropout", own):
+        with mock.patch.object(attention, "attention_written_out", own):
             bf16_training_step(model, opt, x)
 
     return step

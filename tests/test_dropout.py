@@ -117,18 +117,30 @@ def test_module_is_an_nn_dropout_with_no_state():
     assert out is x and (x == 0).any()  # nn.Dropout's inplace contract
 
 
-def test_attention_with_dropout_is_sdpa_but_for_the_dropout(monkeypatch):
+def test_attention_written_out_is_sdpa_but_for_the_dropout(monkeypatch):
     from darm.nn import attention
 
     monkeypatch.setattr(attention, "dropout", lambda x, p: x)  # the weights undropped
     q, k, v = (torch.randn(2, 3, 5, 4) for _ in range(3))
-    causal = attention.attention_with_dropout(q, k, v, 0.1, is_causal=True)
+    causal = attention.attention_written_out(q, k, v, 0.1, is_causal=True)
     assert torch.allclose(causal, F.scaled_dot_product_attention(q, k, v, is_causal=True),
                           atol=1e-6)  # fmt: skip
     visible = torch.ones(2, 5, dtype=torch.bool).tril(3)  # 2 new queries after 3 cached keys
-    masked = attention.attention_with_dropout(q[:, :, 3:], k, v, 0.1, attn_mask=visible)
+    masked = attention.attention_written_out(q[:, :, 3:], k, v, 0.1, attn_mask=visible)
     ref = F.scaled_dot_product_attention(q[:, :, 3:], k, v, attn_mask=visible)
     assert torch.allclose(masked, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "attn_mask"])
+def test_attention_written_out_without_dropout_is_sdpa(mask):
+    from darm.nn import attention
+
+    q, k, v = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    kwargs = {"none": {}, "causal": {"is_causal": True}}.get(mask)
+    if mask == "attn_mask":  # 2 new queries after 3 cached keys
+        q, kwargs = q[:, :, 3:], {"attn_mask": torch.ones(2, 5, dtype=torch.bool).tril(3)}
+    ours = attention.attention_written_out(q, k, v, 0.0, **kwargs)
+    torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, **kwargs))
 
 
 def test_gpt_training_with_dropout_is_causal_and_drops_attention_weights():
@@ -148,7 +160,7 @@ def test_gpt_training_with_dropout_is_causal_and_drops_attention_weights():
         assert torch.equal(model(changed)[:, : d + 1], logits[:, : d + 1]), d
     torch.manual_seed(8)
     assert not torch.equal(model(x), logits)  # other masks: dropout is on
-    # and under bf16 autocast, where attention runs in float32
+    # and under bf16 autocast, where attention is written out in bf16
     with torch.autocast("cpu", torch.bfloat16):
         torch.manual_seed(7)
         assert torch.isfinite(model(x)).all()
@@ -161,7 +173,7 @@ def test_attention_weights_are_dropped_at_rate_p_and_rescaled():
     torch.manual_seed(9)
     q, k = torch.randn(2, 2, S, 8), torch.randn(2, 2, S, 8)
     eye = torch.eye(S).expand(2, 2, S, S)  # v = I: the output is the weight matrix itself
-    weights = attention.attention_with_dropout(q, k, eye, p, is_causal=True)
+    weights = attention.attention_written_out(q, k, eye, p, is_causal=True)
     clean = F.scaled_dot_product_attention(q, k, eye, is_causal=True)
     visible = torch.ones(S, S, dtype=torch.bool).tril().expand(2, 2, S, S)
     dropped = (weights == 0) & visible
@@ -173,15 +185,15 @@ def test_attention_weights_are_dropped_at_rate_p_and_rescaled():
     assert torch.all(weights[~visible] == 0)  # nothing past the causal mask
 
 
-def test_attention_with_dropout_refuses_what_it_does_not_do():
+def test_attention_written_out_refuses_what_it_does_not_do():
     from darm.nn import attention
 
     q = torch.randn(1, 1, 3, 4)
     with pytest.raises(ValueError, match="not both"):
-        attention.attention_with_dropout(q, q, q, 0.1, is_causal=True,
+        attention.attention_written_out(q, q, q, 0.1, is_causal=True,
                                          attn_mask=torch.ones(3, 3, dtype=torch.bool))  # fmt: skip
     with pytest.raises(ValueError, match="must be bool"):
-        attention.attention_with_dropout(q, q, q, 0.1, attn_mask=torch.zeros(3, 3))
+        attention.attention_written_out(q, q, q, 0.1, attn_mask=torch.zeros(3, 3))
 
 
 @pytest.mark.parametrize(

@@ -36,37 +36,49 @@ class KVCache:
 
 
 def attend(q, k, v, dropout_p: float = 0.0, **mask) -> torch.Tensor:
-    """scaled_dot_product_attention, in float32 under CPU bf16 autocast: there the matmuls
-    gain from bf16, but bf16 attention (forward + backward) takes ~2.6x as long as float32's
-    (benchmarks/bf16_speed.py, torch 2.13 on AVX-512 BF16 cores). With dropout on the CPU,
-    `attention_with_dropout` (not while torch.compile traces: it cannot trace darm's masks)."""
+    """scaled_dot_product_attention, but written out (`attention_written_out`) on the CPU
+    under bf16 autocast, and with dropout on the CPU. For a small GPT's heads (12, 4, 64, 32),
+    forward + backward, SDPA took 1.9 ms in float32 and 4.9 ms in bf16, the written-out
+    attention 1.4 ms in bf16 (benchmarks/bf16_speed.py, torch 2.13, 2 AVX-512 BF16 cores).
+    With dropout SDPA's CPU attention runs its unfused path anyway, with a bernoulli_ mask;
+    the written-out one with darm's dropout is faster (benchmarks/dropout_speed.py).
+    Dropout while torch.compile traces runs SDPA's own, in float32: the compiler cannot
+    trace darm's dropout masks."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
-    if torch.is_autocast_enabled("cpu"):
+    if dropout_p and torch.compiler.is_compiling():
         with torch.autocast("cpu", enabled=False):
-            return attend(q.float(), k.float(), v.float(), dropout_p, **mask)
-    if dropout_p and not torch.compiler.is_compiling():
-        return attention_with_dropout(q, k, v, dropout_p, **mask)
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
+            q, k, v = q.float(), k.float(), v.float()
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
+    if dropout_p or torch.is_autocast_enabled("cpu"):
+        return attention_written_out(q, k, v, dropout_p, **mask)
+    return F.scaled_dot_product_attention(q, k, v, **mask)
 
 
-def attention_with_dropout(q, k, v, p: float, is_causal=False, attn_mask=None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs), masked) with darm's dropout on the weights, times v. SDPA's
-    CPU attention with dropout runs its unfused path anyway, with a bernoulli_ mask; this
-    one is faster (benchmarks/dropout_speed.py). Only what darm's attention asks of SDPA:
-    q: (B, nh, T, hs); k, v: (B, nh, S, hs); is_causal, or attn_mask (T, S) bool, True where
-    visible, and every query seeing at least one key (a row seeing none would be nan)."""
+def attention_written_out(q, k, v, p: float = 0.0, is_causal=False, attn_mask=None):
+    """softmax(q k^T / sqrt(hs) + mask) with darm's dropout (rate p) on the weights, times v:
+    what SDPA computes, as three ops (a batched matmul that adds the mask, softmax, another
+    batched matmul) that run in whatever dtype autocast gives them. Only what darm's
+    attention asks of SDPA: q: (B, nh, T, hs); k, v: (B, nh, S, hs); is_causal (query i sees
+    keys 0..i, as SDPA's), or attn_mask (T, S) bool, True where visible; every query must
+    see at least one key (a row seeing none would be nan)."""
     if is_causal and attn_mask is not None:
         raise ValueError("pass is_causal or attn_mask, not both")
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         raise ValueError(f"attn_mask must be bool (True where visible), got {attn_mask.dtype}")
-    T, S = q.shape[-2], k.shape[-2]
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, nh, T, S)
-    if is_causal:  # as SDPA's: query i sees keys 0..i
+    *batch, T, hs = q.shape
+    S = k.shape[-2]
+    if is_causal:
         attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    # the mask as a bias of 0 or -inf, added inside the matmul (baddbmm) with the scale
+    bias = torch.zeros(T, S, dtype=q.dtype, device=q.device)
     if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return dropout(scores.softmax(dim=-1), p) @ v
+        bias = bias.masked_fill(~attn_mask, float("-inf"))
+    # (B, nh, T, hs) -> (B * nh, T, hs), and the same for k and v with S
+    q3, k3, v3 = q.reshape(-1, T, hs), k.reshape(-1, S, hs), v.reshape(-1, S, v.shape[-1])
+    scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=hs**-0.5)  # (B * nh, T, S)
+    y = dropout(scores.softmax(dim=-1), p) @ v3  # (B * nh, T, hs)
+    return y.view(*batch, T, v.shape[-1])  # (B * nh, T, hs) -> (B, nh, T, hs)
 
 
 class CausalSelfAttention(nn.Module):
