@@ -9,13 +9,15 @@ Configuration: `darm train --data shakespeare --model gpt --block 64 --batch-siz
 batch of 12 blocks, so 768 tokens a step), seed 1337, through the real command line: one
 process, or `torchrun --nproc_per_node=2` with gloo where each rank takes 6 of the 12 rows.
 
-Every configuration trains twice in fresh processes, for W and for W + N steps, evaluating
-only after its last step; its log row for that step records the training time before that
-evaluation (`elapsed_s`). Steady tokens/s = N * 768 / (elapsed(W + N) - elapsed(W)): the
-start-up, the first steps and torch.compile's compilation cancel out, and "first W steps s"
-shows what they cost. Each process gets its own empty TorchInductor cache, so both of a
-pair compile from cold. "valid nats/char" is the validation NLL after W + N steps, to show
-that bf16 and compile train the same model.
+Every configuration trains once, in a fresh process, for W + N steps, evaluating only after
+its last step, with a log row every gcd(W, N) steps; a row records the training time so far
+(`elapsed_s`). Steady tokens/s = N * 768 / (elapsed(W + N) - elapsed(W)), both from the one
+process: the start-up, the first steps and torch.compile's compilation are left out, and
+"first W steps s" shows what they cost. (Timing two processes, of W and of W + N steps, let
+the compilation's own spread of seconds from one process to the next into the N steps'
+time.) Each process gets its own empty TorchInductor cache, so it compiles from cold.
+"valid nats/char" is the validation NLL after W + N steps, to show that bf16 and compile
+train the same model.
 
 Threads: one process uses 2 threads (--threads 2); two ranks use 1 thread each, so both use
 the 2 cores. Timings mean something only on an otherwise idle machine: the load average
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import shlex
 import socket
@@ -58,13 +61,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_once(label: str, steps: int, root: Path) -> dict[str, float]:
-    """One fresh training run of `steps` steps; its last log row."""
+def train_once(label: str, steps: int, log_every: int, root: Path) -> dict[int, dict]:
+    """One fresh training run of `steps` steps; its log rows by step."""
     ranks, threads, extra = CONFIGS[label]
-    out = root / f"{label}-{steps}"
+    out = root / label
     darm = ["-m", "darm", "train", *MODEL, *extra, "--steps", str(steps),
-            "--eval-every", str(steps), "--quiet", "--samples", "1",
-            "--threads", str(threads), "--out", str(out)]  # fmt: skip
+            "--eval-every", str(steps), "--log-every", str(log_every), "--quiet",
+            "--samples", "1", "--threads", str(threads), "--out", str(out)]  # fmt: skip
     launcher = [sys.executable]
     if ranks > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
@@ -76,21 +79,20 @@ def train_once(label: str, steps: int, root: Path) -> dict[str, float]:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         raise RuntimeError(f"{label} ({steps} steps) failed:\n{tail}")
     with open(out / "log.csv") as f:
-        last = list(csv.DictReader(f))[-1]
-    return {k: float(v) for k, v in last.items()}
+        return {int(row["step"]): row for row in csv.DictReader(f)}
 
 
 def measure(label: str, warmup: int, steps: int, root: Path) -> dict:
-    short = train_once(label, warmup, root)
-    long = train_once(label, warmup + steps, root)
-    seconds = long["elapsed_s"] - short["elapsed_s"]
+    rows = train_once(label, warmup + steps, math.gcd(warmup, steps), root)
+    short, long = rows[warmup], rows[warmup + steps]
+    seconds = float(long["elapsed_s"]) - float(short["elapsed_s"])
     ranks, threads, _ = CONFIGS[label]
     return {
         "config": label,
         "ranks": f"{ranks} x {threads} thread{'s' if threads > 1 else ''}",
         "tokens_per_s": steps * TOKENS_PER_STEP / seconds if seconds > 0 else float("nan"),
-        "first_s": short["elapsed_s"],
-        "valid": long["valid_nats_per_dim"],
+        "first_s": float(short["elapsed_s"]),
+        "valid": float(long["valid_nats_per_dim"]),
     }
 
 
@@ -115,7 +117,7 @@ def main() -> None:
     p.add_argument("--only", help=f"comma-separated configs of {', '.join(CONFIGS)}")
     p.add_argument("--out", help="keep the run folders here (default: a temporary folder)")
     args = p.parse_args()
-    labels = args.only.split(",") if args.only else list(CONFIGS)
+    labels = list(dict.fromkeys(args.only.split(","))) if args.only else list(CONFIGS)
     unknown = sorted(set(labels) - set(CONFIGS))
     if unknown:
         p.error(f"unknown config(s) {', '.join(unknown)}; valid: {', '.join(CONFIGS)}")
