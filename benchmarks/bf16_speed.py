@@ -8,8 +8,8 @@ Cases: darm's gpt in the gpt_speed.py shape (4 layers x 4 heads x 128, batch 12 
 symbols); the gated PixelCNN of binarized_mnist.py (48 maps x 12 layers, batch 32 of 28x28
 binary images); and causal attention alone (forward + backward, the gpt's (12, 4, 64, 32)
 heads), once through scaled_dot_product_attention in each dtype and once through darm's
-`attend`, which calls SDPA in float32 and writes the attention out in bf16 under autocast
-(see darm/nn/attention.py): these two rows are why.
+`attend`: SDPA without autocast, written out in bf16 under it (see darm/nn/attention.py).
+These two rows are why darm writes it out.
 """
 
 from __future__ import annotations

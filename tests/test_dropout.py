@@ -191,9 +191,19 @@ def test_attention_written_out_refuses_what_it_does_not_do():
     q = torch.randn(1, 1, 3, 4)
     with pytest.raises(ValueError, match="not both"):
         attention.attention_written_out(q, q, q, 0.1, is_causal=True,
-                                         attn_mask=torch.ones(3, 3, dtype=torch.bool))  # fmt: skip
+                                        attn_mask=torch.ones(3, 3, dtype=torch.bool))  # fmt: skip
     with pytest.raises(ValueError, match="must be bool"):
         attention.attention_written_out(q, q, q, 0.1, attn_mask=torch.zeros(3, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_attention_with_dropout_keeps_its_inputs_dtype_eager_and_traced(dtype):
+    from darm.nn import attention
+
+    q, k, v = (torch.randn(2, 2, 5, 4, dtype=dtype) for _ in range(3))
+    traced = torch.compile(attention.attend, backend="eager", fullgraph=True)  # no Inductor
+    for attend in (attention.attend, traced):
+        assert attend(q, k, v, 0.1, is_causal=True).dtype == dtype
 
 
 @pytest.mark.parametrize(
@@ -208,7 +218,7 @@ def test_attention_written_out_refuses_what_it_does_not_do():
 @pytest.mark.parametrize("bf16", [False, True])
 def test_a_model_training_with_dropout_compiles_in_one_graph(name, config, x, bf16):
     """torch.compile cannot trace random_(): darm's masks step aside for Inductor's. Under
-    bf16 autocast too: the attention's float32 casts trace, and the gate's BF16Gate steps
+    bf16 autocast too: the written-out attention traces, and the gate's BF16Gate steps
     aside for the plain expression, which Inductor fuses anyway."""
     from darm.models import create_model
 

@@ -1,4 +1,5 @@
-"""Masked multi-head self-attention through PyTorch's scaled_dot_product_attention."""
+"""Masked multi-head self-attention: PyTorch's scaled_dot_product_attention, or the same
+written out where that is faster (on the CPU under autocast, and with dropout)."""
 
 from __future__ import annotations
 
@@ -37,19 +38,14 @@ class KVCache:
 
 def attend(q, k, v, dropout_p: float = 0.0, **mask) -> torch.Tensor:
     """scaled_dot_product_attention, but written out (`attention_written_out`) on the CPU
-    under bf16 autocast, and with dropout on the CPU. For a small GPT's heads (12, 4, 64, 32),
-    forward + backward, SDPA took 1.9 ms in float32 and 4.9 ms in bf16, the written-out
-    attention 1.4 ms in bf16 (benchmarks/bf16_speed.py, torch 2.13, 2 AVX-512 BF16 cores).
-    With dropout SDPA's CPU attention runs its unfused path anyway, with a bernoulli_ mask;
-    the written-out one with darm's dropout is faster (benchmarks/dropout_speed.py).
-    Dropout while torch.compile traces runs SDPA's own, in float32: the compiler cannot
-    trace darm's dropout masks."""
+    under autocast (darm's is bf16), and with dropout on the CPU. For a small GPT's heads
+    (12, 4, 64, 32), forward + backward, SDPA took 1.9 ms in float32 and 4.9 ms in bf16, the
+    written-out attention 1.4 ms in bf16 (benchmarks/bf16_speed.py, torch 2.13, 2 AVX-512
+    BF16 cores). With dropout SDPA's CPU attention runs its unfused path anyway, with a
+    bernoulli_ mask; the written-out one with darm's dropout is faster
+    (benchmarks/dropout_speed.py)."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
-    if dropout_p and torch.compiler.is_compiling():
-        with torch.autocast("cpu", enabled=False):
-            q, k, v = q.float(), k.float(), v.float()
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, **mask)
     if dropout_p or torch.is_autocast_enabled("cpu"):
         return attention_written_out(q, k, v, dropout_p, **mask)
     return F.scaled_dot_product_attention(q, k, v, **mask)
@@ -71,13 +67,13 @@ def attention_written_out(q, k, v, p: float = 0.0, is_causal=False, attn_mask=No
     if is_causal:
         attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
     # the mask as a bias of 0 or -inf, added inside the matmul (baddbmm) with the scale
-    bias = torch.zeros(T, S, dtype=q.dtype, device=q.device)
+    bias = torch.zeros(T, S, dtype=q.dtype, device=q.device)  # (T, S)
     if attn_mask is not None:
         bias = bias.masked_fill(~attn_mask, float("-inf"))
     # (B, nh, T, hs) -> (B * nh, T, hs), and the same for k and v with S
     q3, k3, v3 = q.reshape(-1, T, hs), k.reshape(-1, S, hs), v.reshape(-1, S, v.shape[-1])
     scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=hs**-0.5)  # (B * nh, T, S)
-    y = dropout(scores.softmax(dim=-1), p) @ v3  # (B * nh, T, hs)
+    y = dropout(scores.softmax(dim=-1), p) @ v3  # (B * nh, T, hs of v)
     return y.view(*batch, T, v.shape[-1])  # (B * nh, T, hs) -> (B, nh, T, hs)
 
 
