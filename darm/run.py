@@ -32,6 +32,7 @@ from darm.data import (
     load_from_source,
     same_data,
 )
+from darm.data.dataset import untrained_classes
 from darm.errors import DarmError
 from darm.files import check_writable
 from darm.interrupt import Stopped
@@ -227,6 +228,8 @@ def train_in(run_dir: Path, args, device, ctx) -> None:
     torch.set_num_threads(args.threads) if args.threads else None
     say(data.summary())
     if note := batch_note(args.batch_size, data):
+        say(note, file=sys.stderr)
+    if model.num_classes and (note := untrained_classes(data)):  # (an unconditional one reads none)
         say(note, file=sys.stderr)
     plan = None  # a --budget run's plan of its length, planned again as it trains
     if args.budget and not resume and "steps" not in train_overrides:

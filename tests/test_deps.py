@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from darm.cli import main
 from darm.deps import dependency_map, max_lag, pixel_map, plot_dependency_maps
 from darm.models import create_model
-from tests.conftest import tiny_model, write_pngs
+from tests.conftest import one_line_error, tiny_model, write_pngs
 
 
 def random_x(B, D, L, seed=0):
@@ -190,3 +190,26 @@ def test_deps_maps_a_sample_grid_and_takes_a_label(tmp_path, capsys):
     assert main(["deps", str(out), "--data", str(tmp_path / "pics" / "cat"), "--label", "cow",
                  "--force"]) == 1  # fmt: skip
     assert "--label 'cow' is not a class of this model" in capsys.readouterr().err
+
+
+def test_pixel_maps_of_one_pixel_pictures_say_why_there_is_none(tmp_path, capsys):
+    """1x1 grey pictures are images, D = 1: --pixel has no earlier pixels to map, and says
+    so (not "not images"); the D x D map is still drawn. Text data has no pixels at all."""
+    write_pngs(tmp_path / "dots", 12, size=(1, 1))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "dots"), "--model", "markov", "--levels", "4",
+            "--steps", "1", "--out", str(out), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    err = one_line_error(capsys, main(["deps", str(out), "--pixel", "0,0"]))
+    assert "pictures are 1x1, one grey pixel, which has no earlier pixels" in err
+    assert "not images" not in err
+    assert not (out / "deps.png").exists()  # refused before the work
+    assert main(["deps", str(out)]) == 0 and (out / "deps.png").exists()
+    (tmp_path / "t.txt").write_text("ab\nba\nabb\nbab\n")
+    args = ["train", "--data", str(tmp_path / "t.txt"), "--model", "markov", "--steps", "1",
+            "--out", str(tmp_path / "text"), "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    err = one_line_error(capsys, main(["deps", str(tmp_path / "text"), "--pixel", "0,0"]))
+    assert "this checkpoint's data is not images" in err

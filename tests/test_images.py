@@ -397,6 +397,32 @@ def test_16_bit_grey_is_scaled_to_8_bits(tmp_path):
     assert int(data["train"].x.max()) == 15 and int(data["train"].x.min()) == 0
 
 
+def test_pictures_are_turned_upright_as_their_exif_orientation_says(tmp_path):
+    """A phone photo stored sideways with an Orientation tag (6: turn it 90 degrees clockwise
+    to view) is read as it is viewed: in a folder of training data, and read again (complete
+    --input, eval and deps of a picture file)."""
+    from darm.complete import read_images
+
+    stored = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40  # 2 rows x 3 columns, as stored
+    upright = np.rot90(stored, k=-1)  # (3, 2): turned clockwise, as the picture is viewed
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF tag 274: Orientation
+    for suffix in ("png", "jpg"):  # (a JPEG's pixels are lossy: its shape is what is checked)
+        Image.fromarray(stored).save(tmp_path / f"side.{suffix}", exif=exif)
+    picture = tmp_path / "side.png"
+    assert read_images(picture, (3, 2), 256).tolist() == [upright.ravel().tolist()]
+    (tmp_path / "pics").mkdir()
+    for i in range(3):
+        Image.fromarray(stored).save(tmp_path / "pics" / f"{i}.png", exif=exif)
+    (tmp_path / "pics" / "3.jpg").write_bytes((tmp_path / "side.jpg").read_bytes())
+    data = load_data(str(tmp_path / "pics"))
+    assert tuple(data.image_shape) == (3, 2)
+    x, _ = every_split(data)
+    files = [f for s in ("train", "valid", "test") for f in data.info["files"][s]]
+    pngs = torch.tensor([f.endswith(".png") for f in files])
+    assert (x[pngs] == torch.from_numpy(upright.ravel().astype(np.int64))).all()
+
+
 def test_float_and_32_bit_pictures_are_read_whole_or_refused(tmp_path):
     from darm.data.images import read_pixels
 
@@ -499,3 +525,38 @@ def test_conditional_on_labels_with_gaps_is_warned_of(tmp_path, capsys):
         "gaps has 1001 classes (its largest label + 1), of which only 2 occur: "
         "number its labels 0..1" in err
     ), err
+
+
+def test_classes_only_held_out_are_noted(tmp_path, capsys):
+    """A class no training example holds: a conditional model never learns p(x | y) of it,
+    and training says which (named, as a folder's sub-folders name them); quiet otherwise."""
+    write_pngs(tmp_path / "pics", 12, classes=["cat", "dog"])
+    (tmp_path / "pics" / "cheetah").mkdir()
+    (tmp_path / "pics" / "cat" / "8.png").rename(tmp_path / "pics" / "cheetah" / "8.png")
+    cheetah = [s for s, files in load_data(str(tmp_path / "pics")).info["files"].items()
+               if "cheetah/8.png" in files]  # fmt: skip
+    assert cheetah == ["valid"]  # where the seeded split puts it
+    argv = ["train", "--data", str(tmp_path / "pics"), "--levels", "2", "--model", "markov",
+            "--set", "n_hidden=8", "--conditional", "--steps", "1", "--out", str(tmp_path / "r"),
+            "--quiet", "--samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: 1 class only in valid / test, never trained on: 1=cheetah (valid)" in err, err
+    rng = np.random.default_rng(0)
+    arrays = {
+        f"x_{s}": rng.integers(0, 2, (n, 4)) for s, n in [("train", 8), ("valid", 4), ("test", 4)]
+    }
+    labels = {"y_train": [0, 1] * 4, "y_valid": [0, 1, 2, 2], "y_test": [0, 1, 3, 2]}
+    np.savez(tmp_path / "y.npz", **arrays, **{k: np.array(v) for k, v in labels.items()})
+    argv[2], argv[argv.index("--out") + 1] = str(tmp_path / "y.npz"), str(tmp_path / "y")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        "note: 2 classes only in valid / test, never trained on: 2 (valid and test), 3 (test)"
+        in err
+    ), err
+    labels["y_train"] = [0, 1, 2, 3] * 2  # every class trained on: nothing to say
+    np.savez(tmp_path / "y.npz", **arrays, **{k: np.array(v) for k, v in labels.items()})
+    argv[argv.index("--out") + 1] = str(tmp_path / "y2")
+    assert main(argv) == 0
+    assert "only in valid / test" not in capsys.readouterr().err

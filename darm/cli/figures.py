@@ -123,10 +123,25 @@ def cmd_plot(args) -> None:
     print(f"wrote {out}")
 
 
+def no_pixel_map(image_shape) -> str:
+    """Why --pixel draws nothing: the data is not pictures, or pictures of one grey pixel
+    (image_shape_of draws no map of them: that pixel has no earlier pixels to depend on)."""
+    if not image_shape:
+        return "--pixel is for image models; this checkpoint's data is not images"
+    size = "x".join(map(str, image_shape[:2]))
+    return (
+        f"--pixel: this checkpoint's pictures are {size}, one grey pixel, which has no earlier "
+        f"pixels to depend on: there is no map of influences to draw"
+    )
+
+
 def cmd_deps(args) -> None:
     model, record, path = load_checkpoint(args.checkpoint, device_of(args))
     out = checked_png(args.out, path.parent / "deps.png", args.force)  # before the work
     meta = record["data"]
+    shape = image_shape_of(record)
+    if args.pixel and not shape:  # before the data is read and the map made
+        raise DarmError(no_pixel_map(meta.get("image_shape")))
     other = args.data and not same_data(args.data, meta["source"], path.parent)
     picture = other and meta.get("image_shape") and is_picture_file(args.data)
     check_reread_format(args, other, picture)
@@ -161,9 +176,6 @@ def cmd_deps(args) -> None:
     if args.n is not None and args.n > len(split):  # as complete --count says it
         print(f"-n {args.n}: {where} holds {len(split)}; averaging over those")
     J = checkpoint_maps(model, record, split, args.n)
-    shape = image_shape_of(record)
-    if args.pixel and not shape:
-        raise DarmError("--pixel is for image models; this checkpoint's data is not images")
     plot_dependency_maps({record["model"]: J}, out, shape, args.pixel)
     lower, lag = bool((J.triu() == 0).all()), max_lag(J)
     padded = " (padding after an item's end not scored)" if meta.get("eos") is not None else ""

@@ -116,6 +116,28 @@ def relabel_by_name(data, names: list[str] | None, num_classes: int = 0):
     return data
 
 
+def untrained_classes(data: Dataset) -> str:
+    """A note naming the classes that occur in valid or test but never in train: a
+    conditional model learns p(x | y) of none of them, so their examples are scored under a
+    label it never trained with. "" when train holds every class (or there are no labels,
+    or no training split: data scored whole)."""
+    if not data.num_classes or not len(data["train"]):
+        return ""
+    trained = set(data["train"].y.unique().tolist())
+    held_out = {s: set(data[s].y.unique().tolist()) - trained for s in ("valid", "test")}
+    unseen = sorted(held_out["valid"] | held_out["test"])
+    if not unseen:
+        return ""
+
+    def named(c: int) -> str:  # as the summary names classes: 3=cat, or 3
+        label = f"{c}={data.class_names[c]}" if data.class_names else str(c)
+        return f"{label} ({' and '.join(s for s in held_out if c in held_out[s])})"
+
+    n = len(unseen)
+    shown = ", ".join(named(c) for c in unseen[:5]) + ", ..." * (n > 5)
+    return f"note: {n} class{'es' * (n != 1)} only in valid / test, never trained on: {shown}"
+
+
 def split_note(fractions: tuple[float, float], seed: int) -> str:
     """'seeded (42) split 80%/10%/10%'."""
     train = 1 - sum(fractions)

@@ -67,20 +67,23 @@ def mnist_dataset(path: Path, levels: int = 256) -> Dataset:
 
 
 def read_pixels(path: Path, mode: str) -> np.ndarray:
-    """An image file's 8-bit pixels in PIL `mode` (L, LA, RGB, RGBA): (H, W) or (H, W, C).
-    Grey wider than 8 bits is scaled to 8 bits or refused (eight_bits): Pillow's convert
-    would clip it at 255."""
-    from PIL import Image
+    """An image file's 8-bit pixels in PIL `mode` (L, LA, RGB, RGBA): (H, W) or (H, W, C),
+    turned upright as its EXIF Orientation tag says. Grey wider than 8 bits is scaled to 8
+    bits or refused (eight_bits): Pillow's convert would clip it at 255."""
+    from PIL import Image, ImageOps
 
-    with open_image(path) as img:
-        frames = getattr(img, "n_frames", 1)
+    with open_image(path) as stored:
+        frames = getattr(stored, "n_frames", 1)
         if frames > 1:  # Pillow would read the first alone, the rest dropped unseen
             raise DarmError(
                 f"{path} holds {frames} pictures (an animation or a stack); darm reads one a "
                 f"file: save each frame as its own file"
             )
+        # a phone stores a photo as its sensor saw it, with a tag saying how to turn it:
+        # read as stored, a portrait would train (and be scored) lying on its side
+        img = ImageOps.exif_transpose(stored)  # a copy: the file's format and tags stay on `stored`
         if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
-            img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(img), path), "L")
+            img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(stored), path), "L")
         return np.asarray(img.convert(mode))
 
 
