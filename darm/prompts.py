@@ -85,6 +85,19 @@ def check_clip_fits(model, samples: int, meta: dict, name: str) -> None:
         )
 
 
+def check_length_fits(model, meta: dict, length: int | None) -> None:
+    """--length within a model's context (a gpt's), refused in the data's own units: samples
+    and seconds of a clip, characters of a text."""
+    if length is None or model.max_dims is None or length <= model.max_dims:
+        return
+    limit, rate = model.max_dims, meta.get("source", {}).get("sample_rate")
+    secs = f" ({limit / rate:.3f} s)" if meta.get("kind") == "audio" and rate else ""
+    raise DarmError(
+        f"--length {length}: this {model.family} generates at most {limit} "
+        f"{symbols_word(meta.get('kind', ''))}{secs}, its context, prompt included"
+    )
+
+
 def check_prompt_fits(
     model, meta: dict, kept: int, length: int | None, flag: str, which: str = ""
 ) -> None:
@@ -93,13 +106,7 @@ def check_prompt_fits(
     " (prompt 3 of 5)"."""
     D = length or default_length(model, meta, kept)
     symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
-    if length is not None and model.max_dims is not None and length > model.max_dims:
-        limit, rate = model.max_dims, meta.get("source", {}).get("sample_rate")
-        secs = f" ({limit / rate:.3f} s)" if meta.get("kind") == "audio" and rate else ""
-        raise DarmError(
-            f"--length {length}: this {model.family} generates at most {limit} {symbols}{secs}, "
-            f"its context, prompt included"
-        )
+    check_length_fits(model, meta, length)
     if length is not None and length == kept:
         raise DarmError(
             f"--length {length} leaves nothing to draw after the {kept} {symbols} of {flag}"

@@ -124,8 +124,8 @@ def check_fits(
         kinds = ""  # lines for a model of a corpus, say: the sizes differ by the reading
         if trained_kind in KINDS and data.kind != trained_kind:
             kinds = f" (read as {KINDS[data.kind]}; it was trained on {KINDS[trained_kind]})"
-        elif "D" in differ and model.max_dims is not None:  # a gpt's learned positions, say
-            kinds = f" (a {model.family} reads exactly its D, unlike markov, rnn and wavenet)"
+        elif "D" in differ and model.max_dims is not None:
+            kinds = fixed_length_note(model, meta or {})
         raise DarmError(
             f"{data.name} has {', '.join(f'{k}={v[0]}' for k, v in differ.items())}; {path} was "
             f"trained with {', '.join(f'{k}={v[1]}' for k, v in differ.items())}{kinds}"
@@ -141,6 +141,20 @@ def check_fits(
                 else ""
             )
         )
+
+
+def fixed_length_note(model, meta: dict) -> str:
+    """Why a model with a context limit takes no other D, and how its run met its own: a
+    gpt's learned positions exist for 0..seq_len-1 only; corpus and audio were cut to D by
+    --block, which names it where a user would change it."""
+    if len(model.event_shape) != 1:  # an image's raster
+        return f" (a {model.family} reads exactly its D, unlike markov, rnn and wavenet)"
+    block = meta.get("source", {}).get("block")
+    used = f"; the run used --block {block}" if block else ""
+    return (
+        f" (a {model.family}'s learned positions fix its D at seq_len={model.num_dims}, unlike "
+        f"markov, rnn and wavenet{used})"
+    )
 
 
 def is_picture_file(spec: str) -> bool:

@@ -19,6 +19,7 @@ from darm.errors import DarmError, first_line
 from darm.metrics import units
 from darm.outputs import finished
 from darm.report import fmt, markdown_table
+from darm.train import has_run_log
 
 
 @dataclass
@@ -59,8 +60,9 @@ def in_folder(folder: str, command: str) -> str:
 def find_runs(roots: list[Path]) -> list[Path]:
     """Every folder under (or being) one of `roots` that holds a run's last.json, sorted;
     symbolic links to folders are followed (once: a link back up is not a loop forever),
-    folders whose names start with a dot (.git) skipped."""
-    found, seen = set(), set()
+    folders whose names start with a dot (.git) skipped. A folder with a run's other files
+    but no last.json is named on stderr, not left out unseen."""
+    found, seen, unlisted = set(), set(), {}
     for root in roots:
         if root.is_file():  # a checkpoint names its run
             if root.suffix != ".json":
@@ -77,7 +79,27 @@ def find_runs(roots: list[Path]) -> list[Path]:
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             if "last.json" in files:
                 found.add(Path(folder))
+            elif held := run_files(Path(folder), files):
+                unlisted[Path(folder)] = held
+    for folder, held in sorted(unlisted.items()):
+        print(
+            f"note: not listing {folder}: it holds {', '.join(held)} but no last.json (a run "
+            f"before its first whole checkpoint, or last.json removed)",
+            file=sys.stderr,
+        )
     return sorted(found)
+
+
+CHECKPOINT_FILES = ("best.json", "best.safetensors", "last.safetensors",
+                    "best.optim.safetensors", "last.optim.safetensors")  # fmt: skip
+
+
+def run_files(folder: Path, files: list[str]) -> list[str]:
+    """The files of a run in a folder without last.json: checkpoint files, and a log.csv of
+    darm's training. A folder of one's own (or a comparison's, with its results.json and
+    loss.png) holds none, and stays silent."""
+    held = [name for name in CHECKPOINT_FILES if name in files]
+    return held + ["log.csv"] * ("log.csv" in files and has_run_log(folder))
 
 
 def summarise(run_dir: Path) -> RunSummary:
@@ -113,6 +135,10 @@ def summarise(run_dir: Path) -> RunSummary:
     check_types(summary)
     if damage := weights_cut_short(path):  # listed (its record is whole), but not loadable
         print(f"warning: {path}: {damage}: --resume refuses it", file=sys.stderr)
+    best = run_dir / "best.json"
+    if best.exists() and (damage := weights_cut_short(best)):  # what sample and eval load
+        print(f"warning: {best}: {damage}: sample, eval and --resume of the run refuse it "
+              f"(move best.* aside to use last.*)", file=sys.stderr)  # fmt: skip
     return summary
 
 

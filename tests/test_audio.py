@@ -293,8 +293,10 @@ def test_a_clip_longer_than_a_gpts_context_is_refused_by_its_length(tmp_path, ca
                  "--out", str(tmp_path / "s")]) == 0  # fmt: skip
     assert len(frames_of(tmp_path / "s.wav")) == 32 + rate // 10  # D samples, then silence
     capsys.readouterr()
-    code = main(["sample", str(out), "--length", "40"])  # in samples and seconds, as clips are
-    one_line_error(capsys, code, 1, "--length 40: this gpt generates at most 32 samples (0.032 s)")
+    # in samples and seconds, as clips are; complete's test windows too, not only an --input
+    limit = "--length 40: this gpt generates at most 32 samples (0.032 s)"
+    for argv in (["sample", str(out)], ["complete", str(out), "--count", "2"]):
+        one_line_error(capsys, main([*argv, "--length", "40"]), 1, limit)
 
 
 def test_a_wav_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_path, capsys):

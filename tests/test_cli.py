@@ -279,6 +279,22 @@ def test_sample_with_prompt(run, capsys):
     assert len(lines) == 3 and all(line.startswith("an") for line in lines)
 
 
+def test_sample_quiet_prints_nothing_for_any_kind_of_output(run, tmp_path, capsys, monkeypatch):
+    """--quiet: the file alone, whether text or a picture grid; no bar, no 'wrote' line."""
+    from tests.conftest import Terminal
+
+    digits = tmp_path / "digits"
+    assert main(["train", "--data", "digits", *TINY_MARKOV, "--steps", "1", "--out", str(digits),
+                 "--quiet", "--samples", "0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    for folder, name in ((run, "q.txt"), (digits, "q.png")):
+        monkeypatch.setattr(sys, "stderr", Terminal())  # where the bar would draw
+        out = tmp_path / name
+        assert main(["sample", str(folder), "-n", "2", "--out", str(out), "--quiet"]) == 0
+        assert out.is_file() and sys.stderr.getvalue() == "", name
+        assert capsys.readouterr().out == "", name
+
+
 def test_resume_extends_the_run(run, names_file, capsys):
     # the command that started the run may be repeated: the same model and data are accepted
     assert main(["train", "--data", str(names_file), *TINY_MARKOV, "--out", str(run),
@@ -560,7 +576,8 @@ def test_a_size_that_differs_by_the_reading_says_so(tmp_path, capsys):
     assert main([*gpt, "--block", "16", "--out", str(tmp_path / "g")]) == 0
     code = main(["train", "--init", str(tmp_path / "g"), "--block", "8", "--steps", "1",
                  "--samples", "0", "--quiet", "--out", str(tmp_path / "g8")])  # fmt: skip
-    one_line_error(capsys, code, 1, "trained with D=16 (a gpt reads exactly its D, unlike markov")
+    why = "a gpt's learned positions fix its D at seq_len=16, unlike markov, rnn and wavenet"
+    one_line_error(capsys, code, 1, f"trained with D=16 ({why}; the run used --block 16)")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA has one")

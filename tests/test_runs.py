@@ -119,6 +119,32 @@ def test_a_run_with_damaged_weights_is_listed_with_a_warning(runs, tmp_path, cap
     assert "last.safetensors is missing: --resume refuses it" in capsys.readouterr().err
 
 
+def test_a_run_without_its_best_weights_or_its_last_json_is_named(runs, tmp_path, capsys):
+    """best.safetensors gone: listed, with a warning (sample and eval load best); no
+    last.json: not listed, with a note; a folder of one's own files: nothing said."""
+    import shutil
+
+    root, _ = runs
+    for name in ("a", "b"):
+        shutil.copytree(root / "a", tmp_path / name)
+    (tmp_path / "a" / "best.safetensors").unlink()
+    (tmp_path / "b" / "last.json").unlink()
+    (tmp_path / "mine").mkdir()  # a log.csv and results of one's own: not a run
+    (tmp_path / "mine" / "log.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "mine" / "results.json").write_text("{}")
+    assert main(["runs", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    rows = captured.out.split("\n\n")[0].splitlines()[1:]
+    assert [row.split()[0] for row in rows] == [str(tmp_path / "a")]  # the others still listed
+    assert captured.err.splitlines() == [
+        f"note: not listing {tmp_path / 'b'}: it holds best.json, best.safetensors, "
+        "last.safetensors, best.optim.safetensors, last.optim.safetensors, log.csv but no "
+        "last.json (a run before its first whole checkpoint, or last.json removed)",
+        f"warning: {tmp_path / 'a' / 'best.json'}: best.safetensors is missing: sample, eval "
+        "and --resume of the run refuse it (move best.* aside to use last.*)",
+    ]
+
+
 def test_a_run_from_an_older_darm_keeps_what_it_did_not_record(runs, tmp_path, capsys):
     """Resumed, a checkpoint without init or commands (written before darm recorded them)
     does not gain a false record: its start is shown as not recorded, and --init is not

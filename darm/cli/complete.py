@@ -26,7 +26,13 @@ from darm.metrics import symbols_word
 from darm.options import check_counts
 from darm.outputs import class_marks, count, save_samples
 from darm.paths import checked_stem, with_ext
-from darm.prompts import check_prompt_fits, default_length, label_tensor, read_prefixes
+from darm.prompts import (
+    check_length_fits,
+    check_prompt_fits,
+    default_length,
+    label_tensor,
+    read_prefixes,
+)
 
 
 @dataclass
@@ -126,6 +132,7 @@ def draw_completions(args, model, meta: dict, known: Known) -> torch.Tensor:
     length, else input by input."""
     kept = max(map(len, known.prefixes))
     symbols = symbols_word(meta.get("kind", ""))  # samples of a clip, characters of a text
+    check_length_fits(model, meta, args.length)  # test windows too, not only --input
     if args.length is not None and args.length < kept:
         raise DarmError(f"--length {args.length} is shorter than the {kept} {symbols} kept")
     if args.length is not None and args.length <= min(map(len, known.prefixes)):

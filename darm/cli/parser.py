@@ -227,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="length of each sample, --prompt included (default: the model's D; for audio, "
         "one second past the prompt where the model goes on past D: markov, rnn, wavenet)",
     )
-    s.add_argument("--quiet", action="store_true", help="do not print text samples")
+    s.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing but warnings and errors: no text samples, no progress bar, no "
+        "'wrote' line (the file is written all the same)",
+    )
     s.set_defaults(func=cmd_sample)
 
     k = sub.add_parser(

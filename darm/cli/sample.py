@@ -26,7 +26,10 @@ def cmd_sample(args) -> None:
         args.prompt,
         args.label,
         args.length,
+        progress=not args.quiet,
     )
-    if out.suffix == ".txt" and not args.quiet:
+    if args.quiet:  # the file is the output: a script names it with --out
+        return
+    if out.suffix == ".txt":
         print(out.read_text(encoding="utf-8"), end="")
     print(f"wrote {out}", file=sys.stderr)
