@@ -61,10 +61,11 @@ def default_models(data: Dataset) -> list[str]:
 def markov_memory(data: Dataset) -> int:
     """k: one image row back (the pixel above is the best single predictor), three
     characters of a name (the classic MLP language model), a little more for a corpus or
-    audio."""
+    audio; never more than D."""
     if data.image_shape:
         return math.prod(data.image_shape[1:])  # W pixels of C channels each
-    return {"lines": 3, "corpus": 8, "audio": 16}.get(data.kind, 8)
+    k = {"lines": 3, "corpus": 8, "audio": 16}.get(data.kind, 8)
+    return min(k, data.seq_len)  # a lag past D would see only the start symbol
 
 
 def wavenet_dilations(D: int) -> tuple[int, ...]:
@@ -359,7 +360,8 @@ def saved_progress(result: FamilyResult, run_dir: Path) -> None:
 
 
 def finish_family(result, data, opts, device, run_dir) -> None:
-    """After training: exact test NLL, timed samples, dependency map, into `result`."""
+    """After training: exact test NLL, timed samples (none for --samples 0), dependency
+    map, into `result`."""
     name = result.model
 
     # exact test NLL of the best-validation checkpoint, as `darm eval` computes it
@@ -369,7 +371,21 @@ def finish_family(result, data, opts, device, run_dir) -> None:
     result.nats_per_example, result.nats_per_dim = nll.nats_per_example, nll.nats_per_dim
     result.bits_per_dim = nll.bits_per_dim
     write_results(run_dir, record["step"], nll)
+    if opts.samples:  # --samples 0: none drawn, none timed, as `darm train --samples 0`
+        sample_family(result, best, record, data, opts, device, run_dir)
 
+    J = checkpoint_maps(best, record, data["test"], opts.deps_examples)
+    atomic_write(  # for the joint plot
+        run_dir / "deps.safetensors", lambda tmp: save_file({"deps": J.contiguous()}, tmp)
+    )
+    deps = plot_dependency_maps({name: J}, run_dir / "deps.png", image_shape_of(record))
+    result.files["deps"] = deps.relative_to(opts.out).as_posix()
+    result.files["log"] = (run_dir / "log.csv").relative_to(opts.out).as_posix()
+    result.status = "done"
+
+
+def sample_family(result, best, record, data, opts, device, run_dir) -> None:
+    """opts.samples drawn from the best checkpoint and written, their speed into `result`."""
     # cached sampling, timed alone (writing the files is not part of it), after a short
     # untimed draw that warms up allocations and kernels
     sample(best, opts.samples, num_dims=min(best.num_dims, 4), stop_token=data.eos)
@@ -390,15 +406,6 @@ def finish_family(result, data, opts, device, run_dir) -> None:
         result.files["waveforms"] = wave_png.relative_to(opts.out).as_posix()
     elif data.vocab is not None:
         result.texts = sample_texts(x, data)
-
-    J = checkpoint_maps(best, record, data["test"], opts.deps_examples)
-    atomic_write(  # for the joint plot
-        run_dir / "deps.safetensors", lambda tmp: save_file({"deps": J.contiguous()}, tmp)
-    )
-    deps = plot_dependency_maps({name: J}, run_dir / "deps.png", image_shape_of(record))
-    result.files["deps"] = deps.relative_to(opts.out).as_posix()
-    result.files["log"] = (run_dir / "log.csv").relative_to(opts.out).as_posix()
-    result.status = "done"
 
 
 def sample_texts(x: torch.Tensor, data: Dataset) -> list[str]:
@@ -596,10 +603,11 @@ def compare_families(
                 elif result.status == "interrupted":  # (not continued)
                     tqdm.write(f"{name}: {result.note}")
                 elif result.status == "done":
+                    speed = result.samples_per_s  # None: no samples drawn (--samples 0)
                     tqdm.write(
                         f"{name}: test {result.nats_per_example:.4f} nats/{ex}, "
-                        f"{result.bits_per_dim:.4f} bits/{dim}, "
-                        f"{result.samples_per_s:,.1f} {ex}s/s"
+                        f"{result.bits_per_dim:.4f} bits/{dim}"
+                        + ("" if speed is None else f", {speed:,.1f} {ex}s/s")
                     )
             results.append(result)
             if result.status == "done":

@@ -140,14 +140,18 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
     doc.heading("Results")
     header, table = results_table(rows, data.kind)
     doc.table(header, table)
+    speed = (
+        f"{count(opts.samples, ex)} drawn at once with the family's cache (`model.step`), "
+        f"timed alone after a short untimed warm-up draw"
+        if opts.samples
+        else "none drawn (`--samples 0`)"
+    )
     doc.para(
         f"Test NLL is exact, over all {count(len(data['test']), ex)} of the test split, with each "
         f"family's best-validation checkpoint (as `darm eval` computes it); bits/{dim} = "
         f"nats/{dim} / ln 2. Train tokens/s: scored dimensions per second over the training "
-        f"time, validation passes included. {ex.capitalize()}s/s: {count(opts.samples, ex)} drawn "
-        f"at once with the family's cache (`model.step`), timed alone after a short untimed "
-        f"warm-up draw. Wall s: the family's whole "
-        f"turn (step timing, training, test evaluation, sampling, dependency map)."
+        f"time, validation passes included. {ex.capitalize()}s/s: {speed}. Wall s: the "
+        f"family's whole turn (step timing, training, test evaluation, sampling, dependency map)."
     )
     for note in family_notes(rows):
         doc.para(note)
@@ -169,7 +173,9 @@ def write_report(data: Dataset, opts, rows, maps: dict[str, torch.Tensor]) -> Pa
     doc.images([("all families", "loss.png")], width=640)
 
     doc.heading("Samples")
-    if data.image_shape:
+    if not opts.samples:
+        doc.para("None drawn (`--samples 0`).")
+    elif data.image_shape:
         doc.images([(r.model, r.files["samples"]) for r in done])
     elif data.kind == "audio":
         shown = min(4, opts.samples)

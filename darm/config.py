@@ -26,7 +26,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if origin is tuple:
         given = value
         if isinstance(value, str):  # 1,2,4 or (1, 2, 4) as `darm models -v` prints it, or 1 2 4
-            value = value.strip().strip("()[]").replace(",", " ").split()
+            value = list_items(name, value)
         if not isinstance(value, (list, tuple)):
             raise DarmError(f"{name} must be a comma-separated list, got {value!r}")
         try:
@@ -69,6 +69,23 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return value
         raise DarmError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def list_items(name: str, text: str) -> list[str]:
+    """The items of a list field as typed: '1,2,4', '(1, 2, 4)', '[1,2,4]' or '1 2 4'. An
+    empty item ('1,,2', '1,') is refused: dropped, it would quietly make another list. The
+    one trailing comma of Python's one-item tuple, '(1,)' as a report prints it, is not one."""
+    inner = text.strip()
+    bracketed = inner[:1] in ("(", "[")
+    inner = inner.strip("()[]").strip()
+    if bracketed and inner.endswith(","):
+        inner = inner[:-1]
+    if not inner:
+        return []  # the field's own check says what an empty list means to it
+    pieces = [piece.split() for piece in inner.split(",")]  # '1, 2 4' is 1, 2, 4 too
+    if not all(pieces):
+        raise DarmError(f"{name} has an empty item in {text!r}; separate its values by one comma")
+    return [item for piece in pieces for item in piece]
 
 
 def typed_fields(cls: type, overrides: dict[str, Any], what: str = "config") -> dict[str, Any]:

@@ -94,6 +94,12 @@ def check_config(cfg: TrainConfig, world_size: int = 1, planned: bool = False) -
     for name in ("warmup", "weight_decay", "grad_clip"):
         if not 0 <= getattr(cfg, name) < math.inf:  # nan too: `> 0` would switch clipping off
             raise DarmError(f"{name} must be >= 0 and finite, got {getattr(cfg, name)}")
+    if cfg.lr * cfg.weight_decay >= 1:  # AdamW's step multiplies weights by 1 - lr * wd
+        raise DarmError(
+            f"weight_decay {cfg.weight_decay:g} times the lr {cfg.lr:g} is "
+            f"{cfg.lr * cfg.weight_decay:g}: AdamW scales the weights by 1 - lr * weight_decay "
+            f"each step, so the product must be below 1"
+        )
     if cfg.steps % cfg.cycles and not planned:
         raise DarmError(f"steps ({cfg.steps}) must be a multiple of cycles ({cfg.cycles})")
     if cfg.warmup and cfg.warmup >= cfg.steps // cfg.cycles and not planned:

@@ -781,6 +781,9 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
     one_line_error(capsys, code, needle="already holds a checkpoint")
 
 
+ONE_STEP = ["--steps", "1", "--eval-every", "1", "--samples", "0", "--quiet"]
+
+
 @pytest.mark.parametrize(
     "args, code, needle",
     [
@@ -857,8 +860,27 @@ def test_train_refuses_to_overwrite(run, names_file, capsys):
         (["compare", "--threads", "0"], 1, "--threads must be >= 1"),
         (["train", "--threads", "100000"], 1, "--threads 100000 is over 4 per CPU"),
         (["bench", "--threads", "100000"], 1, "--threads 100000 is over 4 per CPU"),
+        # an item lost from a list, a memory or a kernel past what the data has, a decay that
+        # scales the weights by 1 - lr * wd < 0 (once NLL 1e33), blanks that name nothing
+        # (one step where they were taken, so that one not refused fails fast)
+        (["train", "--model", "wavenet", "--set", "dilation_cycle=1,,2", *ONE_STEP], 1,
+         "dilation_cycle has an empty item in '1,,2'"),
+        (["train", "--model", "markov", "--set", "k=1000", *ONE_STEP], 1,
+         "k=1000 is more than D=64"),
+        (["train", "--model", "pixelcnn", "--set", "first_kernel=99", *ONE_STEP], 1,
+         "first_kernel=99 is wider than 8x8 pictures can use: at most 15"),
+        (["train", "--model", "gated_pixelcnn", "--set", "kernel_size=17", *ONE_STEP], 1,
+         "kernel_size=17 is wider than 8x8 pictures"),
+        (["train", "--weight-decay", "1e6", *ONE_STEP], 1,
+         "--weight-decay 1e+06 times the lr 0.003 is 3000"),
+        (["train", "--lr", "0.1", "--weight-decay", "10", *ONE_STEP], 1,
+         "times the lr 0.1 is 1: AdamW"),
+        (["runs", " "], 2, "argument FOLDER: expected a path, got ' '"),
+        (["train", "--out", " ", *ONE_STEP], 2, "argument --out: expected a path, got ' '"),
+        (["--import", "", "models"], 2, "argument --import: expected a module or a .py file"),
+        (["models", "--import", " "], 2, "argument --import: expected a module or a .py file"),
     ],
-)
+)  # fmt: skip
 def test_bad_input(args, code, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     one_line_error(capsys, main(args), code, needle)
@@ -1494,6 +1516,18 @@ def test_a_tuple_field_reads_as_models_v_prints_it(text):
 
     config = build_config(get_entry("wavenet").config_cls, {"dilation_cycle": text})
     assert config.dilation_cycle == (1, 2, 4)  # "1 2 4" once read as the single number 124
+
+
+@pytest.mark.parametrize("text", ["1,", ",1", "1,,2", "(1,,)", "1, ,2"])
+def test_a_tuple_field_refuses_an_empty_item(text):
+    from darm.config import build_config
+    from darm.models import get_entry
+
+    wavenet = get_entry("wavenet").config_cls
+    with pytest.raises(DarmError, match="dilation_cycle has an empty item"):  # not (1,) or (1, 2)
+        build_config(wavenet, {"dilation_cycle": text})
+    # Python's one-item tuple, as a compare report prints it, is one item
+    assert build_config(wavenet, {"dilation_cycle": "(1,)"}).dilation_cycle == (1,)
 
 
 def test_a_run_finds_its_data_from_any_folder(tmp_path, monkeypatch, capsys):

@@ -337,6 +337,8 @@ def test_budget_plans_steps_and_audio(tmp_path):
         (["--models", "markov", "--set", "n_layer=1"], "MODEL.KEY=VALUE"),
         (["--models", "markov", "--set", "markov.k=two"], "k must be an integer"),
         (["--models", ","], "--models names no model"),
+        (["--models", "markov,"], "--models has an empty name in 'markov,'"),
+        (["--models", "markov,,gru"], "--models has an empty name"),
         (["--models", "bigram,bigram"], "names bigram more than once"),
         (["--data", "names", "--models", "pixelcnn"], "no model in --models can run on names"),
         (["--models", "bigram", "--set", "bigram.seq_len=3"], "seq_len is not settable"),
@@ -714,6 +716,35 @@ def test_a_family_that_cannot_be_continued_keeps_its_row(tmp_path, monkeypatch, 
     assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
     (family,) = json.loads((out / "results.json").read_text())["families"]
     assert family["status"] == "done" and family["steps"] == 4
+
+
+def test_samples_zero_draws_none(tmp_path, capsys):
+    """As `darm train --samples 0`: no samples written or timed; the rest of the report."""
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 4, size=(30, 6)))
+    out = tmp_path / "c"
+    args = ["compare", "--data", str(tmp_path / "a.npy"), "--models", "bigram", "--steps", "1",
+            "--samples", "0", "--deps-examples", "2", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert not list(out.glob("bigram/samples*")) and (out / "bigram" / "deps.png").exists()
+    report = (out / "report.md").read_text()
+    assert "None drawn (`--samples 0`)." in report
+    command = next(line for line in report.splitlines() if line.startswith("darm compare"))
+    assert "--samples 0" in command  # what --resume reads back
+    family = json.loads((out / "results.json").read_text())["families"][0]
+    assert family["status"] == "done" and family["samples_per_s"] is None
+
+
+def test_compares_markov_remembers_no_more_than_d(tmp_path):
+    """Its memory for an array (8) is cut to the D=6 an example has: a lag past D would see
+    only the start symbol, and a new markov with k > D is refused."""
+    import numpy as np
+
+    from darm.compare import build_family
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).integers(0, 4, size=(30, 6)))
+    assert build_family("markov", load_data(str(tmp_path / "a.npy"))).config.k == 6
 
 
 def test_a_registered_variant_keeps_its_own_defaults(monkeypatch):

@@ -333,6 +333,25 @@ def test_a_pixelcnn_that_would_see_nothing_is_refused():
     assert gated.config.first_kernel == 1  # its stacks see the past whatever the kernel
 
 
+def test_a_new_model_past_its_data_is_refused_and_a_saved_one_loads():
+    """A markov memory longer than D, a kernel wider than 2 * max(H, W) - 1 see nothing more;
+    a default kernel passes on the smallest pictures, and a saved config loads as built."""
+    from darm.models import create_model
+    from darm.models.registry import build_model
+
+    with pytest.raises(DarmError, match="k=8 is more than D=4"):
+        create_model("markov", vocab_size=5, seq_len=4, k=8)
+    saved = dict(vocab_size=5, seq_len=4, k=8, n_embd=4, n_hidden=8)
+    assert build_model("markov", None, saved, keep_fixed=False).config.k == 8
+    picture = dict(vocab_size=2, seq_len=4, image_shape=(2, 2), n_hidden=8, n_layer=1)
+    with pytest.raises(DarmError, match="first_kernel=9 is wider than 2x2 pictures can use: at"):
+        create_model("gated_pixelcnn", **picture, first_kernel=9)
+    with pytest.raises(DarmError, match="kernel_size=5 is wider than 2x2 pictures"):
+        create_model("pixelcnn", **picture, kernel_size=5)
+    assert create_model("gated_pixelcnn", **picture).config.first_kernel == 7  # the default
+    assert create_model("pixelcnn", **picture, first_kernel=3).config.first_kernel == 3
+
+
 @pytest.mark.parametrize("num_classes", [0, 3])
 def test_a_fresh_log_linear_table_starts_near_uniform(num_classes):
     """Its entries are logits: N(0, 1) would start it far worse than guessing uniformly."""

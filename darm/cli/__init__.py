@@ -88,6 +88,11 @@ def rank_lost(e: RuntimeError) -> str | None:
     return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
 
 
+def is_blank(value) -> bool:
+    """An option's text that names nothing: '' (an unset variable) or only spaces."""
+    return isinstance(value, str) and not value.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -95,12 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = sys.argv[1:] if argv is None else list(argv)  # what was given, as given
         if unknown:  # `darm train --stpes 20`: point at `darm train --help`, not `darm --help`
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-        for dest in PATH_OPTIONS:  # `--data "$UNSET"` would quietly mean the default
-            if args.command == "runs" and "" in args.folders:  # `darm runs "$UNSET"`: not .
-                parser.commands["runs"].error("argument FOLDER: expected a path, got ''")
-            if getattr(args, dest, None) == "":
+        here = parser.commands[args.command]
+        # `--data "$UNSET"` would quietly mean the default, and ' ' read as a file's name
+        # says only "  does not exist"
+        blanks = [f for f in args.folders if is_blank(f)] if args.command == "runs" else []
+        if blanks:  # `darm runs "$UNSET"`: not .
+            here.error(f"argument FOLDER: expected a path, got {blanks[0]!r}")
+        for dest in PATH_OPTIONS:
+            if is_blank(value := getattr(args, dest, None)):
                 flag = f"--{dest.replace('_', '-')}"
-                parser.commands[args.command].error(f"argument {flag}: expected a path, got ''")
+                here.error(f"argument {flag}: expected a path, got {value!r}")
+        for spec in args.imports + args.imports_here:  # importlib: "Empty module name"
+            if is_blank(spec):
+                here.error(f"argument --import: expected a module or a .py file, got {spec!r}")
     except SystemExit as e:  # --help, or a bad option already reported on one line
         return int(e.code or 0)
     world = several_ranks()

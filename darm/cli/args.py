@@ -226,9 +226,11 @@ def family_overrides(assignments: list[str] | None) -> dict[str, dict]:
 def model_names(text: str) -> list[str]:
     """--models as a list of registered families, each named once (checked before the data
     is read: a typo costs no loading)."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names:
+    names = [m.strip() for m in text.split(",")]
+    if not any(names):
         raise DarmError(f"--models names no model: {text!r}")
+    if "" in names:  # 'markov,' or 'markov,,gru': a name lost, not one fewer family asked for
+        raise DarmError(f"--models has an empty name in {text!r}; separate names by one comma")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise DarmError(f"--models names {', '.join(twice)} more than once")

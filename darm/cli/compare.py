@@ -52,7 +52,7 @@ def cmd_compare(args) -> None:
             return
     if args.budget is None and args.steps is None:
         args.budget = 300.0
-    check_counts(args, steps=1, samples=1, batch_size=1, deps_examples=1, valid_examples=1)
+    check_counts(args, steps=1, samples=0, batch_size=1, deps_examples=1, valid_examples=1)
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
     listed = None if args.models is None else model_names(args.models)  # before the data

@@ -369,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the test NLL is always over the whole split)",
     )
     c.add_argument(
-        "--samples", type=integer, default=64, help="samples per family, timed (default 64)"
+        "--samples",
+        type=integer,
+        default=64,
+        help="samples per family, timed (default 64; 0: none, as for train)",
     )
     c.add_argument(
         "--deps-examples",

@@ -47,6 +47,17 @@ class MarkovConfig:
                 "dropout needs the MLP form (n_hidden > 0); the log-linear table has none"
             )
 
+    def check_new(self) -> None:
+        """A new model's memory fits its examples: lag i of x_d is a start symbol wherever
+        d <= i, so a lag past D never sees a symbol in training, only costs time and memory,
+        and feeds its untrained weights into a sample longer than D. (Checked on new models
+        only: a run saved with k > D still loads, and may go on in shorter blocks.)"""
+        if self.k > self.seq_len:
+            raise ValueError(
+                f"k={self.k} is more than D={self.seq_len}, the symbols of an example: a "
+                f"lag past D sees only the start symbol"
+            )
+
     @staticmethod
     def from_saved(config: dict) -> dict:
         """A checkpoint's config: runs from before dropout was refused on the table saved it,

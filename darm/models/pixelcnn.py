@@ -52,6 +52,22 @@ class PixelCNNConfig:
         if self.n_hidden < 2 * self.hwc[2]:
             raise ValueError(f"n_hidden must be >= 2 * channels = {2 * self.hwc[2]}")
 
+    def check_new(self) -> None:
+        """A new model's kernels no wider than its pictures can use: a k x k kernel reaches
+        k // 2 pixels a side, so past 2 * max(H, W) - 1 taps the rest fall on padding alone
+        (of 99x99 on 8x8 digits, 15x15 ever see a pixel). A field's default passes on any
+        picture (7x7 on the smallest), and a run saved before this check still loads
+        (checked on new models only)."""
+        H, W, _ = self.hwc
+        reach = 2 * max(H, W) - 1
+        for name in ("first_kernel", "kernel_size"):
+            k, default = getattr(self, name), getattr(type(self), name)
+            if k > max(reach, default):
+                raise ValueError(
+                    f"{name}={k} is wider than {H}x{W} pictures can use: at most "
+                    f"{reach} (2 * max(H, W) - 1) reaches every pixel"
+                )
+
     @property
     def hwc(self) -> tuple[int, int, int]:
         shape = tuple(self.image_shape or (1, self.seq_len))

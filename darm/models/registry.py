@@ -219,8 +219,8 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
 
 def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) -> ARModel:
     """create_model; keep_fixed=False (a saved config) lets it change a name's fixed fields
-    (a run of `--model gru --set cell=lstm` saved before they were fixed still loads) and
-    set the fields only saved configs set (saved_only)."""
+    (a run of `--model gru --set cell=lstm` saved before they were fixed still loads), set
+    the fields only saved configs set (saved_only) and skips the config's `check_new`."""
     entry = get_entry(name)
     what = f"{name} config"
     if keep_fixed and (kept := saved_only(entry.config_cls) & set(overrides)):
@@ -244,6 +244,8 @@ def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) 
         )
     try:
         check_common_fields(config)
+        if keep_fixed and hasattr(config, "check_new"):
+            config.check_new()
         return entry.model_cls(config)
     except DarmError:
         raise
