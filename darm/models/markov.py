@@ -51,8 +51,9 @@ class MarkovConfig:
         """A new model's memory fits its examples: lag i of x_d is a start symbol wherever
         d <= i, so a lag past D never sees a symbol in training, only costs time and memory,
         and feeds its untrained weights into a sample longer than D. (Checked on new models
-        only: a run saved with k > D still loads, and may go on in shorter blocks.)"""
-        if self.k > self.seq_len:
+        only: a run saved with k > D still loads, and may go on in shorter blocks. The
+        default k passes on any data, as pixelcnn's default kernels do on tiny pictures.)"""
+        if self.k > max(self.seq_len, type(self).k):
             raise ValueError(
                 f"k={self.k} is more than D={self.seq_len}, the symbols of an example: a "
                 f"lag past D sees only the start symbol"
