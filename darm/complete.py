@@ -100,10 +100,12 @@ def read_symbol_pictures(path: Path, shape: tuple[int, ...], levels: int) -> tor
     return torch.from_numpy(a.astype(np.int64))
 
 
-def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor:
+def read_images(
+    path: Path, shape: tuple[int, ...], levels: int, upright: bool = True
+) -> torch.Tensor:
     """A picture file as the model's symbols (N, D): one picture of the model's size, or a
     grid of them as `darm sample` writes it (tiles in reading order). Grey, grey + alpha,
-    RGB or RGBA by the model's 1, 2, 3 or 4 channels."""
+    RGB or RGBA by the model's 1, 2, 3 or 4 channels; upright as read_pixels."""
     H, W = shape[:2]
     C = shape[2] if len(shape) == 3 else 1
     if C not in PIL_MODES:
@@ -113,7 +115,7 @@ def read_images(path: Path, shape: tuple[int, ...], levels: int) -> torch.Tensor
             f"the model's pixels have {levels} levels and a picture file's 256 at most: "
             f"give {path.name}'s symbols as an .npy array"
         )
-    pixels = read_pixels(path, PIL_MODES[C])
+    pixels = read_pixels(path, PIL_MODES[C], upright)
     note = conversion_note([path], PIL_MODES[C])  # a colour picture for a grey model, say
     if note:
         print(f"note: {path}: {note}, as the model reads", file=sys.stderr)

@@ -18,7 +18,7 @@ from darm.data import (
 )
 from darm.data.arrays import make_dataset
 from darm.data.dataset import relabel_by_name
-from darm.data.images import IMAGE_SUFFIXES
+from darm.data.images import IMAGE_SUFFIXES, reads_upright
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.prompts import label_tensor
@@ -73,7 +73,7 @@ def read_like(
     data = load_data(
         spec, fmt, D if block is None else block, levels, seed, vocab, max_len=max_len,
         whole=whole,
-        channels=image_channels(meta),
+        channels=image_channels(meta), upright=reads_upright(meta["source"]),
     )  # fmt: skip
     intensities = fmt == "images" and Path(spec).suffix.lower() in (".npy", ".npz")
     if intensities and not any(data[s].x.any() for s in SPLITS):  # values < 256 / L bin to 0
@@ -151,9 +151,10 @@ def fixed_length_note(model, meta: dict) -> str:
         return f" (a {model.family} reads exactly its D, unlike markov, rnn and wavenet)"
     block = meta.get("source", {}).get("block")
     used = f"; the run used --block {block}" if block else ""
+    fixed = "'s learned positions fix its D" if model.family == "gpt" else " reads exactly its D"
     return (
-        f" (a {model.family}'s learned positions fix its D at seq_len={model.num_dims}, unlike "
-        f"markov, rnn and wavenet{used})"
+        f" (a {model.family}{fixed} at seq_len={model.num_dims}, unlike markov, rnn and "
+        f"wavenet{used})"
     )
 
 
@@ -166,7 +167,7 @@ def read_pictures(path: Path, model, meta: dict):
     """A picture file as test data for an image model: the picture, or each picture of a
     grid `darm sample` wrote (as `complete --input` reads them)."""
     shape = tuple(meta["image_shape"])
-    x = read_images(path, shape, model.vocab_size).numpy()  # (N, D)
+    x = read_images(path, shape, model.vocab_size, reads_upright(meta["source"])).numpy()  # (N, D)
     empty = x[:0]
     return make_dataset(
         path.name,

@@ -19,7 +19,7 @@ from darm.errors import DarmError, first_line
 from darm.metrics import units
 from darm.outputs import finished
 from darm.report import fmt, markdown_table
-from darm.train import has_run_log
+from darm.train import CHECKPOINT_FILES, has_run_log
 
 
 @dataclass
@@ -88,10 +88,6 @@ def find_runs(roots: list[Path]) -> list[Path]:
             file=sys.stderr,
         )
     return sorted(found)
-
-
-CHECKPOINT_FILES = ("best.json", "best.safetensors", "last.safetensors",
-                    "best.optim.safetensors", "last.optim.safetensors")  # fmt: skip
 
 
 def run_files(folder: Path, files: list[str]) -> list[str]:

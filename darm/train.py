@@ -59,10 +59,9 @@ LOG_FIELDS = ["step", "lr", "train_nats_per_dim", "valid_nats_per_dim", "tokens_
 
 # what a run writes in its folder besides checkpoints (last.json is checked on its own)
 FINISH_FILES = ("loss.png", "results.json", "samples.png", "samples.txt", "samples.wav")
-RUN_FILES = (
-    "log.csv", *FINISH_FILES, "best.json", "best.safetensors", "last.safetensors",
-    "best.optim.safetensors", "last.optim.safetensors",
-)  # fmt: skip
+CHECKPOINT_FILES = ("best.json", "best.safetensors", "last.safetensors",
+                    "best.optim.safetensors", "last.optim.safetensors")  # fmt: skip
+RUN_FILES = ("log.csv", *FINISH_FILES, *CHECKPOINT_FILES)
 
 
 def check_new_run_dir(run_dir: Path) -> None:

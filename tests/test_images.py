@@ -423,6 +423,54 @@ def test_pictures_are_turned_upright_as_their_exif_orientation_says(tmp_path):
     assert (x[pngs] == torch.from_numpy(upright.ravel().astype(np.int64))).all()
 
 
+def test_a_run_of_pictures_from_before_the_turning_reads_them_as_stored(tmp_path, capsys):
+    """A run trained before darm turned pictures upright recorded no `upright`: its folder
+    is read again as stored (same sizes, splits and digest: no "has changed" warning), and
+    so are other pictures given to it. A new run reads them upright; a size mismatch
+    that the turning makes says so."""
+    from darm.checkpoint import record_sha256
+    from darm.data.dataset import digest
+    from darm.data.images import image_folder_dataset
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to view
+    stored = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10  # 4 rows x 6 columns
+    (tmp_path / "side").mkdir()
+    for i in range(12):
+        Image.fromarray(np.roll(stored, i)).save(tmp_path / "side" / f"{i}.png", exif=exif)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "side"), "--model", "markov", "--levels", "4",
+            "--steps", "2", "--samples", "0", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    as_stored = image_folder_dataset(tmp_path / "side", 4, upright=False)
+    for name in ("best.json", "last.json"):  # as a run saved before the turning
+        record = json.loads((out / name).read_text())
+        assert record["data"]["source"].pop("upright") is True
+        assert record["data"]["image_shape"][:2] == [6, 4]  # this run read them upright
+        record["data"]["image_shape"][:2] = [4, 6]
+        record["data"]["digest"] = digest(as_stored)
+        record["sha256"]["record"] = record_sha256(record)
+        (out / name).write_text(json.dumps(record))
+    from darm.checkpoint import load_checkpoint
+    from darm.data import load_from_source
+
+    _, record, _ = load_checkpoint(out)
+    data = load_from_source(record["data"], 24, out)
+    assert tuple(data.image_shape[:2]) == (4, 6)  # as stored, as the old run read it
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    assert main(["train", "--resume", "--out", str(out), "--steps", "4", "--quiet"]) == 0
+    assert "changed" not in capsys.readouterr().err
+    from darm.reread import read_pictures
+
+    Image.fromarray(stored).save(tmp_path / "one.png", exif=exif)
+    model, record, _ = load_checkpoint(out)
+    assert read_pictures(tmp_path / "one.png", model, record["data"]).image_shape[:2] == (4, 6)
+    Image.fromarray(stored).save(tmp_path / "side" / "0.png")  # no tag: 4x6 upright
+    with pytest.raises(DarmError, match=r"is 6x4 \(rows x columns\) \(turned upright by its EXIF"):
+        load_data(str(tmp_path / "side"))
+
+
 def test_float_and_32_bit_pictures_are_read_whole_or_refused(tmp_path):
     from darm.data.images import read_pixels
 

@@ -103,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         here = parser.commands[args.command]
         # `--data "$UNSET"` would quietly mean the default, and ' ' read as a file's name
         # says only "  does not exist"
-        blanks = [f for f in args.folders if is_blank(f)] if args.command == "runs" else []
-        if blanks:  # `darm runs "$UNSET"`: not .
-            here.error(f"argument FOLDER: expected a path, got {blanks[0]!r}")
+        for dest, name in (("folders", "FOLDER"), ("runs", "RUN"), ("checkpoint", "checkpoint")):
+            given = getattr(args, dest, None)  # `darm runs "$UNSET"`: not .
+            blanks = [
+                f for f in ([given] if isinstance(given, str) else given or []) if is_blank(f)
+            ]
+            if blanks:
+                here.error(f"argument {name}: expected a path, got {blanks[0]!r}")
         for dest in PATH_OPTIONS:
             if is_blank(value := getattr(args, dest, None)):
                 flag = f"--{dest.replace('_', '-')}"

@@ -19,6 +19,7 @@ from darm.complete import (
     save_completion_grid,
 )
 from darm.data import load_from_source
+from darm.data.images import reads_upright
 from darm.data.vocab import saved_vocab
 from darm.errors import DarmError
 from darm.memory import check_sample_memory
@@ -58,7 +59,7 @@ def complete_inputs(args, model, meta: dict, folder: Path) -> Known:
         L = model.vocab_size
         read = [
             read_symbol_pictures(Path(p), shape, L) if p.lower().endswith(".npy")
-            else read_images(Path(p), shape, L)
+            else read_images(Path(p), shape, L, reads_upright(meta["source"]))
             for p in args.input
         ]  # fmt: skip
         return Known([], torch.cat(read))

@@ -19,6 +19,7 @@ from darm.data.images import (
     image_array_dataset,
     image_folder_dataset,
     mnist_dataset,
+    reads_upright,
 )
 from darm.data.text import corpus_dataset, lines_dataset
 from darm.data.vocab import Vocabulary, saved_vocab
@@ -56,6 +57,7 @@ def load_data(
     max_len: int | None = None,
     whole: bool = False,
     channels: int | None = None,
+    upright: bool = True,
 ) -> Dataset:
     """A built-in name (digits, names, shakespeare, speech, binarized_mnist, mnist) or a
     path: .txt (format lines or corpus), .npy / .npz (integer arrays, or with format images
@@ -64,7 +66,7 @@ def load_data(
     corpora and audio all in test (so one item, one row or a short passage is enough); an
     .npz's own split is kept. (`darm eval` reads a single picture file itself.)
     channels: a folder's images read with this many (a trained model's), else grey or RGB
-    as they are."""
+    as they are. upright: a folder's pictures turned as their EXIF tags say (reads_upright)."""
     fixed = FIXED_LEVELS.get(spec)
     if fixed is not None and levels not in (None, fixed):
         raise DarmError(f"{spec} has its own {fixed} levels; it cannot be read in {levels} levels")
@@ -104,7 +106,9 @@ def load_data(
     if format == "images":
         if path.is_dir():
             levels = 256 if levels is None else levels
-            return image_folder_dataset(path, levels, seed, whole=whole, channels=channels)
+            return image_folder_dataset(
+                path, levels, seed, whole=whole, channels=channels, upright=upright
+            )
         if path.suffix.lower() in IMAGE_SUFFIXES:
             raise DarmError(f"{path} is one image; give the folder that holds the images")
         if path.suffix.lower() not in (".npy", ".npz"):
@@ -250,7 +254,7 @@ def _reload(
     if fmt == "images":
         return load_data(
             source["path"], "images", levels=source["levels"], seed=source["seed"],
-            channels=channels,
+            channels=channels, upright=reads_upright(source),
         )  # fmt: skip
     if fmt == "audio":
         return audio_dataset(Path(source["path"]), source["block"], bundled_name(source))

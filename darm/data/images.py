@@ -66,10 +66,14 @@ def mnist_dataset(path: Path, levels: int = 256) -> Dataset:
     )
 
 
-def read_pixels(path: Path, mode: str) -> np.ndarray:
+ORIENTATION = 0x0112  # the EXIF tag: 1 upright, 2-8 mirrored and/or turned
+
+
+def read_pixels(path: Path, mode: str, upright: bool = True) -> np.ndarray:
     """An image file's 8-bit pixels in PIL `mode` (L, LA, RGB, RGBA): (H, W) or (H, W, C),
-    turned upright as its EXIF Orientation tag says. Grey wider than 8 bits is scaled to 8
-    bits or refused (eight_bits): Pillow's convert would clip it at 255."""
+    turned upright as its EXIF Orientation tag says (upright=False: as stored, as runs of
+    pictures from before darm did so read them; see reads_upright). Grey wider than 8 bits
+    is scaled to 8 bits or refused (eight_bits): Pillow's convert would clip it at 255."""
     from PIL import Image, ImageOps
 
     with open_image(path) as stored:
@@ -81,10 +85,25 @@ def read_pixels(path: Path, mode: str) -> np.ndarray:
             )
         # a phone stores a photo as its sensor saw it, with a tag saying how to turn it:
         # read as stored, a portrait would train (and be scored) lying on its side
-        img = ImageOps.exif_transpose(stored)  # a copy: the file's format and tags stay on `stored`
+        img = ImageOps.exif_transpose(stored) if upright else stored  # (a copy: tags stay)
         if img.mode.startswith("I") or img.mode == "F":  # wider than 8 bits, one channel
             img = Image.fromarray(eight_bits(np.asarray(img), sample_bits(stored), path), "L")
         return np.asarray(img.convert(mode))
+
+
+def reads_upright(source: dict) -> bool:
+    """Whether pictures are read for a run of this data source turned upright by their EXIF
+    Orientation tag: runs record it since darm began to turn them; a run of pictures from
+    before read them as stored, and reads them so again, so its splits, sizes and digest
+    stay its own. Runs of data that holds no picture files read other pictures upright."""
+    return source.get("upright", source.get("format") != "images")
+
+
+def turned_note(path: Path) -> str:
+    """' (turned upright by its EXIF Orientation tag)' where a picture's tag turns it."""
+    with open_image(path) as img:
+        orientation = img.getexif().get(ORIENTATION, 1)
+    return " (turned upright by its EXIF Orientation tag)" if orientation != 1 else ""
 
 
 @contextmanager
@@ -221,6 +240,7 @@ def image_folder_dataset(
     fractions=(0.1, 0.1),
     whole: bool = False,
     channels: int | None = None,
+    upright: bool = True,
 ) -> Dataset:
     """Every image under `folder` (same size), grey or RGB, quantised to `levels`.
 
@@ -245,14 +265,15 @@ def image_folder_dataset(
     if channels is not None and channels not in PIL_MODES:
         raise DarmError(f"the model reads {channels}-channel images; picture files hold 1 to 4")
     mode = PIL_MODES[channels] if channels else _image_mode(paths)
-    images = [read_pixels(p, mode) for p in paths]
+    images = [read_pixels(p, mode, upright) for p in paths]
     shape = images[0].shape
     for p, img in zip(paths, images):
         if img.shape != shape:
+            turned = turned_note if upright else (lambda q: "")
             raise DarmError(
-                f"{p} is {img.shape[0]}x{img.shape[1]} (rows x columns), but "
-                f"{paths[0].relative_to(folder)} is {shape[0]}x{shape[1]}; all images must "
-                f"have one size"
+                f"{p} is {img.shape[0]}x{img.shape[1]} (rows x columns){turned(p)}, but "
+                f"{paths[0].relative_to(folder)} is {shape[0]}x{shape[1]}{turned(paths[0])}; "
+                f"all images must have one size"
             )
     x = quantise(np.stack(images), levels)  # (N, H, W) or (N, H, W, 3)
     classes = sorted({p.parent.relative_to(folder).as_posix() for p in paths})
@@ -276,7 +297,8 @@ def image_folder_dataset(
         ys,
         levels,
         x.shape[1:],
-        {"format": "images", "path": str(folder), "levels": levels, "seed": seed},
+        {"format": "images", "path": str(folder), "levels": levels, "seed": seed}
+        | ({"upright": True} if upright else {}),  # (a run from before has no such key)
         f"{len(x)} {mode} images from {folder}{labels}, {levels} levels, "
         + (split_note(fractions, seed) if not whole else "scored whole"),
         class_names=classes if y is not None else None,
@@ -310,5 +332,7 @@ def image_array_dataset(
         return quantise(a, levels)
 
     data = array_dataset(path, levels=levels, seed=seed, transform=to_levels, whole=whole)
-    data.source = {"format": "images", "path": str(path), "levels": levels, "seed": seed}
+    # upright: how other picture files are read for the run (these are pixels already)
+    data.source = {"format": "images", "path": str(path), "levels": levels, "seed": seed,
+                   "upright": True}  # fmt: skip
     return data
