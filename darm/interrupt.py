@@ -65,27 +65,45 @@ def stop_on_signals():
             signal.signal(s, previous[s])
 
 
-def _raise_stopped(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM acts at once
-    raise Stopped("", signal.SIGTERM)
-
-
 @contextlib.contextmanager
 def sigterm_interrupts():
     """SIGTERM raises Stopped (signum SIGTERM) wherever it lands, as Ctrl-C raises
     KeyboardInterrupt: a long command (compare's test passes, sampling, maps) then stops the
     way Ctrl-C stops it, keeping what it has written, instead of dying on the spot. Inside
-    training `stop_on_signals` takes over, and puts this back after. Left as it is outside
-    the main thread or where SIGTERM is ignored."""
+    training `stop_on_signals` takes over, and puts this back after. Yields a StopRequest
+    that notes either signal: one that cuts an import short may surface as that import's
+    own failure (numpy's RecursionError), which the caller then takes for the stop it was.
+    Left as it is outside the main thread, or for a signal that is ignored or handled
+    outside Python; inside another (nested), the outer one's notes."""
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_IGN, None) or previous is _raise_stopped:  # (nested: once)
-        yield
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    outer = [h.darm_stop for h in previous.values() if hasattr(h, "darm_stop")]
+    if outer:
+        yield outer[0]
         return
-    signal.signal(signal.SIGTERM, _raise_stopped)
+
+    def on_sigterm(signum, frame):
+        stop.signum = stop.signum or signum
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM acts at once
+        raise Stopped("", signal.SIGTERM)
+
+    def on_sigint(signum, frame):  # Ctrl-C as before (a KeyboardInterrupt), noted
+        stop.signum = stop.signum or signum
+        previous[signal.SIGINT](signum, frame)
+
+    on_sigterm.darm_stop = on_sigint.darm_stop = stop
+    ours = {}
+    if previous[signal.SIGTERM] not in (signal.SIG_IGN, None):
+        ours[signal.SIGTERM] = on_sigterm
+    if callable(previous[signal.SIGINT]):  # Python's handler, or the console script's
+        ours[signal.SIGINT] = on_sigint
+    for s, handler in ours.items():
+        signal.signal(s, handler)
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s in ours:
+            signal.signal(s, previous[s])

@@ -52,6 +52,8 @@ def output_stem(out: str | None, default: Path, ext: str) -> Path:
         stem = Path(out) / default.name
     else:
         stem = Path(out)
+        if stem.exists() and not stem.is_file():  # /dev/null would become /dev/null.png
+            raise DarmError(f"--out {out} is not a file or a folder; give a file name to write")
         suffix = stem.suffix.lower()
         if suffix != ext and (suffix in SAMPLE_SUFFIXES or suffix in OTHER_PICTURES):
             # a .jpg would hold PNG bytes, a .png a text's lines, or a WAV's samples

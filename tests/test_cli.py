@@ -173,6 +173,22 @@ def test_outputs_refuse_unwritable_places_before_any_work(run, tmp_path, capsys)
     assert (tmp_path / "new" / "loss.png").is_file()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_an_out_that_is_neither_file_nor_folder_is_refused(run, tmp_path, capsys):
+    """`--out /dev/null` (a device, a named pipe) was taken for a stem: sample wrote
+    /dev/null.png beside it. It is refused, by its name, as train refuses it."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for argv in (["plot", str(run)], ["sample", str(run), "-n", "2"], ["deps", str(run)],
+                 ["complete", str(run), "--input", "an"]):  # fmt: skip
+        code = main([*argv, "--out", str(pipe)])
+        one_line_error(capsys, code, 1, f"--out {pipe} is not a file or a folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+    argv = ["train", "--data", "names", *TINY_MARKOV, "--steps", "1", "--out", os.devnull]
+    one_line_error(capsys, main(argv), 1, f"cannot write {os.devnull}: {os.devnull} is")
+    one_line_error(capsys, main([*argv[:-1], str(pipe)]), 1, f"cannot write {pipe}: {pipe} is")
+
+
 def test_sample_out_adds_its_suffix_to_the_name_given(run, tmp_path, capsys):
     precious = tmp_path / "names.txt"
     precious.write_text("precious\n")
@@ -1031,6 +1047,78 @@ def test_the_console_script_takes_one_ctrl_c_and_ignores_the_next(monkeypatch):
     assert stop.value.code == 130
 
 
+def sigterm_caught(pid: int) -> bool:
+    """Whether process `pid` handles SIGTERM in Python by now (Linux: /proc's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
+    return bool(caught) and int(caught[0], 16) >> (signal.SIGTERM - 1) & 1 == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_sigterm_while_torch_loads_ends_in_one_line(names_file):
+    """`timeout` or a scheduler's SIGTERM in the second or two that torch takes to load
+    killed the command without a word; it stops as a Ctrl-C there does."""
+    argv = [sys.executable, "-m", "darm", "train", "--data", str(names_file), *TINY_MARKOV]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not sigterm_caught(proc.pid) and proc.poll() is None:
+            time.sleep(0.002)  # the console script's handler, long before torch is loaded
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (143, "darm: terminated\n")
+
+
+@pytest.mark.parametrize("signum, code, what", [
+    (signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])  # fmt: skip
+def test_a_signal_that_breaks_an_import_ends_in_one_line(signum, code, what, names_file, tmp_path):
+    """A signal before training's own handler (reading --import, loading data, building the
+    model) stops the command in one line with its status: SIGTERM during --import killed it
+    without a word, and one that cut an import short surfaced as that import's failure (numpy's
+    lazy imports: a RecursionError, said as an error or a traceback)."""
+    family = tmp_path / "slow_family.py"
+    family.write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        f"    os.kill(os.getpid(), {int(signum)})\n"
+        "    time.sleep(30)\n"
+        "except BaseException as e:  # as numpy's lazy import fails once interrupted\n"
+        "    raise RecursionError('maximum recursion depth exceeded') from e\n"
+    )
+    argv = [sys.executable, "-m", "darm", "--import", str(family), "train", "--data",
+            str(names_file), *TINY_MARKOV, "--out", str(tmp_path / "r")]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (code, f"darm train: {what}\n")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_stdout_that_cannot_be_written_does_not_stop_train(unbuffered, names_file, tmp_path):
+    """`darm train > /dev/full` (a full disk): unbuffered, the first line stopped the run
+    before its folder was made; buffered, its lines failed at the exit (status 120, an
+    'Exception ignored' traceback). The run trains and is saved; one warning says why its
+    lines are missing."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update(OMP_NUM_THREADS="1", **{"PYTHONUNBUFFERED": unbuffered} if unbuffered else {})
+    out = tmp_path / "r"
+    argv = [sys.executable, "-m", "darm", "train", "--data", str(names_file), *TINY_MARKOV,
+            "--steps", "4", "--eval-every", "2", "--samples", "2", "--out", str(out)]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == (
+        "darm train: warning: cannot write to stdout (No space left on device); the run goes "
+        "on, its lines dropped\n"
+    )
+    assert json.loads((out / "last.json").read_text())["step"] == 4
+    assert (out / "results.json").exists() and (out / "samples.txt").exists()
+
+
 def test_a_console_that_cannot_show_the_data_or_is_closed_does_not_stop_train(tmp_path):
     """An ASCII console (PYTHONIOENCODING=ascii, a cp1252 redirect) prints é escaped; a
     closed stdout (`darm train >&-`) is /dev/null: either way the run trains and is saved."""
@@ -1825,6 +1913,14 @@ def test_bench_times_each_family_and_its_cache(capsys):
     code = main(["bench", "--models", "bigram,gpt", "--set", "gpt.n_head=3"])
     err = one_line_error(capsys, code, 1, "gpt")
     assert "bigram:" not in err
+
+
+def test_bench_refuses_a_timing_window_past_a_day(capsys):
+    """--seconds 1e20 timed the first family for ever (an unknown model here, so that a
+    window let through fails fast)."""
+    for bad in ("1e20", "86401"):
+        code = main(["bench", "--seconds", bad, "--models", "nope"])
+        one_line_error(capsys, code, 1, "--seconds must be a positive number, at most 86,400")
 
 
 def test_bench_batches_fit_small_data(tmp_path, capsys):

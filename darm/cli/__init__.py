@@ -3,6 +3,7 @@ data, runs. One module per command; the parser and its help in parser.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import torch.distributed as dist
 
 from darm.cli.parser import build_parser
 from darm.errors import DarmError, first_line, ranked, several_ranks
-from darm.interrupt import sigterm_interrupts
+from darm.interrupt import Stopped, sigterm_interrupts
 from darm.models.registry import import_families
 
 __all__ = ["build_parser", "main"]
@@ -37,31 +38,46 @@ def say_error(line: str) -> None:
 
 
 class OutlivesReader:
-    """stdout for a long command (train, compare): when its reader leaves (`| head`), the
-    rest of the output goes to /dev/null and the work goes on, to its checkpoints and
-    results, instead of dying at the next line it prints."""
+    """stdout for a long command (train, compare): when its reader leaves (`| head`) or it
+    cannot be written (`> /dev/full`, a full disk), the rest of the output goes to /dev/null
+    and the work goes on, to its checkpoints and results, instead of dying at the next line
+    it prints. A reader leaving is no failure; a stdout that fails is said once on stderr."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, command: str):
         self.stream = stream
+        self.command = command
 
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
-            self.reader_left()
+        except OSError as e:
+            self.lost(e)
             return len(text)
 
     def flush(self) -> None:
         try:
             self.stream.flush()
-        except BrokenPipeError:
-            self.reader_left()
+        except OSError as e:
+            self.lost(e)
 
-    def reader_left(self) -> None:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+    def lost(self, e: OSError) -> None:
+        to_null(self.stream)
+        if not isinstance(e, BrokenPipeError):
+            with contextlib.suppress(OSError):  # (stderr may be as full: then nothing is said)
+                say_error(
+                    f"darm {self.command}: warning: cannot write to stdout "
+                    f"({e.strerror or first_line(e)}); the run goes on, its lines dropped"
+                )
 
     def __getattr__(self, name):  # isatty, fileno, encoding ... as the stream's
         return getattr(self.stream, name)
+
+
+def to_null(stream) -> None:
+    """Point a stream's file at /dev/null: what it still buffers, and all after, goes there."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, stream.fileno())
+    os.close(null)
 
 
 LONG = ("train", "compare")  # work worth finishing when the reader of its lines is gone
@@ -125,19 +141,22 @@ def main(argv: list[str] | None = None) -> int:
             say_error(f"darm {args.command}: error: runs in one process (WORLD_SIZE={world} "
                       f"says this is one of torchrun's); torchrun is for `darm train`")  # fmt: skip
         return 1
+    stdout = sys.stdout
     try:
-        args.imports += args.imports_here  # before the command or after it
-        if args.imports:
-            for spec in args.imports:
-                import_families(spec)
-        stdout = sys.stdout
-        if args.command in LONG:
-            sys.stdout = OutlivesReader(stdout)
-        try:
-            with sigterm_interrupts():  # a SIGTERM (kill, timeout) stops a command as Ctrl-C does
+        # a SIGTERM (kill, timeout) stops a command as Ctrl-C does, from its first import on
+        with sigterm_interrupts() as stop:
+            try:
+                args.imports += args.imports_here  # before the command or after it
+                for spec in args.imports:  # (a module of one's own may take its time)
+                    import_families(spec)
+                if args.command in LONG:
+                    sys.stdout = OutlivesReader(stdout, args.command)
                 args.func(args)
-        finally:
-            sys.stdout = stdout
+                sys.stdout.flush()  # its last lines, buffered, fail here, not at the exit
+            except Exception:
+                if stop:  # an import the signal cut short fails in its own way (RecursionError)
+                    raise Stopped("", stop.signum) from None
+                raise
     except DarmError as e:
         say_error(f"darm {args.command}: error: {e}")
         return 1
@@ -148,11 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"darm {args.command}: {what}" + (f": {e}" if str(e) else ""), file=sys.stderr)
         return 128 + signum
     except BrokenPipeError:  # `darm models -v | head`: the reader left; no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        to_null(sys.stdout)
         return 141
     except OSError as e:  # a disk full, a folder made read-only mid-run: the system's words
         where = f": {e.filename}" if e.filename else ""
         say_error(f"darm {args.command}: error: {e.strerror or first_line(e)}{where}")
+        try:  # stdout's own failure (`darm models > /dev/full`) said once, not again at the exit
+            sys.stdout.flush()
+        except OSError:
+            to_null(sys.stdout)
         return 1
     except (MemoryError, torch.OutOfMemoryError) as e:
         return out_of_memory(args.command, e)
@@ -166,4 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         if "DefaultCPUAllocator" not in str(e):
             raise
         return out_of_memory(args.command, e)
+    finally:
+        sys.stdout = stdout
     return 0

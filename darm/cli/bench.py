@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 from darm.bench import bench, setting, speed_table
@@ -14,11 +13,16 @@ from darm.errors import DarmError
 from darm.options import check_counts, check_data_options, load_training_data
 from darm.train_config import TrainConfig, bf16_warning
 
+MAX_SECONDS = 24 * 3600  # a timing window, per family: past a day it is a slip, not a benchmark
+
 
 def cmd_bench(args) -> None:
     check_counts(args, batch_size=1, n=1)
-    if not 0 < args.seconds < math.inf:
-        raise DarmError(f"--seconds must be a positive number, got {args.seconds}")
+    if not 0 < args.seconds <= MAX_SECONDS:  # nan and inf too; 1e20 would never end
+        raise DarmError(
+            f"--seconds must be a positive number, at most {MAX_SECONDS:,} (a day), "
+            f"got {args.seconds:g}"
+        )
     device = device_of(args)
     check_data_options(args.data, args)  # refused rather than silently ignored, as in train
     listed = None if args.models is None else model_names(args.models)  # before the data
