@@ -56,7 +56,8 @@ class MarkovConfig:
         if self.k > max(self.seq_len, type(self).k):
             raise ValueError(
                 f"k={self.k} is more than D={self.seq_len}, the symbols of an example: a "
-                f"lag past D sees only the start symbol"
+                f"lag past D sees only the start symbol (set k to at most "
+                f"{max(self.seq_len, type(self).k)}; the default {type(self).k} always passes)"
             )
 
     @staticmethod

@@ -65,7 +65,8 @@ class PixelCNNConfig:
             if k > max(reach, default):
                 raise ValueError(
                     f"{name}={k} is wider than {H}x{W} pictures can use: at most "
-                    f"{reach} (2 * max(H, W) - 1) reaches every pixel"
+                    f"{reach} (2 * max(H, W) - 1) reaches every pixel (the default {default} "
+                    f"always passes)"
                 )
 
     @property
