@@ -379,7 +379,7 @@ def model_of_record(record: dict, path: Path, overrides: dict[str, Any] | None =
     try:
         config = saved_config(record["model"], config)
         model = build_model(record["model"], None, {**config, **(overrides or {})},
-                            keep_fixed=False)  # fmt: skip
+                            saved=True)  # fmt: skip
     except DarmError:  # its own words (an unknown model, a bad --set)
         raise
     except (TypeError, ValueError) as e:

@@ -342,7 +342,7 @@ def test_a_new_model_past_its_data_is_refused_and_a_saved_one_loads():
     with pytest.raises(DarmError, match="k=8 is more than D=4.*the default 3 always passes"):
         create_model("markov", vocab_size=5, seq_len=4, k=8)
     saved = dict(vocab_size=5, seq_len=4, k=8, n_embd=4, n_hidden=8)
-    assert build_model("markov", None, saved, keep_fixed=False).config.k == 8
+    assert build_model("markov", None, saved, saved=True).config.k == 8
     assert create_model("markov", vocab_size=5, seq_len=1).config.k == 3  # the default, D=1
     picture = dict(vocab_size=2, seq_len=4, image_shape=(2, 2), n_hidden=8, n_layer=1)
     with pytest.raises(DarmError, match="first_kernel=9 is wider than 2x2 pictures can use: at"):

@@ -245,7 +245,7 @@ def test_a_wavenet_saved_with_its_unused_last_residual_loads_and_resumes(tmp_pat
 
     def wavenet(**config):  # as a checkpoint's config builds it: last_res may be set
         torch.manual_seed(0)
-        return build_model("wavenet", None, {**TINY["wavenet"], **config}, keep_fixed=False)
+        return build_model("wavenet", None, {**TINY["wavenet"], **config}, saved=True)
 
     old = dict(vocab_size=17, seq_len=64, dilation_cycle=(1, 2), last_res=True)
     full = wavenet(**old)

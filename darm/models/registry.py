@@ -217,13 +217,13 @@ def create_model(name: str, data: Any = None, **overrides: Any) -> ARModel:
     return build_model(name, data, overrides)
 
 
-def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) -> ARModel:
-    """create_model; keep_fixed=False (a saved config) lets it change a name's fixed fields
-    (a run of `--model gru --set cell=lstm` saved before they were fixed still loads), set
-    the fields only saved configs set (saved_only) and skips the config's `check_new`."""
+def build_model(name: str, data: Any, overrides: dict, saved: bool = False) -> ARModel:
+    """create_model; saved=True (a checkpoint's config) lets it change a name's fixed fields
+    (a run of `--model gru --set cell=lstm` saved before they were fixed still loads) and set
+    the fields only saved configs set (saved_only), and skips the config's `check_new`."""
     entry = get_entry(name)
     what = f"{name} config"
-    if keep_fixed and (kept := saved_only(entry.config_cls) & set(overrides)):
+    if not saved and (kept := saved_only(entry.config_cls) & set(overrides)):
         raise DarmError(
             f"{what}: {sorted(kept)[0]} is not settable: it describes runs saved by an older "
             f"darm, read from their checkpoints"
@@ -236,7 +236,7 @@ def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) 
         overrides = {**known, **overrides}
     config = build_config(entry.config_cls, {**entry.defaults, **overrides}, what)
     # compared parsed: `--set k=1` on a bigram is no change
-    if keep_fixed and (changed := fixed_changes(entry, config)):
+    if not saved and (changed := fixed_changes(entry, config)):
         key = changed[0]
         raise DarmError(
             f"{name} is {entry.family} with {fixed_text(entry)}, which it keeps: for "
@@ -244,7 +244,7 @@ def build_model(name: str, data: Any, overrides: dict, keep_fixed: bool = True) 
         )
     try:
         check_common_fields(config)
-        if keep_fixed and hasattr(config, "check_new"):
+        if not saved and hasattr(config, "check_new"):
             config.check_new()
         return entry.model_cls(config)
     except DarmError:
